@@ -1,0 +1,88 @@
+//! The command line, as clap parses it; `lib::run` turns it into validated settings.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use log::LevelFilter;
+
+/// Emails a chatbot's owner one message per new conversation state (completed, abandoned,
+/// resumed), each conversation in its own mail thread. Meant to run from cron every few minutes.
+#[derive(Debug, Parser)]
+#[command(name = "chat-notifier", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: ./notifier.toml, then $XDG_CONFIG_HOME/chat-notifier/notifier.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// More on stderr: -v one line per email sent, -vv debugging detail
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Errors only, no warnings
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read the export, decide which chats reached a new state, and send one email for each
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Print every email that would be sent (headers and text part) to stdout; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// On the first run, also email conversations older than first_run_horizon
+    #[arg(long)]
+    pub backfill: bool,
+
+    /// Act as if it were this instant (RFC 3339), for tests and replays
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl Cli {
+    /// Warnings by default: a cron run with nothing to report prints nothing.
+    pub fn log_level(&self) -> LevelFilter {
+        match (self.quiet, self.verbose) {
+            (true, _) => LevelFilter::Error,
+            (false, 0) => LevelFilter::Warn,
+            (false, 1) => LevelFilter::Info,
+            (false, _) => LevelFilter::Debug,
+        }
+    }
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (expected e.g. 2026-11-24T09:15:00Z)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbosity_and_now() {
+        let cli = Cli::parse_from(["chat-notifier", "run", "-vv", "--now", "2026-11-24T10:00:00+01:00"]);
+        assert_eq!(cli.log_level(), LevelFilter::Debug);
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.now.unwrap().to_rfc3339(), "2026-11-24T09:00:00+00:00");
+        assert!(Cli::try_parse_from(["chat-notifier", "run", "--now", "yesterday"]).is_err());
+        assert!(Cli::try_parse_from(["chat-notifier", "-q", "-v", "run"]).is_err());
+    }
+}

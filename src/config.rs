@@ -1,0 +1,442 @@
+//! The TOML config: parsed and validated once at start, so everything after works on values
+//! known to be good. Every error names the file and the key.
+
+use std::path::{Path, PathBuf};
+use std::{env, fmt, fs};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The bot runtime's SQLite export; read only.
+    pub export: PathBuf,
+    /// The notifier's own SQLite file.
+    pub state: PathBuf,
+    #[serde(default = "Span::thirty_minutes")]
+    pub abandon_after: Span,
+    #[serde(default = "Span::one_day")]
+    pub first_run_horizon: Span,
+    #[serde(default = "utc")]
+    pub time_zone: Tz,
+    /// A folder whose templates replace the built-in ones of the same name.
+    pub templates: Option<PathBuf>,
+    /// Attempts after which an email the server refuses permanently is parked.
+    #[serde(default = "five")]
+    pub max_attempts: u32,
+    pub mail: Mail,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mail {
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+    #[serde(default)]
+    pub cc: Vec<Mailbox>,
+    /// The right-hand side of Message-IDs; the From address's domain by default.
+    pub message_id_domain: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "TransportTable")]
+pub enum Transport {
+    Smtp(Smtp),
+    Sendmail {
+        command: PathBuf,
+    },
+    /// Writes each email as an .eml file: previews and machines with no mail server.
+    Folder {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct Smtp {
+    pub host: String,
+    pub port: Option<u16>,
+    pub security: Security,
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    pub timeout: Span,
+    /// For a local relay with a self-signed certificate; certificates are verified otherwise.
+    pub accept_invalid_certs: bool,
+}
+
+/// The `[transport]` table as written: one flat table, so that a wrong value is reported
+/// with its own key and line (serde's tagged enums lose both), then checked per kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportTable {
+    kind: Kind,
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<Security>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    /// Only here to answer with a helpful error: secrets never live in the config file.
+    password: Option<IgnoredAny>,
+    timeout: Option<Span>,
+    accept_invalid_certs: Option<bool>,
+    command: Option<PathBuf>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Smtp,
+    Sendmail,
+    Folder,
+}
+
+impl TryFrom<TransportTable> for Transport {
+    type Error = String;
+
+    fn try_from(t: TransportTable) -> Result<Self, String> {
+        fn given(keys: &[(&'static str, bool)]) -> Vec<&'static str> {
+            keys.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect()
+        }
+        let smtp_only = given(&[
+            ("host", t.host.is_some()),
+            ("port", t.port.is_some()),
+            ("security", t.security.is_some()),
+            ("username", t.username.is_some()),
+            ("password_env", t.password_env.is_some()),
+            ("password_file", t.password_file.is_some()),
+            ("timeout", t.timeout.is_some()),
+            ("accept_invalid_certs", t.accept_invalid_certs.is_some()),
+        ]);
+        let (kind, foreign) = match t.kind {
+            Kind::Smtp => ("smtp", given(&[("command", t.command.is_some()), ("path", t.path.is_some())])),
+            Kind::Sendmail => ("sendmail", [smtp_only.clone(), given(&[("path", t.path.is_some())])].concat()),
+            Kind::Folder => ("folder", [smtp_only.clone(), given(&[("command", t.command.is_some())])].concat()),
+        };
+        if let Some(key) = foreign.first() {
+            return Err(format!("{key} does not apply to kind = \"{kind}\""));
+        }
+        Ok(match t.kind {
+            Kind::Sendmail => Transport::Sendmail { command: t.command.unwrap_or_else(|| "/usr/sbin/sendmail".into()) },
+            Kind::Folder => Transport::Folder { path: t.path.ok_or("path is required for kind = \"folder\"")? },
+            Kind::Smtp => {
+                if t.password.is_some() {
+                    return Err("password: passwords are not read from the config file; \
+                                use password_env or password_file"
+                        .into());
+                }
+                if t.password_env.is_some() && t.password_file.is_some() {
+                    return Err("password_env and password_file: give one, not both".into());
+                }
+                if t.username.is_none() && (t.password_env.is_some() || t.password_file.is_some()) {
+                    return Err("username: needed when a password is given".into());
+                }
+                let host = t.host.filter(|h| !h.trim().is_empty()).ok_or("host is required for kind = \"smtp\"")?;
+                Transport::Smtp(Smtp {
+                    host,
+                    port: t.port,
+                    security: t.security.unwrap_or_default(),
+                    username: t.username,
+                    password_env: t.password_env,
+                    password_file: t.password_file,
+                    timeout: t.timeout.unwrap_or_else(Span::thirty_seconds),
+                    accept_invalid_certs: t.accept_invalid_certs.unwrap_or(false),
+                })
+            }
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Port 587, upgraded with STARTTLS, which is required.
+    #[default]
+    Starttls,
+    /// Implicit TLS, port 465.
+    Tls,
+    /// Plain text, for a relay on the same machine or network.
+    None,
+}
+
+impl Smtp {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            Security::Starttls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        })
+    }
+
+    /// The password, read from where the config points, only when a connection is made.
+    pub fn password(&self) -> Result<Option<String>> {
+        if let Some(var) = &self.password_env {
+            let value = env::var(var)
+                .with_context(|| format!("transport.password_env: environment variable {var} is not set"))?;
+            return Ok(Some(value));
+        }
+        if let Some(path) = &self.password_file {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("transport.password_file: reading {}", path.display()))?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+        }
+        Ok(None)
+    }
+}
+
+/// A duration written as `90s`, `30m`, `24h`, `7d` or combined, `1h30m`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub TimeDelta);
+
+impl Span {
+    fn thirty_minutes() -> Self {
+        Span(TimeDelta::minutes(30))
+    }
+    fn one_day() -> Self {
+        Span(TimeDelta::hours(24))
+    }
+    fn thirty_seconds() -> Self {
+        Span(TimeDelta::seconds(30))
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut total = TimeDelta::zero();
+        let mut digits = String::new();
+        for c in s.trim().chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let n: i64 = digits.parse().ok()?;
+            digits.clear();
+            let part = match c {
+                's' => TimeDelta::try_seconds(n)?,
+                'm' => TimeDelta::try_minutes(n)?,
+                'h' => TimeDelta::try_hours(n)?,
+                'd' => TimeDelta::try_days(n)?,
+                'w' => TimeDelta::try_weeks(n)?,
+                _ => return None,
+            };
+            total = total.checked_add(&part)?;
+        }
+        (digits.is_empty() && total > TimeDelta::zero()).then_some(Span(total))
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0.num_seconds())
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Span::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid duration {s:?}: write it like \"90s\", \"30m\", \"24h\", \"7d\""))
+        })
+    }
+}
+
+fn utc() -> Tz {
+    Tz::UTC
+}
+fn five() -> u32 {
+    5
+}
+
+/// The config file to use: the one named, else ./notifier.toml, else
+/// $XDG_CONFIG_HOME/chat-notifier/notifier.toml (~/.config when unset).
+pub fn locate(named: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = named {
+        return Ok(path.to_owned());
+    }
+    let local = PathBuf::from("notifier.toml");
+    if local.is_file() {
+        return Ok(local);
+    }
+    let config_home = env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".config")));
+    match config_home.map(|dir| dir.join("chat-notifier").join("notifier.toml")) {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => bail!("no config file: neither ./notifier.toml nor {} exists (see --config)", path.display()),
+        None => bail!("no config file: ./notifier.toml does not exist (see --config)"),
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let mut config = parse(&text).map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    // Relative paths are relative to the config file, not to wherever cron starts us.
+    let base = path.parent().unwrap_or(Path::new(""));
+    config.resolve_paths(base);
+    config.validate().map_err(|e| anyhow!("config {}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// Parses and type-checks; the error says `line N, key.path: what is wrong` on one line.
+fn parse(text: &str) -> Result<Config, String> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, "", &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        describe(text, &key, e.inner())
+    })
+}
+
+fn describe(text: &str, key: &str, e: &toml::de::Error) -> String {
+    let mut out = String::new();
+    if let Some(span) = e.span() {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        out.push_str(&format!("line {line}, "));
+    }
+    if !key.is_empty() && key != "." {
+        out.push_str(key);
+        out.push_str(": ");
+    }
+    out.push_str(e.message().trim());
+    out
+}
+
+impl Config {
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.export);
+        resolve(&mut self.state);
+        if let Some(t) = &mut self.templates {
+            resolve(t);
+        }
+        match &mut self.transport {
+            Transport::Folder { path } => resolve(path),
+            Transport::Smtp(smtp) => {
+                if let Some(p) = &mut smtp.password_file {
+                    resolve(p);
+                }
+            }
+            Transport::Sendmail { .. } => {}
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.mail.to.is_empty() {
+            return Err("mail.to: at least one recipient is needed".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts: must be at least 1".into());
+        }
+        if let Some(domain) = &self.mail.message_id_domain
+            && (domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')))
+        {
+            return Err(format!("mail.message_id_domain: {domain:?} is not a domain name"));
+        }
+        if let Some(dir) = &self.templates
+            && !dir.is_dir()
+        {
+            return Err(format!("templates: {} is not a folder", dir.display()));
+        }
+        Ok(())
+    }
+
+    pub fn message_id_domain(&self) -> String {
+        self.mail.message_id_domain.clone().unwrap_or_else(|| self.mail.from.email.domain().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+export = "export.sqlite"
+state = "state.sqlite"
+[mail]
+from = "Notifier <n@example.com>"
+to = ["owner@example.com"]
+[transport]
+kind = "folder"
+path = "outbox"
+"#;
+
+    fn error_of(text: &str) -> String {
+        let err = parse(text).and_then(|c| c.validate().map(|_| c)).expect_err("config should be rejected");
+        assert!(!err.contains('\n'), "one line: {err}");
+        err
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.abandon_after, Span(TimeDelta::minutes(30)));
+        assert_eq!(c.first_run_horizon, Span(TimeDelta::hours(24)));
+        assert_eq!(c.time_zone, Tz::UTC);
+        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.message_id_domain(), "example.com");
+        assert!(matches!(c.transport, Transport::Folder { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (MINIMAL.replace("state =", "colour = \"red\"\nstate ="), "colour"),
+            (MINIMAL.replace("to = [\"owner@example.com\"]", "to = [\"not an address\"]"), "mail.to"),
+            (MINIMAL.replace("[mail]", "abandon_after = \"soon\"\n[mail]"), "abandon_after"),
+            (MINIMAL.replace("[mail]", "abandon_after = 30\n[mail]"), "abandon_after"),
+            (MINIMAL.replace("[mail]", "time_zone = \"Mars/Olympus\"\n[mail]"), "time_zone"),
+            (MINIMAL.replace("[mail]", "max_attempts = 0\n[mail]"), "max_attempts"),
+            (MINIMAL.replace("to = [\"owner@example.com\"]", "to = []"), "mail.to"),
+            (MINIMAL.replace("kind = \"folder\"", "kind = \"pigeon\""), "pigeon"),
+            (MINIMAL.replace("path = \"outbox\"", "path = \"outbox\"\nhost = \"x\""), "host"),
+            (MINIMAL.replace("path = \"outbox\"", ""), "path"),
+            (MINIMAL.replace("path = \"outbox\"", "path = 3"), "transport.path"),
+            (MINIMAL.replace("export = \"export.sqlite\"\n", ""), "export"),
+        ];
+        for (text, key) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(key), "error {err:?} should name {key:?}");
+        }
+    }
+
+    #[test]
+    fn smtp_rules() {
+        let smtp = |extra: &str| {
+            MINIMAL.replace(
+                "kind = \"folder\"\npath = \"outbox\"",
+                &format!("kind = \"smtp\"\nhost = \"mail.example.com\"\n{extra}"),
+            )
+        };
+        let c = parse(&smtp("")).unwrap();
+        let Transport::Smtp(s) = &c.transport else { panic!() };
+        assert_eq!((s.security, s.port(), s.accept_invalid_certs), (Security::Starttls, 587, false));
+        let password = error_of(&smtp("username = \"u\"\npassword = \"hunter2\""));
+        assert!(password.contains("transport: password"), "{password}");
+        assert!(!password.contains("hunter2"), "{password}");
+        assert!(error_of(&smtp("password_env = \"P\"")).contains("transport: username"));
+        assert!(error_of(&smtp("port = \"x\"")).contains("transport.port"));
+        let line = error_of(&smtp("security = \"ssl\""));
+        assert!(line.starts_with("line 10, transport.security: "), "{line}");
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(Span::parse("90s"), Some(Span(TimeDelta::seconds(90))));
+        assert_eq!(Span::parse("1h30m"), Some(Span(TimeDelta::minutes(90))));
+        assert_eq!(Span::parse("7d"), Some(Span(TimeDelta::days(7))));
+        for bad in ["", "30", "m", "0m", "5x", "-5m", "99999999999999999999d"] {
+            assert_eq!(Span::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Reads the bot runtime's export (schema v1, see README). Read only, never holding a lock
+//! longer than one statement: the runtime may be writing while we read. All SQL against the
+//! export lives here; rows become domain types here, and a malformed row becomes a warning.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, FixedOffset, Utc};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    Bot,
+    Visitor,
+}
+
+/// What a run needs of a new message to track its conversation: no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub id: i64,
+    pub conversation_id: String,
+    pub sent_at: DateTime<Utc>,
+    pub sender: Sender,
+    /// The bot's end_conversation step.
+    pub ends: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub bot_id: String,
+    pub bot_name: String,
+    pub visitor_id: String,
+    pub started_at: Option<DateTime<FixedOffset>>,
+    pub page_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: i64,
+    pub sent_at: DateTime<Utc>,
+    pub sender: Sender,
+    pub gambit_id: Option<String>,
+    pub input_type: Option<String>,
+    pub field: Option<String>,
+    pub body: String,
+}
+
+/// A batch of new activity, and how far it reached (bad rows included, so they are reported
+/// once and never read again).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub activity: Vec<Activity>,
+    pub through: Option<i64>,
+}
+
+pub struct Export {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The activity columns come first, in the same order in both queries, so one function reads
+/// them from either.
+const ACTIVITY_COLUMNS: &str = "id, conversation_id, sent_at, sender, input_type";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, sent_at, sender, input_type, gambit_id, field, body";
+
+impl Export {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display();
+        if !path.is_file() {
+            bail!("export {shown}: no such file");
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .with_context(|| format!("export {shown}: opening"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let export = Export { conn, path: path.to_owned() };
+        export.check_schema()?;
+        Ok(export)
+    }
+
+    /// Fails with one line naming the file and what is missing, before any state is touched.
+    fn check_schema(&self) -> Result<()> {
+        let shown = self.path.display();
+        for (table, columns) in [
+            ("bots", "id, name"),
+            ("conversations", "id, bot_id, visitor_id, started_at, page_url"),
+            ("messages", MESSAGE_COLUMNS),
+        ] {
+            self.conn.prepare(&format!("SELECT {columns} FROM {table} LIMIT 0")).map_err(|e| {
+                match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("export {shown}: not a SQLite database"),
+                    _ => anyhow::anyhow!("export {shown}: not export schema v1 (table {table}): {e}"),
+                }
+            })?;
+        }
+        let indexed: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_index_list('messages') AS l \
+             JOIN pragma_index_info(l.name) AS i WHERE i.seqno = 0 AND i.name = 'conversation_id')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !indexed {
+            log::warn!(
+                "export {shown}: no index on messages(conversation_id, id) as schema v1 asks; \
+                 transcripts are read by scanning, which is slow on a large export"
+            );
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` messages with an id above `after`, oldest first. Each call is one
+    /// statement, so one consistent snapshot, and ids only grow: nothing is half-read.
+    pub fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {ACTIVITY_COLUMNS} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+        let mut rows = stmt.query(params![after, limit as i64]).with_context(|| self.context("reading messages"))?;
+        let mut batch = Batch::default();
+        while let Some(row) = rows.next().with_context(|| self.context("reading messages"))? {
+            let id: i64 = row.get(0)?;
+            batch.through = Some(id);
+            match activity(row, id) {
+                Ok(a) => batch.activity.push(a),
+                Err(why) => log::warn!("export {}: messages row {id} skipped: {why}", self.path.display()),
+            }
+        }
+        Ok(batch)
+    }
+
+    pub fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.bot_id, b.name, c.visitor_id, c.started_at, c.page_url \
+             FROM conversations c LEFT JOIN bots b ON b.id = c.bot_id WHERE c.id = ?1",
+        )?;
+        stmt.query_row([id], |row| {
+            let bot_id = lossy(row, 0).unwrap_or_default();
+            Ok(Conversation {
+                id: id.to_owned(),
+                bot_name: lossy(row, 1).unwrap_or_else(|| bot_id.clone()),
+                bot_id,
+                visitor_id: lossy(row, 2).unwrap_or_default(),
+                started_at: lossy(row, 3).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
+                page_url: lossy(row, 4),
+            })
+        })
+        .optional()
+        .with_context(|| self.context(&format!("reading conversation {id:?}")))
+    }
+
+    /// The conversation's messages up to `through`, the last message this run has read: a
+    /// message written since must not slip into an email that does not cover it.
+    pub fn transcript(&self, conversation_id: &str, through: i64) -> Result<Vec<Message>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id <= ?2 ORDER BY id"
+        ))?;
+        let mut rows = stmt.query(params![conversation_id, through])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().with_context(|| self.context("reading a transcript"))? {
+            let id: i64 = row.get(0)?;
+            // Rows that fail here were reported when first read; leave them out quietly.
+            let Ok(a) = activity(row, id) else { continue };
+            out.push(Message {
+                id,
+                sent_at: a.sent_at,
+                sender: a.sender,
+                input_type: lossy(row, 4),
+                gambit_id: lossy(row, 5),
+                field: lossy(row, 6),
+                body: lossy(row, 7).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("export {}: {what}", self.path.display())
+    }
+}
+
+/// Reads the ACTIVITY_COLUMNS of a row; the error says why the row cannot be used.
+fn activity(row: &Row, id: i64) -> std::result::Result<Activity, String> {
+    let conversation_id = text(row, 1, "conversation_id")?.ok_or("conversation_id is NULL")?;
+    let sent_at = text(row, 2, "sent_at")?.ok_or("sent_at is NULL")?;
+    let sent_at = DateTime::parse_from_rfc3339(sent_at.trim())
+        .map_err(|_| format!("sent_at {sent_at:?} is not an RFC 3339 timestamp"))?
+        .with_timezone(&Utc);
+    let sender = sender(row)?;
+    let ends = sender == Sender::Bot && text(row, 4, "input_type")? == Some("end_conversation");
+    Ok(Activity { id, conversation_id: conversation_id.to_owned(), sent_at, sender, ends })
+}
+
+fn sender(row: &Row) -> std::result::Result<Sender, String> {
+    match text(row, 3, "sender")? {
+        Some("bot") => Ok(Sender::Bot),
+        Some("visitor") => Ok(Sender::Visitor),
+        Some(other) => Err(format!("unknown sender {other:?}")),
+        None => Err("sender is NULL".into()),
+    }
+}
+
+/// A TEXT column that must be valid: NULL is `None`, anything unreadable an error.
+fn text<'r>(row: &'r Row, i: usize, name: &str) -> std::result::Result<Option<&'r str>, String> {
+    match row.get_ref(i).map_err(|e| e.to_string())? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| format!("{name} is not valid UTF-8")),
+        other => Err(format!("{name} is {:?}, not text", other.data_type())),
+    }
+}
+
+/// A display column: whatever is there, as text, with invalid UTF-8 replaced.
+fn lossy(row: &Row, i: usize) -> Option<String> {
+    match row.get_ref(i).ok()? {
+        ValueRef::Null => None,
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    }
+}

@@ -1,0 +1,256 @@
+//! chat-notifier: the one place that orders a run. Load the config, open the export and the
+//! state, fold new messages into the state, decide, render, queue, send.
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod export;
+pub mod render;
+pub mod send;
+pub mod state;
+pub mod thread;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::classify::{ChatState, Decision, Rules, classify};
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::Config;
+use crate::export::Export;
+use crate::render::{Draft, Renderer};
+use crate::send::{Failure, Sender};
+use crate::state::{Open, State};
+
+/// Messages read from the export per statement, and so per state transaction.
+const INGEST_BATCH: usize = 10_000;
+/// Conversations decided, or emails sent, per page read from the state.
+const PAGE: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done(Report),
+    /// Another run holds the lock; this one did nothing.
+    Busy,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub sent: usize,
+    /// Emails in the outbox after this run: they go out with the next one.
+    pub waiting: usize,
+    /// Emails refused permanently `max_attempts` times: kept, no longer retried.
+    pub parked: usize,
+    /// Conversations that could not be rendered; looked at again next run.
+    pub failed: usize,
+}
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INCOMPLETE: u8 = 3;
+    pub const BUSY: u8 = 4;
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Outcome::Busy => exit::BUSY,
+            Outcome::Done(r) if r.waiting + r.parked + r.failed > 0 => exit::INCOMPLETE,
+            Outcome::Done(_) => exit::OK,
+        })
+    }
+}
+
+pub fn run(cli: &Cli) -> Result<Outcome> {
+    let config = config::load(&config::locate(cli.config.as_deref())?)?;
+    match &cli.command {
+        Command::Run(args) => run_once(&config, args),
+    }
+}
+
+pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
+    let now = args.now.unwrap_or_else(Utc::now);
+    // Everything that can fail for a reason the owner must fix fails here, before any state
+    // is touched: templates, the export, the transport settings.
+    let renderer = Renderer::new(config.templates.as_deref(), config.time_zone)?;
+    let export = Export::open(&config.export)?;
+    let mut sender = match args.dry_run {
+        true => Sender::Print(Box::new(std::io::stdout())),
+        false => Sender::from_config(&config.transport)?,
+    };
+    // A dry run before the first real one works on an empty state in memory: no file appears.
+    let (mut state, _lock) = if args.dry_run && !config.state.exists() {
+        (State::in_memory()?, None)
+    } else {
+        let Some(lock) = state::try_lock(&config.state)? else {
+            log::warn!(
+                "another run is in progress (lock {} is held); this run exits without sending",
+                state::lock_path(&config.state).display()
+            );
+            return Ok(Outcome::Busy);
+        };
+        let state = State::open(&config.state)?;
+        if args.dry_run {
+            state.discard_changes()?;
+        }
+        (state, Some(lock))
+    };
+    ingest(&export, &mut state)?;
+    let failed = decide(&export, &mut state, &renderer, config, args, now)?;
+    let report = deliver(&mut state, &mut sender, config.max_attempts, now)?;
+    Ok(Outcome::Done(Report { failed, ..report }))
+}
+
+/// Folds the messages written since the last run into the conversations they belong to.
+fn ingest(export: &Export, state: &mut State) -> Result<()> {
+    let mut watermark = state.progress()?.watermark;
+    loop {
+        let batch = export.activity_after(watermark, INGEST_BATCH)?;
+        let Some(through) = batch.through else { return Ok(()) };
+        let seen = classify::fold(&batch.activity);
+        state.atomically(|tx| tx.track(seen.iter().map(|(id, s)| (*id, *s)), through))?;
+        watermark = through;
+    }
+}
+
+/// Classifies every conversation with uncovered messages and queues the emails due. Returns
+/// how many conversations could not be rendered (they stay open for the next run).
+fn decide(
+    export: &Export,
+    state: &mut State,
+    renderer: &Renderer,
+    config: &Config,
+    args: &RunArgs,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let progress = state.progress()?;
+    let first_run = !progress.baseline_done;
+    if args.backfill && !first_run {
+        log::info!("--backfill only matters on a first run; this state file has had one");
+    }
+    let rules = Rules {
+        now,
+        abandon_after: config.abandon_after.0,
+        baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
+    };
+    let domain = config.message_id_domain();
+    let (mut failed, mut baselined) = (0, 0);
+    let mut after = String::new();
+    loop {
+        let page = state.open_conversations(&after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        // Reading and rendering happen before the transaction, which then only writes.
+        let mut settle: Vec<(&Open, Option<(ChatState, render::Email)>)> = Vec::new();
+        for open in &page {
+            match classify(&open.tracked, &rules) {
+                Decision::Nothing | Decision::Wait => {}
+                Decision::Baseline => {
+                    baselined += 1;
+                    settle.push((open, None));
+                }
+                Decision::Notify(chat_state) => match draft(export, renderer, config, &domain, open, chat_state, now) {
+                    Ok(Some(email)) => settle.push((open, Some((chat_state, email)))),
+                    Ok(None) => {
+                        log::warn!(
+                            "export {}: messages point to conversation {:?}, which has no conversations row; \
+                             they are skipped",
+                            config.export.display(),
+                            open.id
+                        );
+                        settle.push((open, None));
+                    }
+                    Err(e) => {
+                        log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
+                        failed += 1;
+                    }
+                },
+            }
+        }
+        state.atomically(|tx| {
+            for (open, email) in &settle {
+                let through = open.tracked.last_message;
+                match email {
+                    None => tx.cover(&open.id, through)?,
+                    Some((chat_state, email)) => tx.queue(&open.id, *chat_state, through, email)?,
+                }
+            }
+            Ok(())
+        })?;
+    }
+    if first_run {
+        state.atomically(|tx| tx.finish_baseline())?;
+        if baselined > 0 {
+            log::warn!(
+                "first run: {baselined} conversation(s) idle for more than {}h recorded without an email \
+                 (run with --backfill on a fresh state file to send them)",
+                config.first_run_horizon.0.num_hours()
+            );
+        }
+    }
+    Ok(failed)
+}
+
+fn draft(
+    export: &Export,
+    renderer: &Renderer,
+    config: &Config,
+    domain: &str,
+    open: &Open,
+    state: ChatState,
+    now: DateTime<Utc>,
+) -> Result<Option<render::Email>> {
+    let Some(conversation) = export.conversation(&open.id)? else { return Ok(None) };
+    let transcript = export.transcript(&open.id, open.tracked.last_message)?;
+    let draft = Draft {
+        conversation: &conversation,
+        transcript: &transcript,
+        state,
+        covered_before: open.tracked.covered_through,
+        thread: &open.thread,
+        now,
+    };
+    renderer.compose(&draft, &config.mail, domain).map(Some)
+}
+
+/// Sends what the outbox holds, oldest first: this run's emails and any left by earlier ones.
+fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateTime<Utc>) -> Result<Report> {
+    let mut report = Report::default();
+    let mut after = 0;
+    'pages: loop {
+        let page = state.pending(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for p in &page {
+            let id = thread::identifier(&p.conversation_id);
+            let what = format!("{} email for #{id}", p.state.as_str());
+            match sender.send(&p.email) {
+                Ok(()) => {
+                    state.mark_sent(p.id, now)?;
+                    log::info!("sent {what} to {}", send::recipients(&p.email));
+                    report.sent += 1;
+                }
+                Err(failure) => {
+                    let attempt = p.attempts + 1;
+                    let park = matches!(failure, Failure::Rejected { permanent: true, .. }) && attempt >= max_attempts;
+                    state.mark_failed(p.id, failure.reason(), park)?;
+                    if park {
+                        log::error!("{what} parked after {attempt} refusals: {}", failure.reason());
+                        report.parked += 1;
+                    } else {
+                        log::warn!("{what} not sent (attempt {attempt}): {}; it is retried next run", failure.reason());
+                    }
+                    if let Failure::Unavailable(_) = failure {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+    }
+    report.waiting = state.count_pending()?;
+    Ok(report)
+}

@@ -1,0 +1,189 @@
+//! Gets an `Email` out: over SMTP, through sendmail, into a folder of .eml files, or printed
+//! for a dry run. What a failure means for the rest of the batch is decided here, once.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailboxes, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::{self, PoolConfig};
+use lettre::{FileTransport, Message, SendmailTransport, SmtpTransport, Transport as _};
+
+use crate::config::{Security, Transport};
+use crate::render::Email;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The server answered this one email with a refusal; the next may still go.
+    Rejected { permanent: bool, reason: String },
+    /// No email can go now (connection refused, timeout, TLS, server shutting down): stop
+    /// the batch, keep everything pending for the next run.
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn reason(&self) -> &str {
+        match self {
+            Failure::Rejected { reason, .. } | Failure::Unavailable(reason) => reason,
+        }
+    }
+}
+
+pub enum Sender {
+    Smtp(SmtpTransport),
+    Sendmail(SendmailTransport),
+    Folder(FileTransport),
+    Print(Box<dyn Write>),
+}
+
+impl Sender {
+    pub fn from_config(transport: &Transport) -> Result<Self> {
+        Ok(match transport {
+            Transport::Smtp(cfg) => {
+                let tls = || {
+                    TlsParameters::builder(cfg.host.clone())
+                        .dangerous_accept_invalid_certs(cfg.accept_invalid_certs)
+                        .build_rustls()
+                        .context("transport: setting up TLS")
+                };
+                let tls = match cfg.security {
+                    Security::Starttls => Tls::Required(tls()?),
+                    Security::Tls => Tls::Wrapper(tls()?),
+                    Security::None => Tls::None,
+                };
+                let mut builder = SmtpTransport::builder_dangerous(&cfg.host)
+                    .port(cfg.port())
+                    .tls(tls)
+                    .timeout(Some(cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30))))
+                    // One connection, reused for the whole batch.
+                    .pool_config(PoolConfig::new().max_size(1));
+                if let Some(user) = &cfg.username {
+                    let password = cfg.password()?.unwrap_or_default();
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                Sender::Smtp(builder.build())
+            }
+            Transport::Sendmail { command } => Sender::Sendmail(SendmailTransport::new_with_command(command)),
+            Transport::Folder { path } => {
+                std::fs::create_dir_all(path)
+                    .with_context(|| format!("transport.path: creating {}", path.display()))?;
+                Sender::Folder(FileTransport::new(path))
+            }
+        })
+    }
+
+    pub fn send(&mut self, email: &Email) -> Result<(), Failure> {
+        if let Sender::Print(out) = self {
+            return out
+                .write_all(preview(email).as_bytes())
+                .map_err(|e| Failure::Unavailable(format!("writing to stdout: {e}")));
+        }
+        let message = message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") })?;
+        match self {
+            Sender::Smtp(t) => t.send(&message).map(drop).map_err(smtp_failure),
+            Sender::Sendmail(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
+            Sender::Folder(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
+            Sender::Print(_) => unreachable!("handled above"),
+        }
+    }
+}
+
+fn transient(e: &dyn std::error::Error) -> Failure {
+    Failure::Rejected { permanent: false, reason: chain(e) }
+}
+
+fn smtp_failure(e: smtp::Error) -> Failure {
+    let reason = chain(&e);
+    // 421: the server is closing the connection; nothing else will go through it now.
+    if e.status().is_some_and(|code| code.to_string() == "421") || !(e.is_permanent() || e.is_transient()) {
+        Failure::Unavailable(reason)
+    } else {
+        Failure::Rejected { permanent: e.is_permanent(), reason }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            let _ = write!(out, ": {text}");
+        }
+        source = s.source();
+    }
+    out.replace(['\r', '\n'], " ")
+}
+
+/// The RFC 5322 message. Date and Message-ID come from the outbox, so a retry is the same email.
+pub fn message(email: &Email) -> Result<Message> {
+    let mut b = Message::builder()
+        .message_id(Some(email.message_id.clone()))
+        .date(SystemTime::from(email.date))
+        .from(email.from.clone())
+        .subject(email.subject.clone())
+        // RFC 3834: no vacation auto-replies to a machine; Exchange has its own header for it.
+        .raw_header(raw("Auto-Submitted", "auto-generated"))
+        .raw_header(raw("X-Auto-Response-Suppress", "All"));
+    for to in email.to.iter() {
+        b = b.to(to.clone());
+    }
+    for cc in email.cc.iter() {
+        b = b.cc(cc.clone());
+    }
+    if let Some(reply_to) = &email.reply_to {
+        b = b.reply_to(reply_to.clone());
+    }
+    if let Some(id) = &email.in_reply_to {
+        b = b.in_reply_to(id.clone());
+    }
+    if let Some(refs) = &email.references {
+        b = b.references(refs.clone());
+    }
+    b.multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
+        .context("building the message")
+}
+
+fn raw(name: &'static str, value: &str) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_owned())
+}
+
+/// A dry run's view of an email: the headers that matter and the text part, readable.
+pub fn preview(email: &Email) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, value: &str| {
+        let _ = writeln!(out, "{name}: {value}");
+    };
+    line("Date", &email.date.to_rfc2822());
+    line("From", &email.from.to_string());
+    line("To", &email.to.to_string());
+    if email.cc.iter().next().is_some() {
+        line("Cc", &email.cc.to_string());
+    }
+    if let Some(r) = &email.reply_to {
+        line("Reply-To", &r.to_string());
+    }
+    line("Subject", &email.subject);
+    line("Message-ID", &email.message_id);
+    if let Some(id) = &email.in_reply_to {
+        line("In-Reply-To", id);
+    }
+    if let Some(refs) = &email.references {
+        line("References", refs);
+    }
+    out.push('\n');
+    out.push_str(&email.text);
+    if !email.text.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("\n======================================================================\n\n");
+    out
+}
+
+pub fn recipients(email: &Email) -> Mailboxes {
+    email.to.iter().chain(email.cc.iter()).cloned().collect()
+}

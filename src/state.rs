@@ -1,0 +1,402 @@
+//! The notifier's own SQLite file: what each conversation's emails have covered, the thread
+//! each belongs to, and the outbox through which every email passes. Never the export.
+//!
+//! The outbox is what makes sending safe: an email is recorded as pending in the same
+//! transaction that marks its messages covered, then sent, then marked sent. A crash or an
+//! SMTP failure in between leaves it pending, and the next run sends it again with the same
+//! Message-ID.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Savepoint, TransactionBehavior, params};
+
+use crate::classify::{ChatState, Seen, Tracked};
+use crate::render::Email;
+use crate::thread::Thread;
+
+/// Append-only: each entry moves the schema one version on (PRAGMA user_version).
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE progress (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    watermark      INTEGER NOT NULL,  -- highest export messages.id read
+    baseline_done  INTEGER NOT NULL   -- the first run's decisions are committed
+);
+INSERT INTO progress (id, watermark, baseline_done) VALUES (1, 0, 0);
+
+CREATE TABLE conversations (
+    id               TEXT PRIMARY KEY,
+    last_message     INTEGER NOT NULL,
+    last_activity    INTEGER NOT NULL,            -- unix milliseconds
+    ended            INTEGER NOT NULL DEFAULT 0,  -- an uncovered message ends the flow
+    covered_through  INTEGER NOT NULL DEFAULT 0,
+    emails           INTEGER NOT NULL DEFAULT 0,
+    subject          TEXT,                        -- the thread's subject, fixed by its first email
+    thread           TEXT NOT NULL DEFAULT ''     -- Message-IDs sent, root first, space separated
+) WITHOUT ROWID;
+-- The conversations with messages no email covers yet: all a run has to look at.
+CREATE INDEX conversations_open ON conversations (id) WHERE last_message > covered_through;
+
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    conversation_id  TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    covers_through   INTEGER NOT NULL,
+    message_id       TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL,  -- unix milliseconds; the Date header
+    status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'parked')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    sent_at          INTEGER,
+    mail_from        TEXT NOT NULL,
+    mail_to          TEXT NOT NULL,
+    mail_cc          TEXT NOT NULL,
+    reply_to         TEXT,
+    subject          TEXT NOT NULL,
+    in_reply_to      TEXT,
+    refs             TEXT,
+    text_body        TEXT,  -- the bodies are dropped once sent: the file grows with
+    html_body        TEXT   -- conversations, not with transcripts
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE status = 'pending';
+CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
+"#];
+
+/// Held for a whole run; the OS releases it when the process ends, however it ends.
+pub struct RunLock {
+    _file: File,
+}
+
+/// `None` when another run holds the lock.
+pub fn try_lock(state_path: &Path) -> Result<Option<RunLock>> {
+    let path = sibling(state_path, ".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("state lock {}: opening", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("state lock {}: locking", path.display())),
+    }
+}
+
+pub fn lock_path(state_path: &Path) -> PathBuf {
+    sibling(state_path, ".lock")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub watermark: i64,
+    pub baseline_done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub id: String,
+    pub tracked: Tracked,
+    pub thread: Thread,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub conversation_id: String,
+    pub state: ChatState,
+    pub attempts: u32,
+    pub email: Email,
+}
+
+pub struct State {
+    conn: Connection,
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display();
+        // Create it owner-only before SQLite does: it holds visitors' details. SQLite gives
+        // its -wal and -shm files the same permissions.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("state {shown}: creating"))?;
+        let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "wal")
+            .with_context(|| format!("state {shown}: not a chat-notifier state file"))?;
+        // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
+        // a lost "sent" mark means one re-send with the same Message-ID.
+        conn.pragma_update(None, "synchronous", "normal")?;
+        migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
+        Ok(State { conn })
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        Ok(State { conn })
+    }
+
+    /// From here on nothing is committed: the connection's outer transaction is rolled back
+    /// when it closes. The same code as a real run, with no trace left.
+    pub fn discard_changes(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    pub fn progress(&self) -> Result<Progress> {
+        Ok(self.conn.query_row("SELECT watermark, baseline_done FROM progress", [], |r| {
+            Ok(Progress { watermark: r.get(0)?, baseline_done: r.get(1)? })
+        })?)
+    }
+
+    /// Runs `f` as one transaction: all of it is committed, or none.
+    pub fn atomically<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        let tx = Tx(self.conn.savepoint()?);
+        let out = f(&tx)?;
+        tx.0.commit()?;
+        Ok(out)
+    }
+
+    /// A page of the conversations that have uncovered messages, in id order after `after`.
+    pub fn open_conversations(&self, after: &str, limit: usize) -> Result<Vec<Open>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
+             FROM conversations WHERE last_message > covered_through AND id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok(Open {
+                id: r.get(0)?,
+                tracked: Tracked {
+                    last_message: r.get(1)?,
+                    last_activity: millis(r.get(2)?),
+                    ended: r.get(3)?,
+                    covered_through: r.get(4)?,
+                    emails: r.get(5)?,
+                },
+                thread: Thread {
+                    subject: r.get(6)?,
+                    message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A page of the emails waiting to go out, oldest first, after outbox id `after`.
+    pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, \
+             reply_to, subject, in_reply_to, refs, text_body, html_body \
+             FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], pending_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn mark_sent(&self, outbox_id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+             text_body = NULL, html_body = NULL WHERE id = ?1",
+            params![outbox_id, at.timestamp_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; `park` takes the email out of the retry queue for good.
+    pub fn mark_failed(&self, outbox_id: i64, error: &str, park: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, \
+             status = CASE WHEN ?3 THEN 'parked' ELSE status END WHERE id = ?1",
+            params![outbox_id, error, park],
+        )?;
+        Ok(())
+    }
+
+    pub fn count_pending(&self) -> Result<usize> {
+        Ok(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?)
+    }
+
+    /// The outbox row of one email, for tests and for reports: (status, attempts, last_error).
+    pub fn outbox_status(&self, message_id: &str) -> Result<Option<(String, u32, Option<String>)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT status, attempts, last_error FROM outbox WHERE message_id = ?1", [message_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+}
+
+/// The writes of one transaction; see `State::atomically`.
+pub struct Tx<'c>(Savepoint<'c>);
+
+impl Tx<'_> {
+    /// Folds a batch of new messages into the conversations they belong to and moves the
+    /// watermark past them.
+    pub fn track<'a>(&self, seen: impl IntoIterator<Item = (&'a str, Seen)>, watermark: i64) -> Result<()> {
+        let mut upsert = self.0.prepare_cached(
+            "INSERT INTO conversations (id, last_message, last_activity, ended) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET last_message = max(last_message, excluded.last_message), \
+             last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended",
+        )?;
+        for (id, s) in seen {
+            upsert.execute(params![id, s.last_message, s.last_activity.timestamp_millis(), s.ended])?;
+        }
+        self.0.execute("UPDATE progress SET watermark = ?1", [watermark])?;
+        Ok(())
+    }
+
+    /// Marks a conversation's messages through `through` covered without an email.
+    pub fn cover(&self, conversation_id: &str, through: i64) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE conversations SET covered_through = ?2, ended = 0 WHERE id = ?1")?
+            .execute(params![conversation_id, through])?;
+        Ok(())
+    }
+
+    /// Queues an email and marks what it covers, as one step.
+    pub fn queue(&self, conversation_id: &str, state: ChatState, covers_through: i64, email: &Email) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, mail_from, \
+                 mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                conversation_id,
+                state.as_str(),
+                covers_through,
+                email.message_id,
+                email.date.timestamp_millis(),
+                email.from.to_string(),
+                email.to.to_string(),
+                email.cc.to_string(),
+                email.reply_to.as_ref().map(ToString::to_string),
+                email.subject,
+                email.in_reply_to,
+                email.references,
+                email.text,
+                email.html,
+            ])?;
+        // The thread's subject is fixed by its first email; a reply stores its "Re: " form
+        // nowhere, so every reply carries the root subject exactly once prefixed.
+        self.0
+            .prepare_cached(
+                "UPDATE conversations SET covered_through = ?2, ended = 0, emails = emails + 1, \
+                 subject = coalesce(subject, ?3), thread = ltrim(thread || ' ' || ?4) WHERE id = ?1",
+            )?
+            .execute(params![conversation_id, covers_through, email.subject, email.message_id])?;
+        Ok(())
+    }
+
+    pub fn finish_baseline(&self) -> Result<()> {
+        self.0.execute("UPDATE progress SET baseline_done = 1", [])?;
+        Ok(())
+    }
+}
+
+fn pending_row(r: &Row) -> rusqlite::Result<Pending> {
+    let bad =
+        |i: usize, what: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    let state: String = r.get(2)?;
+    let mailboxes = |i: usize| -> rusqlite::Result<lettre::message::Mailboxes> {
+        let s: String = r.get(i)?;
+        if s.is_empty() {
+            return Ok(lettre::message::Mailboxes::new());
+        }
+        s.parse().map_err(|e| bad(i, format!("{e}")))
+    };
+    Ok(Pending {
+        id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        state: ChatState::parse(&state).ok_or_else(|| bad(2, format!("unknown state {state:?}")))?,
+        attempts: r.get(3)?,
+        email: Email {
+            message_id: r.get(4)?,
+            date: millis(r.get(5)?),
+            from: r.get::<_, String>(6)?.parse().map_err(|e| bad(6, format!("{e}")))?,
+            to: mailboxes(7)?,
+            cc: mailboxes(8)?,
+            reply_to: r
+                .get::<_, Option<String>>(9)?
+                .map(|s| s.parse().map_err(|e| bad(9, format!("{e}"))))
+                .transpose()?,
+            subject: r.get(10)?,
+            in_reply_to: r.get(11)?,
+            references: r.get(12)?,
+            text: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+            html: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+        },
+    })
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        bail!("written by a newer chat-notifier (schema {version}, this one knows {})", MIGRATIONS.len());
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute("UPDATE progress SET watermark = 7", []).unwrap();
+        migrate(&mut conn).unwrap();
+        let (watermark, version): (i64, usize) = conn
+            .query_row("SELECT watermark, (SELECT user_version FROM pragma_user_version) FROM progress", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((watermark, version), (7, MIGRATIONS.len()));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(migrate(&mut conn).unwrap_err().to_string().contains("newer"));
+    }
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.sqlite");
+        let first = try_lock(&state).unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&state).unwrap().is_none());
+        drop(first);
+        assert!(try_lock(&state).unwrap().is_some());
+    }
+}

@@ -1,0 +1,159 @@
+//! What keeps one conversation in one mail thread: its identifier, the Message-IDs of its
+//! emails and the subject they share.
+
+use sha2::{Digest, Sha256};
+
+use crate::classify::ChatState;
+
+/// Crockford's base32: no I, L, O or U, so an identifier read aloud or retyped survives.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Longest visitor or bot name kept in a subject; the identifier must stay visible in
+/// narrow inbox columns.
+const MAX_NAME_CHARS: usize = 60;
+
+/// The conversation's identifier, e.g. `K7Q2-9XDM-4HBR`: 60 bits of SHA-256 of the id.
+/// Across 10 million conversations the chance that any two share one is about 4 in 100,000
+/// (n^2 / 2^61); 40 bits would already give some 45 collisions.
+pub fn identifier(conversation_id: &str) -> String {
+    let digest = Sha256::digest(conversation_id.as_bytes());
+    let bits = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 4;
+    let mut out = String::with_capacity(14);
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        let shift = 55 - 5 * i;
+        out.push(CROCKFORD[((bits >> shift) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Deterministic per (conversation, state, last message covered): an email re-sent after a
+/// crash or an SMTP failure carries the id of the first attempt, and receivers drop it.
+pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, domain: &str) -> String {
+    let digest = Sha256::digest(conversation_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<chat.{hex}.{}.{covers_through}@{domain}>", state.as_str())
+}
+
+/// The subject of a conversation's first email; later ones reuse it with `Re: `.
+pub fn subject(bot_name: &str, visitor: &str, identifier: &str) -> String {
+    format!(
+        "{}: chat with {} [#{identifier}]",
+        header_text(bot_name, MAX_NAME_CHARS),
+        header_text(visitor, MAX_NAME_CHARS)
+    )
+}
+
+/// The Message-IDs already sent in a conversation's thread, oldest (the root) first, and the
+/// subject they share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Thread {
+    pub subject: Option<String>,
+    pub message_ids: Vec<String>,
+}
+
+impl Thread {
+    /// The subject for the next email: the stored one with `Re: `, or `first` for a new thread.
+    pub fn next_subject(&self, first: impl FnOnce() -> String) -> String {
+        match &self.subject {
+            Some(s) => format!("Re: {s}"),
+            None => first(),
+        }
+    }
+
+    pub fn in_reply_to(&self) -> Option<&str> {
+        self.message_ids.last().map(String::as_str)
+    }
+
+    /// RFC 5322 References: the root, then every later email, space separated.
+    pub fn references(&self) -> Option<String> {
+        (!self.message_ids.is_empty()).then(|| self.message_ids.join(" "))
+    }
+}
+
+/// Makes untrusted text fit for a header: every control or line-separating character becomes
+/// a space (so no CR/LF can start a header of its own), runs of space fold to one, and the
+/// result is cut to `max_chars` with an ellipsis.
+pub fn header_text(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars * 4));
+    let mut chars = 0;
+    let mut pending_space = false;
+    for c in s.chars() {
+        if c.is_whitespace() || c.is_control() || is_invisible_format(c) {
+            pending_space = true;
+            continue;
+        }
+        if chars == max_chars {
+            out.push('…');
+            return out;
+        }
+        if pending_space && !out.is_empty() {
+            out.push(' ');
+            chars += 1;
+            if chars == max_chars {
+                out.push('…');
+                return out;
+            }
+        }
+        pending_space = false;
+        out.push(c);
+        chars += 1;
+    }
+    out
+}
+
+/// Zero-width and bidirectional controls: invisible, yet able to make a name read as another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifier_is_stable_readable_and_spread() {
+        let id = identifier("conv-1");
+        assert_eq!(id, identifier("conv-1"));
+        assert_eq!(id.len(), 14);
+        assert!(id.chars().all(|c| c == '-' || CROCKFORD.contains(&(c as u8))), "{id}");
+        assert_eq!(id.matches('-').count(), 2);
+        assert_ne!(id, identifier("conv-2"));
+        let distinct: std::collections::HashSet<_> = (0..20_000).map(|i| identifier(&format!("c{i}"))).collect();
+        assert_eq!(distinct.len(), 20_000);
+    }
+
+    #[test]
+    fn message_id_differs_per_state_and_coverage() {
+        let a = message_id("c", ChatState::Abandoned, 10, "example.com");
+        assert_eq!(a, message_id("c", ChatState::Abandoned, 10, "example.com"));
+        assert!(a.starts_with("<chat.") && a.ends_with(".abandoned.10@example.com>"), "{a}");
+        assert_ne!(a, message_id("c", ChatState::Completed, 10, "example.com"));
+        assert_ne!(a, message_id("c", ChatState::Abandoned, 11, "example.com"));
+        assert_ne!(a, message_id("d", ChatState::Abandoned, 10, "example.com"));
+    }
+
+    #[test]
+    fn header_text_cannot_break_a_header() {
+        assert_eq!(header_text("Jane\r\nBcc: evil@example.com", 60), "Jane Bcc: evil@example.com");
+        assert_eq!(header_text("  a \t\u{0}\u{202E}b  ", 60), "a b");
+        assert_eq!(header_text("abcdef", 3), "abc…");
+        assert_eq!(header_text("ab cd", 3), "ab …");
+        assert_eq!(header_text("", 3), "");
+    }
+
+    #[test]
+    fn thread_builds_replies_on_the_stored_subject() {
+        let mut t = Thread::default();
+        assert_eq!(t.next_subject(|| "S [#X]".into()), "S [#X]");
+        assert_eq!(t.in_reply_to(), None);
+        assert_eq!(t.references(), None);
+        t.subject = Some("S [#X]".into());
+        t.message_ids = vec!["<a@x>".into(), "<b@x>".into()];
+        assert_eq!(t.next_subject(|| unreachable!()), "Re: S [#X]");
+        assert_eq!(t.in_reply_to(), Some("<b@x>"));
+        assert_eq!(t.references().as_deref(), Some("<a@x> <b@x>"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The whole pipeline through the built binary, against real SQLite files and a real SMTP
+//! server on 127.0.0.1, asserting what the server received.
+
+mod support;
+
+use support::{Behavior, Fixture, Mail, SmtpServer, identifier, mails};
+
+#[test]
+fn the_lead_path_is_two_emails_in_one_thread() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+
+    // Still typing: nothing, and nothing printed (cron mails any output).
+    let out = f.run_at("2026-11-24T09:20:00Z", &[], 0);
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""));
+    assert!(server.received().is_empty());
+
+    // 30 minutes idle: abandoned.
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    let first = mails(&server);
+    assert_eq!(first.len(), 1);
+    let abandoned = &first[0];
+    assert_eq!(abandoned.subject, format!("Lead Bot: chat with Jane Doe [#{}]", identifier(&abandoned.subject)));
+    assert_eq!(abandoned.rcpt_to, ["owner@example.com"]);
+    assert_eq!(abandoned.reply_to.as_deref(), Some("jane@example.com"));
+    assert_eq!((abandoned.in_reply_to.as_deref(), abandoned.references.len()), (None, 0));
+    assert!(abandoned.text.contains("left the chat with Lead Bot midway, at step ask_phone"), "{}", abandoned.text);
+    assert!(abandoned.header_names.contains(&"Auto-Submitted".to_owned()));
+
+    // Nothing new: nothing sent.
+    f.run_at("2026-11-24T10:30:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+
+    // Back the next day, finishes: the completed email lands in the same thread.
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let all = mails(&server);
+    assert_eq!(all.len(), 2);
+    let completed = &all[1];
+    assert_eq!(completed.subject, format!("Re: {}", abandoned.subject));
+    assert_eq!(completed.in_reply_to.as_deref(), Some(abandoned.message_id.as_str()));
+    assert_eq!(completed.references, std::slice::from_ref(&abandoned.message_id));
+    assert_ne!(completed.message_id, abandoned.message_id);
+    assert!(completed.text.contains("came back and finished"), "{}", completed.text);
+    assert!(completed.text.contains("--- new since the last email ---\n[2026-11-25 08:00] Visitor: +1 555 0100"));
+    assert!(completed.text.contains("phone: +1 555 0100"));
+
+    f.run_at("2026-11-26T08:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2);
+}
+
+#[test]
+fn one_go_is_one_email_and_resumed_chains_references() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("quick", "Sam Lee", "sam@example.com", 0);
+    f.end("quick", "2026-11-24T09:00:30Z");
+    f.lead_who_leaves("slow", "Priya", "priya@example.com", 1);
+    f.run_at("2026-11-24T09:05:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "completed at once, the other may still be typing");
+    assert!(m[0].subject.starts_with("Lead Bot: chat with Sam Lee [#"));
+    assert!(m[0].text.contains("Sam Lee finished the chat"));
+
+    f.run_at("2026-11-24T09:40:00Z", &[], 0); // slow: abandoned
+    f.visitor("slow", "2026-11-24T12:00:00Z", None, "sorry, I was away");
+    f.run_at("2026-11-24T12:10:00Z", &[], 0); // may still be typing
+    assert_eq!(server.received().len(), 2);
+    f.run_at("2026-11-24T12:30:00Z", &[], 0); // resumed
+    f.visitor("slow", "2026-11-24T15:00:00Z", Some("phone"), "555");
+    f.end("slow", "2026-11-24T15:00:01Z");
+    f.run_at("2026-11-24T15:00:30Z", &[], 0); // completed
+    let m = mails(&server);
+    let slow: Vec<&Mail> = m.iter().filter(|m| m.subject.contains("Priya")).collect();
+    assert_eq!(slow.len(), 3);
+    assert!(slow[1].text.contains("came back to the chat with Lead Bot and left again"), "{}", slow[1].text);
+    assert!(slow[2].text.contains("came back and finished"));
+    assert_eq!(slow[1].subject, format!("Re: {}", slow[0].subject));
+    assert_eq!(slow[2].subject, slow[1].subject);
+    assert_eq!(slow[2].in_reply_to.as_deref(), Some(slow[1].message_id.as_str()));
+    assert_eq!(slow[2].references, [slow[0].message_id.clone(), slow[1].message_id.clone()]);
+}
+
+#[test]
+fn dry_run_prints_and_changes_nothing() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.end("c1", "2026-11-24T09:00:30Z");
+
+    let out = f.run_at("2026-11-24T09:01:00Z", &["--dry-run"], 0);
+    assert!(out.stdout.contains("Subject: Lead Bot: chat with Jane Doe [#"), "{}", out.stdout);
+    assert!(out.stdout.contains("Reply-To: Jane Doe <jane@example.com>"));
+    assert!(out.stdout.contains("Message-ID: <chat."));
+    assert!(out.stdout.contains("Jane Doe finished the chat"));
+    assert!(server.received().is_empty());
+    assert!(!f.state.exists(), "a dry run on a fresh install leaves no state file");
+
+    f.run_at("2026-11-24T09:01:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+    let sent_id = Mail::read(&server.received()[0]).message_id;
+    assert!(out.stdout.contains(&format!("Message-ID: <{sent_id}>")), "the preview is the email that goes out");
+
+    // With state, a dry run previews the next email without recording it.
+    f.visitor("c1", "2026-11-24T10:00:00Z", None, "one more thing");
+    let before = f.state_dump();
+    let out = f.run_at("2026-11-24T11:00:00Z", &["--dry-run"], 0);
+    assert!(out.stdout.contains("Subject: Re: Lead Bot: chat with Jane Doe"), "{}", out.stdout);
+    assert!(f.state_dump() == before, "a dry run changes no state");
+    f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2);
+}
+
+#[test]
+fn hostile_visitor_text_cannot_touch_headers_or_html() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let name = "Eve\r\nBcc: spy@evil.example\r\nX-Injected: yes";
+    let email = "eve@example.com\r\nBcc: spy2@evil.example";
+    f.conversation("evil", "2026-11-24T09:00:00Z");
+    f.bot("evil", "2026-11-24T09:00:00Z", "ask_name", "text", "Name?");
+    f.visitor("evil", "2026-11-24T09:00:01Z", Some("name"), name);
+    f.visitor("evil", "2026-11-24T09:00:02Z", Some("email"), email);
+    f.visitor("evil", "2026-11-24T09:00:03Z", None, "<script>alert('x')</script><img src=x onerror=alert(1)>");
+    f.visitor("evil", "2026-11-24T09:00:04Z", None, &"A".repeat(5000));
+    f.end("evil", "2026-11-24T09:00:05Z");
+    f.run_at("2026-11-24T09:01:00Z", &[], 0);
+
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_to, ["owner@example.com"], "no recipient added");
+    let m = Mail::read(&received[0]); // strict: no unknown header, lines <= 998 octets
+    assert!(!m.header_names.iter().any(|h| h == "Bcc" || h == "X-Injected"), "{:?}", m.header_names);
+    assert!(m.subject.starts_with("Lead Bot: chat with Eve Bcc: spy@evil.example X-Injected: yes"), "{}", m.subject);
+    assert_eq!(m.reply_to, None, "an address with a line break in it is no address");
+    assert!(!m.html.contains("<script>") && !m.html.contains("<img"), "{}", m.html);
+    assert!(m.html.contains("&lt;script&gt;"));
+    assert!(m.text.contains("<script>alert('x')</script>"), "the text part shows it as typed");
+    assert!(m.text.contains(&"A".repeat(5000)), "a long line survives, wrapped by the transfer encoding");
+}
+
+#[test]
+fn first_run_skips_old_history_unless_backfill() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("old", "Old Timer", "old@example.com", 0);
+    f.lead_who_leaves("recent", "New Comer", "new@example.com", 5);
+    // Three days later, "recent" gets a message; "old" has been idle since.
+    f.visitor("recent", "2026-11-27T08:00:00Z", None, "hello again");
+    let out = f.run_at("2026-11-27T09:00:00Z", &[], 0);
+    assert!(out.stderr.contains("first run: 1 conversation(s) idle for more than 24h"), "{}", out.stderr);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].subject.contains("New Comer"));
+
+    // After the first run nothing is skipped: a cron that was down for days catches up.
+    f.visitor("old", "2026-11-27T09:00:00Z", None, "anyone there?");
+    f.run_at("2026-12-01T09:00:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 2);
+
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("old", "Old Timer", "old@example.com", 0);
+    let out = f.run_at("2026-11-27T09:00:00Z", &["--backfill"], 0);
+    assert_eq!(out.stderr, "");
+    assert_eq!(mails(&server).len(), 1);
+}
+
+#[test]
+fn smtp_down_keeps_the_email_and_the_retry_carries_the_same_message_id() {
+    let server = SmtpServer::start();
+    // A port nothing listens on: bind one, note it, let it go.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::new(dead_port);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(out.stderr.contains("not sent (attempt 1)"), "{}", out.stderr);
+    assert!(out.stderr.lines().all(|l| l.starts_with("chat-notifier: ")), "{}", out.stderr);
+    let pending = f.state_rows("SELECT message_id, status, attempts FROM outbox ORDER BY id");
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().all(|r| r[1] == "Text(\"pending\")"), "{pending:?}");
+    assert_eq!(pending[0][2], "Integer(1)");
+    assert_eq!(pending[1][2], "Integer(0)", "the batch stops at an unreachable server");
+
+    f.write_config(server.port(), "");
+    f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2);
+    assert_eq!(format!("Text(\"<{}>\")", m[0].message_id), pending[0][0], "same Message-ID as first decided");
+    assert_eq!(format!("Text(\"<{}>\")", m[1].message_id), pending[1][0]);
+    assert!(m[0].raw.contains("Date: Tue, 24 Nov 2026 10:00:00 +0000"), "the Date of the decision");
+
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2);
+}
+
+#[test]
+fn a_temporary_refusal_is_retried_next_run_with_the_same_message_id() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    server.set(Behavior::RejectRcpt("451 4.7.1 greylisted, try again later".into()));
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(out.stderr.contains("451"), "{}", out.stderr);
+    assert!(server.received().is_empty());
+    let decided = f.state_rows("SELECT message_id, attempts, last_error FROM outbox");
+    assert_eq!(decided[0][1], "Integer(1)");
+    assert!(decided[0][2].contains("greylisted"), "{decided:?}");
+
+    server.set(Behavior::Accept);
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1);
+    assert_eq!(format!("Text(\"<{}>\")", m[0].message_id), decided[0][0]);
+}
+
+#[test]
+fn a_permanently_refused_email_is_parked_and_the_others_still_go() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "max_attempts = 2");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    server.set(Behavior::RejectDataContaining {
+        needle: "Jane Doe".into(),
+        reply: "550 5.7.1 rejected by policy".into(),
+    });
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(out.stderr.contains("not sent (attempt 1)"), "{}", out.stderr);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "the other conversation went out in the same run");
+    assert!(m[0].subject.contains("Sam Lee"));
+
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 refusals: permanent error (550)"), "{}", out.stderr);
+    let parked = f.state_rows("SELECT status, attempts FROM outbox WHERE status != 'sent'");
+    assert_eq!(parked, [["Text(\"parked\")", "Integer(2)"]]);
+
+    let attempts = server.attempts();
+    let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    assert_eq!(server.attempts(), attempts, "a parked email is not retried");
+}
+
+#[test]
+fn a_second_run_while_one_holds_the_lock_exits_without_sending() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(f.dir.path().join("state.sqlite.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let started = std::time::Instant::now();
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 4);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "exits promptly");
+    assert!(out.stderr.contains("another run is in progress"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1);
+    assert!(server.received().is_empty());
+    drop(lock);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn overlapping_runs_send_each_email_once() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    for i in 0..20 {
+        f.lead_who_leaves(&format!("c{i:02}"), &format!("Visitor {i}"), "v@example.com", i);
+    }
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+                .args(["--config", f.config.to_str().unwrap(), "run", "--now", "2026-11-25T00:00:00Z"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 0 || *c == 4), "{codes:?}");
+    assert!(codes.contains(&0));
+    f.run_at("2026-11-25T00:00:00Z", &[], 0); // whatever the overlapping runs left
+    let mut ids: Vec<String> = mails(&server).into_iter().map(|m| m.message_id).collect();
+    assert_eq!(ids.len(), 20);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "no email twice");
+}
+
+#[test]
+fn the_example_export_shows_all_three_states() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    std::fs::remove_file(&f.export).unwrap();
+    support::load_sql(&f.export, "examples/export-day1.sql");
+    let out = f.run_at("2026-11-20T12:00:00Z", &[], 0);
+    assert!(out.stderr.contains("first run: 1 conversation(s)"), "{}", out.stderr);
+    support::load_sql(&f.export, "examples/export-day2.sql");
+    f.run_at("2026-11-21T12:00:00Z", &[], 0);
+    let headlines: Vec<String> =
+        mails(&server).iter().map(|m| m.text.lines().next().unwrap().split(',').next().unwrap().to_owned()).collect();
+    assert_eq!(
+        headlines,
+        [
+            "Jane Doe left the chat with Lead Bot midway",
+            "Priya Raman left the chat with Lead Bot midway",
+            "Sam Lee finished the chat with Lead Bot.",
+            "Jane Doe came back and finished the chat with Lead Bot.",
+            "alex.kim@example.net finished the chat with Help Desk.",
+            "Priya Raman came back to the chat with Lead Bot and left again",
+        ]
+    );
+}

@@ -1,0 +1,278 @@
+//! What the integration tests share: a real export file written through SQLite, a config
+//! pointing at a real SMTP server on 127.0.0.1, the built binary run as cron runs it, and a
+//! strict reading of what the server received.
+#![allow(dead_code)] // each test binary uses its own part of this
+
+pub mod smtp;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rusqlite::{Connection, params};
+use tempfile::TempDir;
+
+pub use smtp::{Behavior, Received, SmtpServer};
+
+pub const SCHEMA_V1: &str = "
+CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE conversations (
+  id TEXT PRIMARY KEY, bot_id TEXT NOT NULL REFERENCES bots(id), visitor_id TEXT NOT NULL,
+  started_at TEXT NOT NULL, page_url TEXT);
+CREATE TABLE messages (
+  id INTEGER PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+  sent_at TEXT NOT NULL, sender TEXT NOT NULL, gambit_id TEXT, input_type TEXT, field TEXT,
+  body TEXT NOT NULL);
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+INSERT INTO bots VALUES ('lead', 'Lead Bot');
+";
+
+pub struct Fixture {
+    pub dir: TempDir,
+    pub export: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    conn: Connection,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Fixture {
+    /// An export with one bot and a config sending over plain SMTP to `port`.
+    pub fn new(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let export = dir.path().join("export.sqlite");
+        let conn = Connection::open(&export).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        let fixture = Fixture {
+            state: dir.path().join("state.sqlite"),
+            config: dir.path().join("notifier.toml"),
+            export,
+            dir,
+            conn,
+        };
+        fixture.write_config(port, "");
+        fixture
+    }
+
+    /// Writes the config; `extra` goes at the top level.
+    pub fn write_config(&self, port: u16, extra: &str) {
+        let text = format!(
+            r#"export = "export.sqlite"
+state = "state.sqlite"
+time_zone = "UTC"
+{extra}
+[mail]
+from = "Chat Notifier <notifier@example.com>"
+to = ["Owner <owner@example.com>"]
+
+[transport]
+kind = "smtp"
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout = "5s"
+"#
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn sql(&self, sql: &str) {
+        self.conn.execute_batch(sql).unwrap();
+    }
+
+    pub fn conversation(&self, id: &str, started_at: &str) {
+        self.conn
+            .execute(
+                "INSERT INTO conversations VALUES (?1, 'lead', ?2, ?3, 'https://example.com/pricing')",
+                params![id, format!("visitor-{id}"), started_at],
+            )
+            .unwrap();
+    }
+
+    pub fn bot(&self, conversation: &str, at: &str, gambit: &str, input_type: &str, body: &str) -> i64 {
+        self.message(conversation, at, "bot", Some(gambit), Some(input_type), None, body)
+    }
+
+    pub fn visitor(&self, conversation: &str, at: &str, field: Option<&str>, body: &str) -> i64 {
+        self.message(conversation, at, "visitor", None, None, field, body)
+    }
+
+    pub fn end(&self, conversation: &str, at: &str) -> i64 {
+        self.bot(conversation, at, "done", "end_conversation", "Thanks, we will be in touch!")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn message(
+        &self,
+        conversation: &str,
+        at: &str,
+        sender: &str,
+        gambit: Option<&str>,
+        input_type: Option<&str>,
+        field: Option<&str>,
+        body: &str,
+    ) -> i64 {
+        self.conn
+            .execute(
+                "INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![conversation, at, sender, gambit, input_type, field, body],
+            )
+            .unwrap();
+        self.conn.last_insert_rowid()
+    }
+
+    /// A visitor who gives name and email, then stops at the phone question.
+    pub fn lead_who_leaves(&self, id: &str, name: &str, email: &str, minute: u32) {
+        let at = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
+        self.conversation(id, &at(0));
+        self.bot(id, &at(0), "ask_name", "text", "What's your name?");
+        self.visitor(id, &at(10), Some("name"), name);
+        self.bot(id, &at(11), "ask_email", "email", "Your email?");
+        self.visitor(id, &at(20), Some("email"), email);
+        self.bot(id, &at(21), "ask_phone", "phone", "And your phone?");
+    }
+
+    /// `chat-notifier --config <fixture> ARGS`, as cron would start it: no stdin, from
+    /// another working directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `run --now NOW ARGS`, checked to exit with `code`.
+    pub fn run_at(&self, now: &str, args: &[&str], code: i32) -> Output {
+        let mut all = vec!["run", "--now", now];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert_eq!(out.code, code, "exit code of run at {now} {args:?}; stderr:\n{}", out.stderr);
+        out
+    }
+
+    /// Every row of every table of the state file, for before/after comparisons.
+    pub fn state_dump(&self) -> Vec<Vec<String>> {
+        ["progress", "conversations", "outbox"]
+            .iter()
+            .flat_map(|t| self.state_rows(&format!("SELECT '{t}', * FROM {t} ORDER BY 2")))
+            .collect()
+    }
+
+    pub fn state_rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let conn = Connection::open(&self.state).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+}
+
+/// A received email, read strictly: the raw header block is checked line by line, then
+/// mail-parser decodes it.
+#[derive(Debug)]
+pub struct Mail {
+    pub raw: String,
+    pub rcpt_to: Vec<String>,
+    /// Header names as written, in order.
+    pub header_names: Vec<String>,
+    pub subject: String,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub reply_to: Option<String>,
+    pub text: String,
+    pub html: String,
+}
+
+/// The headers chat-notifier writes; anything else in a message is a defect (or an injection).
+pub const OUR_HEADERS: &[&str] = &[
+    "Message-ID",
+    "Date",
+    "From",
+    "To",
+    "Cc",
+    "Reply-To",
+    "Subject",
+    "In-Reply-To",
+    "References",
+    "Auto-Submitted",
+    "X-Auto-Response-Suppress",
+    "MIME-Version",
+    "Content-Type",
+];
+
+impl Mail {
+    pub fn read(r: &Received) -> Mail {
+        let raw = r.text();
+        assert!(raw.is_ascii(), "a 7-bit message");
+        for line in raw.split("\r\n") {
+            assert!(!line.contains('\n') && !line.contains('\r'), "bare CR or LF in {line:?}");
+            assert!(line.len() <= 998, "line of {} octets", line.len());
+        }
+        let header_block = raw.split("\r\n\r\n").next().unwrap();
+        let header_names: Vec<String> = header_block
+            .split("\r\n")
+            .filter(|l| !l.starts_with([' ', '\t']))
+            .map(|l| l.split(':').next().unwrap().to_owned())
+            .collect();
+        for name in &header_names {
+            assert!(OUR_HEADERS.contains(&name.as_str()), "unexpected header {name:?} in\n{header_block}");
+        }
+        for once in ["Date", "From", "Message-ID", "Subject", "To"] {
+            assert_eq!(header_names.iter().filter(|n| *n == once).count(), 1, "{once} exactly once");
+        }
+        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).expect("parses as RFC 5322");
+        let list = |v: &mail_parser::HeaderValue| -> Vec<String> {
+            match v {
+                mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+                mail_parser::HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+                _ => vec![],
+            }
+        };
+        Mail {
+            rcpt_to: r.rcpt_to.clone(),
+            subject: parsed.subject().expect("Subject").to_owned(),
+            message_id: parsed.message_id().expect("Message-ID").to_owned(),
+            in_reply_to: list(parsed.in_reply_to()).into_iter().next(),
+            references: list(parsed.references()),
+            reply_to: parsed.reply_to().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_owned),
+            text: parsed.body_text(0).expect("text part").replace("\r\n", "\n"),
+            html: parsed.body_html(0).expect("html part").replace("\r\n", "\n"),
+            header_names,
+            raw,
+        }
+    }
+}
+
+pub fn mails(server: &SmtpServer) -> Vec<Mail> {
+    server.received().iter().map(Mail::read).collect()
+}
+
+/// The identifier at the end of a subject: `... [#XXXX-XXXX-XXXX]`.
+pub fn identifier(subject: &str) -> &str {
+    let start = subject.rfind("[#").expect("identifier in subject") + 2;
+    subject[start..].strip_suffix(']').expect("subject ends with the identifier")
+}
+
+pub fn load_sql(db: &Path, file: &str) {
+    let sql = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    Connection::open(db).unwrap().execute_batch(&sql).unwrap();
+}

@@ -1,0 +1,180 @@
+//! A real SMTP server for the tests: it speaks the protocol over TCP on 127.0.0.1 (greeting,
+//! EHLO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), records what it accepts,
+//! and can be told to fail in the ways real servers do.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The message as transmitted, dot-unstuffed, CRLF line ends kept.
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.data.clone()).expect("7-bit message")
+    }
+}
+
+/// How the server answers; changed between runs to inject faults.
+#[derive(Debug, Clone, Default)]
+pub enum Behavior {
+    #[default]
+    Accept,
+    /// Answer MAIL FROM with this reply, e.g. "451 4.3.0 try again later".
+    RejectMail(String),
+    /// Answer RCPT TO with this reply.
+    RejectRcpt(String),
+    /// Answer the end of DATA with this reply for messages containing the needle; accept others.
+    RejectDataContaining { needle: String, reply: String },
+    /// Read the message, then say nothing for this long before accepting.
+    StallAfterData(Duration),
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Vec<Received>,
+    behavior: Behavior,
+    /// Every MAIL FROM seen, accepted or not: attempts, not deliveries.
+    attempts: usize,
+}
+
+pub struct SmtpServer {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl SmtpServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let for_thread = Arc::clone(&shared);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = Arc::clone(&for_thread);
+                thread::spawn(move || {
+                    let _ = serve(stream, &shared);
+                });
+            }
+        });
+        SmtpServer { addr, shared }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.lock().unwrap().received.clone()
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.shared.lock().unwrap().attempts
+    }
+
+    pub fn set(&self, behavior: Behavior) {
+        self.shared.lock().unwrap().behavior = behavior;
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut reply = |line: &str| -> std::io::Result<()> { out.write_all(format!("{line}\r\n").as_bytes()) };
+    reply("220 127.0.0.1 test ESMTP ready")?;
+    let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end_matches(['\r', '\n']);
+        let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
+        let behavior = shared.lock().unwrap().behavior.clone();
+        match verb.as_str() {
+            "EHLO" => reply("250-127.0.0.1 hello\r\n250-8BITMIME\r\n250-SIZE 20000000\r\n250 SMTPUTF8")?,
+            "HELO" => reply("250 127.0.0.1 hello")?,
+            "NOOP" => reply("250 ok")?,
+            "RSET" => {
+                (from, rcpts) = (None, Vec::new());
+                reply("250 ok")?
+            }
+            "QUIT" => {
+                reply("221 bye")?;
+                return Ok(());
+            }
+            "MAIL" => {
+                shared.lock().unwrap().attempts += 1;
+                match behavior {
+                    Behavior::RejectMail(r) => reply(&r)?,
+                    _ => {
+                        from = Some(address(command));
+                        reply("250 ok")?
+                    }
+                }
+            }
+            "RCPT" if from.is_some() => match behavior {
+                Behavior::RejectRcpt(r) => reply(&r)?,
+                _ => {
+                    rcpts.push(address(command));
+                    reply("250 ok")?
+                }
+            },
+            "DATA" if !rcpts.is_empty() => {
+                reply("354 end with <CRLF>.<CRLF>")?;
+                let data = read_data(&mut reader)?;
+                match behavior {
+                    Behavior::RejectDataContaining { needle, reply: r }
+                        if String::from_utf8_lossy(&data).contains(&needle) =>
+                    {
+                        reply(&r)?
+                    }
+                    other => {
+                        if let Behavior::StallAfterData(pause) = other {
+                            thread::sleep(pause);
+                        }
+                        let received =
+                            Received { mail_from: from.take().unwrap(), rcpt_to: std::mem::take(&mut rcpts), data };
+                        shared.lock().unwrap().received.push(received);
+                        reply("250 queued")?
+                    }
+                }
+                (from, rcpts) = (None, Vec::new());
+            }
+            "RCPT" | "DATA" => reply("503 bad sequence of commands")?,
+            _ => reply("502 command not implemented")?,
+        }
+    }
+}
+
+fn address(command: &str) -> String {
+    let start = command.find('<').map_or(0, |i| i + 1);
+    let end = command[start..].find('>').map_or(command.len(), |i| start + i);
+    command[start..end].to_owned()
+}
+
+fn read_data(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line == b".\r\n" {
+            return Ok(data);
+        }
+        // RFC 5321 4.5.2: a leading dot was doubled by the client.
+        data.extend_from_slice(if line.starts_with(b"..") { &line[1..] } else { &line });
+    }
+}
