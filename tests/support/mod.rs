@@ -1,7 +1,7 @@
 //! What the integration tests share: a real export file written through SQLite, a config
 //! pointing at a real SMTP server on 127.0.0.1, the built binary run as cron runs it, and a
 //! strict reading of what the server received.
-#![allow(dead_code)] // each test binary uses its own part of this
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of this
 
 pub mod smtp;
 
