@@ -34,7 +34,11 @@ impl Failure {
 }
 
 pub enum Sender {
-    Smtp(SmtpTransport),
+    /// `connected` once the first email of the batch found the server reachable and logged in.
+    Smtp {
+        transport: SmtpTransport,
+        connected: bool,
+    },
     Sendmail(SendmailTransport),
     Folder(FileTransport),
     Print(Box<dyn Write>),
@@ -65,7 +69,7 @@ impl Sender {
                     let password = cfg.password()?.unwrap_or_default();
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
-                Sender::Smtp(builder.build())
+                Sender::Smtp { transport: builder.build(), connected: false }
             }
             Transport::Sendmail { command } => Sender::Sendmail(SendmailTransport::new_with_command(command)),
             Transport::Folder { path } => {
@@ -84,7 +88,21 @@ impl Sender {
         }
         let message = message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") })?;
         match self {
-            Sender::Smtp(t) => t.send(&message).map(drop).map_err(smtp_failure),
+            Sender::Smtp { transport, connected } => {
+                // Connect and log in before the first email, so that a failure there (a wrong
+                // password answers 535, a permanent code) stops the batch instead of being
+                // counted against, and eventually parking, each email in turn.
+                if !*connected {
+                    match transport.test_connection() {
+                        Ok(true) => *connected = true,
+                        Ok(false) => return Err(Failure::Unavailable("the SMTP server stopped answering".into())),
+                        Err(e) => {
+                            return Err(Failure::Unavailable(format!("connecting to the SMTP server: {}", chain(&e))));
+                        }
+                    }
+                }
+                transport.send(&message).map(drop).map_err(smtp_failure)
+            }
             Sender::Sendmail(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
             Sender::Folder(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
             Sender::Print(_) => unreachable!("handled above"),

@@ -249,6 +249,55 @@ fn a_permanently_refused_email_is_parked_and_the_others_still_go() {
 }
 
 #[test]
+fn smtp_login_reads_the_password_from_the_environment_or_a_file() {
+    let server = SmtpServer::start();
+    server.require_login("notifier", "s3cret pass");
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "max_attempts = 1");
+    let login = |how: &str| {
+        let text = std::fs::read_to_string(&f.config).unwrap();
+        let text = text.split("username = ").next().unwrap().trim_end().to_owned();
+        std::fs::write(&f.config, format!("{text}\nusername = \"notifier\"\n{how}\n")).unwrap();
+    };
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+
+    // A wrong password: nothing sent, nothing parked (even with max_attempts = 1), exit 3.
+    login("password_env = \"NOTIFIER_PASSWORD\"");
+    let run = |at: &str, password: &str, code: i32| {
+        let out = f.run_with_env(&["run", "--now", at], &[("NOTIFIER_PASSWORD", password)]);
+        assert_eq!(out.code, code, "{}", out.stderr);
+        out
+    };
+    let out = run("2026-11-24T10:00:00Z", "wrong", 3);
+    assert!(out.stderr.contains("535"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong"), "no password in the log: {}", out.stderr);
+    assert_eq!(f.state_rows("SELECT status FROM outbox"), [["Text(\"pending\")"]]);
+
+    run("2026-11-24T10:05:00Z", "s3cret pass", 0);
+    assert_eq!(mails(&server).len(), 1);
+
+    std::fs::write(f.dir.path().join("password"), "s3cret pass\n").unwrap();
+    login("password_file = \"password\"");
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 2);
+}
+
+#[test]
+fn one_connection_carries_the_whole_batch() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    for i in 0..5 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), "v@example.com", i);
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 5);
+    assert_eq!(server.connections(), 1);
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    assert_eq!(server.connections(), 1, "a run with nothing to send does not connect");
+}
+
+#[test]
 fn a_second_run_while_one_holds_the_lock_exits_without_sending() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());

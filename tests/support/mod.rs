@@ -80,6 +80,13 @@ timeout = "5s"
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Replaces the `[transport]` table.
+    pub fn set_transport(&self, table: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let head = text.split("[transport]").next().unwrap();
+        std::fs::write(&self.config, format!("{head}[transport]\n{table}\n")).unwrap();
+    }
+
     pub fn sql(&self, sql: &str) {
         self.conn.execute_batch(sql).unwrap();
     }
@@ -140,7 +147,12 @@ timeout = "5s"
     /// `chat-notifier --config <fixture> ARGS`, as cron would start it: no stdin, from
     /// another working directory.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .args(args)

@@ -41,6 +41,9 @@ pub enum Behavior {
 struct Shared {
     received: Vec<Received>,
     behavior: Behavior,
+    /// When set, AUTH PLAIN with this user and password is required before MAIL.
+    login: Option<(String, String)>,
+    connections: usize,
     /// Every MAIL FROM seen, accepted or not: attempts, not deliveries.
     attempts: usize,
 }
@@ -80,18 +83,30 @@ impl SmtpServer {
         self.shared.lock().unwrap().attempts
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().unwrap().connections
+    }
+
+    /// Require AUTH PLAIN with these credentials from now on.
+    pub fn require_login(&self, user: &str, password: &str) {
+        self.shared.lock().unwrap().login = Some((user.to_owned(), password.to_owned()));
+    }
+
     pub fn set(&self, behavior: Behavior) {
         self.shared.lock().unwrap().behavior = behavior;
     }
 }
 
 fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
+    shared.lock().unwrap().connections += 1;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut reply = |line: &str| -> std::io::Result<()> { out.write_all(format!("{line}\r\n").as_bytes()) };
     reply("220 127.0.0.1 test ESMTP ready")?;
     let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
+    let mut logged_in = false;
     let mut line = String::new();
     loop {
         line.clear();
@@ -100,9 +115,28 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
         }
         let command = line.trim_end_matches(['\r', '\n']);
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let behavior = shared.lock().unwrap().behavior.clone();
+        let (behavior, login) = {
+            let s = shared.lock().unwrap();
+            (s.behavior.clone(), s.login.clone())
+        };
         match verb.as_str() {
+            "EHLO" if login.is_some() => {
+                reply("250-127.0.0.1 hello\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 20000000")?
+            }
             "EHLO" => reply("250-127.0.0.1 hello\r\n250-8BITMIME\r\n250-SIZE 20000000\r\n250 SMTPUTF8")?,
+            "AUTH" => {
+                let initial = command.split(' ').nth(2).unwrap_or("");
+                let given =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, initial).unwrap_or_default();
+                let expected = login.map(|(u, p)| format!("\0{u}\0{p}").into_bytes());
+                logged_in = expected.as_deref() == Some(&given[..]);
+                reply(if logged_in {
+                    "235 2.7.0 authenticated"
+                } else {
+                    "535 5.7.8 authentication credentials invalid"
+                })?
+            }
+            "MAIL" if login.is_some() && !logged_in => reply("530 5.7.0 authentication required")?,
             "HELO" => reply("250 127.0.0.1 hello")?,
             "NOOP" => reply("250 ok")?,
             "RSET" => {
