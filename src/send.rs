@@ -81,13 +81,12 @@ impl Sender {
     }
 
     pub fn send(&mut self, email: &Email) -> Result<(), Failure> {
-        if let Sender::Print(out) = self {
-            return out
-                .write_all(preview(email).as_bytes())
-                .map_err(|e| Failure::Unavailable(format!("writing to stdout: {e}")));
-        }
-        let message = message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") })?;
+        // A message that cannot be built now never can: the same data goes in every time.
+        let message = || message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") });
         match self {
+            Sender::Print(out) => out
+                .write_all(preview(email).as_bytes())
+                .map_err(|e| Failure::Unavailable(format!("writing to stdout: {e}"))),
             Sender::Smtp { transport, connected } => {
                 // Connect and log in before the first email, so that a failure there (a wrong
                 // password answers 535, a permanent code) stops the batch instead of being
@@ -101,11 +100,10 @@ impl Sender {
                         }
                     }
                 }
-                transport.send(&message).map(drop).map_err(smtp_failure)
+                transport.send(&message()?).map(drop).map_err(smtp_failure)
             }
-            Sender::Sendmail(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
-            Sender::Folder(t) => t.send(&message).map(drop).map_err(|e| transient(&e)),
-            Sender::Print(_) => unreachable!("handled above"),
+            Sender::Sendmail(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
+            Sender::Folder(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Savepoint, TransactionBehavior, params};
+use rusqlite::{Connection, Row, Savepoint, TransactionBehavior, params};
 
 use crate::classify::{ChatState, Seen, Tracked};
 use crate::render::Email;
@@ -230,16 +230,6 @@ impl State {
 
     pub fn count_pending(&self) -> Result<usize> {
         Ok(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?)
-    }
-
-    /// The outbox row of one email, for tests and for reports: (status, attempts, last_error).
-    pub fn outbox_status(&self, message_id: &str) -> Result<Option<(String, u32, Option<String>)>> {
-        Ok(self
-            .conn
-            .query_row("SELECT status, attempts, last_error FROM outbox WHERE message_id = ?1", [message_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?)
     }
 }
 
