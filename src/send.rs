@@ -2,7 +2,7 @@
 //! for a dry run. What a failure means for the rest of the batch is decided here, once.
 
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -113,13 +113,28 @@ fn transient(e: &dyn std::error::Error) -> Failure {
 }
 
 fn smtp_failure(e: smtp::Error) -> Failure {
-    let reason = chain(&e);
+    let mut reason = chain(&e);
+    if e.is_timeout() || io_kind(&e).is_some_and(|k| matches!(k, ErrorKind::WouldBlock | ErrorKind::TimedOut)) {
+        // A socket read timeout surfaces as EAGAIN, "Resource temporarily unavailable".
+        reason = format!("the SMTP server did not answer within the timeout ({reason})");
+    }
     // 421: the server is closing the connection; nothing else will go through it now.
     if e.status().is_some_and(|code| code.to_string() == "421") || !(e.is_permanent() || e.is_transient()) {
         Failure::Unavailable(reason)
     } else {
         Failure::Rejected { permanent: e.is_permanent(), reason }
     }
+}
+
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

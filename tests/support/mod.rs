@@ -167,6 +167,19 @@ timeout = "5s"
         }
     }
 
+    /// Starts `chat-notifier --config <fixture> ARGS` without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// `run --now NOW ARGS`, checked to exit with `code`.
     pub fn run_at(&self, now: &str, args: &[&str], code: i32) -> Output {
         let mut all = vec!["run", "--now", now];

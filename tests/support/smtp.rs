@@ -2,8 +2,9 @@
 //! EHLO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), records what it accepts,
 //! and can be told to fail in the ways real servers do.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub enum Behavior {
     RejectDataContaining { needle: String, reply: String },
     /// Read the message, then say nothing for this long before accepting.
     StallAfterData(Duration),
+    /// Accept the first `accept` messages; record the next one as received, then never answer:
+    /// the moment a crash leaves a message delivered but not marked sent.
+    HangAfterData { accept: usize },
 }
 
 #[derive(Default)]
@@ -93,6 +97,15 @@ impl SmtpServer {
         self.shared.lock().unwrap().login = Some((user.to_owned(), password.to_owned()));
     }
 
+    /// Waits (up to 20 s) until the server has received `n` messages.
+    pub fn wait_for(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.received().len() < n {
+            assert!(std::time::Instant::now() < deadline, "the server received {} of {n}", self.received().len());
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn set(&self, behavior: Behavior) {
         self.shared.lock().unwrap().behavior = behavior;
     }
@@ -102,7 +115,7 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
     shared.lock().unwrap().connections += 1;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(QuickAck(stream));
     let mut reply = |line: &str| -> std::io::Result<()> { out.write_all(format!("{line}\r\n").as_bytes()) };
     reply("220 127.0.0.1 test ESMTP ready")?;
     let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
@@ -174,12 +187,20 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
                         reply(&r)?
                     }
                     other => {
-                        if let Behavior::StallAfterData(pause) = other {
-                            thread::sleep(pause);
+                        if let Behavior::StallAfterData(pause) = &other {
+                            thread::sleep(*pause);
                         }
                         let received =
                             Received { mail_from: from.take().unwrap(), rcpt_to: std::mem::take(&mut rcpts), data };
-                        shared.lock().unwrap().received.push(received);
+                        let count = {
+                            let mut s = shared.lock().unwrap();
+                            s.received.push(received);
+                            s.received.len()
+                        };
+                        if matches!(other, Behavior::HangAfterData { accept } if count > accept) {
+                            thread::sleep(Duration::from_secs(120));
+                            return Ok(());
+                        }
                         reply("250 queued")?
                     }
                 }
@@ -188,6 +209,31 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
             "RCPT" | "DATA" => reply("503 bad sequence of commands")?,
             _ => reply("502 command not implemented")?,
         }
+    }
+}
+
+/// Reads with delayed ACKs off. lettre (0.11.23) writes a message's body and its final
+/// `\r\n.\r\n` as two writes without TCP_NODELAY, so Nagle holds the second until the
+/// server ACKs the first: 40 ms a message against Linux's delayed ACK (lettre PR #1159 fixes
+/// it upstream, unreleased). Real servers show that cost; the tests, which check what
+/// arrives, need not wait for it.
+struct QuickAck(TcpStream);
+
+impl Read for QuickAck {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Linux drops TCP_QUICKACK again after a while: set it before every read.
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option of the size given.
+        unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        self.0.read(buf)
     }
 }
 

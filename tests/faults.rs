@@ -1,0 +1,207 @@
+//! Faults injected for real: an SMTP server that refuses at each stage, stalls past the
+//! timeout or hangs after taking a message; the process killed (SIGKILL) at each step
+//! boundary; the bot runtime writing the export while runs read it. Every time: nothing is
+//! lost, and the only duplicate is the one message in flight at a kill, with its Message-ID.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use support::{Behavior, Fixture, Mail, SmtpServer, mails};
+
+const NOW: &str = "2026-11-25T00:00:00Z";
+
+fn leads(f: &Fixture, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let id = format!("c{i:04}");
+            f.lead_who_leaves(&id, &format!("Visitor {i}"), "v@example.com", i % 60);
+            id
+        })
+        .collect()
+}
+
+/// Every conversation got its email; a Message-ID seen twice is the same email both times.
+fn assert_each_once_at_most_dups(server: &SmtpServer, expected: usize, allowed_dups: usize) {
+    let all = mails(server);
+    let mut by_id: HashMap<String, Vec<&Mail>> = HashMap::new();
+    for m in &all {
+        by_id.entry(m.message_id.clone()).or_default().push(m);
+    }
+    assert_eq!(by_id.len(), expected, "distinct emails");
+    for copies in by_id.values() {
+        assert!(copies.iter().all(|c| c.subject == copies[0].subject && c.text == copies[0].text));
+    }
+    let subjects: HashSet<&str> = all.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects.len(), expected, "one email per conversation");
+    assert!(all.len() - expected <= allowed_dups, "{} duplicates, at most {allowed_dups}", all.len() - expected);
+}
+
+#[test]
+fn refusals_at_mail_rcpt_and_data_keep_everything_queued() {
+    for (stage, behavior) in [
+        ("MAIL", Behavior::RejectMail("451 4.3.0 mail server temporarily rejected message".into())),
+        ("RCPT", Behavior::RejectRcpt("450 4.2.0 mailbox busy".into())),
+        (
+            "DATA",
+            Behavior::RejectDataContaining { needle: String::new(), reply: "452 4.3.1 insufficient storage".into() },
+        ),
+    ] {
+        let server = SmtpServer::start();
+        let f = Fixture::new(server.port());
+        leads(&f, 3);
+        server.set(behavior);
+        let out = f.run_at(NOW, &[], 3);
+        assert_eq!(out.stderr.matches("not sent (attempt 1)").count(), 3, "{stage}: every one tried: {}", out.stderr);
+        assert!(server.received().is_empty(), "{stage}");
+        let queued = f.state_rows("SELECT message_id FROM outbox WHERE status = 'pending' AND attempts = 1");
+        assert_eq!(queued.len(), 3, "{stage}");
+
+        server.set(Behavior::Accept);
+        f.run_at(NOW, &[], 0);
+        assert_each_once_at_most_dups(&server, 3, 0);
+        let sent: HashSet<String> =
+            mails(&server).into_iter().map(|m| format!("Text(\"<{}>\")", m.message_id)).collect();
+        assert_eq!(sent, queued.into_iter().map(|r| r[0].clone()).collect(), "{stage}: same Message-IDs");
+    }
+}
+
+#[test]
+fn a_server_that_stalls_past_the_timeout_loses_nothing() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    std::fs::write(
+        &f.config,
+        std::fs::read_to_string(&f.config).unwrap().replace("timeout = \"5s\"", "timeout = \"1s\""),
+    )
+    .unwrap();
+    leads(&f, 2);
+    server.set(Behavior::StallAfterData(Duration::from_secs(3)));
+    let started = Instant::now();
+    let out = f.run_at(NOW, &[], 3);
+    assert!(started.elapsed() < Duration::from_secs(3), "gave up at the timeout: {:?}", started.elapsed());
+    assert!(out.stderr.contains("did not answer within the timeout"), "{}", out.stderr);
+    assert_eq!(f.state_rows("SELECT 1 FROM outbox WHERE status = 'pending'").len(), 2, "both wait");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    // The stalled message may have been taken by the server before we gave up: at most that
+    // one twice, with one Message-ID.
+    assert_each_once_at_most_dups(&server, 2, 1);
+}
+
+#[test]
+fn killed_between_acceptance_and_marking_resends_only_that_email() {
+    for accepted_before_kill in [0, 3] {
+        let server = SmtpServer::start();
+        let f = Fixture::new(server.port());
+        leads(&f, 6);
+        server.set(Behavior::HangAfterData { accept: accepted_before_kill });
+        let mut child = f.spawn(&["run", "--now", NOW]);
+        server.wait_for(accepted_before_kill + 1);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let in_flight = Mail::read(&server.received()[accepted_before_kill]).message_id;
+
+        server.set(Behavior::Accept);
+        f.run_at(NOW, &[], 0);
+        assert_each_once_at_most_dups(&server, 6, 1);
+        let copies = mails(&server).iter().filter(|m| m.message_id == in_flight).count();
+        assert_eq!(copies, 2, "the in-flight email, and only it, went twice");
+        f.run_at(NOW, &[], 0);
+        assert_eq!(server.received().len(), 7);
+    }
+}
+
+#[test]
+fn killed_at_any_moment_of_a_large_backfill_nothing_is_lost() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let n = 400;
+    for i in 0..n {
+        let id = format!("c{i:04}");
+        f.lead_who_leaves(&id, &format!("Visitor {i}"), "v@example.com", i % 60);
+        f.end(&id, "2026-11-24T09:59:00Z");
+    }
+    let mut kills = 0;
+    for delay_ms in [2, 8, 20, 45, 90, 150] {
+        let mut child = f.spawn(&["run", "--backfill", "--now", NOW]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    f.run_at(NOW, &["--backfill"], 0);
+    assert!(kills > 0, "the runs were killed mid-way");
+    assert_each_once_at_most_dups(&server, n as usize, kills);
+}
+
+#[test]
+fn runs_while_the_bot_runtime_writes_lose_nothing_and_never_see_half_a_batch() {
+    for journal in ["wal", "delete"] {
+        let server = SmtpServer::start();
+        let f = Fixture::new(server.port());
+        f.sql(&format!("PRAGMA journal_mode = {journal};"));
+        let export = f.export.clone();
+        let n = 150;
+        let writer = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&export).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            for i in 0..n {
+                // One chat, written as the runtime writes it: its final answer and the end
+                // step in one transaction.
+                let id = format!("w{i:04}");
+                let tx = conn.unchecked_transaction().unwrap();
+                tx.execute("INSERT INTO conversations VALUES (?1, 'lead', 'v', '2026-11-24T23:00:00Z', NULL)", [&id])
+                    .unwrap();
+                for (sender, input_type, field, body) in [
+                    ("bot", Some("text"), None, "Name?".to_owned()),
+                    ("visitor", None, Some("name"), format!("Writer {i}")),
+                    ("visitor", None, Some("final"), format!("final answer {i}")),
+                    ("bot", Some("end_conversation"), None, "Bye".to_owned()),
+                ] {
+                    tx.execute(
+                        "INSERT INTO messages (conversation_id, sent_at, sender, input_type, field, body) \
+                         VALUES (?1, '2026-11-24T23:00:00Z', ?2, ?3, ?4, ?5)",
+                        rusqlite::params![id, sender, input_type, field, body],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let mut runs = 0;
+        while !writer.is_finished() {
+            let out = f.run_at(NOW, &[], 0);
+            assert_eq!(out.stderr, "", "{journal}: a run beside a writer is a normal run");
+            runs += 1;
+        }
+        writer.join().unwrap();
+        f.run_at(NOW, &[], 0);
+        assert!(runs > 1, "{journal}: runs overlapped the writer");
+        assert_each_once_at_most_dups(&server, n, 0);
+        for m in mails(&server) {
+            let i: u32 = m.subject.split("Writer ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            assert!(m.text.contains(&format!("final answer {i}")), "{journal}: whole batch in {}", m.subject);
+        }
+    }
+}
+
+#[test]
+fn an_export_replaced_by_a_fresh_full_copy_resends_nothing() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    leads(&f, 3);
+    f.run_at(NOW, &[], 0);
+    assert_eq!(server.received().len(), 3);
+    // The runtime writes a new full export beside the old one and renames it over.
+    let fresh = f.dir.path().join("export.new");
+    rusqlite::Connection::open(&f.export).unwrap().execute("VACUUM INTO ?1", [fresh.to_str().unwrap()]).unwrap();
+    std::fs::rename(&fresh, &f.export).unwrap();
+    f.run_at("2026-11-25T01:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 3);
+}
