@@ -2,6 +2,7 @@
 //! minijinja templates. Visitor text is untrusted: the HTML templates auto-escape it, and
 //! whatever reaches a header goes through `thread::header_text` first.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -144,7 +145,7 @@ impl Renderer {
                     Sender::Bot => c.bot_name.as_str(),
                     Sender::Visitor => "Visitor",
                 },
-                body: &m.body,
+                body: display_text(&m.body),
                 new: is_new(m),
                 first_new: first_new == Some(i),
             })
@@ -168,12 +169,34 @@ impl Renderer {
                 fields: &visitor.fields,
             },
             step: last_bot.and_then(|m| m.gambit_id.as_deref()),
-            question: last_bot.map(|m| m.body.as_str()),
+            question: last_bot.map(|m| display_text(&m.body)),
             new_messages: transcript.iter().filter(|l| l.new).count(),
             transcript,
             time_zone: self.tz.name(),
         }
     }
+}
+
+/// Chat text as an email body may carry it: line breaks become plain newlines (a bare CR is
+/// forbidden in a message and servers refuse it), other control characters become U+FFFD.
+fn display_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                out.push('\n');
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// One line: the file, the line, what is wrong (minijinja's own report spans many lines).
@@ -193,7 +216,7 @@ struct View<'a> {
     visitor: VisitorView<'a>,
     /// The flow step the visitor was last asked, and its question.
     step: Option<&'a str>,
-    question: Option<&'a str>,
+    question: Option<Cow<'a, str>>,
     transcript: Vec<Line<'a>>,
     new_messages: usize,
     time_zone: &'static str,
@@ -227,7 +250,7 @@ struct Line<'a> {
     at: String,
     sender: Sender,
     who: &'a str,
-    body: &'a str,
+    body: Cow<'a, str>,
     /// Not covered by an earlier email.
     new: bool,
     /// The first new line, where the templates put their divider.
@@ -252,7 +275,7 @@ impl Visitor {
         let mut fields: Vec<Field> = Vec::new();
         for m in transcript.iter().filter(|m| m.sender == Sender::Visitor) {
             let Some(name) = m.field.as_deref() else { continue };
-            let value = m.body.trim().to_owned();
+            let value = display_text(m.body.trim()).into_owned();
             match fields.iter_mut().find(|f| f.name == name) {
                 Some(f) => f.value = value,
                 None => fields.push(Field { name: name.to_owned(), value }),
@@ -380,6 +403,17 @@ mod tests {
         assert_eq!(e.subject, "Re: S [#X]");
         assert_eq!(e.in_reply_to.as_deref(), Some("<a@x>"));
         assert!(e.message_id.contains(".resumed.3@example.com>"));
+    }
+
+    #[test]
+    fn display_text_keeps_lines_and_drops_controls() {
+        assert_eq!(display_text("plain\ttext\n"), "plain\ttext\n");
+        assert!(matches!(display_text("plain"), Cow::Borrowed(_)));
+        assert_eq!(display_text("a\r\nb\rc\r\r"), "a\nb\nc\n\n");
+        assert_eq!(
+            display_text("nul\0 esc\u{1b}[31m bell\u{7} c1\u{85}"),
+            "nul\u{FFFD} esc\u{FFFD}[31m bell\u{FFFD} c1\u{FFFD}"
+        );
     }
 
     #[test]

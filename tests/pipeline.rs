@@ -126,6 +126,7 @@ fn hostile_visitor_text_cannot_touch_headers_or_html() {
     f.visitor("evil", "2026-11-24T09:00:02Z", Some("email"), email);
     f.visitor("evil", "2026-11-24T09:00:03Z", None, "<script>alert('x')</script><img src=x onerror=alert(1)>");
     f.visitor("evil", "2026-11-24T09:00:04Z", None, &"A".repeat(5000));
+    f.visitor("evil", "2026-11-24T09:00:04Z", None, "bare\rcarriage return, NUL\0 and escape\u{1b}[31m");
     f.end("evil", "2026-11-24T09:00:05Z");
     f.run_at("2026-11-24T09:01:00Z", &[], 0);
 
@@ -140,6 +141,7 @@ fn hostile_visitor_text_cannot_touch_headers_or_html() {
     assert!(m.html.contains("&lt;script&gt;"));
     assert!(m.text.contains("<script>alert('x')</script>"), "the text part shows it as typed");
     assert!(m.text.contains(&"A".repeat(5000)), "a long line survives, wrapped by the transfer encoding");
+    assert!(m.text.contains("bare\ncarriage return, NUL\u{FFFD} and escape\u{FFFD}[31m"), "{}", m.text);
 }
 
 #[test]

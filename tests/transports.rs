@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use support::{Fixture, Mail, Received};
 
 fn read_eml(path: &std::path::Path) -> Mail {
-    Mail::read(&Received { mail_from: String::new(), rcpt_to: vec![], data: std::fs::read(path).unwrap() })
+    Mail::read(&Received { tls: false, mail_from: String::new(), rcpt_to: vec![], data: std::fs::read(path).unwrap() })
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use rusqlite::{Connection, params};
 use tempfile::TempDir;
 
-pub use smtp::{Behavior, Received, SmtpServer};
+pub use smtp::{Behavior, Received, SmtpServer, TlsMode};
 
 pub const SCHEMA_V1: &str = "
 CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);

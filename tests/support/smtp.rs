@@ -11,6 +11,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The message came over TLS (STARTTLS or implicit).
+    pub tls: bool,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// The message as transmitted, dot-unstuffed, CRLF line ends kept.
@@ -52,6 +54,16 @@ struct Shared {
     attempts: usize,
 }
 
+/// How the server offers TLS, with a self-signed certificate for 127.0.0.1 and localhost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Plain,
+    /// Plain at first; STARTTLS offered in EHLO.
+    StartTls,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+}
+
 pub struct SmtpServer {
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
@@ -59,6 +71,11 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub fn start() -> Self {
+        Self::start_with(TlsMode::Plain)
+    }
+
+    pub fn start_with(tls: TlsMode) -> Self {
+        let tls_config = (tls != TlsMode::Plain).then(self_signed);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -67,8 +84,9 @@ impl SmtpServer {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let shared = Arc::clone(&for_thread);
+                let tls_config = tls_config.clone();
                 thread::spawn(move || {
-                    let _ = serve(stream, &shared);
+                    let _ = serve(stream, &shared, tls_config, tls == TlsMode::Implicit);
                 });
             }
         });
@@ -111,87 +129,115 @@ impl SmtpServer {
     }
 }
 
-fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    shared: &Mutex<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    implicit: bool,
+) -> std::io::Result<()> {
     shared.lock().unwrap().connections += 1;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(QuickAck(stream));
-    let mut reply = |line: &str| -> std::io::Result<()> { out.write_all(format!("{line}\r\n").as_bytes()) };
-    reply("220 127.0.0.1 test ESMTP ready")?;
+    let plain = QuickAck(stream);
+    let mut conn = BufReader::new(match (&tls, implicit) {
+        (Some(config), true) => Conn::tls(config, plain)?,
+        _ => Conn::Plain(plain),
+    });
+    let reply = |conn: &mut BufReader<Conn>, line: &str| -> std::io::Result<()> {
+        let out = conn.get_mut();
+        out.write_all(format!("{line}\r\n").as_bytes())?;
+        out.flush()
+    };
+    reply(&mut conn, "220 127.0.0.1 test ESMTP ready")?;
     let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
     let mut logged_in = false;
     let mut line = String::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if conn.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        let command = line.trim_end_matches(['\r', '\n']);
+        let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
         let (behavior, login) = {
             let s = shared.lock().unwrap();
             (s.behavior.clone(), s.login.clone())
         };
+        let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
         match verb.as_str() {
-            "EHLO" if login.is_some() => {
-                reply("250-127.0.0.1 hello\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 20000000")?
+            "EHLO" => {
+                let mut lines = vec!["250-127.0.0.1 hello", "250-8BITMIME"];
+                if tls.is_some() && !is_tls {
+                    lines.push("250-STARTTLS");
+                }
+                if login.is_some() {
+                    lines.push("250-AUTH PLAIN");
+                }
+                lines.push("250 SIZE 20000000");
+                reply(&mut conn, &lines.join("\r\n"))?
             }
-            "EHLO" => reply("250-127.0.0.1 hello\r\n250-8BITMIME\r\n250-SIZE 20000000\r\n250 SMTPUTF8")?,
+            "STARTTLS" if tls.is_some() && !is_tls => {
+                reply(&mut conn, "220 2.0.0 ready to start TLS")?;
+                let Conn::Plain(plain) = conn.into_inner() else { unreachable!() };
+                conn = BufReader::new(Conn::tls(tls.as_ref().unwrap(), plain)?);
+                (from, rcpts, logged_in) = (None, Vec::new(), false);
+            }
+            "HELO" => reply(&mut conn, "250 127.0.0.1 hello")?,
+            "NOOP" => reply(&mut conn, "250 ok")?,
+            "RSET" => {
+                (from, rcpts) = (None, Vec::new());
+                reply(&mut conn, "250 ok")?
+            }
+            "QUIT" => {
+                reply(&mut conn, "221 bye")?;
+                return Ok(());
+            }
             "AUTH" => {
                 let initial = command.split(' ').nth(2).unwrap_or("");
                 let given =
                     base64::Engine::decode(&base64::engine::general_purpose::STANDARD, initial).unwrap_or_default();
                 let expected = login.map(|(u, p)| format!("\0{u}\0{p}").into_bytes());
                 logged_in = expected.as_deref() == Some(&given[..]);
-                reply(if logged_in {
-                    "235 2.7.0 authenticated"
-                } else {
-                    "535 5.7.8 authentication credentials invalid"
-                })?
+                let answer =
+                    if logged_in { "235 2.7.0 authenticated" } else { "535 5.7.8 authentication credentials invalid" };
+                reply(&mut conn, answer)?
             }
-            "MAIL" if login.is_some() && !logged_in => reply("530 5.7.0 authentication required")?,
-            "HELO" => reply("250 127.0.0.1 hello")?,
-            "NOOP" => reply("250 ok")?,
-            "RSET" => {
-                (from, rcpts) = (None, Vec::new());
-                reply("250 ok")?
-            }
-            "QUIT" => {
-                reply("221 bye")?;
-                return Ok(());
-            }
+            "MAIL" if login.is_some() && !logged_in => reply(&mut conn, "530 5.7.0 authentication required")?,
             "MAIL" => {
                 shared.lock().unwrap().attempts += 1;
                 match behavior {
-                    Behavior::RejectMail(r) => reply(&r)?,
+                    Behavior::RejectMail(r) => reply(&mut conn, &r)?,
                     _ => {
-                        from = Some(address(command));
-                        reply("250 ok")?
+                        from = Some(address(&command));
+                        reply(&mut conn, "250 ok")?
                     }
                 }
             }
             "RCPT" if from.is_some() => match behavior {
-                Behavior::RejectRcpt(r) => reply(&r)?,
+                Behavior::RejectRcpt(r) => reply(&mut conn, &r)?,
                 _ => {
-                    rcpts.push(address(command));
-                    reply("250 ok")?
+                    rcpts.push(address(&command));
+                    reply(&mut conn, "250 ok")?
                 }
             },
             "DATA" if !rcpts.is_empty() => {
-                reply("354 end with <CRLF>.<CRLF>")?;
-                let data = read_data(&mut reader)?;
+                reply(&mut conn, "354 end with <CRLF>.<CRLF>")?;
+                let data = read_data(&mut conn)?;
                 match behavior {
                     Behavior::RejectDataContaining { needle, reply: r }
                         if String::from_utf8_lossy(&data).contains(&needle) =>
                     {
-                        reply(&r)?
+                        reply(&mut conn, &r)?
                     }
                     other => {
                         if let Behavior::StallAfterData(pause) = &other {
                             thread::sleep(*pause);
                         }
-                        let received =
-                            Received { mail_from: from.take().unwrap(), rcpt_to: std::mem::take(&mut rcpts), data };
+                        let received = Received {
+                            tls: is_tls,
+                            mail_from: from.take().unwrap(),
+                            rcpt_to: std::mem::take(&mut rcpts),
+                            data,
+                        };
                         let count = {
                             let mut s = shared.lock().unwrap();
                             s.received.push(received);
@@ -201,15 +247,65 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
                             thread::sleep(Duration::from_secs(120));
                             return Ok(());
                         }
-                        reply("250 queued")?
+                        reply(&mut conn, "250 queued")?
                     }
                 }
                 (from, rcpts) = (None, Vec::new());
             }
-            "RCPT" | "DATA" => reply("503 bad sequence of commands")?,
-            _ => reply("502 command not implemented")?,
+            "RCPT" | "DATA" => reply(&mut conn, "503 bad sequence of commands")?,
+            _ => reply(&mut conn, "502 command not implemented")?,
         }
     }
+}
+
+/// The connection, before and after TLS.
+enum Conn {
+    Plain(QuickAck),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, QuickAck>>),
+}
+
+impl Conn {
+    fn tls(config: &Arc<rustls::ServerConfig>, plain: QuickAck) -> std::io::Result<Self> {
+        let session = rustls::ServerConnection::new(Arc::clone(config)).map_err(std::io::Error::other)?;
+        Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(session, plain))))
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A certificate no client trusts unless told to: what a local relay often has.
+fn self_signed() -> Arc<rustls::ServerConfig> {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![key.cert.der().clone()], private)
+        .unwrap();
+    Arc::new(config)
 }
 
 /// Reads with delayed ACKs off. lettre (0.11.23) writes a message's body and its final
@@ -234,6 +330,15 @@ impl Read for QuickAck {
             );
         }
         self.0.read(buf)
+    }
+}
+
+impl Write for QuickAck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
