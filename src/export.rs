@@ -2,13 +2,14 @@
 //! longer than one statement: the runtime may be writing while we read. All SQL against the
 //! export lives here; rows become domain types here, and a malformed row becomes a warning.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, FixedOffset, Utc};
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, Row, params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +78,7 @@ impl Export {
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .with_context(|| format!("export {shown}: opening"))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        rusqlite::vtab::array::load_module(&conn)?;
         let export = Export { conn, path: path.to_owned() };
         export.check_schema()?;
         Ok(export)
@@ -131,39 +133,51 @@ impl Export {
         Ok(batch)
     }
 
-    pub fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+    /// The conversations among `ids`, with their bots' names. One statement for a whole page:
+    /// a statement per conversation costs a file lock each, and a re-prepare each when the
+    /// export has been ANALYZEd.
+    pub fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.bot_id, b.name, c.visitor_id, c.started_at, c.page_url \
-             FROM conversations c LEFT JOIN bots b ON b.id = c.bot_id WHERE c.id = ?1",
+            "SELECT c.id, c.bot_id, b.name, c.visitor_id, c.started_at, c.page_url \
+             FROM conversations c LEFT JOIN bots b ON b.id = c.bot_id WHERE c.id IN rarray(?1)",
         )?;
-        stmt.query_row([id], |row| {
-            let bot_id = lossy(row, 0).unwrap_or_default();
+        let rows = stmt.query_map([id_array(ids.iter().copied())], |row| {
+            let bot_id = lossy(row, 1).unwrap_or_default();
             Ok(Conversation {
-                id: id.to_owned(),
-                bot_name: lossy(row, 1).unwrap_or_else(|| bot_id.clone()),
+                id: lossy(row, 0).unwrap_or_default(),
+                bot_name: lossy(row, 2).unwrap_or_else(|| bot_id.clone()),
                 bot_id,
-                visitor_id: lossy(row, 2).unwrap_or_default(),
-                started_at: lossy(row, 3).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
-                page_url: lossy(row, 4),
+                visitor_id: lossy(row, 3).unwrap_or_default(),
+                started_at: lossy(row, 4).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
+                page_url: lossy(row, 5),
             })
-        })
-        .optional()
-        .with_context(|| self.context(&format!("reading conversation {id:?}")))
+        })?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for c in rows {
+            let c = c.with_context(|| self.context("reading conversations"))?;
+            out.insert(c.id.clone(), c);
+        }
+        Ok(out)
     }
 
-    /// The conversation's messages up to `through`, the last message this run has read: a
-    /// message written since must not slip into an email that does not cover it.
-    pub fn transcript(&self, conversation_id: &str, through: i64) -> Result<Vec<Message>> {
+    /// The transcripts of a page of conversations, each up to its own `through`: the last
+    /// message this run has read of it. A message written since must not slip into an email
+    /// that does not cover it.
+    pub fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
+        let through: HashMap<&str, i64> = wanted.iter().copied().collect();
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id <= ?2 ORDER BY id"
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id IN rarray(?1) ORDER BY conversation_id, id"
         ))?;
-        let mut rows = stmt.query(params![conversation_id, through])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().with_context(|| self.context("reading a transcript"))? {
+        let mut rows = stmt.query([id_array(through.keys().copied())])?;
+        let mut out: HashMap<String, Vec<Message>> = HashMap::with_capacity(wanted.len());
+        while let Some(row) = rows.next().with_context(|| self.context("reading transcripts"))? {
             let id: i64 = row.get(0)?;
             // Rows that fail here were reported when first read; leave them out quietly.
             let Ok(a) = activity(row, id) else { continue };
-            out.push(Message {
+            if through.get(a.conversation_id.as_str()).is_none_or(|&t| id > t) {
+                continue;
+            }
+            out.entry(a.conversation_id).or_default().push(Message {
                 id,
                 sent_at: a.sent_at,
                 sender: a.sender,
@@ -179,6 +193,10 @@ impl Export {
     fn context(&self, what: &str) -> String {
         format!("export {}: {what}", self.path.display())
     }
+}
+
+fn id_array<'a>(ids: impl Iterator<Item = &'a str>) -> rusqlite::vtab::array::Array {
+    std::rc::Rc::new(ids.map(|id| Value::Text(id.to_owned())).collect())
 }
 
 /// Reads the ACTIVITY_COLUMNS of a row; the error says why the row cannot be used.

@@ -11,6 +11,7 @@ pub mod state;
 pub mod thread;
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -78,14 +79,19 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
     // is touched: templates, the export, the transport settings.
     let renderer = Renderer::new(config.templates.as_deref(), config.time_zone)?;
     let export = Export::open(&config.export)?;
-    let mut sender = match args.dry_run {
-        true => Sender::Print(Box::new(std::io::stdout())),
-        false => Sender::from_config(&config.transport)?,
-    };
-    // A dry run before the first real one works on an empty state in memory: no file appears.
-    let (mut state, _lock) = if args.dry_run && !config.state.exists() {
-        (State::in_memory()?, None)
+    // A dry run is a real run on a scratch copy of the state, printing instead of sending
+    // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
+    let (mut state, mut sender, renderer, _lock, _scratch) = if args.dry_run {
+        let (state, scratch) = State::scratch_copy(&config.state)?;
+        (
+            state,
+            Sender::Print(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+            renderer.text_only(),
+            None,
+            Some(scratch),
+        )
     } else {
+        let sender = Sender::from_config(&config.transport)?;
         let Some(lock) = state::try_lock(&config.state)? else {
             log::warn!(
                 "another run is in progress (lock {} is held); this run exits without sending",
@@ -93,24 +99,29 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
             );
             return Ok(Outcome::Busy);
         };
-        let state = State::open(&config.state)?;
-        if args.dry_run {
-            state.discard_changes()?;
-        }
-        (state, Some(lock))
+        (State::open(&config.state)?, sender, renderer, Some(lock), None)
     };
-    ingest(&export, &mut state)?;
+    let started = Instant::now();
+    let read = ingest(&export, &mut state)?;
+    log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
+    let started = Instant::now();
     let failed = decide(&export, &mut state, &renderer, config, args, now)?;
+    log::debug!("decide: {:.3?}", started.elapsed());
+    let started = Instant::now();
     let report = deliver(&mut state, &mut sender, config.max_attempts, now)?;
+    log::debug!("deliver: {} sent in {:.3?}", report.sent, started.elapsed());
     Ok(Outcome::Done(Report { failed, ..report }))
 }
 
 /// Folds the messages written since the last run into the conversations they belong to.
-fn ingest(export: &Export, state: &mut State) -> Result<()> {
+/// Returns how many were read.
+fn ingest(export: &Export, state: &mut State) -> Result<usize> {
     let mut watermark = state.progress()?.watermark;
+    let mut read = 0;
     loop {
         let batch = export.activity_after(watermark, INGEST_BATCH)?;
-        let Some(through) = batch.through else { return Ok(()) };
+        let Some(through) = batch.through else { return Ok(read) };
+        read += batch.activity.len();
         let seen = classify::fold(&batch.activity);
         state.atomically(|tx| tx.track(seen.iter().map(|(id, s)| (*id, *s)), through))?;
         watermark = through;
@@ -144,18 +155,26 @@ fn decide(
         let page = state.open_conversations(&after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
+        let decisions: Vec<(&Open, Decision)> = page.iter().map(|o| (o, classify(&o.tracked, &rules))).collect();
         // Reading and rendering happen before the transaction, which then only writes.
+        let due: Vec<(&str, i64)> = decisions
+            .iter()
+            .filter(|(_, d)| matches!(d, Decision::Notify(_)))
+            .map(|(o, _)| (o.id.as_str(), o.tracked.last_message))
+            .collect();
+        let ids: Vec<&str> = due.iter().map(|(id, _)| *id).collect();
+        let conversations = export.conversations(&ids)?;
+        let mut transcripts = export.transcripts(&due)?;
         let mut settle: Vec<(&Open, Option<(ChatState, render::Email)>)> = Vec::new();
-        for open in &page {
-            match classify(&open.tracked, &rules) {
+        for (open, decision) in decisions {
+            match decision {
                 Decision::Nothing | Decision::Wait => {}
                 Decision::Baseline => {
                     baselined += 1;
                     settle.push((open, None));
                 }
-                Decision::Notify(chat_state) => match draft(export, renderer, config, &domain, open, chat_state, now) {
-                    Ok(Some(email)) => settle.push((open, Some((chat_state, email)))),
-                    Ok(None) => {
+                Decision::Notify(chat_state) => {
+                    let Some(conversation) = conversations.get(&open.id) else {
                         log::warn!(
                             "export {}: messages point to conversation {:?}, which has no conversations row; \
                              they are skipped",
@@ -163,12 +182,24 @@ fn decide(
                             open.id
                         );
                         settle.push((open, None));
+                        continue;
+                    };
+                    let draft = Draft {
+                        conversation,
+                        transcript: &transcripts.remove(&open.id).unwrap_or_default(),
+                        state: chat_state,
+                        covered_before: open.tracked.covered_through,
+                        thread: &open.thread,
+                        now,
+                    };
+                    match renderer.compose(&draft, &config.mail, &domain) {
+                        Ok(email) => settle.push((open, Some((chat_state, email)))),
+                        Err(e) => {
+                            log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
+                            failed += 1;
+                        }
                     }
-                    Err(e) => {
-                        log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
-                        failed += 1;
-                    }
-                },
+                }
             }
         }
         state.atomically(|tx| {
@@ -195,28 +226,6 @@ fn decide(
     Ok(failed)
 }
 
-fn draft(
-    export: &Export,
-    renderer: &Renderer,
-    config: &Config,
-    domain: &str,
-    open: &Open,
-    state: ChatState,
-    now: DateTime<Utc>,
-) -> Result<Option<render::Email>> {
-    let Some(conversation) = export.conversation(&open.id)? else { return Ok(None) };
-    let transcript = export.transcript(&open.id, open.tracked.last_message)?;
-    let draft = Draft {
-        conversation: &conversation,
-        transcript: &transcript,
-        state,
-        covered_before: open.tracked.covered_through,
-        thread: &open.thread,
-        now,
-    };
-    renderer.compose(&draft, &config.mail, domain).map(Some)
-}
-
 /// Sends what the outbox holds, oldest first: this run's emails and any left by earlier ones.
 fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateTime<Utc>) -> Result<Report> {
     let mut report = Report::default();
@@ -231,7 +240,7 @@ fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateT
             match sender.send(&p.email) {
                 Ok(()) => {
                     state.mark_sent(p.id, now)?;
-                    log::info!("sent {what} to {}", send::recipients(&p.email));
+                    log::info!("{} {what} to {}", sender.verb(), send::recipients(&p.email));
                     report.sent += 1;
                 }
                 Err(failure) => {
@@ -251,6 +260,7 @@ fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateT
             }
         }
     }
+    sender.finish()?;
     report.waiting = state.count_pending()?;
     Ok(report)
 }

@@ -53,6 +53,7 @@ const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 pub struct Renderer {
     env: Environment<'static>,
     tz: Tz,
+    html: bool,
 }
 
 /// One email's worth of decision: which conversation, what it says, where it threads.
@@ -86,7 +87,12 @@ impl Renderer {
                 template_error(&shown, &e)
             })?;
         }
-        Ok(Renderer { env, tz })
+        Ok(Renderer { env, tz, html: true })
+    }
+
+    /// Leaves the HTML part empty: for previews, which print only the text part.
+    pub fn text_only(self) -> Self {
+        Renderer { html: false, ..self }
     }
 
     pub fn compose(&self, draft: &Draft, mail: &Mail, message_id_domain: &str) -> Result<Email> {
@@ -105,7 +111,8 @@ impl Renderer {
                 .and_then(|t| t.render(&view))
                 .map_err(|e| template_error(e.name().unwrap_or(&name), &e))
         };
-        let (text, html) = (render("txt")?, render("html")?);
+        let text = render("txt")?;
+        let html = if self.html { render("html")? } else { String::new() };
         Ok(Email {
             message_id: thread::message_id(&conversation.id, draft.state, covers_through, message_id_domain),
             date: draft.now,

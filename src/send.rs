@@ -80,6 +80,22 @@ impl Sender {
         })
     }
 
+    /// Flushes what a preview has buffered.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Sender::Print(out) = self {
+            out.flush().context("writing to stdout")?;
+        }
+        Ok(())
+    }
+
+    /// What `send` does, for the log.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Sender::Print(_) => "previewed",
+            _ => "sent",
+        }
+    }
+
     pub fn send(&mut self, email: &Email) -> Result<(), Failure> {
         // A message that cannot be built now never can: the same data goes in every time.
         let message = || message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") });
@@ -93,17 +109,62 @@ impl Sender {
                 // counted against, and eventually parking, each email in turn.
                 if !*connected {
                     match transport.test_connection() {
-                        Ok(true) => *connected = true,
+                        Ok(true) => {
+                            no_nagle_on_tcp_sockets();
+                            *connected = true;
+                        }
                         Ok(false) => return Err(Failure::Unavailable("the SMTP server stopped answering".into())),
                         Err(e) => {
                             return Err(Failure::Unavailable(format!("connecting to the SMTP server: {}", chain(&e))));
                         }
                     }
                 }
-                transport.send(&message()?).map(drop).map_err(smtp_failure)
+                let sent = transport.send(&message()?).map(drop).map_err(smtp_failure);
+                // After a failure the pool may open a new connection: check it (and its socket
+                // options) again before the next email.
+                *connected = sent.is_ok();
+                sent
             }
             Sender::Sendmail(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
             Sender::Folder(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
+        }
+    }
+}
+
+/// lettre 0.11.23 never sets TCP_NODELAY, and writes a message's body and its closing
+/// `\r\n.\r\n` as two writes: Nagle holds the second until the server ACKs the first, which a
+/// Linux server delays by 40 ms. That capped sending at about 23 emails a second on one
+/// connection (BENCHMARKS.md). lettre has the fix upstream (PR #1159) but no release with it,
+/// and no way to reach its socket; so, once a connection is up, Nagle is switched off on every
+/// TCP socket of this process, of which the SMTP connection is the only one.
+/// Remove when lettre sets TCP_NODELAY itself.
+fn no_nagle_on_tcp_sockets() {
+    let fds: Vec<libc::c_int> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => (3..256).collect(),
+    };
+    for fd in fds {
+        let mut kind: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut address_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let on: libc::c_int = 1;
+        // SAFETY: plain socket calls on a descriptor number with buffers of the sizes given;
+        // on a descriptor that is closed or not a socket they fail and change nothing.
+        unsafe {
+            let is_tcp = libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &mut len) == 0
+                && kind == libc::SOCK_STREAM
+                && libc::getsockname(fd, (&raw mut address).cast(), &mut address_len) == 0
+                && matches!(address.ss_family as libc::c_int, libc::AF_INET | libc::AF_INET6);
+            if is_tcp {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&raw const on).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
         }
     }
 }

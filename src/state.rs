@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use rusqlite::backup::Backup;
 use rusqlite::{Connection, Row, Savepoint, TransactionBehavior, params};
 
 use crate::classify::{ChatState, Seen, Tracked};
@@ -146,17 +147,26 @@ impl State {
         Ok(State { conn })
     }
 
-    pub fn in_memory() -> Result<Self> {
-        let mut conn = Connection::open_in_memory()?;
-        migrate(&mut conn)?;
-        Ok(State { conn })
-    }
-
-    /// From here on nothing is committed: the connection's outer transaction is rolled back
-    /// when it closes. The same code as a real run, with no trace left.
-    pub fn discard_changes(&self) -> Result<()> {
-        self.conn.execute_batch("BEGIN")?;
-        Ok(())
+    /// A throwaway copy of the state at `path` (empty when there is none yet), for a dry run:
+    /// the same code as a real run, on a file deleted when the returned path is dropped.
+    pub fn scratch_copy(path: &Path) -> Result<(Self, tempfile::TempPath)> {
+        let scratch = tempfile::Builder::new()
+            .prefix("chat-notifier-dry-run-")
+            .suffix(".sqlite")
+            .tempfile()
+            .context("dry run: creating a scratch copy of the state")?
+            .into_temp_path();
+        if path.exists() {
+            let source = Connection::open(path).with_context(|| format!("state {}: opening", path.display()))?;
+            let mut copy = Connection::open(&scratch)?;
+            Backup::new(&source, &mut copy)?
+                .run_to_completion(1024, Duration::ZERO, None)
+                .with_context(|| format!("state {}: copying for a dry run", path.display()))?;
+        }
+        let state = State::open(&scratch)?;
+        // Nothing in a scratch copy needs to survive a crash.
+        state.conn.execute_batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
+        Ok((state, scratch))
     }
 
     pub fn progress(&self) -> Result<Progress> {

@@ -137,7 +137,7 @@ fn serve(
 ) -> std::io::Result<()> {
     shared.lock().unwrap().connections += 1;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let plain = QuickAck(stream);
+    let plain = stream;
     let mut conn = BufReader::new(match (&tls, implicit) {
         (Some(config), true) => Conn::tls(config, plain)?,
         _ => Conn::Plain(plain),
@@ -260,12 +260,12 @@ fn serve(
 
 /// The connection, before and after TLS.
 enum Conn {
-    Plain(QuickAck),
-    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, QuickAck>>),
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
 }
 
 impl Conn {
-    fn tls(config: &Arc<rustls::ServerConfig>, plain: QuickAck) -> std::io::Result<Self> {
+    fn tls(config: &Arc<rustls::ServerConfig>, plain: TcpStream) -> std::io::Result<Self> {
         let session = rustls::ServerConnection::new(Arc::clone(config)).map_err(std::io::Error::other)?;
         Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(session, plain))))
     }
@@ -306,40 +306,6 @@ fn self_signed() -> Arc<rustls::ServerConfig> {
         .with_single_cert(vec![key.cert.der().clone()], private)
         .unwrap();
     Arc::new(config)
-}
-
-/// Reads with delayed ACKs off. lettre (0.11.23) writes a message's body and its final
-/// `\r\n.\r\n` as two writes without TCP_NODELAY, so Nagle holds the second until the
-/// server ACKs the first: 40 ms a message against Linux's delayed ACK (lettre PR #1159 fixes
-/// it upstream, unreleased). Real servers show that cost; the tests, which check what
-/// arrives, need not wait for it.
-struct QuickAck(TcpStream);
-
-impl Read for QuickAck {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // Linux drops TCP_QUICKACK again after a while: set it before every read.
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor and a c_int option of the size given.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        self.0.read(buf)
-    }
-}
-
-impl Write for QuickAck {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 fn address(command: &str) -> String {
