@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use crate::config::Span;
+
 /// Emails a chatbot's owner one message per new conversation state (completed, abandoned,
 /// resumed), each conversation in its own mail thread. Meant to run from cron every few minutes.
 #[derive(Debug, Parser)]
@@ -31,6 +33,20 @@ pub struct Cli {
 pub enum Command {
     /// Read the export, decide which chats reached a new state, and send one email for each
     Run(RunArgs),
+    /// Forget conversations settled and idle for longer than --older-than (keeps the state
+    /// file small; a forgotten conversation that comes back starts a new thread)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Idle for at least this long: 90d, 12w, ...
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub older_than: Span,
+
+    /// Act as if it were this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,6 +76,10 @@ impl Cli {
     }
 }
 
+fn parse_span(s: &str) -> Result<Span, String> {
+    Span::parse(s).ok_or_else(|| format!("{s:?} is not a duration like 90d, 12w or 2160h"))
+}
+
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -80,8 +100,12 @@ mod tests {
     fn verbosity_and_now() {
         let cli = Cli::parse_from(["chat-notifier", "run", "-vv", "--now", "2026-11-24T10:00:00+01:00"]);
         assert_eq!(cli.log_level(), LevelFilter::Debug);
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!() };
         assert_eq!(args.now.unwrap().to_rfc3339(), "2026-11-24T09:00:00+00:00");
+        let cli = Cli::parse_from(["chat-notifier", "prune", "--older-than", "90d"]);
+        let Command::Prune(args) = cli.command else { panic!() };
+        assert_eq!(args.older_than.0, chrono::TimeDelta::days(90));
+        assert!(Cli::try_parse_from(["chat-notifier", "prune", "--older-than", "soon"]).is_err());
         assert!(Cli::try_parse_from(["chat-notifier", "run", "--now", "yesterday"]).is_err());
         assert!(Cli::try_parse_from(["chat-notifier", "-q", "-v", "run"]).is_err());
     }

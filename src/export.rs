@@ -61,12 +61,26 @@ pub struct Batch {
 pub struct Export {
     conn: Connection,
     path: PathBuf,
+    /// Bot names by id.
+    bots: HashMap<String, String>,
 }
 
-/// The activity columns come first, in the same order in both queries, so one function reads
-/// them from either.
-const ACTIVITY_COLUMNS: &str = "id, conversation_id, sent_at, sender, input_type";
-const MESSAGE_COLUMNS: &str = "id, conversation_id, sent_at, sender, input_type, gambit_id, field, body";
+// All SQL against the export. The activity columns come first, in the same order in the two
+// message queries, so one function reads them from either. Every query is an index search:
+// a run costs what is new, not the export's size (tests::no_query_scans_the_export).
+const ACTIVITY_SQL: &str =
+    "SELECT id, conversation_id, sent_at, sender, input_type FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2";
+// The page queries start from the page's ids: CROSS JOIN fixes SQLite's loop order, so each id
+// is an index lookup whatever the export's statistics say.
+const TRANSCRIPTS_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.gambit_id, \
+     m.field, m.body FROM rarray(?1) AS page CROSS JOIN messages m ON m.conversation_id = page.value ORDER BY m.id";
+const CONVERSATIONS_SQL: &str = "SELECT c.id, c.bot_id, c.visitor_id, c.started_at, c.page_url \
+     FROM rarray(?1) AS page CROSS JOIN conversations c ON c.id = page.value";
+/// The one scan: a handful of rows, read once per run.
+const BOTS_SQL: &str = "SELECT id, name FROM bots";
+/// The queries whose cost must follow what changed, not the export's size.
+const QUERIES: [(&str, &str); 3] =
+    [("messages", ACTIVITY_SQL), ("messages", TRANSCRIPTS_SQL), ("conversations", CONVERSATIONS_SQL)];
 
 impl Export {
     pub fn open(path: &Path) -> Result<Self> {
@@ -79,24 +93,20 @@ impl Export {
                 .with_context(|| format!("export {shown}: opening"))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         rusqlite::vtab::array::load_module(&conn)?;
-        let export = Export { conn, path: path.to_owned() };
+        let mut export = Export { conn, path: path.to_owned(), bots: HashMap::new() };
         export.check_schema()?;
+        export.bots = export.read_bots()?;
         Ok(export)
     }
 
     /// Fails with one line naming the file and what is missing, before any state is touched.
     fn check_schema(&self) -> Result<()> {
         let shown = self.path.display();
-        for (table, columns) in [
-            ("bots", "id, name"),
-            ("conversations", "id, bot_id, visitor_id, started_at, page_url"),
-            ("messages", MESSAGE_COLUMNS),
-        ] {
-            self.conn.prepare(&format!("SELECT {columns} FROM {table} LIMIT 0")).map_err(|e| {
-                match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("export {shown}: not a SQLite database"),
-                    _ => anyhow::anyhow!("export {shown}: not export schema v1 (table {table}): {e}"),
-                }
+        // Preparing the queries a run makes checks every table and column they need.
+        for (tables, sql) in QUERIES.into_iter().chain([("bots", BOTS_SQL)]) {
+            self.conn.prepare_cached(sql).map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("export {shown}: not a SQLite database"),
+                _ => anyhow::anyhow!("export {shown}: not export schema v1 ({tables}): {}", sqlite_message(&e)),
             })?;
         }
         let indexed: bool = self.conn.query_row(
@@ -117,9 +127,7 @@ impl Export {
     /// Up to `limit` messages with an id above `after`, oldest first. Each call is one
     /// statement, so one consistent snapshot, and ids only grow: nothing is half-read.
     pub fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ACTIVITY_COLUMNS} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+        let mut stmt = self.conn.prepare_cached(ACTIVITY_SQL)?;
         let mut rows = stmt.query(params![after, limit as i64]).with_context(|| self.context("reading messages"))?;
         let mut batch = Batch::default();
         while let Some(row) = rows.next().with_context(|| self.context("reading messages"))? {
@@ -133,23 +141,26 @@ impl Export {
         Ok(batch)
     }
 
+    fn read_bots(&self) -> Result<HashMap<String, String>> {
+        let mut stmt = self.conn.prepare(BOTS_SQL)?;
+        let rows = stmt.query_map([], |r| Ok((lossy(r, 0).unwrap_or_default(), lossy(r, 1).unwrap_or_default())))?;
+        rows.collect::<rusqlite::Result<_>>().with_context(|| self.context("reading bots"))
+    }
+
     /// The conversations among `ids`, with their bots' names. One statement for a whole page:
     /// a statement per conversation costs a file lock each, and a re-prepare each when the
     /// export has been ANALYZEd.
     pub fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.bot_id, b.name, c.visitor_id, c.started_at, c.page_url \
-             FROM conversations c LEFT JOIN bots b ON b.id = c.bot_id WHERE c.id IN rarray(?1)",
-        )?;
+        let mut stmt = self.conn.prepare_cached(CONVERSATIONS_SQL)?;
         let rows = stmt.query_map([id_array(ids.iter().copied())], |row| {
             let bot_id = lossy(row, 1).unwrap_or_default();
             Ok(Conversation {
                 id: lossy(row, 0).unwrap_or_default(),
-                bot_name: lossy(row, 2).unwrap_or_else(|| bot_id.clone()),
+                bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
                 bot_id,
-                visitor_id: lossy(row, 3).unwrap_or_default(),
-                started_at: lossy(row, 4).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
-                page_url: lossy(row, 5),
+                visitor_id: lossy(row, 2).unwrap_or_default(),
+                started_at: lossy(row, 3).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
+                page_url: lossy(row, 4),
             })
         })?;
         let mut out = HashMap::with_capacity(ids.len());
@@ -165,9 +176,7 @@ impl Export {
     /// that does not cover it.
     pub fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
         let through: HashMap<&str, i64> = wanted.iter().copied().collect();
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id IN rarray(?1) ORDER BY conversation_id, id"
-        ))?;
+        let mut stmt = self.conn.prepare_cached(TRANSCRIPTS_SQL)?;
         let mut rows = stmt.query([id_array(through.keys().copied())])?;
         let mut out: HashMap<String, Vec<Message>> = HashMap::with_capacity(wanted.len());
         while let Some(row) = rows.next().with_context(|| self.context("reading transcripts"))? {
@@ -195,11 +204,19 @@ impl Export {
     }
 }
 
+/// SQLite's own words, without the statement rusqlite appends to them.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn id_array<'a>(ids: impl Iterator<Item = &'a str>) -> rusqlite::vtab::array::Array {
     std::rc::Rc::new(ids.map(|id| Value::Text(id.to_owned())).collect())
 }
 
-/// Reads the ACTIVITY_COLUMNS of a row; the error says why the row cannot be used.
+/// Reads the activity columns of a row; the error says why the row cannot be used.
 fn activity(row: &Row, id: i64) -> std::result::Result<Activity, String> {
     let conversation_id = text(row, 1, "conversation_id")?.ok_or("conversation_id is NULL")?;
     let sent_at = text(row, 2, "sent_at")?.ok_or("sent_at is NULL")?;
@@ -236,5 +253,31 @@ fn lossy(row: &Row, i: usize) -> Option<String> {
         ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
         ValueRef::Integer(n) => Some(n.to_string()),
         ValueRef::Real(f) => Some(f.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_query_scans_the_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../examples/export-day1.sql")).unwrap();
+        conn.execute_batch("ANALYZE").unwrap();
+        let export = Export::open(&path).unwrap();
+        for (_, sql) in QUERIES {
+            let mut stmt = export.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound = rusqlite::params_from_iter(std::iter::repeat_n(Value::Null, stmt.parameter_count()));
+            let plan: Vec<String> =
+                stmt.query_map(unbound, |r| r.get(3)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+            for step in &plan {
+                let scans_a_table = step.starts_with("SCAN") && !step.contains("VIRTUAL TABLE");
+                assert!(!scans_a_table, "{sql}\n{plan:#?}");
+            }
+            assert!(plan.iter().any(|p| p.starts_with("SEARCH")), "{sql}\n{plan:#?}");
+        }
     }
 }

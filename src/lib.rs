@@ -17,7 +17,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::classify::{ChatState, Decision, Rules, classify};
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, PruneArgs, RunArgs};
 use crate::config::Config;
 use crate::export::Export;
 use crate::render::{Draft, Renderer};
@@ -70,7 +70,22 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     let config = config::load(&config::locate(cli.config.as_deref())?)?;
     match &cli.command {
         Command::Run(args) => run_once(&config, args),
+        Command::Prune(args) => prune(&config, args),
     }
+}
+
+/// Forgets settled conversations idle since before `--older-than`, with their sent and parked
+/// email records. Nothing pending and nothing open is touched.
+pub fn prune(config: &Config, args: &PruneArgs) -> Result<Outcome> {
+    let Some(_lock) = state::try_lock(&config.state)? else {
+        log::warn!("another run is in progress; prune exits without changing anything");
+        return Ok(Outcome::Busy);
+    };
+    let mut state = State::open(&config.state)?;
+    let before = args.now.unwrap_or_else(Utc::now) - args.older_than.0;
+    let (conversations, emails) = state.prune(before)?;
+    log::info!("pruned {conversations} conversation(s) idle since before {before} and {emails} email record(s)");
+    Ok(Outcome::Done(Report::default()))
 }
 
 pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {

@@ -54,6 +54,8 @@ pub struct Renderer {
     env: Environment<'static>,
     tz: Tz,
     html: bool,
+    /// TIME_FORMAT, parsed once: re-parsing it for every timestamp was a tenth of rendering.
+    time_format: Vec<chrono::format::Item<'static>>,
 }
 
 /// One email's worth of decision: which conversation, what it says, where it threads.
@@ -87,7 +89,8 @@ impl Renderer {
                 template_error(&shown, &e)
             })?;
         }
-        Ok(Renderer { env, tz, html: true })
+        let time_format = chrono::format::StrftimeItems::new(TIME_FORMAT).parse_to_owned()?;
+        Ok(Renderer { env, tz, html: true, time_format })
     }
 
     /// Leaves the HTML part empty: for previews, which print only the text part.
@@ -103,7 +106,9 @@ impl Renderer {
             draft.thread.next_subject(|| thread::subject(&conversation.bot_name, &visitor.display(), &identifier));
         let covers_through = draft.transcript.last().map_or(draft.covered_before, |m| m.id);
         let reply_to = visitor.reply_to();
-        let view = self.view(draft, &visitor, reply_to.as_ref(), &identifier, &subject);
+        // Converted once for both templates.
+        let view =
+            minijinja::Value::from_serialize(self.view(draft, &visitor, reply_to.as_ref(), &identifier, &subject));
         let render = |ext: &str| {
             let name = format!("{}.{ext}", draft.state.as_str());
             self.env
@@ -137,7 +142,7 @@ impl Renderer {
         subject: &'a str,
     ) -> View<'a> {
         let c = draft.conversation;
-        let at = |t: DateTime<Utc>| t.with_timezone(&self.tz).format(TIME_FORMAT).to_string();
+        let at = |t: DateTime<Utc>| t.with_timezone(&self.tz).format_with_items(self.time_format.iter()).to_string();
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
         let first_new = draft.transcript.iter().position(is_new);

@@ -67,6 +67,14 @@ CREATE INDEX outbox_pending ON outbox (id) WHERE status = 'pending';
 CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
 "#];
 
+/// The two reads every run makes, each through its partial index: they cost what is open or
+/// pending, not the number of conversations ever seen.
+const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
+     FROM conversations WHERE last_message > covered_through AND id > ?1 ORDER BY id LIMIT ?2";
+const PENDING_SQL: &str = "SELECT id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, \
+     mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body \
+     FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2";
+
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
 pub struct RunLock {
     _file: File,
@@ -185,10 +193,7 @@ impl State {
 
     /// A page of the conversations that have uncovered messages, in id order after `after`.
     pub fn open_conversations(&self, after: &str, limit: usize) -> Result<Vec<Open>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
-             FROM conversations WHERE last_message > covered_through AND id > ?1 ORDER BY id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(OPEN_SQL)?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
             Ok(Open {
                 id: r.get(0)?,
@@ -210,11 +215,7 @@ impl State {
 
     /// A page of the emails waiting to go out, oldest first, after outbox id `after`.
     pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<Pending>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, \
-             reply_to, subject, in_reply_to, refs, text_body, html_body \
-             FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(PENDING_SQL)?;
         let rows = stmt.query_map(params![after, limit as i64], pending_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -236,6 +237,26 @@ impl State {
             params![outbox_id, error, park],
         )?;
         Ok(())
+    }
+
+    /// Deletes conversations whose every message is covered, idle since before `before`, with
+    /// no email waiting, and their email records. Returns (conversations, emails) deleted.
+    /// A maintenance step: it reads the whole conversations table.
+    pub fn prune(&mut self, before: DateTime<Utc>) -> Result<(usize, usize)> {
+        self.atomically(|tx| {
+            tx.0.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY) WITHOUT ROWID; DELETE FROM settled;",
+            )?;
+            tx.0.execute(
+                "INSERT INTO settled SELECT id FROM conversations c WHERE last_message <= covered_through \
+                 AND last_activity < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending')",
+                [before.timestamp_millis()],
+            )?;
+            let emails = tx.0.execute("DELETE FROM outbox WHERE conversation_id IN settled", [])?;
+            let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
+            Ok((conversations, emails))
+        })
     }
 
     pub fn count_pending(&self) -> Result<usize> {
@@ -380,6 +401,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!((watermark, version), (7, MIGRATIONS.len()));
+    }
+
+    #[test]
+    fn each_run_reads_through_a_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for (sql, index) in [(OPEN_SQL, "conversations_open"), (PENDING_SQL, "outbox_pending")] {
+            let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), ["", "0"], |r| r.get(3)).unwrap();
+            assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
+        }
     }
 
     #[test]

@@ -75,7 +75,11 @@ fn a_broken_export_is_one_line_naming_it_and_leaves_state_alone() {
     let line = one_line(&f.run_at("2026-11-24T10:00:00Z", &[], 1).stderr).to_owned();
     assert!(line.contains("export.sqlite") && line.contains("messages") && line.contains("body"), "{line}");
 
-    rusqlite::Connection::open(&export).unwrap().execute_batch("DROP TABLE bots;").unwrap();
+    std::fs::remove_file(&export).unwrap();
+    let conn = rusqlite::Connection::open(&export).unwrap();
+    conn.execute_batch(support::SCHEMA_V1).unwrap();
+    conn.execute_batch("DROP TABLE bots;").unwrap();
+    drop(conn);
     let line = one_line(&f.run_at("2026-11-24T10:00:00Z", &[], 1).stderr).to_owned();
     assert!(line.contains("export.sqlite") && line.contains("no such table: bots"), "{line}");
 

@@ -373,3 +373,33 @@ fn the_example_export_shows_all_three_states() {
         ]
     );
 }
+
+#[test]
+fn prune_forgets_settled_conversations_and_keeps_everything_else() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("old", "Old Timer", "old@example.com", 0);
+    f.end("old", "2026-11-24T09:00:30Z");
+    f.lead_who_leaves("waiting", "Still Queued", "q@example.com", 1);
+    f.end("waiting", "2026-11-24T09:01:30Z");
+    server.set(Behavior::RejectDataContaining { needle: "Still Queued".into(), reply: "451 4.3.0 later".into() });
+    f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    f.lead_who_leaves("recent", "New Comer", "new@example.com", 2);
+    f.visitor("recent", "2027-03-01T09:00:00Z", None, "still typing");
+    f.run_at("2027-03-01T09:05:00Z", &[], 3); // "recent" is open: the visitor may still be typing
+
+    let out = f.run(&["-v", "prune", "--older-than", "90d", "--now", "2027-03-01T09:10:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("pruned 1 conversation(s)"), "{}", out.stderr);
+    let left = f.state_rows("SELECT id FROM conversations ORDER BY id");
+    assert_eq!(left, [["Text(\"recent\")"], ["Text(\"waiting\")"]], "open and pending ones stay");
+    assert_eq!(f.state_rows("SELECT 1 FROM outbox WHERE status = 'pending'").len(), 1);
+
+    // A forgotten conversation that comes back gets a fresh first email, with its whole transcript.
+    server.set(Behavior::Accept);
+    f.visitor("old", "2027-03-01T09:11:00Z", None, "hello again");
+    f.run_at("2027-03-01T10:00:00Z", &[], 0);
+    let back = mails(&server).into_iter().find(|m| m.text.contains("hello again")).unwrap();
+    assert!(back.subject.starts_with("Lead Bot: chat with Old Timer [#"), "{}", back.subject);
+    assert!(back.text.contains("Old Timer"));
+}

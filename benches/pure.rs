@@ -1,0 +1,96 @@
+//! The pure parts, one core: classifying conversations and rendering an email.
+//!
+//!     cargo bench --bench pure
+
+use std::hint::black_box;
+
+use chat_notifier::classify::{ChatState, Rules, Tracked, classify};
+use chat_notifier::config::Mail;
+use chat_notifier::export::{Conversation, Message, Sender};
+use chat_notifier::render::{Draft, Renderer};
+use chat_notifier::thread::Thread;
+use chrono::{DateTime, TimeDelta, Utc};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn at(minute: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_795_000_000 + minute * 60, 0).unwrap()
+}
+
+fn classify_1000(c: &mut Criterion) {
+    let tracked: Vec<Tracked> = (0..1000)
+        .map(|i| Tracked {
+            last_message: i * 10 + 9,
+            last_activity: at(i % 90),
+            ended: i % 3 == 0,
+            covered_through: if i % 4 == 0 { i * 10 + 9 } else { i * 10 },
+            emails: (i % 2) as u32,
+        })
+        .collect();
+    let rules = Rules { now: at(100), abandon_after: TimeDelta::minutes(30), baseline_before: None };
+    let mut group = c.benchmark_group("classify");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("1000 conversations", |b| {
+        b.iter(|| {
+            tracked
+                .iter()
+                .filter(|t| matches!(classify(black_box(t), &rules), chat_notifier::classify::Decision::Notify(_)))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+fn render_50_messages(c: &mut Criterion) {
+    let renderer = Renderer::new(None, chrono_tz::Tz::Europe__Berlin).unwrap();
+    let mail = Mail {
+        from: "Notifier <n@example.com>".parse().unwrap(),
+        to: vec!["owner@example.com".parse().unwrap()],
+        cc: vec![],
+        message_id_domain: None,
+    };
+    let conversation = Conversation {
+        id: "conv-00001234".into(),
+        bot_id: "lead".into(),
+        bot_name: "Lead Bot".into(),
+        visitor_id: "v".into(),
+        started_at: None,
+        page_url: Some("https://example.com/pricing".into()),
+    };
+    let fields = ["name", "email", "phone", "company", "plan"];
+    let transcript: Vec<Message> = (0..50)
+        .map(|i| Message {
+            id: i + 1,
+            sent_at: at(i),
+            sender: if i % 2 == 0 { Sender::Bot } else { Sender::Visitor },
+            gambit_id: Some(format!("step{}", i / 2)),
+            input_type: Some("text".into()),
+            field: (i % 2 == 1).then(|| fields[(i as usize / 2) % fields.len()].to_owned()),
+            body: format!("Message number {i}, a sentence of ordinary length & one <tag> to escape."),
+        })
+        .collect();
+    let thread = Thread {
+        subject: Some("Lead Bot: chat with Jane [#ABCD-EFGH-JKMN]".into()),
+        message_ids: vec!["<a@x>".into()],
+    };
+    let draft = Draft {
+        conversation: &conversation,
+        transcript: &transcript,
+        state: ChatState::Completed,
+        covered_before: 30,
+        thread: &thread,
+        now: at(60),
+    };
+    let mut group = c.benchmark_group("render");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("50-message transcript, text and HTML", |b| {
+        b.iter(|| renderer.compose(black_box(&draft), &mail, "example.com").unwrap())
+    });
+    let text_only = Renderer::new(None, chrono_tz::Tz::Europe__Berlin).unwrap().text_only();
+    group.bench_function("50-message transcript, text only (dry run)", |b| {
+        b.iter(|| text_only.compose(black_box(&draft), &mail, "example.com").unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify_1000, render_50_messages);
+criterion_main!(benches);
