@@ -90,10 +90,13 @@ pub fn prune(config: &Config, args: &PruneArgs) -> Result<Outcome> {
 
 pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
     let now = args.now.unwrap_or_else(Utc::now);
+    let started = Instant::now();
     // Everything that can fail for a reason the owner must fix fails here, before any state
     // is touched: templates, the export, the transport settings.
     let renderer = Renderer::new(config.templates.as_deref(), config.time_zone)?;
+    log::debug!("templates: {:.3?}", started.elapsed());
     let export = Export::open(&config.export)?;
+    log::debug!("export opened: {:.3?}", started.elapsed());
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
     let (mut state, mut sender, renderer, _lock, _scratch) = if args.dry_run {
@@ -116,6 +119,7 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
         };
         (State::open(&config.state)?, sender, renderer, Some(lock), None)
     };
+    log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
     let read = ingest(&export, &mut state)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
@@ -167,7 +171,8 @@ fn decide(
     let (mut failed, mut baselined) = (0, 0);
     let mut after = String::new();
     loop {
-        let page = state.open_conversations(&after, PAGE)?;
+        // Conversations still within abandon_after and not ended can only wait: not loaded.
+        let page = state.open_conversations(now - rules.abandon_after, &after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
         let decisions: Vec<(&Open, Decision)> = page.iter().map(|o| (o, classify(&o.tracked, &rules))).collect();

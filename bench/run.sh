@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Reproduces the figures in BENCHMARKS.md: each case timed as a whole process beside the
+# floor it is compared to, on the same export in the same run.
+#
+#   bench/run.sh                      # 10k, 100k and 1M conversations (about 10 minutes)
+#   bench/run.sh 10000 100000         # chosen sizes
+#
+# Needs sqlite3, hyperfine, GNU time and postfix's smtp-sink/smtp-source; installs them
+# with apt-get when missing. Scratch files go to $BENCH_DIR (default /tmp/chat-notifier-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("${@:-10000 100000 1000000}")
+read -r -a sizes <<<"${sizes[*]}"
+
+missing=()
+for tool in sqlite3 hyperfine smtp-sink smtp-source python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing sqlite3 hyperfine time postfix (for: ${missing[*]})" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 hyperfine time postfix >/dev/null
+  service postfix stop >/dev/null 2>&1 || true
+fi
+
+cargo build --release --quiet --bin chat-notifier --example gen_export
+bin=$PWD/target/release/chat-notifier
+gen=$PWD/target/release/examples/gen_export
+work=${BENCH_DIR:-/tmp/chat-notifier-bench}
+mkdir -p "$work"
+
+NOW=2026-11-24T12:00:00Z        # the export's newest activity is just before this
+SETTLED=2026-11-26T12:00:00Z    # first run: everything is older than the 24h horizon
+LATER=2026-11-26T13:00:00Z      # 1,000 new messages written in the hour before this
+
+# mean seconds of a hyperfine run, from its JSON export
+mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$1"; }
+# peak RSS in MB of one run of a command
+rss() { /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null 2>&1 || true; echo $(( $(cat "$work/rss") / 1024 )); }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+ms() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 1000:.1f}')" "$1"; }
+
+printf '\n| conversations | messages | case | chat-notifier | floor | ratio | target | peak RSS |\n|---|---|---|---|---|---|---|---|\n' >"$work/table.md"
+for n in "${sizes[@]}"; do
+  export=$work/export-$n.sqlite
+  [ -f "$export" ] || "$gen" --conversations "$n" --out "$export" --now "$NOW"
+  [ -f "$export.base" ] || cp "$export" "$export.base"
+  cp "$export.base" "$export"
+  messages=$(sqlite3 "$export" 'select count(*) from messages')
+  config=$work/$n.toml
+  cat >"$config" <<TOML
+export = "export-$n.sqlite"
+state = "state-$n.sqlite"
+[mail]
+from = "notifier@example.com"
+to = ["owner@example.com"]
+[transport]
+kind = "folder"
+path = "out-$n"
+TOML
+  h() { hyperfine --style none --export-json "$work/h.json" "$@" >/dev/null 2>&1; mean "$work/h.json"; }
+
+  # The floors: the sqlite3 shell starting and opening the file; reading every message once.
+  floor_open=$(h --warmup 3 --runs 20 "sqlite3 $export 'select max(id) from messages'")
+  aggregate="select conversation_id, count(*), max(sent_at), max(input_type = 'end_conversation') from messages group by conversation_id"
+  floor_scan=$(h --warmup 1 --runs 3 "sqlite3 $export \"$aggregate\" > /dev/null")
+
+  # Full first pass: a backfill preview of everything, on a fresh state.
+  rm -rf "$work/state-$n.sqlite"* "$work/out-$n"
+  full=$(h --runs 3 "$bin --config $config -q run --backfill --dry-run --now $NOW > /dev/null")
+  full_rss=$(rss "$bin" --config "$config" -q run --backfill --dry-run --now "$NOW")
+
+  # Settle: a first run that records all history without emails, then 1,000 new messages.
+  "$bin" --config "$config" -q run --now "$SETTLED"
+  cp "$work/state-$n.sqlite" "$work/state-$n.base"
+  "$gen" --append 1000 --out "$export" --now "$LATER"
+
+  # Incremental: each timed run starts from the settled state and reads the 1,000 messages.
+  prepare="rm -rf $work/state-$n.sqlite-wal $work/state-$n.sqlite-shm $work/out-$n; cp $work/state-$n.base $work/state-$n.sqlite"
+  incremental=$(h --runs 10 --prepare "$prepare" "$bin --config $config -q run --now $LATER")
+  eval "$prepare"
+  inc_rss=$(rss "$bin" --config "$config" -q run --now "$LATER")
+  emails=$(ls "$work/out-$n" | wc -l)
+
+  # Idle: nothing new since, nothing due.
+  idle=$(h --warmup 2 --runs 20 "$bin --config $config -q run --now $LATER")
+  idle_rss=$(rss "$bin" --config "$config" -q run --now "$LATER")
+
+  state_kb=$(( $(stat -c %s "$work/state-$n.sqlite") / 1024 ))
+  {
+    echo "| $n | $messages | full first pass (backfill preview, $(sqlite3 "$export.base" "select count(distinct conversation_id) from messages") conversations) | $(ms "$full") ms | $(ms "$floor_scan") ms (sqlite3 aggregate) | $(ratio "$full" "$floor_scan") | 1.5 | $full_rss MB |"
+    echo "| $n | $messages | incremental (1,000 new messages, $emails emails to folder) | $(ms "$incremental") ms | $(ms "$floor_open") ms (sqlite3 max(id)) | $(ratio "$incremental" "$floor_open") | 3 | $inc_rss MB |"
+    echo "| $n | $messages | idle | $(ms "$idle") ms | $(ms "$floor_open") ms | $(ratio "$idle" "$floor_open") | 2 | $idle_rss MB |"
+  } >>"$work/table.md"
+  echo "state file after $n conversations: ${state_kb} KB" >>"$work/state-sizes"
+  cat "$work/table.md" | tail -3
+done
+
+# Sending: emails a second over one connection to postfix's smtp-sink, beside smtp-source
+# (postfix's own load generator) sending as many messages of the same size to the same sink.
+pkill -f "smtp-sink -u nobody 127.0.0.1:2525" 2>/dev/null || true
+smtp-sink -u nobody 127.0.0.1:2525 1000 >/dev/null 2>&1 &
+sink=$!
+trap 'kill $sink 2>/dev/null || true' EXIT
+sleep 0.5
+send=$work/send
+rm -rf "$send" && mkdir -p "$send"
+[ -f "$work/export-send.sqlite" ] || "$gen" --conversations 3000 --out "$work/export-send.sqlite" --now "$NOW"
+for kind in smtp folder; do
+  {
+    printf 'export = "../export-send.sqlite"\nstate = "state.sqlite"\n'
+    printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\n[transport]\n'
+    if [ $kind = smtp ]; then printf 'kind = "smtp"\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
+    else printf 'kind = "folder"\npath = "eml"\n'; fi
+  } >"$send/$kind.toml"
+done
+# The same emails as files, to know how many and how big they are.
+"$bin" --config "$send/folder.toml" -q run --backfill --now "$NOW"
+emails=$(ls "$send/eml" | wc -l)
+size=$(( $(cat "$send"/eml/*.eml | wc -c) / emails ))
+prepare_send="rm -f $send/state.sqlite $send/state.sqlite-wal $send/state.sqlite-shm"
+ours=$(hyperfine --style none --runs 5 --prepare "$prepare_send" --export-json "$work/h.json" \
+  "$bin --config $send/smtp.toml -q run --backfill --now $NOW" >/dev/null 2>&1; mean "$work/h.json")
+theirs=$(hyperfine --style none --runs 5 --export-json "$work/h.json" \
+  "smtp-source -d -s 1 -m $emails -l $size -f notifier@example.com -t owner@example.com 127.0.0.1:2525" >/dev/null 2>&1
+  mean "$work/h.json")
+{
+  echo
+  echo "| sending | emails (avg bytes) | chat-notifier (whole run: ingest, decide, render, send) | smtp-source, same count and size | ratio | target |"
+  echo "|---|---|---|---|---|---|"
+  echo "| one connection to smtp-sink | $emails ($size) | $(ms "$ours") ms = $(python3 -c "print(round($emails / $ours))") emails/s | $(ms "$theirs") ms = $(python3 -c "print(round($emails / $theirs))") messages/s | $(ratio "$ours" "$theirs") | >= 500/s, <= 2 |"
+} >>"$work/table.md"
+
+echo
+cat "$work/table.md"
+echo
+cat "$work/state-sizes"
