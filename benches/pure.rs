@@ -4,9 +4,10 @@
 
 use std::hint::black_box;
 
-use chat_notifier::classify::{ChatState, Rules, Tracked, classify};
-use chat_notifier::config::Mail;
+use chat_notifier::classify::{ChatState, Timing, Tracked, classify};
+use chat_notifier::config::Config;
 use chat_notifier::export::{Conversation, Message, Sender};
+use chat_notifier::notify::Routing;
 use chat_notifier::render::{Draft, Renderer};
 use chat_notifier::thread::Thread;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -26,7 +27,7 @@ fn classify_1000(c: &mut Criterion) {
             emails: (i % 2) as u32,
         })
         .collect();
-    let rules = Rules { now: at(100), abandon_after: TimeDelta::minutes(30), baseline_before: None };
+    let rules = Timing { now: at(100), abandon_after: TimeDelta::minutes(30), baseline_before: None };
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(1000));
     group.bench_function("1000 conversations", |b| {
@@ -41,13 +42,15 @@ fn classify_1000(c: &mut Criterion) {
 }
 
 fn render_50_messages(c: &mut Criterion) {
-    let renderer = Renderer::new(None, chrono_tz::Tz::Europe__Berlin).unwrap();
-    let mail = Mail {
-        from: "Notifier <n@example.com>".parse().unwrap(),
-        to: vec!["owner@example.com".parse().unwrap()],
-        cc: vec![],
-        message_id_domain: None,
-    };
+    let config: Config = toml::from_str(
+        "export = \"e\"\nstate = \"s\"\ntime_zone = \"Europe/Berlin\"\n[mail]\nfrom = \"n@example.com\"\n\
+         to = [\"owner@example.com\"]\n[transport]\nkind = \"folder\"\npath = \"o\"\n",
+    )
+    .unwrap();
+    let routing = Routing::new(&config);
+    let settings = routing.for_bot("lead");
+    let from = config.mail.from.clone();
+    let renderer = Renderer::new(&routing).unwrap();
     let conversation = Conversation {
         id: "conv-00001234".into(),
         bot_id: "lead".into(),
@@ -79,15 +82,16 @@ fn render_50_messages(c: &mut Criterion) {
         covered_before: 30,
         thread: &thread,
         now: at(60),
+        from: &from,
     };
     let mut group = c.benchmark_group("render");
     group.throughput(Throughput::Elements(1));
     group.bench_function("50-message transcript, text and HTML", |b| {
-        b.iter(|| renderer.compose(black_box(&draft), &mail, "example.com").unwrap())
+        b.iter(|| renderer.compose(black_box(&draft), settings, "example.com").unwrap())
     });
-    let text_only = Renderer::new(None, chrono_tz::Tz::Europe__Berlin).unwrap().text_only();
+    let text_only = Renderer::new(&routing).unwrap().text_only();
     group.bench_function("50-message transcript, text only (dry run)", |b| {
-        b.iter(|| text_only.compose(black_box(&draft), &mail, "example.com").unwrap())
+        b.iter(|| text_only.compose(black_box(&draft), settings, "example.com").unwrap())
     });
     group.finish();
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::export::Activity;
 
 /// The state a notification announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ChatState {
     /// The flow reached its end_conversation step.
     Completed,
@@ -77,7 +78,7 @@ pub fn fold(batch: &[Activity]) -> HashMap<&str, Seen> {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Rules {
+pub struct Timing {
     pub now: DateTime<Utc>,
     pub abandon_after: TimeDelta,
     /// On a first run without --backfill: conversations idle since before this instant are
@@ -96,7 +97,7 @@ pub enum Decision {
     Notify(ChatState),
 }
 
-pub fn classify(c: &Tracked, rules: &Rules) -> Decision {
+pub fn classify(c: &Tracked, rules: &Timing) -> Decision {
     if !c.has_uncovered() {
         return Decision::Nothing;
     }
@@ -122,8 +123,8 @@ mod tests {
         DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap()
     }
 
-    fn rules(now_minute: i64) -> Rules {
-        Rules { now: at(now_minute), abandon_after: TimeDelta::minutes(30), baseline_before: None }
+    fn rules(now_minute: i64) -> Timing {
+        Timing { now: at(now_minute), abandon_after: TimeDelta::minutes(30), baseline_before: None }
     }
 
     #[test]
@@ -155,7 +156,7 @@ mod tests {
     fn first_run_baseline_covers_only_old_history() {
         let old = Tracked { last_message: 3, last_activity: at(0), ended: true, covered_through: 0, emails: 0 };
         let recent = Tracked { last_activity: at(100), ..old.clone() };
-        let r = Rules { baseline_before: Some(at(50)), ..rules(120) };
+        let r = Timing { baseline_before: Some(at(50)), ..rules(120) };
         assert_eq!(classify(&old, &r), Baseline);
         assert_eq!(classify(&recent, &r), Notify(Completed));
         let covered = Tracked { covered_through: 3, ..old };

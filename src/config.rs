@@ -11,6 +11,8 @@ use lettre::message::Mailbox;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::classify::ChatState;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -31,6 +33,98 @@ pub struct Config {
     pub max_attempts: u32,
     pub mail: Mail,
     pub transport: Transport,
+    /// Which emails to send, for every bot unless a `[[bots]]` entry says otherwise.
+    #[serde(default)]
+    pub notify: Notify,
+    /// Per-bot settings; bots not listed use the defaults above.
+    #[serde(default)]
+    pub bots: Vec<Bot>,
+}
+
+/// The rules that decide whether a conversation in a new state is worth an email.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The states that are emailed.
+    #[serde(default = "all_states")]
+    pub on: Vec<ChatState>,
+    /// Email only once the visitor has given every one of these fields.
+    #[serde(default)]
+    pub require_fields: Vec<String>,
+    /// Email only once the visitor has given at least one of these fields.
+    #[serde(default)]
+    pub require_any_field: Vec<String>,
+    /// Email only chats where the visitor wrote at least this many messages.
+    #[serde(default = "one")]
+    pub min_visitor_messages: u32,
+    /// The subject of a conversation's first email, a minijinja template; the identifier is
+    /// always appended.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            on: all_states(),
+            require_fields: Vec::new(),
+            require_any_field: Vec::new(),
+            min_visitor_messages: 1,
+            subject: default_subject(),
+        }
+    }
+}
+
+/// A `[[bots]]` entry: anything left out falls back to the top-level setting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bot {
+    pub id: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub to: Option<Vec<Mailbox>>,
+    pub cc: Option<Vec<Mailbox>>,
+    pub abandon_after: Option<Span>,
+    pub time_zone: Option<Tz>,
+    pub templates: Option<PathBuf>,
+    #[serde(default)]
+    pub notify: NotifyPatch,
+}
+
+/// A bot's changes to `[notify]`: each key given replaces the default's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyPatch {
+    pub on: Option<Vec<ChatState>>,
+    pub require_fields: Option<Vec<String>>,
+    pub require_any_field: Option<Vec<String>>,
+    pub min_visitor_messages: Option<u32>,
+    pub subject: Option<String>,
+}
+
+impl NotifyPatch {
+    pub fn apply(&self, base: &Notify) -> Notify {
+        Notify {
+            on: self.on.clone().unwrap_or_else(|| base.on.clone()),
+            require_fields: self.require_fields.clone().unwrap_or_else(|| base.require_fields.clone()),
+            require_any_field: self.require_any_field.clone().unwrap_or_else(|| base.require_any_field.clone()),
+            min_visitor_messages: self.min_visitor_messages.unwrap_or(base.min_visitor_messages),
+            subject: self.subject.clone().unwrap_or_else(|| base.subject.clone()),
+        }
+    }
+}
+
+fn all_states() -> Vec<ChatState> {
+    vec![ChatState::Completed, ChatState::Abandoned, ChatState::Resumed]
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_subject() -> String {
+    "{{ bot.name }}: chat with {{ visitor.display }}".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -320,6 +414,11 @@ impl Config {
         if let Some(t) = &mut self.templates {
             resolve(t);
         }
+        for bot in &mut self.bots {
+            if let Some(t) = &mut bot.templates {
+                resolve(t);
+            }
+        }
         match &mut self.transport {
             Transport::Folder { path } => resolve(path),
             Transport::Smtp(smtp) => {
@@ -347,6 +446,21 @@ impl Config {
             && !dir.is_dir()
         {
             return Err(format!("templates: {} is not a folder", dir.display()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, bot) in self.bots.iter().enumerate() {
+            let key = |k: &str| format!("bots[{i}] (id = {:?}).{k}", bot.id);
+            if !seen.insert(&bot.id) {
+                return Err(format!("{}: a second entry for the same bot", key("id")));
+            }
+            if bot.to.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!("{}: at least one recipient is needed", key("to")));
+            }
+            if let Some(dir) = &bot.templates
+                && !dir.is_dir()
+            {
+                return Err(format!("{}: {} is not a folder", key("templates"), dir.display()));
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod notify;
 pub mod render;
 pub mod send;
 pub mod state;
@@ -16,10 +17,11 @@ use std::time::Instant;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use crate::classify::{ChatState, Decision, Rules, classify};
+use crate::classify::{ChatState, Decision, Timing, classify};
 use crate::cli::{Cli, Command, PruneArgs, RunArgs};
 use crate::config::Config;
-use crate::export::Export;
+use crate::export::{Conversation, Export};
+use crate::notify::{Routing, Settings, Verdict};
 use crate::render::{Draft, Renderer};
 use crate::send::{Failure, Sender};
 use crate::state::{Open, State};
@@ -93,7 +95,8 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
     let started = Instant::now();
     // Everything that can fail for a reason the owner must fix fails here, before any state
     // is touched: templates, the export, the transport settings.
-    let renderer = Renderer::new(config.templates.as_deref(), config.time_zone)?;
+    let routing = Routing::new(config);
+    let renderer = Renderer::new(&routing)?;
     log::debug!("templates: {:.3?}", started.elapsed());
     let export = Export::open(&config.export)?;
     log::debug!("export opened: {:.3?}", started.elapsed());
@@ -124,7 +127,11 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
     let read = ingest(&export, &mut state)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     let started = Instant::now();
-    let failed = decide(&export, &mut state, &renderer, config, args, now)?;
+    let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
+    if reopened > 0 {
+        log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
+    }
+    let failed = decide(&export, &mut state, &renderer, &routing, config, args, now)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
     let report = deliver(&mut state, &mut sender, config.max_attempts, now)?;
@@ -147,12 +154,13 @@ fn ingest(export: &Export, state: &mut State) -> Result<usize> {
     }
 }
 
-/// Classifies every conversation with uncovered messages and queues the emails due. Returns
-/// how many conversations could not be rendered (they stay open for the next run).
+/// Classifies every conversation that may be due, applies the owner's rules, and queues the
+/// emails due. Returns how many conversations could not be rendered (they stay open).
 fn decide(
     export: &Export,
     state: &mut State,
     renderer: &Renderer,
+    routing: &Routing,
     config: &Config,
     args: &RunArgs,
     now: DateTime<Utc>,
@@ -162,9 +170,11 @@ fn decide(
     if args.backfill && !first_run {
         log::info!("--backfill only matters on a first run; this state file has had one");
     }
-    let rules = Rules {
+    // Candidates by the shortest abandon_after of any bot; each is judged again below with
+    // its own bot's.
+    let timing = Timing {
         now,
-        abandon_after: config.abandon_after.0,
+        abandon_after: routing.shortest_abandon_after(),
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
     };
     let domain = config.message_id_domain();
@@ -172,62 +182,75 @@ fn decide(
     let mut after = String::new();
     loop {
         // Conversations still within abandon_after and not ended can only wait: not loaded.
-        let page = state.open_conversations(now - rules.abandon_after, &after, PAGE)?;
+        let page = state.open_conversations(now - timing.abandon_after, &after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
-        let decisions: Vec<(&Open, Decision)> = page.iter().map(|o| (o, classify(&o.tracked, &rules))).collect();
-        // Reading and rendering happen before the transaction, which then only writes.
-        let due: Vec<(&str, i64)> = decisions
-            .iter()
-            .filter(|(_, d)| matches!(d, Decision::Notify(_)))
-            .map(|(o, _)| (o.id.as_str(), o.tracked.last_message))
-            .collect();
-        let ids: Vec<&str> = due.iter().map(|(id, _)| *id).collect();
-        let conversations = export.conversations(&ids)?;
-        let mut transcripts = export.transcripts(&due)?;
-        let mut settle: Vec<(&Open, Option<(ChatState, render::Email)>)> = Vec::new();
-        for (open, decision) in decisions {
-            match decision {
+        let mut settle: Vec<(&Open, Settle)> = Vec::new();
+        let mut candidates: Vec<&Open> = Vec::new();
+        for open in &page {
+            match classify(&open.tracked, &timing) {
                 Decision::Nothing | Decision::Wait => {}
                 Decision::Baseline => {
                     baselined += 1;
-                    settle.push((open, None));
+                    settle.push((open, Settle::Cover));
                 }
-                Decision::Notify(chat_state) => {
-                    let Some(conversation) = conversations.get(&open.id) else {
-                        log::warn!(
-                            "export {}: messages point to conversation {:?}, which has no conversations row; \
-                             they are skipped",
-                            config.export.display(),
-                            open.id
-                        );
-                        settle.push((open, None));
-                        continue;
-                    };
-                    let draft = Draft {
-                        conversation,
-                        transcript: &transcripts.remove(&open.id).unwrap_or_default(),
-                        state: chat_state,
-                        covered_before: open.tracked.covered_through,
-                        thread: &open.thread,
-                        now,
-                    };
-                    match renderer.compose(&draft, &config.mail, &domain) {
-                        Ok(email) => settle.push((open, Some((chat_state, email)))),
-                        Err(e) => {
-                            log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
-                            failed += 1;
-                        }
-                    }
+                Decision::Notify(_) => candidates.push(open),
+            }
+        }
+        // Reading and rendering happen before the transaction, which then only writes.
+        let ids: Vec<&str> = candidates.iter().map(|o| o.id.as_str()).collect();
+        let conversations = export.conversations(&ids)?;
+        let mut due: Vec<(&Open, &Conversation, &Settings, ChatState)> = Vec::new();
+        for open in candidates {
+            let Some(conversation) = conversations.get(&open.id) else {
+                log::warn!(
+                    "export {}: messages point to conversation {:?}, which has no conversations row; they are skipped",
+                    config.export.display(),
+                    open.id
+                );
+                settle.push((open, Settle::Cover));
+                continue;
+            };
+            let settings = routing.for_bot(&conversation.bot_id);
+            if let Decision::Notify(chat_state) =
+                classify(&open.tracked, &Timing { abandon_after: settings.abandon_after, ..timing })
+            {
+                due.push((open, conversation, settings, chat_state));
+            }
+        }
+        let wanted: Vec<(&str, i64)> = due.iter().map(|(o, ..)| (o.id.as_str(), o.tracked.last_message)).collect();
+        let mut transcripts = export.transcripts(&wanted)?;
+        for (open, conversation, settings, chat_state) in due {
+            let transcript = transcripts.remove(&open.id).unwrap_or_default();
+            if let Verdict::Hold(why) = notify::verdict(settings, chat_state, &transcript) {
+                log::debug!("conversation {:?}: {} held back: {why}", open.id, chat_state.as_str());
+                settle.push((open, Settle::Hold));
+                continue;
+            }
+            let draft = Draft {
+                conversation,
+                transcript: &transcript,
+                state: chat_state,
+                covered_before: open.tracked.covered_through,
+                thread: &open.thread,
+                now,
+                from: &config.mail.from,
+            };
+            match renderer.compose(&draft, settings, &domain) {
+                Ok(email) => settle.push((open, Settle::Queue(chat_state, Box::new(email)))),
+                Err(e) => {
+                    log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
+                    failed += 1;
                 }
             }
         }
         state.atomically(|tx| {
-            for (open, email) in &settle {
+            for (open, settle) in &settle {
                 let through = open.tracked.last_message;
-                match email {
-                    None => tx.cover(&open.id, through)?,
-                    Some((chat_state, email)) => tx.queue(&open.id, *chat_state, through, email)?,
+                match settle {
+                    Settle::Cover => tx.cover(&open.id, through)?,
+                    Settle::Hold => tx.hold(&open.id, through)?,
+                    Settle::Queue(chat_state, email) => tx.queue(&open.id, *chat_state, through, email)?,
                 }
             }
             Ok(())
@@ -244,6 +267,16 @@ fn decide(
         }
     }
     Ok(failed)
+}
+
+/// What a decision does to a conversation's record.
+enum Settle {
+    /// Covered without an email: first-run history, or messages of a conversation the export
+    /// does not have.
+    Cover,
+    /// Not worth an email under the rules, for now.
+    Hold,
+    Queue(ChatState, Box<render::Email>),
 }
 
 /// Sends what the outbox holds, oldest first: this run's emails and any left by earlier ones.

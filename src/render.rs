@@ -3,7 +3,6 @@
 //! whatever reaches a header goes through `thread::header_text` first.
 
 use std::borrow::Cow;
-use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow};
@@ -15,8 +14,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::classify::ChatState;
-use crate::config::Mail;
 use crate::export::{Conversation, Message, Sender};
+use crate::notify::{Routing, Settings};
 use crate::thread::{self, Thread};
 
 /// An email ready to send, in plain data: what the outbox stores and the transports take.
@@ -52,7 +51,6 @@ const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 
 pub struct Renderer {
     env: Environment<'static>,
-    tz: Tz,
     html: bool,
     /// TIME_FORMAT, parsed once: re-parsing it for every timestamp was a tenth of rendering.
     time_format: Vec<chrono::format::Item<'static>>,
@@ -67,30 +65,42 @@ pub struct Draft<'a> {
     pub covered_before: i64,
     pub thread: &'a Thread,
     pub now: DateTime<Utc>,
+    pub from: &'a Mailbox,
 }
 
 impl Renderer {
-    /// Parses every template now, so a broken one stops the run before anything is decided.
-    pub fn new(folder: Option<&Path>, tz: Tz) -> Result<Self> {
+    /// Parses every template now (each template set's eight files, each bot's subject), so a
+    /// broken one stops the run before anything is decided. A set's templates live under
+    /// "{set}/" and extend the base of their own set.
+    pub fn new(routing: &Routing) -> Result<Self> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        for (name, builtin) in TEMPLATES {
-            let custom = folder.map(|dir| dir.join(name)).filter(|p| p.is_file());
-            let source = match &custom {
-                Some(path) => {
-                    std::fs::read_to_string(path).with_context(|| format!("template {}: reading", path.display()))?
-                }
-                None => (*builtin).to_owned(),
-            };
-            env.add_template_owned(*name, source).map_err(|e| {
-                let shown = custom.as_ref().map_or_else(|| format!("built-in {name}"), |p| p.display().to_string());
-                template_error(&shown, &e)
-            })?;
+        env.set_path_join_callback(|name, parent| match parent.split_once('/') {
+            Some((set, _)) if !name.contains('/') => format!("{set}/{name}").into(),
+            _ => name.into(),
+        });
+        for (set, folder) in routing.template_sets.iter().enumerate() {
+            for (name, builtin) in TEMPLATES {
+                let custom = folder.as_ref().map(|dir| dir.join(name)).filter(|p| p.is_file());
+                let source = match &custom {
+                    Some(path) => std::fs::read_to_string(path)
+                        .with_context(|| format!("template {}: reading", path.display()))?,
+                    None => (*builtin).to_owned(),
+                };
+                env.add_template_owned(format!("{set}/{name}"), source).map_err(|e| {
+                    let shown = custom.as_ref().map_or_else(|| format!("built-in {name}"), |p| p.display().to_string());
+                    template_error(&shown, &e)
+                })?;
+            }
+        }
+        for settings in routing.all() {
+            env.add_template_owned(format!("subject/{}", settings.index), settings.notify.subject.clone())
+                .map_err(|e| template_error(&subject_key(settings.index), &e))?;
         }
         let time_format = chrono::format::StrftimeItems::new(TIME_FORMAT).parse_to_owned()?;
-        Ok(Renderer { env, tz, html: true, time_format })
+        Ok(Renderer { env, html: true, time_format })
     }
 
     /// Leaves the HTML part empty: for previews, which print only the text part.
@@ -98,19 +108,31 @@ impl Renderer {
         Renderer { html: false, ..self }
     }
 
-    pub fn compose(&self, draft: &Draft, mail: &Mail, message_id_domain: &str) -> Result<Email> {
+    pub fn compose(&self, draft: &Draft, settings: &Settings, message_id_domain: &str) -> Result<Email> {
         let conversation = draft.conversation;
         let visitor = Visitor::from_transcript(draft.transcript);
         let identifier = thread::identifier(&conversation.id);
-        let subject =
-            draft.thread.next_subject(|| thread::subject(&conversation.bot_name, &visitor.display(), &identifier));
-        let covers_through = draft.transcript.last().map_or(draft.covered_before, |m| m.id);
         let reply_to = visitor.reply_to();
+        let parts = self.parts(draft, &visitor, reply_to.as_ref(), &identifier, settings.time_zone);
+        // The subject is fixed by a conversation's first email: Gmail threads only on it.
+        let subject = match draft.thread.reply_subject() {
+            Some(reply) => reply,
+            None => {
+                let name = format!("subject/{}", settings.index);
+                let context = minijinja::context! { bot => &parts.bot, visitor => &parts.visitor, conversation => &parts.conversation };
+                let text = self
+                    .env
+                    .get_template(&name)
+                    .and_then(|t| t.render(context))
+                    .map_err(|e| template_error(&subject_key(settings.index), &e))?;
+                thread::subject(&text, &identifier)
+            }
+        };
+        let covers_through = draft.transcript.last().map_or(draft.covered_before, |m| m.id);
         // Converted once for both templates.
-        let view =
-            minijinja::Value::from_serialize(self.view(draft, &visitor, reply_to.as_ref(), &identifier, &subject));
+        let view = minijinja::Value::from_serialize(View { subject: &subject, ..parts });
         let render = |ext: &str| {
-            let name = format!("{}.{ext}", draft.state.as_str());
+            let name = format!("{}/{}.{ext}", settings.template_set, draft.state.as_str());
             self.env
                 .get_template(&name)
                 .and_then(|t| t.render(&view))
@@ -121,9 +143,9 @@ impl Renderer {
         Ok(Email {
             message_id: thread::message_id(&conversation.id, draft.state, covers_through, message_id_domain),
             date: draft.now,
-            from: mail.from.clone(),
-            to: mail.to.iter().cloned().collect(),
-            cc: mail.cc.iter().cloned().collect(),
+            from: draft.from.clone(),
+            to: settings.to.iter().cloned().collect(),
+            cc: settings.cc.iter().cloned().collect(),
             reply_to,
             subject,
             in_reply_to: draft.thread.in_reply_to().map(str::to_owned),
@@ -133,16 +155,17 @@ impl Renderer {
         })
     }
 
-    fn view<'a>(
+    /// Everything the templates see but the subject (which the subject template itself makes).
+    fn parts<'a>(
         &self,
         draft: &'a Draft,
         visitor: &'a Visitor,
         reply_to: Option<&Mailbox>,
         identifier: &'a str,
-        subject: &'a str,
+        tz: Tz,
     ) -> View<'a> {
         let c = draft.conversation;
-        let at = |t: DateTime<Utc>| t.with_timezone(&self.tz).format_with_items(self.time_format.iter()).to_string();
+        let at = |t: DateTime<Utc>| t.with_timezone(&tz).format_with_items(self.time_format.iter()).to_string();
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
         let first_new = draft.transcript.iter().position(is_new);
@@ -166,7 +189,7 @@ impl Renderer {
         View {
             state: draft.state.as_str(),
             came_back,
-            subject,
+            subject: "",
             bot: BotView { id: &c.bot_id, name: &c.bot_name },
             conversation: ConversationView {
                 id: &c.id,
@@ -184,8 +207,16 @@ impl Renderer {
             question: last_bot.map(|m| display_text(&m.body)),
             new_messages: transcript.iter().filter(|l| l.new).count(),
             transcript,
-            time_zone: self.tz.name(),
+            time_zone: tz.name(),
         }
+    }
+}
+
+/// Where a subject template comes from, as the config names it.
+fn subject_key(index: usize) -> String {
+    match index {
+        0 => "notify.subject".to_owned(),
+        i => format!("bots[{}].notify.subject", i - 1),
     }
 }
 
@@ -344,13 +375,15 @@ mod tests {
         }
     }
 
-    fn mail() -> Mail {
-        Mail {
-            from: "Notifier <n@example.com>".parse().unwrap(),
-            to: vec!["owner@example.com".parse().unwrap()],
-            cc: vec![],
-            message_id_domain: None,
-        }
+    fn routing(extra: &str, dir: Option<&std::path::Path>) -> Routing {
+        let templates = dir.map(|d| format!("templates = {:?}\n", d.display().to_string())).unwrap_or_default();
+        let config: crate::config::Config = toml::from_str(&format!(
+            "export = \"e\"\nstate = \"s\"\ntime_zone = \"Europe/Berlin\"\n{templates}{extra}\n\
+             [mail]\nfrom = \"Notifier <n@example.com>\"\nto = [\"owner@example.com\"]\n\
+             [transport]\nkind = \"folder\"\npath = \"o\"\n"
+        ))
+        .unwrap();
+        Routing::new(&config)
     }
 
     fn conversation() -> Conversation {
@@ -390,7 +423,8 @@ mod tests {
 
     #[test]
     fn html_escapes_visitor_text_and_marks_new_messages() {
-        let r = Renderer::new(None, Tz::Europe__Berlin).unwrap();
+        let routing = routing("", None);
+        let r = Renderer::new(&routing).unwrap();
         let t = [
             msg(1, Sender::Bot, None, "Your name?"),
             msg(2, Sender::Visitor, Some("name"), "<script>alert(1)</script>"),
@@ -404,8 +438,9 @@ mod tests {
             covered_before: 2,
             thread: &thread,
             now: Utc::now(),
+            from: &"Notifier <n@example.com>".parse().unwrap(),
         };
-        let e = r.compose(&draft, &mail(), "example.com").unwrap();
+        let e = r.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
         assert!(!e.html.contains("<script>"), "{}", e.html);
         assert!(e.html.contains("&lt;script&gt;"), "{}", e.html);
         assert!(e.html.contains("back again &amp; more"));
@@ -432,8 +467,10 @@ mod tests {
     fn a_broken_custom_template_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("completed.txt"), "line one\n{% if %}\n").unwrap();
-        let err = format!("{:#}", Renderer::new(Some(dir.path()), Tz::UTC).err().unwrap());
+        let err = format!("{:#}", Renderer::new(&routing("", Some(dir.path()))).err().unwrap());
         assert!(err.contains("completed.txt"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+        let err = format!("{:#}", Renderer::new(&routing("[notify]\nsubject = \"{{ oops\"", None)).err().unwrap());
+        assert!(err.contains("notify.subject"), "{err}");
     }
 }

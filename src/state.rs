@@ -73,13 +73,23 @@ CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
 DROP INDEX conversations_open;
 CREATE INDEX conversations_open ON conversations (id, ended, last_activity) WHERE last_message > covered_through;
 "#,
+    r#"
+-- Held: judged and not emailed under the owner's rules, through this message. Held messages
+-- are not covered: the conversation is looked at again when the visitor writes more, or when
+-- the rules change (progress.rules, their fingerprint, differs).
+ALTER TABLE conversations ADD COLUMN held_through INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE progress ADD COLUMN rules TEXT;
+DROP INDEX conversations_open;
+CREATE INDEX conversations_open ON conversations (id, ended, last_activity)
+    WHERE last_message > covered_through AND last_message > held_through;
+"#,
 ];
 
 /// The two reads every run makes, each through its partial index: they cost what is open or
 /// pending, not the number of conversations ever seen.
 const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
-     FROM conversations WHERE last_message > covered_through AND (ended OR last_activity <= ?3) AND id > ?1 \
-     ORDER BY id LIMIT ?2";
+     FROM conversations WHERE last_message > covered_through AND last_message > held_through \
+     AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
 const PENDING_SQL: &str = "SELECT id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, \
      mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body \
      FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2";
@@ -269,6 +279,22 @@ impl State {
         })
     }
 
+    /// When the rules that hold emails back differ from the last run's, makes every held
+    /// conversation open again, so that what the new rules make due is not lost. Returns how
+    /// many were reopened; a full read of the conversations, once per change of rules.
+    pub fn reopen_held_if_rules_changed(&mut self, fingerprint: &str) -> Result<usize> {
+        self.atomically(|tx| {
+            let stored: Option<String> = tx.0.query_row("SELECT rules FROM progress", [], |r| r.get(0))?;
+            if stored.as_deref() == Some(fingerprint) {
+                return Ok(0);
+            }
+            let reopened =
+                tx.0.execute("UPDATE conversations SET held_through = 0 WHERE held_through > covered_through", [])?;
+            tx.0.execute("UPDATE progress SET rules = ?1", [fingerprint])?;
+            Ok(reopened)
+        })
+    }
+
     pub fn count_pending(&self) -> Result<usize> {
         Ok(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?)
     }
@@ -297,6 +323,14 @@ impl Tx<'_> {
     pub fn cover(&self, conversation_id: &str, through: i64) -> Result<()> {
         self.0
             .prepare_cached("UPDATE conversations SET covered_through = ?2, ended = 0 WHERE id = ?1")?
+            .execute(params![conversation_id, through])?;
+        Ok(())
+    }
+
+    /// Records that the rules hold this conversation back, as judged through `through`.
+    pub fn hold(&self, conversation_id: &str, through: i64) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE conversations SET held_through = ?2 WHERE id = ?1")?
             .execute(params![conversation_id, through])?;
         Ok(())
     }

@@ -8,9 +8,8 @@ use crate::classify::ChatState;
 /// Crockford's base32: no I, L, O or U, so an identifier read aloud or retyped survives.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/// Longest visitor or bot name kept in a subject; the identifier must stay visible in
-/// narrow inbox columns.
-const MAX_NAME_CHARS: usize = 60;
+/// Longest subject text before the identifier, which must stay visible in narrow inbox columns.
+const MAX_SUBJECT_CHARS: usize = 120;
 
 /// The conversation's identifier, e.g. `K7Q2-9XDM-4HBR`: 60 bits of SHA-256 of the id.
 /// Across 10 million conversations the chance that any two share one is about 4 in 100,000
@@ -37,13 +36,13 @@ pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, 
     format!("<chat.{hex}.{}.{covers_through}@{domain}>", state.as_str())
 }
 
-/// The subject of a conversation's first email; later ones reuse it with `Re: `.
-pub fn subject(bot_name: &str, visitor: &str, identifier: &str) -> String {
-    format!(
-        "{}: chat with {} [#{identifier}]",
-        header_text(bot_name, MAX_NAME_CHARS),
-        header_text(visitor, MAX_NAME_CHARS)
-    )
+/// The subject of a conversation's first email, from the owner's subject template's text:
+/// made header-safe, cut to fit, and always ending with the identifier. Later emails reuse it
+/// with `Re: `.
+pub fn subject(text: &str, identifier: &str) -> String {
+    let text = header_text(text, MAX_SUBJECT_CHARS);
+    let text = if text.is_empty() { "Chat" } else { &text };
+    format!("{text} [#{identifier}]")
 }
 
 /// The Message-IDs already sent in a conversation's thread, oldest (the root) first, and the
@@ -55,12 +54,9 @@ pub struct Thread {
 }
 
 impl Thread {
-    /// The subject for the next email: the stored one with `Re: `, or `first` for a new thread.
-    pub fn next_subject(&self, first: impl FnOnce() -> String) -> String {
-        match &self.subject {
-            Some(s) => format!("Re: {s}"),
-            None => first(),
-        }
+    /// The subject for a reply: the stored one with `Re: `; `None` for a new thread.
+    pub fn reply_subject(&self) -> Option<String> {
+        self.subject.as_ref().map(|s| format!("Re: {s}"))
     }
 
     pub fn in_reply_to(&self) -> Option<&str> {
@@ -145,14 +141,22 @@ mod tests {
     }
 
     #[test]
+    fn subjects_always_end_with_the_identifier() {
+        assert_eq!(subject("Lead Bot: chat with Jane", "ABCD"), "Lead Bot: chat with Jane [#ABCD]");
+        assert_eq!(subject(" \r\n ", "ABCD"), "Chat [#ABCD]");
+        let long = subject(&"x".repeat(500), "ABCD");
+        assert!(long.ends_with("… [#ABCD]") && long.chars().count() < 140, "{long}");
+    }
+
+    #[test]
     fn thread_builds_replies_on_the_stored_subject() {
         let mut t = Thread::default();
-        assert_eq!(t.next_subject(|| "S [#X]".into()), "S [#X]");
+        assert_eq!(t.reply_subject(), None);
         assert_eq!(t.in_reply_to(), None);
         assert_eq!(t.references(), None);
         t.subject = Some("S [#X]".into());
         t.message_ids = vec!["<a@x>".into(), "<b@x>".into()];
-        assert_eq!(t.next_subject(|| unreachable!()), "Re: S [#X]");
+        assert_eq!(t.reply_subject().as_deref(), Some("Re: S [#X]"));
         assert_eq!(t.in_reply_to(), Some("<b@x>"));
         assert_eq!(t.references().as_deref(), Some("<a@x> <b@x>"));
     }
