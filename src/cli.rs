@@ -33,9 +33,18 @@ pub struct Cli {
 pub enum Command {
     /// Read the export, decide which chats reached a new state, and send one email for each
     Run(RunArgs),
+    /// Check the config, the templates, the export, the state and the transport, changing nothing
+    Check(CheckArgs),
     /// Forget conversations settled and idle for longer than --older-than (keeps the state
     /// file small; a forgotten conversation that comes back starts a new thread)
     Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Also connect to the SMTP server and log in (sends nothing)
+    #[arg(long)]
+    pub smtp: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,7 @@
 //! chat-notifier: the one place that orders a run. Load the config, open the export and the
 //! state, fold new messages into the state, decide, render, queue, send.
 
+pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -69,10 +70,11 @@ impl Outcome {
 }
 
 pub fn run(cli: &Cli) -> Result<Outcome> {
-    let config = config::load(&config::locate(cli.config.as_deref())?)?;
+    let path = config::locate(cli.config.as_deref())?;
     match &cli.command {
-        Command::Run(args) => run_once(&config, args),
-        Command::Prune(args) => prune(&config, args),
+        Command::Run(args) => run_once(&config::load(&path)?, args),
+        Command::Check(args) => check::check(&path, args.smtp).map(|()| Outcome::Done(Report::default())),
+        Command::Prune(args) => prune(&config::load(&path)?, args),
     }
 }
 

@@ -3,6 +3,7 @@
 //! whatever reaches a header goes through `thread::header_text` first.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow};
@@ -51,6 +52,8 @@ const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 
 pub struct Renderer {
     env: Environment<'static>,
+    /// What each template is called in errors: its file, or "built-in NAME".
+    shown: HashMap<String, String>,
     html: bool,
     /// TIME_FORMAT, parsed once: re-parsing it for every timestamp was a tenth of rendering.
     time_format: Vec<chrono::format::Item<'static>>,
@@ -81,6 +84,7 @@ impl Renderer {
             Some((set, _)) if !name.contains('/') => format!("{set}/{name}").into(),
             _ => name.into(),
         });
+        let mut shown = HashMap::new();
         for (set, folder) in routing.template_sets.iter().enumerate() {
             for (name, builtin) in TEMPLATES {
                 let custom = folder.as_ref().map(|dir| dir.join(name)).filter(|p| p.is_file());
@@ -89,10 +93,9 @@ impl Renderer {
                         .with_context(|| format!("template {}: reading", path.display()))?,
                     None => (*builtin).to_owned(),
                 };
-                env.add_template_owned(format!("{set}/{name}"), source).map_err(|e| {
-                    let shown = custom.as_ref().map_or_else(|| format!("built-in {name}"), |p| p.display().to_string());
-                    template_error(&shown, &e)
-                })?;
+                let display = custom.as_ref().map_or_else(|| format!("built-in {name}"), |p| p.display().to_string());
+                env.add_template_owned(format!("{set}/{name}"), source).map_err(|e| template_error(&display, &e))?;
+                shown.insert(format!("{set}/{name}"), display);
             }
         }
         for settings in routing.all() {
@@ -100,7 +103,7 @@ impl Renderer {
                 .map_err(|e| template_error(&subject_key(settings.index), &e))?;
         }
         let time_format = chrono::format::StrftimeItems::new(TIME_FORMAT).parse_to_owned()?;
-        Ok(Renderer { env, html: true, time_format })
+        Ok(Renderer { env, shown, html: true, time_format })
     }
 
     /// Leaves the HTML part empty: for previews, which print only the text part.
@@ -133,10 +136,10 @@ impl Renderer {
         let view = minijinja::Value::from_serialize(View { subject: &subject, ..parts });
         let render = |ext: &str| {
             let name = format!("{}/{}.{ext}", settings.template_set, draft.state.as_str());
-            self.env
-                .get_template(&name)
-                .and_then(|t| t.render(&view))
-                .map_err(|e| template_error(e.name().unwrap_or(&name), &e))
+            self.env.get_template(&name).and_then(|t| t.render(&view)).map_err(|e| {
+                let failed = e.name().unwrap_or(&name);
+                template_error(self.shown.get(failed).map_or(failed, String::as_str), &e)
+            })
         };
         let text = render("txt")?;
         let html = if self.html { render("html")? } else { String::new() };

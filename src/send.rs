@@ -80,6 +80,18 @@ impl Sender {
         })
     }
 
+    /// Connects and logs in without sending: for `check --smtp`.
+    pub fn connect(&mut self) -> Result<()> {
+        if let Sender::Smtp { transport, .. } = self {
+            match transport.test_connection() {
+                Ok(true) => {}
+                Ok(false) => anyhow::bail!("the SMTP server stopped answering"),
+                Err(e) => anyhow::bail!("connecting to the SMTP server: {}", chain(&e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes what a preview has buffered.
     pub fn finish(&mut self) -> Result<()> {
         if let Sender::Print(out) = self {

@@ -92,10 +92,16 @@ timeout = "5s"
     }
 
     pub fn conversation(&self, id: &str, started_at: &str) {
+        self.conversation_of("lead", id, started_at);
+    }
+
+    /// A conversation with another bot, created in the export if new.
+    pub fn conversation_of(&self, bot: &str, id: &str, started_at: &str) {
+        self.conn.execute("INSERT OR IGNORE INTO bots VALUES (?1, ?1 || ' bot')", [bot]).unwrap();
         self.conn
             .execute(
-                "INSERT INTO conversations VALUES (?1, 'lead', ?2, ?3, 'https://example.com/pricing')",
-                params![id, format!("visitor-{id}"), started_at],
+                "INSERT INTO conversations VALUES (?1, ?2, ?3, ?4, 'https://example.com/pricing')",
+                params![id, bot, format!("visitor-{id}"), started_at],
             )
             .unwrap();
     }

@@ -1,0 +1,166 @@
+//! `chat-notifier check`: everything a run needs, tried without sending or changing anything.
+//! One line per part on stdout; the run fails when any part does.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use chrono::{TimeDelta, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::classify::ChatState;
+use crate::config::{self, Config, Transport};
+use crate::export::{Conversation, Export, Message, Sender as Who};
+use crate::notify::Routing;
+use crate::render::{Draft, Renderer};
+use crate::send::Sender;
+use crate::thread::Thread;
+
+pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
+    let mut failed = 0;
+    let mut report = |part: &str, result: Result<String>| match result {
+        Ok(detail) => println!("{part:<10} ok      {detail}"),
+        Err(e) => {
+            failed += 1;
+            println!("{part:<10} FAILED  {}", format!("{e:#}").replace('\n', " "));
+        }
+    };
+    let config = match config::load(config_path) {
+        Ok(config) => {
+            report("config", Ok(config_path.display().to_string()));
+            config
+        }
+        Err(e) => {
+            report("config", Err(e));
+            bail!("check failed: the config is not usable");
+        }
+    };
+    report("templates", templates(&config));
+    report("export", Export::open(&config.export).map(|_| format!("{} (export schema v1)", config.export.display())));
+    report("state", state(&config.state));
+    report("transport", transport(&config, smtp));
+    if failed > 0 {
+        bail!("check failed: {failed} part(s) above");
+    }
+    Ok(())
+}
+
+/// Renders every template set, state and subject against a sample conversation.
+fn templates(config: &Config) -> Result<String> {
+    let routing = Routing::new(config);
+    let renderer = Renderer::new(&routing)?;
+    let (conversation, transcript) = sample();
+    let mut rendered = 0;
+    for settings in routing.all() {
+        for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
+            for thread in
+                [Thread::default(), Thread { subject: Some("Earlier [#X]".into()), message_ids: vec!["<a@b>".into()] }]
+            {
+                let draft = Draft {
+                    conversation: &conversation,
+                    transcript: &transcript,
+                    state,
+                    covered_before: if thread.subject.is_some() { 4 } else { 0 },
+                    thread: &thread,
+                    now: Utc::now(),
+                    from: &config.mail.from,
+                };
+                renderer.compose(&draft, settings, "example.com").with_context(|| {
+                    format!("rendering a {} email for {}", state.as_str(), which(settings.index, config))
+                })?;
+                rendered += 1;
+            }
+        }
+    }
+    Ok(format!(
+        "{rendered} sample emails rendered ({} template set(s), {} bot setting(s), text and HTML)",
+        routing.template_sets.len(),
+        routing.all().len()
+    ))
+}
+
+fn which(index: usize, config: &Config) -> String {
+    match index {
+        0 => "the default settings".to_owned(),
+        i => format!("bot {:?}", config.bots[i - 1].id),
+    }
+}
+
+/// Read only: a check must not create or migrate it.
+fn state(path: &Path) -> Result<String> {
+    if !path.exists() {
+        return Ok(format!("{} (not created yet: the first run creates it)", path.display()));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("state {}: opening", path.display()))?;
+    let (conversations, waiting, parked): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM conversations), \
+             (SELECT count(*) FROM outbox WHERE status = 'pending'), \
+             (SELECT count(*) FROM outbox WHERE status = 'parked')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .with_context(|| format!("state {}: not a chat-notifier state file", path.display()))?;
+    Ok(format!("{} ({conversations} conversations, {waiting} emails waiting, {parked} parked)", path.display()))
+}
+
+fn transport(config: &Config, smtp: bool) -> Result<String> {
+    match &config.transport {
+        Transport::Smtp(s) if !smtp => {
+            Ok(format!("smtp {}:{} (not contacted: --smtp connects and logs in)", s.host, s.port()))
+        }
+        Transport::Smtp(s) => {
+            Sender::from_config(&config.transport)?.connect()?;
+            let login = s.username.as_ref().map(|u| format!(" and logged in as {u}")).unwrap_or_default();
+            Ok(format!("smtp {}:{}: connected{login}", s.host, s.port()))
+        }
+        Transport::Sendmail { command } => {
+            let meta = std::fs::metadata(command).with_context(|| format!("sendmail {}", command.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o111 == 0 {
+                bail!("sendmail {}: not executable", command.display());
+            }
+            Ok(format!("sendmail {}", command.display()))
+        }
+        Transport::Folder { path } => {
+            Sender::from_config(&config.transport)?;
+            let probe = tempfile::tempfile_in(path).with_context(|| format!("folder {}: not writable", path.display()));
+            probe.map(|_| format!("folder {}", path.display()))
+        }
+    }
+}
+
+fn sample() -> (Conversation, Vec<Message>) {
+    let start = Utc::now() - TimeDelta::hours(2);
+    let conversation = Conversation {
+        id: "sample-conversation".into(),
+        bot_id: "sample".into(),
+        bot_name: "Sample Bot".into(),
+        visitor_id: "sample-visitor".into(),
+        started_at: Some(start.fixed_offset()),
+        page_url: Some("https://example.com/pricing".into()),
+    };
+    let lines = [
+        (Who::Bot, "ask_name", None, "Hi! What's your name?"),
+        (Who::Visitor, "ask_name", Some("name"), "Jane <b>Doe</b>"),
+        (Who::Bot, "ask_email", None, "Your email?"),
+        (Who::Visitor, "ask_email", Some("email"), "jane@example.com"),
+        (Who::Bot, "ask_phone", None, "And a phone number?"),
+        (Who::Visitor, "ask_phone", Some("phone"), "+1 555 0100"),
+        (Who::Bot, "done", None, "Thanks!"),
+    ];
+    let transcript = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (sender, step, field, body))| Message {
+            id: i as i64 + 1,
+            sent_at: start + TimeDelta::minutes(i as i64),
+            sender: *sender,
+            gambit_id: Some((*step).into()),
+            input_type: Some(if *step == "done" { "end_conversation" } else { "text" }.into()),
+            field: field.map(str::to_owned),
+            body: (*body).into(),
+        })
+        .collect();
+    (conversation, transcript)
+}
