@@ -35,8 +35,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check the config, the templates, the export, the state and the transport, changing nothing
     Check(CheckArgs),
-    /// Forget conversations settled and idle for longer than --older-than (keeps the state
-    /// file small; a forgotten conversation that comes back starts a new thread)
+    /// Forget conversations settled (or held back) and idle for longer than --older-than (keeps
+    /// the state file small; a forgotten conversation that comes back starts a new thread)
     Prune(PruneArgs),
 }
 

@@ -259,8 +259,8 @@ impl State {
         Ok(())
     }
 
-    /// Deletes conversations whose every message is covered, idle since before `before`, with
-    /// no email waiting, and their email records. Returns (conversations, emails) deleted.
+    /// Deletes conversations whose every message is covered or held back, idle since before
+    /// `before`, with no email waiting, and their email records. Returns (conversations, emails) deleted.
     /// A maintenance step: it reads the whole conversations table.
     pub fn prune(&mut self, before: DateTime<Utc>) -> Result<(usize, usize)> {
         self.atomically(|tx| {
@@ -268,8 +268,8 @@ impl State {
                 "CREATE TEMP TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY) WITHOUT ROWID; DELETE FROM settled;",
             )?;
             tx.0.execute(
-                "INSERT INTO settled SELECT id FROM conversations c WHERE last_message <= covered_through \
-                 AND last_activity < ?1 AND NOT EXISTS \
+                "INSERT INTO settled SELECT id FROM conversations c \
+                 WHERE last_message <= max(covered_through, held_through) AND last_activity < ?1 AND NOT EXISTS \
                  (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending')",
                 [before.timestamp_millis()],
             )?;

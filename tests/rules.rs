@@ -168,3 +168,16 @@ fn check_catches_a_template_error_before_any_run() {
     assert_eq!(out.code, 1);
     assert!(out.stdout.lines().any(|l| l.starts_with("transport  FAILED")), "{}", out.stdout);
 }
+
+#[test]
+fn prune_also_forgets_conversations_held_back_for_long() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "[notify]\nrequire_fields = [\"phone\"]");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(f.state_rows("SELECT id FROM conversations WHERE held_through > 0").len(), 1);
+    let out = f.run(&["-v", "prune", "--older-than", "90d", "--now", "2027-03-01T00:00:00Z"]);
+    assert!(out.stderr.contains("pruned 1 conversation(s)"), "{}", out.stderr);
+    assert!(f.state_rows("SELECT id FROM conversations").is_empty());
+}
