@@ -35,9 +35,37 @@ pub enum Command {
     Run(RunArgs),
     /// Check the config, the templates, the export, the state and the transport, changing nothing
     Check(CheckArgs),
+    /// List the conversations waiting, held back, pending, failed, parked or notified recently
+    Status(StatusArgs),
+    /// Print a shell completion script: `chat-notifier completions bash > /etc/bash_completion.d/chat-notifier`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `chat-notifier man > /usr/local/share/man/man1/chat-notifier.1`
+    Man,
     /// Forget conversations settled (or held back) and idle for longer than --older-than (keeps
     /// the state file small; a forgotten conversation that comes back starts a new thread)
     Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this bot's conversations
+    #[arg(long, value_name = "ID")]
+    pub bot: Option<String>,
+
+    /// Only conversations in this state
+    #[arg(long, value_enum)]
+    pub state: Option<crate::status::Standing>,
+
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// Act as if it were this instant (RFC 3339): "recently" is the week before it
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,13 +10,15 @@ pub mod notify;
 pub mod render;
 pub mod send;
 pub mod state;
+pub mod status;
 pub mod thread;
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use clap::CommandFactory;
 
 use crate::classify::{ChatState, Decision, Timing, classify};
 use crate::cli::{Cli, Command, PruneArgs, RunArgs};
@@ -70,11 +72,24 @@ impl Outcome {
 }
 
 pub fn run(cli: &Cli) -> Result<Outcome> {
-    let path = config::locate(cli.config.as_deref())?;
+    // Completions and the man page need no config.
+    let path = match &cli.command {
+        Command::Completions { .. } | Command::Man => std::path::PathBuf::new(),
+        _ => config::locate(cli.config.as_deref())?,
+    };
     match &cli.command {
         Command::Run(args) => run_once(&config::load(&path)?, args),
         Command::Check(args) => check::check(&path, args.smtp).map(|()| Outcome::Done(Report::default())),
         Command::Prune(args) => prune(&config::load(&path)?, args),
+        Command::Status(args) => status::status(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default())),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "chat-notifier", &mut std::io::stdout());
+            Ok(Outcome::Done(Report::default()))
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()).context("writing the man page")?;
+            Ok(Outcome::Done(Report::default()))
+        }
     }
 }
 

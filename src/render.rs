@@ -309,6 +309,11 @@ pub struct Field {
     pub value: String,
 }
 
+/// How a subject names the visitor of this transcript: their name, else email, else "a visitor".
+pub fn visitor_display(transcript: &[Message]) -> String {
+    Visitor::from_transcript(transcript).display()
+}
+
 /// What the visitor told the bot: each field once, in the order first asked, with the latest
 /// answer (visitors correct typos).
 #[derive(Debug, Default)]
