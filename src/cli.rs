@@ -37,6 +37,8 @@ pub enum Command {
     Check(CheckArgs),
     /// List the conversations waiting, held back, pending, failed, parked or notified recently
     Status(StatusArgs),
+    /// Print the email a conversation would get now (or --last, the last it got); sends nothing
+    Preview(PreviewArgs),
     /// Print a shell completion script: `chat-notifier completions bash > /etc/bash_completion.d/chat-notifier`
     Completions {
         #[arg(value_enum)]
@@ -64,6 +66,24 @@ pub struct StatusArgs {
     pub json: bool,
 
     /// Act as if it were this instant (RFC 3339): "recently" is the week before it
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// A conversation id, or the identifier in its subject (K7Q2-9XDM-4HBR)
+    pub conversation: String,
+
+    /// The last email sent instead
+    #[arg(long)]
+    pub last: bool,
+
+    /// Also write the HTML part to this file, to open in a browser
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Act as if it were this instant (RFC 3339)
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub now: Option<DateTime<Utc>>,
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod export;
 pub mod notify;
+pub mod preview;
 pub mod render;
 pub mod send;
 pub mod state;
@@ -81,6 +82,9 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Run(args) => run_once(&config::load(&path)?, args),
         Command::Check(args) => check::check(&path, args.smtp).map(|()| Outcome::Done(Report::default())),
         Command::Prune(args) => prune(&config::load(&path)?, args),
+        Command::Preview(args) => {
+            preview::preview(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default()))
+        }
         Command::Status(args) => status::status(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default())),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "chat-notifier", &mut std::io::stdout());

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::backup::Backup;
-use rusqlite::{Connection, Row, Savepoint, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Savepoint, TransactionBehavior, params};
 
 use crate::classify::{ChatState, Seen, Tracked};
 use crate::render::Email;
@@ -90,9 +90,20 @@ CREATE INDEX conversations_open ON conversations (id, ended, last_activity)
 const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
      FROM conversations WHERE last_message > covered_through AND last_message > held_through \
      AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
-const PENDING_SQL: &str = "SELECT id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, \
-     mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body \
-     FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2";
+/// The outbox columns `pending_row` reads, in its order.
+macro_rules! outbox_columns {
+    () => {
+        "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
+         subject, in_reply_to, refs, text_body, html_body, covers_through"
+    };
+}
+const PENDING_SQL: &str =
+    concat!("SELECT ", outbox_columns!(), " FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2");
+const LAST_SENT_SQL: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM outbox WHERE conversation_id = ?1 AND status = 'sent' ORDER BY id DESC LIMIT 1"
+);
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
 pub struct RunLock {
@@ -144,6 +155,8 @@ pub struct Pending {
     pub id: i64,
     pub conversation_id: String,
     pub state: ChatState,
+    /// The last message the email covers.
+    pub covers_through: i64,
     pub attempts: u32,
     pub email: Email,
 }
@@ -171,6 +184,21 @@ impl State {
         // a lost "sent" mark means one re-send with the same Message-ID.
         conn.pragma_update(None, "synchronous", "normal")?;
         migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
+        Ok(State { conn })
+    }
+
+    /// For commands that only look (status, preview): no file is created, nothing migrated.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("state {}: opening", path.display()))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != MIGRATIONS.len() {
+            bail!(
+                "state {}: schema {version}, this chat-notifier reads {}; run it once first",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
         Ok(State { conn })
     }
 
@@ -214,22 +242,7 @@ impl State {
     /// since `idle_since` or earlier. In id order after `after`.
     pub fn open_conversations(&self, idle_since: DateTime<Utc>, after: &str, limit: usize) -> Result<Vec<Open>> {
         let mut stmt = self.conn.prepare_cached(OPEN_SQL)?;
-        let rows = stmt.query_map(params![after, limit as i64, idle_since.timestamp_millis()], |r| {
-            Ok(Open {
-                id: r.get(0)?,
-                tracked: Tracked {
-                    last_message: r.get(1)?,
-                    last_activity: millis(r.get(2)?),
-                    ended: r.get(3)?,
-                    covered_through: r.get(4)?,
-                    emails: r.get(5)?,
-                },
-                thread: Thread {
-                    subject: r.get(6)?,
-                    message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
-                },
-            })
-        })?;
+        let rows = stmt.query_map(params![after, limit as i64, idle_since.timestamp_millis()], open_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -277,6 +290,46 @@ impl State {
             let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
             Ok((conversations, emails))
         })
+    }
+
+    /// What the state knows of one conversation, whatever it stands.
+    pub fn conversation(&self, id: &str) -> Result<Option<Open>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread \
+                 FROM conversations WHERE id = ?1",
+                [id],
+                open_row,
+            )
+            .optional()?)
+    }
+
+    /// The conversation whose identifier (the one in its subject) is `identifier`. A scan of
+    /// the conversations: for commands run by hand.
+    pub fn find_by_identifier(&self, identifier: &str) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM conversations")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for id in ids {
+            let id = id?;
+            if crate::thread::identifier(&id) == identifier {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The last email sent for a conversation, and what the email before it covered (0 if none).
+    pub fn last_sent(&self, conversation_id: &str) -> Result<Option<(Pending, i64)>> {
+        let Some(last) = self.conn.query_row(LAST_SENT_SQL, [conversation_id], pending_row).optional()? else {
+            return Ok(None);
+        };
+        let before: i64 = self.conn.query_row(
+            "SELECT coalesce(max(covers_through), 0) FROM outbox WHERE conversation_id = ?1 AND id < ?2",
+            params![conversation_id, last.id],
+            |r| r.get(0),
+        )?;
+        Ok(Some((last, before)))
     }
 
     /// When the rules that hold emails back differ from the last run's, makes every held
@@ -376,6 +429,23 @@ impl Tx<'_> {
     }
 }
 
+fn open_row(r: &Row) -> rusqlite::Result<Open> {
+    Ok(Open {
+        id: r.get(0)?,
+        tracked: Tracked {
+            last_message: r.get(1)?,
+            last_activity: millis(r.get(2)?),
+            ended: r.get(3)?,
+            covered_through: r.get(4)?,
+            emails: r.get(5)?,
+        },
+        thread: Thread {
+            subject: r.get(6)?,
+            message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
+        },
+    })
+}
+
 fn pending_row(r: &Row) -> rusqlite::Result<Pending> {
     let bad =
         |i: usize, what: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
@@ -391,6 +461,7 @@ fn pending_row(r: &Row) -> rusqlite::Result<Pending> {
         id: r.get(0)?,
         conversation_id: r.get(1)?,
         state: ChatState::parse(&state).ok_or_else(|| bad(2, format!("unknown state {state:?}")))?,
+        covers_through: r.get(15)?,
         attempts: r.get(3)?,
         email: Email {
             message_id: r.get(4)?,

@@ -64,3 +64,38 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     let version = f.run(&["--version"]);
     assert_eq!(version.stdout.trim(), format!("chat-notifier {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn preview_shows_the_next_email_and_the_last_one_exactly_as_sent() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let sent = support::Mail::read(&server.received()[0]);
+    let identifier = support::identifier(&sent.subject).to_owned();
+
+    // --last, by identifier as the subject shows it: the same email, body rendered again.
+    let out = f.run(&["preview", &format!("[#{identifier}]"), "--last"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&format!("Message-ID: <{}>", sent.message_id)), "{}", out.stdout);
+    let text = out.stdout.split_once("\n\n").unwrap().1.split("\n======").next().unwrap();
+    assert_eq!(text.trim_end(), sent.text.trim_end(), "the body as it was sent");
+
+    // The visitor is back: the next email, in the same thread, not sent and not recorded.
+    f.visitor("c1", "2026-11-25T09:00:00Z", Some("phone"), "<b>555</b>");
+    let before = f.state_dump();
+    let html = f.dir.path().join("preview.html");
+    let out = f.run(&["preview", "c1", "--now", "2026-11-25T09:05:00Z", "--html", html.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&format!("Subject: Re: {}", sent.subject)), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("In-Reply-To: <{}>", sent.message_id)));
+    assert!(out.stdout.contains("came back to the chat"), "{}", out.stdout);
+    assert!(out.stderr.contains("the visitor wrote 5 min ago"), "{}", out.stderr);
+    assert!(std::fs::read_to_string(&html).unwrap().contains("&lt;b&gt;555&lt;&#x2f;b&gt;"));
+    assert!(f.state_dump() == before, "preview changes no state");
+    assert_eq!(server.received().len(), 1);
+
+    let out = f.run(&["preview", "nope"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no conversation with id or identifier \"nope\""), "{}", out.stderr);
+}
