@@ -39,6 +39,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the email a conversation would get now (or --last, the last it got); sends nothing
     Preview(PreviewArgs),
+    /// Where visitors drop, per bot: the funnel over the flow's steps, from the whole export
+    Report(ReportArgs),
     /// Print a shell completion script: `chat-notifier completions bash > /etc/bash_completion.d/chat-notifier`
     Completions {
         #[arg(value_enum)]
@@ -89,6 +91,33 @@ pub struct PreviewArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Only this bot
+    #[arg(long, value_name = "ID")]
+    pub bot: Option<String>,
+
+    /// Only conversations started at or after this date (2026-11-01) or instant (RFC 3339)
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub since: Option<DateTime<Utc>>,
+
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+
+    /// Act as if it were this instant (RFC 3339): decides which unfinished chats are idle
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+    /// One self-contained page with the funnel drawn as SVG: `report --format html > report.html`
+    Html,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Also connect to the SMTP server and log in (sends nothing)
     #[arg(long)]
@@ -135,6 +164,13 @@ impl Cli {
 
 fn parse_span(s: &str) -> Result<Span, String> {
     Span::parse(s).ok_or_else(|| format!("{s:?} is not a duration like 90d, 12w or 2160h"))
+}
+
+fn parse_date(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    parse_instant(s)
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

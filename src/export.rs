@@ -76,6 +76,11 @@ const TRANSCRIPTS_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.send
      m.field, m.body FROM rarray(?1) AS page CROSS JOIN messages m ON m.conversation_id = page.value ORDER BY m.id";
 const CONVERSATIONS_SQL: &str = "SELECT c.id, c.bot_id, c.visitor_id, c.started_at, c.page_url \
      FROM rarray(?1) AS page CROSS JOIN conversations c ON c.id = page.value";
+/// The report's single pass: every conversation with its messages, in conversation order. Not
+/// part of a run (it reads the whole export), so not in QUERIES.
+const EVERYTHING_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.gambit_id, \
+     m.field, m.body, c.bot_id, c.visitor_id, c.started_at, c.page_url \
+     FROM conversations c JOIN messages m ON m.conversation_id = c.id ORDER BY c.id, m.id";
 /// The one scan: a handful of rows, read once per run.
 const BOTS_SQL: &str = "SELECT id, name FROM bots";
 /// The queries whose cost must follow what changed, not the export's size.
@@ -197,6 +202,48 @@ impl Export {
             });
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every conversation and its messages, one conversation at a time: the
+    /// memory is one conversation's, whatever the export's size.
+    pub fn each_conversation(&self, mut f: impl FnMut(&Conversation, &[Message])) -> Result<()> {
+        let mut stmt = self.conn.prepare(EVERYTHING_SQL)?;
+        let mut rows = stmt.query([])?;
+        let mut current: Option<Conversation> = None;
+        let mut messages: Vec<Message> = Vec::new();
+        while let Some(row) = rows.next().with_context(|| self.context("reading every conversation"))? {
+            let id: i64 = row.get(0)?;
+            let Ok(a) = activity(row, id) else { continue };
+            if current.as_ref().is_some_and(|c| c.id != a.conversation_id) {
+                f(current.as_ref().expect("checked"), &messages);
+                messages.clear();
+                current = None;
+            }
+            if current.is_none() {
+                let bot_id = lossy(row, 8).unwrap_or_default();
+                current = Some(Conversation {
+                    id: a.conversation_id.clone(),
+                    bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
+                    bot_id,
+                    visitor_id: lossy(row, 9).unwrap_or_default(),
+                    started_at: lossy(row, 10).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
+                    page_url: lossy(row, 11),
+                });
+            }
+            messages.push(Message {
+                id,
+                sent_at: a.sent_at,
+                sender: a.sender,
+                input_type: lossy(row, 4),
+                gambit_id: lossy(row, 5),
+                field: lossy(row, 6),
+                body: lossy(row, 7).unwrap_or_default(),
+            });
+        }
+        if let Some(c) = &current {
+            f(c, &messages);
+        }
+        Ok(())
     }
 
     fn context(&self, what: &str) -> String {

@@ -9,6 +9,7 @@ pub mod export;
 pub mod notify;
 pub mod preview;
 pub mod render;
+pub mod report;
 pub mod send;
 pub mod state;
 pub mod status;
@@ -85,6 +86,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Preview(args) => {
             preview::preview(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default()))
         }
+        Command::Report(args) => report::report(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default())),
         Command::Status(args) => status::status(&config::load(&path)?, args).map(|()| Outcome::Done(Report::default())),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "chat-notifier", &mut std::io::stdout());

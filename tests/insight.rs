@@ -99,3 +99,133 @@ fn preview_shows_the_next_email_and_the_last_one_exactly_as_sent() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no conversation with id or identifier \"nope\""), "{}", out.stderr);
 }
+
+/// A funnel the test knows: 10 chats with the lead bot. 4 finish (one of them after coming back
+/// a day later), 3 stop at ask_email without answering it, 2 stop at ask_phone after giving
+/// their email (leads to follow up), 1 stops at ask_name.
+fn known_funnel(f: &Fixture) {
+    let chat = |id: &str, steps: &[(&str, Option<&str>)], finish: bool, back_after_days: i64| {
+        f.conversation(id, "2026-11-24T09:00:00Z");
+        let mut minute = 0;
+        let mut at = |extra: i64| {
+            minute += 1;
+            (chrono::DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z").unwrap()
+                + chrono::TimeDelta::minutes(minute)
+                + chrono::TimeDelta::days(extra))
+            .to_rfc3339()
+        };
+        for (i, (step, field)) in steps.iter().enumerate() {
+            let later = if i + 1 == steps.len() { back_after_days } else { 0 };
+            f.bot(id, &at(0), step, "text", "Question?");
+            if let Some(field) = field {
+                f.message(id, &at(later), "visitor", Some(step), None, Some(field), "answer@example.com");
+            }
+        }
+        if finish {
+            f.end(id, &at(back_after_days));
+        }
+    };
+    let all = [("ask_name", Some("name")), ("ask_email", Some("email")), ("ask_phone", Some("phone"))];
+    for i in 0..3 {
+        chat(&format!("done{i}"), &all, true, 0);
+    }
+    chat("back", &all, true, 1);
+    for i in 0..3 {
+        chat(&format!("mail{i}"), &[all[0], ("ask_email", None)], false, 0);
+    }
+    for i in 0..2 {
+        chat(&format!("phone{i}"), &[all[0], all[1], ("ask_phone", None)], false, 0);
+    }
+    chat("name0", &[("ask_name", None)], false, 0);
+}
+
+#[test]
+fn report_figures_match_a_known_funnel() {
+    let f = Fixture::new(1);
+    known_funnel(&f);
+    let out = f.run(&["report", "--format", "json", "--now", "2026-11-30T00:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let lead = &json[0];
+    assert_eq!(lead["bot_id"], "lead");
+    assert_eq!(lead["conversations"], 10);
+    assert_eq!(lead["completed"], 4);
+    assert_eq!(lead["completion_rate"], 0.4);
+    assert_eq!(lead["leads_to_follow_up"], 2, "the two who gave an email and stopped at the phone");
+    assert_eq!(lead["abandoned"], 7, "six that stopped, and the one that came back a day later");
+    let steps: Vec<(String, u64, u64, bool)> = lead["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["reached"].as_u64().unwrap(),
+                s["stopped"].as_u64().unwrap(),
+                s["worst"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("ask_name".to_owned(), 10, 1, false),
+            ("ask_email".to_owned(), 9, 3, true),
+            ("ask_phone".to_owned(), 6, 2, false),
+        ]
+    );
+
+    let table = f.run(&["report", "--now", "2026-11-30T00:00:00Z"]).stdout;
+    assert!(table.lines().any(|l| l.contains("ask_email") && l.contains("most stop here")), "{table}");
+    let csv = f.run(&["report", "--format", "csv", "--now", "2026-11-30T00:00:00Z"]).stdout;
+    assert_eq!(csv.lines().count(), 4);
+    assert!(
+        csv.contains("lead,lead bot,10,0.4000,ask_email,9,3,0.3333,true") || csv.contains(",ask_email,9,3,0.3333,true"),
+        "{csv}"
+    );
+    let since = f.run(&["report", "--format", "json", "--since", "2026-11-25"]).stdout;
+    assert_eq!(since.trim(), "[]", "nothing started since");
+}
+
+#[test]
+fn report_html_loads_in_a_real_browser() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| which(c)) else {
+        // .ci/run installs chromium; a developer machine without it says so instead of failing.
+        assert!(std::env::var_os("CI").is_none(), "chromium is not installed (CI installs it in .ci/run)");
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let f = Fixture::new(1);
+    known_funnel(&f);
+    let out = f.run(&["report", "--format", "html", "--now", "2026-11-30T00:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for fetches in ["<script", "src=", "href=", "url(", "@import"] {
+        assert!(!out.stdout.contains(fetches), "self-contained, no script: found {fetches}");
+    }
+    let page = f.dir.path().join("report.html");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let shot = f.dir.path().join("report.png");
+    let browser = |extra: &[&str]| {
+        std::process::Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap()
+    };
+    let dom = browser(&["--dump-dom"]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("<svg") && dom.contains("ask_email") && dom.contains("most stop here"), "the page rendered");
+    let screenshot = browser(&[&format!("--screenshot={}", shot.display())]);
+    assert!(screenshot.status.success(), "{}", String::from_utf8_lossy(&screenshot.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} bytes", png.len());
+    if let Some(dir) = std::env::var_os("REPORT_SCREENSHOT_DIR") {
+        std::fs::copy(&shot, std::path::Path::new(&dir).join("report.png")).unwrap();
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
