@@ -204,6 +204,17 @@ impl Export {
         Ok(out)
     }
 
+    /// The highest message id (an index lookup): how far a backfill has to read.
+    pub fn last_message_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0))?)
+    }
+
+    /// About how many conversations there are (the largest rowid: no count, no scan); 0 when
+    /// the table has no rowid. Only for progress bars.
+    pub fn about_how_many_conversations(&self) -> u64 {
+        self.conn.query_row("SELECT coalesce(max(rowid), 0) FROM conversations", [], |r| r.get(0)).unwrap_or(0)
+    }
+
     /// Calls `f` with every conversation and its messages, one conversation at a time: the
     /// memory is one conversation's, whatever the export's size.
     pub fn each_conversation(&self, mut f: impl FnMut(&Conversation, &[Message])) -> Result<()> {

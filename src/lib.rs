@@ -8,6 +8,7 @@ pub mod config;
 pub mod export;
 pub mod notify;
 pub mod preview;
+pub mod progress;
 pub mod render;
 pub mod report;
 pub mod send;
@@ -154,7 +155,8 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
     if reopened > 0 {
         log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
     }
-    let failed = decide(&export, &mut state, &renderer, &routing, config, args, now)?;
+    let long = read as u64 >= progress::WORTH_SHOWING;
+    let failed = decide(&export, &mut state, &renderer, &routing, config, args, now, long)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
     let report = deliver(&mut state, &mut sender, config.max_attempts, now)?;
@@ -166,11 +168,16 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
 /// Returns how many were read.
 fn ingest(export: &Export, state: &mut State) -> Result<usize> {
     let mut watermark = state.progress()?.watermark;
+    let bar = progress::bar(export.last_message_id()?.saturating_sub(watermark) as u64, "reading messages");
     let mut read = 0;
     loop {
         let batch = export.activity_after(watermark, INGEST_BATCH)?;
-        let Some(through) = batch.through else { return Ok(read) };
+        let Some(through) = batch.through else {
+            bar.finish_and_clear();
+            return Ok(read);
+        };
         read += batch.activity.len();
+        bar.inc(through.saturating_sub(watermark) as u64);
         let seen = classify::fold(&batch.activity);
         state.atomically(|tx| tx.track(seen.iter().map(|(id, s)| (*id, *s)), through))?;
         watermark = through;
@@ -187,7 +194,9 @@ fn decide(
     config: &Config,
     args: &RunArgs,
     now: DateTime<Utc>,
+    long: bool,
 ) -> Result<usize> {
+    let counter = progress::counter(long, "deciding");
     let progress = state.progress()?;
     let first_run = !progress.baseline_done;
     if args.backfill && !first_run {
@@ -207,6 +216,7 @@ fn decide(
         // Conversations still within abandon_after and not ended can only wait: not loaded.
         let page = state.open_conversations(now - timing.abandon_after, &after, PAGE)?;
         let Some(last) = page.last() else { break };
+        counter.inc(page.len() as u64);
         after = last.id.clone();
         let mut settle: Vec<(&Open, Settle)> = Vec::new();
         let mut candidates: Vec<&Open> = Vec::new();
@@ -279,6 +289,7 @@ fn decide(
             Ok(())
         })?;
     }
+    counter.finish_and_clear();
     if first_run {
         state.atomically(|tx| tx.finish_baseline())?;
         if baselined > 0 {
@@ -305,12 +316,14 @@ enum Settle {
 /// Sends what the outbox holds, oldest first: this run's emails and any left by earlier ones.
 fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateTime<Utc>) -> Result<Report> {
     let mut report = Report::default();
+    let bar = progress::bar(state.count_pending()? as u64, "sending");
     let mut after = 0;
     'pages: loop {
         let page = state.pending(after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for p in &page {
+            bar.inc(1);
             let id = thread::identifier(&p.conversation_id);
             let what = format!("{} email for #{id}", p.state.as_str());
             match sender.send(&p.email) {
@@ -336,6 +349,7 @@ fn deliver(state: &mut State, sender: &mut Sender, max_attempts: u32, now: DateT
             }
         }
     }
+    bar.finish_and_clear();
     sender.finish()?;
     report.waiting = state.count_pending()?;
     Ok(report)

@@ -159,7 +159,9 @@ pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
     let routing = Routing::new(config);
     let export = Export::open(&config.export)?;
     let mut tallies: HashMap<String, Tally> = HashMap::new();
+    let bar = crate::progress::bar(export.about_how_many_conversations(), "reading chats");
     export.each_conversation(|conversation, messages| {
+        bar.inc(1);
         if args.bot.as_ref().is_some_and(|b| *b != conversation.bot_id) {
             return;
         }
@@ -173,6 +175,7 @@ pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
         tally.name.clone_from(&conversation.bot_name);
         tally.add(&facts(messages, abandon_after, now));
     })?;
+    bar.finish_and_clear();
     let mut reports: Vec<BotReport> = tallies.into_iter().map(|(id, t)| t.finish(id)).collect();
     reports.sort_by(|a, b| b.conversations.cmp(&a.conversations).then(a.bot_id.cmp(&b.bot_id)));
     let out = match args.format {

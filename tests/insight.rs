@@ -229,3 +229,42 @@ fn report_html_loads_in_a_real_browser() {
 fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
+
+#[test]
+fn progress_shows_on_a_terminal_and_never_in_cron() {
+    let f = Fixture::new(1);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    // 3,000 chats of 8 messages: 24,000 messages, past the size worth a progress bar.
+    f.sql(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2999)
+         INSERT INTO conversations SELECT 'c' || i, 'lead', 'v' || i, '2026-11-20T09:00:00Z', NULL FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 23999)
+         INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
+         SELECT 'c' || (i / 8), '2026-11-20T09:00:00Z', CASE i % 2 WHEN 0 THEN 'bot' ELSE 'visitor' END,
+                'step' || (i % 8 / 2), 'text', CASE i % 2 WHEN 1 THEN 'answer' END, 'text ' || i FROM n;",
+    );
+    let args = ["run", "--backfill", "--dry-run", "--now", "2026-11-24T12:00:00Z"];
+
+    // As cron runs it: stderr is a pipe, and nothing is drawn.
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+        .arg("--config")
+        .arg(&f.config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8_lossy(&piped.stderr), "", "no progress in cron");
+
+    // At a terminal (a pseudo-terminal made by script(1)): the bar is drawn.
+    let command = format!(
+        "{} --config {} {} > /dev/null",
+        env!("CARGO_BIN_EXE_chat-notifier"),
+        f.config.display(),
+        args.join(" ")
+    );
+    let tty = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+    assert!(tty.status.success(), "{}", String::from_utf8_lossy(&tty.stderr));
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(screen.contains("reading messages") && screen.contains("24,000"), "{screen:?}");
+}
