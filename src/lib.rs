@@ -156,7 +156,8 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Outcome> {
         log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
     }
     let long = read as u64 >= progress::WORTH_SHOWING;
-    let failed = decide(&export, &mut state, &renderer, &routing, config, args, now, long)?;
+    let inputs = Inputs { export: &export, renderer: &renderer, routing: &routing, config, args, now };
+    let failed = decide(inputs, &mut state, long)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
     let report = deliver(&mut state, &mut sender, config.max_attempts, now)?;
@@ -186,16 +187,8 @@ fn ingest(export: &Export, state: &mut State) -> Result<usize> {
 
 /// Classifies every conversation that may be due, applies the owner's rules, and queues the
 /// emails due. Returns how many conversations could not be rendered (they stay open).
-fn decide(
-    export: &Export,
-    state: &mut State,
-    renderer: &Renderer,
-    routing: &Routing,
-    config: &Config,
-    args: &RunArgs,
-    now: DateTime<Utc>,
-    long: bool,
-) -> Result<usize> {
+fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
+    let Inputs { export, renderer, routing, config, args, now } = run;
     let counter = progress::counter(long, "deciding");
     let progress = state.progress()?;
     let first_run = !progress.baseline_done;
@@ -301,6 +294,17 @@ fn decide(
         }
     }
     Ok(failed)
+}
+
+/// What a run decides with, fixed for its whole length.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    export: &'a Export,
+    renderer: &'a Renderer,
+    routing: &'a Routing,
+    config: &'a Config,
+    args: &'a RunArgs,
+    now: DateTime<Utc>,
 }
 
 /// What a decision does to a conversation's record.

@@ -357,7 +357,10 @@ impl Visitor {
     /// The visitor's address, when it is one, so the owner answers a lead by pressing Reply.
     fn reply_to(&self) -> Option<Mailbox> {
         let raw = self.get("email")?;
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // ASCII only: an internationalized address would put raw UTF-8 in a header and need
+        // SMTPUTF8 from every server on the way. And a domain with a dot: "x@localhost" is no lead.
+        let domain = raw.rsplit_once('@')?.1;
+        if !raw.is_ascii() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) || !domain.contains('.') {
             return None;
         }
         let address = Address::from_str(raw).ok()?;
@@ -422,7 +425,14 @@ mod tests {
 
     #[test]
     fn reply_to_only_for_a_real_address() {
-        for bad in ["not-an-address", "jane@example.com\r\nBcc: x@evil.com", "a b@example.com"] {
+        for bad in [
+            "not-an-address",
+            "jane@example.com\r\nBcc: x@evil.com",
+            "a b@example.com",
+            "¡@A",
+            "ünï@example.com",
+            "x@localhost",
+        ] {
             let v = Visitor::from_transcript(&[msg(1, Sender::Visitor, Some("email"), bad)]);
             assert_eq!(v.reply_to(), None, "{bad:?}");
         }
