@@ -191,15 +191,8 @@ impl Export {
             if through.get(a.conversation_id.as_str()).is_none_or(|&t| id > t) {
                 continue;
             }
-            out.entry(a.conversation_id).or_default().push(Message {
-                id,
-                sent_at: a.sent_at,
-                sender: a.sender,
-                input_type: lossy(row, 4),
-                gambit_id: lossy(row, 5),
-                field: lossy(row, 6),
-                body: lossy(row, 7).unwrap_or_default(),
-            });
+            let message = message(row, &a);
+            out.entry(a.conversation_id).or_default().push(message);
         }
         Ok(out)
     }
@@ -241,15 +234,7 @@ impl Export {
                     page_url: lossy(row, 11),
                 });
             }
-            messages.push(Message {
-                id,
-                sent_at: a.sent_at,
-                sender: a.sender,
-                input_type: lossy(row, 4),
-                gambit_id: lossy(row, 5),
-                field: lossy(row, 6),
-                body: lossy(row, 7).unwrap_or_default(),
-            });
+            messages.push(message(row, &a));
         }
         if let Some(c) = &current {
             f(c, &messages);
@@ -272,6 +257,20 @@ fn sqlite_message(e: &rusqlite::Error) -> String {
 
 fn id_array<'a>(ids: impl Iterator<Item = &'a str>) -> rusqlite::vtab::array::Array {
     std::rc::Rc::new(ids.map(|id| Value::Text(id.to_owned())).collect())
+}
+
+/// A message from a row of TRANSCRIPTS_SQL or EVERYTHING_SQL (same first eight columns), whose
+/// activity columns were read already.
+fn message(row: &Row, a: &Activity) -> Message {
+    Message {
+        id: a.id,
+        sent_at: a.sent_at,
+        sender: a.sender,
+        input_type: lossy(row, 4),
+        gambit_id: lossy(row, 5),
+        field: lossy(row, 6),
+        body: lossy(row, 7).unwrap_or_default(),
+    }
 }
 
 /// Reads the activity columns of a row; the error says why the row cannot be used.
