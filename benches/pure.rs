@@ -4,12 +4,12 @@
 
 use std::hint::black_box;
 
-use chat_notifier::classify::{ChatState, Timing, Tracked, classify};
 use chat_notifier::config::Config;
-use chat_notifier::export::{Conversation, Message, Sender};
-use chat_notifier::notify::Routing;
-use chat_notifier::render::{Draft, Renderer};
-use chat_notifier::thread::Thread;
+use chat_notifier::mail::render::{Draft, Limits, Renderer};
+use chat_notifier::mail::thread::Thread;
+use chat_notifier::pipeline::classify::{ChatState, Timing, Tracked, classify};
+use chat_notifier::pipeline::rules::Routing;
+use chat_notifier::source::{Author, Conversation, Message};
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -34,7 +34,9 @@ fn classify_1000(c: &mut Criterion) {
         b.iter(|| {
             tracked
                 .iter()
-                .filter(|t| matches!(classify(black_box(t), &rules), chat_notifier::classify::Decision::Notify(_)))
+                .filter(|t| {
+                    matches!(classify(black_box(t), &rules), chat_notifier::pipeline::classify::Decision::Notify(_))
+                })
                 .count()
         })
     });
@@ -50,7 +52,7 @@ fn render_50_messages(c: &mut Criterion) {
     let routing = Routing::new(&config);
     let settings = routing.for_bot("lead");
     let from = config.mail.from.clone();
-    let renderer = Renderer::new(&routing).unwrap();
+    let renderer = Renderer::new(&routing, Limits::default()).unwrap();
     let conversation = Conversation {
         id: "conv-00001234".into(),
         bot_id: "lead".into(),
@@ -64,7 +66,7 @@ fn render_50_messages(c: &mut Criterion) {
         .map(|i| Message {
             id: i + 1,
             sent_at: at(i),
-            sender: if i % 2 == 0 { Sender::Bot } else { Sender::Visitor },
+            author: if i % 2 == 0 { Author::Bot } else { Author::Visitor },
             gambit_id: Some(format!("step{}", i / 2)),
             input_type: Some("text".into()),
             field: (i % 2 == 1).then(|| fields[(i as usize / 2) % fields.len()].to_owned()),
@@ -89,7 +91,7 @@ fn render_50_messages(c: &mut Criterion) {
     group.bench_function("50-message transcript, text and HTML", |b| {
         b.iter(|| renderer.compose(black_box(&draft), settings, "example.com").unwrap())
     });
-    let text_only = Renderer::new(&routing).unwrap().text_only();
+    let text_only = Renderer::new(&routing, Limits::default()).unwrap().text_only();
     group.bench_function("50-message transcript, text only (dry run)", |b| {
         b.iter(|| text_only.compose(black_box(&draft), settings, "example.com").unwrap())
     });

@@ -61,7 +61,7 @@ pub struct StatusArgs {
 
     /// Only conversations in this state
     #[arg(long, value_enum)]
-    pub state: Option<crate::status::Standing>,
+    pub state: Option<crate::state::Standing>,
 
     /// JSON instead of a table
     #[arg(long)]

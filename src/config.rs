@@ -11,7 +11,8 @@ use lettre::message::Mailbox;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::classify::ChatState;
+use crate::mail::render::Limits;
+use crate::pipeline::classify::ChatState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +137,21 @@ pub struct Mail {
     pub cc: Vec<Mailbox>,
     /// The right-hand side of Message-IDs; the From address's domain by default.
     pub message_id_domain: Option<String>,
+    /// What one email shows of a long chat (see `render::Limits`).
+    pub transcript_messages: Option<usize>,
+    pub message_chars: Option<usize>,
+    pub transcript_bytes: Option<usize>,
+}
+
+impl Mail {
+    pub fn limits(&self) -> Limits {
+        let default = Limits::default();
+        Limits {
+            messages: self.transcript_messages.unwrap_or(default.messages),
+            message_chars: self.message_chars.unwrap_or(default.message_chars),
+            transcript_bytes: self.transcript_bytes.unwrap_or(default.transcript_bytes),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +164,8 @@ pub enum Transport {
     /// Writes each email as an .eml file: previews and machines with no mail server.
     Folder {
         path: PathBuf,
+        /// The files' permissions: 0600 unless widened for a pickup folder.
+        mode: u32,
     },
 }
 
@@ -184,6 +202,7 @@ struct TransportTable {
     accept_invalid_certs: Option<bool>,
     command: Option<PathBuf>,
     path: Option<PathBuf>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +230,16 @@ impl TryFrom<TransportTable> for Transport {
             ("timeout", t.timeout.is_some()),
             ("accept_invalid_certs", t.accept_invalid_certs.is_some()),
         ]);
+        // Whatever the kind: a password in the config file is refused, never ignored.
+        if t.password.is_some() {
+            return Err(
+                "password: passwords are not read from the config file; use password_env or password_file".into()
+            );
+        }
+        let folder_only = given(&[("path", t.path.is_some()), ("mode", t.mode.is_some())]);
         let (kind, foreign) = match t.kind {
-            Kind::Smtp => ("smtp", given(&[("command", t.command.is_some()), ("path", t.path.is_some())])),
-            Kind::Sendmail => ("sendmail", [smtp_only.clone(), given(&[("path", t.path.is_some())])].concat()),
+            Kind::Smtp => ("smtp", [given(&[("command", t.command.is_some())]), folder_only].concat()),
+            Kind::Sendmail => ("sendmail", [smtp_only.clone(), folder_only].concat()),
             Kind::Folder => ("folder", [smtp_only.clone(), given(&[("command", t.command.is_some())])].concat()),
         };
         if let Some(key) = foreign.first() {
@@ -221,13 +247,17 @@ impl TryFrom<TransportTable> for Transport {
         }
         Ok(match t.kind {
             Kind::Sendmail => Transport::Sendmail { command: t.command.unwrap_or_else(|| "/usr/sbin/sendmail".into()) },
-            Kind::Folder => Transport::Folder { path: t.path.ok_or("path is required for kind = \"folder\"")? },
+            Kind::Folder => Transport::Folder {
+                path: t.path.ok_or("path is required for kind = \"folder\"")?,
+                mode: match t.mode {
+                    None => 0o600,
+                    Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o666 && *m & 0o600 == 0o600)
+                        .ok_or(format!("mode: {m:?} is not a file mode like \"0600\" or \"0640\" (owner read and write, no execute)"))?,
+                },
+            },
             Kind::Smtp => {
-                if t.password.is_some() {
-                    return Err("password: passwords are not read from the config file; \
-                                use password_env or password_file"
-                        .into());
-                }
                 if t.password_env.is_some() && t.password_file.is_some() {
                     return Err("password_env and password_file: give one, not both".into());
                 }
@@ -302,6 +332,9 @@ impl Span {
         Span(TimeDelta::seconds(30))
     }
 
+    /// The longest duration accepted: longer ones are typos, and would overflow date arithmetic.
+    pub const MAX_DAYS: i64 = 36_500;
+
     pub fn parse(s: &str) -> Option<Self> {
         let mut total = TimeDelta::zero();
         let mut digits = String::new();
@@ -322,7 +355,8 @@ impl Span {
             };
             total = total.checked_add(&part)?;
         }
-        (digits.is_empty() && total > TimeDelta::zero()).then_some(Span(total))
+        (digits.is_empty() && total > TimeDelta::zero() && total <= TimeDelta::days(Self::MAX_DAYS))
+            .then_some(Span(total))
     }
 }
 
@@ -336,7 +370,10 @@ impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Span::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {s:?}: write it like \"90s\", \"30m\", \"24h\", \"7d\""))
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: write it like \"90s\", \"30m\", \"24h\", \"7d\" (at most {}d)",
+                Span::MAX_DAYS
+            ))
         })
     }
 }
@@ -346,6 +383,14 @@ fn utc() -> Tz {
 }
 fn five() -> u32 {
     5
+}
+
+/// The same file, whether or not the paths are written alike; lexically when neither exists yet.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// The config file to use: the one named, else ./notifier.toml, else
@@ -420,7 +465,7 @@ impl Config {
             }
         }
         match &mut self.transport {
-            Transport::Folder { path } => resolve(path),
+            Transport::Folder { path, .. } => resolve(path),
             Transport::Smtp(smtp) => {
                 if let Some(p) = &mut smtp.password_file {
                     resolve(p);
@@ -433,6 +478,39 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.mail.to.is_empty() {
             return Err("mail.to: at least one recipient is needed".into());
+        }
+        if same_file(&self.state, &self.export) {
+            return Err(format!(
+                "state: {} is the export; the state is chat-notifier's own file and must be another one",
+                self.state.display()
+            ));
+        }
+        // Addresses are stored in the outbox as text and read back before sending.
+        let addresses = [
+            ("mail.from", std::slice::from_ref(&self.mail.from)),
+            ("mail.to", &self.mail.to[..]),
+            ("mail.cc", &self.mail.cc[..]),
+        ];
+        let bots = self.bots.iter().enumerate().flat_map(|(i, b)| {
+            [("to", b.to.as_deref()), ("cc", b.cc.as_deref())].map(move |(k, list)| (i, k, list.unwrap_or_default()))
+        });
+        for (key, list) in addresses
+            .into_iter()
+            .map(|(k, l)| (k.to_owned(), l))
+            .chain(bots.map(|(i, k, l)| (format!("bots[{i}].{k}"), l)))
+        {
+            if let Some(bad) = list.iter().find(|m| !crate::mail::round_trips(m)) {
+                return Err(format!("{key}: {bad} cannot be written in a header and read back; use a plain address"));
+            }
+        }
+        for (key, n) in [
+            ("mail.transcript_messages", self.mail.transcript_messages),
+            ("mail.message_chars", self.mail.message_chars),
+            ("mail.transcript_bytes", self.mail.transcript_bytes),
+        ] {
+            if n == Some(0) {
+                return Err(format!("{key}: must be at least 1"));
+            }
         }
         if self.max_attempts == 0 {
             return Err("max_attempts: must be at least 1".into());
@@ -549,7 +627,7 @@ path = "outbox"
         assert_eq!(Span::parse("90s"), Some(Span(TimeDelta::seconds(90))));
         assert_eq!(Span::parse("1h30m"), Some(Span(TimeDelta::minutes(90))));
         assert_eq!(Span::parse("7d"), Some(Span(TimeDelta::days(7))));
-        for bad in ["", "30", "m", "0m", "5x", "-5m", "99999999999999999999d"] {
+        for bad in ["", "30", "m", "0m", "5x", "-5m", "99999999999999999999d", "100000000d", "36501d"] {
             assert_eq!(Span::parse(bad), None, "{bad}");
         }
     }

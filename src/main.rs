@@ -2,6 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use chat_notifier::cli::Cli;
+use chat_notifier::{commands, exit};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -9,7 +10,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { chat_notifier::exit::USAGE } else { chat_notifier::exit::OK });
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
     env_logger::Builder::new()
@@ -18,12 +19,14 @@ fn main() -> ExitCode {
             writeln!(buf, "chat-notifier: {}: {}", record.level().as_str().to_lowercase(), record.args())
         })
         .init();
-    match chat_notifier::run(&cli) {
+    ExitCode::from(match chat_notifier::run(&cli) {
         Ok(outcome) => outcome.exit_code(),
+        // `status | head`: the reader has all it wanted.
+        Err(e) if commands::is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             // One line, for cron's mail and for grep.
             eprintln!("chat-notifier: error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::from(chat_notifier::exit::ERROR)
+            exit::ERROR
         }
-    }
+    })
 }

@@ -105,7 +105,8 @@ fn bad_rows_are_reported_once_and_the_rest_goes_out() {
     f.sql(&format!("UPDATE messages SET sent_at = NULL WHERE id = {null_sent}"));
     let null_conv = f.visitor("good", "2026-11-24T09:00:32Z", None, "orphan");
     f.sql(&format!("UPDATE messages SET conversation_id = NULL WHERE id = {null_conv}"));
-    f.visitor("ghost", "2026-11-24T09:00:33Z", None, "my conversation row is missing");
+    let ghost = f.visitor("ghost", "2026-11-24T09:00:33Z", None, "my conversation row is missing");
+    let blank = f.visitor("", "2026-11-24T09:00:33Z", None, "my conversation id is blank");
     f.visitor("good", "2026-11-24T09:00:34Z", None, "null body follows");
     let null_body = f.visitor("good", "2026-11-24T09:00:35Z", None, "");
     f.sql(&format!("UPDATE messages SET body = NULL WHERE id = {null_body}"));
@@ -115,21 +116,23 @@ fn bad_rows_are_reported_once_and_the_rest_goes_out() {
     f.visitor("good", "2026-11-24T09:00:38Z", None, &"big ".repeat(250_000));
 
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
-    let warnings: Vec<&str> = out.stderr.lines().collect();
+    let stderr = out.stderr_past_first_run();
+    let warnings: Vec<&str> = stderr.lines().collect();
     for (row, why) in [
-        (bad_time, "is not an RFC 3339 timestamp"),
-        (bad_sender, "unknown sender \"robot\""),
-        (null_sent, "sent_at is NULL"),
-        (null_conv, "conversation_id is NULL"),
+        (bad_time, " skipped: sent_at \"yesterday at noon\" is not an RFC 3339 timestamp"),
+        (bad_sender, " skipped: unknown sender \"robot\""),
+        (null_sent, " skipped: sent_at is NULL"),
+        (null_conv, " skipped: conversation_id is NULL"),
+        (blank, " skipped: conversation_id is blank"),
+        (null_body, ": body is NULL; shown as empty"),
+        (bad_utf8, ": body is not valid UTF-8; shown with replacement characters"),
     ] {
-        let row = format!("export.sqlite: messages row {row} skipped: ");
-        let found = warnings
-            .iter()
-            .any(|w| w.starts_with("chat-notifier: warn: export ") && w.contains(&row) && w.contains(why));
-        assert!(found, "{row}{why} in {warnings:?}");
+        let line = format!("chat-notifier: warn: export {}: messages row {row}{why}", f.export.display());
+        assert!(warnings.contains(&line.as_str()), "{line} in {warnings:#?}");
     }
-    assert!(warnings.iter().any(|w| w.contains("\"ghost\", which has no conversations row")), "{warnings:?}");
-    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    let ghost = format!("messages rows {ghost} point to conversation \"ghost\", which has no conversations row yet");
+    assert!(warnings.iter().any(|w| w.contains(&ghost)), "{ghost} in {warnings:#?}");
+    assert_eq!(warnings.len(), 8, "{warnings:#?}");
 
     let m = mails(&server);
     assert_eq!(m.len(), 1);
@@ -175,7 +178,8 @@ fn info_logs_name_emails_not_their_contents() {
     let f = Fixture::new(server.port());
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     let out = f.run_at("2026-11-24T10:00:00Z", &["-v"], 0);
-    let lines: Vec<&str> = out.stderr.lines().collect();
+    let stderr = out.stderr_past_first_run();
+    let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("chat-notifier: info: sent abandoned email for #"), "{}", lines[0]);
     assert!(!out.stderr.contains("Jane") && !out.stderr.contains("jane@"), "{}", out.stderr);
@@ -188,7 +192,7 @@ fn an_export_without_the_contract_index_warns_and_still_works() {
     f.sql("DROP INDEX messages_by_conversation;");
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(out.stderr_past_first_run().lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("no index on messages(conversation_id, id)"), "{}", out.stderr);
     assert_eq!(mails(&server).len(), 1);
 }

@@ -43,8 +43,8 @@ fn event() -> impl Strategy<Value = Event> {
 fn run(f: &Fixture, now: DateTime<Utc>) {
     let config = chat_notifier::config::load(&f.config).unwrap();
     let args = RunArgs { dry_run: false, backfill: true, now: Some(now) };
-    let outcome = chat_notifier::run_once(&config, &args).unwrap();
-    assert_eq!(outcome.exit_code(), std::process::ExitCode::SUCCESS);
+    let summary = chat_notifier::pipeline::run_once(&config, &args).unwrap().expect("no other run holds the lock");
+    assert_eq!(summary, chat_notifier::pipeline::RunSummary { sent: summary.sent, ..Default::default() });
 }
 
 proptest! {

@@ -40,6 +40,16 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// The line every first run with history writes (see `decide`).
+pub const FIRST_RUN: &str = "chat-notifier: warn: first run on state ";
+
+impl Output {
+    /// stderr without the first run's note, for tests about something else.
+    pub fn stderr_past_first_run(&self) -> String {
+        self.stderr.lines().filter(|l| !l.starts_with(FIRST_RUN)).map(|l| format!("{l}\n")).collect()
+    }
+}
+
 impl Fixture {
     /// An export with one bot and a config sending over plain SMTP to `port`.
     pub fn new(port: u16) -> Self {

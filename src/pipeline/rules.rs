@@ -9,9 +9,9 @@ use chrono_tz::Tz;
 use lettre::message::Mailbox;
 use sha2::{Digest, Sha256};
 
-use crate::classify::ChatState;
 use crate::config::{Config, Notify};
-use crate::export::{Message, Sender};
+use crate::pipeline::classify::ChatState;
+use crate::source::{Author, Message};
 
 /// Everything that shapes one bot's emails.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &[Message]) ->
     if !rules.on.contains(&state) {
         return Verdict::Hold(format!("{} emails are off", state.as_str()));
     }
-    let visitor: Vec<&Message> = transcript.iter().filter(|m| m.sender == Sender::Visitor).collect();
+    let visitor: Vec<&Message> = transcript.iter().filter(|m| m.author == Author::Visitor).collect();
     if visitor.len() < rules.min_visitor_messages as usize {
         return Verdict::Hold(format!("the visitor wrote {} message(s)", visitor.len()));
     }
@@ -142,11 +142,11 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
 
-    fn message(sender: Sender, field: Option<&str>, body: &str) -> Message {
+    fn message(author: Author, field: Option<&str>, body: &str) -> Message {
         Message {
             id: 1,
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap(),
-            sender,
+            author,
             gambit_id: None,
             input_type: None,
             field: field.map(str::to_owned),
@@ -170,10 +170,10 @@ mod tests {
     #[test]
     fn verdict_table() {
         use ChatState::*;
-        let greeted_only = [message(Sender::Bot, None, "Hi!")];
-        let email_only = [message(Sender::Bot, None, "Email?"), message(Sender::Visitor, Some("email"), "a@b.c")];
-        let with_phone = [email_only[0].clone(), email_only[1].clone(), message(Sender::Visitor, Some("phone"), "555")];
-        let blank_phone = [email_only[1].clone(), message(Sender::Visitor, Some("phone"), "  ")];
+        let greeted_only = [message(Author::Bot, None, "Hi!")];
+        let email_only = [message(Author::Bot, None, "Email?"), message(Author::Visitor, Some("email"), "a@b.c")];
+        let with_phone = [email_only[0].clone(), email_only[1].clone(), message(Author::Visitor, Some("phone"), "555")];
+        let blank_phone = [email_only[1].clone(), message(Author::Visitor, Some("phone"), "  ")];
         let base = Notify::default();
         let need_phone = Notify { require_fields: vec!["phone".into()], ..base.clone() };
         let need_any = Notify { require_any_field: vec!["phone".into(), "name".into()], ..base.clone() };

@@ -1,20 +1,20 @@
 //! `chat-notifier preview CONVERSATION`: the email a conversation would get now, or (`--last`)
 //! the last one it got. Reads only; sends nothing.
 
-use std::io::Write;
-
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use crate::classify::{ChatState, Tracked};
 use crate::cli::PreviewArgs;
 use crate::config::Config;
-use crate::export::{Export, Sender as Who};
-use crate::notify::{self, Routing, Verdict};
-use crate::render::{Draft, Email, Renderer};
-use crate::send;
-use crate::state::{Open, State};
-use crate::thread::Thread;
+use crate::mail::Email;
+use crate::mail::render::{Draft, Renderer};
+use crate::mail::send;
+use crate::mail::thread::Thread;
+use crate::pipeline::classify::{self, Decision, Timing, Tracked};
+use crate::pipeline::rules::{self, Routing, Verdict};
+use crate::source::Message;
+use crate::source::export_v1::Export;
+use crate::state::State;
 
 pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
@@ -25,8 +25,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let transcript = export.transcripts(&[(&id, i64::MAX)])?.remove(&id).unwrap_or_default();
     let routing = Routing::new(config);
     let settings = routing.for_bot(&conversation.bot_id);
-    let renderer = Renderer::new(&routing)?;
-    let open = state.as_ref().map(|s| s.conversation(&id)).transpose()?.flatten();
+    let renderer = Renderer::new(&routing, config.mail.limits())?;
+    let domain = config.message_id_domain();
     let email = if args.last {
         let Some((sent, covered_before)) = state.as_ref().map(|s| s.last_sent(&id)).transpose()?.flatten() else {
             bail!("conversation {id:?} has had no email yet");
@@ -45,51 +45,68 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             now: sent.email.date,
             from: &sent.email.from,
         };
-        let body = renderer.compose(&draft, settings, &config.message_id_domain())?;
+        let body = renderer.compose(&draft, settings, &domain)?;
         Email { text: body.text, html: body.html, ..sent.email }
     } else {
-        let open = open.unwrap_or_else(|| Open { id: id.clone(), tracked: untracked(), thread: Thread::default() });
-        let new: Vec<_> = transcript.iter().filter(|m| m.id > open.tracked.covered_through).collect();
-        if new.is_empty() {
-            bail!("nothing new since the last email of {id:?} (see --last)");
-        }
-        let ends = new.iter().any(|m| m.sender == Who::Bot && m.input_type.as_deref() == Some("end_conversation"));
-        let chat_state = match (ends, open.tracked.emails) {
-            (true, _) => ChatState::Completed,
-            (false, 0) => ChatState::Abandoned,
-            (false, _) => ChatState::Resumed,
+        let open = state.as_ref().map(|s| s.conversation(&id)).transpose()?.flatten();
+        let (tracked, thread) = match open {
+            Some(open) => (open.tracked, open.thread),
+            None => (
+                Tracked { last_message: 0, last_activity: now, ended: false, covered_through: 0, emails: 0 },
+                Thread::default(),
+            ),
         };
-        let last = new.iter().map(|m| m.sent_at).max().unwrap_or(now);
-        if !ends && now - last < settings.abandon_after {
+        let tracked = with_unread(tracked, &transcript);
+        // As a run would judge it once the visitor is idle long enough: the note says when.
+        let idle = now.max(tracked.last_activity + settings.abandon_after);
+        let timing = Timing { now: idle, abandon_after: settings.abandon_after, baseline_before: None };
+        let Decision::Notify(chat_state) = classify::classify(&tracked, &timing) else {
+            bail!("nothing new since the last email of {id:?} (see --last)");
+        };
+        if !tracked.ended && now - tracked.last_activity < settings.abandon_after {
             eprintln!(
                 "note: the visitor wrote {} min ago; this goes out once they have been idle for {} min",
-                (now - last).num_minutes(),
+                (now - tracked.last_activity).num_minutes(),
                 settings.abandon_after.num_minutes()
             );
         }
-        if let Verdict::Hold(why) = notify::verdict(settings, chat_state, &transcript) {
+        if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
             eprintln!("note: the rules hold this email back for now: {why}");
         }
         let draft = Draft {
             conversation: &conversation,
             transcript: &transcript,
             state: chat_state,
-            covered_before: open.tracked.covered_through,
-            thread: &open.thread,
+            covered_before: tracked.covered_through,
+            thread: &thread,
             now,
             from: &config.mail.from,
         };
-        renderer.compose(&draft, settings, &config.message_id_domain())?
+        renderer.compose(&draft, settings, &domain)?
     };
     if let Some(path) = &args.html {
         std::fs::write(path, &email.html).with_context(|| format!("writing {}", path.display()))?;
     }
-    std::io::stdout().write_all(send::preview(&email).as_bytes())?;
-    Ok(())
+    super::print(send::preview(&email))
 }
 
-fn untracked() -> Tracked {
-    Tracked { last_message: 0, last_activity: Utc::now(), ended: false, covered_through: 0, emails: 0 }
+/// The state's record of a conversation with what the export holds beyond it folded in, as
+/// the next run's ingest would.
+fn with_unread(tracked: Tracked, transcript: &[Message]) -> Tracked {
+    let unread: Vec<Message> = transcript.iter().filter(|m| m.id > tracked.last_message).cloned().collect();
+    match classify::fold_messages(&unread) {
+        None => tracked,
+        Some(seen) => Tracked {
+            last_message: seen.last_message,
+            last_activity: if tracked.last_message == 0 {
+                seen.last_activity
+            } else {
+                tracked.last_activity.max(seen.last_activity)
+            },
+            ended: tracked.ended || seen.ended,
+            ..tracked
+        },
+    }
 }
 
 /// A conversation id as the export has it, or an identifier as subjects show it.

@@ -5,39 +5,43 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use chrono::{TimeDelta, Utc};
-use rusqlite::{Connection, OpenFlags};
 
-use crate::classify::ChatState;
 use crate::config::{self, Config, Transport};
-use crate::export::{Conversation, Export, Message, Sender as Who};
-use crate::notify::Routing;
-use crate::render::{Draft, Renderer};
-use crate::send::Sender;
-use crate::thread::Thread;
+use crate::mail::render::{Draft, Renderer};
+use crate::mail::send::Mailer;
+use crate::mail::thread::Thread;
+use crate::pipeline::classify::ChatState;
+use crate::pipeline::rules::Routing;
+use crate::source::export_v1::Export;
+use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message};
+use crate::state::State;
 
 pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
     let mut failed = 0;
-    let mut report = |part: &str, result: Result<String>| match result {
-        Ok(detail) => println!("{part:<10} ok      {detail}"),
-        Err(e) => {
-            failed += 1;
-            println!("{part:<10} FAILED  {}", format!("{e:#}").replace('\n', " "));
-        }
+    let mut report = |part: &str, result: Result<String>| -> Result<()> {
+        let line = match result {
+            Ok(detail) => format!("{part:<10} ok      {detail}\n"),
+            Err(e) => {
+                failed += 1;
+                format!("{part:<10} FAILED  {}\n", format!("{e:#}").replace('\n', " "))
+            }
+        };
+        super::print(line)
     };
     let config = match config::load(config_path) {
         Ok(config) => {
-            report("config", Ok(config_path.display().to_string()));
+            report("config", Ok(config_path.display().to_string()))?;
             config
         }
         Err(e) => {
-            report("config", Err(e));
+            report("config", Err(e))?;
             bail!("check failed: the config is not usable");
         }
     };
-    report("templates", templates(&config));
-    report("export", Export::open(&config.export).map(|_| format!("{} (export schema v1)", config.export.display())));
-    report("state", state(&config.state));
-    report("transport", transport(&config, smtp));
+    report("templates", templates(&config))?;
+    report("export", Export::open(&config.export).map(|e| e.describe()))?;
+    report("state", state(&config.state))?;
+    report("transport", transport(&config, smtp))?;
     if failed > 0 {
         bail!("check failed: {failed} part(s) above");
     }
@@ -47,7 +51,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
 /// Renders every template set, state and subject against a sample conversation.
 fn templates(config: &Config) -> Result<String> {
     let routing = Routing::new(config);
-    let renderer = Renderer::new(&routing)?;
+    let renderer = Renderer::new(&routing, config.mail.limits())?;
     let (conversation, transcript) = sample();
     let mut rendered = 0;
     for settings in routing.all() {
@@ -90,18 +94,24 @@ fn state(path: &Path) -> Result<String> {
     if !path.exists() {
         return Ok(format!("{} (not created yet: the first run creates it)", path.display()));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("state {}: opening", path.display()))?;
-    let (conversations, waiting, parked): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM conversations), \
-             (SELECT count(*) FROM outbox WHERE status = 'pending'), \
-             (SELECT count(*) FROM outbox WHERE status = 'parked')",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .with_context(|| format!("state {}: not a chat-notifier state file", path.display()))?;
-    Ok(format!("{} ({conversations} conversations, {waiting} emails waiting, {parked} parked)", path.display()))
+    let (version, current) = State::schema_of(path)?;
+    if version != current {
+        if version > current {
+            bail!(
+                "state {}: written by a newer chat-notifier (schema {version}, this one knows {current})",
+                path.display()
+            );
+        }
+        return Ok(format!("{} (schema {version}: the next run upgrades it to {current})", path.display()));
+    }
+    let s = State::open_read_only(path)?.summary()?;
+    Ok(format!(
+        "{} ({} conversations, {} emails waiting, {} parked)",
+        path.display(),
+        s.conversations,
+        s.waiting,
+        s.parked
+    ))
 }
 
 fn transport(config: &Config, smtp: bool) -> Result<String> {
@@ -110,7 +120,7 @@ fn transport(config: &Config, smtp: bool) -> Result<String> {
             Ok(format!("smtp {}:{} (not contacted: --smtp connects and logs in)", s.host, s.port()))
         }
         Transport::Smtp(s) => {
-            Sender::from_config(&config.transport)?.connect()?;
+            Mailer::from_config(&config.transport)?.connect()?;
             let login = s.username.as_ref().map(|u| format!(" and logged in as {u}")).unwrap_or_default();
             Ok(format!("smtp {}:{}: connected{login}", s.host, s.port()))
         }
@@ -122,8 +132,8 @@ fn transport(config: &Config, smtp: bool) -> Result<String> {
             }
             Ok(format!("sendmail {}", command.display()))
         }
-        Transport::Folder { path } => {
-            Sender::from_config(&config.transport)?;
+        Transport::Folder { path, .. } => {
+            Mailer::from_config(&config.transport)?;
             let probe = tempfile::tempfile_in(path).with_context(|| format!("folder {}: not writable", path.display()));
             probe.map(|_| format!("folder {}", path.display()))
         }
@@ -152,12 +162,12 @@ fn sample() -> (Conversation, Vec<Message>) {
     let transcript = lines
         .iter()
         .enumerate()
-        .map(|(i, (sender, step, field, body))| Message {
+        .map(|(i, (author, step, field, body))| Message {
             id: i as i64 + 1,
             sent_at: start + TimeDelta::minutes(i as i64),
-            sender: *sender,
+            author: *author,
             gambit_id: Some((*step).into()),
-            input_type: Some(if *step == "done" { "end_conversation" } else { "text" }.into()),
+            input_type: Some(if *step == "done" { END_OF_FLOW } else { "text" }.into()),
             field: field.map(str::to_owned),
             body: (*body).into(),
         })

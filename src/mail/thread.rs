@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::classify::ChatState;
+use crate::pipeline::classify::ChatState;
 
 /// Crockford's base32: no I, L, O or U, so an identifier read aloud or retyped survives.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -40,7 +40,7 @@ pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, 
 /// made header-safe, cut to fit, and always ending with the identifier. Later emails reuse it
 /// with `Re: `.
 pub fn subject(text: &str, identifier: &str) -> String {
-    let text = header_text(text, MAX_SUBJECT_CHARS);
+    let text = crate::text::header(text, MAX_SUBJECT_CHARS);
     let text = if text.is_empty() { "Chat" } else { &text };
     format!("{text} [#{identifier}]")
 }
@@ -69,42 +69,6 @@ impl Thread {
     }
 }
 
-/// Makes untrusted text fit for a header: every control or line-separating character becomes
-/// a space (so no CR/LF can start a header of its own), runs of space fold to one, and the
-/// result is cut to `max_chars` with an ellipsis.
-pub fn header_text(s: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max_chars * 4));
-    let mut chars = 0;
-    let mut pending_space = false;
-    for c in s.chars() {
-        if c.is_whitespace() || c.is_control() || is_invisible_format(c) {
-            pending_space = true;
-            continue;
-        }
-        if chars == max_chars {
-            out.push('…');
-            return out;
-        }
-        if pending_space && !out.is_empty() {
-            out.push(' ');
-            chars += 1;
-            if chars == max_chars {
-                out.push('…');
-                return out;
-            }
-        }
-        pending_space = false;
-        out.push(c);
-        chars += 1;
-    }
-    out
-}
-
-/// Zero-width and bidirectional controls: invisible, yet able to make a name read as another.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,15 +93,6 @@ mod tests {
         assert_ne!(a, message_id("c", ChatState::Completed, 10, "example.com"));
         assert_ne!(a, message_id("c", ChatState::Abandoned, 11, "example.com"));
         assert_ne!(a, message_id("d", ChatState::Abandoned, 10, "example.com"));
-    }
-
-    #[test]
-    fn header_text_cannot_break_a_header() {
-        assert_eq!(header_text("Jane\r\nBcc: evil@example.com", 60), "Jane Bcc: evil@example.com");
-        assert_eq!(header_text("  a \t\u{0}\u{202E}b  ", 60), "a b");
-        assert_eq!(header_text("abcdef", 3), "abc…");
-        assert_eq!(header_text("ab cd", 3), "ab …");
-        assert_eq!(header_text("", 3), "");
     }
 
     #[test]

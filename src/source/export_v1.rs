@@ -1,62 +1,19 @@
-//! Reads the bot runtime's export (schema v1, see README). Read only, never holding a lock
-//! longer than one statement: the runtime may be writing while we read. All SQL against the
-//! export lives here; rows become domain types here, and a malformed row becomes a warning.
+//! Export schema v1 on SQLite (see README): the contract a bot runtime writes for us. Read
+//! only, never holding a lock longer than one statement: the runtime may be writing while we
+//! read. All SQL against the export lives here; rows become domain types here, and a malformed
+//! row becomes a warning naming its id.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, OpenFlags, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sender {
-    Bot,
-    Visitor,
-}
-
-/// What a run needs of a new message to track its conversation: no body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Activity {
-    pub id: i64,
-    pub conversation_id: String,
-    pub sent_at: DateTime<Utc>,
-    pub sender: Sender,
-    /// The bot's end_conversation step.
-    pub ends: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conversation {
-    pub id: String,
-    pub bot_id: String,
-    pub bot_name: String,
-    pub visitor_id: String,
-    pub started_at: Option<DateTime<FixedOffset>>,
-    pub page_url: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub id: i64,
-    pub sent_at: DateTime<Utc>,
-    pub sender: Sender,
-    pub gambit_id: Option<String>,
-    pub input_type: Option<String>,
-    pub field: Option<String>,
-    pub body: String,
-}
-
-/// A batch of new activity, and how far it reached (bad rows included, so they are reported
-/// once and never read again).
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub activity: Vec<Activity>,
-    pub through: Option<i64>,
-}
+use super::{Activity, Author, Batch, Conversation, Message, ends_flow};
+use crate::text;
 
 pub struct Export {
     conn: Connection,
@@ -65,27 +22,36 @@ pub struct Export {
     bots: HashMap<String, String>,
 }
 
-// All SQL against the export. The activity columns come first, in the same order in the two
-// message queries, so one function reads them from either. Every query is an index search:
-// a run costs what is new, not the export's size (tests::no_query_scans_the_export).
-const ACTIVITY_SQL: &str =
-    "SELECT id, conversation_id, sent_at, sender, input_type FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2";
+// All SQL against the export. The activity columns come first, in the same order in every
+// message query, so one function reads them from any. Every query a run makes is an index
+// search: a run costs what is new, not the export's size (tests::no_query_scans_the_export).
+const ACTIVITY_SQL: &str = "SELECT id, conversation_id, sent_at, sender, input_type, body FROM messages \
+     WHERE id > ?1 ORDER BY id LIMIT ?2";
 // The page queries start from the page's ids: CROSS JOIN fixes SQLite's loop order, so each id
 // is an index lookup whatever the export's statistics say.
-const TRANSCRIPTS_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.gambit_id, \
-     m.field, m.body FROM rarray(?1) AS page CROSS JOIN messages m ON m.conversation_id = page.value ORDER BY m.id";
+const TRANSCRIPTS_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.body, \
+     m.gambit_id, m.field FROM rarray(?1) AS page CROSS JOIN messages m ON m.conversation_id = page.value ORDER BY m.id";
 const CONVERSATIONS_SQL: &str = "SELECT c.id, c.bot_id, c.visitor_id, c.started_at, c.page_url \
      FROM rarray(?1) AS page CROSS JOIN conversations c ON c.id = page.value";
-/// The report's single pass: every conversation with its messages, in conversation order. Not
-/// part of a run (it reads the whole export), so not in QUERIES.
-const EVERYTHING_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.gambit_id, \
-     m.field, m.body, c.bot_id, c.visitor_id, c.started_at, c.page_url \
-     FROM conversations c JOIN messages m ON m.conversation_id = c.id ORDER BY c.id, m.id";
+/// The row at the watermark, to notice an export whose ids changed: a primary key lookup.
+const ANCHOR_SQL: &str = "SELECT conversation_id, sent_at FROM messages WHERE id = ?1";
+const LAST_ID_SQL: &str = "SELECT coalesce(max(id), 0) FROM messages";
+/// The whole export, one conversation after another: for the report, and for the one-off
+/// resync after the export's ids changed. Not part of a normal run, so not in QUERIES.
+const EVERYTHING_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sender, m.input_type, m.body, \
+     m.gambit_id, m.field, c.id, c.bot_id, c.visitor_id, c.started_at, c.page_url \
+     FROM messages m LEFT JOIN conversations c ON c.id = m.conversation_id \
+     WHERE m.id <= ?1 ORDER BY m.conversation_id, m.id";
 /// The one scan: a handful of rows, read once per run.
 const BOTS_SQL: &str = "SELECT id, name FROM bots";
 /// The queries whose cost must follow what changed, not the export's size.
-const QUERIES: [(&str, &str); 3] =
-    [("messages", ACTIVITY_SQL), ("messages", TRANSCRIPTS_SQL), ("conversations", CONVERSATIONS_SQL)];
+const QUERIES: [(&str, &str); 5] = [
+    ("messages", ACTIVITY_SQL),
+    ("messages", TRANSCRIPTS_SQL),
+    ("conversations", CONVERSATIONS_SQL),
+    ("messages", ANCHOR_SQL),
+    ("messages", LAST_ID_SQL),
+];
 
 impl Export {
     pub fn open(path: &Path) -> Result<Self> {
@@ -129,6 +95,10 @@ impl Export {
         Ok(())
     }
 
+    pub fn describe(&self) -> String {
+        format!("{} (export schema v1)", self.path.display())
+    }
+
     /// Up to `limit` messages with an id above `after`, oldest first. Each call is one
     /// statement, so one consistent snapshot, and ids only grow: nothing is half-read.
     pub fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
@@ -138,8 +108,16 @@ impl Export {
         while let Some(row) = rows.next().with_context(|| self.context("reading messages"))? {
             let id: i64 = row.get(0)?;
             batch.through = Some(id);
+            batch.rows += 1;
+            batch.anchor = anchor(row);
             match activity(row, id) {
-                Ok(a) => batch.activity.push(a),
+                Ok(a) => {
+                    // Usable, but not as written: said once, here, where each row is read once.
+                    if let Some(why) = body_flaw(row) {
+                        log::warn!("export {}: messages row {id}: {why}", self.path.display());
+                    }
+                    batch.activity.push(a);
+                }
                 Err(why) => log::warn!("export {}: messages row {id} skipped: {why}", self.path.display()),
             }
         }
@@ -148,7 +126,8 @@ impl Export {
 
     fn read_bots(&self) -> Result<HashMap<String, String>> {
         let mut stmt = self.conn.prepare(BOTS_SQL)?;
-        let rows = stmt.query_map([], |r| Ok((lossy(r, 0).unwrap_or_default(), lossy(r, 1).unwrap_or_default())))?;
+        let rows =
+            stmt.query_map([], |r| Ok((display(r, 0).unwrap_or_default(), display(r, 1).unwrap_or_default())))?;
         rows.collect::<rusqlite::Result<_>>().with_context(|| self.context("reading bots"))
     }
 
@@ -157,21 +136,12 @@ impl Export {
     /// export has been ANALYZEd.
     pub fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
         let mut stmt = self.conn.prepare_cached(CONVERSATIONS_SQL)?;
-        let rows = stmt.query_map([id_array(ids.iter().copied())], |row| {
-            let bot_id = lossy(row, 1).unwrap_or_default();
-            Ok(Conversation {
-                id: lossy(row, 0).unwrap_or_default(),
-                bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
-                bot_id,
-                visitor_id: lossy(row, 2).unwrap_or_default(),
-                started_at: lossy(row, 3).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
-                page_url: lossy(row, 4),
-            })
-        })?;
+        let mut rows = stmt.query([id_array(ids.iter().copied())])?;
         let mut out = HashMap::with_capacity(ids.len());
-        for c in rows {
-            let c = c.with_context(|| self.context("reading conversations"))?;
-            out.insert(c.id.clone(), c);
+        while let Some(row) = rows.next().with_context(|| self.context("reading conversations"))? {
+            if let Some(c) = self.conversation(row, 0) {
+                out.insert(c.id.clone(), c);
+            }
         }
         Ok(out)
     }
@@ -197,9 +167,23 @@ impl Export {
         Ok(out)
     }
 
-    /// The highest message id (an index lookup): how far a backfill has to read.
+    /// The highest message id (an index lookup).
     pub fn last_message_id(&self) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0))?)
+        self.conn.query_row(LAST_ID_SQL, [], |r| r.get(0)).with_context(|| self.context("reading messages"))
+    }
+
+    /// The row at `id` as `Batch::anchor` describes it; none when there is no such row.
+    pub fn anchor_at(&self, id: i64) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached(ANCHOR_SQL)?;
+        stmt.query_row([id], |r| Ok(anchor_of(r, 0))).optional().with_context(|| self.context("reading messages"))
+    }
+
+    /// How many message rows have an id at or below `id`: one pass over the primary key, so a
+    /// periodic check, not a per-run one.
+    pub fn count_through(&self, id: i64) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(*) FROM messages WHERE id <= ?1", [id], |r| r.get(0))
+            .with_context(|| self.context("counting messages"))
     }
 
     /// About how many conversations there are (the largest rowid: no count, no scan); 0 when
@@ -208,38 +192,52 @@ impl Export {
         self.conn.query_row("SELECT coalesce(max(rowid), 0) FROM conversations", [], |r| r.get(0)).unwrap_or(0)
     }
 
-    /// Calls `f` with every conversation and its messages, one conversation at a time: the
-    /// memory is one conversation's, whatever the export's size.
-    pub fn each_conversation(&self, mut f: impl FnMut(&Conversation, &[Message])) -> Result<()> {
+    /// Calls `f` with every conversation's messages with ids up to `through`, one conversation at
+    /// a time (its row, when the export has one): the memory is one conversation's, whatever
+    /// the export's size. Returns how many rows were read, bad ones included.
+    pub fn each_conversation(
+        &self,
+        through: i64,
+        mut f: impl FnMut(&str, Option<&Conversation>, &[Message]) -> Result<()>,
+    ) -> Result<i64> {
         let mut stmt = self.conn.prepare(EVERYTHING_SQL)?;
-        let mut rows = stmt.query([])?;
-        let mut current: Option<Conversation> = None;
+        let mut rows = stmt.query([through])?;
+        let mut current: Option<(String, Option<Conversation>)> = None;
         let mut messages: Vec<Message> = Vec::new();
+        let mut read = 0;
         while let Some(row) = rows.next().with_context(|| self.context("reading every conversation"))? {
+            read += 1;
             let id: i64 = row.get(0)?;
             let Ok(a) = activity(row, id) else { continue };
-            if current.as_ref().is_some_and(|c| c.id != a.conversation_id) {
-                f(current.as_ref().expect("checked"), &messages);
+            if current.as_ref().is_some_and(|(c, _)| *c != a.conversation_id) {
+                let (id, conversation) = current.take().expect("checked");
+                f(&id, conversation.as_ref(), &messages)?;
                 messages.clear();
-                current = None;
             }
             if current.is_none() {
-                let bot_id = lossy(row, 8).unwrap_or_default();
-                current = Some(Conversation {
-                    id: a.conversation_id.clone(),
-                    bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
-                    bot_id,
-                    visitor_id: lossy(row, 9).unwrap_or_default(),
-                    started_at: lossy(row, 10).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
-                    page_url: lossy(row, 11),
-                });
+                current = Some((a.conversation_id.clone(), self.conversation(row, 8)));
             }
             messages.push(message(row, &a));
         }
-        if let Some(c) = &current {
-            f(c, &messages);
+        if let Some((id, conversation)) = &current {
+            f(id, conversation.as_ref(), &messages)?;
         }
-        Ok(())
+        Ok(read)
+    }
+
+    /// A conversation from the five columns of a conversations row starting at `at`; none
+    /// when the row is missing (a LEFT JOIN) or its id is unusable.
+    fn conversation(&self, row: &Row, at: usize) -> Option<Conversation> {
+        let id = text(row, at, "id").ok()??.to_owned();
+        let bot_id = display(row, at + 1).unwrap_or_default();
+        Some(Conversation {
+            id,
+            bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
+            bot_id,
+            visitor_id: display(row, at + 2).unwrap_or_default(),
+            started_at: display(row, at + 3).and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok()),
+            page_url: display(row, at + 4),
+        })
     }
 
     fn context(&self, what: &str) -> String {
@@ -259,38 +257,64 @@ fn id_array<'a>(ids: impl Iterator<Item = &'a str>) -> rusqlite::vtab::array::Ar
     std::rc::Rc::new(ids.map(|id| Value::Text(id.to_owned())).collect())
 }
 
-/// A message from a row of TRANSCRIPTS_SQL or EVERYTHING_SQL (same first eight columns), whose
-/// activity columns were read already.
+/// The row at the watermark, as the next run will look for it: its conversation and time as
+/// written. Renumbered ids or a restored export put another row (or none) at that id.
+fn anchor(row: &Row) -> String {
+    anchor_of(row, 1)
+}
+
+fn anchor_of(row: &Row, at: usize) -> String {
+    let raw = |i| match row.get_ref(i) {
+        Ok(ValueRef::Text(b) | ValueRef::Blob(b)) => String::from_utf8_lossy(b).into_owned(),
+        Ok(ValueRef::Integer(n)) => n.to_string(),
+        Ok(ValueRef::Real(f)) => f.to_string(),
+        _ => String::new(),
+    };
+    format!("{}\u{1f}{}", raw(at), raw(at + 1))
+}
+
+/// A message from a row whose activity columns were read already; the columns after them are
+/// `body, gambit_id, field`.
 fn message(row: &Row, a: &Activity) -> Message {
     Message {
         id: a.id,
         sent_at: a.sent_at,
-        sender: a.sender,
-        input_type: lossy(row, 4),
-        gambit_id: lossy(row, 5),
-        field: lossy(row, 6),
-        body: lossy(row, 7).unwrap_or_default(),
+        author: a.author,
+        input_type: display(row, 4),
+        body: lossy(row, 5).map(|b| text::body(&b).into_owned()).unwrap_or_default(),
+        gambit_id: display(row, 6),
+        field: display(row, 7),
     }
 }
 
 /// Reads the activity columns of a row; the error says why the row cannot be used.
 fn activity(row: &Row, id: i64) -> std::result::Result<Activity, String> {
     let conversation_id = text(row, 1, "conversation_id")?.ok_or("conversation_id is NULL")?;
+    if conversation_id.trim().is_empty() {
+        return Err("conversation_id is blank".into());
+    }
     let sent_at = text(row, 2, "sent_at")?.ok_or("sent_at is NULL")?;
     let sent_at = DateTime::parse_from_rfc3339(sent_at.trim())
         .map_err(|_| format!("sent_at {sent_at:?} is not an RFC 3339 timestamp"))?
         .with_timezone(&Utc);
-    let sender = sender(row)?;
-    let ends = sender == Sender::Bot && text(row, 4, "input_type")? == Some("end_conversation");
-    Ok(Activity { id, conversation_id: conversation_id.to_owned(), sent_at, sender, ends })
+    let author = match text(row, 3, "sender")? {
+        Some("bot") => Author::Bot,
+        Some("visitor") => Author::Visitor,
+        Some(other) => return Err(format!("unknown sender {:?}", text::line(other))),
+        None => return Err("sender is NULL".into()),
+    };
+    let ends = ends_flow(author, text(row, 4, "input_type")?);
+    Ok(Activity { id, conversation_id: conversation_id.to_owned(), sent_at, author, ends })
 }
 
-fn sender(row: &Row) -> std::result::Result<Sender, String> {
-    match text(row, 3, "sender")? {
-        Some("bot") => Ok(Sender::Bot),
-        Some("visitor") => Ok(Sender::Visitor),
-        Some(other) => Err(format!("unknown sender {other:?}")),
-        None => Err("sender is NULL".into()),
+/// What is wrong with a usable row's body, if anything: it is shown anyway, as best it can be.
+fn body_flaw(row: &Row) -> Option<&'static str> {
+    match row.get_ref(5).ok()? {
+        ValueRef::Null => Some("body is NULL; shown as empty"),
+        ValueRef::Text(b) if std::str::from_utf8(b).is_err() => {
+            Some("body is not valid UTF-8; shown with replacement characters")
+        }
+        _ => None,
     }
 }
 
@@ -303,7 +327,7 @@ fn text<'r>(row: &'r Row, i: usize, name: &str) -> std::result::Result<Option<&'
     }
 }
 
-/// A display column: whatever is there, as text, with invalid UTF-8 replaced.
+/// Whatever is there, as text, with invalid UTF-8 replaced.
 fn lossy(row: &Row, i: usize) -> Option<String> {
     match row.get_ref(i).ok()? {
         ValueRef::Null => None,
@@ -311,6 +335,11 @@ fn lossy(row: &Row, i: usize) -> Option<String> {
         ValueRef::Integer(n) => Some(n.to_string()),
         ValueRef::Real(f) => Some(f.to_string()),
     }
+}
+
+/// A one-line display column (a name, a step, a field, a URL), cleaned for every output.
+fn display(row: &Row, i: usize) -> Option<String> {
+    lossy(row, i).map(|s| text::line(&s).into_owned())
 }
 
 #[cfg(test)]
@@ -322,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("export.sqlite");
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(include_str!("../examples/export-day1.sql")).unwrap();
+        conn.execute_batch(include_str!("../../examples/export-day1.sql")).unwrap();
         conn.execute_batch("ANALYZE").unwrap();
         let export = Export::open(&path).unwrap();
         for (_, sql) in QUERIES {

@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::Config;
-use crate::export::{Export, Message, Sender};
-use crate::notify::Routing;
+use crate::pipeline::rules::Routing;
+use crate::source::export_v1::Export;
+use crate::source::{Author, Message};
+use crate::text::csv_cell;
 
 /// What one conversation says about its bot's funnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +31,15 @@ pub struct Facts {
 
 /// Pure: the facts of one conversation from its messages in order.
 pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>) -> Facts {
-    let is_end = |m: &Message| m.sender == Sender::Bot && m.input_type.as_deref() == Some("end_conversation");
     let mut steps: Vec<String> = Vec::new();
-    for m in messages.iter().filter(|m| m.sender == Sender::Bot && !is_end(m)) {
+    for m in messages.iter().filter(|m| m.author == Author::Bot && !m.ends_flow()) {
         if let Some(step) = &m.gambit_id
             && !steps.contains(step)
         {
             steps.push(step.clone());
         }
     }
-    let end = messages.iter().position(is_end);
+    let end = messages.iter().position(Message::ends_flow);
     let first = messages.first().map(|m| m.sent_at);
     let before_end = &messages[..end.unwrap_or(messages.len())];
     let gap = before_end.windows(2).position(|w| w[1].sent_at - w[0].sent_at >= abandon_after);
@@ -50,7 +51,7 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
         abandoned: gap.is_some() || idle_now,
         resumed: gap.is_some(),
         left_contact: messages.iter().any(|m| {
-            m.sender == Sender::Visitor
+            m.author == Author::Visitor
                 && matches!(m.field.as_deref(), Some("email" | "phone"))
                 && !m.body.trim().is_empty()
         }),
@@ -160,20 +161,22 @@ pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
     let export = Export::open(&config.export)?;
     let mut tallies: HashMap<String, Tally> = HashMap::new();
     let bar = crate::progress::bar(export.about_how_many_conversations(), "reading chats");
-    export.each_conversation(|conversation, messages| {
+    export.each_conversation(i64::MAX, |_, conversation, messages| {
         bar.inc(1);
+        let Some(conversation) = conversation else { return Ok(()) };
         if args.bot.as_ref().is_some_and(|b| *b != conversation.bot_id) {
-            return;
+            return Ok(());
         }
         if let Some(since) = args.since
             && conversation.started_at.is_none_or(|s| s < since)
         {
-            return;
+            return Ok(());
         }
         let abandon_after = routing.for_bot(&conversation.bot_id).abandon_after;
         let tally = tallies.entry(conversation.bot_id.clone()).or_default();
         tally.name.clone_from(&conversation.bot_name);
         tally.add(&facts(messages, abandon_after, now));
+        Ok(())
     })?;
     bar.finish_and_clear();
     let mut reports: Vec<BotReport> = tallies.into_iter().map(|(id, t)| t.finish(id)).collect();
@@ -184,8 +187,7 @@ pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
         ReportFormat::Csv => csv(&reports),
         ReportFormat::Html => html(&reports, now)?,
     };
-    print!("{out}");
-    Ok(())
+    super::print(out)
 }
 
 fn percent(x: f64) -> String {
@@ -227,19 +229,17 @@ fn table(reports: &[BotReport]) -> String {
 }
 
 fn csv(reports: &[BotReport]) -> String {
-    let field =
-        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() };
     let mut out =
         String::from("bot_id,bot_name,conversations,completion_rate,step,reached,stopped,stopped_share,worst\n");
     for r in reports {
         for s in &r.steps {
             out += &format!(
                 "{},{},{},{:.4},{},{},{},{:.4},{}\n",
-                field(&r.bot_id),
-                field(&r.bot_name),
+                csv_cell(&r.bot_id),
+                csv_cell(&r.bot_name),
                 r.conversations,
                 r.completion_rate,
-                field(&s.step),
+                csv_cell(&s.step),
                 s.reached,
                 s.stopped,
                 s.stopped_share,
@@ -254,7 +254,7 @@ fn csv(reports: &[BotReport]) -> String {
 fn html(reports: &[BotReport], now: DateTime<Utc>) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("report.html", include_str!("../templates/report.html")).context("report template")?;
+    env.add_template("report.html", include_str!("../../templates/report.html")).context("report template")?;
     #[derive(Serialize)]
     struct Bar<'a> {
         step: &'a StepReport,
@@ -310,11 +310,11 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn m(minute: i64, sender: Sender, step: &str, input_type: Option<&str>, field: Option<&str>) -> Message {
+    fn m(minute: i64, author: Author, step: &str, input_type: Option<&str>, field: Option<&str>) -> Message {
         Message {
             id: minute,
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap() + TimeDelta::minutes(minute),
-            sender,
+            author,
             gambit_id: Some(step.into()),
             input_type: input_type.map(str::to_owned),
             field: field.map(str::to_owned),
@@ -325,13 +325,13 @@ mod tests {
     #[test]
     fn facts_of_a_chat_that_went_idle_came_back_and_finished() {
         let chat = [
-            m(0, Sender::Bot, "ask_name", None, None),
-            m(1, Sender::Visitor, "ask_name", None, Some("name")),
-            m(2, Sender::Bot, "ask_email", None, None),
-            m(3, Sender::Visitor, "ask_email", None, Some("email")),
-            m(4, Sender::Bot, "ask_phone", None, None),
-            m(200, Sender::Visitor, "ask_phone", None, Some("phone")),
-            m(201, Sender::Bot, "done", Some("end_conversation"), None),
+            m(0, Author::Bot, "ask_name", None, None),
+            m(1, Author::Visitor, "ask_name", None, Some("name")),
+            m(2, Author::Bot, "ask_email", None, None),
+            m(3, Author::Visitor, "ask_email", None, Some("email")),
+            m(4, Author::Bot, "ask_phone", None, None),
+            m(200, Author::Visitor, "ask_phone", None, Some("phone")),
+            m(201, Author::Bot, "done", Some("end_conversation"), None),
         ];
         let now = chat[6].sent_at + TimeDelta::days(1);
         let f = facts(&chat, TimeDelta::minutes(30), now);

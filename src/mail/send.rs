@@ -11,10 +11,10 @@ use lettre::message::{Mailboxes, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::{self, PoolConfig};
-use lettre::{FileTransport, Message, SendmailTransport, SmtpTransport, Transport as _};
+use lettre::{Message, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::config::{Security, Transport};
-use crate::render::Email;
+use crate::mail::Email;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -33,18 +33,18 @@ impl Failure {
     }
 }
 
-pub enum Sender {
+pub enum Mailer {
     /// `connected` once the first email of the batch found the server reachable and logged in.
     Smtp {
         transport: SmtpTransport,
         connected: bool,
     },
     Sendmail(SendmailTransport),
-    Folder(FileTransport),
+    Folder(Folder),
     Print(Box<dyn Write>),
 }
 
-impl Sender {
+impl Mailer {
     pub fn from_config(transport: &Transport) -> Result<Self> {
         Ok(match transport {
             Transport::Smtp(cfg) => {
@@ -69,20 +69,20 @@ impl Sender {
                     let password = cfg.password()?.unwrap_or_default();
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
-                Sender::Smtp { transport: builder.build(), connected: false }
+                Mailer::Smtp { transport: builder.build(), connected: false }
             }
-            Transport::Sendmail { command } => Sender::Sendmail(SendmailTransport::new_with_command(command)),
-            Transport::Folder { path } => {
+            Transport::Sendmail { command } => Mailer::Sendmail(SendmailTransport::new_with_command(command)),
+            Transport::Folder { path, mode } => {
                 std::fs::create_dir_all(path)
                     .with_context(|| format!("transport.path: creating {}", path.display()))?;
-                Sender::Folder(FileTransport::new(path))
+                Mailer::Folder(Folder { path: path.clone(), mode: *mode })
             }
         })
     }
 
     /// Connects and logs in without sending: for `check --smtp`.
     pub fn connect(&mut self) -> Result<()> {
-        if let Sender::Smtp { transport, .. } = self {
+        if let Mailer::Smtp { transport, .. } = self {
             match transport.test_connection() {
                 Ok(true) => {}
                 Ok(false) => anyhow::bail!("the SMTP server stopped answering"),
@@ -94,7 +94,7 @@ impl Sender {
 
     /// Flushes what a preview has buffered.
     pub fn finish(&mut self) -> Result<()> {
-        if let Sender::Print(out) = self {
+        if let Mailer::Print(out) = self {
             out.flush().context("writing to stdout")?;
         }
         Ok(())
@@ -103,19 +103,22 @@ impl Sender {
     /// What `send` does, for the log.
     pub fn verb(&self) -> &'static str {
         match self {
-            Sender::Print(_) => "previewed",
+            Mailer::Print(_) => "previewed",
             _ => "sent",
         }
     }
 
-    pub fn send(&mut self, email: &Email) -> Result<(), Failure> {
+    /// Sends one email. The inner result is this email's fate; the outer error stops the run
+    /// (stdout closed under a dry run).
+    pub fn send(&mut self, email: &Email) -> Result<Result<(), Failure>> {
         // A message that cannot be built now never can: the same data goes in every time.
         let message = || message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") });
-        match self {
-            Sender::Print(out) => out
-                .write_all(preview(email).as_bytes())
-                .map_err(|e| Failure::Unavailable(format!("writing to stdout: {e}"))),
-            Sender::Smtp { transport, connected } => {
+        Ok(match self {
+            Mailer::Print(out) => {
+                out.write_all(preview(email).as_bytes()).context("writing to stdout")?;
+                Ok(())
+            }
+            Mailer::Smtp { transport, connected } => {
                 // Connect and log in before the first email, so that a failure there (a wrong
                 // password answers 535, a permanent code) stops the batch instead of being
                 // counted against, and eventually parking, each email in turn.
@@ -125,21 +128,59 @@ impl Sender {
                             no_nagle_on_tcp_sockets();
                             *connected = true;
                         }
-                        Ok(false) => return Err(Failure::Unavailable("the SMTP server stopped answering".into())),
+                        Ok(false) => return Ok(Err(Failure::Unavailable("the SMTP server stopped answering".into()))),
                         Err(e) => {
-                            return Err(Failure::Unavailable(format!("connecting to the SMTP server: {}", chain(&e))));
+                            let reason = format!("connecting to the SMTP server: {}", chain(&e));
+                            return Ok(Err(Failure::Unavailable(reason)));
                         }
                     }
                 }
-                let sent = transport.send(&message()?).map(drop).map_err(smtp_failure);
+                let sent = message().and_then(|m| transport.send(&m).map(drop).map_err(smtp_failure));
                 // After a failure the pool may open a new connection: check it (and its socket
                 // options) again before the next email.
                 *connected = sent.is_ok();
                 sent
             }
-            Sender::Sendmail(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
-            Sender::Folder(t) => t.send(&message()?).map(drop).map_err(|e| transient(&e)),
-        }
+            Mailer::Sendmail(t) => message().and_then(|m| t.send(&m).map(drop).map_err(|e| transient(&e))),
+            Mailer::Folder(folder) => message().and_then(|m| folder.write(email, &m)),
+        })
+    }
+}
+
+/// Writes each email into a folder as `<Message-ID>.eml`: for a mail pickup folder, or a
+/// machine with no mail server. A re-send after a crash overwrites the same file.
+pub struct Folder {
+    path: std::path::PathBuf,
+    /// Visitors' details are in these files: 0600 unless the owner widens it.
+    mode: u32,
+}
+
+impl Folder {
+    /// Writes under a temporary name and renames into place: a reader of the folder never
+    /// sees half a file, and a full disk leaves nothing behind (the email stays queued).
+    fn write(&self, email: &Email, message: &Message) -> Result<(), Failure> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let name: String = email
+            .message_id
+            .trim_matches(['<', '>'])
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') { c } else { '_' })
+            .collect();
+        let target = self.path.join(format!("{name}.eml"));
+        let temporary = self.path.join(format!(".{name}.eml.tmp"));
+        let written = (|| -> std::io::Result<()> {
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(self.mode).open(&temporary)?;
+            // The umask may have narrowed what open gave: the mode is what was asked for.
+            file.set_permissions(std::fs::Permissions::from_mode(self.mode))?;
+            file.write_all(&message.formatted())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &target)
+        })();
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            Failure::Rejected { permanent: false, reason: format!("writing {}: {e}", target.display()) }
+        })
     }
 }
 
@@ -248,8 +289,23 @@ pub fn message(email: &Email) -> Result<Message> {
     if let Some(refs) = &email.references {
         b = b.references(refs.clone());
     }
-    b.multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
-        .context("building the message")
+    // Bodies go in with CRLF line endings already: lettre inserts each missing CR one at a
+    // time, which costs the square of a long body.
+    b.multipart(MultiPart::alternative_plain_html(crlf(&email.text), crlf(&email.html))).context("building the message")
+}
+
+/// Text with every line ending CRLF, in one pass.
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut previous = '\0';
+    for c in text.chars() {
+        if c == '\n' && previous != '\r' {
+            out.push('\r');
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
 }
 
 fn raw(name: &'static str, value: &str) -> HeaderValue {

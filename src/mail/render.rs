@@ -10,48 +10,114 @@ use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use lettre::Address;
-use lettre::message::{Mailbox, Mailboxes};
+use lettre::message::Mailbox;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::classify::ChatState;
-use crate::export::{Conversation, Message, Sender};
-use crate::notify::{Routing, Settings};
-use crate::thread::{self, Thread};
-
-/// An email ready to send, in plain data: what the outbox stores and the transports take.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Email {
-    pub message_id: String,
-    pub date: DateTime<Utc>,
-    pub from: Mailbox,
-    pub to: Mailboxes,
-    pub cc: Mailboxes,
-    pub reply_to: Option<Mailbox>,
-    pub subject: String,
-    pub in_reply_to: Option<String>,
-    pub references: Option<String>,
-    pub text: String,
-    pub html: String,
-}
+use crate::mail::Email;
+use crate::mail::thread::{self, Thread};
+use crate::pipeline::classify::ChatState;
+use crate::pipeline::rules::{Routing, Settings};
+use crate::source::{Author, Conversation, Message};
 
 /// The built-in templates, compiled into the binary so an installed tool needs no files.
 /// A folder named by the `templates` key replaces any of them by file name.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.txt", include_str!("../templates/base.txt")),
-    ("base.html", include_str!("../templates/base.html")),
-    ("completed.txt", include_str!("../templates/completed.txt")),
-    ("completed.html", include_str!("../templates/completed.html")),
-    ("abandoned.txt", include_str!("../templates/abandoned.txt")),
-    ("abandoned.html", include_str!("../templates/abandoned.html")),
-    ("resumed.txt", include_str!("../templates/resumed.txt")),
-    ("resumed.html", include_str!("../templates/resumed.html")),
+    ("base.txt", include_str!("../../templates/base.txt")),
+    ("base.html", include_str!("../../templates/base.html")),
+    ("completed.txt", include_str!("../../templates/completed.txt")),
+    ("completed.html", include_str!("../../templates/completed.html")),
+    ("abandoned.txt", include_str!("../../templates/abandoned.txt")),
+    ("abandoned.html", include_str!("../../templates/abandoned.html")),
+    ("resumed.txt", include_str!("../../templates/resumed.txt")),
+    ("resumed.html", include_str!("../../templates/resumed.html")),
 ];
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 
+/// Instructions one template render may run (minijinja's fuel).
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// What one email may carry of a transcript, so that its cost is bounded whatever the chat's
+/// length: a chat of 200,000 messages still makes an email of a few hundred kilobytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages shown: the first few (how the chat began) and the latest.
+    pub messages: usize,
+    /// Characters shown of one message; the rest is cut with a note.
+    pub message_chars: usize,
+    /// Bytes of message text one email shows, counted from the latest message back.
+    pub transcript_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { messages: 200, message_chars: 4_000, transcript_bytes: 256 * 1024 }
+    }
+}
+
+/// Characters shown of a field's value: a name or an address is far shorter.
+const FIELD_CHARS: usize = 500;
+
+/// How many of a chat's first messages a long transcript keeps.
+const HEAD: usize = 3;
+
+/// The part of a transcript an email shows: its first messages and its latest, within `Limits`.
+struct Shown<'a> {
+    head: &'a [Message],
+    tail: &'a [Message],
+    omitted: usize,
+}
+
+impl<'a> Shown<'a> {
+    fn of(transcript: &'a [Message], limits: &Limits) -> Self {
+        let size = |m: &Message| m.body.len().min(limits.message_chars * 4);
+        let mut budget = limits.transcript_bytes;
+        let mut start = transcript.len();
+        // The latest messages first: they are what the email is about. At least one.
+        while start > 0 && transcript.len() - start < limits.messages.max(1) {
+            let s = size(&transcript[start - 1]);
+            if s > budget && start < transcript.len() {
+                break;
+            }
+            budget = budget.saturating_sub(s);
+            start -= 1;
+        }
+        let mut head_end = 0;
+        while head_end < HEAD.min(start) && transcript.len() - start + head_end < limits.messages {
+            let s = size(&transcript[head_end]);
+            if s > budget {
+                break;
+            }
+            budget -= s;
+            head_end += 1;
+        }
+        Shown { head: &transcript[..head_end], tail: &transcript[start..], omitted: start - head_end }
+    }
+
+    /// Each message shown, with how many were left out just before it.
+    fn messages(&self) -> impl Iterator<Item = (usize, &'a Message)> + use<'a> {
+        let omitted = self.omitted;
+        let head = self.head.iter().map(|m| (0, m));
+        let tail = self.tail.iter().enumerate().map(move |(i, m)| (if i == 0 { omitted } else { 0 }, m));
+        head.chain(tail)
+    }
+}
+
+/// At most `max` characters of a message, with a note of how many more there were.
+fn cut(body: &str, max: usize) -> Cow<'_, str> {
+    match body.char_indices().nth(max) {
+        None => Cow::Borrowed(body),
+        Some((end, _)) => {
+            let more = body[end..].chars().count();
+            Cow::Owned(format!("{}… ({more} more characters not shown)", &body[..end]))
+        }
+    }
+}
+
 pub struct Renderer {
     env: Environment<'static>,
+    limits: Limits,
     /// What each template is called in errors: its file, or "built-in NAME".
     shown: HashMap<String, String>,
     html: bool,
@@ -75,8 +141,12 @@ impl Renderer {
     /// Parses every template now (each template set's eight files, each bot's subject), so a
     /// broken one stops the run before anything is decided. A set's templates live under
     /// "{set}/" and extend the base of their own set.
-    pub fn new(routing: &Routing) -> Result<Self> {
+    pub fn new(routing: &Routing, limits: Limits) -> Result<Self> {
         let mut env = Environment::new();
+        // A template is code the owner writes: a loop gone wrong must fail one email, not
+        // hang the run while it holds the lock. A capped transcript needs a few thousand
+        // instructions; the budget leaves room for templates far richer than the built-in ones.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -103,7 +173,7 @@ impl Renderer {
                 .map_err(|e| template_error(&subject_key(settings.index), &e))?;
         }
         let time_format = chrono::format::StrftimeItems::new(TIME_FORMAT).parse_to_owned()?;
-        Ok(Renderer { env, shown, html: true, time_format })
+        Ok(Renderer { env, limits, shown, html: true, time_format })
     }
 
     /// Leaves the HTML part empty: for previews, which print only the text part.
@@ -171,24 +241,25 @@ impl Renderer {
         let at = |t: DateTime<Utc>| t.with_timezone(&tz).format_with_items(self.time_format.iter()).to_string();
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
-        let first_new = draft.transcript.iter().position(is_new);
-        let transcript: Vec<Line> = draft
-            .transcript
-            .iter()
+        let shown = Shown::of(draft.transcript, &self.limits);
+        let first_new = shown.messages().position(|(_, m)| is_new(m));
+        let transcript: Vec<Line> = shown
+            .messages()
             .enumerate()
-            .map(|(i, m)| Line {
+            .map(|(i, (skipped_before, m))| Line {
                 at: at(m.sent_at),
-                sender: m.sender,
-                who: match m.sender {
-                    Sender::Bot => c.bot_name.as_str(),
-                    Sender::Visitor => "Visitor",
+                sender: m.author,
+                who: match m.author {
+                    Author::Bot => c.bot_name.as_str(),
+                    Author::Visitor => "Visitor",
                 },
-                body: display_text(&m.body),
+                body: cut(&m.body, self.limits.message_chars),
                 new: is_new(m),
                 first_new: first_new == Some(i),
+                skipped_before,
             })
             .collect();
-        let last_bot = draft.transcript.iter().rev().find(|m| m.sender == Sender::Bot);
+        let last_bot = draft.transcript.iter().rev().find(|m| m.author == Author::Bot);
         View {
             state: draft.state.as_str(),
             came_back,
@@ -207,8 +278,9 @@ impl Renderer {
                 fields: &visitor.fields,
             },
             step: last_bot.and_then(|m| m.gambit_id.as_deref()),
-            question: last_bot.map(|m| display_text(&m.body)),
-            new_messages: transcript.iter().filter(|l| l.new).count(),
+            question: last_bot.map(|m| cut(&m.body, self.limits.message_chars)),
+            new_messages: draft.transcript.iter().filter(|m| is_new(m)).count(),
+            omitted_messages: shown.omitted,
             transcript,
             time_zone: tz.name(),
         }
@@ -221,28 +293,6 @@ fn subject_key(index: usize) -> String {
         0 => "notify.subject".to_owned(),
         i => format!("bots[{}].notify.subject", i - 1),
     }
-}
-
-/// Chat text as an email body may carry it: line breaks become plain newlines (a bare CR is
-/// forbidden in a message and servers refuse it), other control characters become U+FFFD.
-fn display_text(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                out.push('\n');
-            }
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
 }
 
 /// One line: the file, the line, what is wrong (minijinja's own report spans many lines).
@@ -265,6 +315,8 @@ struct View<'a> {
     question: Option<Cow<'a, str>>,
     transcript: Vec<Line<'a>>,
     new_messages: usize,
+    /// Messages of a long chat left out of `transcript` (see `Limits`).
+    omitted_messages: usize,
     time_zone: &'static str,
 }
 
@@ -294,13 +346,16 @@ struct VisitorView<'a> {
 #[derive(Serialize)]
 struct Line<'a> {
     at: String,
-    sender: Sender,
+    /// Named `sender` for the templates, as the README documents.
+    sender: Author,
     who: &'a str,
     body: Cow<'a, str>,
     /// Not covered by an earlier email.
     new: bool,
     /// The first new line, where the templates put their divider.
     first_new: bool,
+    /// Messages left out just before this line (a long chat shows its start and its end).
+    skipped_before: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -324,9 +379,9 @@ struct Visitor {
 impl Visitor {
     fn from_transcript(transcript: &[Message]) -> Self {
         let mut fields: Vec<Field> = Vec::new();
-        for m in transcript.iter().filter(|m| m.sender == Sender::Visitor) {
+        for m in transcript.iter().filter(|m| m.author == Author::Visitor) {
             let Some(name) = m.field.as_deref() else { continue };
-            let value = display_text(m.body.trim()).into_owned();
+            let value = cut(m.body.trim(), FIELD_CHARS).into_owned();
             match fields.iter_mut().find(|f| f.name == name) {
                 Some(f) => f.value = value,
                 None => fields.push(Field { name: name.to_owned(), value }),
@@ -350,7 +405,7 @@ impl Visitor {
     /// Who the subject names: the visitor's name, else their email, else "a visitor".
     fn display(&self) -> String {
         let shown = self.name().or_else(|| self.get("email").map(str::to_owned)).unwrap_or_default();
-        let clean = thread::header_text(&shown, 60);
+        let clean = crate::text::header(&shown, 60);
         if clean.is_empty() { "a visitor".to_owned() } else { clean }
     }
 
@@ -364,8 +419,10 @@ impl Visitor {
             return None;
         }
         let address = Address::from_str(raw).ok()?;
-        let name = self.name().map(|n| thread::header_text(&n, 60)).filter(|n| !n.is_empty());
-        Some(Mailbox::new(name, address))
+        let name = self.name().map(|n| crate::text::header(&n, 60)).filter(|n| !n.is_empty());
+        // What cannot be read back from the outbox never goes in: without the name if only
+        // the name is the trouble, else no Reply-To at all.
+        [Mailbox::new(name, address.clone()), Mailbox::new(None, address)].into_iter().find(crate::mail::round_trips)
     }
 }
 
@@ -374,11 +431,11 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn msg(id: i64, sender: Sender, field: Option<&str>, body: &str) -> Message {
+    fn msg(id: i64, author: Author, field: Option<&str>, body: &str) -> Message {
         Message {
             id,
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, id as u32, 0).unwrap(),
-            sender,
+            author,
             gambit_id: Some(format!("step{id}")),
             input_type: None,
             field: field.map(str::to_owned),
@@ -411,10 +468,10 @@ mod tests {
     #[test]
     fn visitor_fields_keep_first_order_and_latest_value() {
         let t = [
-            msg(1, Sender::Visitor, Some("email"), "typo@exmple"),
-            msg(2, Sender::Visitor, Some("name"), " Jane Doe "),
-            msg(3, Sender::Visitor, Some("email"), "jane@example.com"),
-            msg(4, Sender::Bot, Some("name"), "ignored: the bot's own text"),
+            msg(1, Author::Visitor, Some("email"), "typo@exmple"),
+            msg(2, Author::Visitor, Some("name"), " Jane Doe "),
+            msg(3, Author::Visitor, Some("email"), "jane@example.com"),
+            msg(4, Author::Bot, Some("name"), "ignored: the bot's own text"),
         ];
         let v = Visitor::from_transcript(&t);
         let names: Vec<_> = v.fields.iter().map(|f| (f.name.as_str(), f.value.as_str())).collect();
@@ -433,7 +490,7 @@ mod tests {
             "ünï@example.com",
             "x@localhost",
         ] {
-            let v = Visitor::from_transcript(&[msg(1, Sender::Visitor, Some("email"), bad)]);
+            let v = Visitor::from_transcript(&[msg(1, Author::Visitor, Some("email"), bad)]);
             assert_eq!(v.reply_to(), None, "{bad:?}");
         }
         assert_eq!(Visitor::default().display(), "a visitor");
@@ -442,11 +499,11 @@ mod tests {
     #[test]
     fn html_escapes_visitor_text_and_marks_new_messages() {
         let routing = routing("", None);
-        let r = Renderer::new(&routing).unwrap();
+        let r = Renderer::new(&routing, Limits::default()).unwrap();
         let t = [
-            msg(1, Sender::Bot, None, "Your name?"),
-            msg(2, Sender::Visitor, Some("name"), "<script>alert(1)</script>"),
-            msg(3, Sender::Visitor, None, "back again & more"),
+            msg(1, Author::Bot, None, "Your name?"),
+            msg(2, Author::Visitor, Some("name"), "<script>alert(1)</script>"),
+            msg(3, Author::Visitor, None, "back again & more"),
         ];
         let thread = Thread { subject: Some("S [#X]".into()), message_ids: vec!["<a@x>".into()] };
         let draft = Draft {
@@ -471,24 +528,16 @@ mod tests {
     }
 
     #[test]
-    fn display_text_keeps_lines_and_drops_controls() {
-        assert_eq!(display_text("plain\ttext\n"), "plain\ttext\n");
-        assert!(matches!(display_text("plain"), Cow::Borrowed(_)));
-        assert_eq!(display_text("a\r\nb\rc\r\r"), "a\nb\nc\n\n");
-        assert_eq!(
-            display_text("nul\0 esc\u{1b}[31m bell\u{7} c1\u{85}"),
-            "nul\u{FFFD} esc\u{FFFD}[31m bell\u{FFFD} c1\u{FFFD}"
-        );
-    }
-
-    #[test]
     fn a_broken_custom_template_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("completed.txt"), "line one\n{% if %}\n").unwrap();
-        let err = format!("{:#}", Renderer::new(&routing("", Some(dir.path()))).err().unwrap());
+        let err = format!("{:#}", Renderer::new(&routing("", Some(dir.path())), Limits::default()).err().unwrap());
         assert!(err.contains("completed.txt"), "{err}");
         assert!(err.contains("line 2"), "{err}");
-        let err = format!("{:#}", Renderer::new(&routing("[notify]\nsubject = \"{{ oops\"", None)).err().unwrap());
+        let err = format!(
+            "{:#}",
+            Renderer::new(&routing("[notify]\nsubject = \"{{ oops\"", None), Limits::default()).err().unwrap()
+        );
         assert!(err.contains("notify.subject"), "{err}");
     }
 }

@@ -1,0 +1,117 @@
+//! `chat-notifier status`: where each conversation stands, from the state (read only) and the
+//! export. A summary line of counts, then one line per conversation, most urgent first.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::config::Config;
+use crate::mail::{render, thread};
+use crate::source::export_v1::Export;
+use crate::state::{Standing, State};
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub identifier: String,
+    pub conversation_id: String,
+    pub bot_id: String,
+    pub bot: String,
+    pub visitor: String,
+    pub state: Standing,
+    pub last_activity: DateTime<Utc>,
+    pub emails: u32,
+    pub last_error: Option<String>,
+}
+
+pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let since = now - TimeDelta::days(7);
+    let rows = if config.state.exists() { rows(config, since)? } else { Vec::new() };
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| args.bot.as_ref().is_none_or(|b| *b == r.bot_id))
+        .filter(|r| args.state.is_none_or(|s| s == r.state))
+        .collect();
+    let mut counts: HashMap<Standing, usize> = HashMap::new();
+    for r in &rows {
+        *counts.entry(r.state).or_default() += 1;
+    }
+    let count = |s: &Standing| counts.get(s).copied().unwrap_or(0);
+    if args.json {
+        let summary: serde_json::Map<String, serde_json::Value> =
+            Standing::ALL.iter().map(|s| (s.name().to_owned(), count(s).into())).collect();
+        let out = serde_json::json!({ "summary": summary, "notified_since": since, "conversations": rows });
+        return super::print(serde_json::to_string_pretty(&out)? + "\n");
+    }
+    let summary: Vec<String> = Standing::ALL.iter().map(|s| format!("{} {}", count(s), s.name())).collect();
+    let mut out = format!(
+        "{} (notified: since {})\n",
+        summary.join(", "),
+        since.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z")
+    );
+    if !rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<24} {:<9} {:<17} {:>6}  NOTE",
+            "IDENTIFIER", "BOT", "VISITOR", "STATE", "LAST ACTIVITY", "EMAILS"
+        );
+    }
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<24} {:<9} {:<17} {:>6}  {}",
+            r.identifier,
+            cut(&r.bot, 16),
+            cut(&r.visitor, 24),
+            r.state.name(),
+            r.last_activity.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M"),
+            r.emails,
+            r.last_error.as_deref().map(|e| cut(e, 60)).unwrap_or_default()
+        );
+    }
+    super::print(out)
+}
+
+/// A column's worth of untrusted text (names, a server's error message), on one line.
+fn cut(s: &str, n: usize) -> String {
+    crate::text::header(s, n.saturating_sub(1))
+}
+
+/// The state's rows, with names from the export, a page at a time.
+fn rows(config: &Config, since: DateTime<Utc>) -> Result<Vec<Row>> {
+    let state = State::open_read_only(&config.state)?;
+    let mut rows: Vec<Row> = state
+        .status_rows(since)?
+        .into_iter()
+        .map(|s| Row {
+            identifier: thread::identifier(&s.conversation_id),
+            conversation_id: s.conversation_id,
+            bot_id: String::new(),
+            bot: String::new(),
+            visitor: String::new(),
+            state: s.standing,
+            last_activity: s.last_activity,
+            emails: s.emails,
+            last_error: s.last_error,
+        })
+        .collect();
+    let export = Export::open(&config.export)?;
+    for page in rows.chunks_mut(500) {
+        let ids: Vec<&str> = page.iter().map(|r| r.conversation_id.as_str()).collect();
+        let conversations = export.conversations(&ids)?;
+        let wanted: Vec<(&str, i64)> = ids.iter().map(|id| (*id, i64::MAX)).collect();
+        let transcripts = export.transcripts(&wanted)?;
+        for r in page.iter_mut() {
+            if let Some(c) = conversations.get(&r.conversation_id) {
+                r.bot_id = c.bot_id.clone();
+                r.bot = c.bot_name.clone();
+            }
+            r.visitor = render::visitor_display(transcripts.get(&r.conversation_id).map_or(&[][..], Vec::as_slice));
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,228 @@
+//! Decide: for each conversation that may be due, judge it (pure, from what the state and the
+//! source say), render the emails due, then write the page's decisions in one transaction.
+
+use anyhow::Result;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::PAGE;
+use super::classify::{ChatState, Decision, Timing, classify};
+use super::rules::{self, Routing, Settings, Verdict};
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::mail::Email;
+use crate::mail::render::{Draft, Renderer};
+use crate::progress;
+use crate::source::Conversation;
+use crate::source::export_v1::Export;
+use crate::state::{Open, State};
+
+/// How long messages may wait for their conversations row (a runtime that writes it late)
+/// before they are given up on, reported and covered without an email.
+const ROW_WAIT: TimeDelta = TimeDelta::hours(24);
+/// Row ids named in one warning; the rest are counted.
+const ROWS_NAMED: usize = 10;
+
+/// What a run decides with, fixed for its whole length.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub export: &'a Export,
+    pub renderer: &'a Renderer,
+    pub routing: &'a Routing,
+    pub config: &'a Config,
+    pub args: &'a RunArgs,
+    pub now: DateTime<Utc>,
+}
+
+/// What a decision does to a conversation's record.
+enum Settle {
+    /// Covered without an email: first-run history, or messages whose conversations row never
+    /// came.
+    Cover,
+    /// Not worth an email under the rules, for now.
+    Hold,
+    /// Its conversations row is not there yet: wait for it, noting since when.
+    AwaitRow(DateTime<Utc>),
+    Queue(ChatState, Box<Email>),
+}
+
+/// What judging a conversation needs to read next.
+enum Judged<'a> {
+    /// Nothing to do this run.
+    Skip,
+    Settle(Settle),
+    /// Its messages have no conversations row: name the rows, then wait or give up.
+    Orphan,
+    Due(&'a Conversation, &'a Settings, ChatState),
+}
+
+/// Pure: what one open conversation calls for, from the state's record and its conversations
+/// row (if the source has one).
+fn judge<'a>(open: &Open, conversation: Option<&'a Conversation>, routing: &'a Routing, timing: &Timing) -> Judged<'a> {
+    let Some(conversation) = conversation else {
+        return match classify(&open.tracked, timing) {
+            Decision::Nothing => Judged::Skip,
+            Decision::Baseline => Judged::Settle(Settle::Cover),
+            _ => Judged::Orphan,
+        };
+    };
+    let settings = routing.for_bot(&conversation.bot_id);
+    match classify(&open.tracked, &Timing { abandon_after: settings.abandon_after, ..*timing }) {
+        Decision::Nothing | Decision::Wait => Judged::Skip,
+        Decision::Baseline => Judged::Settle(Settle::Cover),
+        Decision::Notify(state) => Judged::Due(conversation, settings, state),
+    }
+}
+
+/// Classifies every conversation that may be due, applies the owner's rules, and queues the
+/// emails due. Returns how many conversations could not be rendered (they stay open).
+pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
+    let Inputs { config, args, now, routing, .. } = run;
+    let counter = progress::counter(long, "deciding");
+    let first_run = !state.progress()?.baseline_done;
+    if args.backfill && !first_run {
+        log::info!("--backfill only matters on a first run; this state file has had one");
+    }
+    // Conversations still within the shortest abandon_after and not ended can only wait: the
+    // state's index leaves them out. Each is judged with its own bot's below.
+    let timing = Timing {
+        now,
+        abandon_after: routing.shortest_abandon_after(),
+        baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
+    };
+    let (mut failed, mut baselined, mut queued) = (0, 0, 0);
+    let mut after = String::new();
+    loop {
+        let page = state.open_conversations(now - timing.abandon_after, &after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        counter.inc(page.len() as u64);
+        after = last.id.clone();
+        let settled = judge_page(run, &page, &timing, &mut failed)?;
+        for (_, settle) in &settled {
+            match settle {
+                Settle::Cover if first_run => baselined += 1,
+                Settle::Queue(..) => queued += 1,
+                _ => {}
+            }
+        }
+        state.atomically(|tx| {
+            for (open, settle) in &settled {
+                match settle {
+                    Settle::Cover => tx.cover(open)?,
+                    Settle::Hold => tx.hold(open)?,
+                    Settle::AwaitRow(since) => tx.await_row(open, *since)?,
+                    Settle::Queue(chat_state, email) => tx.queue(open, *chat_state, email)?,
+                }
+            }
+            Ok(())
+        })?;
+    }
+    counter.finish_and_clear();
+    if first_run {
+        state.atomically(|tx| tx.finish_baseline())?;
+        if baselined + queued > 0 {
+            // Said on every first run: after a state file was deleted or emptied, this is what
+            // explains a batch of "new" threads about chats the owner has heard of.
+            log::warn!(
+                "first run on state {} (no earlier run recorded): {queued} conversation(s) active in the last {}h \
+                 emailed as new threads, {baselined} older recorded without an email{}",
+                state.path().display(),
+                config.first_run_horizon.0.num_hours(),
+                if baselined > 0 { " (run with --backfill on a fresh state file to send them)" } else { "" }
+            );
+        }
+    }
+    Ok(failed)
+}
+
+/// Judges a page: reads what it needs from the source and renders the emails due. Writes
+/// nothing; the caller writes the page's decisions in one transaction.
+fn judge_page<'p>(
+    run: Inputs,
+    page: &'p [Open],
+    timing: &Timing,
+    failed: &mut usize,
+) -> Result<Vec<(&'p Open, Settle)>> {
+    let Inputs { export, renderer, routing, config, now, .. } = run;
+    let ids: Vec<&str> = page.iter().map(|o| o.id.as_str()).collect();
+    let conversations = export.conversations(&ids)?;
+    let mut settled = Vec::new();
+    let mut due = Vec::new();
+    let mut orphans = Vec::new();
+    for open in page {
+        match judge(open, conversations.get(&open.id), routing, timing) {
+            Judged::Skip => {}
+            Judged::Settle(settle) => settled.push((open, settle)),
+            Judged::Orphan => orphans.push(open),
+            Judged::Due(conversation, settings, state) => due.push((open, conversation, settings, state)),
+        }
+    }
+    let wanted: Vec<(&str, i64)> =
+        due.iter().map(|(o, ..)| o).chain(&orphans).map(|o| (o.id.as_str(), o.tracked.last_message)).collect();
+    let mut transcripts = export.transcripts(&wanted)?;
+    for open in orphans {
+        let rows: Vec<i64> = transcripts
+            .remove(&open.id)
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m.id > open.tracked.covered_through)
+            .map(|m| m.id)
+            .collect();
+        let named = rows_named(&rows);
+        let shown = config.export.display();
+        match open.missing_since {
+            None => {
+                log::warn!(
+                    "export {shown}: messages rows {named} point to conversation {:?}, which has no conversations row \
+                     yet; they wait for it (up to {}h)",
+                    open.id,
+                    ROW_WAIT.num_hours()
+                );
+                settled.push((open, Settle::AwaitRow(now)));
+            }
+            Some(since) if now - since >= ROW_WAIT => {
+                log::warn!(
+                    "export {shown}: messages rows {named} skipped: conversation {:?} still has no conversations row \
+                     after {}h",
+                    open.id,
+                    ROW_WAIT.num_hours()
+                );
+                settled.push((open, Settle::Cover));
+            }
+            Some(_) => {}
+        }
+    }
+    for (open, conversation, settings, chat_state) in due {
+        let transcript = transcripts.remove(&open.id).unwrap_or_default();
+        if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
+            log::debug!("conversation {:?}: {} held back: {why}", open.id, chat_state.as_str());
+            settled.push((open, Settle::Hold));
+            continue;
+        }
+        let draft = Draft {
+            conversation,
+            transcript: &transcript,
+            state: chat_state,
+            covered_before: open.tracked.covered_through,
+            thread: &open.thread,
+            now,
+            from: &config.mail.from,
+        };
+        match renderer.compose(&draft, settings, &config.message_id_domain()) {
+            Ok(email) => settled.push((open, Settle::Queue(chat_state, Box::new(email)))),
+            Err(e) => {
+                log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
+                *failed += 1;
+            }
+        }
+    }
+    Ok(settled)
+}
+
+/// "12, 13, 14 and 20 more": row ids for a warning, never a whole transcript's worth.
+fn rows_named(rows: &[i64]) -> String {
+    let named: Vec<String> = rows.iter().take(ROWS_NAMED).map(i64::to_string).collect();
+    match rows.len().saturating_sub(ROWS_NAMED) {
+        0 => named.join(", "),
+        more => format!("{} and {more} more", named.join(", ")),
+    }
+}

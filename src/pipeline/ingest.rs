@@ -1,0 +1,273 @@
+//! Ingest: fold the messages written since the last run into the state, after making sure the
+//! source is still the one read last time.
+//!
+//! Export schema v1 promises ids that only grow, and a run reads `id > watermark`. A runtime
+//! that breaks the promise (an export restored from a backup, regenerated with other ids, rows
+//! inserted below the watermark) would make a run silently deaf. So every run checks the row at
+//! the watermark (one primary-key lookup) and the highest id, and once an hour counts the rows
+//! at or below the watermark. When anything differs, one warning says what was found, and the
+//! state is lined up with the export by content (`rebase`): messages an email covered are
+//! recognised by their time, not their id, so nothing is lost and nothing is sent twice.
+
+use anyhow::Result;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::INGEST_BATCH;
+use super::classify::{self, Tracked};
+use crate::config::Config;
+use crate::progress;
+use crate::source::Message;
+use crate::source::export_v1::Export;
+use crate::state::{Progress, Resync, State};
+
+/// How far ahead of the run's clock a message may be dated before it is not trusted for
+/// idleness (clocks of the runtime and the cron host differ a little, never by an hour).
+const CLOCK_TOLERANCE: TimeDelta = TimeDelta::hours(1);
+/// How often the rows below the watermark are counted: one pass over the primary key.
+const AUDIT_EVERY: TimeDelta = TimeDelta::hours(1);
+
+/// What the source looks like now, where the state says it was read through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub last_id: i64,
+    /// The row at the watermark (none: no such row).
+    pub anchor: Option<String>,
+    /// Rows at or below the watermark, when counted this run.
+    pub count: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continuity {
+    /// The source is as it was read.
+    Same,
+    /// Nothing wrong, but the state lacks a reference to check against next time (a state
+    /// written by an earlier version, or rows deleted below the watermark): record these.
+    Adopt { anchor: Option<String>, count: Option<i64> },
+    /// The source's ids changed under us; the reason, for the warning.
+    Broken(String),
+}
+
+/// Pure: compares what the state read with what the source holds now.
+pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
+    let w = read.watermark;
+    if w == 0 {
+        return Continuity::Same;
+    }
+    if now.last_id < w {
+        return Continuity::Broken(format!(
+            "its highest message id is now {}, below {w}, the last one read: it was restored from a backup or regenerated",
+            now.last_id
+        ));
+    }
+    match (&read.anchor, &now.anchor) {
+        (None, _) => return Continuity::Adopt { anchor: now.anchor.clone(), count: now.count },
+        (Some(_), None) => {
+            return Continuity::Broken(format!(
+                "the message at id {w}, the last one read, is gone: ids were renumbered"
+            ));
+        }
+        (Some(was), Some(is)) if was != is => {
+            return Continuity::Broken(format!(
+                "the message at id {w}, the last one read, is another message now: ids were renumbered"
+            ));
+        }
+        _ => {}
+    }
+    match (read.read_count, now.count) {
+        (Some(was), Some(is)) if is > was => Continuity::Broken(format!(
+            "{} message row(s) appeared with ids at or below {w}, the last one read: rows were inserted out of id order",
+            is - was
+        )),
+        (was, Some(is)) if was != Some(is) => Continuity::Adopt { anchor: None, count: Some(is) },
+        _ => Continuity::Same,
+    }
+}
+
+/// Pure: where a conversation stands in a source whose ids changed, from its messages there
+/// (in id order) and what the state knew of it before: (covered time, covered id) or nothing.
+/// Messages up to the covered time were covered; one never tracked is new, unless its last
+/// activity is older than `horizon` (the first-run rule: history is recorded, not emailed).
+pub fn rebase(
+    before: Option<(Option<DateTime<Utc>>, i64, u32)>,
+    messages: &[Message],
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Resync {
+    let trusted = |m: &Message| trusted_time(m.sent_at, now);
+    let last_message = messages.iter().map(|m| m.id).max().unwrap_or(0);
+    let last_activity = messages.iter().map(trusted).max().unwrap_or(now);
+    let (covered_through, covered_at, emails) = match before {
+        None if last_activity < horizon => (last_message, Some(last_activity), 0),
+        None => (0, None, 0),
+        Some((Some(at), _, emails)) => {
+            let through = messages.iter().filter(|m| trusted(m) <= at).map(|m| m.id).max().unwrap_or(0);
+            (through, Some(at), emails)
+        }
+        // Covered before its time was recorded (a state from before): the id is all there is.
+        Some((None, through, emails)) => (through, None, emails),
+    };
+    let ended = messages.iter().any(|m| m.id > covered_through && m.ends_flow());
+    Resync { tracked: Tracked { last_message, last_activity, ended, covered_through, emails }, covered_at }
+}
+
+/// A message's time as idleness may count it: one dated in the future counts as now.
+fn trusted_time(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    if sent_at > now + CLOCK_TOLERANCE { now } else { sent_at }
+}
+
+/// Checks the source against the state, then folds the messages written since the last run
+/// into the conversations they belong to. Returns how many were read.
+pub fn ingest(export: &Export, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
+    let read = state.progress()?;
+    let audit = now - read.audited_at >= AUDIT_EVERY && read.watermark > 0;
+    let probe = Probe {
+        last_id: export.last_message_id()?,
+        anchor: if read.watermark > 0 { export.anchor_at(read.watermark)? } else { None },
+        count: if audit { Some(export.count_through(read.watermark)?) } else { None },
+    };
+    match continuity(&read, &probe) {
+        Continuity::Same => {}
+        Continuity::Adopt { anchor, count } => state.atomically(|tx| tx.set_anchor(anchor.as_deref(), count, None))?,
+        Continuity::Broken(why) => {
+            log::warn!(
+                "export {}: {why}; reading it again whole and recognising what was emailed by time, so nothing is lost or sent twice",
+                config.export.display()
+            );
+            resync(export, state, config, now)?;
+        }
+    }
+    if audit {
+        state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
+    }
+    let mut watermark = state.progress()?.watermark;
+    let bar = progress::bar(probe.last_id.saturating_sub(watermark) as u64, "reading messages");
+    let mut total = 0;
+    loop {
+        let batch = export.activity_after(watermark, INGEST_BATCH)?;
+        let Some(through) = batch.through else {
+            bar.finish_and_clear();
+            return Ok(total);
+        };
+        total += batch.activity.len();
+        bar.inc(through.saturating_sub(watermark) as u64);
+        let mut activity = batch.activity;
+        for a in &mut activity {
+            let trusted = trusted_time(a.sent_at, now);
+            if trusted != a.sent_at {
+                log::warn!(
+                    "export {}: messages row {}: sent_at {} is ahead of the clock ({}); its conversation's idle time counts from now",
+                    config.export.display(),
+                    a.id,
+                    a.sent_at.to_rfc3339(),
+                    now.to_rfc3339()
+                );
+                a.sent_at = trusted;
+            }
+        }
+        let seen = classify::fold(&activity);
+        state.atomically(|tx| tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, &batch.anchor, batch.rows))?;
+        watermark = through;
+    }
+}
+
+/// Lines the state up with a source whose ids changed: one pass over the whole source, in one
+/// transaction. A one-off, when `continuity` says so.
+fn resync(export: &Export, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<()> {
+    let through = export.last_message_id()?;
+    let anchor = export.anchor_at(through)?.unwrap_or_default();
+    let horizon = now - config.first_run_horizon.0;
+    let bar = progress::bar(export.about_how_many_conversations(), "re-reading chats");
+    state.atomically(|tx| {
+        tx.begin_resync()?;
+        let read = export.each_conversation(through, |id, _, messages| {
+            bar.inc(1);
+            tx.rebase(id, &rebase(tx.covered(id)?, messages, now, horizon))
+        })?;
+        tx.finish_resync(through, &anchor, read, now)
+    })?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Author;
+
+    fn progress(watermark: i64, anchor: Option<&str>, read_count: Option<i64>) -> Progress {
+        Progress {
+            watermark,
+            baseline_done: true,
+            anchor: anchor.map(str::to_owned),
+            read_count,
+            audited_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn probe(last_id: i64, anchor: Option<&str>, count: Option<i64>) -> Probe {
+        Probe { last_id, anchor: anchor.map(str::to_owned), count }
+    }
+
+    #[test]
+    fn continuity_table() {
+        use Continuity::*;
+        let read = progress(100, Some("c1|t"), Some(100));
+        let broken = |c: &Continuity| matches!(c, Broken(_));
+        assert_eq!(continuity(&progress(0, None, Some(0)), &probe(5, None, None)), Same);
+        assert_eq!(continuity(&read, &probe(150, Some("c1|t"), None)), Same);
+        assert_eq!(continuity(&read, &probe(150, Some("c1|t"), Some(100))), Same);
+        assert!(broken(&continuity(&read, &probe(90, None, None))), "restored: max id below the watermark");
+        assert!(broken(&continuity(&read, &probe(150, Some("c9|u"), None))), "renumbered");
+        assert!(broken(&continuity(&read, &probe(150, None, None))), "the row read last is gone");
+        assert!(broken(&continuity(&read, &probe(150, Some("c1|t"), Some(103)))), "inserted below");
+        assert_eq!(
+            continuity(&read, &probe(150, Some("c1|t"), Some(97))),
+            Adopt { anchor: None, count: Some(97) },
+            "rows deleted below the watermark: nothing to read again"
+        );
+        assert_eq!(
+            continuity(&progress(100, None, None), &probe(150, Some("c1|t"), None)),
+            Adopt { anchor: Some("c1|t".into()), count: None },
+            "a state from before anchors were kept"
+        );
+    }
+
+    fn m(id: i64, minute: i64, author: Author, input_type: Option<&str>) -> Message {
+        Message {
+            id,
+            sent_at: DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap(),
+            author,
+            gambit_id: None,
+            input_type: input_type.map(str::to_owned),
+            field: None,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn rebase_recognises_covered_messages_by_time() {
+        let at = |minute: i64| DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap();
+        let now = at(2000);
+        let horizon = at(2000 - 24 * 60);
+        // Renumbered: the same three messages, covered through minute 2; then one new that ends.
+        let chat = [
+            m(501, 0, Author::Bot, None),
+            m(502, 1, Author::Visitor, None),
+            m(503, 2, Author::Bot, None),
+            m(504, 900, Author::Bot, Some("end_conversation")),
+        ];
+        let r = rebase(Some((Some(at(2)), 3, 1)), &chat, now, horizon);
+        assert_eq!(
+            r.tracked,
+            Tracked { last_message: 504, last_activity: at(900), ended: true, covered_through: 503, emails: 1 }
+        );
+        let settled = rebase(Some((Some(at(2)), 3, 1)), &chat[..3], now, horizon);
+        assert!(!settled.tracked.has_uncovered(), "nothing new: nothing to send");
+        let fresh = rebase(None, &chat, now, horizon);
+        assert_eq!((fresh.tracked.covered_through, fresh.covered_at), (0, None), "never seen, recent: new");
+        let old = rebase(None, &chat[..3], now, horizon);
+        assert_eq!(old.tracked.covered_through, 503, "never seen, older than the horizon: history");
+        let future = [m(7, 10_000_000, Author::Visitor, None)];
+        assert_eq!(rebase(None, &future, now, horizon).tracked.last_activity, now, "the future counts as now");
+    }
+}

@@ -1,0 +1,90 @@
+//! The cron job: one run orders ingest (fold what the source wrote since the last run into the
+//! state), decide (which conversations reached a new state, under the owner's rules, each
+//! decision queued with its email in one transaction) and deliver (send what the outbox holds).
+
+pub mod classify;
+mod decide;
+mod deliver;
+mod ingest;
+pub mod rules;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::Utc;
+
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::mail::render::Renderer;
+use crate::mail::send::Mailer;
+use crate::source::export_v1::Export;
+use crate::state::{self, State};
+use rules::Routing;
+
+/// Messages read from the source per statement, and so per state transaction.
+const INGEST_BATCH: usize = 10_000;
+/// Conversations decided, or emails sent, per page read from the state.
+const PAGE: usize = 500;
+
+/// What a run did, for its exit code.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    pub sent: usize,
+    /// Emails in the outbox after this run: they go out with the next one.
+    pub waiting: usize,
+    /// Emails parked: refused permanently `max_attempts` times, or unreadable from the outbox.
+    pub parked: usize,
+    /// Conversations that could not be rendered; looked at again next run.
+    pub failed: usize,
+}
+
+/// None when another run holds the lock.
+pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let started = Instant::now();
+    // Everything that can fail for a reason the owner must fix fails here, before any state
+    // is touched: templates, the export, the transport settings.
+    let routing = Routing::new(config);
+    let renderer = Renderer::new(&routing, config.mail.limits())?;
+    log::debug!("templates: {:.3?}", started.elapsed());
+    let export = Export::open(&config.export)?;
+    log::debug!("export opened: {:.3?}", started.elapsed());
+    // A dry run is a real run on a scratch copy of the state, printing instead of sending
+    // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
+    let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
+        let (state, scratch) = State::scratch_copy(&config.state)?;
+        (
+            state,
+            Mailer::Print(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+            renderer.text_only(),
+            None,
+            Some(scratch),
+        )
+    } else {
+        let mailer = Mailer::from_config(&config.transport)?;
+        let Some(lock) = state::try_lock(&config.state)? else {
+            log::warn!(
+                "another run is in progress (lock {} is held); this run exits without sending",
+                state::lock_path(&config.state).display()
+            );
+            return Ok(None);
+        };
+        (State::open(&config.state)?, mailer, renderer, Some(lock), None)
+    };
+    log::debug!("state opened: {:.3?}", started.elapsed());
+    let started = Instant::now();
+    let read = ingest::ingest(&export, &mut state, config, now)?;
+    log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
+    let started = Instant::now();
+    let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
+    if reopened > 0 {
+        log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
+    }
+    let inputs = decide::Inputs { export: &export, renderer: &renderer, routing: &routing, config, args, now };
+    let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
+    log::debug!("decide: {:.3?}", started.elapsed());
+    let started = Instant::now();
+    let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, now)?;
+    log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
+    Ok(Some(RunSummary { failed, ..summary }))
+}

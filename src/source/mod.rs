@@ -1,0 +1,76 @@
+//! Where chats come from. Each store a bot runtime keeps its chats in is one module here, and
+//! rows become these domain types at that edge: everything after (classification, rules, state,
+//! mail) works on plain data and never sees SQL. Text from a store is untrusted: it is cleaned
+//! here, once, for every output (`crate::text`).
+
+pub mod export_v1;
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Author {
+    Bot,
+    Visitor,
+}
+
+/// The input type of the bot's message on a flow's final step.
+pub const END_OF_FLOW: &str = "end_conversation";
+
+/// The one rule that says a message finishes the chat: the bot's message on the final step.
+pub fn ends_flow(author: Author, input_type: Option<&str>) -> bool {
+    author == Author::Bot && input_type == Some(END_OF_FLOW)
+}
+
+/// What a run needs of a new message to track its conversation: no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub id: i64,
+    pub conversation_id: String,
+    pub sent_at: DateTime<Utc>,
+    pub author: Author,
+    /// The bot's end-of-flow step.
+    pub ends: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub bot_id: String,
+    pub bot_name: String,
+    pub visitor_id: String,
+    pub started_at: Option<DateTime<FixedOffset>>,
+    pub page_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: i64,
+    pub sent_at: DateTime<Utc>,
+    pub author: Author,
+    pub gambit_id: Option<String>,
+    pub input_type: Option<String>,
+    pub field: Option<String>,
+    pub body: String,
+}
+
+impl Message {
+    pub fn ends_flow(&self) -> bool {
+        ends_flow(self.author, self.input_type.as_deref())
+    }
+}
+
+/// A batch of new activity, and how far it reached (bad rows included, so they are reported
+/// once and never read again).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub activity: Vec<Activity>,
+    /// The last row's id.
+    pub through: Option<i64>,
+    /// The last row as the next run will find it again if the store is unchanged (see
+    /// `pipeline::ingest`).
+    pub anchor: String,
+    /// Rows read, bad ones included.
+    pub rows: usize,
+}

@@ -1,0 +1,330 @@
+//! The notifier's own SQLite file: what each conversation's emails have covered, the thread
+//! each belongs to, and the outbox through which every email passes. Never the export. All SQL
+//! on the state file lives in this module: `tracking` (what a run folds in and decides),
+//! `outbox` (what is sent), `inspect` (what the hand-run commands read).
+//!
+//! The outbox is what makes sending safe: an email is recorded as pending in the same
+//! transaction that marks its messages covered, then sent, then marked sent. A crash or an
+//! SMTP failure in between leaves it pending, and the next run sends it again with the same
+//! Message-ID.
+
+mod inspect;
+mod outbox;
+mod tracking;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::backup::Backup;
+use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
+
+pub use inspect::{Standing, StatusRow, Summary};
+pub use outbox::{Pending, Unreadable};
+pub use tracking::{Open, Progress, Resync};
+
+/// Append-only: each entry moves the schema one version on (PRAGMA user_version).
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE progress (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    watermark      INTEGER NOT NULL,  -- highest export messages.id read
+    baseline_done  INTEGER NOT NULL   -- the first run's decisions are committed
+);
+INSERT INTO progress (id, watermark, baseline_done) VALUES (1, 0, 0);
+
+CREATE TABLE conversations (
+    id               TEXT PRIMARY KEY,
+    last_message     INTEGER NOT NULL,
+    last_activity    INTEGER NOT NULL,            -- unix milliseconds
+    ended            INTEGER NOT NULL DEFAULT 0,  -- an uncovered message ends the flow
+    covered_through  INTEGER NOT NULL DEFAULT 0,
+    emails           INTEGER NOT NULL DEFAULT 0,
+    subject          TEXT,                        -- the thread's subject, fixed by its first email
+    thread           TEXT NOT NULL DEFAULT ''     -- Message-IDs sent, root first, space separated
+) WITHOUT ROWID;
+-- The conversations with messages no email covers yet: all a run has to look at.
+CREATE INDEX conversations_open ON conversations (id) WHERE last_message > covered_through;
+
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    conversation_id  TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    covers_through   INTEGER NOT NULL,
+    message_id       TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL,  -- unix milliseconds; the Date header
+    status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'parked')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    sent_at          INTEGER,
+    mail_from        TEXT NOT NULL,
+    mail_to          TEXT NOT NULL,
+    mail_cc          TEXT NOT NULL,
+    reply_to         TEXT,
+    subject          TEXT NOT NULL,
+    in_reply_to      TEXT,
+    refs             TEXT,
+    text_body        TEXT,  -- the bodies are dropped once sent: the file grows with
+    html_body        TEXT   -- conversations, not with transcripts
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE status = 'pending';
+CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
+"#,
+    r#"
+-- The open index covers what decides whether a conversation may be due, so the ones that can
+-- only wait are skipped without reading their rows.
+DROP INDEX conversations_open;
+CREATE INDEX conversations_open ON conversations (id, ended, last_activity) WHERE last_message > covered_through;
+"#,
+    r#"
+-- Held: judged and not emailed under the owner's rules, through this message. Held messages
+-- are not covered: the conversation is looked at again when the visitor writes more, or when
+-- the rules change (progress.rules, their fingerprint, differs).
+ALTER TABLE conversations ADD COLUMN held_through INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE progress ADD COLUMN rules TEXT;
+DROP INDEX conversations_open;
+CREATE INDEX conversations_open ON conversations (id, ended, last_activity)
+    WHERE last_message > covered_through AND last_message > held_through;
+"#,
+    r#"
+-- What survives the export being restored or regenerated with other ids (see tracking.rs):
+-- covered_at, the latest activity an email (or the first run) covered, recognises covered
+-- messages by their time instead of their id; anchor is the row at the watermark as read, so a
+-- changed row there is noticed; read_count (rows read at or below the watermark) and
+-- audited_at let a periodic count notice rows inserted below it.
+ALTER TABLE conversations ADD COLUMN covered_at INTEGER;
+UPDATE conversations SET covered_at = last_activity WHERE covered_through >= last_message AND covered_through > 0;
+-- Messages whose conversations row had not arrived yet: when that was first seen.
+ALTER TABLE conversations ADD COLUMN missing_since INTEGER;
+ALTER TABLE progress ADD COLUMN anchor TEXT;
+ALTER TABLE progress ADD COLUMN read_count INTEGER;
+UPDATE progress SET read_count = 0 WHERE watermark = 0;
+ALTER TABLE progress ADD COLUMN audited_at INTEGER NOT NULL DEFAULT 0;
+"#,
+];
+
+/// Held for a whole run; the OS releases it when the process ends, however it ends.
+pub struct RunLock {
+    _file: File,
+}
+
+/// `None` when another run holds the lock.
+pub fn try_lock(state_path: &Path) -> Result<Option<RunLock>> {
+    let path = lock_path(state_path);
+    refuse_symlink(&path, "state lock")?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("state lock {}: opening", path.display()))?;
+    owner_only(&file).with_context(|| format!("state lock {}: setting mode 0600", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("state lock {}: locking", path.display())),
+    }
+}
+
+pub fn lock_path(state_path: &Path) -> PathBuf {
+    let mut s = state_path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// A symlink at the state's path could make us write visitors' details wherever it points
+/// (or create its target): refused, with the path.
+fn refuse_symlink(path: &Path, what: &str) -> Result<()> {
+    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("{what} {}: is a symbolic link; refusing to follow it (give the real path)", path.display());
+    }
+    Ok(())
+}
+
+/// 0600 whatever the file was created with: it holds visitors' details.
+fn owner_only(file: &File) -> std::io::Result<()> {
+    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+    /// The file had no schema when opened: this run is its first.
+    pub created: bool,
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display();
+        refuse_symlink(path, "state")?;
+        // Create it owner-only before SQLite does, and make an existing one owner-only: it
+        // holds visitors' details. SQLite gives its -wal and -shm files the same permissions.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(|| format!("state {shown}: opening"))?;
+        owner_only(&file).with_context(|| format!("state {shown}: setting mode 0600"))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            if let Ok(f) = File::open(&side) {
+                owner_only(&f).with_context(|| format!("state {}: setting mode 0600", Path::new(&side).display()))?;
+            }
+        }
+        let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "wal")
+            .with_context(|| format!("state {shown}: not a chat-notifier state file"))?;
+        // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
+        // a lost "sent" mark means one re-send with the same Message-ID.
+        conn.pragma_update(None, "synchronous", "normal")?;
+        let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
+        Ok(State { conn, path: path.to_owned(), created })
+    }
+
+    /// For commands that only look (status, preview): no file is created, nothing migrated.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("state {}: opening", path.display()))?;
+        let version = schema_version(&conn).with_context(|| format!("state {}: reading", path.display()))?;
+        if version != MIGRATIONS.len() {
+            bail!(
+                "state {}: schema {version}, this chat-notifier reads {}; a run (`chat-notifier run`) upgrades it",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        Ok(State { conn, path: path.to_owned(), created: false })
+    }
+
+    /// The schema version of the state file at `path`, and the one this build writes: for
+    /// `check`, which neither creates nor migrates it.
+    pub fn schema_of(path: &Path) -> Result<(usize, usize)> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("state {}: opening", path.display()))?;
+        let version = schema_version(&conn).with_context(|| format!("state {}: not a state file", path.display()))?;
+        Ok((version, MIGRATIONS.len()))
+    }
+
+    /// A throwaway copy of the state at `path` (empty when there is none yet), for a dry run:
+    /// the same code as a real run, on a file deleted when the returned path is dropped.
+    pub fn scratch_copy(path: &Path) -> Result<(Self, tempfile::TempPath)> {
+        let scratch = tempfile::Builder::new()
+            .prefix("chat-notifier-dry-run-")
+            .suffix(".sqlite")
+            .tempfile()
+            .context("dry run: creating a scratch copy of the state")?
+            .into_temp_path();
+        let existed = path.exists();
+        if existed {
+            refuse_symlink(path, "state")?;
+            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("state {}: opening", path.display()))?;
+            let mut copy = Connection::open(&scratch)?;
+            Backup::new(&source, &mut copy)?
+                .run_to_completion(1024, Duration::ZERO, None)
+                .with_context(|| format!("state {}: copying for a dry run", path.display()))?;
+        }
+        let mut state = State::open(&scratch)?;
+        // Nothing in a scratch copy needs to survive a crash.
+        state.conn.execute_batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
+        // Errors and notes name the real file, not the copy.
+        state.path = path.to_owned();
+        Ok((state, scratch))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` as one transaction: all of it is committed, or none.
+    pub fn atomically<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        let shown = self.path.display().to_string();
+        let tx = Tx(self.conn.savepoint().with_context(|| format!("state {shown}: starting a transaction"))?);
+        let out = f(&tx).with_context(|| format!("state {shown}"))?;
+        tx.0.commit().with_context(|| format!("state {shown}: committing"))?;
+        Ok(out)
+    }
+
+    /// Adds the state file's path to an error, which otherwise names only the statement.
+    fn context<T>(&self, result: rusqlite::Result<T>) -> Result<T> {
+        result.with_context(|| format!("state {}", self.path.display()))
+    }
+}
+
+/// The writes of one transaction; see `State::atomically`.
+pub struct Tx<'c>(Savepoint<'c>);
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Brings the schema up to date; true when the file had none (a first run).
+fn migrate(conn: &mut Connection) -> Result<bool> {
+    // Most runs find the schema current: no write transaction for them.
+    if schema_version(conn)? == MIGRATIONS.len() {
+        return Ok(false);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version = schema_version(&tx)?;
+    if version > MIGRATIONS.len() {
+        bail!("written by a newer chat-notifier (schema {version}, this one knows {})", MIGRATIONS.len());
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()?;
+    Ok(version == 0)
+}
+
+fn millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert!(migrate(&mut conn).unwrap(), "a first run");
+        conn.execute("UPDATE progress SET watermark = 7", []).unwrap();
+        assert!(!migrate(&mut conn).unwrap());
+        let (watermark, version): (i64, usize) = conn
+            .query_row("SELECT watermark, (SELECT user_version FROM pragma_user_version) FROM progress", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((watermark, version), (7, MIGRATIONS.len()));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(migrate(&mut conn).unwrap_err().to_string().contains("newer"));
+    }
+
+    #[test]
+    fn second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.sqlite");
+        let first = try_lock(&state).unwrap();
+        assert!(first.is_some());
+        assert!(try_lock(&state).unwrap().is_none());
+        drop(first);
+        assert!(try_lock(&state).unwrap().is_some());
+    }
+}

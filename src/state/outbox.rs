@@ -1,0 +1,172 @@
+//! The outbox: every email passes through it, pending until the transport takes it.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use lettre::message::{Mailbox, Mailboxes};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{State, millis};
+use crate::mail::Email;
+use crate::pipeline::classify::ChatState;
+
+/// The outbox columns `pending_row` reads, in its order.
+macro_rules! outbox_columns {
+    () => {
+        "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
+         subject, in_reply_to, refs, text_body, html_body, covers_through"
+    };
+}
+pub(super) const PENDING_SQL: &str =
+    concat!("SELECT ", outbox_columns!(), " FROM outbox WHERE status = 'pending' AND id > ?1 ORDER BY id LIMIT ?2");
+const LAST_SENT_SQL: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM outbox WHERE conversation_id = ?1 AND status = 'sent' ORDER BY id DESC LIMIT 1"
+);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub conversation_id: String,
+    pub state: ChatState,
+    /// The last message the email covers.
+    pub covers_through: i64,
+    pub attempts: u32,
+    pub email: Email,
+}
+
+/// An outbox row that cannot be read back as an email (written by a version with other rules,
+/// or edited by hand): parked by the run, never in the way of the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: i64,
+    pub conversation_id: String,
+    pub reason: String,
+}
+
+pub(super) fn insert(
+    tx: &rusqlite::Connection,
+    conversation_id: &str,
+    state: ChatState,
+    covers_through: i64,
+    message_id: &str,
+    email: &Email,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, mail_from, \
+         mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        conversation_id,
+        state.as_str(),
+        covers_through,
+        message_id,
+        email.date.timestamp_millis(),
+        email.from.to_string(),
+        email.to.to_string(),
+        email.cc.to_string(),
+        email.reply_to.as_ref().map(ToString::to_string),
+        email.subject,
+        email.in_reply_to,
+        email.references,
+        email.text,
+        email.html,
+    ])?;
+    Ok(())
+}
+
+impl State {
+    /// A page of the emails waiting to go out, oldest first, after outbox id `after`; a row
+    /// that cannot be read back comes as `Unreadable`, in its place.
+    pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<Result<Pending, Unreadable>>> {
+        let mut stmt = self.context(self.conn.prepare_cached(PENDING_SQL))?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok(pending_row(r).map_err(|e| Unreadable {
+                id: r.get(0).unwrap_or_default(),
+                conversation_id: r.get(1).unwrap_or_default(),
+                reason: e.to_string(),
+            }))
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    pub fn mark_sent(&self, outbox_id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.context(self.conn.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+             text_body = NULL, html_body = NULL WHERE id = ?1",
+            params![outbox_id, at.timestamp_millis()],
+        ))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; `park` takes the email out of the retry queue for good.
+    pub fn mark_failed(&self, outbox_id: i64, error: &str, park: bool) -> Result<()> {
+        self.context(self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, \
+             status = CASE WHEN ?3 THEN 'parked' ELSE status END WHERE id = ?1",
+            params![outbox_id, error, park],
+        ))?;
+        Ok(())
+    }
+
+    pub fn count_pending(&self) -> Result<usize> {
+        self.context(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0)))
+    }
+
+    /// The last email sent for a conversation, and what the email before it covered (0 if none).
+    pub fn last_sent(&self, conversation_id: &str) -> Result<Option<(Pending, i64)>> {
+        let last = self.conn.query_row(LAST_SENT_SQL, [conversation_id], |r| {
+            Ok(pending_row(r)
+                .map_err(|e| anyhow::anyhow!("outbox row {}: {e}", r.get::<_, i64>(0).unwrap_or_default())))
+        });
+        let Some(last) = self.context(last.optional())?.transpose()? else {
+            return Ok(None);
+        };
+        let before: i64 = self.context(self.conn.query_row(
+            "SELECT coalesce(max(covers_through), 0) FROM outbox WHERE conversation_id = ?1 AND id < ?2",
+            params![conversation_id, last.id],
+            |r| r.get(0),
+        ))?;
+        Ok(Some((last, before)))
+    }
+}
+
+/// An outbox row as an email; the error says which column could not be read back.
+fn pending_row(r: &Row) -> Result<Pending, String> {
+    let get = |i: usize| -> Result<Option<String>, String> { r.get(i).map_err(|e| format!("column {i}: {e}")) };
+    let text = |i: usize| -> Result<String, String> { Ok(get(i)?.unwrap_or_default()) };
+    let mailbox = |i: usize, name: &str| -> Result<Mailbox, String> {
+        let s = text(i)?;
+        s.parse().map_err(|e| format!("{name} {s:?} cannot be read back: {e}"))
+    };
+    let mailboxes = |i: usize, name: &str| -> Result<Mailboxes, String> {
+        let s = text(i)?;
+        if s.is_empty() {
+            return Ok(Mailboxes::new());
+        }
+        s.parse().map_err(|e| format!("{name} {s:?} cannot be read back: {e}"))
+    };
+    let int = |i: usize| -> Result<i64, String> { r.get(i).map_err(|e| format!("column {i}: {e}")) };
+    let state = text(2)?;
+    Ok(Pending {
+        id: int(0)?,
+        conversation_id: text(1)?,
+        state: ChatState::parse(&state).ok_or_else(|| format!("unknown state {state:?}"))?,
+        covers_through: int(15)?,
+        attempts: int(3)? as u32,
+        email: Email {
+            message_id: text(4)?,
+            date: millis(int(5)?),
+            from: mailbox(6, "From")?,
+            to: mailboxes(7, "To")?,
+            cc: mailboxes(8, "Cc")?,
+            reply_to: get(9)?.map(|_| mailbox(9, "Reply-To")).transpose()?,
+            subject: text(10)?,
+            in_reply_to: get(11)?,
+            references: get(12)?,
+            text: text(13)?,
+            html: text(14)?,
+        },
+    })
+}

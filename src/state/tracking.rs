@@ -1,0 +1,281 @@
+//! What a run folds in and decides: the watermark, each conversation's progress, and the
+//! writes that record a decision.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{State, Tx, millis};
+use crate::mail::Email;
+use crate::mail::thread::Thread;
+use crate::pipeline::classify::{ChatState, Seen, Tracked};
+
+/// The read every run makes, through its partial index: it costs what is open, not the number
+/// of conversations ever seen.
+pub(super) const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, \
+     subject, thread, missing_since FROM conversations \
+     WHERE last_message > covered_through AND last_message > held_through \
+     AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
+
+/// How far the export has been read, and what was found there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The highest message id read.
+    pub watermark: i64,
+    pub baseline_done: bool,
+    /// The row at the watermark as it was read (see `source::Probe`); none before the first.
+    pub anchor: Option<String>,
+    /// Rows read at or below the watermark; none when not known (a state from before).
+    pub read_count: Option<i64>,
+    /// When the rows below the watermark were last counted.
+    pub audited_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub id: String,
+    pub tracked: Tracked,
+    pub thread: Thread,
+    /// Its messages arrived before its conversations row, first seen then.
+    pub missing_since: Option<DateTime<Utc>>,
+}
+
+/// What a pass over the whole export found of one conversation, to line the state up with an
+/// export whose ids changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    pub tracked: Tracked,
+    /// The latest activity covered, by time: messages up to it were covered before.
+    pub covered_at: Option<DateTime<Utc>>,
+}
+
+impl State {
+    pub fn progress(&self) -> Result<Progress> {
+        self.context(self.conn.query_row(
+            "SELECT watermark, baseline_done, anchor, read_count, audited_at FROM progress",
+            [],
+            |r| {
+                Ok(Progress {
+                    watermark: r.get(0)?,
+                    baseline_done: r.get(1)?,
+                    anchor: r.get(2)?,
+                    read_count: r.get(3)?,
+                    audited_at: millis(r.get(4)?),
+                })
+            },
+        ))
+    }
+
+    /// A page of the conversations with uncovered messages that may be due: ended, or idle
+    /// since `idle_since` or earlier. In id order after `after`.
+    pub fn open_conversations(&self, idle_since: DateTime<Utc>, after: &str, limit: usize) -> Result<Vec<Open>> {
+        let mut stmt = self.context(self.conn.prepare_cached(OPEN_SQL))?;
+        let rows = stmt.query_map(params![after, limit as i64, idle_since.timestamp_millis()], open_row);
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// What the state knows of one conversation, whatever it stands.
+    pub fn conversation(&self, id: &str) -> Result<Option<Open>> {
+        self.context(
+            self.conn
+                .query_row(
+                    "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread, \
+                     missing_since FROM conversations WHERE id = ?1",
+                    [id],
+                    open_row,
+                )
+                .optional(),
+        )
+    }
+
+    /// When the rules that hold emails back differ from the last run's, makes every held
+    /// conversation open again, so that what the new rules make due is not lost. Returns how
+    /// many were reopened; a full read of the conversations, once per change of rules.
+    pub fn reopen_held_if_rules_changed(&mut self, fingerprint: &str) -> Result<usize> {
+        self.atomically(|tx| {
+            let stored: Option<String> = tx.0.query_row("SELECT rules FROM progress", [], |r| r.get(0))?;
+            if stored.as_deref() == Some(fingerprint) {
+                return Ok(0);
+            }
+            let reopened =
+                tx.0.execute("UPDATE conversations SET held_through = 0 WHERE held_through > covered_through", [])?;
+            tx.0.execute("UPDATE progress SET rules = ?1", [fingerprint])?;
+            Ok(reopened)
+        })
+    }
+}
+
+impl Tx<'_> {
+    /// Folds a batch of new messages into the conversations they belong to and moves the
+    /// watermark past them: `read` rows, the last of them `anchor`.
+    pub fn track<'a>(
+        &self,
+        seen: impl IntoIterator<Item = (&'a str, Seen)>,
+        watermark: i64,
+        anchor: &str,
+        read: usize,
+    ) -> Result<()> {
+        let mut upsert = self.0.prepare_cached(
+            "INSERT INTO conversations (id, last_message, last_activity, ended) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET last_message = max(last_message, excluded.last_message), \
+             last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended",
+        )?;
+        for (id, s) in seen {
+            upsert.execute(params![id, s.last_message, s.last_activity.timestamp_millis(), s.ended])?;
+        }
+        self.0.execute(
+            "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = read_count + ?3",
+            params![watermark, anchor, read as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Marks everything read of a conversation covered without an email.
+    pub fn cover(&self, open: &Open) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, missing_since = NULL \
+                 WHERE id = ?1",
+            )?
+            .execute(params![open.id, open.tracked.last_message, open.tracked.last_activity.timestamp_millis()])?;
+        Ok(())
+    }
+
+    /// Records that the rules hold this conversation back, as judged through its last message.
+    pub fn hold(&self, open: &Open) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE conversations SET held_through = ?2, missing_since = NULL WHERE id = ?1")?
+            .execute(params![open.id, open.tracked.last_message])?;
+        Ok(())
+    }
+
+    /// Records when a conversation's messages were first seen without its conversations row.
+    pub fn await_row(&self, open: &Open, since: DateTime<Utc>) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE conversations SET missing_since = ?2 WHERE id = ?1")?
+            .execute(params![open.id, since.timestamp_millis()])?;
+        Ok(())
+    }
+
+    /// Queues an email covering everything read of the conversation, and marks it covered, as
+    /// one step.
+    pub fn queue(&self, open: &Open, state: ChatState, email: &Email) -> Result<()> {
+        let covers_through = open.tracked.last_message;
+        let mut message_id = email.message_id.clone();
+        // Ids are per (conversation, state, last message covered): only an export whose ids
+        // were renumbered can make one come round again. A new email must never reuse it.
+        let taken = |id: &str| -> rusqlite::Result<bool> {
+            self.0
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE message_id = ?1)")?
+                .query_row([id], |r| r.get(0))
+        };
+        if taken(&message_id)? {
+            message_id = message_id.replacen('@', &format!(".{}@", open.tracked.emails + 1), 1);
+        }
+        super::outbox::insert(&self.0, &open.id, state, covers_through, &message_id, email)?;
+        // The thread's subject is fixed by its first email; a reply stores its "Re: " form
+        // nowhere, so every reply carries the root subject exactly once prefixed.
+        self.0
+            .prepare_cached(
+                "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, emails = emails + 1, \
+                 missing_since = NULL, subject = coalesce(subject, ?4), thread = ltrim(thread || ' ' || ?5) \
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                open.id,
+                covers_through,
+                open.tracked.last_activity.timestamp_millis(),
+                email.subject,
+                message_id
+            ])?;
+        Ok(())
+    }
+
+    pub fn finish_baseline(&self) -> Result<()> {
+        self.0.execute("UPDATE progress SET baseline_done = 1", [])?;
+        Ok(())
+    }
+
+    /// Sets what the next run checks the export against, without reading anything new.
+    pub fn set_anchor(
+        &self,
+        anchor: Option<&str>,
+        read_count: Option<i64>,
+        audited_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.0.execute(
+            "UPDATE progress SET anchor = coalesce(?1, anchor), read_count = coalesce(?2, read_count), \
+             audited_at = coalesce(?3, audited_at)",
+            params![anchor, read_count, audited_at.map(|t| t.timestamp_millis())],
+        )?;
+        Ok(())
+    }
+
+    /// Starts lining the state up with an export whose ids changed: every conversation is
+    /// closed (nothing uncovered, nothing held), and `begin_resync`'s caller then reopens, one by
+    /// one, those the export still holds. A full write of the conversations, once per such event.
+    pub fn begin_resync(&self) -> Result<()> {
+        self.0.execute(
+            "UPDATE conversations SET last_message = covered_through, held_through = 0, ended = 0, missing_since = NULL",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// What the state knew of a conversation before a resync: its covered time and id.
+    pub fn covered(&self, id: &str) -> Result<Option<(Option<DateTime<Utc>>, i64, u32)>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT covered_at, covered_through, emails FROM conversations WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get::<_, Option<i64>>(0)?.map(millis), r.get(1)?, r.get(2)?)))
+            .optional()?)
+    }
+
+    /// Writes what a resync found of one conversation.
+    pub fn rebase(&self, id: &str, r: &Resync) -> Result<()> {
+        let t = &r.tracked;
+        self.0
+            .prepare_cached(
+                "INSERT INTO conversations (id, last_message, last_activity, ended, covered_through, covered_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET last_message = excluded.last_message, \
+                 last_activity = excluded.last_activity, ended = excluded.ended, \
+                 covered_through = excluded.covered_through, covered_at = excluded.covered_at",
+            )?
+            .execute(params![
+                id,
+                t.last_message,
+                t.last_activity.timestamp_millis(),
+                t.ended,
+                t.covered_through,
+                r.covered_at.map(|c| c.timestamp_millis())
+            ])?;
+        Ok(())
+    }
+
+    /// Ends a resync: the export is read through `watermark`, `read` rows, its last `anchor`.
+    pub fn finish_resync(&self, watermark: i64, anchor: &str, read: i64, now: DateTime<Utc>) -> Result<()> {
+        self.0.execute(
+            "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
+            params![watermark, anchor, read, now.timestamp_millis()],
+        )?;
+        Ok(())
+    }
+}
+
+fn open_row(r: &Row) -> rusqlite::Result<Open> {
+    Ok(Open {
+        id: r.get(0)?,
+        tracked: Tracked {
+            last_message: r.get(1)?,
+            last_activity: millis(r.get(2)?),
+            ended: r.get(3)?,
+            covered_through: r.get(4)?,
+            emails: r.get(5)?,
+        },
+        thread: Thread {
+            subject: r.get(6)?,
+            message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
+        },
+        missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
+    })
+}
