@@ -39,7 +39,7 @@ fn config_errors_name_the_file_and_key_and_touch_nothing() {
     }
     assert!(server.received().is_empty());
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+    let out = std::process::Command::new(support::bin())
         .args(["--config", "/nonexistent/notifier.toml", "run"])
         .output()
         .unwrap();

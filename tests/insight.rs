@@ -246,7 +246,7 @@ fn progress_shows_on_a_terminal_and_never_in_cron() {
     let args = ["run", "--backfill", "--dry-run", "--now", "2026-11-24T12:00:00Z"];
 
     // As cron runs it: stderr is a pipe, and nothing is drawn.
-    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+    let piped = std::process::Command::new(support::bin())
         .arg("--config")
         .arg(&f.config)
         .args(args)
@@ -258,12 +258,8 @@ fn progress_shows_on_a_terminal_and_never_in_cron() {
     assert!(stderr.lines().all(|l| l.starts_with(support::FIRST_RUN)), "no progress in cron: {stderr}");
 
     // At a terminal (a pseudo-terminal made by script(1)): the bar is drawn.
-    let command = format!(
-        "{} --config {} {} > /dev/null",
-        env!("CARGO_BIN_EXE_chat-notifier"),
-        f.config.display(),
-        args.join(" ")
-    );
+    let command =
+        format!("{} --config {} {} > /dev/null", support::bin().display(), f.config.display(), args.join(" "));
     let tty = std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
     assert!(tty.status.success(), "{}", String::from_utf8_lossy(&tty.stderr));
     let screen = String::from_utf8_lossy(&tty.stdout);

@@ -342,7 +342,7 @@ fn overlapping_runs_send_each_email_once() {
     }
     let children: Vec<_> = (0..4)
         .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+            std::process::Command::new(support::bin())
                 .args(["--config", f.config.to_str().unwrap(), "run", "--now", "2026-11-25T00:00:00Z"])
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -2,7 +2,7 @@
 //! the last one it got. Reads only; sends nothing.
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use crate::cli::PreviewArgs;
 use crate::config::Config;

@@ -74,8 +74,11 @@ impl<'a> Shown<'a> {
         let size = |m: &Message| m.body.len().min(limits.message_chars * 4);
         let mut budget = limits.transcript_bytes;
         let mut start = transcript.len();
+        // Room for the first few when not all fit.
+        let tail_max =
+            if transcript.len() > limits.messages { limits.messages.saturating_sub(HEAD) } else { limits.messages };
         // The latest messages first: they are what the email is about. At least one.
-        while start > 0 && transcript.len() - start < limits.messages.max(1) {
+        while start > 0 && transcript.len() - start < tail_max.max(1) {
             let s = size(&transcript[start - 1]);
             if s > budget && start < transcript.len() {
                 break;

@@ -85,6 +85,19 @@ mod tests {
         assert_eq!(distinct.len(), 20_000);
     }
 
+    /// Identifiers and Message-IDs are public: owners search their inboxes for them, and mail
+    /// clients thread on them. A change of hashing would silently split every existing thread.
+    /// The values were computed independently (Python's hashlib), and the first is the README's.
+    #[test]
+    fn identifiers_and_message_ids_are_pinned() {
+        assert_eq!(identifier("0b7e4d21-jane"), "5D51-SMMV-GMQ5");
+        assert_eq!(identifier("conv-1"), "6S94-ZP7P-EHZW");
+        assert_eq!(
+            message_id("0b7e4d21-jane", ChatState::Abandoned, 7, "example.com"),
+            "<chat.2b4a1cd29b852e552de5dbecc872c9e0.abandoned.7@example.com>"
+        );
+    }
+
     #[test]
     fn message_id_differs_per_state_and_coverage() {
         let a = message_id("c", ChatState::Abandoned, 10, "example.com");

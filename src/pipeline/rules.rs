@@ -93,17 +93,25 @@ impl Routing {
     /// conversations held back under the old rules are then looked at again.
     pub fn fingerprint(&self) -> String {
         let mut bots: Vec<_> = self.by_bot.iter().map(|(id, &i)| (id.as_str(), rules_of(&self.all[i]))).collect();
-        bots.sort();
-        let text = format!("{:?} {bots:?}", rules_of(&self.all[0]));
+        bots.sort_by(|a, b| a.0.cmp(b.0));
+        // JSON, not Debug: a stable format, so a new compiler never looks like a change of rules.
+        let text = serde_json::json!({ "default": rules_of(&self.all[0]), "bots": bots }).to_string();
         Sha256::digest(text.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 }
 
-fn rules_of(s: &Settings) -> impl std::fmt::Debug + Ord + use<> {
+/// The parts of a bot's settings that hold emails back (not recipients or subjects).
+fn rules_of(s: &Settings) -> serde_json::Value {
     let n = &s.notify;
     let mut on: Vec<&str> = n.on.iter().map(|s| s.as_str()).collect();
     on.sort();
-    (s.enabled, on.join(","), n.require_fields.clone(), n.require_any_field.clone(), n.min_visitor_messages)
+    serde_json::json!({
+        "enabled": s.enabled,
+        "on": on,
+        "require_fields": n.require_fields,
+        "require_any_field": n.require_any_field,
+        "min_visitor_messages": n.min_visitor_messages,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +173,20 @@ mod tests {
             template_set: 0,
             notify,
         }
+    }
+
+    /// Stored in every state file: a change of format would look like a change of rules (and
+    /// reopen every held conversation once), so the default rules' fingerprint is pinned.
+    #[test]
+    fn the_rules_fingerprint_is_stable() {
+        let config: crate::config::Config = toml::from_str(
+            "export = \"e\"\nstate = \"s\"\n[mail]\nfrom = \"n@example.com\"\nto = [\"o@example.com\"]\n\
+             [transport]\nkind = \"folder\"\npath = \"o\"\n",
+        )
+        .unwrap();
+        let routing = Routing::new(&config);
+        // sha256 of {"bots":[],"default":{"enabled":true,"min_visitor_messages":1,"on":["abandoned","completed","resumed"],"require_any_field":[],"require_fields":[]}}
+        assert_eq!(routing.fingerprint(), "339e003a2828d8247a05f89c6c24b47e");
     }
 
     #[test]

@@ -26,6 +26,13 @@ CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
 INSERT INTO bots VALUES ('lead', 'Lead Bot');
 ";
 
+/// The binary under test: the one cargo built, or `CHAT_NOTIFIER_BIN`, which runs the same
+/// tests against another build (how a fix's test is shown to fail on the build before it).
+pub fn bin() -> PathBuf {
+    std::env::var_os("CHAT_NOTIFIER_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chat-notifier")), PathBuf::from)
+}
+
 pub struct Fixture {
     pub dir: TempDir,
     pub export: PathBuf,
@@ -167,7 +174,7 @@ timeout = "5s"
     }
 
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+        let out = Command::new(bin())
             .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
@@ -185,7 +192,7 @@ timeout = "5s"
 
     /// Starts `chat-notifier --config <fixture> ARGS` without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_chat-notifier"))
+        Command::new(bin())
             .arg("--config")
             .arg(&self.config)
             .args(args)
