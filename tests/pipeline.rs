@@ -194,18 +194,18 @@ fn smtp_down_keeps_the_email_and_the_retry_carries_the_same_message_id() {
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
     assert!(out.stderr.contains("not sent (attempt 1)"), "{}", out.stderr);
     assert!(out.stderr.lines().all(|l| l.starts_with("chat-notifier: ")), "{}", out.stderr);
-    let pending = f.state_rows("SELECT message_id, status, attempts FROM outbox ORDER BY id");
+    let pending = f.outbox();
     assert_eq!(pending.len(), 2);
-    assert!(pending.iter().all(|r| r[1] == "Text(\"pending\")"), "{pending:?}");
-    assert_eq!(pending[0][2], "Integer(1)");
-    assert_eq!(pending[1][2], "Integer(0)", "the batch stops at an unreachable server");
+    assert!(pending.iter().all(|r| r.status == "pending"), "{pending:?}");
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[1].attempts, 0, "the batch stops at an unreachable server");
 
     f.write_config(server.port(), "");
     f.run_at("2026-11-24T11:00:00Z", &[], 0);
     let m = mails(&server);
     assert_eq!(m.len(), 2);
-    assert_eq!(format!("Text(\"<{}>\")", m[0].message_id), pending[0][0], "same Message-ID as first decided");
-    assert_eq!(format!("Text(\"<{}>\")", m[1].message_id), pending[1][0]);
+    assert_eq!(format!("<{}>", m[0].message_id), pending[0].message_id, "same Message-ID as first decided");
+    assert_eq!(format!("<{}>", m[1].message_id), pending[1].message_id);
     assert!(m[0].raw.contains("Date: Tue, 24 Nov 2026 10:00:00 +0000"), "the Date of the decision");
 
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
@@ -221,15 +221,15 @@ fn a_temporary_refusal_is_retried_next_run_with_the_same_message_id() {
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
     assert!(out.stderr.contains("451"), "{}", out.stderr);
     assert!(server.received().is_empty());
-    let decided = f.state_rows("SELECT message_id, attempts, last_error FROM outbox");
-    assert_eq!(decided[0][1], "Integer(1)");
-    assert!(decided[0][2].contains("greylisted"), "{decided:?}");
+    let decided = f.outbox();
+    assert_eq!(decided[0].attempts, 1);
+    assert!(decided[0].last_error.as_deref().is_some_and(|e| e.contains("greylisted")), "{decided:?}");
 
     server.set(Behavior::Accept);
     f.run_at("2026-11-24T10:05:00Z", &[], 0);
     let m = mails(&server);
     assert_eq!(m.len(), 1);
-    assert_eq!(format!("Text(\"<{}>\")", m[0].message_id), decided[0][0]);
+    assert_eq!(format!("<{}>", m[0].message_id), decided[0].message_id);
 }
 
 #[test]
@@ -252,8 +252,9 @@ fn a_permanently_refused_email_is_parked_and_the_others_still_go() {
 
     let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
     assert!(out.stderr.contains("parked after 2 refusals: permanent error (550)"), "{}", out.stderr);
-    let parked = f.state_rows("SELECT status, attempts FROM outbox WHERE status != 'sent'");
-    assert_eq!(parked, [["Text(\"parked\")", "Integer(2)"]]);
+    let parked: Vec<(String, u32)> =
+        f.outbox().into_iter().filter(|r| r.status != "sent").map(|r| (r.status, r.attempts)).collect();
+    assert_eq!(parked, [("parked".to_owned(), 2)]);
 
     let attempts = server.attempts();
     let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
@@ -284,7 +285,7 @@ fn smtp_login_reads_the_password_from_the_environment_or_a_file() {
     let out = run("2026-11-24T10:00:00Z", "wrong", 3);
     assert!(out.stderr.contains("535"), "{}", out.stderr);
     assert!(!out.stderr.contains("wrong"), "no password in the log: {}", out.stderr);
-    assert_eq!(f.state_rows("SELECT status FROM outbox"), [["Text(\"pending\")"]]);
+    assert_eq!(f.outbox().iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["pending"]);
 
     run("2026-11-24T10:05:00Z", "s3cret pass", 0);
     assert_eq!(mails(&server).len(), 1);
@@ -340,18 +341,20 @@ fn overlapping_runs_send_each_email_once() {
     for i in 0..20 {
         f.lead_who_leaves(&format!("c{i:02}"), &format!("Visitor {i}"), "v@example.com", i);
     }
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            std::process::Command::new(support::bin())
-                .args(["--config", f.config.to_str().unwrap(), "run", "--now", "2026-11-25T00:00:00Z"])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
-    assert!(codes.iter().all(|c| *c == 0 || *c == 4), "{codes:?}");
-    assert!(codes.contains(&0));
+    // The first run sends slowly: the others start while it is mid-batch, holding the lock.
+    server.set(Behavior::StallAfterData(std::time::Duration::from_millis(100)));
+    let first = f.spawn(&["run", "--now", "2026-11-25T00:00:00Z"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.received().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the first run never sent");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let others: Vec<_> = (0..3).map(|_| f.spawn(&["run", "--now", "2026-11-25T00:00:00Z"])).collect();
+    let codes: Vec<i32> = others.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    let sent_meanwhile = server.received().len();
+    assert_eq!(codes, [4, 4, 4], "each overlapping run found the lock held and left");
+    assert!(sent_meanwhile < 20, "they overlapped the first run's batch ({sent_meanwhile} of 20 sent by then)");
+    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
     f.run_at("2026-11-25T00:00:00Z", &[], 0); // whatever the overlapping runs left
     let mut ids: Vec<String> = mails(&server).into_iter().map(|m| m.message_id).collect();
     assert_eq!(ids.len(), 20);
@@ -406,9 +409,8 @@ fn prune_forgets_settled_conversations_and_keeps_everything_else() {
     let out = f.run(&["-v", "prune", "--older-than", "90d", "--now", "2027-03-01T09:10:00Z"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("pruned 1 conversation(s)"), "{}", out.stderr);
-    let left = f.state_rows("SELECT id FROM conversations ORDER BY id");
-    assert_eq!(left, [["Text(\"recent\")"], ["Text(\"waiting\")"]], "open and pending ones stay");
-    assert_eq!(f.state_rows("SELECT 1 FROM outbox WHERE status = 'pending'").len(), 1);
+    assert_eq!(f.tracked(), ["recent", "waiting"], "open and pending ones stay");
+    assert_eq!(f.outbox().iter().filter(|r| r.status == "pending").count(), 1);
 
     // A forgotten conversation that comes back gets a fresh first email, with its whole transcript.
     server.set(Behavior::Accept);

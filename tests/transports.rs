@@ -37,7 +37,7 @@ fn a_failing_sendmail_keeps_the_email_queued() {
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
     assert!(out.stderr.contains("not sent (attempt 1)"), "{}", out.stderr);
-    assert_eq!(f.state_rows("SELECT status FROM outbox"), [["Text(\"pending\")"]]);
+    assert_eq!(f.outbox().iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["pending"]);
 }
 
 #[test]

@@ -220,6 +220,38 @@ timeout = "5s"
             .collect()
     }
 
+    /// The outbox, oldest first, as typed rows.
+    pub fn outbox(&self) -> Vec<OutboxRow> {
+        let conn = Connection::open(&self.state).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT conversation_id, state, covers_through, message_id, status, attempts, last_error \
+                 FROM outbox ORDER BY id",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok(OutboxRow {
+                conversation_id: r.get(0)?,
+                state: r.get(1)?,
+                covers_through: r.get(2)?,
+                message_id: r.get(3)?,
+                status: r.get(4)?,
+                attempts: r.get(5)?,
+                last_error: r.get(6)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The ids of the conversations the state tracks, in order.
+    pub fn tracked(&self) -> Vec<String> {
+        let conn = Connection::open(&self.state).unwrap();
+        let mut stmt = conn.prepare("SELECT id FROM conversations ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     pub fn state_rows(&self, sql: &str) -> Vec<Vec<String>> {
         let conn = Connection::open(&self.state).unwrap();
         let mut stmt = conn.prepare(sql).unwrap();
@@ -231,6 +263,18 @@ timeout = "5s"
         .collect::<Result<_, _>>()
         .unwrap()
     }
+}
+
+/// One outbox row, as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub conversation_id: String,
+    pub state: String,
+    pub covers_through: i64,
+    pub message_id: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 /// A received email, read strictly: the raw header block is checked line by line, then
