@@ -55,15 +55,15 @@ fn refusals_at_mail_rcpt_and_data_keep_everything_queued() {
         let out = f.run_at(NOW, &[], 3);
         assert_eq!(out.stderr.matches("not sent (attempt 1)").count(), 3, "{stage}: every one tried: {}", out.stderr);
         assert!(server.received().is_empty(), "{stage}");
-        let queued = f.outbox().into_iter().filter(|r| r.status == "pending" && r.attempts == 1).count();
-        assert_eq!(queued, 3, "{stage}");
+        let queued: HashSet<String> =
+            f.outbox().into_iter().filter(|r| r.status == "pending" && r.attempts == 1).map(|r| r.message_id).collect();
+        assert_eq!(queued.len(), 3, "{stage}");
 
         server.set(Behavior::Accept);
         f.run_at(NOW, &[], 0);
         assert_each_once_at_most_dups(&server, 3, 0);
-        let sent: HashSet<String> =
-            mails(&server).into_iter().map(|m| format!("Text(\"<{}>\")", m.message_id)).collect();
-        assert_eq!(sent, queued.into_iter().map(|r| r[0].clone()).collect(), "{stage}: same Message-IDs");
+        let sent: HashSet<String> = mails(&server).into_iter().map(|m| format!("<{}>", m.message_id)).collect();
+        assert_eq!(sent, queued, "{stage}: same Message-IDs");
     }
 }
 

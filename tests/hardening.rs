@@ -9,8 +9,8 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use rusqlite::{Connection, params};
-use support::{Behavior, Fixture, SmtpServer, identifier, mails};
+use rusqlite::Connection;
+use support::{Behavior, Fixture, SmtpServer, mails};
 
 /// Lines of stderr other than the first run's note.
 fn warnings(out: &support::Output) -> Vec<String> {
@@ -69,30 +69,14 @@ fn an_outbox_row_that_cannot_be_read_back_is_parked_alone() {
 
 // A2 ----------------------------------------------------------------------------------------
 
-/// Copies the export's rows into a new file with the given message ids (old id -> new id),
-/// leaving out messages mapped to None.
-fn rewrite_export(f: &Fixture, map: impl Fn(i64) -> Option<i64>) {
-    let rows: Vec<(i64, String, String, String, Option<String>, Option<String>, Option<String>, String)> = {
-        let conn = Connection::open(&f.export).unwrap();
-        let mut stmt = conn.prepare("SELECT * FROM messages ORDER BY id").unwrap();
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-    };
-    let conn = Connection::open(&f.export).unwrap();
-    conn.execute("DELETE FROM messages", []).unwrap();
-    for (id, c, at, sender, gambit, input, field, body) in rows {
-        if let Some(new) = map(id) {
-            conn.execute(
-                "INSERT INTO messages VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![new, c, at, sender, gambit, input, field, body],
-            )
-            .unwrap();
-        }
-    }
+/// Rewrites the export's messages with new ids: `new_id` is a SQL expression of the old `id`;
+/// rows it maps to NULL are left out.
+fn rewrite_export(f: &Fixture, new_id: &str) {
+    f.sql(&format!(
+        "CREATE TEMP TABLE old AS SELECT * FROM messages; DELETE FROM messages;
+         INSERT INTO messages SELECT {new_id}, conversation_id, sent_at, sender, gambit_id, input_type, field, body
+         FROM old WHERE {new_id} IS NOT NULL; DROP TABLE old;"
+    ));
 }
 
 #[test]
@@ -104,7 +88,7 @@ fn an_export_restored_from_a_backup_is_noticed_and_its_new_lead_emailed() {
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2);
     // Restored from a backup taken before Bob's chat; since then a new visitor finished one.
-    rewrite_export(&f, |id| (id <= 5).then_some(id));
+    rewrite_export(&f, "CASE WHEN id <= 5 THEN id END");
     f.conversation("c", "2026-11-24T10:28:00Z");
     f.bot("c", "2026-11-24T10:28:00Z", "ask_email", "email", "Your email?");
     f.visitor("c", "2026-11-24T10:29:00Z", Some("email"), "cy@example.com");
@@ -130,7 +114,7 @@ fn an_export_regenerated_with_other_ids_sends_only_what_is_new() {
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2);
     // Regenerated: the same chats under other ids (Bob's first), and Ann came back and finished.
-    rewrite_export(&f, |id| Some(if id <= 5 { id + 104 } else { id + 94 }));
+    rewrite_export(&f, "CASE WHEN id <= 5 THEN id + 104 ELSE id + 94 END");
     f.visitor("a", "2026-11-24T12:00:00Z", Some("phone"), "555");
     f.end("a", "2026-11-24T12:00:01Z");
     let out = f.run_at("2026-11-24T12:01:00Z", &[], 0);
@@ -263,4 +247,318 @@ fn messages_before_their_conversation_row_wait_for_it() {
     assert_eq!(out.stderr, "");
     let status = f.run(&["status", "--json", "--now", "2026-11-26T10:30:00Z"]);
     assert!(status.stdout.contains("\"waiting\": 0"), "nothing left waiting: {}", status.stdout);
+}
+
+// A7 ----------------------------------------------------------------------------------------
+
+#[test]
+fn the_folder_transport_on_a_full_disk_leaves_no_partial_file_and_loses_nothing() {
+    let f = Fixture::new(1);
+    let outbox = f.dir.path().join("outbox");
+    let copies = f.dir.path().join("copies");
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&copies).unwrap();
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    for i in 0..6 {
+        let id = format!("c{i}");
+        f.lead_who_leaves(&id, &format!("Visitor {i}"), "v@example.com", i);
+        f.visitor(&id, &format!("2026-11-24T09:{i:02}:30Z"), None, &"words ".repeat(3000));
+    }
+    // A 64 KiB disk holds two or three of these emails. Then the pickup agent takes what was
+    // written (copied out, removed) and the next run sends the rest.
+    let run = format!(
+        "{} --config {} run --now 2026-11-24T11:00:00Z; echo \"exit=$?\"",
+        support::bin().display(),
+        f.config.display()
+    );
+    let script = format!(
+        "set -u; mount -t tmpfs -o size=64k tmpfs {out} && umask 022 && \
+         {run}; ls -A {out}; stat -c 'mode=%a size=%s %n' {out}/*; cp {out}/*.eml {copies}/; rm -f {out}/*.eml; \
+         {run}; ls -A {out}; cp {out}/*.eml {copies}/",
+        out = outbox.display(),
+        copies = copies.display(),
+    );
+    let Some(out) = support::in_namespace(&script) else { return };
+    let runs: Vec<&str> = out.stdout.split("exit=").skip(1).collect();
+    assert_eq!(runs.len(), 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(runs[0].starts_with('3'), "the first run could not write everything: {}", out.stdout);
+    assert!(runs[1].starts_with('0'), "the second one wrote the rest: {}\n{}", out.stdout, out.stderr);
+    for listing in &runs {
+        for name in listing.lines().skip(1).filter(|l| !l.starts_with("mode=")) {
+            assert!(name.ends_with(".eml") && !name.starts_with('.'), "only whole emails in the folder: {name:?}");
+        }
+    }
+    let modes: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("mode=")).collect();
+    assert!(!modes.is_empty());
+    for line in &modes {
+        assert!(line.starts_with("mode=600 ") && !line.contains(" size=0 "), "owner-only, never empty: {line}");
+    }
+    assert!(out.stderr.contains("No space left on device"), "{}", out.stderr);
+    let mut subjects: Vec<String> =
+        std::fs::read_dir(&copies).unwrap().map(|e| support::read_eml(&e.unwrap().path()).subject).collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 6, "each email once, whole: {subjects:?}");
+}
+
+#[test]
+fn the_folder_mode_can_be_widened_for_a_pickup_folder() {
+    let f = Fixture::new(1);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"\nmode = \"0640\"");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let files: Vec<_> = std::fs::read_dir(f.dir.path().join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o640);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"\nmode = \"0755\"");
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 1);
+    assert!(out.stderr.contains("transport.mode") || out.stderr.contains("mode: \"0755\""), "{}", out.stderr);
+}
+
+// A8 ----------------------------------------------------------------------------------------
+
+#[test]
+fn the_state_file_is_owner_only_and_never_reached_through_a_symlink() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    // Created by someone else's `touch`, world-readable: made owner-only on the first open.
+    std::fs::write(&f.state, "").unwrap();
+    std::fs::set_permissions(&f.state, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(std::fs::metadata(&f.state).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A dangling symlink at the state's path: refused, its target not created.
+    std::fs::rename(&f.state, f.dir.path().join("moved.sqlite")).unwrap();
+    let target = f.dir.path().join("elsewhere.sqlite");
+    std::os::unix::fs::symlink(&target, &f.state).unwrap();
+    let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
+    assert!(out.stderr.contains(&format!("state {}: is a symbolic link", f.state.display())), "{}", out.stderr);
+    assert!(!target.exists());
+    std::fs::remove_file(&f.state).unwrap();
+    std::fs::rename(f.dir.path().join("moved.sqlite"), &f.state).unwrap();
+
+    // The lock beside it, the same.
+    let lock = f.dir.path().join("state.sqlite.lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
+    assert!(out.stderr.contains("state lock") && out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    assert!(!target.exists());
+}
+
+#[test]
+fn state_and_export_as_one_file_is_refused_before_anything_is_touched() {
+    let f = Fixture::new(1);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let config =
+        std::fs::read_to_string(&f.config).unwrap().replace("state = \"state.sqlite\"", "state = \"./export.sqlite\"");
+    std::fs::write(&f.config, config).unwrap();
+    for args in [&["run"][..], &["check"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1);
+        let line =
+            out.stdout.lines().chain(out.stderr.lines()).find(|l| l.contains("is the export")).unwrap_or_default();
+        assert!(line.contains("notifier.toml: state: "), "{}{}", out.stdout, out.stderr);
+        assert!(line.len() < 300, "one short line: {line}");
+    }
+    let mode: String = Connection::open(&f.export).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "delete", "the export was not switched to WAL");
+}
+
+#[test]
+fn an_emptied_state_file_says_loudly_what_its_first_run_will_do() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("old", "Old Timer", "old@example.com", 0);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.visitor("c1", "2026-11-25T09:00:00Z", None, "still there?");
+    f.run_at("2026-11-25T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+    std::fs::write(&f.state, "").unwrap(); // a restore gone wrong, a full disk...
+    let expected = format!(
+        "{}{} (no earlier run recorded): 1 conversation(s) active in the last 24h emailed as new threads, 1 older recorded without an email",
+        support::FIRST_RUN,
+        f.state.display()
+    );
+    let dry = f.run_at("2026-11-25T10:05:00Z", &["--dry-run"], 0);
+    assert!(dry.stderr.starts_with(&expected), "{}", dry.stderr);
+    let out = f.run_at("2026-11-25T10:05:00Z", &[], 0);
+    assert!(out.stderr.starts_with(&expected), "{}", out.stderr);
+}
+
+// A9 ----------------------------------------------------------------------------------------
+
+#[test]
+fn no_terminal_escape_from_the_export_reaches_any_output() {
+    let f = Fixture::new(1);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    f.sql("INSERT INTO bots VALUES ('evil', 'Evil\u{1b}[2J Bot\u{7}')");
+    f.conversation_of("evil", "e1", "2026-11-24T09:00:00Z");
+    f.sql("UPDATE conversations SET page_url = 'https://x.example/\u{1b}]0;pwned\u{7}' WHERE id = 'e1'");
+    f.message("e1", "2026-11-24T09:00:00Z", "bot", Some("ask\u{1b}[31m\r_name"), Some("text"), None, "Name?");
+    f.message("e1", "2026-11-24T09:00:01Z", "visitor", None, None, Some("na\u{1b}[1mme"), "Eve\u{1b}[5m");
+    f.message("e1", "2026-11-24T09:00:02Z", "bot", Some("ask\u{1b}[31m\r_mail"), Some("email"), None, "Mail?");
+    let outputs = [
+        f.run(&["preview", "e1", "--now", "2026-11-24T10:00:00Z"]),
+        f.run(&["run", "--dry-run", "--now", "2026-11-24T10:00:00Z"]),
+        f.run(&["report", "--now", "2026-11-24T10:00:00Z"]),
+        f.run(&["report", "--format", "csv", "--now", "2026-11-24T10:00:00Z"]),
+        f.run(&["run", "--now", "2026-11-24T10:00:00Z"]),
+        f.run(&["status", "--now", "2026-11-24T10:00:00Z"]),
+    ];
+    for out in &outputs {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains(['\u{1b}', '\u{7}', '\r']), "{text:?}");
+        }
+    }
+    assert!(outputs[0].stdout.contains("Evil\u{FFFD}[2J Bot"), "shown, defused: {}", outputs[0].stdout);
+    assert!(outputs[2].stdout.contains("ask\u{FFFD}[31m _name"), "{}", outputs[2].stdout);
+    let eml = std::fs::read_dir(f.dir.path().join("outbox")).unwrap().next().unwrap().unwrap().path();
+    let mail = support::read_eml(&eml);
+    assert!(!mail.text.contains(['\u{1b}', '\u{7}']) && !mail.html.contains(['\u{1b}', '\u{7}']), "{}", mail.text);
+}
+
+// A10 ---------------------------------------------------------------------------------------
+
+#[test]
+fn absurd_durations_are_config_errors_not_panics() {
+    let f = Fixture::new(1);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let good = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, good.replace("time_zone = \"UTC\"", "abandon_after = \"100000000d\"")).unwrap();
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 1);
+    assert!(check.stdout.contains("abandon_after") && check.stdout.contains("at most 36500d"), "{}", check.stdout);
+    let run = f.run_at("2026-11-24T10:00:00Z", &[], 1);
+    assert!(run.stderr.contains("abandon_after"), "{}", run.stderr);
+    std::fs::write(&f.config, &good).unwrap();
+    let prune = f.run(&["prune", "--older-than", "100000000d"]);
+    assert_eq!(prune.code, 2, "a usage error: {}", prune.stderr);
+}
+
+#[test]
+fn a_password_in_the_config_is_refused_for_every_transport() {
+    let f = Fixture::new(1);
+    for table in
+        ["kind = \"folder\"\npath = \"outbox\"\npassword = \"hunter2\"", "kind = \"sendmail\"\npassword = \"hunter2\""]
+    {
+        f.set_transport(table);
+        let out = f.run(&["check"]);
+        assert_eq!(out.code, 1, "{table}");
+        assert!(out.stdout.contains("password: passwords are not read from the config file"), "{}", out.stdout);
+        assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    }
+}
+
+#[test]
+fn a_runaway_template_fails_its_email_instead_of_hanging_the_run() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let templates = f.dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("abandoned.txt"),
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    f.write_config(server.port(), "templates = \"templates\"");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 1);
+    assert!(check.stdout.contains("abandoned.txt") && check.stdout.contains("fuel"), "{}", check.stdout);
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(out.stderr.contains("conversation \"c1\"") && out.stderr.contains("fuel"), "{}", out.stderr);
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let f = Fixture::new(1);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    for i in 0..30 {
+        f.lead_who_leaves(&format!("c{i}"), "Jane Doe", "jane@example.com", i);
+    }
+    f.run_at("2026-11-24T09:45:00Z", &[], 0);
+    for args in [
+        &["status", "--now", "2026-11-24T09:45:00Z"][..],
+        &["report"],
+        &["check"],
+        &["completions", "bash"],
+        &["man"],
+        &["run", "--dry-run", "--now", "2026-11-25T09:00:00Z"],
+    ] {
+        let mut child = Command::new(support::bin())
+            .arg("--config")
+            .arg(&f.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // `| head` that has read enough, before anything was written
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn state_errors_name_the_state_file() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    // A state file one schema version behind (as the previous release wrote it).
+    Connection::open(&f.state)
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE conversations DROP COLUMN covered_at; ALTER TABLE conversations DROP COLUMN missing_since;
+             ALTER TABLE progress DROP COLUMN anchor; ALTER TABLE progress DROP COLUMN read_count;
+             ALTER TABLE progress DROP COLUMN audited_at; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    let shown = f.state.display().to_string();
+    let status = f.run(&["status"]);
+    assert_eq!(status.code, 1);
+    assert!(
+        status.stderr.contains(&format!("state {shown}: schema 3, this chat-notifier reads 4")),
+        "{}",
+        status.stderr
+    );
+    let check = f.run(&["check"]);
+    assert!(check.stdout.contains(&format!("{shown} (schema 3: the next run upgrades it to 4)")), "{}", check.stdout);
+    f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2, "upgraded and running");
+
+    // A full disk and a read-only folder, for real.
+    let state_dir = f.dir.path().join("small");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let config = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .replace("state = \"state.sqlite\"", "state = \"small/state.sqlite\"");
+    std::fs::write(&f.config, config).unwrap();
+    let run = format!("{} --config {} run --now 2026-11-24T12:00:00Z", support::bin().display(), f.config.display());
+    let script = format!(
+        "mount -t tmpfs -o size=8k tmpfs {dir} && head -c 8192 /dev/zero > {dir}/filler; {run}; echo \"exit=$?\"; \
+         rm -f {dir}/*; mount -o remount,ro {dir} && {run}; echo \"exit=$?\"",
+        dir = state_dir.display()
+    );
+    let Some(out) = support::in_namespace(&script) else { return };
+    assert_eq!(out.stdout.matches("exit=1").count(), 2, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let small = state_dir.join("state.sqlite");
+    for line in &lines {
+        assert!(
+            line.starts_with("chat-notifier: error: state ") && line.contains(&small.display().to_string()),
+            "{line}"
+        );
+    }
+    assert!(lines[0].contains("No space left on device") || lines[0].contains("full"), "{}", lines[0]);
+    assert!(lines[1].contains("Read-only file system") || lines[1].contains("readonly"), "{}", lines[1]);
 }

@@ -5,11 +5,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::{Fixture, Mail, Received};
-
-fn read_eml(path: &std::path::Path) -> Mail {
-    Mail::read(&Received { tls: false, mail_from: String::new(), rcpt_to: vec![], data: std::fs::read(path).unwrap() })
-}
+use support::{Fixture, read_eml};
 
 #[test]
 fn sendmail_gets_the_message_on_stdin_and_the_recipients_as_arguments() {

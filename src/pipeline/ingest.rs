@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::progress;
 use crate::source::Message;
 use crate::source::export_v1::Export;
-use crate::state::{Progress, Resync, State};
+use crate::state::{Covered, Progress, Resync, State};
 
 /// How far ahead of the run's clock a message may be dated before it is not trusted for
 /// idleness (clocks of the runtime and the cron host differ a little, never by an hour).
@@ -87,24 +87,19 @@ pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
 /// (in id order) and what the state knew of it before: (covered time, covered id) or nothing.
 /// Messages up to the covered time were covered; one never tracked is new, unless its last
 /// activity is older than `horizon` (the first-run rule: history is recorded, not emailed).
-pub fn rebase(
-    before: Option<(Option<DateTime<Utc>>, i64, u32)>,
-    messages: &[Message],
-    now: DateTime<Utc>,
-    horizon: DateTime<Utc>,
-) -> Resync {
+pub fn rebase(before: Option<Covered>, messages: &[Message], now: DateTime<Utc>, horizon: DateTime<Utc>) -> Resync {
     let trusted = |m: &Message| trusted_time(m.sent_at, now);
     let last_message = messages.iter().map(|m| m.id).max().unwrap_or(0);
     let last_activity = messages.iter().map(trusted).max().unwrap_or(now);
     let (covered_through, covered_at, emails) = match before {
         None if last_activity < horizon => (last_message, Some(last_activity), 0),
         None => (0, None, 0),
-        Some((Some(at), _, emails)) => {
+        Some(Covered { at: Some(at), emails, .. }) => {
             let through = messages.iter().filter(|m| trusted(m) <= at).map(|m| m.id).max().unwrap_or(0);
             (through, Some(at), emails)
         }
         // Covered before its time was recorded (a state from before): the id is all there is.
-        Some((None, through, emails)) => (through, None, emails),
+        Some(Covered { at: None, through, emails }) => (through, None, emails),
     };
     let ended = messages.iter().any(|m| m.id > covered_through && m.ends_flow());
     Resync { tracked: Tracked { last_message, last_activity, ended, covered_through, emails }, covered_at }
@@ -256,12 +251,13 @@ mod tests {
             m(503, 2, Author::Bot, None),
             m(504, 900, Author::Bot, Some("end_conversation")),
         ];
-        let r = rebase(Some((Some(at(2)), 3, 1)), &chat, now, horizon);
+        let before = Some(Covered { at: Some(at(2)), through: 3, emails: 1 });
+        let r = rebase(before, &chat, now, horizon);
         assert_eq!(
             r.tracked,
             Tracked { last_message: 504, last_activity: at(900), ended: true, covered_through: 503, emails: 1 }
         );
-        let settled = rebase(Some((Some(at(2)), 3, 1)), &chat[..3], now, horizon);
+        let settled = rebase(before, &chat[..3], now, horizon);
         assert!(!settled.tracked.has_uncovered(), "nothing new: nothing to send");
         let fresh = rebase(None, &chat, now, horizon);
         assert_eq!((fresh.tracked.covered_through, fresh.covered_at), (0, None), "never seen, recent: new");

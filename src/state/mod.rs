@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use inspect::{Standing, StatusRow, Summary};
 pub use outbox::{Pending, Unreadable};
-pub use tracking::{Open, Progress, Resync};
+pub use tracking::{Covered, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).
 const MIGRATIONS: &[&str] = &[
@@ -183,8 +183,10 @@ impl State {
         }
         let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "wal")
-            .with_context(|| format!("state {shown}: not a chat-notifier state file"))?;
+        conn.pragma_update(None, "journal_mode", "wal").map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("state {shown}: not a chat-notifier state file"),
+            _ => anyhow::Error::new(e).context(format!("state {shown}: opening")),
+        })?;
         // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
         // a lost "sent" mark means one re-send with the same Message-ID.
         conn.pragma_update(None, "synchronous", "normal")?;

@@ -40,6 +40,16 @@ pub struct Open {
     pub missing_since: Option<DateTime<Utc>>,
 }
 
+/// What an email (or the first run) covered of a conversation, as the state recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    /// The latest activity covered; none in a state from before it was recorded.
+    pub at: Option<DateTime<Utc>>,
+    /// The last message id covered.
+    pub through: i64,
+    pub emails: u32,
+}
+
 /// What a pass over the whole export found of one conversation, to line the state up with an
 /// export whose ids changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,11 +233,13 @@ impl Tx<'_> {
     }
 
     /// What the state knew of a conversation before a resync: its covered time and id.
-    pub fn covered(&self, id: &str) -> Result<Option<(Option<DateTime<Utc>>, i64, u32)>> {
+    pub fn covered(&self, id: &str) -> Result<Option<Covered>> {
         Ok(self
             .0
             .prepare_cached("SELECT covered_at, covered_through, emails FROM conversations WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get::<_, Option<i64>>(0)?.map(millis), r.get(1)?, r.get(2)?)))
+            .query_row([id], |r| {
+                Ok(Covered { at: r.get::<_, Option<i64>>(0)?.map(millis), through: r.get(1)?, emails: r.get(2)? })
+            })
             .optional()?)
     }
 

@@ -354,6 +354,37 @@ impl Mail {
     }
 }
 
+/// An .eml file the folder transport wrote, read as strictly as a received email.
+pub fn read_eml(path: &Path) -> Mail {
+    Mail::read(&Received { tls: false, mail_from: String::new(), rcpt_to: vec![], data: std::fs::read(path).unwrap() })
+}
+
+/// Runs `script` with `sh` as root of new user and mount namespaces, where it may mount a
+/// tmpfs of its own (a full or read-only disk, for real, without touching the machine's).
+/// None where this machine allows no user namespaces: the test is skipped, except under CI.
+pub fn in_namespace(script: &str) -> Option<Output> {
+    let out = Command::new("unshare").args(["-rm", "sh", "-c", script]).stdin(std::process::Stdio::null()).output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return unavailable(&format!("unshare: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if stderr.starts_with("unshare: ") {
+        return unavailable(&stderr);
+    }
+    Some(Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    })
+}
+
+fn unavailable(why: &str) -> Option<Output> {
+    assert!(std::env::var_os("CI").is_none(), "CI must run the namespace tests: {why}");
+    eprintln!("skipped: no user namespaces here ({why})");
+    None
+}
+
 pub fn mails(server: &SmtpServer) -> Vec<Mail> {
     server.received().iter().map(Mail::read).collect()
 }
