@@ -116,3 +116,78 @@ proptest! {
         }
     }
 }
+
+/// Addresses as visitors type them, and as a hostile tester would: quoted local parts,
+/// domain literals, backslashes, brackets, commas, encoded words.
+fn address() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9.+_-]{1,10}@[a-z0-9-]{1,8}\\.[a-z]{2,4}",
+        "[a-z\"\\\\.\\[\\]() <>,;:=?]{0,8}@[a-z0-9.\\[\\]\"\\\\-]{0,12}",
+        Just("x@[127.0.0.1]".to_owned()),
+        Just("\"a\\\"b\"@x.com".to_owned()),
+        Just("=?utf-8?q?a?=@example.com".to_owned()),
+        prop::collection::vec(any::<char>(), 0..16).prop_map(String::from_iter),
+    ]
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z \"\\\\,;:<>()@.=?]{0,20}",
+        Just("=?utf-8?b?QWRh?=".to_owned()),
+        prop::collection::vec(any::<char>(), 0..16).prop_map(String::from_iter),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever a visitor typed, the email queued is the email read back from the outbox, and
+    /// it builds: one visitor's data can never make the outbox unreadable for the others.
+    #[test]
+    fn any_field_values_survive_the_outbox(name in name(), address in address()) {
+        use chat_notifier::mail::render::{Draft, Renderer};
+        use chat_notifier::mail::send;
+        use chat_notifier::mail::thread::Thread;
+        use chat_notifier::pipeline::classify::{ChatState, Tracked};
+        use chat_notifier::pipeline::rules::Routing;
+        use chat_notifier::source::{Author, Conversation, Message};
+        use chat_notifier::state::{Open, State};
+
+        let f = Fixture::new(1);
+        f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+        let config = chat_notifier::config::load(&f.config).unwrap();
+        let routing = Routing::new(&config);
+        let renderer = Renderer::new(&routing, config.mail.limits()).unwrap();
+        let at: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
+        let said = |id: i64, field: &str, body: &str| Message {
+            id, sent_at: at, author: Author::Visitor, gambit_id: None, input_type: None,
+            field: Some(field.to_owned()), body: body.to_owned(),
+        };
+        let transcript = [said(1, "name", &name), said(2, "email", &address)];
+        let conversation = Conversation {
+            id: "c1".into(), bot_id: "lead".into(), bot_name: "Lead Bot".into(), visitor_id: "v1".into(),
+            started_at: None, page_url: None,
+        };
+        let thread = Thread::default();
+        let draft = Draft {
+            conversation: &conversation, transcript: &transcript, state: ChatState::Abandoned, covered_before: 0,
+            thread: &thread, now: at, from: &config.mail.from,
+        };
+        let email = renderer.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
+        let open = Open {
+            id: "c1".into(),
+            tracked: Tracked { last_message: 2, last_activity: at, ended: false, covered_through: 0, emails: 0 },
+            thread,
+            missing_since: None,
+        };
+        let mut state = State::open(&f.state).unwrap();
+        state.atomically(|tx| tx.queue(&open, ChatState::Abandoned, &email)).unwrap();
+        let pending = state.pending(0, 10).unwrap();
+        prop_assert_eq!(pending.len(), 1);
+        let back = pending.into_iter().next().unwrap();
+        prop_assert!(back.is_ok(), "{:?}", back);
+        let back = back.unwrap();
+        prop_assert_eq!(&back.email, &email);
+        prop_assert!(send::message(&back.email).is_ok());
+    }
+}

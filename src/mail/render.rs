@@ -531,6 +531,30 @@ mod tests {
     }
 
     #[test]
+    fn a_long_transcript_keeps_its_start_and_its_end_within_the_limits() {
+        let t: Vec<Message> = (1..=50).map(|i| msg(i, Author::Visitor, None, &"x".repeat(10))).collect();
+        let ids = |s: &Shown| s.messages().map(|(skipped, m)| (skipped, m.id)).collect::<Vec<_>>();
+        let all = Shown::of(&t, &Limits { messages: 50, message_chars: 100, transcript_bytes: 10_000 });
+        assert_eq!((all.omitted, all.messages().count()), (0, 50));
+        let capped = Shown::of(&t, &Limits { messages: 10, message_chars: 100, transcript_bytes: 10_000 });
+        assert_eq!(
+            ids(&capped),
+            [(0, 1), (0, 2), (0, 3), (40, 44), (0, 45), (0, 46), (0, 47), (0, 48), (0, 49), (0, 50)]
+        );
+        // 45 bytes: the last four messages (40 bytes), then no room for the start.
+        let by_bytes = Shown::of(&t, &Limits { messages: 50, message_chars: 100, transcript_bytes: 45 });
+        assert_eq!(ids(&by_bytes), [(46, 47), (0, 48), (0, 49), (0, 50)]);
+        // One message larger than the whole budget is still shown: the email is about it.
+        let huge = [msg(1, Author::Visitor, None, &"y".repeat(1000))];
+        assert_eq!(
+            Shown::of(&huge, &Limits { messages: 5, message_chars: 100, transcript_bytes: 10 }).messages().count(),
+            1
+        );
+        assert_eq!(cut("abcdef", 3), "abc… (3 more characters not shown)");
+        assert_eq!(cut("abc", 3), "abc");
+    }
+
+    #[test]
     fn a_broken_custom_template_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("completed.txt"), "line one\n{% if %}\n").unwrap();
