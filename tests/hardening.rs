@@ -79,14 +79,20 @@ fn rewrite_export(f: &Fixture, new_id: &str) {
     ));
 }
 
-#[test]
-fn an_export_restored_from_a_backup_is_noticed_and_its_new_lead_emailed() {
+/// Ann (messages 1-5) and Bob (6-10), each emailed as abandoned.
+fn two_leads_emailed() -> (SmtpServer, Fixture) {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
     f.lead_who_leaves("a", "Ann", "ann@example.com", 0);
     f.lead_who_leaves("b", "Bob", "bob@example.com", 1);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2);
+    (server, f)
+}
+
+#[test]
+fn an_export_restored_from_a_backup_is_noticed_and_its_new_lead_emailed() {
+    let (server, f) = two_leads_emailed();
     // Restored from a backup taken before Bob's chat; since then a new visitor finished one.
     rewrite_export(&f, "CASE WHEN id <= 5 THEN id END");
     f.conversation("c", "2026-11-24T10:28:00Z");
@@ -107,12 +113,7 @@ fn an_export_restored_from_a_backup_is_noticed_and_its_new_lead_emailed() {
 
 #[test]
 fn an_export_regenerated_with_other_ids_sends_only_what_is_new() {
-    let server = SmtpServer::start();
-    let f = Fixture::new(server.port());
-    f.lead_who_leaves("a", "Ann", "ann@example.com", 0);
-    f.lead_who_leaves("b", "Bob", "bob@example.com", 1);
-    f.run_at("2026-11-24T10:00:00Z", &[], 0);
-    assert_eq!(server.received().len(), 2);
+    let (server, f) = two_leads_emailed();
     // Regenerated: the same chats under other ids (Bob's first), and Ann came back and finished.
     rewrite_export(&f, "CASE WHEN id <= 5 THEN id + 104 ELSE id + 94 END");
     f.visitor("a", "2026-11-24T12:00:00Z", Some("phone"), "555");

@@ -144,23 +144,3 @@ impl State {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use rusqlite::Connection;
-
-    use super::super::migrate;
-    use super::super::outbox::PENDING_SQL;
-    use super::super::tracking::OPEN_SQL;
-
-    #[test]
-    fn each_run_reads_through_a_partial_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&mut conn).unwrap();
-        for (sql, index, n) in [(OPEN_SQL, "conversations_open", 3), (PENDING_SQL, "outbox_pending", 2)] {
-            let params = rusqlite::params_from_iter(["", "0", "0"].iter().take(n));
-            let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
-            assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
-        }
-    }
-}

@@ -313,6 +313,19 @@ mod tests {
     }
 
     #[test]
+    fn each_run_reads_through_a_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for (sql, index, n) in
+            [(tracking::OPEN_SQL, "conversations_open", 3), (outbox::PENDING_SQL, "outbox_pending", 2)]
+        {
+            let params = rusqlite::params_from_iter(["", "0", "0"].iter().take(n));
+            let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
+            assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
+        }
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
