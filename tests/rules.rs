@@ -144,7 +144,7 @@ fn check_catches_a_template_error_before_any_run() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     let line = out.stdout.lines().find(|l| l.starts_with("templates")).unwrap();
     assert!(line.contains("FAILED") && line.contains("abandoned.html") && line.contains("line 3"), "{line}");
-    assert!(out.stdout.lines().any(|l| l.starts_with("export     ok")), "{}", out.stdout);
+    assert!(out.stdout.lines().any(|l| l.starts_with("source     ok")), "{}", out.stdout);
     assert!(!f.state.exists(), "check creates nothing");
 
     std::fs::write(

@@ -12,7 +12,6 @@ use crate::mail::send::Mailer;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::ChatState;
 use crate::pipeline::rules::Routing;
-use crate::source::export_v1::Export;
 use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message};
 use crate::state::State;
 
@@ -39,7 +38,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
         }
     };
     report("templates", templates(&config))?;
-    report("export", Export::open(&config.export).map(|e| e.describe()))?;
+    report("source", crate::source::open(&config).and_then(|s| s.describe()))?;
     report("state", state(&config.state))?;
     report("transport", transport(&config, smtp))?;
     if failed > 0 {

@@ -12,15 +12,15 @@ use crate::mail::send;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::{self, Decision, Timing, Tracked};
 use crate::pipeline::rules::{self, Routing, Verdict};
-use crate::source::Message;
-use crate::source::export_v1::Export;
+use crate::source::{Message, Source};
 use crate::state::State;
 
 pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
-    let export = Export::open(&config.export)?;
+    let source = crate::source::open(config)?;
+    let export = source.as_ref();
     let state = if config.state.exists() { Some(State::open_read_only(&config.state)?) } else { None };
-    let id = find(&export, state.as_ref(), &args.conversation)?;
+    let id = find(export, state.as_ref(), &args.conversation)?;
     let conversation = export.conversations(&[&id])?.remove(&id).context("the conversation left the export")?;
     let transcript = export.transcripts(&[(&id, i64::MAX)])?.remove(&id).unwrap_or_default();
     let routing = Routing::new(config);
@@ -110,7 +110,7 @@ fn with_unread(tracked: Tracked, transcript: &[Message]) -> Tracked {
 }
 
 /// A conversation id as the export has it, or an identifier as subjects show it.
-fn find(export: &Export, state: Option<&State>, wanted: &str) -> Result<String> {
+fn find(export: &dyn Source, state: Option<&State>, wanted: &str) -> Result<String> {
     if export.conversations(&[wanted])?.contains_key(wanted) {
         return Ok(wanted.to_owned());
     }

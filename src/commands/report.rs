@@ -10,7 +10,6 @@ use serde::Serialize;
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::Config;
 use crate::pipeline::rules::Routing;
-use crate::source::export_v1::Export;
 use crate::source::{Author, Message};
 use crate::text::csv_cell;
 
@@ -158,10 +157,10 @@ impl Tally {
 pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let routing = Routing::new(config);
-    let export = Export::open(&config.export)?;
+    let source = crate::source::open(config)?;
     let mut tallies: HashMap<String, Tally> = HashMap::new();
-    let bar = crate::progress::bar(export.about_how_many_conversations(), "reading chats");
-    export.each_conversation(i64::MAX, |_, conversation, messages| {
+    let bar = crate::progress::bar(source.about_how_many_conversations(), "reading chats");
+    source.each_conversation(i64::MAX, &mut |_, conversation, messages| {
         bar.inc(1);
         let Some(conversation) = conversation else { return Ok(()) };
         if args.bot.as_ref().is_some_and(|b| *b != conversation.bot_id) {

@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::mail::{render, thread};
-use crate::source::export_v1::Export;
 use crate::state::{Standing, State};
 
 #[derive(Debug, Serialize)]
@@ -99,7 +98,7 @@ fn rows(config: &Config, since: DateTime<Utc>) -> Result<Vec<Row>> {
             last_error: s.last_error,
         })
         .collect();
-    let export = Export::open(&config.export)?;
+    let export = crate::source::open(config)?;
     for page in rows.chunks_mut(500) {
         let ids: Vec<&str> = page.iter().map(|r| r.conversation_id.as_str()).collect();
         let conversations = export.conversations(&ids)?;

@@ -13,7 +13,7 @@ use crate::mail::Email;
 use crate::mail::render::{Draft, Renderer};
 use crate::progress;
 use crate::source::Conversation;
-use crate::source::export_v1::Export;
+use crate::source::Source;
 use crate::state::{Open, State};
 
 /// How long messages may wait for their conversations row (a runtime that writes it late)
@@ -25,7 +25,7 @@ const ROWS_NAMED: usize = 10;
 /// What a run decides with, fixed for its whole length.
 #[derive(Clone, Copy)]
 pub struct Inputs<'a> {
-    pub export: &'a Export,
+    pub source: &'a dyn Source,
     pub renderer: &'a Renderer,
     pub routing: &'a Routing,
     pub config: &'a Config,
@@ -142,9 +142,9 @@ fn judge_page<'p>(
     timing: &Timing,
     failed: &mut usize,
 ) -> Result<Vec<(&'p Open, Settle)>> {
-    let Inputs { export, renderer, routing, config, now, .. } = run;
+    let Inputs { source, renderer, routing, config, now, .. } = run;
     let ids: Vec<&str> = page.iter().map(|o| o.id.as_str()).collect();
-    let conversations = export.conversations(&ids)?;
+    let conversations = source.conversations(&ids)?;
     let mut settled = Vec::new();
     let mut due = Vec::new();
     let mut orphans = Vec::new();
@@ -158,7 +158,7 @@ fn judge_page<'p>(
     }
     let wanted: Vec<(&str, i64)> =
         due.iter().map(|(o, ..)| o).chain(&orphans).map(|o| (o.id.as_str(), o.tracked.last_message)).collect();
-    let mut transcripts = export.transcripts(&wanted)?;
+    let mut transcripts = source.transcripts(&wanted)?;
     for open in orphans {
         let rows: Vec<i64> = transcripts
             .remove(&open.id)
@@ -168,11 +168,11 @@ fn judge_page<'p>(
             .map(|m| m.id)
             .collect();
         let named = rows_named(&rows);
-        let shown = config.export.display();
+        let shown = source.name();
         match open.missing_since {
             None => {
                 log::warn!(
-                    "export {shown}: messages rows {named} point to conversation {:?}, which has no conversations row \
+                    "{shown}: messages rows {named} point to conversation {:?}, which has no conversations row \
                      yet; they wait for it (up to {}h)",
                     open.id,
                     ROW_WAIT.num_hours()
@@ -181,7 +181,7 @@ fn judge_page<'p>(
             }
             Some(since) if now - since >= ROW_WAIT => {
                 log::warn!(
-                    "export {shown}: messages rows {named} skipped: conversation {:?} still has no conversations row \
+                    "{shown}: messages rows {named} skipped: conversation {:?} still has no conversations row \
                      after {}h",
                     open.id,
                     ROW_WAIT.num_hours()

@@ -6,7 +6,7 @@
 //! inserted below the watermark) would make a run silently deaf. So every run checks the row at
 //! the watermark (one primary-key lookup) and the highest id, and once an hour counts the rows
 //! at or below the watermark. When anything differs, one warning says what was found, and the
-//! state is lined up with the export by content (`rebase`): messages an email covered are
+//! state is lined up with the source by content (`rebase`): messages an email covered are
 //! recognised by their time, not their id, so nothing is lost and nothing is sent twice.
 
 use anyhow::Result;
@@ -16,8 +16,7 @@ use super::INGEST_BATCH;
 use super::classify::{self, Tracked};
 use crate::config::Config;
 use crate::progress;
-use crate::source::Message;
-use crate::source::export_v1::Export;
+use crate::source::{Message, Source};
 use crate::state::{Covered, Progress, Resync, State};
 
 /// How far ahead of the run's clock a message may be dated before it is not trusted for
@@ -112,23 +111,23 @@ fn trusted_time(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Checks the source against the state, then folds the messages written since the last run
 /// into the conversations they belong to. Returns how many were read.
-pub fn ingest(export: &Export, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
+pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let read = state.progress()?;
     let audit = now - read.audited_at >= AUDIT_EVERY && read.watermark > 0;
     let probe = Probe {
-        last_id: export.last_message_id()?,
-        anchor: if read.watermark > 0 { export.anchor_at(read.watermark)? } else { None },
-        count: if audit { Some(export.count_through(read.watermark)?) } else { None },
+        last_id: source.last_message_id()?,
+        anchor: if read.watermark > 0 { source.anchor_at(read.watermark)? } else { None },
+        count: if audit { Some(source.count_through(read.watermark)?) } else { None },
     };
     match continuity(&read, &probe) {
         Continuity::Same => {}
         Continuity::Adopt { anchor, count } => state.atomically(|tx| tx.set_anchor(anchor.as_deref(), count, None))?,
         Continuity::Broken(why) => {
             log::warn!(
-                "export {}: {why}; reading it again whole and recognising what was emailed by time, so nothing is lost or sent twice",
-                config.export.display()
+                "{}: {why}; reading it again whole and recognising what was emailed by time, so nothing is lost or sent twice",
+                source.name()
             );
-            resync(export, state, config, now)?;
+            resync(source, state, config, now)?;
         }
     }
     if audit {
@@ -138,7 +137,7 @@ pub fn ingest(export: &Export, state: &mut State, config: &Config, now: DateTime
     let bar = progress::bar(probe.last_id.saturating_sub(watermark) as u64, "reading messages");
     let mut total = 0;
     loop {
-        let batch = export.activity_after(watermark, INGEST_BATCH)?;
+        let batch = source.activity_after(watermark, INGEST_BATCH)?;
         let Some(through) = batch.through else {
             bar.finish_and_clear();
             return Ok(total);
@@ -150,8 +149,8 @@ pub fn ingest(export: &Export, state: &mut State, config: &Config, now: DateTime
             let trusted = trusted_time(a.sent_at, now);
             if trusted != a.sent_at {
                 log::warn!(
-                    "export {}: messages row {}: sent_at {} is ahead of the clock ({}); its conversation's idle time counts from now",
-                    config.export.display(),
+                    "{}: messages row {}: sent_at {} is ahead of the clock ({}); its conversation's idle time counts from now",
+                    source.name(),
                     a.id,
                     a.sent_at.to_rfc3339(),
                     now.to_rfc3339()
@@ -167,14 +166,14 @@ pub fn ingest(export: &Export, state: &mut State, config: &Config, now: DateTime
 
 /// Lines the state up with a source whose ids changed: one pass over the whole source, in one
 /// transaction. A one-off, when `continuity` says so.
-fn resync(export: &Export, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<()> {
-    let through = export.last_message_id()?;
-    let anchor = export.anchor_at(through)?.unwrap_or_default();
+fn resync(source: &dyn Source, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<()> {
+    let through = source.last_message_id()?;
+    let anchor = source.anchor_at(through)?.unwrap_or_default();
     let horizon = now - config.first_run_horizon.0;
-    let bar = progress::bar(export.about_how_many_conversations(), "re-reading chats");
+    let bar = progress::bar(source.about_how_many_conversations(), "re-reading chats");
     state.atomically(|tx| {
         tx.begin_resync()?;
-        let read = export.each_conversation(through, |id, _, messages| {
+        let read = source.each_conversation(through, &mut |id, _, messages| {
             bar.inc(1);
             tx.rebase(id, &rebase(tx.covered(id)?, messages, now, horizon))
         })?;

@@ -17,7 +17,6 @@ use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::mail::render::Renderer;
 use crate::mail::send::Mailer;
-use crate::source::export_v1::Export;
 use crate::state::{self, State};
 use rules::Routing;
 
@@ -47,8 +46,8 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     let routing = Routing::new(config);
     let renderer = Renderer::new(&routing, config.mail.limits())?;
     log::debug!("templates: {:.3?}", started.elapsed());
-    let export = Export::open(&config.export)?;
-    log::debug!("export opened: {:.3?}", started.elapsed());
+    let source = crate::source::open(config)?;
+    log::debug!("source opened: {:.3?}", started.elapsed());
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
     let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
@@ -73,14 +72,14 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let read = ingest::ingest(&export, &mut state, config, now)?;
+    let read = ingest::ingest(source.as_ref(), &mut state, config, now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     let started = Instant::now();
     let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
     if reopened > 0 {
         log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
     }
-    let inputs = decide::Inputs { export: &export, renderer: &renderer, routing: &routing, config, args, now };
+    let inputs = decide::Inputs { source: source.as_ref(), renderer: &renderer, routing: &routing, config, args, now };
     let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();

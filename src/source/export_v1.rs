@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::{Activity, Author, Batch, Conversation, Message, ends_flow};
+use super::{Activity, Author, Batch, Conversation, Message, Source, Visit, ends_flow};
 use crate::text;
 
 pub struct Export {
@@ -95,13 +95,45 @@ impl Export {
         Ok(())
     }
 
-    pub fn describe(&self) -> String {
-        format!("{} (export schema v1)", self.path.display())
+    fn read_bots(&self) -> Result<HashMap<String, String>> {
+        let mut stmt = self.conn.prepare(BOTS_SQL)?;
+        let rows =
+            stmt.query_map([], |r| Ok((display(r, 0).unwrap_or_default(), display(r, 1).unwrap_or_default())))?;
+        rows.collect::<rusqlite::Result<_>>().with_context(|| self.context("reading bots"))
+    }
+
+    /// A conversation from the five columns of a conversations row starting at `at`; none
+    /// when the row is missing (a LEFT JOIN) or its id is unusable.
+    fn conversation(&self, row: &Row, at: usize) -> Option<Conversation> {
+        let id = text(row, at, "id").ok()??.to_owned();
+        let bot_id = display(row, at + 1).unwrap_or_default();
+        Some(Conversation {
+            id,
+            bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
+            bot_id,
+            visitor_id: display(row, at + 2).unwrap_or_default(),
+            started_at: display(row, at + 3).and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok()),
+            page_url: display(row, at + 4),
+        })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("export {}: {what}", self.path.display())
+    }
+}
+
+impl Source for Export {
+    fn name(&self) -> String {
+        format!("export {}", self.path.display())
+    }
+
+    fn describe(&self) -> Result<String> {
+        Ok(format!("{} (export schema v1, {} bot(s))", self.path.display(), self.bots.len()))
     }
 
     /// Up to `limit` messages with an id above `after`, oldest first. Each call is one
     /// statement, so one consistent snapshot, and ids only grow: nothing is half-read.
-    pub fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
+    fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
         let mut stmt = self.conn.prepare_cached(ACTIVITY_SQL)?;
         let mut rows = stmt.query(params![after, limit as i64]).with_context(|| self.context("reading messages"))?;
         let mut batch = Batch::default();
@@ -124,17 +156,10 @@ impl Export {
         Ok(batch)
     }
 
-    fn read_bots(&self) -> Result<HashMap<String, String>> {
-        let mut stmt = self.conn.prepare(BOTS_SQL)?;
-        let rows =
-            stmt.query_map([], |r| Ok((display(r, 0).unwrap_or_default(), display(r, 1).unwrap_or_default())))?;
-        rows.collect::<rusqlite::Result<_>>().with_context(|| self.context("reading bots"))
-    }
-
     /// The conversations among `ids`, with their bots' names. One statement for a whole page:
     /// a statement per conversation costs a file lock each, and a re-prepare each when the
     /// export has been ANALYZEd.
-    pub fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
+    fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
         let mut stmt = self.conn.prepare_cached(CONVERSATIONS_SQL)?;
         let mut rows = stmt.query([id_array(ids.iter().copied())])?;
         let mut out = HashMap::with_capacity(ids.len());
@@ -149,7 +174,7 @@ impl Export {
     /// The transcripts of a page of conversations, each up to its own `through`: the last
     /// message this run has read of it. A message written since must not slip into an email
     /// that does not cover it.
-    pub fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
+    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
         let through: HashMap<&str, i64> = wanted.iter().copied().collect();
         let mut stmt = self.conn.prepare_cached(TRANSCRIPTS_SQL)?;
         let mut rows = stmt.query([id_array(through.keys().copied())])?;
@@ -168,19 +193,19 @@ impl Export {
     }
 
     /// The highest message id (an index lookup).
-    pub fn last_message_id(&self) -> Result<i64> {
+    fn last_message_id(&self) -> Result<i64> {
         self.conn.query_row(LAST_ID_SQL, [], |r| r.get(0)).with_context(|| self.context("reading messages"))
     }
 
     /// The row at `id` as `Batch::anchor` describes it; none when there is no such row.
-    pub fn anchor_at(&self, id: i64) -> Result<Option<String>> {
+    fn anchor_at(&self, id: i64) -> Result<Option<String>> {
         let mut stmt = self.conn.prepare_cached(ANCHOR_SQL)?;
         stmt.query_row([id], |r| Ok(anchor_of(r, 0))).optional().with_context(|| self.context("reading messages"))
     }
 
     /// How many message rows have an id at or below `id`: one pass over the primary key, so a
     /// periodic check, not a per-run one.
-    pub fn count_through(&self, id: i64) -> Result<i64> {
+    fn count_through(&self, id: i64) -> Result<i64> {
         self.conn
             .query_row("SELECT count(*) FROM messages WHERE id <= ?1", [id], |r| r.get(0))
             .with_context(|| self.context("counting messages"))
@@ -188,18 +213,14 @@ impl Export {
 
     /// About how many conversations there are (the largest rowid: no count, no scan); 0 when
     /// the table has no rowid. Only for progress bars.
-    pub fn about_how_many_conversations(&self) -> u64 {
+    fn about_how_many_conversations(&self) -> u64 {
         self.conn.query_row("SELECT coalesce(max(rowid), 0) FROM conversations", [], |r| r.get(0)).unwrap_or(0)
     }
 
     /// Calls `f` with every conversation's messages with ids up to `through`, one conversation at
     /// a time (its row, when the export has one): the memory is one conversation's, whatever
     /// the export's size. Returns how many rows were read, bad ones included.
-    pub fn each_conversation(
-        &self,
-        through: i64,
-        mut f: impl FnMut(&str, Option<&Conversation>, &[Message]) -> Result<()>,
-    ) -> Result<i64> {
+    fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64> {
         let mut stmt = self.conn.prepare(EVERYTHING_SQL)?;
         let mut rows = stmt.query([through])?;
         let mut current: Option<(String, Option<Conversation>)> = None;
@@ -223,25 +244,6 @@ impl Export {
             f(id, conversation.as_ref(), &messages)?;
         }
         Ok(read)
-    }
-
-    /// A conversation from the five columns of a conversations row starting at `at`; none
-    /// when the row is missing (a LEFT JOIN) or its id is unusable.
-    fn conversation(&self, row: &Row, at: usize) -> Option<Conversation> {
-        let id = text(row, at, "id").ok()??.to_owned();
-        let bot_id = display(row, at + 1).unwrap_or_default();
-        Some(Conversation {
-            id,
-            bot_name: self.bots.get(&bot_id).cloned().unwrap_or_else(|| bot_id.clone()),
-            bot_id,
-            visitor_id: display(row, at + 2).unwrap_or_default(),
-            started_at: display(row, at + 3).and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok()),
-            page_url: display(row, at + 4),
-        })
-    }
-
-    fn context(&self, what: &str) -> String {
-        format!("export {}: {what}", self.path.display())
     }
 }
 

@@ -5,7 +5,47 @@
 
 pub mod export_v1;
 
+use std::collections::HashMap;
+
+use anyhow::Result;
 use chrono::{DateTime, FixedOffset, Utc};
+
+use crate::config::Config;
+
+/// A store of chats, read only. Messages (or events) are numbered by the store with ids that
+/// grow; a run asks for what is new past a watermark, then for the facts and transcripts of
+/// the conversations that may be due. Everything after works on the domain types below.
+pub trait Source {
+    /// What the store is, for messages: "export /var/lib/bot/export.sqlite".
+    fn name(&self) -> String;
+    /// What `check` says it found.
+    fn describe(&self) -> Result<String>;
+    /// Up to `limit` messages with an id above `after`, oldest first.
+    fn activity_after(&self, after: i64, limit: usize) -> Result<Batch>;
+    /// The conversations among `ids` that the store has.
+    fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>>;
+    /// The transcripts of conversations, each up to its own last message id.
+    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>>;
+    /// The highest message id.
+    fn last_message_id(&self) -> Result<i64>;
+    /// The row at `id`, as `Batch::anchor` describes it; none when there is no such row.
+    fn anchor_at(&self, id: i64) -> Result<Option<String>>;
+    /// How many rows have an id at or below `id` (a periodic check, not a per-run one).
+    fn count_through(&self, id: i64) -> Result<i64>;
+    /// About how many conversations there are, for progress bars only.
+    fn about_how_many_conversations(&self) -> u64;
+    /// Every conversation's messages with ids up to `through`, one conversation at a time, with
+    /// its facts when the store has them. Returns how many rows were read.
+    fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64>;
+}
+
+/// What `Source::each_conversation` calls with each conversation.
+pub type Visit<'a> = dyn FnMut(&str, Option<&Conversation>, &[Message]) -> Result<()> + 'a;
+
+/// Opens the store the config names.
+pub fn open(config: &Config) -> Result<Box<dyn Source>> {
+    Ok(Box::new(export_v1::Export::open(&config.export)?))
+}
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
