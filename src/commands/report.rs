@@ -49,11 +49,10 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
         seconds_to_complete: end.zip(first).map(|(i, first)| (messages[i].sent_at - first).num_seconds()),
         abandoned: gap.is_some() || idle_now,
         resumed: gap.is_some(),
-        left_contact: messages.iter().any(|m| {
-            m.author == Author::Visitor
-                && matches!(m.field.as_deref(), Some("email" | "phone"))
-                && !m.body.trim().is_empty()
-        }),
+        left_contact: messages
+            .iter()
+            .filter_map(Message::gives_field)
+            .any(|(field, value)| matches!(field, "email" | "phone") && !value.trim().is_empty()),
     }
 }
 

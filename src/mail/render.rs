@@ -62,24 +62,24 @@ const FIELD_CHARS: usize = 500;
 /// How many of a chat's first messages a long transcript keeps.
 const HEAD: usize = 3;
 
-/// The part of a transcript an email shows: its first messages and its latest, within `Limits`.
-struct Shown<'a> {
-    head: &'a [Message],
-    tail: &'a [Message],
+/// The part of a transcript an email shows: its first messages and its latest, within
+/// `Limits`, as positions in the shown lines.
+struct Shown {
+    head_end: usize,
+    start: usize,
     omitted: usize,
 }
 
-impl<'a> Shown<'a> {
-    fn of(transcript: &'a [Message], limits: &Limits) -> Self {
+impl Shown {
+    fn of(transcript: &[&Message], limits: &Limits) -> Self {
         let size = |m: &Message| m.body.len().min(limits.message_chars * 4);
         let mut budget = limits.transcript_bytes;
         let mut start = transcript.len();
         // Room for the first few when not all fit.
-        let tail_max =
-            if transcript.len() > limits.messages { limits.messages.saturating_sub(HEAD) } else { limits.messages };
+        let tail_max = if transcript.len() > limits.messages { limits.messages.saturating_sub(HEAD) } else { limits.messages };
         // The latest messages first: they are what the email is about. At least one.
         while start > 0 && transcript.len() - start < tail_max.max(1) {
-            let s = size(&transcript[start - 1]);
+            let s = size(transcript[start - 1]);
             if s > budget && start < transcript.len() {
                 break;
             }
@@ -88,22 +88,22 @@ impl<'a> Shown<'a> {
         }
         let mut head_end = 0;
         while head_end < HEAD.min(start) && transcript.len() - start + head_end < limits.messages {
-            let s = size(&transcript[head_end]);
+            let s = size(transcript[head_end]);
             if s > budget {
                 break;
             }
             budget -= s;
             head_end += 1;
         }
-        Shown { head: &transcript[..head_end], tail: &transcript[start..], omitted: start - head_end }
+        Shown { head_end, start, omitted: start - head_end }
     }
 
     /// Each message shown, with how many were left out just before it.
-    fn messages(&self) -> impl Iterator<Item = (usize, &'a Message)> + use<'a> {
+    fn messages<'a>(&self, transcript: &[&'a Message]) -> impl Iterator<Item = (usize, &'a Message)> {
+        let head = transcript[..self.head_end].iter().map(|m| (0, *m));
         let omitted = self.omitted;
-        let head = self.head.iter().map(|m| (0, m));
-        let tail = self.tail.iter().enumerate().map(move |(i, m)| (if i == 0 { omitted } else { 0 }, m));
-        head.chain(tail)
+        let tail = transcript[self.start..].iter().enumerate().map(move |(i, m)| (if i == 0 { omitted } else { 0 }, *m));
+        head.chain(tail).collect::<Vec<_>>().into_iter()
     }
 }
 
@@ -244,17 +244,18 @@ impl Renderer {
         let at = |t: DateTime<Utc>| t.with_timezone(&tz).format_with_items(self.time_format.iter()).to_string();
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
-        let shown = Shown::of(draft.transcript, &self.limits);
-        let first_new = shown.messages().position(|(_, m)| is_new(m));
+        let lines: Vec<&Message> = draft.transcript.iter().filter(|m| m.is_shown()).collect();
+        let shown = Shown::of(&lines, &self.limits);
+        let first_new = shown.messages(&lines).position(|(_, m)| is_new(m));
         let transcript: Vec<Line> = shown
-            .messages()
+            .messages(&lines)
             .enumerate()
             .map(|(i, (skipped_before, m))| Line {
                 at: at(m.sent_at),
                 sender: m.author,
                 who: match m.author {
                     Author::Bot => c.bot_name.as_str(),
-                    Author::Visitor => "Visitor",
+                    Author::Visitor | Author::Field => "Visitor",
                 },
                 body: cut(&m.body, self.limits.message_chars),
                 new: is_new(m),
@@ -382,9 +383,8 @@ struct Visitor {
 impl Visitor {
     fn from_transcript(transcript: &[Message]) -> Self {
         let mut fields: Vec<Field> = Vec::new();
-        for m in transcript.iter().filter(|m| m.author == Author::Visitor) {
-            let Some(name) = m.field.as_deref() else { continue };
-            let value = cut(m.body.trim(), FIELD_CHARS).into_owned();
+        for (name, value) in transcript.iter().filter_map(Message::gives_field) {
+            let value = cut(value.trim(), FIELD_CHARS).into_owned();
             match fields.iter_mut().find(|f| f.name == name) {
                 Some(f) => f.value = value,
                 None => fields.push(Field { name: name.to_owned(), value }),
@@ -532,10 +532,11 @@ mod tests {
 
     #[test]
     fn a_long_transcript_keeps_its_start_and_its_end_within_the_limits() {
-        let t: Vec<Message> = (1..=50).map(|i| msg(i, Author::Visitor, None, &"x".repeat(10))).collect();
-        let ids = |s: &Shown| s.messages().map(|(skipped, m)| (skipped, m.id)).collect::<Vec<_>>();
+        let owned: Vec<Message> = (1..=50).map(|i| msg(i, Author::Visitor, None, &"x".repeat(10))).collect();
+        let t: Vec<&Message> = owned.iter().collect();
+        let ids = |s: &Shown| s.messages(&t).map(|(skipped, m)| (skipped, m.id)).collect::<Vec<_>>();
         let all = Shown::of(&t, &Limits { messages: 50, message_chars: 100, transcript_bytes: 10_000 });
-        assert_eq!((all.omitted, all.messages().count()), (0, 50));
+        assert_eq!((all.omitted, all.messages(&t).count()), (0, 50));
         let capped = Shown::of(&t, &Limits { messages: 10, message_chars: 100, transcript_bytes: 10_000 });
         assert_eq!(
             ids(&capped),

@@ -134,7 +134,9 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &[Message]) ->
     if visitor.len() < rules.min_visitor_messages as usize {
         return Verdict::Hold(format!("the visitor wrote {} message(s)", visitor.len()));
     }
-    let given = |field: &String| visitor.iter().any(|m| m.field.as_ref() == Some(field) && !m.body.trim().is_empty());
+    let given = |field: &String| {
+        transcript.iter().filter_map(Message::gives_field).any(|(f, value)| f == field && !value.trim().is_empty())
+    };
     let missing: Vec<&str> = rules.require_fields.iter().filter(|f| !given(f)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Verdict::Hold(format!("waiting for {}", missing.join(", ")));

@@ -53,6 +53,9 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
 pub enum Author {
     Bot,
     Visitor,
+    /// Not a chat line: a value the bot recorded about the visitor (Rasa's slots). It gives a
+    /// field, and is never shown in a transcript.
+    Field,
 }
 
 /// The input type of the bot's message on a flow's final step.
@@ -98,6 +101,20 @@ pub struct Message {
 impl Message {
     pub fn ends_flow(&self) -> bool {
         ends_flow(self.author, self.input_type.as_deref())
+    }
+
+    /// A line of the chat as the visitor saw it: not a recorded field, not a bare marker of
+    /// the flow's end (a store that keeps completion apart from what the bot said).
+    pub fn is_shown(&self) -> bool {
+        self.author != Author::Field && !(self.body.is_empty() && self.ends_flow())
+    }
+
+    /// The visitor's answer to a field, typed or recorded: `(field, value)`.
+    pub fn gives_field(&self) -> Option<(&str, &str)> {
+        match self.author {
+            Author::Visitor | Author::Field => Some((self.field.as_deref()?, self.body.as_str())),
+            Author::Bot => None,
+        }
     }
 }
 
