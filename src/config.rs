@@ -17,8 +17,10 @@ use crate::pipeline::classify::ChatState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The bot runtime's SQLite export; read only.
-    pub export: PathBuf,
+    /// Shorthand for `[source] kind = "export"` on a SQLite file.
+    pub export: Option<PathBuf>,
+    /// Where the chats are: the bot runtime's store, read only.
+    pub source: Option<SourceConfig>,
     /// The notifier's own SQLite file.
     pub state: PathBuf,
     #[serde(default = "Span::thirty_minutes")]
@@ -40,6 +42,98 @@ pub struct Config {
     /// Per-bot settings; bots not listed use the defaults above.
     #[serde(default)]
     pub bots: Vec<Bot>,
+}
+
+/// The `[source]` table: which store, where, and how to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// A SQLite file (a path, or `sqlite:///path`), or `postgresql://user@host:5432/db?...`.
+    pub url: String,
+    /// Where the PostgreSQL password is: never in the config file (nor the URL).
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Rasa: the name emails give the bot (Rasa's store has none).
+    pub bot_name: Option<String>,
+    /// Rasa: actions whose run means the visitor finished (e.g. "utter_goodbye").
+    #[serde(default)]
+    pub complete_on_actions: Vec<String>,
+    /// Rasa: forms whose deactivation after they ran means the visitor finished.
+    #[serde(default)]
+    pub complete_on_forms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Export schema v1 (README), written by the runtime for us.
+    Export,
+    /// Rasa's SQL tracker store.
+    Rasa,
+}
+
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    /// A libpq-style URL without a password.
+    Postgres(String),
+}
+
+impl SourceConfig {
+    /// The export named by the top-level `export = PATH` shorthand.
+    pub fn export_file(path: &Path) -> Self {
+        SourceConfig {
+            kind: SourceKind::Export,
+            url: path.display().to_string(),
+            password_env: None,
+            password_file: None,
+            bot_name: None,
+            complete_on_actions: Vec::new(),
+            complete_on_forms: Vec::new(),
+        }
+    }
+
+    pub fn location(&self) -> Location {
+        let url = self.url.trim();
+        if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+            Location::Postgres(url.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)))
+        }
+    }
+
+    /// The password, from where the config points, when a connection is made.
+    pub fn password(&self) -> Result<Option<String>> {
+        secret("source", self.password_env.as_deref(), self.password_file.as_deref())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.url.trim().is_empty() {
+            return Err("source.url: empty".into());
+        }
+        if let Location::Postgres(url) = self.location()
+            && url_has_password(&url)
+        {
+            return Err("source.url: passwords are not read from the config file; use source.password_env or source.password_file".into());
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err("source.password_env and source.password_file: give one, not both".into());
+        }
+        if self.kind == SourceKind::Export {
+            for (key, given) in [
+                ("bot_name", self.bot_name.is_some()),
+                ("complete_on_actions", !self.complete_on_actions.is_empty()),
+                ("complete_on_forms", !self.complete_on_forms.is_empty()),
+            ] {
+                if given {
+                    return Err(format!("source.{key}: does not apply to kind = \"export\""));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The rules that decide whether a conversation in a new state is worth an email.
@@ -303,18 +397,31 @@ impl Smtp {
 
     /// The password, read from where the config points, only when a connection is made.
     pub fn password(&self) -> Result<Option<String>> {
-        if let Some(var) = &self.password_env {
-            let value = env::var(var)
-                .with_context(|| format!("transport.password_env: environment variable {var} is not set"))?;
-            return Ok(Some(value));
-        }
-        if let Some(path) = &self.password_file {
-            let text = fs::read_to_string(path)
-                .with_context(|| format!("transport.password_file: reading {}", path.display()))?;
-            return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
-        }
-        Ok(None)
+        secret("transport", self.password_env.as_deref(), self.password_file.as_deref())
     }
+}
+
+/// A password from an environment variable or the first line of a file; `table` names the
+/// config table in errors.
+fn secret(table: &str, var: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
+    if let Some(var) = var {
+        let value =
+            env::var(var).with_context(|| format!("{table}.password_env: environment variable {var} is not set"))?;
+        return Ok(Some(value));
+    }
+    if let Some(path) = file {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("{table}.password_file: reading {}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(None)
+}
+
+/// `postgresql://user:secret@host/db`: a password written in the URL.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// A duration written as `90s`, `30m`, `24h`, `7d` or combined, `1h30m`.
@@ -427,10 +534,18 @@ pub fn load(path: &Path) -> Result<Config> {
 /// Parses and type-checks; the error says `line N, key.path: what is wrong` on one line.
 fn parse(text: &str) -> Result<Config, String> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, "", &e))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         describe(text, &key, e.inner())
-    })
+    })?;
+    // `export = PATH` is `[source] kind = "export", url = PATH`: every config written before
+    // sources existed stays valid.
+    match (config.export.take(), &config.source) {
+        (Some(_), Some(_)) => return Err("export and [source]: give one of them, not both".into()),
+        (Some(path), None) => config.source = Some(SourceConfig::export_file(&path)),
+        (None, _) => {}
+    }
+    Ok(config)
 }
 
 fn describe(text: &str, key: &str, e: &toml::de::Error) -> String {
@@ -454,7 +569,16 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut self.export);
+        if let Some(source) = &mut self.source {
+            if let Location::Sqlite(path) = source.location()
+                && path.is_relative()
+            {
+                source.url = base.join(path).display().to_string();
+            }
+            if let Some(p) = &mut source.password_file {
+                resolve(p);
+            }
+        }
         resolve(&mut self.state);
         if let Some(t) = &mut self.templates {
             resolve(t);
@@ -479,9 +603,15 @@ impl Config {
         if self.mail.to.is_empty() {
             return Err("mail.to: at least one recipient is needed".into());
         }
-        if same_file(&self.state, &self.export) {
+        let Some(source) = &self.source else {
+            return Err("source: where are the chats? give `export = PATH` or a [source] table".into());
+        };
+        source.validate()?;
+        if let Location::Sqlite(path) = source.location()
+            && same_file(&self.state, &path)
+        {
             return Err(format!(
-                "state: {} is the export; the state is chat-notifier's own file and must be another one",
+                "state: {} is the source; the state is chat-notifier's own file and must be another one",
                 self.state.display()
             ));
         }

@@ -349,7 +349,7 @@ fn the_state_file_is_owner_only_and_never_reached_through_a_symlink() {
 }
 
 #[test]
-fn state_and_export_as_one_file_is_refused_before_anything_is_touched() {
+fn state_and_source_as_one_file_is_refused_before_anything_is_touched() {
     let f = Fixture::new(1);
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     let config =
@@ -359,7 +359,7 @@ fn state_and_export_as_one_file_is_refused_before_anything_is_touched() {
         let out = f.run(args);
         assert_eq!(out.code, 1);
         let line =
-            out.stdout.lines().chain(out.stderr.lines()).find(|l| l.contains("is the export")).unwrap_or_default();
+            out.stdout.lines().chain(out.stderr.lines()).find(|l| l.contains("is the source")).unwrap_or_default();
         assert!(line.contains("notifier.toml: state: "), "{}{}", out.stdout, out.stderr);
         assert!(line.len() < 300, "one short line: {line}");
     }

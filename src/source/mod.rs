@@ -4,13 +4,14 @@
 //! here, once, for every output (`crate::text`).
 
 pub mod export_v1;
+pub mod rasa;
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::config::Config;
+use crate::config::{Config, Location, SourceKind};
 
 /// A store of chats, read only. Messages (or events) are numbered by the store with ids that
 /// grow; a run asks for what is new past a watermark, then for the facts and transcripts of
@@ -44,7 +45,14 @@ pub type Visit<'a> = dyn FnMut(&str, Option<&Conversation>, &[Message]) -> Resul
 
 /// Opens the store the config names.
 pub fn open(config: &Config) -> Result<Box<dyn Source>> {
-    Ok(Box::new(export_v1::Export::open(&config.export)?))
+    let Some(source) = &config.source else {
+        anyhow::bail!("config: no source (give `export = PATH` or a [source] table)");
+    };
+    Ok(match (source.kind, source.location()) {
+        (SourceKind::Export, Location::Sqlite(path)) => Box::new(export_v1::Export::open(&path)?),
+        (SourceKind::Rasa, Location::Sqlite(path)) => Box::new(rasa::Rasa::open_sqlite(&path, source)?),
+        (_, Location::Postgres(_)) => anyhow::bail!("source.url: PostgreSQL is not supported by this build yet"),
+    })
 }
 
 /// Who wrote a message.

@@ -3,6 +3,7 @@
 //! strict reading of what the server received.
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this
 
+pub mod rasa;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};
@@ -97,11 +98,36 @@ timeout = "5s"
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// A Rasa tracker store (SQLite, `rasa.db`) as the source instead of the export; `extra` goes
+    /// into the `[source]` table.
+    pub fn rasa(port: u16, extra: &str) -> (Self, rasa::RasaStore) {
+        let f = Fixture::new(port);
+        let store = rasa::RasaStore::create(&f.dir.path().join("rasa.db"));
+        f.use_source(&format!(
+            "kind = \"rasa\"\nurl = \"sqlite://rasa.db\"\nbot_name = \"Lead Bot\"\n\
+             complete_on_actions = [\"action_submit_lead\"]\n{extra}"
+        ));
+        (f, store)
+    }
+
+    /// Puts a `[source]` table with these keys in place of `export = ...`.
+    pub fn use_source(&self, table: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace("export = \"export.sqlite\"\n", "");
+        let (head, tail) = text.split_once("[mail]").unwrap();
+        let head = head.split("[source]").next().unwrap();
+        std::fs::write(&self.config, format!("{head}[source]\n{table}\n\n[mail]{tail}")).unwrap();
+    }
+
     /// Replaces the `[transport]` table.
     pub fn set_transport(&self, table: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
         let head = text.split("[transport]").next().unwrap();
         std::fs::write(&self.config, format!("{head}[transport]\n{table}\n")).unwrap();
+    }
+
+    /// Runs SQL on another database file (a source that is not the export).
+    pub fn sql_on(&self, db: &Path, sql: &str) {
+        Connection::open(db).unwrap().execute_batch(sql).unwrap();
     }
 
     pub fn sql(&self, sql: &str) {

@@ -1,0 +1,566 @@
+//! Rasa's SQL tracker store (`rasa/core/tracker_store.py`, `SQLTrackerStore`): one table,
+//! `events`, every event of every conversation as JSON, numbered by `id`. Read only.
+//!
+//! A conversation is one session of one `sender_id`: it begins at a `session_started` event (or
+//! at the sender's first event, for stores without sessions), and is named
+//! `{sender_id}/{id of that first event}`. The visitor's lines are `user` events, the bot's are
+//! `bot` events (their step: the last action before the bot spoke); the visitor's fields are
+//! `slot` events (latest value wins). Rasa stores no completion: the owner names the actions
+//! (`complete_on_actions`) and forms (`complete_on_forms`, deactivated after they ran) that
+//! mean the visitor finished.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{Activity, Author, Batch, Conversation, END_OF_FLOW, Message, Source, Visit};
+use crate::config::SourceConfig;
+use crate::text;
+
+/// The bot id emails and `[[bots]]` entries use: Rasa's store has one bot.
+pub const BOT_ID: &str = "rasa";
+
+/// The event types Rasa writes that say nothing to us; any other unknown type is reported.
+const IGNORED: &[&str] = &[
+    "action_execution_rejected",
+    "agent",
+    "cancel_reminder",
+    "entities",
+    "export",
+    "followup",
+    "form",
+    "form_validation",
+    "loop_interrupted",
+    "pause",
+    "reminder",
+    "reset_slots",
+    "restart",
+    "resume",
+    "rewind",
+    "stack",
+    "user_featurization",
+    "wrong_action",
+    "wrong_utterance",
+];
+
+/// Slots Rasa keeps for itself: not something the visitor told the bot.
+const INTERNAL_SLOTS: &[&str] =
+    &["requested_slot", "session_started_metadata", "return_value", "dialogue_stack", "flow_hashes"];
+
+const COLUMNS: &str = "id, sender_id, type_name, timestamp, action_name, data";
+
+/// One row of `events`, as read.
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    sender: String,
+    type_name: String,
+    timestamp: Option<f64>,
+    action_name: Option<String>,
+    data: Option<String>,
+}
+
+/// What an event means to us.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    User(String),
+    Bot(String),
+    Slot(String, Option<String>),
+    Action(String),
+    /// A form starts (its name) or the active one stops (none).
+    ActiveLoop(Option<String>),
+    SessionStarted,
+    Ignored,
+}
+
+pub struct Rasa {
+    conn: Connection,
+    path: PathBuf,
+    bot_name: String,
+    complete_on_actions: Vec<String>,
+    complete_on_forms: Vec<String>,
+}
+
+impl Rasa {
+    pub fn open_sqlite(path: &Path, config: &SourceConfig) -> Result<Self> {
+        let shown = path.display();
+        if !path.is_file() {
+            bail!("rasa {shown}: no such file");
+        }
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .with_context(|| format!("rasa {shown}: opening"))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let rasa = Rasa {
+            conn,
+            path: path.to_owned(),
+            bot_name: config.bot_name.clone().unwrap_or_else(|| "Rasa bot".to_owned()),
+            complete_on_actions: config.complete_on_actions.clone(),
+            complete_on_forms: config.complete_on_forms.clone(),
+        };
+        rasa.check_schema()?;
+        Ok(rasa)
+    }
+
+    /// One line naming the file and what is wrong, before any state is touched.
+    fn check_schema(&self) -> Result<()> {
+        let name = self.name();
+        let probe = |sql: &str| self.conn.prepare(sql).map(drop);
+        if let Err(e) = probe(&format!("SELECT {COLUMNS} FROM events LIMIT 0")) {
+            if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase)) {
+                bail!("{name}: not a SQLite database");
+            }
+            if probe("SELECT id, sender_id, data FROM events LIMIT 0").is_ok() {
+                bail!(
+                    "{name}: this events table (id, sender_id, data) is Rasa's SQL event broker's, not the tracker \
+                     store's; point source.url at the tracker store"
+                );
+            }
+            bail!("{name}: not a Rasa SQL tracker store (table events with {COLUMNS}): {}", sqlite_message(&e));
+        }
+        let indexed: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_index_list('events') AS l \
+             JOIN pragma_index_info(l.name) AS i WHERE i.seqno = 0 AND i.name = 'sender_id')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !indexed {
+            log::warn!(
+                "{name}: no index on events(sender_id), which Rasa creates (ix_events_sender_id); \
+                 each conversation is read by scanning, which is slow on a large store"
+            );
+        }
+        Ok(())
+    }
+
+    fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>> {
+        let mut out = Vec::new();
+        self.each_row(sql, params, |row| {
+            out.push(row);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each row of `sql`, one at a time: the memory is one row's.
+    fn each_row(&self, sql: &str, params: impl rusqlite::Params, mut f: impl FnMut(Row) -> Result<()>) -> Result<()> {
+        let read = || format!("{}: reading events", self.name());
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params).with_context(read)?;
+        while let Some(r) = rows.next().with_context(read)? {
+            f(Row {
+                id: r.get(0)?,
+                sender: lossy(r.get_ref(1)?).unwrap_or_default(),
+                type_name: lossy(r.get_ref(2)?).unwrap_or_default(),
+                timestamp: match r.get_ref(3)? {
+                    ValueRef::Real(f) => Some(f),
+                    ValueRef::Integer(n) => Some(n as f64),
+                    ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(|t| t.trim().parse().ok()),
+                    ValueRef::Null | ValueRef::Blob(_) => None,
+                },
+                action_name: lossy(r.get_ref(4)?),
+                data: lossy(r.get_ref(5)?),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Where the session holding event `before` of `sender` began: its `session_started` event,
+    /// else the sender's first event.
+    fn session_start(&self, sender: &str, before: i64) -> Result<i64> {
+        let started: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT max(id) FROM events WHERE sender_id = ?1 AND type_name = 'session_started' AND id <= ?2",
+            )?
+            .query_row(params![sender, before], |r| r.get(0))?;
+        match started {
+            Some(id) => Ok(id),
+            None => Ok(self
+                .conn
+                .prepare_cached("SELECT coalesce(min(id), ?2) FROM events WHERE sender_id = ?1")?
+                .query_row(params![sender, before], |r| r.get(0))?),
+        }
+    }
+
+    /// The form active in a session just before event `before`, if any.
+    fn active_form(&self, sender: &str, start: i64, before: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT action_name FROM events WHERE sender_id = ?1 AND type_name = 'active_loop' \
+                 AND id >= ?2 AND id < ?3 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![sender, start, before], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Whether an event finishes the chat, given the form that was active before it.
+    fn completes(&self, event: &Event, active_form: Option<&str>) -> bool {
+        match event {
+            Event::Action(name) => self.complete_on_actions.iter().any(|a| a == name),
+            Event::ActiveLoop(None) => active_form.is_some_and(|f| self.complete_on_forms.iter().any(|c| c == f)),
+            _ => false,
+        }
+    }
+
+    /// A session's messages from its events in id order: lines, recorded fields, and a marker
+    /// where the flow was completed.
+    fn messages(&self, events: &[Row], mut warn: impl FnMut(i64, &str)) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut last_action: Option<String> = None;
+        let mut form: Option<String> = None;
+        for row in events {
+            let event = match decode(row) {
+                Ok(event) => event,
+                Err(why) => {
+                    warn(row.id, &why);
+                    continue;
+                }
+            };
+            let Some(sent_at) = time(row) else { continue };
+            let message =
+                |author, body: String, step: Option<&String>, field: Option<String>, input: Option<&str>| Message {
+                    id: row.id,
+                    sent_at,
+                    author,
+                    gambit_id: step.map(|s| text::line(s).into_owned()),
+                    input_type: input.map(str::to_owned),
+                    field: field.map(|f| text::line(&f).into_owned()),
+                    body: text::body(&body).into_owned(),
+                };
+            if self.completes(&event, form.as_deref()) {
+                let name = row.action_name.clone().or_else(|| form.clone());
+                out.push(message(Author::Bot, String::new(), name.as_ref(), None, Some(END_OF_FLOW)));
+            }
+            match event {
+                Event::User(t) => out.push(message(Author::Visitor, t, last_action.as_ref(), None, None)),
+                Event::Bot(t) => out.push(message(Author::Bot, t, last_action.as_ref(), None, None)),
+                Event::Slot(name, Some(value)) if !is_internal(&name) => {
+                    out.push(message(Author::Field, value, None, Some(name), None));
+                }
+                Event::Action(name) if name != "action_listen" => last_action = Some(name),
+                Event::ActiveLoop(name) => form = name,
+                Event::SessionStarted => form = None,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn name(&self) -> String {
+        format!("rasa {}", self.path.display())
+    }
+}
+
+impl Source for Rasa {
+    fn name(&self) -> String {
+        Rasa::name(self)
+    }
+
+    fn describe(&self) -> Result<String> {
+        let (senders, events): (i64, i64) =
+            self.conn.query_row("SELECT count(DISTINCT sender_id), count(*) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT coalesce(action_name, '') FROM events WHERE type_name IN ('action', 'active_loop')",
+        )?;
+        let seen: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let wanted: Vec<&String> = self.complete_on_actions.iter().chain(&self.complete_on_forms).collect();
+        let found: Vec<&str> = wanted.iter().filter(|w| seen.contains(w)).map(|w| w.as_str()).collect();
+        if found.is_empty() {
+            log::warn!(
+                "{}: none of complete_on_actions / complete_on_forms ({}) appears in the store: no chat will count \
+                 as completed",
+                self.name(),
+                if wanted.is_empty() {
+                    "none given".to_owned()
+                } else {
+                    wanted.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            );
+        }
+        Ok(format!(
+            "{} (Rasa tracker store): {senders} senders, {events} events, completion seen: {}",
+            self.path.display(),
+            if found.is_empty() { "none".to_owned() } else { found.join(", ") }
+        ))
+    }
+
+    fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
+        let rows = self.rows(
+            &format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            params![after, limit as i64],
+        )?;
+        let mut batch = Batch::default();
+        // Per sender: where its current session began, and the form active in it.
+        let mut sessions: HashMap<String, (i64, Option<String>)> = HashMap::new();
+        for row in &rows {
+            batch.through = Some(row.id);
+            batch.rows += 1;
+            batch.anchor = anchor(&row.sender, row.timestamp);
+            let event = match decode(row) {
+                Ok(event) => event,
+                Err(why) => {
+                    log::warn!("{}: events row {} skipped: {why}", self.name(), row.id);
+                    continue;
+                }
+            };
+            if event == Event::SessionStarted {
+                sessions.insert(row.sender.clone(), (row.id, None));
+                continue;
+            }
+            let session = match sessions.get(&row.sender) {
+                Some(s) => s.clone(),
+                None => {
+                    let start = self.session_start(&row.sender, row.id)?;
+                    let form = self.active_form(&row.sender, start, row.id)?;
+                    sessions.insert(row.sender.clone(), (start, form.clone()));
+                    (start, form)
+                }
+            };
+            let ends = self.completes(&event, session.1.as_deref());
+            if let Event::ActiveLoop(form) = &event {
+                sessions.insert(row.sender.clone(), (session.0, form.clone()));
+            }
+            let author = match event {
+                Event::User(_) => Author::Visitor,
+                Event::Bot(_) => Author::Bot,
+                _ if ends => Author::Bot,
+                _ => continue,
+            };
+            let Some(sent_at) = time(row) else {
+                log::warn!("{}: events row {} skipped: no timestamp", self.name(), row.id);
+                continue;
+            };
+            batch.activity.push(Activity {
+                id: row.id,
+                conversation_id: conversation_id(&row.sender, session.0),
+                sent_at,
+                author,
+                ends,
+            });
+        }
+        Ok(batch)
+    }
+
+    fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
+        let mut out = HashMap::new();
+        let mut stmt = self.conn.prepare_cached("SELECT timestamp FROM events WHERE id = ?2 AND sender_id = ?1")?;
+        for id in ids {
+            let Some((sender, start)) = parse_id(id) else { continue };
+            let Some(started) = stmt.query_row(params![sender, start], |r| r.get::<_, Option<f64>>(0)).optional()?
+            else {
+                continue;
+            };
+            // Only where a session really begins: any other event id names no conversation.
+            if self.session_start(sender, start)? != start {
+                continue;
+            }
+            out.insert(
+                (*id).to_owned(),
+                Conversation {
+                    id: (*id).to_owned(),
+                    bot_id: BOT_ID.to_owned(),
+                    bot_name: self.bot_name.clone(),
+                    visitor_id: text::line(sender).into_owned(),
+                    started_at: started.and_then(seconds).map(|t| t.fixed_offset()),
+                    page_url: None,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
+        let mut out = HashMap::new();
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE sender_id = ?1 AND id >= ?2 AND id <= ?3 ORDER BY id");
+        for (id, through) in wanted {
+            let Some((sender, start)) = parse_id(id) else { continue };
+            let rows = self.rows(&sql, params![sender, start, through])?;
+            // Bad rows were reported when first read.
+            out.insert((*id).to_owned(), self.messages(&rows, |_, _| {}));
+        }
+        Ok(out)
+    }
+
+    fn last_message_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+            .with_context(|| format!("{}: reading events", self.name()))
+    }
+
+    fn anchor_at(&self, id: i64) -> Result<Option<String>> {
+        Ok(self
+            .rows(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"), [id])?
+            .first()
+            .map(|r| anchor(&r.sender, r.timestamp)))
+    }
+
+    fn count_through(&self, id: i64) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM events WHERE id <= ?1", [id], |r| r.get(0))?)
+    }
+
+    fn about_how_many_conversations(&self) -> u64 {
+        0
+    }
+
+    fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64> {
+        // One session at a time: the rows of a sender in id order, cut at each session start.
+        let mut session: Vec<Row> = Vec::new();
+        let mut read = 0;
+        let mut flush = |session: &mut Vec<Row>| -> Result<()> {
+            let Some(first) = session.first() else { return Ok(()) };
+            let id = conversation_id(&first.sender, first.id);
+            let messages = self.messages(session, |_, _| {});
+            // The `action_session_start` before a session_started ends the session before it:
+            // a session with nothing said is no conversation.
+            if messages.iter().any(|m| m.author != Author::Field) {
+                let conversation = self.conversations(&[&id])?.remove(&id);
+                f(&id, conversation.as_ref(), &messages)?;
+            }
+            session.clear();
+            Ok(())
+        };
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE id <= ?1 ORDER BY sender_id, id");
+        self.each_row(&sql, [through], |row| {
+            read += 1;
+            let new_session =
+                session.first().is_some_and(|first| first.sender != row.sender || row.type_name == "session_started");
+            if new_session {
+                flush(&mut session)?;
+            }
+            session.push(row);
+            Ok(())
+        })?;
+        flush(&mut session)?;
+        Ok(read)
+    }
+}
+
+/// Pure: what a row says, or why it cannot be used.
+fn decode(row: &Row) -> Result<Event, String> {
+    let data = row.data.as_deref().ok_or("data is NULL")?;
+    let json: Value = serde_json::from_str(data).map_err(|e| format!("data is not JSON ({e})"))?;
+    let field = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_owned);
+    Ok(match row.type_name.as_str() {
+        "user" => Event::User(field("text").ok_or("a user event without text")?),
+        // A bot event may carry only buttons or an image: an empty line then.
+        "bot" => Event::Bot(field("text").unwrap_or_default()),
+        "slot" => {
+            let name = field("name").ok_or("a slot event without a name")?;
+            let value = match json.get("value") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+                Some(v) => {
+                    let kind = if v.is_array() { "a list" } else { "an object" };
+                    return Err(format!("slot {:?} holds {kind}, not a value a field can show", text::line(&name)));
+                }
+            };
+            Event::Slot(name, value)
+        }
+        "action" => Event::Action(field("name").ok_or("an action event without a name")?),
+        "active_loop" => Event::ActiveLoop(field("name")),
+        "session_started" => Event::SessionStarted,
+        other if IGNORED.contains(&other) || other.starts_with("flow_") => Event::Ignored,
+        other => return Err(format!("event type {:?} is not one chat-notifier knows", text::line(other))),
+    })
+}
+
+fn is_internal(slot: &str) -> bool {
+    INTERNAL_SLOTS.contains(&slot) || slot.starts_with("knowledge_base_")
+}
+
+fn time(row: &Row) -> Option<DateTime<Utc>> {
+    let from_data = || serde_json::from_str::<Value>(row.data.as_deref()?).ok()?.get("timestamp")?.as_f64();
+    seconds(row.timestamp.or_else(from_data)?)
+}
+
+fn seconds(t: f64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros((t * 1_000_000.0) as i64)
+}
+
+fn conversation_id(sender: &str, start: i64) -> String {
+    format!("{sender}/{start}")
+}
+
+fn parse_id(id: &str) -> Option<(&str, i64)> {
+    let (sender, start) = id.rsplit_once('/')?;
+    Some((sender, start.parse().ok()?))
+}
+
+fn anchor(sender: &str, timestamp: Option<f64>) -> String {
+    format!("{sender}\u{1f}{}", timestamp.map(|t| t.to_string()).unwrap_or_default())
+}
+
+fn lossy(v: ValueRef) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    }
+}
+
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, type_name: &str, data: &str) -> Row {
+        Row {
+            id,
+            sender: "s".into(),
+            type_name: type_name.into(),
+            timestamp: Some(1_790_000_000.0 + id as f64),
+            action_name: None,
+            data: Some(data.into()),
+        }
+    }
+
+    #[test]
+    fn events_decode_as_rasa_writes_them() {
+        let ok = |t: &str, d: &str| decode(&row(1, t, d)).unwrap();
+        assert_eq!(ok("user", r#"{"event":"user","text":"hi","parse_data":{}}"#), Event::User("hi".into()));
+        assert_eq!(ok("bot", r#"{"event":"bot","text":null,"data":{"buttons":[]}}"#), Event::Bot(String::new()));
+        assert_eq!(
+            ok("slot", r#"{"event":"slot","name":"email","value":"a@b.co"}"#),
+            Event::Slot("email".into(), Some("a@b.co".into()))
+        );
+        assert_eq!(
+            ok("slot", r#"{"event":"slot","name":"age","value":42}"#),
+            Event::Slot("age".into(), Some("42".into()))
+        );
+        assert_eq!(ok("slot", r#"{"event":"slot","name":"email","value":null}"#), Event::Slot("email".into(), None));
+        assert_eq!(ok("active_loop", r#"{"event":"active_loop","name":null}"#), Event::ActiveLoop(None));
+        assert_eq!(ok("restart", r#"{"event":"restart"}"#), Event::Ignored);
+        let bad = |t: &str, d: &str| decode(&row(7, t, d)).unwrap_err();
+        assert!(bad("user", "{not json").contains("not JSON"));
+        assert!(bad("user", r#"{"event":"user"}"#).contains("without text"));
+        assert!(bad("slot", r#"{"event":"slot","name":"tags","value":["a"]}"#).contains("holds a list"));
+        assert!(bad("slot", r#"{"event":"slot","name":"x","value":{"a":1}}"#).contains("holds an object"));
+        assert!(bad("teleport", r#"{"event":"teleport"}"#).contains("\"teleport\" is not one chat-notifier knows"));
+    }
+
+    #[test]
+    fn conversation_ids_survive_any_sender_id() {
+        for sender in ["default", "a/b/c", "", "7f3e-uuid"] {
+            assert_eq!(parse_id(&conversation_id(sender, 42)), Some((sender, 42)));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! A Rasa SQL tracker store written the way Rasa 3 writes one: the `events` table as
+//! SQLAlchemy creates it from `SQLTrackerStore.SQLEvent`, and each event's JSON as
+//! `rasa.shared.core.events` serializes it (`event`, `timestamp`, `metadata`, then the type's
+//! own keys), `action_name` copied from the event's `name` and `intent_name` from its intent.
+//! Shared by the tests and by `examples/rasa_store.rs`, which builds the demo store.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+/// `SQLTrackerStore.SQLEvent` as SQLAlchemy creates it on SQLite.
+pub const SCHEMA: &str = "
+CREATE TABLE events (
+	id INTEGER NOT NULL,
+	sender_id VARCHAR(255) NOT NULL,
+	type_name VARCHAR(255) NOT NULL,
+	timestamp FLOAT,
+	intent_name VARCHAR(255),
+	action_name VARCHAR(255),
+	data TEXT,
+	PRIMARY KEY (id)
+);
+CREATE INDEX ix_events_sender_id ON events (sender_id);
+";
+
+pub struct RasaStore {
+    pub conn: Connection,
+}
+
+/// Seconds since the epoch, as Rasa's `time.time()` gives them.
+pub fn at(rfc3339: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_micros() as f64 / 1e6
+}
+
+impl RasaStore {
+    pub fn create(path: &Path) -> Self {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        RasaStore { conn }
+    }
+
+    /// Appends one event; returns its id.
+    pub fn event(&self, sender: &str, when: &str, type_name: &str, body: Value) -> i64 {
+        let timestamp = at(when);
+        let mut data = json!({
+            "event": type_name,
+            "timestamp": timestamp,
+            "metadata": { "model_id": "5f0e0b9c2c4f4a1b9d1e2f3a4b5c6d7e", "assistant_id": "lead-assistant" },
+        });
+        data.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        let intent = data.pointer("/parse_data/intent/name").and_then(Value::as_str).map(str::to_owned);
+        let action = data.get("name").and_then(Value::as_str).map(str::to_owned);
+        self.conn
+            .execute(
+                "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![sender, type_name, timestamp, intent, action, data.to_string()],
+            )
+            .unwrap();
+        self.conn.last_insert_rowid()
+    }
+
+    pub fn action(&self, sender: &str, when: &str, name: &str) -> i64 {
+        self.event(
+            sender,
+            when,
+            "action",
+            json!({ "name": name, "policy": "RulePolicy", "confidence": 1.0, "action_text": null, "hide_rule_turn": false }),
+        )
+    }
+
+    /// A new session, as Rasa starts one: `action_session_start`, `session_started`, then
+    /// `action_listen`.
+    pub fn session(&self, sender: &str, when: &str) -> i64 {
+        self.event(
+            sender,
+            when,
+            "action",
+            json!({ "name": "action_session_start", "policy": null, "confidence": 1.0 }),
+        );
+        let started = self.event(sender, when, "session_started", json!({}));
+        self.action(sender, when, "action_listen");
+        started
+    }
+
+    pub fn user(&self, sender: &str, when: &str, text: &str, intent: &str) -> i64 {
+        self.event(
+            sender,
+            when,
+            "user",
+            json!({
+                "text": text,
+                "parse_data": {
+                    "intent": { "name": intent, "confidence": 0.98 },
+                    "entities": [],
+                    "text": text,
+                    "message_id": "9b6f2d0c4e8a4c1fb7d3a5e2c1b0a9f8",
+                    "metadata": {},
+                    "intent_ranking": [{ "name": intent, "confidence": 0.98 }],
+                },
+                "input_channel": "rest",
+                "message_id": "9b6f2d0c4e8a4c1fb7d3a5e2c1b0a9f8",
+            }),
+        )
+    }
+
+    /// The bot says something: the action that utters it, then the `bot` event.
+    pub fn say(&self, sender: &str, when: &str, utter: &str, text: &str) -> i64 {
+        self.action(sender, when, utter);
+        self.event(
+            sender,
+            when,
+            "bot",
+            json!({
+                "text": text,
+                "data": { "elements": null, "quick_replies": null, "buttons": null, "attachment": null, "image": null, "custom": null },
+                "metadata": { "utter_action": utter },
+            }),
+        )
+    }
+
+    pub fn slot(&self, sender: &str, when: &str, name: &str, value: Value) -> i64 {
+        self.event(sender, when, "slot", json!({ "name": name, "value": value }))
+    }
+
+    pub fn active_loop(&self, sender: &str, when: &str, name: Option<&str>) -> i64 {
+        self.event(sender, when, "active_loop", json!({ "name": name }))
+    }
+
+    /// A visitor who starts the lead form, gives a name and an email, and leaves at the phone
+    /// question. `minute` spaces visitors apart.
+    pub fn lead_who_leaves(&self, sender: &str, name: &str, email: &str, minute: u32) {
+        let t = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
+        self.session(sender, &t(0));
+        self.user(sender, &t(1), "hi, I'd like a quote", "request_quote");
+        self.action(sender, &t(2), "lead_form");
+        self.active_loop(sender, &t(2), Some("lead_form"));
+        self.slot(sender, &t(2), "requested_slot", json!("name"));
+        self.say(sender, &t(2), "utter_ask_name", "What's your name?");
+        self.action(sender, &t(3), "action_listen");
+        self.user(sender, &t(10), name, "inform");
+        self.slot(sender, &t(10), "name", json!(name));
+        self.slot(sender, &t(10), "requested_slot", json!("email"));
+        self.say(sender, &t(11), "utter_ask_email", "Your email?");
+        self.action(sender, &t(11), "action_listen");
+        self.user(sender, &t(20), email, "inform");
+        self.slot(sender, &t(20), "email", json!(email));
+        self.slot(sender, &t(20), "requested_slot", json!("phone"));
+        self.say(sender, &t(21), "utter_ask_phone", "And your phone?");
+        self.action(sender, &t(21), "action_listen");
+    }
+
+    /// The same visitor back: gives the phone; the form completes and the bot says goodbye.
+    pub fn finishes(&self, sender: &str, phone: &str, when: &str) {
+        self.user(sender, when, phone, "inform");
+        self.slot(sender, when, "phone", json!(phone));
+        self.slot(sender, when, "requested_slot", Value::Null);
+        self.active_loop(sender, when, None);
+        self.action(sender, when, "action_submit_lead");
+        self.say(sender, when, "utter_goodbye", "Thanks, we will be in touch!");
+        self.action(sender, when, "action_listen");
+    }
+}
