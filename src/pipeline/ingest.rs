@@ -134,14 +134,24 @@ pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: Date
         state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
     }
     let mut watermark = state.progress()?.watermark;
+    // A row committed late, behind ids already read, is read by going back over the window;
+    // the ids read there before are left out.
+    let window = source.commit_window();
+    let mut after = (watermark - window).max(0);
+    let read_before = if window > 0 { state.recent_ids(after)? } else { Default::default() };
     let bar = progress::bar(probe.last_id.saturating_sub(watermark) as u64, "reading messages");
     let mut total = 0;
     loop {
-        let batch = source.activity_after(watermark, INGEST_BATCH)?;
+        let batch = source.activity_after(after, INGEST_BATCH, &read_before)?;
         let Some(through) = batch.through else {
             bar.finish_and_clear();
             return Ok(total);
         };
+        after = through;
+        if batch.rows == 0 {
+            continue;
+        }
+        let through = through.max(watermark);
         total += batch.activity.len();
         bar.inc(through.saturating_sub(watermark) as u64);
         let mut activity = batch.activity;
@@ -159,7 +169,12 @@ pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: Date
             }
         }
         let seen = classify::fold(&activity);
-        state.atomically(|tx| tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, &batch.anchor, batch.rows))?;
+        state.atomically(|tx| {
+            // The anchor is the row at the watermark: not a late row read behind it.
+            let anchor = (batch.ids.last() == Some(&through)).then_some(batch.anchor.as_str());
+            tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, anchor, batch.rows)?;
+            if window > 0 { tx.remember(&batch.ids, through, window) } else { Ok(()) }
+        })?;
         watermark = through;
     }
 }

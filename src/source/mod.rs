@@ -5,8 +5,9 @@
 
 pub mod export_v1;
 pub mod rasa;
+pub mod sql;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -21,8 +22,13 @@ pub trait Source {
     fn name(&self) -> String;
     /// What `check` says it found.
     fn describe(&self) -> Result<String>;
-    /// Up to `limit` messages with an id above `after`, oldest first.
-    fn activity_after(&self, after: i64, limit: usize) -> Result<Batch>;
+    /// How far behind the newest id read a row may still appear, committed late: ids handed
+    /// out in one order and committed in another (PostgreSQL's sequences). Each run reads this
+    /// far back again; 0 where ids are committed in order (SQLite).
+    fn commit_window(&self) -> i64;
+    /// Up to `limit` messages with an id above `after`, oldest first, leaving out (neither
+    /// reading nor reporting) the ids in `skip`: those read by an earlier run.
+    fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch>;
     /// The conversations among `ids` that the store has.
     fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>>;
     /// The transcripts of conversations, each up to its own last message id.
@@ -43,15 +49,26 @@ pub trait Source {
 /// What `Source::each_conversation` calls with each conversation.
 pub type Visit<'a> = dyn FnMut(&str, Option<&Conversation>, &[Message]) -> Result<()> + 'a;
 
+/// How far back a run reads a PostgreSQL store again for rows committed out of id order (see
+/// `Source::commit_window`). A chatbot's writes are short transactions: one committed a
+/// thousand ids behind the newest is far beyond what concurrent saves produce, and the hourly
+/// count (`pipeline::ingest`) finds even that.
+pub const POSTGRES_COMMIT_WINDOW: i64 = 1000;
+
 /// Opens the store the config names.
 pub fn open(config: &Config) -> Result<Box<dyn Source>> {
     let Some(source) = &config.source else {
         anyhow::bail!("config: no source (give `export = PATH` or a [source] table)");
     };
     Ok(match (source.kind, source.location()) {
-        (SourceKind::Export, Location::Sqlite(path)) => Box::new(export_v1::Export::open(&path)?),
+        (SourceKind::Export, Location::Sqlite(path)) => Box::new(export_v1::Export::open_sqlite(&path)?),
+        (SourceKind::Export, Location::Postgres(url)) => {
+            Box::new(export_v1::Export::open_postgres(&url, source.password()?.as_deref())?)
+        }
         (SourceKind::Rasa, Location::Sqlite(path)) => Box::new(rasa::Rasa::open_sqlite(&path, source)?),
-        (_, Location::Postgres(_)) => anyhow::bail!("source.url: PostgreSQL is not supported by this build yet"),
+        (SourceKind::Rasa, Location::Postgres(_)) => {
+            anyhow::bail!("source.url: Rasa on PostgreSQL is not read by this build yet")
+        }
     })
 }
 
@@ -138,4 +155,6 @@ pub struct Batch {
     pub anchor: String,
     /// Rows read, bad ones included.
     pub rows: usize,
+    /// Their ids (a source with a commit window remembers them, to read none twice).
+    pub ids: Vec<i64>,
 }

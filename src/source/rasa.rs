@@ -9,16 +9,14 @@
 //! (`complete_on_actions`) and forms (`complete_on_forms`, deactivated after they ran) that
 //! mean the visitor finished.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
 
+use super::sql::{Cell, Db, Param};
 use super::{Activity, Author, Batch, Conversation, END_OF_FLOW, Message, Source, Visit};
 use crate::config::SourceConfig;
 use crate::text;
@@ -80,8 +78,9 @@ enum Event {
 }
 
 pub struct Rasa {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    /// "rasa /var/lib/rasa/rasa.db", or the URL without its password.
+    name: String,
     bot_name: String,
     complete_on_actions: Vec<String>,
     complete_on_forms: Vec<String>,
@@ -89,17 +88,24 @@ pub struct Rasa {
 
 impl Rasa {
     pub fn open_sqlite(path: &Path, config: &SourceConfig) -> Result<Self> {
-        let shown = path.display();
+        let name = format!("rasa {}", path.display());
         if !path.is_file() {
-            bail!("rasa {shown}: no such file");
+            bail!("{name}: no such file");
         }
-        let conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .with_context(|| format!("rasa {shown}: opening"))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let db = Db::sqlite(path).with_context(|| format!("{name}: opening"))?;
+        Rasa::on(db, name, config)
+    }
+
+    pub fn open_postgres(url: &str, config: &SourceConfig) -> Result<Self> {
+        let name = format!("rasa {}", super::sql::shown_url(url));
+        let db = Db::postgres(url, config.password()?.as_deref()).with_context(|| format!("{name}: connecting"))?;
+        Rasa::on(db, name, config)
+    }
+
+    fn on(db: Db, name: String, config: &SourceConfig) -> Result<Self> {
         let rasa = Rasa {
-            conn,
-            path: path.to_owned(),
+            db,
+            name,
             bot_name: config.bot_name.clone().unwrap_or_else(|| "Rasa bot".to_owned()),
             complete_on_actions: config.complete_on_actions.clone(),
             complete_on_forms: config.complete_on_forms.clone(),
@@ -108,29 +114,23 @@ impl Rasa {
         Ok(rasa)
     }
 
-    /// One line naming the file and what is wrong, before any state is touched.
+    /// One line naming the store and what is wrong, before any state is touched.
     fn check_schema(&self) -> Result<()> {
-        let name = self.name();
-        let probe = |sql: &str| self.conn.prepare(sql).map(drop);
-        if let Err(e) = probe(&format!("SELECT {COLUMNS} FROM events LIMIT 0")) {
-            if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase)) {
-                bail!("{name}: not a SQLite database");
+        let name = &self.name;
+        if let Err(e) = self.db.prepare(&format!("SELECT {COLUMNS} FROM events LIMIT 0"), &[]) {
+            let e = format!("{e:#}");
+            if e == "not a SQLite database" {
+                bail!("{name}: {e}");
             }
-            if probe("SELECT id, sender_id, data FROM events LIMIT 0").is_ok() {
+            if self.db.prepare("SELECT id, sender_id, data FROM events LIMIT 0", &[]).is_ok() {
                 bail!(
                     "{name}: this events table (id, sender_id, data) is Rasa's SQL event broker's, not the tracker \
                      store's; point source.url at the tracker store"
                 );
             }
-            bail!("{name}: not a Rasa SQL tracker store (table events with {COLUMNS}): {}", sqlite_message(&e));
+            bail!("{name}: not a Rasa SQL tracker store (table events with {COLUMNS}): {e}");
         }
-        let indexed: bool = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_index_list('events') AS l \
-             JOIN pragma_index_info(l.name) AS i WHERE i.seqno = 0 AND i.name = 'sender_id')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !indexed {
+        if !self.db.has_index("events", "sender_id").with_context(|| format!("{name}: reading the schema"))? {
             log::warn!(
                 "{name}: no index on events(sender_id), which Rasa creates (ix_events_sender_id); \
                  each conversation is read by scanning, which is slow on a large store"
@@ -139,7 +139,7 @@ impl Rasa {
         Ok(())
     }
 
-    fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>> {
+    fn rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
         let mut out = Vec::new();
         self.each_row(sql, params, |row| {
             out.push(row);
@@ -149,57 +149,57 @@ impl Rasa {
     }
 
     /// Calls `f` with each row of `sql`, one at a time: the memory is one row's.
-    fn each_row(&self, sql: &str, params: impl rusqlite::Params, mut f: impl FnMut(Row) -> Result<()>) -> Result<()> {
-        let read = || format!("{}: reading events", self.name());
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params).with_context(read)?;
-        while let Some(r) = rows.next().with_context(read)? {
-            f(Row {
-                id: r.get(0)?,
-                sender: lossy(r.get_ref(1)?).unwrap_or_default(),
-                type_name: lossy(r.get_ref(2)?).unwrap_or_default(),
-                timestamp: match r.get_ref(3)? {
-                    ValueRef::Real(f) => Some(f),
-                    ValueRef::Integer(n) => Some(n as f64),
-                    ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(|t| t.trim().parse().ok()),
-                    ValueRef::Null | ValueRef::Blob(_) => None,
-                },
-                action_name: lossy(r.get_ref(4)?),
-                data: lossy(r.get_ref(5)?),
-            })?;
-        }
-        Ok(())
+    fn each_row(&self, sql: &str, params: &[Param], mut f: impl FnMut(Row) -> Result<()>) -> Result<()> {
+        self.db
+            .each(sql, params, |cells| {
+                f(Row {
+                    id: cells[0].int().unwrap_or_default(),
+                    sender: cells[1].lossy().unwrap_or_default(),
+                    type_name: cells[2].lossy().unwrap_or_default(),
+                    timestamp: cells[3].real(),
+                    action_name: cells[4].lossy(),
+                    data: cells[5].lossy(),
+                })
+            })
+            .with_context(|| format!("{}: reading events", self.name))
     }
 
     /// Where the session holding event `before` of `sender` began: its `session_started` event,
     /// else the sender's first event.
     fn session_start(&self, sender: &str, before: i64) -> Result<i64> {
-        let started: Option<i64> = self
-            .conn
-            .prepare_cached(
-                "SELECT max(id) FROM events WHERE sender_id = ?1 AND type_name = 'session_started' AND id <= ?2",
-            )?
-            .query_row(params![sender, before], |r| r.get(0))?;
+        let params = [Param::Text(sender.to_owned()), Param::Int(before)];
+        let started = self.db.int(
+            "SELECT max(id) FROM events WHERE sender_id = ?1 AND type_name = 'session_started' AND id <= ?2",
+            &params,
+        )?;
         match started {
             Some(id) => Ok(id),
             None => Ok(self
-                .conn
-                .prepare_cached("SELECT coalesce(min(id), ?2) FROM events WHERE sender_id = ?1")?
-                .query_row(params![sender, before], |r| r.get(0))?),
+                .db
+                .int("SELECT min(id) FROM events WHERE sender_id = ?1 AND id <= ?2", &params)?
+                .unwrap_or(before)),
         }
     }
 
     /// The form active in a session just before event `before`, if any.
     fn active_form(&self, sender: &str, start: i64, before: i64) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT action_name FROM events WHERE sender_id = ?1 AND type_name = 'active_loop' \
-                 AND id >= ?2 AND id < ?3 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![sender, start, before], |r| r.get::<_, Option<String>>(0))
-            .optional()?
-            .flatten())
+        let row = self.db.one(
+            "SELECT action_name FROM events WHERE sender_id = ?1 AND type_name = 'active_loop' \
+             AND id >= ?2 AND id < ?3 ORDER BY id DESC LIMIT 1",
+            &[Param::Text(sender.to_owned()), Param::Int(start), Param::Int(before)],
+        )?;
+        Ok(row.and_then(|r| r[0].lossy()))
+    }
+
+    fn conversation(&self, sender: &str, started: Option<f64>, id: &str) -> Conversation {
+        Conversation {
+            id: id.to_owned(),
+            bot_id: BOT_ID.to_owned(),
+            bot_name: self.bot_name.clone(),
+            visitor_id: text::line(sender).into_owned(),
+            started_at: started.and_then(seconds).map(|t| t.fixed_offset()),
+            page_url: None,
+        }
     }
 
     /// Whether an event finishes the chat, given the form that was active before it.
@@ -254,63 +254,61 @@ impl Rasa {
         }
         out
     }
-
-    fn name(&self) -> String {
-        format!("rasa {}", self.path.display())
-    }
 }
 
 impl Source for Rasa {
     fn name(&self) -> String {
-        Rasa::name(self)
+        self.name.clone()
+    }
+
+    fn commit_window(&self) -> i64 {
+        if self.db.is_postgres() { super::POSTGRES_COMMIT_WINDOW } else { 0 }
     }
 
     fn describe(&self) -> Result<String> {
-        let (senders, events): (i64, i64) =
-            self.conn.query_row("SELECT count(DISTINCT sender_id), count(*) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let mut stmt = self.conn.prepare(
-            "SELECT DISTINCT coalesce(action_name, '') FROM events WHERE type_name IN ('action', 'active_loop')",
-        )?;
-        let seen: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        let wanted: Vec<&String> = self.complete_on_actions.iter().chain(&self.complete_on_forms).collect();
-        let found: Vec<&str> = wanted.iter().filter(|w| seen.contains(w)).map(|w| w.as_str()).collect();
+        let counts = self.db.one("SELECT count(DISTINCT sender_id), count(*) FROM events", &[])?.unwrap_or_default();
+        let count = |i: usize| counts.get(i).and_then(Cell::int).unwrap_or(0);
+        let seen: Vec<String> = self
+            .db
+            .rows("SELECT DISTINCT action_name FROM events WHERE type_name IN ('action', 'active_loop')", &[])?
+            .iter()
+            .filter_map(|r| r[0].lossy())
+            .collect();
+        let wanted: Vec<&str> =
+            self.complete_on_actions.iter().chain(&self.complete_on_forms).map(String::as_str).collect();
+        let found: Vec<&str> = wanted.iter().copied().filter(|w| seen.iter().any(|s| s == w)).collect();
         if found.is_empty() {
             log::warn!(
                 "{}: none of complete_on_actions / complete_on_forms ({}) appears in the store: no chat will count \
                  as completed",
-                self.name(),
-                if wanted.is_empty() {
-                    "none given".to_owned()
-                } else {
-                    wanted.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", ")
-                }
+                self.name,
+                if wanted.is_empty() { "none given".to_owned() } else { wanted.join(", ") }
             );
         }
         Ok(format!(
-            "{} (Rasa tracker store): {senders} senders, {events} events, completion seen: {}",
-            self.path.display(),
+            "{} (Rasa tracker store): {} senders, {} events, completion seen: {}",
+            self.name.trim_start_matches("rasa "),
+            count(0),
+            count(1),
             if found.is_empty() { "none".to_owned() } else { found.join(", ") }
         ))
     }
 
-    fn activity_after(&self, after: i64, limit: usize) -> Result<Batch> {
-        let rows = self.rows(
-            &format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            params![after, limit as i64],
-        )?;
-        let mut batch = Batch::default();
+    fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2");
+        let mut rows = self.rows(&sql, &[Param::Int(after), Param::Int(limit as i64)])?;
+        let mut batch = Batch { through: rows.last().map(|r| r.id), ..Batch::default() };
+        rows.retain(|r| !skip.contains(&r.id));
         // Per sender: where its current session began, and the form active in it.
         let mut sessions: HashMap<String, (i64, Option<String>)> = HashMap::new();
         for row in &rows {
-            batch.through = Some(row.id);
             batch.rows += 1;
+            batch.ids.push(row.id);
             batch.anchor = anchor(&row.sender, row.timestamp);
             let event = match decode(row) {
                 Ok(event) => event,
                 Err(why) => {
-                    log::warn!("{}: events row {} skipped: {why}", self.name(), row.id);
+                    log::warn!("{}: events row {} skipped: {why}", self.name, row.id);
                     continue;
                 }
             };
@@ -338,7 +336,7 @@ impl Source for Rasa {
                 _ => continue,
             };
             let Some(sent_at) = time(row) else {
-                log::warn!("{}: events row {} skipped: no timestamp", self.name(), row.id);
+                log::warn!("{}: events row {} skipped: no timestamp", self.name, row.id);
                 continue;
             };
             batch.activity.push(Activity {
@@ -354,10 +352,10 @@ impl Source for Rasa {
 
     fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
         let mut out = HashMap::new();
-        let mut stmt = self.conn.prepare_cached("SELECT timestamp FROM events WHERE id = ?2 AND sender_id = ?1")?;
         for id in ids {
             let Some((sender, start)) = parse_id(id) else { continue };
-            let Some(started) = stmt.query_row(params![sender, start], |r| r.get::<_, Option<f64>>(0)).optional()?
+            let params = [Param::Text(sender.to_owned()), Param::Int(start)];
+            let Some(row) = self.db.one("SELECT timestamp FROM events WHERE id = ?2 AND sender_id = ?1", &params)?
             else {
                 continue;
             };
@@ -365,17 +363,7 @@ impl Source for Rasa {
             if self.session_start(sender, start)? != start {
                 continue;
             }
-            out.insert(
-                (*id).to_owned(),
-                Conversation {
-                    id: (*id).to_owned(),
-                    bot_id: BOT_ID.to_owned(),
-                    bot_name: self.bot_name.clone(),
-                    visitor_id: text::line(sender).into_owned(),
-                    started_at: started.and_then(seconds).map(|t| t.fixed_offset()),
-                    page_url: None,
-                },
-            );
+            out.insert((*id).to_owned(), self.conversation(sender, row[0].real(), id));
         }
         Ok(out)
     }
@@ -385,7 +373,7 @@ impl Source for Rasa {
         let sql = format!("SELECT {COLUMNS} FROM events WHERE sender_id = ?1 AND id >= ?2 AND id <= ?3 ORDER BY id");
         for (id, through) in wanted {
             let Some((sender, start)) = parse_id(id) else { continue };
-            let rows = self.rows(&sql, params![sender, start, through])?;
+            let rows = self.rows(&sql, &[Param::Text(sender.to_owned()), Param::Int(start), Param::Int(*through)])?;
             // Bad rows were reported when first read.
             out.insert((*id).to_owned(), self.messages(&rows, |_, _| {}));
         }
@@ -393,20 +381,18 @@ impl Source for Rasa {
     }
 
     fn last_message_id(&self) -> Result<i64> {
-        self.conn
-            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
-            .with_context(|| format!("{}: reading events", self.name()))
+        let last = self.db.int("SELECT max(id) FROM events", &[]);
+        Ok(last.with_context(|| format!("{}: reading events", self.name))?.unwrap_or(0))
     }
 
     fn anchor_at(&self, id: i64) -> Result<Option<String>> {
-        Ok(self
-            .rows(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"), [id])?
-            .first()
-            .map(|r| anchor(&r.sender, r.timestamp)))
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?1");
+        Ok(self.rows(&sql, &[Param::Int(id)])?.first().map(|r| anchor(&r.sender, r.timestamp)))
     }
 
     fn count_through(&self, id: i64) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM events WHERE id <= ?1", [id], |r| r.get(0))?)
+        let count = self.db.int("SELECT count(*) FROM events WHERE id <= ?1", &[Param::Int(id)]);
+        Ok(count.with_context(|| format!("{}: counting events", self.name))?.unwrap_or(0))
     }
 
     fn about_how_many_conversations(&self) -> u64 {
@@ -424,14 +410,15 @@ impl Source for Rasa {
             // The `action_session_start` before a session_started ends the session before it:
             // a session with nothing said is no conversation.
             if messages.iter().any(|m| m.author != Author::Field) {
-                let conversation = self.conversations(&[&id])?.remove(&id);
-                f(&id, conversation.as_ref(), &messages)?;
+                // From the rows at hand: a store being read answers no other query meanwhile.
+                let conversation = self.conversation(&first.sender, first.timestamp, &id);
+                f(&id, Some(&conversation), &messages)?;
             }
             session.clear();
             Ok(())
         };
         let sql = format!("SELECT {COLUMNS} FROM events WHERE id <= ?1 ORDER BY sender_id, id");
-        self.each_row(&sql, [through], |row| {
+        self.each_row(&sql, &[Param::Int(through)], |row| {
             read += 1;
             let new_session =
                 session.first().is_some_and(|first| first.sender != row.sender || row.type_name == "session_started");
@@ -500,22 +487,6 @@ fn parse_id(id: &str) -> Option<(&str, i64)> {
 
 fn anchor(sender: &str, timestamp: Option<f64>) -> String {
     format!("{sender}\u{1f}{}", timestamp.map(|t| t.to_string()).unwrap_or_default())
-}
-
-fn lossy(v: ValueRef) -> Option<String> {
-    match v {
-        ValueRef::Null => None,
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        ValueRef::Integer(n) => Some(n.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-    }
-}
-
-fn sqlite_message(e: &rusqlite::Error) -> String {
-    match e {
-        rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,11 @@ ALTER TABLE progress ADD COLUMN read_count INTEGER;
 UPDATE progress SET read_count = 0 WHERE watermark = 0;
 ALTER TABLE progress ADD COLUMN audited_at INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- The ids read within a source's commit window (PostgreSQL: ids committed out of order), so a
+-- run that reads the window again reads none of them twice.
+CREATE TABLE recent_ids (id INTEGER PRIMARY KEY);
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

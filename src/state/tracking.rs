@@ -76,6 +76,13 @@ impl State {
         ))
     }
 
+    /// The ids read after `after` that a commit window keeps (see `Tx::remember`).
+    pub fn recent_ids(&self, after: i64) -> Result<std::collections::HashSet<i64>> {
+        let mut stmt = self.context(self.conn.prepare_cached("SELECT id FROM recent_ids WHERE id > ?1"))?;
+        let ids = stmt.query_map([after], |r| r.get(0));
+        self.context(ids.and_then(Iterator::collect))
+    }
+
     /// A page of the conversations with uncovered messages that may be due: ended, or idle
     /// since `idle_since` or earlier. In id order after `after`.
     pub fn open_conversations(&self, idle_since: DateTime<Utc>, after: &str, limit: usize) -> Result<Vec<Open>> {
@@ -116,13 +123,24 @@ impl State {
 }
 
 impl Tx<'_> {
+    /// Remembers the ids of rows read within a commit window of `window` ids behind
+    /// `watermark`, and forgets those that fell out of it.
+    pub fn remember(&self, ids: &[i64], watermark: i64, window: i64) -> Result<()> {
+        let mut insert = self.0.prepare_cached("INSERT OR IGNORE INTO recent_ids (id) VALUES (?1)")?;
+        for id in ids.iter().filter(|&&id| id > watermark - window) {
+            insert.execute([id])?;
+        }
+        self.0.prepare_cached("DELETE FROM recent_ids WHERE id <= ?1")?.execute([watermark - window])?;
+        Ok(())
+    }
+
     /// Folds a batch of new messages into the conversations they belong to and moves the
     /// watermark past them: `read` rows, the last of them `anchor`.
     pub fn track<'a>(
         &self,
         seen: impl IntoIterator<Item = (&'a str, Seen)>,
         watermark: i64,
-        anchor: &str,
+        anchor: Option<&str>,
         read: usize,
     ) -> Result<()> {
         let mut upsert = self.0.prepare_cached(
@@ -134,7 +152,7 @@ impl Tx<'_> {
             upsert.execute(params![id, s.last_message, s.last_activity.timestamp_millis(), s.ended])?;
         }
         self.0.execute(
-            "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = read_count + ?3",
+            "UPDATE progress SET watermark = ?1, anchor = coalesce(?2, anchor), read_count = read_count + ?3",
             params![watermark, anchor, read as i64],
         )?;
         Ok(())

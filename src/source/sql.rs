@@ -1,0 +1,333 @@
+//! The one place a source's SQL meets a database: SQLite (a file, read only) or PostgreSQL
+//! (a server, in read-only transactions). Sources write their queries once, with `?1`-style
+//! placeholders and `rarray(?N)` for a list of ids; PostgreSQL gets them rewritten (`$N` with
+//! the parameter's type, `unnest(...)`). Rows come back as plain cells, whatever the database.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+
+/// A value as a source reads it. Text keeps its bytes: SQLite can hold invalid UTF-8, and
+/// whether that makes a row unusable is the source's call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(Vec<u8>),
+}
+
+impl Cell {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Cell::Int(n) => Some(*n),
+            Cell::Real(f) => Some(*f as i64),
+            Cell::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
+            Cell::Null => None,
+        }
+    }
+
+    pub fn real(&self) -> Option<f64> {
+        match self {
+            Cell::Int(n) => Some(*n as f64),
+            Cell::Real(f) => Some(*f),
+            Cell::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
+            Cell::Null => None,
+        }
+    }
+
+    /// Whatever is there, as text, invalid UTF-8 replaced.
+    pub fn lossy(&self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            Cell::Int(n) => Some(n.to_string()),
+            Cell::Real(f) => Some(f.to_string()),
+            Cell::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        }
+    }
+}
+
+/// A parameter of a query.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+    /// A list of ids: `rarray(?N)`.
+    Texts(Vec<String>),
+}
+
+pub enum Db {
+    Sqlite(Connection),
+    Postgres(RefCell<postgres::Client>),
+}
+
+impl Db {
+    pub fn sqlite(path: &Path) -> Result<Db> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        // The runtime may be writing: wait out its commits rather than fail.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        rusqlite::vtab::array::load_module(&conn)?;
+        Ok(Db::Sqlite(conn))
+    }
+
+    /// Connects to `url` (a libpq URL without a password) with `password`; TLS as the URL's
+    /// `sslmode` says, certificates checked against the system's roots.
+    pub fn postgres(url: &str, password: Option<&str>) -> Result<Db> {
+        let mut config: postgres::Config = url.parse().context("not a PostgreSQL URL")?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).map_err(pg_error)?;
+        // Read only, whatever the role may do: one statement, one snapshot, as on SQLite.
+        client.batch_execute("SET default_transaction_read_only = on").map_err(pg_error)?;
+        Ok(Db::Postgres(RefCell::new(client)))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Checks that a query is valid here (its tables and columns exist) without running it.
+    pub fn prepare(&self, sql: &str, params: &[Param]) -> Result<()> {
+        match self {
+            Db::Sqlite(conn) => conn.prepare_cached(sql).map(drop).map_err(sqlite_error),
+            Db::Postgres(client) => {
+                let sql = postgres_sql(sql, params);
+                let mut client = client.try_borrow_mut().context("a query while another is being read")?;
+                client.prepare(&sql).map(drop).map_err(pg_error)
+            }
+        }
+    }
+
+    /// Calls `f` with each row, one at a time: the memory is one row's.
+    pub fn each(&self, sql: &str, params: &[Param], mut f: impl FnMut(&[Cell]) -> Result<()>) -> Result<()> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql).map_err(sqlite_error)?;
+                let values: Vec<Box<dyn rusqlite::ToSql>> = params.iter().map(sqlite_param).collect();
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(sqlite_error)?;
+                let n = rows.as_ref().map_or(0, |s| s.column_count());
+                let mut cells = Vec::with_capacity(n);
+                while let Some(row) = rows.next().map_err(sqlite_error)? {
+                    cells.clear();
+                    for i in 0..n {
+                        cells.push(match row.get_ref(i)? {
+                            ValueRef::Null => Cell::Null,
+                            ValueRef::Integer(n) => Cell::Int(n),
+                            ValueRef::Real(f) => Cell::Real(f),
+                            ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(t.to_vec()),
+                        });
+                    }
+                    f(&cells)?;
+                }
+                Ok(())
+            }
+            Db::Postgres(client) => {
+                let sql = postgres_sql(sql, params);
+                let boxed: Vec<Box<dyn ToSql + Sync>> = params.iter().map(postgres_param).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
+                // One query at a time on a connection: a second one while rows are being read
+                // is a bug in the caller, said as an error rather than a panic.
+                let mut client = client.try_borrow_mut().context("a query while another is being read")?;
+                let mut rows = client.query_raw(&sql, refs).map_err(pg_error)?;
+                let mut cells = Vec::new();
+                while let Some(row) = rows.next().map_err(pg_error)? {
+                    cells.clear();
+                    for (i, column) in row.columns().iter().enumerate() {
+                        cells.push(postgres_cell(&row, i, column.type_())?);
+                    }
+                    f(&cells)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Cell>>> {
+        let mut out = Vec::new();
+        self.each(sql, params, |row| {
+            out.push(row.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub fn one(&self, sql: &str, params: &[Param]) -> Result<Option<Vec<Cell>>> {
+        Ok(self.rows(sql, params)?.into_iter().next())
+    }
+
+    /// The first column of the first row, as an integer (counts, max ids).
+    pub fn int(&self, sql: &str, params: &[Param]) -> Result<Option<i64>> {
+        Ok(self.one(sql, params)?.and_then(|row| row.first().and_then(Cell::int)))
+    }
+
+    /// Whether `table` has an index whose first column is `column`.
+    pub fn has_index(&self, table: &str, column: &str) -> Result<bool> {
+        let sql = match self {
+            Db::Sqlite(_) => {
+                "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l \
+                 JOIN pragma_index_info(l.name) AS i WHERE i.seqno = 0 AND i.name = ?2)"
+            }
+            Db::Postgres(_) => {
+                "SELECT count(*) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
+                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0] \
+                 WHERE t.relname = ?1 AND a.attname = ?2 AND pg_table_is_visible(t.oid)"
+            }
+        };
+        Ok(self.int(sql, &[Param::Text(table.into()), Param::Text(column.into())])?.unwrap_or(0) > 0)
+    }
+}
+
+/// `?N` becomes `$N` cast to its parameter's type (so an int4 column compares with an int8
+/// parameter), and `rarray(?N) AS page` a `unnest` of a text array.
+fn postgres_sql(sql: &str, params: &[Param]) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('?') {
+        let digits = rest[at + 1..].chars().take_while(char::is_ascii_digit).count();
+        let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+        let rarray = rest[..at].ends_with("rarray(");
+        out.push_str(if rarray { &rest[..at - "rarray(".len()] } else { &rest[..at] });
+        let cast = match params.get(n.wrapping_sub(1)) {
+            Some(Param::Int(_)) => "int8",
+            Some(Param::Texts(_)) => "text[]",
+            _ => "text",
+        };
+        if rarray {
+            out.push_str(&format!("unnest(${n}::{cast}"));
+        } else {
+            out.push_str(&format!("${n}::{cast}"));
+        }
+        rest = &rest[at + 1 + digits..];
+        if rarray && let Some(after) = rest.strip_prefix(") AS page") {
+            out.push_str(") AS page(value)");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn sqlite_param(p: &Param) -> Box<dyn rusqlite::ToSql> {
+    match p {
+        Param::Int(n) => Box::new(*n),
+        Param::Text(t) => Box::new(t.clone()),
+        // What rarray() reads.
+        Param::Texts(t) => Box::new(std::rc::Rc::new(t.iter().cloned().map(Value::Text).collect::<Vec<_>>())),
+    }
+}
+
+fn postgres_param(p: &Param) -> Box<dyn ToSql + Sync> {
+    match p {
+        Param::Int(n) => Box::new(*n),
+        Param::Text(t) => Box::new(t.clone()),
+        Param::Texts(t) => Box::new(t.clone()),
+    }
+}
+
+fn postgres_cell(row: &postgres::Row, i: usize, ty: &Type) -> Result<Cell> {
+    fn get<'a, T: postgres::types::FromSql<'a>>(row: &'a postgres::Row, i: usize) -> Result<Option<T>> {
+        row.try_get::<_, Option<T>>(i).map_err(pg_error)
+    }
+    let text = |s: Option<String>| s.map_or(Cell::Null, |s| Cell::Text(s.into_bytes()));
+    Ok(match *ty {
+        Type::INT2 => get::<i16>(row, i)?.map_or(Cell::Null, |n| Cell::Int(n.into())),
+        Type::INT4 => get::<i32>(row, i)?.map_or(Cell::Null, |n| Cell::Int(n.into())),
+        Type::INT8 => get::<i64>(row, i)?.map_or(Cell::Null, Cell::Int),
+        Type::FLOAT4 => get::<f32>(row, i)?.map_or(Cell::Null, |f| Cell::Real(f.into())),
+        Type::FLOAT8 => get::<f64>(row, i)?.map_or(Cell::Null, Cell::Real),
+        Type::BOOL => get::<bool>(row, i)?.map_or(Cell::Null, |b| Cell::Int(b.into())),
+        Type::TIMESTAMPTZ => text(get::<chrono::DateTime<chrono::Utc>>(row, i)?.map(|t| t.to_rfc3339())),
+        // A timestamp without a zone is taken as UTC.
+        Type::TIMESTAMP => text(get::<chrono::NaiveDateTime>(row, i)?.map(|t| t.and_utc().to_rfc3339())),
+        Type::JSON | Type::JSONB => text(get::<serde_json::Value>(row, i)?.map(|v| v.to_string())),
+        _ => text(get::<String>(row, i)?),
+    })
+}
+
+/// SQLite's own words, without the statement rusqlite appends to them.
+fn sqlite_error(e: rusqlite::Error) -> anyhow::Error {
+    let message = match &e {
+        rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    };
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("not a SQLite database"),
+        _ => anyhow::anyhow!(message),
+    }
+}
+
+/// The server's message and its detail, on one line.
+fn pg_error(e: postgres::Error) -> anyhow::Error {
+    match e.as_db_error() {
+        Some(db) => anyhow::anyhow!("{}{}", db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let s_text = s.to_string();
+                if !text.contains(&s_text) {
+                    text = format!("{text}: {s_text}");
+                }
+                source = s.source();
+            }
+            anyhow::anyhow!(text)
+        }
+    }
+}
+
+/// The URL as it may be shown: without a password, should one be there.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_gets_typed_placeholders_and_unnest() {
+        let params = [Param::Texts(vec![]), Param::Int(1)];
+        assert_eq!(
+            postgres_sql("SELECT c.id FROM rarray(?1) AS page CROSS JOIN c ON c.id = page.value WHERE n > ?2", &params),
+            "SELECT c.id FROM unnest($1::text[]) AS page(value) CROSS JOIN c ON c.id = page.value WHERE n > $2::int8"
+        );
+        assert_eq!(
+            postgres_sql("WHERE id = ?1 AND s = ?2", &[Param::Int(1), Param::Text("x".into())]),
+            "WHERE id = $1::int8 AND s = $2::text"
+        );
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(
+            shown_url("postgresql://bot:s3cret@db.example.com:5432/rasa?sslmode=require"),
+            "postgresql://bot@db.example.com:5432/rasa?sslmode=require"
+        );
+        assert_eq!(shown_url("postgresql://bot@db/rasa"), "postgresql://bot@db/rasa");
+    }
+}
