@@ -44,8 +44,8 @@ const EVERYTHING_SQL: &str = "SELECT m.id, m.conversation_id, m.sent_at, m.sende
 /// The one scan: a handful of rows, read once per run.
 const BOTS_SQL: &str = "SELECT id, name FROM bots";
 /// The queries whose cost must follow what changed, not the export's size, with parameters of
-/// the types they take.
-fn queries() -> [(&'static str, &'static str, Vec<Param>); 5] {
+/// the types they take (public for the query-plan tests against a real PostgreSQL).
+pub fn queries() -> [(&'static str, &'static str, Vec<Param>); 5] {
     let ids = || vec![Param::Texts(vec![])];
     [
         ("messages", ACTIVITY_SQL, vec![Param::Int(0), Param::Int(0)]),
@@ -83,14 +83,10 @@ impl Export {
     fn check_schema(&self) -> Result<()> {
         // Preparing the queries a run makes checks every table and column they need.
         for (tables, sql, params) in queries().into_iter().chain([("bots", BOTS_SQL, vec![])]) {
-            self.db.prepare(sql, &params).map_err(|e| {
-                let e = format!("{e:#}");
-                if e == "not a SQLite database" {
-                    anyhow::anyhow!("{}: {e}", self.name)
-                } else {
-                    anyhow::anyhow!("{}: not export schema v1 ({tables}): {e}", self.name)
-                }
-            })?;
+            let prepared = self.db.prepare(sql, &params).with_context(|| self.name.clone())?;
+            if let Err(why) = prepared {
+                bail!("{}: not export schema v1 ({tables}): {why}", self.name);
+            }
         }
         if !self.db.has_index("messages", "conversation_id").with_context(|| self.context("reading the schema"))? {
             log::warn!(

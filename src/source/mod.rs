@@ -66,9 +66,7 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
             Box::new(export_v1::Export::open_postgres(&url, source.password()?.as_deref())?)
         }
         (SourceKind::Rasa, Location::Sqlite(path)) => Box::new(rasa::Rasa::open_sqlite(&path, source)?),
-        (SourceKind::Rasa, Location::Postgres(_)) => {
-            anyhow::bail!("source.url: Rasa on PostgreSQL is not read by this build yet")
-        }
+        (SourceKind::Rasa, Location::Postgres(url)) => Box::new(rasa::Rasa::open_postgres(&url, source)?),
     })
 }
 

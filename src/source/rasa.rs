@@ -117,12 +117,10 @@ impl Rasa {
     /// One line naming the store and what is wrong, before any state is touched.
     fn check_schema(&self) -> Result<()> {
         let name = &self.name;
-        if let Err(e) = self.db.prepare(&format!("SELECT {COLUMNS} FROM events LIMIT 0"), &[]) {
-            let e = format!("{e:#}");
-            if e == "not a SQLite database" {
-                bail!("{name}: {e}");
-            }
-            if self.db.prepare("SELECT id, sender_id, data FROM events LIMIT 0", &[]).is_ok() {
+        let prepared =
+            self.db.prepare(&format!("SELECT {COLUMNS} FROM events LIMIT 0"), &[]).with_context(|| name.clone())?;
+        if let Err(e) = prepared {
+            if matches!(self.db.prepare("SELECT id, sender_id, data FROM events LIMIT 0", &[]), Ok(Ok(()))) {
                 bail!(
                     "{name}: this events table (id, sender_id, data) is Rasa's SQL event broker's, not the tracker \
                      store's; point source.url at the tracker store"

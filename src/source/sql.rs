@@ -104,13 +104,26 @@ impl Db {
     }
 
     /// Checks that a query is valid here (its tables and columns exist) without running it.
-    pub fn prepare(&self, sql: &str, params: &[Param]) -> Result<()> {
+    /// `Ok(Err(why))`: the schema is not what the query needs; `Err`: the database failed.
+    pub fn prepare(&self, sql: &str, params: &[Param]) -> Result<Result<(), String>> {
         match self {
-            Db::Sqlite(conn) => conn.prepare_cached(sql).map(drop).map_err(sqlite_error),
+            Db::Sqlite(conn) => match conn.prepare_cached(sql) {
+                Ok(_) => Ok(Ok(())),
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => Err(sqlite_error(e)),
+                Err(e) => Ok(Err(format!("{:#}", sqlite_error(e)))),
+            },
             Db::Postgres(client) => {
                 let sql = postgres_sql(sql, params);
                 let mut client = client.try_borrow_mut().context("a query while another is being read")?;
-                client.prepare(&sql).map(drop).map_err(pg_error)
+                match client.prepare(&sql) {
+                    Ok(_) => Ok(Ok(())),
+                    // Class 42: syntax errors and undefined tables or columns, what another
+                    // schema (or none) answers.
+                    Err(e) if e.code().is_some_and(|c| c.code().starts_with("42")) => {
+                        Ok(Err(format!("{:#}", pg_error(e))))
+                    }
+                    Err(e) => Err(pg_error(e)),
+                }
             }
         }
     }
@@ -196,14 +209,14 @@ impl Db {
 
 /// `?N` becomes `$N` cast to its parameter's type (so an int4 column compares with an int8
 /// parameter), and `rarray(?N) AS page` a `unnest` of a text array.
-fn postgres_sql(sql: &str, params: &[Param]) -> String {
+pub fn postgres_sql(sql: &str, params: &[Param]) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut rest = sql;
     while let Some(at) = rest.find('?') {
         let digits = rest[at + 1..].chars().take_while(char::is_ascii_digit).count();
         let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
         let rarray = rest[..at].ends_with("rarray(");
-        out.push_str(if rarray { &rest[..at - "rarray(".len()] } else { &rest[..at] });
+        out.push_str(&(if rarray { &rest[..at - "rarray(".len()] } else { &rest[..at] }).replace("CROSS JOIN", "JOIN"));
         let cast = match params.get(n.wrapping_sub(1)) {
             Some(Param::Int(_)) => "int8",
             Some(Param::Texts(_)) => "text[]",
@@ -220,7 +233,7 @@ fn postgres_sql(sql: &str, params: &[Param]) -> String {
             rest = after;
         }
     }
-    out.push_str(rest);
+    out.push_str(&rest.replace("CROSS JOIN", "JOIN"));
     out
 }
 
@@ -314,7 +327,7 @@ mod tests {
         let params = [Param::Texts(vec![]), Param::Int(1)];
         assert_eq!(
             postgres_sql("SELECT c.id FROM rarray(?1) AS page CROSS JOIN c ON c.id = page.value WHERE n > ?2", &params),
-            "SELECT c.id FROM unnest($1::text[]) AS page(value) CROSS JOIN c ON c.id = page.value WHERE n > $2::int8"
+            "SELECT c.id FROM unnest($1::text[]) AS page(value) JOIN c ON c.id = page.value WHERE n > $2::int8"
         );
         assert_eq!(
             postgres_sql("WHERE id = ?1 AND s = ?2", &[Param::Int(1), Param::Text("x".into())]),

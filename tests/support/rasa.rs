@@ -5,6 +5,7 @@
 //! Shared by the tests and by `examples/rasa_store.rs`, which builds the demo store.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
@@ -25,8 +26,28 @@ CREATE TABLE events (
 CREATE INDEX ix_events_sender_id ON events (sender_id);
 ";
 
+/// `SQLTrackerStore.SQLEvent` as SQLAlchemy creates it on PostgreSQL.
+pub const POSTGRES_SCHEMA: &str = "
+CREATE TABLE events (
+	id SERIAL NOT NULL,
+	sender_id VARCHAR(255) NOT NULL,
+	type_name VARCHAR(255) NOT NULL,
+	timestamp FLOAT,
+	intent_name VARCHAR(255),
+	action_name VARCHAR(255),
+	data TEXT,
+	PRIMARY KEY (id)
+);
+CREATE INDEX ix_events_sender_id ON events (sender_id);
+";
+
+pub enum Store {
+    Sqlite(Connection),
+    Postgres(RefCell<postgres::Client>),
+}
+
 pub struct RasaStore {
-    pub conn: Connection,
+    pub store: Store,
 }
 
 /// Seconds since the epoch, as Rasa's `time.time()` gives them.
@@ -38,7 +59,13 @@ impl RasaStore {
     pub fn create(path: &Path) -> Self {
         let conn = Connection::open(path).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        RasaStore { conn }
+        RasaStore { store: Store::Sqlite(conn) }
+    }
+
+    /// The tracker store's table in a PostgreSQL database, as Rasa creates it there.
+    pub fn create_postgres(mut client: postgres::Client) -> Self {
+        client.batch_execute(POSTGRES_SCHEMA).unwrap();
+        RasaStore { store: Store::Postgres(RefCell::new(client)) }
     }
 
     /// Appends one event; returns its id.
@@ -52,14 +79,29 @@ impl RasaStore {
         data.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
         let intent = data.pointer("/parse_data/intent/name").and_then(Value::as_str).map(str::to_owned);
         let action = data.get("name").and_then(Value::as_str).map(str::to_owned);
-        self.conn
-            .execute(
-                "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![sender, type_name, timestamp, intent, action, data.to_string()],
-            )
-            .unwrap();
-        self.conn.last_insert_rowid()
+        let data = data.to_string();
+        match &self.store {
+            Store::Sqlite(conn) => {
+                conn.execute(
+                    "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![sender, type_name, timestamp, intent, action, data],
+                )
+                .unwrap();
+                conn.last_insert_rowid()
+            }
+            Store::Postgres(client) => {
+                let row = client
+                    .borrow_mut()
+                    .query_one(
+                        "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        &[&sender, &type_name, &timestamp, &intent, &action, &data],
+                    )
+                    .unwrap();
+                row.get::<_, i32>(0).into()
+            }
+        }
     }
 
     pub fn action(&self, sender: &str, when: &str, name: &str) -> i64 {

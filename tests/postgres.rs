@@ -1,0 +1,261 @@
+//! Sources on a real PostgreSQL server (a throwaway cluster, `support::pg`): export schema v1
+//! written there by many runtime hosts, and Rasa's tracker store. The same emails and
+//! guarantees as on SQLite, plus what only a server does: ids committed out of order, a
+//! connection cut mid-run, a database that is not there.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chat_notifier::source::export_v1;
+use chat_notifier::source::sql::{Param, postgres_sql};
+use support::{Fixture, SmtpServer, mails, pg};
+
+/// Export schema v1 as a PostgreSQL exporter writes it: ids from a sequence, times as
+/// timestamptz.
+const EXPORT_SCHEMA: &str = "
+CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE conversations (
+  id TEXT PRIMARY KEY, bot_id TEXT NOT NULL REFERENCES bots(id), visitor_id TEXT NOT NULL,
+  started_at TEXT NOT NULL, page_url TEXT);
+CREATE TABLE messages (
+  id BIGSERIAL PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+  sent_at TIMESTAMPTZ NOT NULL, sender TEXT NOT NULL, gambit_id TEXT, input_type TEXT, field TEXT,
+  body TEXT NOT NULL);
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+INSERT INTO bots VALUES ('lead', 'Lead Bot');
+";
+
+struct PgExport {
+    client: postgres::Client,
+}
+
+impl PgExport {
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        conversation: &str,
+        at: &str,
+        sender: &str,
+        step: Option<&str>,
+        input: Option<&str>,
+        field: Option<&str>,
+        body: &str,
+    ) -> i64 {
+        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+        self.client
+            .query_one(
+                "INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&conversation, &at, &sender, &step, &input, &field, &body],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    fn lead_who_leaves(&mut self, id: &str, name: &str, email: &str, minute: u32) {
+        let at = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
+        self.client
+            .execute("INSERT INTO conversations VALUES ($1, 'lead', $2, $3, NULL)", &[&id, &format!("v-{id}"), &at(0)])
+            .unwrap();
+        self.message(id, &at(0), "bot", Some("ask_name"), Some("text"), None, "What's your name?");
+        self.message(id, &at(10), "visitor", None, None, Some("name"), name);
+        self.message(id, &at(11), "bot", Some("ask_email"), Some("email"), None, "Your email?");
+        self.message(id, &at(20), "visitor", None, None, Some("email"), email);
+        self.message(id, &at(21), "bot", Some("ask_phone"), Some("phone"), None, "And your phone?");
+    }
+}
+
+/// A fixture reading export v1 from a new database of the test cluster.
+fn export_on_postgres(server: &SmtpServer) -> Option<(Fixture, PgExport, String)> {
+    let cluster = pg::cluster()?;
+    let url = cluster.database();
+    let mut client = cluster.client(&url);
+    client.batch_execute(EXPORT_SCHEMA).unwrap();
+    let f = Fixture::new(server.port());
+    f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+    Some((f, PgExport { client }, url))
+}
+
+#[test]
+fn export_v1_on_postgres_gives_the_lead_path_in_one_thread() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = export_on_postgres(&server) else { return };
+    db.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:10:00Z", &[], 0);
+    assert!(server.received().is_empty());
+    f.run_at("2026-11-24T09:31:00Z", &[], 0);
+    db.message("c1", "2026-11-25T08:00:00Z", "visitor", None, None, Some("phone"), "+1 555 0100");
+    db.message("c1", "2026-11-25T08:00:01Z", "bot", Some("done"), Some("end_conversation"), None, "Thanks!");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2);
+    assert!(m[0].subject.starts_with("Lead Bot: chat with Jane Doe [#"), "{}", m[0].subject);
+    assert_eq!(m[0].reply_to.as_deref(), Some("jane@example.com"));
+    assert_eq!(m[1].subject, format!("Re: {}", m[0].subject));
+    assert_eq!(m[1].in_reply_to.as_deref(), Some(m[0].message_id.as_str()));
+    assert!(
+        m[1].text.contains("came back and finished") && m[1].text.contains("[2026-11-25 08:00] Visitor: +1 555 0100"),
+        "{}",
+        m[1].text
+    );
+    let check = f.run(&["check"]);
+    assert!(check.stdout.contains("(export schema v1 on PostgreSQL, 1 bot(s))"), "{}", check.stdout);
+    let out = f.run_at("2026-11-26T08:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    assert_eq!(server.received().len(), 2);
+}
+
+/// Sequence ids are handed out at insert and committed in any order: a run that read id N+1
+/// can meet a committed N later. It must still be read, once.
+#[test]
+fn a_row_committed_after_a_higher_id_was_read_is_still_read_once() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = export_on_postgres(&server) else { return };
+    db.lead_who_leaves("a", "Ann", "ann@example.com", 0);
+    db.lead_who_leaves("b", "Bob", "bob@example.com", 1);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2, "both abandoned");
+
+    // Ann finishes in a transaction that takes its id first and commits last.
+    let mut slow = pg::cluster().unwrap().client(&url);
+    let mut late = slow.transaction().unwrap();
+    let ann_end: i64 = late
+        .query_one(
+            "INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body) \
+             VALUES ('a', '2026-11-24T11:00:00Z', 'bot', 'done', 'end_conversation', NULL, 'Thanks!') RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let bob_back = db.message("b", "2026-11-24T11:00:01Z", "visitor", None, None, None, "hello again");
+    assert!(bob_back > ann_end, "the later id is committed first");
+    f.run_at("2026-11-24T11:00:30Z", &[], 0); // reads Bob's message, past Ann's uncommitted one
+    late.commit().unwrap();
+    f.run_at("2026-11-24T11:01:00Z", &[], 0);
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    let ann: Vec<_> = m.iter().filter(|m| m.subject.contains("Ann")).collect();
+    assert_eq!(ann.len(), 2, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(ann[1].text.contains("came back and finished"), "{}", ann[1].text);
+    let bob: Vec<_> = m.iter().filter(|m| m.subject.contains("Bob")).collect();
+    assert_eq!(bob.len(), 2, "Bob's resumed email, once");
+    assert_eq!(m.len(), 4);
+}
+
+#[test]
+fn a_connection_cut_mid_run_is_one_line_and_the_next_run_loses_nothing() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = export_on_postgres(&server) else { return };
+    db.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let cluster = pg::cluster().unwrap();
+    // Hold the messages table: the run connects, then waits on it; cut its connection there.
+    let mut holder = cluster.client(&url);
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").unwrap();
+    let child = f.spawn(&["run", "--now", "2026-11-24T10:00:00Z"]);
+    let mut admin = cluster.client(&cluster.url("postgres"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cut = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND datname = current_database() IS NOT TRUE AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        if !cut.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never waited on the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let shown = url.split('?').next().unwrap();
+    assert!(stderr.starts_with("chat-notifier: error: export ") && stderr.contains(shown), "{stderr}");
+    assert!(stderr.contains("terminating connection") || stderr.contains("connection closed"), "{stderr}");
+    lock.rollback().unwrap();
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 1, "the email, once");
+}
+
+#[test]
+fn an_unreachable_server_or_missing_database_is_one_line_without_the_password() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let f = Fixture::new(server.port());
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for (url, why) in [
+        (format!("postgresql://postgres@127.0.0.1:{free}/nothing?sslmode=disable&connect_timeout=2"), "onnect"),
+        (cluster.url("no_such_database"), "database \"no_such_database\" does not exist"),
+    ] {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\"\npassword_env = \"PGPASS_TEST\""));
+        let out = f.run_with_env(&["run", "--now", "2026-11-24T10:00:00Z"], &[("PGPASS_TEST", "hunter2")]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains(&url) && out.stderr.contains(why), "{}", out.stderr);
+        assert!(!out.stderr.contains("hunter2"));
+        assert!(!f.state.exists());
+    }
+    f.use_source("kind = \"export\"\nurl = \"postgresql://bot:hunter2@db.example.com/bots\"");
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("source.url: passwords are not read from the config file"), "{}", out.stdout);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+}
+
+#[test]
+fn a_rasa_store_on_postgres_gives_the_lead_path_in_one_thread() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let url = cluster.database();
+    let rasa = support::rasa::RasaStore::create_postgres(cluster.client(&url));
+    let f = Fixture::new(server.port());
+    f.use_source(&format!(
+        "kind = \"rasa\"\nurl = \"{url}\"\nbot_name = \"Lead Bot\"\ncomplete_on_actions = [\"action_submit_lead\"]"
+    ));
+    rasa.lead_who_leaves("4a1c9e", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:35:00Z", &[], 0);
+    rasa.finishes("4a1c9e", "+1 555 0100", "2026-11-24T09:50:00Z");
+    f.run_at("2026-11-24T09:51:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2);
+    assert!(m[0].text.contains("at step utter_ask_phone"), "{}", m[0].text);
+    assert_eq!(m[1].subject, format!("Re: {}", m[0].subject));
+    assert!(m[1].text.contains("came back and finished"), "{}", m[1].text);
+    let out = f.run_at("2026-11-25T09:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+}
+
+/// Every query a run makes on the export is served by an index: with sequential scans
+/// priced out, a plan that still scans a table has no index to use.
+#[test]
+fn no_query_a_run_makes_scans_the_export_on_postgres() {
+    let Some(cluster) = pg::cluster() else { return };
+    let url = cluster.database();
+    let mut client = cluster.client(&url);
+    client.batch_execute(EXPORT_SCHEMA).unwrap();
+    client.batch_execute("ANALYZE; SET enable_seqscan = off;").unwrap();
+    for (_, sql, params) in export_v1::queries() {
+        let sql = postgres_sql(sql, &params);
+        let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
+            .iter()
+            .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+                match p {
+                    Param::Int(n) => Box::new(*n),
+                    Param::Text(t) => Box::new(t.clone()),
+                    Param::Texts(t) => Box::new(t.clone()),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
+        let plan: Vec<String> =
+            client.query(&format!("EXPLAIN {sql}"), &refs).unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan on messages") && !plan.contains("Seq Scan on conversations"), "{sql}\n{plan}");
+        assert!(plan.contains("Index"), "{sql}\n{plan}");
+    }
+}

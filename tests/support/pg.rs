@@ -1,0 +1,126 @@
+//! A throwaway PostgreSQL cluster for one test run: Debian's `postgresql` (`.ci/run` installs
+//! it), `initdb` into a temporary folder, listening on 127.0.0.1 only, run as `nobody` when the
+//! tests run as root (the server refuses root), stopped when the test process exits. Each test
+//! gets a database of its own.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The cluster, started on first use; None (the test is skipped) where PostgreSQL is not
+/// installed, except under CI, where that is a failure.
+pub fn cluster() -> Option<&'static Cluster> {
+    CLUSTER
+        .get_or_init(|| match Cluster::start() {
+            Ok(cluster) => Some(cluster),
+            Err(why) => {
+                assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: {why}");
+                eprintln!("skipped: no PostgreSQL server here ({why}); `apt-get install postgresql` runs these");
+                None
+            }
+        })
+        .as_ref()
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file()));
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> =
+            std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect();
+        versions.sort();
+        versions.into_iter().rev().find(|d| d.join("initdb").is_file())
+    })
+}
+
+/// Runs a server program as `nobody` when we are root: PostgreSQL refuses to run as root.
+fn as_server(program: &Path) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+extern "C" fn stop_cluster() {
+    if let Some(Some(c)) = CLUSTER.get() {
+        let _ = as_server(&c.bin.join("pg_ctl")).arg("-D").arg(&c.data).args(["-m", "immediate", "stop"]).output();
+    }
+}
+
+impl Cluster {
+    fn start() -> Result<Cluster, String> {
+        let bin = bin_dir().ok_or("no initdb on PATH or under /usr/lib/postgresql")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if unsafe { libc::geteuid() } == 0 {
+            let ok =
+                Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).status().map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("chown nobody failed".into());
+            }
+        }
+        let data = dir.path().join("data");
+        let out = as_server(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale", "C"])
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        let out = as_server(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(dir.path().join("log"))
+            .args(["-w", "start"])
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+            return Err(format!("pg_ctl start: {}{log}", String::from_utf8_lossy(&out.stderr)));
+        }
+        unsafe { libc::atexit(stop_cluster) };
+        Ok(Cluster { _dir: dir, data, bin, port })
+    }
+
+    /// A new, empty database; its URL.
+    pub fn database(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
+        self.admin().batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        self.url(&name)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+
+    pub fn client(&self, url: &str) -> postgres::Client {
+        postgres::Client::connect(url, postgres::NoTls).unwrap()
+    }
+
+    fn admin(&self) -> postgres::Client {
+        self.client(&self.url("postgres"))
+    }
+}
