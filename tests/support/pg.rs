@@ -124,3 +124,58 @@ impl Cluster {
         self.client(&self.url("postgres"))
     }
 }
+
+/// Export schema v1 as a PostgreSQL exporter writes it: ids from a sequence, times as
+/// timestamptz.
+pub const EXPORT_SCHEMA: &str = "
+CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE conversations (
+  id TEXT PRIMARY KEY, bot_id TEXT NOT NULL REFERENCES bots(id), visitor_id TEXT NOT NULL,
+  started_at TEXT NOT NULL, page_url TEXT);
+CREATE TABLE messages (
+  id BIGSERIAL PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+  sent_at TIMESTAMPTZ NOT NULL, sender TEXT NOT NULL, gambit_id TEXT, input_type TEXT, field TEXT,
+  body TEXT NOT NULL);
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+INSERT INTO bots VALUES ('lead', 'Lead Bot');
+";
+
+pub struct PgExport {
+    pub client: postgres::Client,
+}
+
+impl PgExport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn message(
+        &mut self,
+        conversation: &str,
+        at: &str,
+        sender: &str,
+        step: Option<&str>,
+        input: Option<&str>,
+        field: Option<&str>,
+        body: &str,
+    ) -> i64 {
+        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+        self.client
+            .query_one(
+                "INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&conversation, &at, &sender, &step, &input, &field, &body],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    pub fn lead_who_leaves(&mut self, id: &str, name: &str, email: &str, minute: u32) {
+        let at = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
+        self.client
+            .execute("INSERT INTO conversations VALUES ($1, 'lead', $2, $3, NULL)", &[&id, &format!("v-{id}"), &at(0)])
+            .unwrap();
+        self.message(id, &at(0), "bot", Some("ask_name"), Some("text"), None, "What's your name?");
+        self.message(id, &at(10), "visitor", None, None, Some("name"), name);
+        self.message(id, &at(11), "bot", Some("ask_email"), Some("email"), None, "Your email?");
+        self.message(id, &at(20), "visitor", None, None, Some("email"), email);
+        self.message(id, &at(21), "bot", Some("ask_phone"), Some("phone"), None, "And your phone?");
+    }
+}

@@ -124,6 +124,13 @@ impl SmtpServer {
         }
     }
 
+    /// Forgets what was received: the next test on the same server starts from nothing.
+    pub fn clear(&self) {
+        let mut shared = self.shared.lock().unwrap();
+        shared.received.clear();
+        shared.attempts = 0;
+    }
+
     pub fn set(&self, behavior: Behavior) {
         self.shared.lock().unwrap().behavior = behavior;
     }
