@@ -753,6 +753,40 @@ path = "outbox"
     }
 
     #[test]
+    fn sources() {
+        let with_source = |table: &str| {
+            MINIMAL.replace("export = \"export.sqlite\"\n", "").replace("[mail]", &format!("[source]\n{table}\n[mail]"))
+        };
+        let c = parse(MINIMAL).unwrap();
+        let source = c.source.as_ref().unwrap();
+        assert_eq!((source.kind, source.location()), (SourceKind::Export, Location::Sqlite("export.sqlite".into())));
+        let c = parse(&with_source("kind = \"rasa\"\nurl = \"sqlite:///var/lib/rasa/rasa.db\"")).unwrap();
+        assert_eq!(c.source.as_ref().unwrap().location(), Location::Sqlite("/var/lib/rasa/rasa.db".into()));
+        let pg = "postgresql://bot@db.example.com:5432/rasa?sslmode=require";
+        let c = parse(&with_source(&format!("kind = \"rasa\"\nurl = \"{pg}\"\npassword_env = \"P\""))).unwrap();
+        assert_eq!(c.source.as_ref().unwrap().location(), Location::Postgres(pg.into()));
+        let cases = [
+            (MINIMAL.replace("[mail]", "[source]\nkind = \"rasa\"\nurl = \"r.db\"\n[mail]"), "export and [source]"),
+            (MINIMAL.replace("export = \"export.sqlite\"\n", ""), "source: where are the chats?"),
+            (with_source("kind = \"chatwoot\"\nurl = \"x\""), "source.kind"),
+            (
+                with_source("kind = \"rasa\"\nurl = \"postgresql://bot:hunter2@db/rasa\""),
+                "source.url: passwords are not read",
+            ),
+            (
+                with_source("kind = \"export\"\nurl = \"e.db\"\ncomplete_on_actions = [\"x\"]"),
+                "source.complete_on_actions",
+            ),
+            (with_source("kind = \"rasa\"\nurl = \"\""), "source.url: empty"),
+        ];
+        for (text, key) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(key), "error {err:?} should say {key:?}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
     fn spans() {
         assert_eq!(Span::parse("90s"), Some(Span(TimeDelta::seconds(90))));
         assert_eq!(Span::parse("1h30m"), Some(Span(TimeDelta::minutes(90))));
