@@ -152,3 +152,6 @@ echo
 cat "$work/table.md"
 echo
 cat "$work/state-sizes"
+
+# The sources (Rasa's tracker store, export v1 on PostgreSQL) at the same sizes.
+bash bench/sources.sh "${sizes[@]}"

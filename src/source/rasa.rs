@@ -53,6 +53,21 @@ const INTERNAL_SLOTS: &[&str] =
 
 const COLUMNS: &str = "id, sender_id, type_name, timestamp, action_name, data";
 
+// The queries a run makes, each through the primary key or Rasa's ix_events_sender_id
+// (tests::every_query_a_run_makes_uses_an_index).
+const AFTER_SQL: &str =
+    "SELECT id, sender_id, type_name, timestamp, action_name, data FROM events WHERE id > ?1 ORDER BY id LIMIT ?2";
+const SESSION_SQL: &str =
+    "SELECT max(id) FROM events WHERE sender_id = ?1 AND type_name = 'session_started' AND id <= ?2";
+const FIRST_SQL: &str = "SELECT min(id) FROM events WHERE sender_id = ?1 AND id <= ?2";
+const FORM_SQL: &str = "SELECT action_name FROM events WHERE sender_id = ?1 AND type_name = 'active_loop' \
+     AND id >= ?2 AND id < ?3 ORDER BY id DESC LIMIT 1";
+const START_SQL: &str = "SELECT timestamp FROM events WHERE id = ?2 AND sender_id = ?1";
+const SESSION_EVENTS_SQL: &str = "SELECT id, sender_id, type_name, timestamp, action_name, data FROM events \
+     WHERE sender_id = ?1 AND id >= ?2 AND id <= ?3 ORDER BY id";
+const AT_SQL: &str = "SELECT id, sender_id, type_name, timestamp, action_name, data FROM events WHERE id = ?1";
+const LAST_SQL: &str = "SELECT max(id) FROM events";
+
 /// One row of `events`, as read.
 #[derive(Debug, Clone)]
 struct Row {
@@ -166,26 +181,16 @@ impl Rasa {
     /// else the sender's first event.
     fn session_start(&self, sender: &str, before: i64) -> Result<i64> {
         let params = [Param::Text(sender.to_owned()), Param::Int(before)];
-        let started = self.db.int(
-            "SELECT max(id) FROM events WHERE sender_id = ?1 AND type_name = 'session_started' AND id <= ?2",
-            &params,
-        )?;
+        let started = self.db.int(SESSION_SQL, &params)?;
         match started {
             Some(id) => Ok(id),
-            None => Ok(self
-                .db
-                .int("SELECT min(id) FROM events WHERE sender_id = ?1 AND id <= ?2", &params)?
-                .unwrap_or(before)),
+            None => Ok(self.db.int(FIRST_SQL, &params)?.unwrap_or(before)),
         }
     }
 
     /// The form active in a session just before event `before`, if any.
     fn active_form(&self, sender: &str, start: i64, before: i64) -> Result<Option<String>> {
-        let row = self.db.one(
-            "SELECT action_name FROM events WHERE sender_id = ?1 AND type_name = 'active_loop' \
-             AND id >= ?2 AND id < ?3 ORDER BY id DESC LIMIT 1",
-            &[Param::Text(sender.to_owned()), Param::Int(start), Param::Int(before)],
-        )?;
+        let row = self.db.one(FORM_SQL, &[Param::Text(sender.to_owned()), Param::Int(start), Param::Int(before)])?;
         Ok(row.and_then(|r| r[0].lossy()))
     }
 
@@ -293,8 +298,7 @@ impl Source for Rasa {
     }
 
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
-        let sql = format!("SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2");
-        let mut rows = self.rows(&sql, &[Param::Int(after), Param::Int(limit as i64)])?;
+        let mut rows = self.rows(AFTER_SQL, &[Param::Int(after), Param::Int(limit as i64)])?;
         let mut batch = Batch { through: rows.last().map(|r| r.id), ..Batch::default() };
         rows.retain(|r| !skip.contains(&r.id));
         // Per sender: where its current session began, and the form active in it.
@@ -353,8 +357,7 @@ impl Source for Rasa {
         for id in ids {
             let Some((sender, start)) = parse_id(id) else { continue };
             let params = [Param::Text(sender.to_owned()), Param::Int(start)];
-            let Some(row) = self.db.one("SELECT timestamp FROM events WHERE id = ?2 AND sender_id = ?1", &params)?
-            else {
+            let Some(row) = self.db.one(START_SQL, &params)? else {
                 continue;
             };
             // Only where a session really begins: any other event id names no conversation.
@@ -368,10 +371,10 @@ impl Source for Rasa {
 
     fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
         let mut out = HashMap::new();
-        let sql = format!("SELECT {COLUMNS} FROM events WHERE sender_id = ?1 AND id >= ?2 AND id <= ?3 ORDER BY id");
         for (id, through) in wanted {
             let Some((sender, start)) = parse_id(id) else { continue };
-            let rows = self.rows(&sql, &[Param::Text(sender.to_owned()), Param::Int(start), Param::Int(*through)])?;
+            let params = [Param::Text(sender.to_owned()), Param::Int(start), Param::Int(*through)];
+            let rows = self.rows(SESSION_EVENTS_SQL, &params)?;
             // Bad rows were reported when first read.
             out.insert((*id).to_owned(), self.messages(&rows, |_, _| {}));
         }
@@ -379,13 +382,12 @@ impl Source for Rasa {
     }
 
     fn last_message_id(&self) -> Result<i64> {
-        let last = self.db.int("SELECT max(id) FROM events", &[]);
+        let last = self.db.int(LAST_SQL, &[]);
         Ok(last.with_context(|| format!("{}: reading events", self.name))?.unwrap_or(0))
     }
 
     fn anchor_at(&self, id: i64) -> Result<Option<String>> {
-        let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?1");
-        Ok(self.rows(&sql, &[Param::Int(id)])?.first().map(|r| anchor(&r.sender, r.timestamp)))
+        Ok(self.rows(AT_SQL, &[Param::Int(id)])?.first().map(|r| anchor(&r.sender, r.timestamp)))
     }
 
     fn count_through(&self, id: i64) -> Result<i64> {
@@ -524,6 +526,25 @@ mod tests {
         assert!(bad("slot", r#"{"event":"slot","name":"tags","value":["a"]}"#).contains("holds a list"));
         assert!(bad("slot", r#"{"event":"slot","name":"x","value":{"a":1}}"#).contains("holds an object"));
         assert!(bad("teleport", r#"{"event":"teleport"}"#).contains("\"teleport\" is not one chat-notifier knows"));
+    }
+
+    #[test]
+    fn every_query_a_run_makes_uses_an_index() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER NOT NULL, sender_id VARCHAR(255) NOT NULL, type_name VARCHAR(255) NOT NULL, \
+             timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), data TEXT, PRIMARY KEY (id)); \
+             CREATE INDEX ix_events_sender_id ON events (sender_id);",
+        )
+        .unwrap();
+        for sql in [AFTER_SQL, SESSION_SQL, FIRST_SQL, FORM_SQL, START_SQL, SESSION_EVENTS_SQL, AT_SQL, LAST_SQL] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound =
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Value::Null, stmt.parameter_count()));
+            let plan: Vec<String> =
+                stmt.query_map(unbound, |r| r.get(3)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+            assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{sql}\n{plan:#?}");
+        }
     }
 
     #[test]

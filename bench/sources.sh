@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The sources' benchmarks (issue 9): the same export as bench/run.sh, read as Rasa's tracker store
+# on SQLite (converted event by event into the JSON Rasa writes) and as export schema v1 on
+# PostgreSQL. Incremental (1,000 new messages) and idle runs, each beside its store's own floor:
+# sqlite3, or psql, reading max(id).
+#
+#   bench/sources.sh                  # 10k, 100k and 1M conversations
+#   bench/sources.sh 10000 100000     # chosen sizes
+#
+# Needs what bench/run.sh installs, and postgresql (a throwaway cluster in $BENCH_DIR, run as
+# nobody under root). bench/run.sh calls it last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("${@:-10000 100000 1000000}")
+read -r -a sizes <<<"${sizes[*]}"
+for tool in sqlite3 hyperfine python3; do command -v "$tool" >/dev/null || { echo "bench/run.sh installs $tool" >&2; exit 1; }; done
+pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1)" 2>/dev/null || true)
+if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+fi
+cargo build --release --quiet --bin chat-notifier --example gen_export
+bin=$PWD/target/release/chat-notifier
+gen=$PWD/target/release/examples/gen_export
+work=${BENCH_DIR:-/tmp/chat-notifier-bench}/sources
+mkdir -p "$work"
+NOW=2026-11-24T12:00:00Z; SETTLED=2026-11-26T12:00:00Z; LATER=2026-11-26T13:00:00Z
+
+mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$1"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+ms() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 1000:.1f}')" "$1"; }
+h() { hyperfine --style none --export-json "$work/h.json" "$@" >/dev/null 2>&1; mean "$work/h.json"; }
+
+# A PostgreSQL cluster of the benchmark's own, on 127.0.0.1:5544.
+server() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
+pgdata=$work/pg
+if [ ! -d "$pgdata" ]; then
+  mkdir -p "$pgdata"; [ "$(id -u)" = 0 ] && chown nobody:nogroup "$pgdata" "$work"
+  server "$pgbin/initdb" -D "$pgdata" -A trust -U postgres --no-sync >/dev/null
+fi
+server "$pgbin/pg_ctl" -D "$pgdata" -o "-c listen_addresses=127.0.0.1 -p 5544 -k /tmp -c shared_buffers=512MB" -l "$work/pg.log" -w start >/dev/null
+trap 'server "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null' EXIT
+psql() { command psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5544 -U postgres "$@"; }
+
+# Rasa's events for the export's messages with ids above $2, appended to the store $1 (the
+# export attached as x): a session per new conversation, an action before each bot line, the
+# bot's and visitor's lines, a slot per answered field, action_submit_lead where a flow ends.
+rasa_events() {
+  sqlite3 "$1" "ATTACH '$3' AS x;
+  CREATE TABLE IF NOT EXISTS events (id INTEGER NOT NULL, sender_id VARCHAR(255) NOT NULL,
+    type_name VARCHAR(255) NOT NULL, timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255),
+    data TEXT, PRIMARY KEY (id));
+  CREATE INDEX IF NOT EXISTS ix_events_sender_id ON events (sender_id);
+  INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data)
+  SELECT sender, type, ts, intent, action, data FROM (
+    SELECT conversation_id AS sender, 'session_started' AS type, unixepoch(min(sent_at)) AS ts, NULL AS intent,
+           NULL AS action, json_object('event', 'session_started', 'timestamp', unixepoch(min(sent_at))) AS data,
+           min(id) * 4 AS k
+      FROM x.messages GROUP BY conversation_id HAVING min(id) > $2
+    UNION ALL
+    SELECT conversation_id, 'action', unixepoch(sent_at), NULL, coalesce(gambit_id, 'utter_default'),
+           json_object('event', 'action', 'timestamp', unixepoch(sent_at), 'name', coalesce(gambit_id, 'utter_default'),
+                       'policy', 'RulePolicy', 'confidence', 1.0), id * 4 + 1
+      FROM x.messages WHERE id > $2 AND sender = 'bot' AND input_type IS NOT 'end_conversation'
+    UNION ALL
+    SELECT conversation_id, 'action', unixepoch(sent_at), NULL, 'action_submit_lead',
+           json_object('event', 'action', 'timestamp', unixepoch(sent_at), 'name', 'action_submit_lead'), id * 4 + 1
+      FROM x.messages WHERE id > $2 AND sender = 'bot' AND input_type = 'end_conversation'
+    UNION ALL
+    SELECT conversation_id, CASE sender WHEN 'bot' THEN 'bot' ELSE 'user' END, unixepoch(sent_at),
+           CASE sender WHEN 'visitor' THEN 'inform' END, NULL,
+           CASE sender WHEN 'bot' THEN json_object('event', 'bot', 'timestamp', unixepoch(sent_at), 'text', body,
+                                                  'data', json_object('buttons', NULL))
+                       ELSE json_object('event', 'user', 'timestamp', unixepoch(sent_at), 'text', body,
+                                        'parse_data', json_object('intent', json_object('name', 'inform', 'confidence', 0.93)),
+                                        'input_channel', 'rest') END, id * 4 + 2
+      FROM x.messages WHERE id > $2
+    UNION ALL
+    SELECT conversation_id, 'slot', unixepoch(sent_at), NULL, field,
+           json_object('event', 'slot', 'timestamp', unixepoch(sent_at), 'name', field, 'value', body), id * 4 + 3
+      FROM x.messages WHERE id > $2 AND sender = 'visitor' AND field IS NOT NULL
+  ) ORDER BY k;"
+}
+
+printf '\n| store | conversations | rows | case | chat-notifier | floor | ratio | target |\n|---|---|---|---|---|---|---|---|\n' >"$work/table.md"
+for n in "${sizes[@]}"; do
+  base=$work/export-$n.base
+  [ -f "$base" ] || "$gen" --conversations "$n" --out "$base" --now "$NOW"
+  cp "$base" "$work/export-$n.sqlite"
+  "$gen" --append 1000 --out "$work/export-$n.sqlite" --now "$LATER"
+  base_max=$(sqlite3 "$base" 'select max(id) from messages')
+
+  # Rasa on SQLite: the store at the base export, settled, then the 1,000 new messages' events.
+  rasa=$work/rasa-$n.db
+  rm -f "$rasa" && rasa_events "$rasa" 0 "$base"
+  config() { # FILE STATE OUT, then the [source] table's lines
+    local file=$1 state=$2 out=$3; shift 3
+    { printf 'state = "%s"\n[source]\n' "$state"; printf '%s\n' "$@"
+      printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\n[transport]\nkind = "folder"\npath = "%s"\n' "$out"; } >"$file"
+  }
+  config "$work/rasa-$n.toml" "rasa-state-$n.sqlite" "rasa-out-$n" 'kind = "rasa"' "url = \"rasa-$n.db\"" \
+    'complete_on_actions = ["action_submit_lead"]'
+  rm -rf "$work/rasa-state-$n.sqlite"* "$work/rasa-out-$n"
+  "$bin" --config "$work/rasa-$n.toml" -q run --now "$SETTLED"
+  cp "$work/rasa-state-$n.sqlite" "$work/rasa-state-$n.base"
+  rasa_events "$rasa" "$base_max" "$work/export-$n.sqlite"
+  events=$(sqlite3 "$rasa" 'select count(*) from events')
+  floor=$(h --warmup 3 --runs 20 "sqlite3 $rasa 'select max(id) from events'")
+  prepare="rm -rf $work/rasa-state-$n.sqlite-wal $work/rasa-state-$n.sqlite-shm $work/rasa-out-$n; cp $work/rasa-state-$n.base $work/rasa-state-$n.sqlite"
+  inc=$(h --runs 10 --prepare "$prepare" "$bin --config $work/rasa-$n.toml -q run --now $LATER")
+  eval "$prepare"; "$bin" --config "$work/rasa-$n.toml" -q run --now "$LATER"
+  emails=$(ls "$work/rasa-out-$n" | wc -l)
+  idle=$(h --warmup 2 --runs 20 "$bin --config $work/rasa-$n.toml -q run --now $LATER")
+  echo "| Rasa on SQLite | $n | $events events | incremental (1,000 new messages, $emails emails) | $(ms "$inc") ms | $(ms "$floor") ms | $(ratio "$inc" "$floor") | 3 |" >>"$work/table.md"
+  echo "| Rasa on SQLite | $n | $events events | idle | $(ms "$idle") ms | $(ms "$floor") ms | $(ratio "$idle" "$floor") | 2 |" >>"$work/table.md"
+
+  # Export v1 on PostgreSQL: the base export copied in, settled, then the new rows.
+  db=bench_$n
+  psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql -d "$db" -c "CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+    CREATE TABLE conversations (id TEXT PRIMARY KEY, bot_id TEXT NOT NULL, visitor_id TEXT NOT NULL, started_at TEXT NOT NULL, page_url TEXT);
+    CREATE TABLE messages (id BIGINT PRIMARY KEY, conversation_id TEXT NOT NULL, sent_at TEXT NOT NULL, sender TEXT NOT NULL,
+      gambit_id TEXT, input_type TEXT, field TEXT, body TEXT NOT NULL);"
+  copy() { sqlite3 -csv "$1" "$2" | psql -d "$db" -c "\\copy $3 FROM STDIN CSV"; }
+  copy "$base" "select * from bots" bots
+  copy "$work/export-$n.sqlite" "select * from conversations" conversations
+  copy "$base" "select * from messages" messages
+  psql -d "$db" -c "CREATE INDEX messages_by_conversation ON messages (conversation_id, id); ANALYZE"
+  url="postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable"
+  config "$work/pg-$n.toml" "pg-state-$n.sqlite" "pg-out-$n" 'kind = "export"' "url = \"$url\""
+  rm -rf "$work/pg-state-$n.sqlite"* "$work/pg-out-$n"
+  "$bin" --config "$work/pg-$n.toml" -q run --now "$SETTLED"
+  cp "$work/pg-state-$n.sqlite" "$work/pg-state-$n.base"
+  copy "$work/export-$n.sqlite" "select * from messages where id > $base_max" messages
+  rows=$(psql -d "$db" -Atc "select count(*) from messages")
+  floor=$(h --warmup 3 --runs 20 "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from messages'")
+  prepare="rm -rf $work/pg-state-$n.sqlite-wal $work/pg-state-$n.sqlite-shm $work/pg-out-$n; cp $work/pg-state-$n.base $work/pg-state-$n.sqlite"
+  inc=$(h --runs 10 --prepare "$prepare" "$bin --config $work/pg-$n.toml -q run --now $LATER")
+  eval "$prepare"; "$bin" --config "$work/pg-$n.toml" -q run --now "$LATER"
+  emails=$(ls "$work/pg-out-$n" | wc -l)
+  idle=$(h --warmup 2 --runs 20 "$bin --config $work/pg-$n.toml -q run --now $LATER")
+  echo "| export v1 on PostgreSQL | $n | $rows messages | incremental (1,000 new messages, $emails emails) | $(ms "$inc") ms | $(ms "$floor") ms (psql) | $(ratio "$inc" "$floor") | 3 |" >>"$work/table.md"
+  echo "| export v1 on PostgreSQL | $n | $rows messages | idle | $(ms "$idle") ms | $(ms "$floor") ms (psql) | $(ratio "$idle" "$floor") | 2 |" >>"$work/table.md"
+  tail -4 "$work/table.md"
+done
+echo; cat "$work/table.md"
