@@ -24,7 +24,7 @@ bin=$PWD/target/release/chat-notifier
 gen=$PWD/target/release/examples/gen_export
 work=${BENCH_DIR:-/tmp/chat-notifier-bench}/sources
 mkdir -p "$work"
-NOW=2026-11-24T12:00:00Z; SETTLED=2026-11-26T12:00:00Z; LATER=2026-11-26T13:00:00Z
+NOW=2026-11-24T12:00:00Z; SETTLED=2026-11-26T12:00:00Z; COUNTED=2026-11-26T12:30:00Z; LATER=2026-11-26T13:00:00Z
 
 mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$1"; }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
@@ -82,6 +82,34 @@ rasa_events() {
   ) ORDER BY k;"
 }
 
+config() { # FILE STATE OUT, then the [source] table's lines
+  local file=$1 state=$2 out=$3; shift 3
+  { printf 'state = "%s"\n[source]\n' "$state"; printf '%s\n' "$@"
+    printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\n[transport]\nkind = "folder"\npath = "%s"\n' "$out"; } >"$file"
+}
+
+# A first run on the base store records its history, and a second one takes the hourly count
+# of rows read (ingest.rs): what a store's runs look like after its first hour.
+settle() {
+  rm -rf "$work/$1-state-$n.sqlite"* "$work/$1-out-$n"
+  "$bin" --config "$work/$1-$n.toml" -q run --now "$SETTLED"
+  "$bin" --config "$work/$1-$n.toml" -q run --now "$COUNTED"
+  cp "$work/$1-state-$n.sqlite" "$work/$1-state-$n.base"
+}
+
+# Incremental (from the settled state, the new rows to read) and idle runs, beside the floor.
+measure() { # PREFIX LABEL ROWS FLOOR-COMMAND FLOOR-NOTE
+  local floor inc idle emails prepare
+  floor=$(h --warmup 3 --runs 20 "$4")
+  prepare="rm -rf $work/$1-state-$n.sqlite-wal $work/$1-state-$n.sqlite-shm $work/$1-out-$n; cp $work/$1-state-$n.base $work/$1-state-$n.sqlite"
+  inc=$(h --runs 10 --prepare "$prepare" "$bin --config $work/$1-$n.toml -q run --now $LATER")
+  eval "$prepare"; "$bin" --config "$work/$1-$n.toml" -q run --now "$LATER"
+  emails=$(ls "$work/$1-out-$n" | wc -l)
+  idle=$(h --warmup 2 --runs 20 "$bin --config $work/$1-$n.toml -q run --now $LATER")
+  echo "| $2 | $n | $3 | incremental (1,000 new messages, $emails emails) | $(ms "$inc") ms | $(ms "$floor") ms$5 | $(ratio "$inc" "$floor") | 3 |" >>"$work/table.md"
+  echo "| $2 | $n | $3 | idle | $(ms "$idle") ms | $(ms "$floor") ms$5 | $(ratio "$idle" "$floor") | 2 |" >>"$work/table.md"
+}
+
 printf '\n| store | conversations | rows | case | chat-notifier | floor | ratio | target |\n|---|---|---|---|---|---|---|---|\n' >"$work/table.md"
 for n in "${sizes[@]}"; do
   base=$work/export-$n.base
@@ -93,26 +121,12 @@ for n in "${sizes[@]}"; do
   # Rasa on SQLite: the store at the base export, settled, then the 1,000 new messages' events.
   rasa=$work/rasa-$n.db
   rm -f "$rasa" && rasa_events "$rasa" 0 "$base"
-  config() { # FILE STATE OUT, then the [source] table's lines
-    local file=$1 state=$2 out=$3; shift 3
-    { printf 'state = "%s"\n[source]\n' "$state"; printf '%s\n' "$@"
-      printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\n[transport]\nkind = "folder"\npath = "%s"\n' "$out"; } >"$file"
-  }
   config "$work/rasa-$n.toml" "rasa-state-$n.sqlite" "rasa-out-$n" 'kind = "rasa"' "url = \"rasa-$n.db\"" \
     'complete_on_actions = ["action_submit_lead"]'
-  rm -rf "$work/rasa-state-$n.sqlite"* "$work/rasa-out-$n"
-  "$bin" --config "$work/rasa-$n.toml" -q run --now "$SETTLED"
-  cp "$work/rasa-state-$n.sqlite" "$work/rasa-state-$n.base"
+  settle rasa
   rasa_events "$rasa" "$base_max" "$work/export-$n.sqlite"
-  events=$(sqlite3 "$rasa" 'select count(*) from events')
-  floor=$(h --warmup 3 --runs 20 "sqlite3 $rasa 'select max(id) from events'")
-  prepare="rm -rf $work/rasa-state-$n.sqlite-wal $work/rasa-state-$n.sqlite-shm $work/rasa-out-$n; cp $work/rasa-state-$n.base $work/rasa-state-$n.sqlite"
-  inc=$(h --runs 10 --prepare "$prepare" "$bin --config $work/rasa-$n.toml -q run --now $LATER")
-  eval "$prepare"; "$bin" --config "$work/rasa-$n.toml" -q run --now "$LATER"
-  emails=$(ls "$work/rasa-out-$n" | wc -l)
-  idle=$(h --warmup 2 --runs 20 "$bin --config $work/rasa-$n.toml -q run --now $LATER")
-  echo "| Rasa on SQLite | $n | $events events | incremental (1,000 new messages, $emails emails) | $(ms "$inc") ms | $(ms "$floor") ms | $(ratio "$inc" "$floor") | 3 |" >>"$work/table.md"
-  echo "| Rasa on SQLite | $n | $events events | idle | $(ms "$idle") ms | $(ms "$floor") ms | $(ratio "$idle" "$floor") | 2 |" >>"$work/table.md"
+  measure rasa "Rasa on SQLite" "$(sqlite3 "$rasa" 'select count(*) from events') events" \
+    "sqlite3 $rasa 'select max(id) from events'" ""
 
   # Export v1 on PostgreSQL: the base export copied in, settled, then the new rows.
   db=bench_$n
@@ -126,21 +140,12 @@ for n in "${sizes[@]}"; do
   copy "$work/export-$n.sqlite" "select * from conversations" conversations
   copy "$base" "select * from messages" messages
   psql -d "$db" -c "CREATE INDEX messages_by_conversation ON messages (conversation_id, id); ANALYZE"
-  url="postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable"
-  config "$work/pg-$n.toml" "pg-state-$n.sqlite" "pg-out-$n" 'kind = "export"' "url = \"$url\""
-  rm -rf "$work/pg-state-$n.sqlite"* "$work/pg-out-$n"
-  "$bin" --config "$work/pg-$n.toml" -q run --now "$SETTLED"
-  cp "$work/pg-state-$n.sqlite" "$work/pg-state-$n.base"
+  config "$work/pg-$n.toml" "pg-state-$n.sqlite" "pg-out-$n" 'kind = "export"' \
+    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+  settle pg
   copy "$work/export-$n.sqlite" "select * from messages where id > $base_max" messages
-  rows=$(psql -d "$db" -Atc "select count(*) from messages")
-  floor=$(h --warmup 3 --runs 20 "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from messages'")
-  prepare="rm -rf $work/pg-state-$n.sqlite-wal $work/pg-state-$n.sqlite-shm $work/pg-out-$n; cp $work/pg-state-$n.base $work/pg-state-$n.sqlite"
-  inc=$(h --runs 10 --prepare "$prepare" "$bin --config $work/pg-$n.toml -q run --now $LATER")
-  eval "$prepare"; "$bin" --config "$work/pg-$n.toml" -q run --now "$LATER"
-  emails=$(ls "$work/pg-out-$n" | wc -l)
-  idle=$(h --warmup 2 --runs 20 "$bin --config $work/pg-$n.toml -q run --now $LATER")
-  echo "| export v1 on PostgreSQL | $n | $rows messages | incremental (1,000 new messages, $emails emails) | $(ms "$inc") ms | $(ms "$floor") ms (psql) | $(ratio "$inc" "$floor") | 3 |" >>"$work/table.md"
-  echo "| export v1 on PostgreSQL | $n | $rows messages | idle | $(ms "$idle") ms | $(ms "$floor") ms (psql) | $(ratio "$idle" "$floor") | 2 |" >>"$work/table.md"
+  measure pg "export v1 on PostgreSQL" "$(psql -d "$db" -Atc "select count(*) from messages") messages" \
+    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from messages'" " (psql)"
   tail -4 "$work/table.md"
 done
 echo; cat "$work/table.md"
