@@ -80,6 +80,7 @@ fn render_50_messages(c: &mut Criterion) {
     let draft = Draft {
         conversation: &conversation,
         transcript: &transcript,
+        person: &Default::default(),
         state: ChatState::Completed,
         covered_before: 30,
         thread: &thread,

@@ -170,7 +170,7 @@ proptest! {
         };
         let thread = Thread::default();
         let draft = Draft {
-            conversation: &conversation, transcript: &transcript, state: ChatState::Abandoned, covered_before: 0,
+            conversation: &conversation, transcript: &transcript, person: &Default::default(), state: ChatState::Abandoned, covered_before: 0,
             thread: &thread, now: at, from: &config.mail.from,
         };
         let email = renderer.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();

@@ -75,7 +75,20 @@ fn a_form_that_completes_and_a_new_session_are_what_they_mean() {
     assert_eq!(m.len(), 2);
     assert!(!m[1].subject.starts_with("Re: "), "a new session is a new thread: {}", m[1].subject);
     assert_ne!(support::identifier(&m[1].subject), support::identifier(&m[0].subject));
-    assert!(m[1].text.contains("Visitor: one more question") && !m[1].text.contains("+44"), "{}", m[1].text);
+    let earlier = support::identifier(&m[0].subject);
+    assert!(m[1].text.contains("Visitor: one more question") && !m[1].text.contains("Visitor: +44"), "{}", m[1].text);
+    // The same sender is the same person: the earlier session shows, with what was said there.
+    assert!(
+        m[1].text.contains(&format!("Ada chatted before:\n  #{earlier}, Rasa bot, completed on 2026-11-24")),
+        "{}",
+        m[1].text
+    );
+    assert!(
+        m[1].text.contains(&format!("phone: +44 20 7946 0000 (in an earlier chat, #{earlier}, 2026-11-24)")),
+        "{}",
+        m[1].text
+    );
+    assert_eq!(m[1].reply_to.as_deref(), Some("ada@example.com"), "the address from the earlier chat");
 }
 
 #[test]

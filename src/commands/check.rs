@@ -11,6 +11,7 @@ use crate::mail::render::{Draft, Renderer};
 use crate::mail::send::Mailer;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::ChatState;
+use crate::pipeline::people::{Earlier, EarlierField, Person};
 use crate::pipeline::rules::Routing;
 use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message};
 use crate::state::State;
@@ -51,7 +52,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
 fn templates(config: &Config) -> Result<String> {
     let routing = Routing::new(config);
     let renderer = Renderer::new(&routing, config.mail.limits())?;
-    let (conversation, transcript) = sample();
+    let (conversation, transcript, person) = sample();
     let mut rendered = 0;
     for settings in routing.all() {
         for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
@@ -61,6 +62,7 @@ fn templates(config: &Config) -> Result<String> {
                 let draft = Draft {
                     conversation: &conversation,
                     transcript: &transcript,
+                    person: &person,
                     state,
                     covered_before: if thread.subject.is_some() { 4 } else { 0 },
                     thread: &thread,
@@ -139,7 +141,8 @@ fn transport(config: &Config, smtp: bool) -> Result<String> {
     }
 }
 
-fn sample() -> (Conversation, Vec<Message>) {
+/// A returning visitor's conversation: every part of every template is exercised.
+fn sample() -> (Conversation, Vec<Message>, Person) {
     let start = Utc::now() - TimeDelta::hours(2);
     let conversation = Conversation {
         id: "sample-conversation".into(),
@@ -171,5 +174,20 @@ fn sample() -> (Conversation, Vec<Message>) {
             body: (*body).into(),
         })
         .collect();
-    (conversation, transcript)
+    let person = Person {
+        conversations: vec![Earlier {
+            identifier: "SAMP-LE00-0001".into(),
+            bot: "Sample Bot".into(),
+            state: "abandoned".into(),
+            last_activity: start - TimeDelta::days(3),
+        }],
+        more: 2,
+        fields: vec![EarlierField {
+            name: "company".into(),
+            value: "Example Inc.".into(),
+            identifier: "SAMP-LE00-0001".into(),
+            given_at: start - TimeDelta::days(3),
+        }],
+    };
+    (conversation, transcript, person)
 }

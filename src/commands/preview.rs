@@ -11,6 +11,7 @@ use crate::mail::render::{Draft, Renderer};
 use crate::mail::send;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::{self, Decision, Timing, Tracked};
+use crate::pipeline::people::{self, Person};
 use crate::pipeline::rules::{self, Routing, Verdict};
 use crate::source::{Message, Source};
 use crate::state::State;
@@ -27,6 +28,11 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let settings = routing.for_bot(&conversation.bot_id);
     let renderer = Renderer::new(&routing, config.mail.limits())?;
     let domain = config.message_id_domain();
+    // What is known of the person now (for --last too: the state keeps no copy of it).
+    let person = match &state {
+        Some(state) => people::lookup(state, export, &conversation)?,
+        None => Person::default(),
+    };
     let email = if args.last {
         let Some((sent, covered_before)) = state.as_ref().map(|s| s.last_sent(&id)).transpose()?.flatten() else {
             bail!("conversation {id:?} has had no email yet");
@@ -39,6 +45,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         let draft = Draft {
             conversation: &conversation,
             transcript: &covered,
+            person: &person,
             state: sent.state,
             covered_before,
             thread: &thread,
@@ -76,6 +83,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         let draft = Draft {
             conversation: &conversation,
             transcript: &transcript,
+            person: &person,
             state: chat_state,
             covered_before: tracked.covered_through,
             thread: &thread,

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::mail::Email;
 use crate::mail::thread::{self, Thread};
 use crate::pipeline::classify::ChatState;
+use crate::pipeline::people::Person;
 use crate::pipeline::rules::{Routing, Settings};
 use crate::source::{Author, Conversation, Message};
 
@@ -134,6 +135,8 @@ pub struct Renderer {
 pub struct Draft<'a> {
     pub conversation: &'a Conversation,
     pub transcript: &'a [Message],
+    /// What is known of the visitor from their other chats (empty for a first-time visitor).
+    pub person: &'a Person,
     pub state: ChatState,
     /// The last message an earlier email covered (0 for none): later ones are marked new.
     pub covered_before: i64,
@@ -189,9 +192,12 @@ impl Renderer {
     pub fn compose(&self, draft: &Draft, settings: &Settings, message_id_domain: &str) -> Result<Email> {
         let conversation = draft.conversation;
         let visitor = Visitor::from_transcript(draft.transcript);
+        // Who the visitor is, with what they said in earlier chats where this one is silent:
+        // their name for the subject, their address for Reply-To.
+        let known = visitor.with_earlier(draft.person);
         let identifier = thread::identifier(&conversation.id);
-        let reply_to = visitor.reply_to();
-        let parts = self.parts(draft, &visitor, reply_to.as_ref(), &identifier, settings.time_zone);
+        let reply_to = known.reply_to();
+        let parts = self.parts(draft, &visitor, &known, reply_to.as_ref(), &identifier, settings.time_zone);
         // The subject is fixed by a conversation's first email: Gmail threads only on it.
         let subject = match draft.thread.reply_subject() {
             Some(reply) => reply,
@@ -238,12 +244,14 @@ impl Renderer {
         &self,
         draft: &'a Draft,
         visitor: &'a Visitor,
+        known: &Visitor,
         reply_to: Option<&Mailbox>,
         identifier: &'a str,
         tz: Tz,
     ) -> View<'a> {
         let c = draft.conversation;
         let at = |t: DateTime<Utc>| t.with_timezone(&tz).format_with_items(self.time_format.iter()).to_string();
+        let day = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d").to_string();
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
         let lines: Vec<&Message> = draft.transcript.iter().filter(|m| m.is_shown()).collect();
@@ -279,9 +287,37 @@ impl Renderer {
             },
             visitor: VisitorView {
                 id: &c.visitor_id,
-                display: visitor.display(),
+                display: known.display(),
                 reply_to: reply_to.map(|m| m.email.to_string()),
                 fields: &visitor.fields,
+            },
+            person: PersonView {
+                known_before: !draft.person.conversations.is_empty(),
+                conversations: draft
+                    .person
+                    .conversations
+                    .iter()
+                    .map(|e| EarlierView {
+                        identifier: &e.identifier,
+                        bot: &e.bot,
+                        state: &e.state,
+                        date: day(e.last_activity),
+                    })
+                    .collect(),
+                more: draft.person.more,
+                // What this chat does not say already.
+                fields: draft
+                    .person
+                    .fields
+                    .iter()
+                    .filter(|f| visitor.get(&f.name).is_none())
+                    .map(|f| EarlierFieldView {
+                        name: &f.name,
+                        value: cut(&f.value, FIELD_CHARS),
+                        identifier: &f.identifier,
+                        date: day(f.given_at),
+                    })
+                    .collect(),
             },
             step: last_bot.and_then(|m| m.gambit_id.as_deref()),
             question: last_bot.map(|m| cut(&m.body, self.limits.message_chars)),
@@ -316,6 +352,7 @@ struct View<'a> {
     bot: BotView<'a>,
     conversation: ConversationView<'a>,
     visitor: VisitorView<'a>,
+    person: PersonView<'a>,
     /// The flow step the visitor was last asked, and its question.
     step: Option<&'a str>,
     question: Option<Cow<'a, str>>,
@@ -324,6 +361,33 @@ struct View<'a> {
     /// Messages of a long chat left out of `transcript` (see `Limits`).
     omitted_messages: usize,
     time_zone: &'static str,
+}
+
+/// The person behind the visitor: their other chats and what they said there.
+#[derive(Serialize)]
+struct PersonView<'a> {
+    known_before: bool,
+    conversations: Vec<EarlierView<'a>>,
+    /// Other conversations beyond those listed.
+    more: usize,
+    /// Fields given in earlier chats and not in this one.
+    fields: Vec<EarlierFieldView<'a>>,
+}
+
+#[derive(Serialize)]
+struct EarlierView<'a> {
+    identifier: &'a str,
+    bot: &'a str,
+    state: &'a str,
+    date: String,
+}
+
+#[derive(Serialize)]
+struct EarlierFieldView<'a> {
+    name: &'a str,
+    value: Cow<'a, str>,
+    identifier: &'a str,
+    date: String,
 }
 
 #[derive(Serialize)]
@@ -390,6 +454,17 @@ impl Visitor {
             match fields.iter_mut().find(|f| f.name == name) {
                 Some(f) => f.value = value,
                 None => fields.push(Field { name: name.to_owned(), value }),
+            }
+        }
+        Visitor { fields }
+    }
+
+    /// This chat's fields, then those of earlier chats it does not have.
+    fn with_earlier(&self, person: &Person) -> Visitor {
+        let mut fields = self.fields.clone();
+        for f in &person.fields {
+            if self.get(&f.name).is_none() {
+                fields.push(Field { name: f.name.clone(), value: cut(&f.value, FIELD_CHARS).into_owned() });
             }
         }
         Visitor { fields }
@@ -514,6 +589,7 @@ mod tests {
         let draft = Draft {
             conversation: &conversation(),
             transcript: &t,
+            person: &Default::default(),
             state: ChatState::Resumed,
             covered_before: 2,
             thread: &thread,

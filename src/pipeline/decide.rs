@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::PAGE;
 use super::classify::{ChatState, Decision, Timing, classify};
+use super::people;
 use super::rules::{self, Routing, Settings, Verdict};
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -96,7 +97,7 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         let Some(last) = page.last() else { break };
         counter.inc(page.len() as u64);
         after = last.id.clone();
-        let settled = judge_page(run, &page, &timing, &mut failed)?;
+        let Judgement { settled, identities } = judge_page(run, &page, &timing, &mut failed, state)?;
         for (_, settle) in &settled {
             match settle {
                 Settle::Cover if first_run => baselined += 1,
@@ -105,6 +106,9 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
             }
         }
         state.atomically(|tx| {
+            for (id, visitor, bot) in &identities {
+                tx.identify(id, visitor, bot)?;
+            }
             for (open, settle) in &settled {
                 match settle {
                     Settle::Cover => tx.cover(open)?,
@@ -141,10 +145,12 @@ fn judge_page<'p>(
     page: &'p [Open],
     timing: &Timing,
     failed: &mut usize,
-) -> Result<Vec<(&'p Open, Settle)>> {
+    state: &State,
+) -> Result<Judgement<'p>> {
     let Inputs { source, renderer, routing, config, now, .. } = run;
     let ids: Vec<&str> = page.iter().map(|o| o.id.as_str()).collect();
     let conversations = source.conversations(&ids)?;
+    let identities = conversations.values().map(|c| (c.id.clone(), c.visitor_id.clone(), c.bot_id.clone())).collect();
     let mut settled = Vec::new();
     let mut due = Vec::new();
     let mut orphans = Vec::new();
@@ -198,9 +204,11 @@ fn judge_page<'p>(
             settled.push((open, Settle::Hold));
             continue;
         }
+        let person = people::lookup(state, source, conversation)?;
         let draft = Draft {
             conversation,
             transcript: &transcript,
+            person: &person,
             state: chat_state,
             covered_before: open.tracked.covered_through,
             thread: &open.thread,
@@ -215,7 +223,14 @@ fn judge_page<'p>(
             }
         }
     }
-    Ok(settled)
+    Ok(Judgement { settled, identities })
+}
+
+/// A page judged: what to write of each conversation, and who each one is with.
+struct Judgement<'p> {
+    settled: Vec<(&'p Open, Settle)>,
+    /// (conversation, visitor, bot) of every conversation on the page the source has.
+    identities: Vec<(String, String, String)>,
 }
 
 /// "12, 13, 14 and 20 more": row ids for a warning, never a whole transcript's worth.

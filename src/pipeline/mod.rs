@@ -6,6 +6,7 @@ pub mod classify;
 mod decide;
 mod deliver;
 mod ingest;
+pub mod people;
 pub mod rules;
 
 use std::time::Instant;

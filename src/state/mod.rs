@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use inspect::{Standing, StatusRow, Summary};
 pub use outbox::{Pending, Unreadable};
-pub use tracking::{Covered, Open, Progress, Resync};
+pub use tracking::{Covered, Known, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).
 const MIGRATIONS: &[&str] = &[
@@ -107,6 +107,13 @@ ALTER TABLE progress ADD COLUMN audited_at INTEGER NOT NULL DEFAULT 0;
 -- The ids read within a source's commit window (PostgreSQL: ids committed out of order), so a
 -- run that reads the window again reads none of them twice.
 CREATE TABLE recent_ids (id INTEGER PRIMARY KEY);
+"#,
+    r#"
+-- Who each conversation is with, learned when it is first judged: an email about one shows
+-- the person's other conversations (pipeline/people.rs), found through this index.
+ALTER TABLE conversations ADD COLUMN visitor_id TEXT;
+ALTER TABLE conversations ADD COLUMN bot_id TEXT;
+CREATE INDEX conversations_by_visitor ON conversations (visitor_id) WHERE visitor_id IS NOT NULL;
 "#,
 ];
 
@@ -328,6 +335,16 @@ mod tests {
             let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
             assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
         }
+    }
+
+    #[test]
+    fn a_person_is_found_through_the_visitor_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE visitor_id = ?1 AND id <> ?2 \
+                   ORDER BY last_activity DESC LIMIT ?3";
+        let plan: String = conn.query_row(sql, rusqlite::params!["v", "c", 5], |r| r.get(3)).unwrap();
+        assert!(plan.contains("conversations_by_visitor"), "{plan}");
     }
 
     #[test]

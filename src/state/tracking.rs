@@ -50,6 +50,16 @@ pub struct Covered {
     pub emails: u32,
 }
 
+/// Another conversation of the same visitor, as the state knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub id: String,
+    pub bot_id: Option<String>,
+    pub last_activity: DateTime<Utc>,
+    /// The state its last email announced; none when it had none.
+    pub last_state: Option<ChatState>,
+}
+
 /// What a pass over the whole export found of one conversation, to line the state up with an
 /// export whose ids changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +91,32 @@ impl State {
         let mut stmt = self.context(self.conn.prepare_cached("SELECT id FROM recent_ids WHERE id > ?1"))?;
         let ids = stmt.query_map([after], |r| r.get(0));
         self.context(ids.and_then(Iterator::collect))
+    }
+
+    /// The visitor's conversations other than `except`, most recently active first, at most
+    /// `limit`, and how many there are (counted up to `people::CROWD` + 1: beyond that it is
+    /// no person). Through the visitor index.
+    pub fn others(&self, visitor_id: &str, except: &str, limit: usize) -> Result<(Vec<Known>, usize)> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT id, bot_id, last_activity, \
+             (SELECT state FROM outbox o WHERE o.conversation_id = c.id ORDER BY o.id DESC LIMIT 1) \
+             FROM conversations c WHERE visitor_id = ?1 AND id <> ?2 ORDER BY last_activity DESC LIMIT ?3",
+        ))?;
+        let rows = stmt.query_map(params![visitor_id, except, limit as i64], |r| {
+            Ok(Known {
+                id: r.get(0)?,
+                bot_id: r.get(1)?,
+                last_activity: millis(r.get(2)?),
+                last_state: r.get::<_, Option<String>>(3)?.as_deref().and_then(ChatState::parse),
+            })
+        });
+        let known: Vec<Known> = self.context(rows.and_then(Iterator::collect))?;
+        let total: usize = self.context(self.conn.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
+            params![visitor_id, except, (crate::pipeline::people::CROWD + 1) as i64],
+            |r| r.get(0),
+        ))?;
+        Ok((known, total))
     }
 
     /// A page of the conversations with uncovered messages that may be due: ended, or idle
@@ -166,6 +202,16 @@ impl Tx<'_> {
                  WHERE id = ?1",
             )?
             .execute(params![open.id, open.tracked.last_message, open.tracked.last_activity.timestamp_millis()])?;
+        Ok(())
+    }
+
+    /// Records who a conversation is with and with which bot, once.
+    pub fn identify(&self, id: &str, visitor_id: &str, bot_id: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE conversations SET visitor_id = ?2, bot_id = ?3 WHERE id = ?1 AND visitor_id IS NULL",
+            )?
+            .execute(params![id, visitor_id, bot_id])?;
         Ok(())
     }
 

@@ -1,0 +1,171 @@
+//! People, not rows: the person behind a conversation is its `visitor_id` (Rasa: its
+//! `sender_id`), across bots, since an owner's bots share one site and the same cookie is the
+//! same person to them. Each email shows what is known of the person from their other chats:
+//! those chats (newest first) and the fields given there. Ids that are not a person are never
+//! merged: blank ones, placeholders a runtime writes when it has no id ("undefined", "null",
+//! ...), and ids shared by more than `CROWD` conversations (a test visitor, a kiosk, a bug).
+//!
+//! The lookup reads the state's conversations of that visitor (an index on `visitor_id`, learned
+//! when a conversation is first judged) and, for the few shown, their transcripts from the
+//! source: a run costs what it emails, never the export's size.
+
+use chrono::{DateTime, Utc};
+
+use crate::mail::thread;
+use crate::pipeline::classify::ChatState;
+use crate::source::{Conversation, Message, Source};
+use crate::state::{Known, State};
+
+/// Other conversations an email lists; the rest are counted.
+pub const SHOWN: usize = 5;
+/// More conversations than this under one visitor id: not one person.
+pub const CROWD: usize = 50;
+
+/// Ids runtimes write when they have none.
+const PLACEHOLDERS: &[&str] =
+    &["undefined", "null", "none", "nil", "nan", "anonymous", "unknown", "guest", "visitor", "user", "0", "-", "n/a"];
+
+/// Whether a visitor id names someone: not blank, not a placeholder.
+pub fn is_person(visitor_id: &str) -> bool {
+    let id = visitor_id.trim().to_ascii_lowercase();
+    !id.is_empty() && !PLACEHOLDERS.contains(&id.as_str())
+}
+
+/// What is known of a person from their other chats.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    /// Their other conversations, newest first, at most `SHOWN`.
+    pub conversations: Vec<Earlier>,
+    /// How many more there are.
+    pub more: usize,
+    /// Each field they gave in those chats, the latest answer, with where it was given.
+    pub fields: Vec<EarlierField>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Earlier {
+    pub identifier: String,
+    pub bot: String,
+    /// "completed", "abandoned", "resumed" (its last email), or "not emailed".
+    pub state: String,
+    pub last_activity: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierField {
+    pub name: String,
+    pub value: String,
+    pub identifier: String,
+    pub given_at: DateTime<Utc>,
+}
+
+/// Pure: the person from their other conversations (newest first, as the state lists them, with
+/// each one's facts and transcript where the source has them) and how many there are in all.
+pub fn person(others: &[(Known, Option<&Conversation>, &[Message])], total: usize) -> Person {
+    let mut fields: Vec<EarlierField> = Vec::new();
+    // Oldest first, so a later answer replaces an earlier one.
+    for (known, _, transcript) in others.iter().rev() {
+        for m in transcript.iter() {
+            let Some((name, value)) = m.gives_field() else { continue };
+            if value.trim().is_empty() {
+                continue;
+            }
+            let field = EarlierField {
+                name: name.to_owned(),
+                value: value.trim().to_owned(),
+                identifier: thread::identifier(&known.id),
+                given_at: m.sent_at,
+            };
+            match fields.iter_mut().find(|f| f.name == name) {
+                Some(f) => *f = field,
+                None => fields.push(field),
+            }
+        }
+    }
+    let conversations = others
+        .iter()
+        .map(|(known, conversation, _)| Earlier {
+            identifier: thread::identifier(&known.id),
+            bot: conversation.map_or_else(|| known.bot_id.clone().unwrap_or_default(), |c| c.bot_name.clone()),
+            state: known.last_state.map_or("not emailed", ChatState::as_str).to_owned(),
+            last_activity: known.last_activity,
+        })
+        .collect();
+    Person { conversations, more: total.saturating_sub(others.len()), fields }
+}
+
+/// Looks up the person behind `conversation`: nobody (an empty `Person`) when its visitor id
+/// names no one, or a crowd.
+pub fn lookup(state: &State, source: &dyn Source, conversation: &Conversation) -> anyhow::Result<Person> {
+    if !is_person(&conversation.visitor_id) {
+        return Ok(Person::default());
+    }
+    let (others, total) = state.others(&conversation.visitor_id, &conversation.id, SHOWN)?;
+    if others.is_empty() || total > CROWD {
+        return Ok(Person::default());
+    }
+    let ids: Vec<&str> = others.iter().map(|k| k.id.as_str()).collect();
+    let facts = source.conversations(&ids)?;
+    let wanted: Vec<(&str, i64)> = ids.iter().map(|id| (*id, i64::MAX)).collect();
+    let transcripts = source.transcripts(&wanted)?;
+    let rows: Vec<(Known, Option<&Conversation>, &[Message])> = others
+        .iter()
+        .map(|k| (k.clone(), facts.get(&k.id), transcripts.get(&k.id).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    Ok(person(&rows, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Author;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        format!("2026-11-{day:02}T10:00:00Z").parse().unwrap()
+    }
+
+    fn said(field: &str, value: &str, day: u32) -> Message {
+        Message {
+            id: day.into(),
+            sent_at: at(day),
+            author: Author::Visitor,
+            gambit_id: None,
+            input_type: None,
+            field: Some(field.into()),
+            body: value.into(),
+        }
+    }
+
+    fn known(id: &str, day: u32, last_state: Option<ChatState>) -> Known {
+        Known { id: id.into(), bot_id: Some("lead".into()), last_activity: at(day), last_state }
+    }
+
+    #[test]
+    fn the_person_is_their_other_chats_newest_first_and_their_latest_answers() {
+        let monday =
+            [said("name", "Ana Souza", 23), said("email", "ana@old.example", 23), said("phone", "+55 11 5555", 23)];
+        let tuesday = [said("email", "ana@new.example", 24)];
+        let others = [
+            (known("tue", 24, None), None, &tuesday[..]),
+            (known("mon", 23, Some(ChatState::Completed)), None, &monday[..]),
+        ];
+        let p = person(&others, 7);
+        assert_eq!(p.more, 5);
+        let states: Vec<&str> = p.conversations.iter().map(|c| c.state.as_str()).collect();
+        assert_eq!(states, ["not emailed", "completed"]);
+        assert_eq!(p.conversations[1].identifier, thread::identifier("mon"));
+        let fields: Vec<(&str, &str)> = p.fields.iter().map(|f| (f.name.as_str(), f.value.as_str())).collect();
+        assert_eq!(fields, [("name", "Ana Souza"), ("email", "ana@new.example"), ("phone", "+55 11 5555")]);
+        assert_eq!(p.fields[1].identifier, thread::identifier("tue"), "the latest answer, where it was given");
+    }
+
+    #[test]
+    fn placeholders_are_nobody() {
+        for id in ["", "  ", "undefined", "NULL", "None", "anonymous", "0", "-"] {
+            assert!(!is_person(id), "{id:?}");
+        }
+        for id in ["v-1001", "7f3e9a", "ana@example.com"] {
+            assert!(is_person(id), "{id:?}");
+        }
+    }
+}
