@@ -41,6 +41,8 @@ pub enum Command {
     Preview(PreviewArgs),
     /// Where visitors drop, per bot: the funnel over the flow's steps, from the whole export
     Report(ReportArgs),
+    /// The people who left an email or phone and never finished a chat, one line each
+    Leads(LeadsArgs),
     /// Print a shell completion script: `chat-notifier completions bash > /etc/bash_completion.d/chat-notifier`
     Completions {
         #[arg(value_enum)]
@@ -106,6 +108,32 @@ pub struct ReportArgs {
     /// Act as if it were this instant (RFC 3339): decides which unfinished chats are idle
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeadsArgs {
+    /// Only this bot
+    #[arg(long, value_name = "ID")]
+    pub bot: Option<String>,
+
+    /// Only conversations started at or after this date (2026-11-01) or instant (RFC 3339)
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub since: Option<DateTime<Utc>>,
+
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: LeadsFormat,
+
+    /// Act as if it were this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeadsFormat {
+    Table,
+    /// RFC 4180, UTF-8, with a header row: opens in a spreadsheet or imports into a CRM as is
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -146,7 +146,7 @@ fn report_figures_match_a_known_funnel() {
     let out = f.run(&["report", "--format", "json", "--now", "2026-11-30T00:00:00Z"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let lead = &json[0];
+    let lead = &json["bots"][0];
     assert_eq!(lead["bot_id"], "lead");
     assert_eq!(lead["conversations"], 10);
     assert_eq!(lead["completed"], 4);
@@ -180,14 +180,18 @@ fn report_figures_match_a_known_funnel() {
     let csv = f.run(&["report", "--format", "csv", "--now", "2026-11-30T00:00:00Z"]).stdout;
     assert_eq!(
         csv,
-        "bot_id,bot_name,conversations,completion_rate,step,reached,stopped,stopped_share,worst\n\
-         lead,Lead Bot,10,0.4000,ask_name,10,1,0.1000,false\n\
-         lead,Lead Bot,10,0.4000,ask_email,9,3,0.3333,true\n\
-         lead,Lead Bot,10,0.4000,ask_phone,6,2,0.3333,false\n",
+        "bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,worst\n\
+         lead,Lead Bot,10,0.4000,0,ask_name,Question?,10,1,0.1000,false\n\
+         lead,Lead Bot,10,0.4000,0,ask_email,Question?,9,3,0.3333,true\n\
+         lead,Lead Bot,10,0.4000,0,ask_phone,Question?,6,2,0.3333,false\n",
         "the whole CSV"
     );
+    let leads = json["leads"].as_array().unwrap();
+    assert_eq!(leads.len(), 2, "the two who gave an email and stopped, one line each: {leads:#?}");
+    assert!(leads.iter().all(|l| l["email"] == "answer@example.com" && l["last_step"] == "ask_phone"), "{leads:#?}");
     let since = f.run(&["report", "--format", "json", "--since", "2026-11-25"]).stdout;
-    assert_eq!(since.trim(), "[]", "nothing started since");
+    let since: serde_json::Value = serde_json::from_str(&since).unwrap();
+    assert_eq!(since, serde_json::json!({ "bots": [], "leads": [] }), "nothing started since");
 }
 
 #[test]
@@ -207,25 +211,30 @@ fn report_html_loads_in_a_real_browser() {
     }
     let page = f.dir.path().join("report.html");
     std::fs::write(&page, &out.stdout).unwrap();
-    let shot = f.dir.path().join("report.png");
-    let browser = |extra: &[&str]| {
+    let browser = |width: u32, extra: &[&str]| {
         std::process::Command::new(chromium)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"])
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .arg(format!("--window-size={width},900"))
             .args(extra)
             .arg(format!("file://{}", page.display()))
             .output()
             .unwrap()
     };
-    let dom = browser(&["--dump-dom"]);
+    let dom = browser(1000, &["--dump-dom"]);
     assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("<svg") && dom.contains("ask_email") && dom.contains("most stop here"), "the page rendered");
-    let screenshot = browser(&[&format!("--screenshot={}", shot.display())]);
-    assert!(screenshot.status.success(), "{}", String::from_utf8_lossy(&screenshot.stderr));
-    let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} bytes", png.len());
-    if let Some(dir) = std::env::var_os("REPORT_SCREENSHOT_DIR") {
-        std::fs::copy(&shot, std::path::Path::new(&dir).join("report.png")).unwrap();
+    assert!(dom.contains("Leads to follow up") && dom.contains("answer@example.com"), "the leads, listed");
+    // A desktop and a phone (390 px, an iPhone's width): both render.
+    for (width, name) in [(1000, "report-desktop.png"), (390, "report-phone.png")] {
+        let shot = f.dir.path().join(name);
+        let screenshot = browser(width, &[&format!("--screenshot={}", shot.display())]);
+        assert!(screenshot.status.success(), "{}", String::from_utf8_lossy(&screenshot.stderr));
+        let png = std::fs::read(&shot).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} bytes", png.len());
+        if let Some(dir) = std::env::var_os("REPORT_SCREENSHOT_DIR") {
+            std::fs::copy(&shot, std::path::Path::new(&dir).join(name)).unwrap();
+        }
     }
 }
 
@@ -267,4 +276,203 @@ fn progress_shows_on_a_terminal_and_never_in_cron() {
     assert!(tty.status.success(), "{}", String::from_utf8_lossy(&tty.stderr));
     let screen = String::from_utf8_lossy(&tty.stdout);
     assert!(screen.contains("reading messages") && screen.contains("24,000"), "{screen:?}");
+}
+
+/// The report the owners asked for, on chats whose answers the test knows: steps named by
+/// question, chats in progress apart, paths, what visitors ask, days, and the leads by person.
+#[test]
+fn the_report_names_steps_lists_paths_questions_days_and_leads_by_person() {
+    let f = Fixture::new(1);
+    let chat = |id: &str, visitor: &str, start: &str, lines: &[(&str, &str, Option<&str>, &str)], ends: bool| {
+        let t0 = chrono::DateTime::parse_from_rfc3339(start).unwrap();
+        f.conversation(id, start);
+        f.sql(&format!("UPDATE conversations SET visitor_id = '{visitor}' WHERE id = '{id}'"));
+        let mut minute = 0;
+        for (who, step, field, body) in lines {
+            let at = (t0 + chrono::TimeDelta::minutes(minute)).to_rfc3339();
+            minute += 1;
+            match *who {
+                "bot" => f.bot(id, &at, step, "text", body),
+                _ => f.message(id, &at, "visitor", Some(step), None, *field, body),
+            };
+        }
+        if ends {
+            f.end(id, &(t0 + chrono::TimeDelta::minutes(minute)).to_rfc3339());
+        }
+    };
+    let name = ("bot", "ask_name", None, "What's your name?");
+    let email = ("bot", "ask_email", None, "What's your email?");
+    let phone = ("bot", "ask_phone", None, "And a phone number?");
+    // Ana leaves on Monday with her email, finishes on Tuesday: a person who finished, no lead.
+    chat(
+        "ana1",
+        "v-ana",
+        "2026-11-23T09:00:00Z",
+        &[
+            name,
+            ("visitor", "ask_name", Some("name"), "Ana"),
+            email,
+            ("visitor", "ask_email", Some("email"), "ana@example.com"),
+            phone,
+        ],
+        false,
+    );
+    chat(
+        "ana2",
+        "v-ana",
+        "2026-11-24T09:00:00Z",
+        &[
+            name,
+            ("visitor", "ask_name", Some("name"), "Ana"),
+            email,
+            ("visitor", "ask_email", Some("email"), "ana@example.com"),
+            phone,
+            ("visitor", "ask_phone", Some("phone"), "+55 11 5555"),
+        ],
+        true,
+    );
+    // A lead whose name is a spreadsheet formula; two who ask the same thing at the email step.
+    chat(
+        "bob",
+        "v-bob",
+        "2026-11-24T09:10:00Z",
+        &[
+            name,
+            ("visitor", "ask_name", Some("name"), "=HYPERLINK(\"x\")"),
+            email,
+            ("visitor", "ask_email", Some("email"), "bob@example.com"),
+            phone,
+        ],
+        false,
+    );
+    chat(
+        "dan",
+        "v-dan",
+        "2026-11-24T09:20:00Z",
+        &[
+            name,
+            ("visitor", "ask_name", Some("name"), "Dan"),
+            email,
+            ("visitor", "ask_email", None, "Do you ship to Brazil?"),
+        ],
+        false,
+    );
+    chat(
+        "eve",
+        "undefined",
+        "2026-11-24T09:30:00Z",
+        &[
+            name,
+            ("visitor", "ask_name", Some("name"), "Eve"),
+            email,
+            ("visitor", "ask_email", None, "do you  ship to BRAZIL?"),
+        ],
+        false,
+    );
+    // Cara is still typing at 12:00: in progress, not a drop-off.
+    chat(
+        "cara",
+        "v-cara",
+        "2026-11-24T11:50:00Z",
+        &[name, ("visitor", "ask_name", Some("name"), "Cara"), email],
+        false,
+    );
+
+    let out = f.run(&["report", "--format", "json", "--now", "2026-11-24T12:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let bot = &json["bots"][0];
+    assert_eq!(
+        (bot["conversations"].as_u64(), bot["completed"].as_u64(), bot["in_progress"].as_u64()),
+        (Some(6), Some(1), Some(1))
+    );
+    let steps: Vec<(&str, &str, u64)> = bot["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["question"].as_str().unwrap(), s["stopped"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("ask_name", "What's your name?", 0),
+            ("ask_email", "What's your email?", 2),
+            ("ask_phone", "And a phone number?", 2)
+        ],
+        "Cara stopped nowhere: she may still be typing"
+    );
+    let paths: Vec<(String, u64, u64)> = bot["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>().join(">"),
+                p["chats"].as_u64().unwrap(),
+                p["completed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(paths, [("ask_name>ask_email>ask_phone".to_owned(), 3, 1), ("ask_name>ask_email".to_owned(), 3, 0)]);
+    let asks = &bot["asks"][0];
+    assert_eq!(
+        (asks["step"].as_str(), asks["question"].as_str(), asks["total"].as_u64()),
+        (Some("ask_email"), Some("What's your email?"), Some(2))
+    );
+    assert_eq!(
+        asks["top"][0],
+        serde_json::json!({ "text": "Do you ship to Brazil?", "count": 2 }),
+        "one question, however typed"
+    );
+    let days: Vec<(&str, u64, u64, u64)> = bot["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["day"].as_str().unwrap(),
+                d["started"].as_u64().unwrap(),
+                d["completed"].as_u64().unwrap(),
+                d["abandoned"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(days, [("2026-11-23", 1, 0, 1), ("2026-11-24", 5, 1, 3)]);
+
+    let leads = f.run(&["leads", "--format", "csv", "--now", "2026-11-24T12:00:00Z"]);
+    assert_eq!(leads.code, 0, "{}", leads.stderr);
+    let rows = parse_csv(&leads.stdout);
+    assert_eq!(rows[0], ["name", "email", "phone", "bot", "last_step", "last_activity", "conversation", "chats"]);
+    assert_eq!(rows.len(), 2, "Bob only: Ana finished on Tuesday, the others left no contact: {rows:?}");
+    assert_eq!(rows[1][0], "'=HYPERLINK(\"x\")", "a formula is defused, not evaluated");
+    assert_eq!(rows[1][1..5], ["bob@example.com", "", "Lead Bot", "ask_phone"]);
+    assert_eq!(rows[1][6], format!("#{}", chat_notifier::mail::thread::identifier("bob")));
+    let table = f.run(&["leads", "--now", "2026-11-24T12:00:00Z"]).stdout;
+    assert!(table.lines().nth(1).is_some_and(|l| l.contains("bob@example.com") && l.contains("ask_phone")), "{table}");
+}
+
+/// RFC 4180, as a spreadsheet reads it: quoted cells, doubled quotes, CRLF rows.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = vec![];
+    let mut row = vec![];
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => row.push(std::mem::take(&mut cell)),
+            ('\r', false) => {}
+            ('\n', false) => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (c, _) => cell.push(c),
+        }
+    }
+    rows
 }

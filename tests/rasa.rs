@@ -176,8 +176,10 @@ fn check_status_preview_and_report_read_rasa_too() {
     );
     let report = f.run(&["report", "--format", "json", "--now", "2026-11-24T10:00:00Z"]);
     let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
-    assert_eq!(json[0]["bot_id"], "rasa");
-    assert_eq!(json[0]["conversations"], 2);
-    assert_eq!(json[0]["completed"], 1);
-    assert_eq!(json[0]["leads_to_follow_up"], 1, "Jane left her email and never finished");
+    let bot = &json["bots"][0];
+    assert_eq!(bot["bot_id"], "rasa");
+    assert_eq!(bot["conversations"], 2);
+    assert_eq!(bot["completed"], 1);
+    assert_eq!(bot["leads_to_follow_up"], 1, "Jane left her email and never finished");
+    assert_eq!(bot["steps"][0]["question"], "What's your name?", "steps named by what the bot asked");
 }

@@ -1,7 +1,8 @@
-//! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `prune`, and
+//! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `leads`, `prune`, and
 //! the completion script and man page. Each reads (prune aside) and prints; none sends.
 
 pub mod check;
+pub mod leads;
 pub mod preview;
 pub mod prune;
 pub mod report;

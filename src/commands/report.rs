@@ -1,58 +1,110 @@
-//! `chat-notifier report`: where visitors drop, per bot. One pass over the export (never the
-//! state); the figures come from pure functions over each conversation's messages.
+//! `chat-notifier report`: where visitors drop, per bot, what they ask, which ways through the
+//! flow work, and the leads to follow up. One pass over the source (never the state); the
+//! figures come from pure functions over each conversation's messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config::Config;
+use crate::mail::thread;
+use crate::pipeline::people;
 use crate::pipeline::rules::Routing;
-use crate::source::{Author, Message};
-use crate::text::csv_cell;
+use crate::source::{Author, Conversation, Message};
+use crate::text::{self, csv_cell};
+
+/// Ways through a flow listed per bot; free-text questions listed per step.
+const TOP: usize = 10;
+/// Characters shown of one free-text question.
+const ASK_CHARS: usize = 200;
 
 /// What one conversation says about its bot's funnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
-    /// The flow steps the bot asked, each once, in order (the final step not included).
+    /// The flow steps the bot asked, each once, in order (the final step not included): the
+    /// conversation's path.
     pub steps: Vec<String>,
+    /// What the bot said at each step, the first time it got there.
+    pub questions: Vec<(String, String)>,
+    /// What the visitor wrote that answered no field, with the step they were at.
+    pub asks: Vec<(String, String)>,
     pub completed: bool,
     pub seconds_to_complete: Option<i64>,
     /// Went idle for abandon_after at least once before finishing (or is idle now, unfinished).
     pub abandoned: bool,
     /// After going idle, the visitor came back.
     pub resumed: bool,
+    /// Not finished, and the visitor wrote within abandon_after: may still be typing.
+    pub in_progress: bool,
     /// The visitor gave an email or a phone number.
     pub left_contact: bool,
+    pub started: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_activity: Option<DateTime<Utc>>,
+    /// Each field the visitor gave, the latest answer.
+    pub fields: Vec<(String, String)>,
 }
 
 /// Pure: the facts of one conversation from its messages in order.
 pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>) -> Facts {
     let mut steps: Vec<String> = Vec::new();
-    for m in messages.iter().filter(|m| m.author == Author::Bot && !m.ends_flow()) {
-        if let Some(step) = &m.gambit_id
-            && !steps.contains(step)
+    let mut questions: Vec<(String, String)> = Vec::new();
+    let mut asks: Vec<(String, String)> = Vec::new();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut at_step: Option<&str> = None;
+    for m in messages {
+        match m.author {
+            Author::Bot if !m.ends_flow() => {
+                if let Some(step) = &m.gambit_id {
+                    at_step = Some(step);
+                    if !steps.contains(step) {
+                        steps.push(step.clone());
+                    }
+                    if !m.body.trim().is_empty() && !questions.iter().any(|(s, _)| s == step) {
+                        questions.push((step.clone(), m.body.trim().to_owned()));
+                    }
+                }
+            }
+            Author::Visitor if m.field.is_none() && !m.body.trim().is_empty() => {
+                asks.push((at_step.unwrap_or("").to_owned(), m.body.trim().to_owned()));
+            }
+            _ => {}
+        }
+        if let Some((name, value)) = m.gives_field()
+            && !value.trim().is_empty()
         {
-            steps.push(step.clone());
+            match fields.iter_mut().find(|(n, _)| n == name) {
+                Some(f) => f.1 = value.trim().to_owned(),
+                None => fields.push((name.to_owned(), value.trim().to_owned())),
+            }
         }
     }
     let end = messages.iter().position(Message::ends_flow);
     let first = messages.first().map(|m| m.sent_at);
+    let last = messages.iter().map(|m| m.sent_at).max();
     let before_end = &messages[..end.unwrap_or(messages.len())];
     let gap = before_end.windows(2).position(|w| w[1].sent_at - w[0].sent_at >= abandon_after);
-    let idle_now = end.is_none() && messages.last().is_some_and(|m| now - m.sent_at >= abandon_after);
+    let idle = last.is_some_and(|l| now - l >= abandon_after);
+    let completed_at = end.map(|i| messages[i].sent_at);
     Facts {
+        left_contact: fields.iter().any(|(n, _)| matches!(n.as_str(), "email" | "phone")),
         steps,
+        questions,
+        asks,
         completed: end.is_some(),
-        seconds_to_complete: end.zip(first).map(|(i, first)| (messages[i].sent_at - first).num_seconds()),
-        abandoned: gap.is_some() || idle_now,
+        seconds_to_complete: completed_at.zip(first).map(|(done, first)| (done - first).num_seconds()),
+        abandoned: gap.is_some() || (end.is_none() && idle),
         resumed: gap.is_some(),
-        left_contact: messages
-            .iter()
-            .filter_map(Message::gives_field)
-            .any(|(field, value)| matches!(field, "email" | "phone") && !value.trim().is_empty()),
+        in_progress: end.is_none() && !idle,
+        started: first,
+        completed_at,
+        last_activity: last,
+        fields,
     }
 }
 
@@ -65,23 +117,78 @@ pub struct BotReport {
     pub completion_rate: f64,
     pub median_seconds_to_complete: Option<i64>,
     pub abandoned: u64,
+    /// Not finished, visitor active within abandon_after: not counted as stopped anywhere.
+    pub in_progress: u64,
     /// Of the abandoned: the share that came back, and that finished in the end.
     pub abandoned_resumed_share: f64,
     pub abandoned_completed_share: f64,
-    /// Never finished, but left an email or phone: leads to follow up.
+    /// Never finished, but left an email or phone: leads to follow up (chats, not people).
     pub leads_to_follow_up: u64,
     pub steps: Vec<StepReport>,
+    /// The most common ways through the flow.
+    pub paths: Vec<PathReport>,
+    /// What visitors wrote that answered no field, per step.
+    pub asks: Vec<AskReport>,
+    /// Chats started, completed and abandoned per day (the owner's time zone).
+    pub days: Vec<DayReport>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct StepReport {
     pub step: String,
+    /// What the bot asked there: its most frequent text at that step.
+    pub question: Option<String>,
     pub reached: u64,
-    /// Unfinished conversations whose last step was this one.
+    /// Unfinished conversations, not in progress, whose last step was this one.
     pub stopped: u64,
     pub stopped_share: f64,
     /// The step where most visitors stop.
     pub worst: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathReport {
+    pub steps: Vec<String>,
+    pub chats: u64,
+    pub completed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AskReport {
+    pub step: String,
+    pub question: Option<String>,
+    pub total: u64,
+    pub top: Vec<Asked>,
+    /// Other distinct questions at this step, not listed.
+    pub more: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Asked {
+    pub text: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DayReport {
+    pub day: String,
+    pub started: u64,
+    pub completed: u64,
+    pub abandoned: u64,
+}
+
+/// A person who left a way to reach them and never finished a chat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lead {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub bot: String,
+    pub last_step: Option<String>,
+    pub last_activity: DateTime<Utc>,
+    /// The identifier of their latest chat, as its emails' subjects show it.
+    pub identifier: String,
+    pub chats: u64,
 }
 
 #[derive(Default)]
@@ -93,16 +200,23 @@ struct Tally {
     abandoned: u64,
     abandoned_resumed: u64,
     abandoned_completed: u64,
+    in_progress: u64,
     leads: u64,
     /// reached, stopped, sum of positions in the flow
     steps: HashMap<String, (u64, u64, u64)>,
+    questions: HashMap<String, HashMap<String, u64>>,
+    paths: HashMap<Vec<String>, (u64, u64)>,
+    /// per step: normalised text -> (as first written, count)
+    asks: HashMap<String, HashMap<String, (String, u64)>>,
+    days: BTreeMap<NaiveDate, (u64, u64, u64)>,
 }
 
 impl Tally {
-    fn add(&mut self, f: &Facts) {
+    fn add(&mut self, f: &Facts, tz: Tz) {
         self.conversations += 1;
         self.completed += u64::from(f.completed);
         self.durations.extend(f.seconds_to_complete);
+        self.in_progress += u64::from(f.in_progress);
         if f.abandoned {
             self.abandoned += 1;
             self.abandoned_resumed += u64::from(f.resumed);
@@ -115,9 +229,37 @@ impl Tally {
             entry.2 += i as u64;
         }
         if !f.completed
+            && !f.in_progress
             && let Some(last) = f.steps.last()
+            && let Some(entry) = self.steps.get_mut(last)
         {
-            self.steps.get_mut(last).expect("counted above").1 += 1;
+            entry.1 += 1;
+        }
+        for (step, question) in &f.questions {
+            *self.questions.entry(step.clone()).or_default().entry(question.clone()).or_default() += 1;
+        }
+        if !f.steps.is_empty() {
+            let path = self.paths.entry(f.steps.clone()).or_default();
+            path.0 += 1;
+            path.1 += u64::from(f.completed);
+        }
+        for (step, asked) in &f.asks {
+            let key = asked.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+            let entry = self.asks.entry(step.clone()).or_default().entry(key).or_insert_with(|| (asked.clone(), 0));
+            entry.1 += 1;
+        }
+        let day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
+        if let Some(t) = f.started {
+            self.days.entry(day(t)).or_default().0 += 1;
+        }
+        if let Some(t) = f.completed_at {
+            self.days.entry(day(t)).or_default().1 += 1;
+        }
+        if f.abandoned
+            && !f.completed
+            && let Some(t) = f.last_activity
+        {
+            self.days.entry(day(t)).or_default().2 += 1;
         }
     }
 
@@ -128,6 +270,35 @@ impl Tally {
         // Flow order: where a step usually comes in the conversations that reach it.
         steps.sort_by(|a, b| share(a.1.2, a.1.0).total_cmp(&share(b.1.2, b.1.0)).then(b.1.0.cmp(&a.1.0)));
         let worst = steps.iter().map(|(_, (_, stopped, _))| *stopped).max().filter(|&m| m > 0);
+        let questions = self.questions;
+        let question = |step: &str| -> Option<String> {
+            let texts = questions.get(step)?;
+            let (text, _) = texts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+            Some(text.clone())
+        };
+        let mut paths: Vec<PathReport> =
+            self.paths.into_iter().map(|(steps, (chats, completed))| PathReport { steps, chats, completed }).collect();
+        paths.sort_by(|a, b| b.chats.cmp(&a.chats).then(b.completed.cmp(&a.completed)).then(a.steps.cmp(&b.steps)));
+        paths.truncate(TOP);
+        let mut asks: Vec<AskReport> = self
+            .asks
+            .into_iter()
+            .map(|(step, texts)| {
+                let mut top: Vec<Asked> = texts
+                    .into_values()
+                    .map(|(text, count)| Asked { text: text::line(&text).into_owned(), count })
+                    .collect();
+                top.sort_by(|a, b| b.count.cmp(&a.count).then(a.text.cmp(&b.text)));
+                let total = top.iter().map(|a| a.count).sum();
+                let more = top.len().saturating_sub(TOP);
+                top.truncate(TOP);
+                for a in &mut top {
+                    a.text = cut(&a.text, ASK_CHARS);
+                }
+                AskReport { question: question(&step), step, total, top, more }
+            })
+            .collect();
+        asks.sort_by(|a, b| b.total.cmp(&a.total).then(a.step.cmp(&b.step)));
         BotReport {
             bot_id,
             bot_name: self.name,
@@ -136,12 +307,14 @@ impl Tally {
             completion_rate: share(self.completed, self.conversations),
             median_seconds_to_complete: self.durations.get(self.durations.len() / 2).copied(),
             abandoned: self.abandoned,
+            in_progress: self.in_progress,
             abandoned_resumed_share: share(self.abandoned_resumed, self.abandoned),
             abandoned_completed_share: share(self.abandoned_completed, self.abandoned),
             leads_to_follow_up: self.leads,
             steps: steps
                 .into_iter()
                 .map(|(step, (reached, stopped, _))| StepReport {
+                    question: question(&step),
                     step,
                     reached,
                     stopped,
@@ -149,41 +322,124 @@ impl Tally {
                     worst: Some(stopped) == worst,
                 })
                 .collect(),
+            paths,
+            asks,
+            days: self
+                .days
+                .into_iter()
+                .map(|(day, (started, completed, abandoned))| DayReport {
+                    day: day.format("%Y-%m-%d").to_string(),
+                    started,
+                    completed,
+                    abandoned,
+                })
+                .collect(),
         }
     }
 }
 
-pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
-    let now = args.now.unwrap_or_else(Utc::now);
+/// The people behind the chats, for the leads list: by visitor, never merging placeholders.
+#[derive(Default)]
+struct Person {
+    completed: bool,
+    chats: u64,
+    fields: Vec<(String, String)>,
+    /// The latest chat: when, with which bot, its last step, its id.
+    latest: Option<(DateTime<Utc>, String, Option<String>, String)>,
+}
+
+/// Everything the report and the leads list need, in one pass over the source.
+pub struct Findings {
+    pub reports: Vec<BotReport>,
+    pub leads: Vec<Lead>,
+}
+
+pub fn find(config: &Config, bot: Option<&str>, since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Findings> {
     let routing = Routing::new(config);
     let source = crate::source::open(config)?;
     let mut tallies: HashMap<String, Tally> = HashMap::new();
+    let mut persons: HashMap<String, Person> = HashMap::new();
     let bar = crate::progress::bar(source.about_how_many_conversations(), "reading chats");
-    source.each_conversation(i64::MAX, &mut |_, conversation, messages| {
+    source.each_conversation(i64::MAX, &mut |_, conversation: Option<&Conversation>, messages| {
         bar.inc(1);
         let Some(conversation) = conversation else { return Ok(()) };
-        if args.bot.as_ref().is_some_and(|b| *b != conversation.bot_id) {
+        if bot.is_some_and(|b| b != conversation.bot_id) {
             return Ok(());
         }
-        if let Some(since) = args.since
+        if let Some(since) = since
             && conversation.started_at.is_none_or(|s| s < since)
         {
             return Ok(());
         }
-        let abandon_after = routing.for_bot(&conversation.bot_id).abandon_after;
+        let settings = routing.for_bot(&conversation.bot_id);
+        let f = facts(messages, settings.abandon_after, now);
         let tally = tallies.entry(conversation.bot_id.clone()).or_default();
         tally.name.clone_from(&conversation.bot_name);
-        tally.add(&facts(messages, abandon_after, now));
+        tally.add(&f, settings.time_zone);
+        // A person: their visitor id, or the chat alone when that id names nobody.
+        let key = if people::is_person(&conversation.visitor_id) {
+            format!("v:{}", conversation.visitor_id)
+        } else {
+            format!("c:{}", conversation.id)
+        };
+        let person = persons.entry(key).or_default();
+        person.completed |= f.completed;
+        person.chats += 1;
+        let when = f.last_activity.unwrap_or(DateTime::UNIX_EPOCH);
+        let later = person.latest.as_ref().is_none_or(|(t, ..)| when >= *t);
+        for (name, value) in f.fields {
+            match person.fields.iter_mut().find(|(n, _)| *n == name) {
+                Some(field) if later => field.1 = value,
+                Some(_) => {}
+                None => person.fields.push((name, value)),
+            }
+        }
+        if later {
+            person.latest =
+                Some((when, conversation.bot_name.clone(), f.steps.last().cloned(), conversation.id.clone()));
+        }
         Ok(())
     })?;
     bar.finish_and_clear();
     let mut reports: Vec<BotReport> = tallies.into_iter().map(|(id, t)| t.finish(id)).collect();
     reports.sort_by(|a, b| b.conversations.cmp(&a.conversations).then(a.bot_id.cmp(&b.bot_id)));
+    let mut leads: Vec<Lead> = persons
+        .into_values()
+        .filter(|p| !p.completed && p.chats as usize <= people::CROWD)
+        .filter_map(|p| {
+            let get = |name: &str| p.fields.iter().find(|(n, _)| n == name).map(|(_, v)| text::line(v).into_owned());
+            let (email, phone) = (get("email"), get("phone"));
+            if email.is_none() && phone.is_none() {
+                return None;
+            }
+            let (last_activity, bot, last_step, id) = p.latest?;
+            let name = get("name").or_else(|| get("full_name"));
+            Some(Lead {
+                name,
+                email,
+                phone,
+                bot,
+                last_step,
+                last_activity,
+                identifier: thread::identifier(&id),
+                chats: p.chats,
+            })
+        })
+        .collect();
+    leads.sort_by(|a, b| b.last_activity.cmp(&a.last_activity).then(a.identifier.cmp(&b.identifier)));
+    Ok(Findings { reports, leads })
+}
+
+pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let Findings { reports, leads } = find(config, args.bot.as_deref(), args.since, now)?;
     let out = match args.format {
         ReportFormat::Table => table(&reports),
-        ReportFormat::Json => serde_json::to_string_pretty(&reports)? + "\n",
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({ "bots": reports, "leads": leads }))? + "\n"
+        }
         ReportFormat::Csv => csv(&reports),
-        ReportFormat::Html => html(&reports, now)?,
+        ReportFormat::Html => html(&reports, &leads, now, config.time_zone)?,
     };
     super::print(out)
 }
@@ -196,30 +452,54 @@ fn duration(seconds: Option<i64>) -> String {
     seconds.map_or_else(|| "-".to_owned(), |s| format!("{}m {:02}s", s / 60, s % 60))
 }
 
+fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
 fn table(reports: &[BotReport]) -> String {
     let mut out = String::new();
     for r in reports {
-        out += &format!(
-            "{} ({}): {} chats, {} completed ({}), median time to complete {}\n",
+        let _ = writeln!(
+            out,
+            "{} ({}): {} chats, {} completed ({}), {} in progress, median time to complete {}",
             r.bot_name,
             r.bot_id,
             r.conversations,
             r.completed,
             percent(r.completion_rate),
+            r.in_progress,
             duration(r.median_seconds_to_complete)
         );
-        out += &format!(
-            "  abandoned {}: {} came back later, {} finished later; {} leads to follow up (left an email or phone, never finished)\n",
+        let _ = writeln!(
+            out,
+            "  abandoned {}: {} came back later, {} finished later; {} leads to follow up (left an email or phone, never finished)",
             r.abandoned,
             percent(r.abandoned_resumed_share),
             percent(r.abandoned_completed_share),
             r.leads_to_follow_up
         );
-        out += &format!("  {:<24} {:>9} {:>9} {:>8}\n", "STEP", "REACHED", "STOPPED", "SHARE");
+        let _ = writeln!(out, "  {:<24} {:>9} {:>9} {:>8}  QUESTION", "STEP", "REACHED", "STOPPED", "SHARE");
         for s in &r.steps {
             let flag = if s.worst { "  <- most stop here" } else { "" };
-            out +=
-                &format!("  {:<24} {:>9} {:>9} {:>8}{flag}\n", s.step, s.reached, s.stopped, percent(s.stopped_share));
+            let question = s.question.as_deref().map(|q| text::header(q, 50)).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>9} {:>9} {:>8}  {question}{flag}",
+                s.step,
+                s.reached,
+                s.stopped,
+                percent(s.stopped_share)
+            );
+        }
+        if !r.paths.is_empty() {
+            let _ = writeln!(out, "  most common paths:");
+            for p in &r.paths {
+                let _ =
+                    writeln!(out, "    {:>6} chats, {:>6} completed: {}", p.chats, p.completed, p.steps.join(" > "));
+            }
         }
         out += "\n";
     }
@@ -227,17 +507,21 @@ fn table(reports: &[BotReport]) -> String {
 }
 
 fn csv(reports: &[BotReport]) -> String {
-    let mut out =
-        String::from("bot_id,bot_name,conversations,completion_rate,step,reached,stopped,stopped_share,worst\n");
+    let mut out = String::from(
+        "bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,worst\n",
+    );
     for r in reports {
         for s in &r.steps {
-            out += &format!(
-                "{},{},{},{:.4},{},{},{},{:.4},{}\n",
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.4},{},{},{},{},{},{:.4},{}",
                 csv_cell(&r.bot_id),
                 csv_cell(&r.bot_name),
                 r.conversations,
                 r.completion_rate,
+                r.in_progress,
                 csv_cell(&s.step),
+                csv_cell(s.question.as_deref().unwrap_or("")),
                 s.reached,
                 s.stopped,
                 s.stopped_share,
@@ -248,8 +532,9 @@ fn csv(reports: &[BotReport]) -> String {
     out
 }
 
-/// One self-contained page: inline CSS and SVG, no script, nothing fetched.
-fn html(reports: &[BotReport], now: DateTime<Utc>) -> Result<String> {
+/// One self-contained page: inline CSS and SVG, no script, nothing fetched; readable on a
+/// phone and printable.
+fn html(reports: &[BotReport], leads: &[Lead], now: DateTime<Utc>, tz: Tz) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template("report.html", include_str!("../../templates/report.html")).context("report template")?;
@@ -262,6 +547,14 @@ fn html(reports: &[BotReport], now: DateTime<Utc>) -> Result<String> {
         share: String,
     }
     #[derive(Serialize)]
+    struct DayBar<'a> {
+        day: &'a DayReport,
+        x: f64,
+        started: f64,
+        completed: f64,
+        abandoned: f64,
+    }
+    #[derive(Serialize)]
     struct Chart<'a> {
         report: &'a BotReport,
         completion: String,
@@ -270,13 +563,20 @@ fn html(reports: &[BotReport], now: DateTime<Utc>) -> Result<String> {
         median: String,
         height: usize,
         bars: Vec<Bar<'a>>,
+        day_bars: Vec<DayBar<'a>>,
+        day_width: f64,
     }
     // Bars up to 380 px after a 160 px label column, leaving room for the longest right-hand label.
     const WIDTH: f64 = 380.0;
+    // The chart over time: 100 px high, days side by side in 560 px.
+    const DAYS_WIDTH: f64 = 560.0;
     let charts: Vec<Chart> = reports
         .iter()
         .map(|r| {
             let most = r.steps.iter().map(|s| s.reached).max().unwrap_or(1).max(1) as f64;
+            let busiest =
+                r.days.iter().map(|d| d.started.max(d.completed).max(d.abandoned)).max().unwrap_or(1).max(1) as f64;
+            let day_width = (DAYS_WIDTH / r.days.len().max(1) as f64).min(60.0);
             Chart {
                 report: r,
                 completion: percent(r.completion_rate),
@@ -296,11 +596,36 @@ fn html(reports: &[BotReport], now: DateTime<Utc>) -> Result<String> {
                         share: percent(s.stopped_share),
                     })
                     .collect(),
+                day_bars: r
+                    .days
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| DayBar {
+                        day: d,
+                        x: i as f64 * day_width,
+                        started: 100.0 * d.started as f64 / busiest,
+                        completed: 100.0 * d.completed as f64 / busiest,
+                        abandoned: 100.0 * d.abandoned as f64 / busiest,
+                    })
+                    .collect(),
+                day_width,
             }
         })
         .collect();
+    #[derive(Serialize)]
+    struct LeadRow<'a> {
+        lead: &'a Lead,
+        last_activity: String,
+    }
+    let leads: Vec<LeadRow> = leads
+        .iter()
+        .map(|l| LeadRow {
+            lead: l,
+            last_activity: l.last_activity.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string(),
+        })
+        .collect();
     let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
-    Ok(env.get_template("report.html")?.render(minijinja::context! { charts, generated })?)
+    Ok(env.get_template("report.html")?.render(minijinja::context! { charts, leads, generated })?)
 }
 
 #[cfg(test)]
@@ -308,7 +633,14 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn m(minute: i64, author: Author, step: &str, input_type: Option<&str>, field: Option<&str>) -> Message {
+    fn m(
+        minute: i64,
+        author: Author,
+        step: &str,
+        input_type: Option<&str>,
+        field: Option<&str>,
+        body: &str,
+    ) -> Message {
         Message {
             id: minute,
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap() + TimeDelta::minutes(minute),
@@ -316,31 +648,33 @@ mod tests {
             gambit_id: Some(step.into()),
             input_type: input_type.map(str::to_owned),
             field: field.map(str::to_owned),
-            body: "x".into(),
+            body: body.into(),
         }
     }
 
     #[test]
     fn facts_of_a_chat_that_went_idle_came_back_and_finished() {
         let chat = [
-            m(0, Author::Bot, "ask_name", None, None),
-            m(1, Author::Visitor, "ask_name", None, Some("name")),
-            m(2, Author::Bot, "ask_email", None, None),
-            m(3, Author::Visitor, "ask_email", None, Some("email")),
-            m(4, Author::Bot, "ask_phone", None, None),
-            m(200, Author::Visitor, "ask_phone", None, Some("phone")),
-            m(201, Author::Bot, "done", Some("end_conversation"), None),
+            m(0, Author::Bot, "ask_name", None, None, "Your name?"),
+            m(1, Author::Visitor, "ask_name", None, Some("name"), "Ana"),
+            m(2, Author::Bot, "ask_email", None, None, "Your email?"),
+            m(3, Author::Visitor, "ask_email", None, None, "Do you ship to Brazil?"),
+            m(4, Author::Visitor, "ask_email", None, Some("email"), "ana@example.com"),
+            m(5, Author::Bot, "ask_phone", None, None, "Your phone?"),
+            m(200, Author::Visitor, "ask_phone", None, Some("phone"), "555"),
+            m(201, Author::Bot, "done", Some("end_conversation"), None, "Thanks"),
         ];
-        let now = chat[6].sent_at + TimeDelta::days(1);
+        let now = chat[7].sent_at + TimeDelta::days(1);
         let f = facts(&chat, TimeDelta::minutes(30), now);
         assert_eq!(f.steps, ["ask_name", "ask_email", "ask_phone"]);
-        assert!(f.completed && f.abandoned && f.resumed && f.left_contact);
+        assert_eq!(f.questions[1], ("ask_email".into(), "Your email?".into()));
+        assert_eq!(f.asks, [("ask_email".to_owned(), "Do you ship to Brazil?".to_owned())]);
+        assert!(f.completed && f.abandoned && f.resumed && f.left_contact && !f.in_progress);
         assert_eq!(f.seconds_to_complete, Some(201 * 60));
 
-        let left = facts(&chat[..4], TimeDelta::minutes(30), now);
-        assert!(!left.completed && left.abandoned && !left.resumed && left.left_contact);
-        assert_eq!(left.steps.last().map(String::as_str), Some("ask_email"));
-        let typing = facts(&chat[..4], TimeDelta::minutes(30), chat[3].sent_at + TimeDelta::minutes(5));
-        assert!(!typing.abandoned);
+        let left = facts(&chat[..5], TimeDelta::minutes(30), now);
+        assert!(!left.completed && left.abandoned && !left.resumed && left.left_contact && !left.in_progress);
+        let typing = facts(&chat[..5], TimeDelta::minutes(30), chat[4].sent_at + TimeDelta::minutes(5));
+        assert!(!typing.abandoned && typing.in_progress, "may still be typing: not a drop-off");
     }
 }
