@@ -180,10 +180,13 @@ fn report_figures_match_a_known_funnel() {
     let csv = f.run(&["report", "--format", "csv", "--now", "2026-11-30T00:00:00Z"]).stdout;
     assert_eq!(
         csv,
-        "bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,worst\n\
-         lead,Lead Bot,10,0.4000,0,ask_name,Question?,10,1,0.1000,false\n\
-         lead,Lead Bot,10,0.4000,0,ask_email,Question?,9,3,0.3333,true\n\
-         lead,Lead Bot,10,0.4000,0,ask_phone,Question?,6,2,0.3333,false\n",
+        "kind,bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,\
+         worst,day,started,completed,abandoned\n\
+         step,lead,Lead Bot,10,0.4000,0,ask_name,Question?,10,1,0.1000,false,,,,\n\
+         step,lead,Lead Bot,10,0.4000,0,ask_email,Question?,9,3,0.3333,true,,,,\n\
+         step,lead,Lead Bot,10,0.4000,0,ask_phone,Question?,6,2,0.3333,false,,,,\n\
+         day,lead,Lead Bot,10,0.4000,0,,,,,,,2026-11-24,10,3,6\n\
+         day,lead,Lead Bot,10,0.4000,0,,,,,,,2026-11-25,0,1,0\n",
         "the whole CSV"
     );
     let leads = json["leads"].as_array().unwrap();

@@ -506,20 +506,26 @@ fn table(reports: &[BotReport]) -> String {
     out
 }
 
+/// One table for a spreadsheet: a row per step (`kind` = step) and per day (`kind` = day), each
+/// kind's own columns filled, the others empty.
 fn csv(reports: &[BotReport]) -> String {
     let mut out = String::from(
-        "bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,worst\n",
+        "kind,bot_id,bot_name,conversations,completion_rate,in_progress,step,question,reached,stopped,stopped_share,\
+         worst,day,started,completed,abandoned\n",
     );
     for r in reports {
+        let bot = format!(
+            "{},{},{},{:.4},{}",
+            csv_cell(&r.bot_id),
+            csv_cell(&r.bot_name),
+            r.conversations,
+            r.completion_rate,
+            r.in_progress
+        );
         for s in &r.steps {
             let _ = writeln!(
                 out,
-                "{},{},{},{:.4},{},{},{},{},{},{:.4},{}",
-                csv_cell(&r.bot_id),
-                csv_cell(&r.bot_name),
-                r.conversations,
-                r.completion_rate,
-                r.in_progress,
+                "step,{bot},{},{},{},{},{:.4},{},,,,",
                 csv_cell(&s.step),
                 csv_cell(s.question.as_deref().unwrap_or("")),
                 s.reached,
@@ -527,6 +533,9 @@ fn csv(reports: &[BotReport]) -> String {
                 s.stopped_share,
                 s.worst
             );
+        }
+        for d in &r.days {
+            let _ = writeln!(out, "day,{bot},,,,,,,{},{},{},{}", d.day, d.started, d.completed, d.abandoned);
         }
     }
     out
