@@ -97,6 +97,17 @@ impl State {
     /// `limit`, and how many there are (counted up to `people::CROWD` + 1: beyond that it is
     /// no person). Through the visitor index.
     pub fn others(&self, visitor_id: &str, except: &str, limit: usize) -> Result<(Vec<Known>, usize)> {
+        let crowd = crate::pipeline::people::CROWD;
+        // Counted first, and no further than a crowd: an id on thousands of chats costs no more
+        // than one on a few.
+        let total: usize = self.context(self.conn.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
+            params![visitor_id, except, (crowd + 1) as i64],
+            |r| r.get(0),
+        ))?;
+        if total == 0 || total > crowd {
+            return Ok((Vec::new(), total));
+        }
         let mut stmt = self.context(self.conn.prepare_cached(
             "SELECT id, bot_id, last_activity, \
              (SELECT state FROM outbox o WHERE o.conversation_id = c.id ORDER BY o.id DESC LIMIT 1) \
@@ -110,13 +121,7 @@ impl State {
                 last_state: r.get::<_, Option<String>>(3)?.as_deref().and_then(ChatState::parse),
             })
         });
-        let known: Vec<Known> = self.context(rows.and_then(Iterator::collect))?;
-        let total: usize = self.context(self.conn.query_row(
-            "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
-            params![visitor_id, except, (crate::pipeline::people::CROWD + 1) as i64],
-            |r| r.get(0),
-        ))?;
-        Ok((known, total))
+        Ok((self.context(rows.and_then(Iterator::collect))?, total))
     }
 
     /// A page of the conversations with uncovered messages that may be due: ended, or idle
