@@ -516,21 +516,18 @@ fn state_errors_name_the_state_file() {
     // A state file one schema version behind (as the previous release wrote it).
     Connection::open(&f.state)
         .unwrap()
-        .execute_batch(
-            "DROP INDEX conversations_by_visitor; ALTER TABLE conversations DROP COLUMN visitor_id; \
-             ALTER TABLE conversations DROP COLUMN bot_id; PRAGMA user_version = 5;",
-        )
+        .execute_batch("ALTER TABLE outbox DROP COLUMN headers; PRAGMA user_version = 6;")
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 5, this chat-notifier reads 6")),
+        status.stderr.contains(&format!("state {shown}: schema 6, this chat-notifier reads 7")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 5: the next run upgrades it to 6)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 6: the next run upgrades it to 7)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -28,6 +28,11 @@ fn the_lead_path_is_two_emails_in_one_thread() {
     assert_eq!((abandoned.in_reply_to.as_deref(), abandoned.references.len()), (None, 0));
     assert!(abandoned.text.contains("left the chat with Lead Bot midway, at step ask_phone"), "{}", abandoned.text);
     assert!(abandoned.header_names.contains(&"Auto-Submitted".to_owned()));
+    // Filterable: by state, by bot (Gmail's list:, Outlook rules, Sieve), and Outlook's topic.
+    assert_eq!(abandoned.header("X-Chat-State").as_deref(), Some("abandoned"));
+    assert_eq!(abandoned.header("X-Chat-Bot").as_deref(), Some("lead"));
+    assert_eq!(abandoned.header("List-Id").as_deref(), Some("\"Lead Bot\" <b_lead.chat-notifier.example.com>"));
+    assert_eq!(abandoned.header("Thread-Topic"), Some(abandoned.subject.clone()));
 
     // Nothing new: nothing sent.
     f.run_at("2026-11-24T10:30:00Z", &[], 0);
@@ -45,6 +50,9 @@ fn the_lead_path_is_two_emails_in_one_thread() {
     assert_eq!(completed.references, std::slice::from_ref(&abandoned.message_id));
     assert_ne!(completed.message_id, abandoned.message_id);
     assert!(completed.text.contains("came back and finished"), "{}", completed.text);
+    assert_eq!(completed.header("X-Chat-State").as_deref(), Some("completed"));
+    assert_eq!(completed.header("Thread-Topic"), Some(abandoned.subject.clone()), "the topic without Re:");
+    assert_eq!(completed.header("List-Id"), abandoned.header("List-Id"));
     assert!(completed.text.contains("--- new since the last email ---\n[2026-11-25 08:00] Visitor: +1 555 0100"));
     assert!(completed.text.contains("phone: +1 555 0100"));
 

@@ -21,8 +21,44 @@ pub struct Email {
     pub subject: String,
     pub in_reply_to: Option<String>,
     pub references: Option<String>,
+    /// Headers for filtering and threading beyond RFC 5322's (`X-Chat-State`, `X-Chat-Bot`,
+    /// `List-Id`, `Thread-Topic`): names from `FILTER_HEADERS`, values header-safe ASCII.
+    pub headers: Vec<(String, String)>,
     pub text: String,
     pub html: String,
+}
+
+/// The headers an owner filters on: Gmail's `list:`, Outlook rules, Sieve.
+pub const FILTER_HEADERS: [&str; 4] = ["X-Chat-State", "X-Chat-Bot", "List-Id", "Thread-Topic"];
+
+/// The filtering headers of an email about `bot_id` (named `bot_name`) in `state`, under
+/// `subject`; `domain` is the Message-IDs' right-hand side.
+pub fn filter_headers(state: &str, bot_id: &str, bot_name: &str, subject: &str, domain: &str) -> Vec<(String, String)> {
+    // RFC 2919: a list id is a dot-atom; one per bot, under the notifier's own namespace.
+    let label: String = bot_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .chars()
+        .take(60)
+        .collect();
+    let label = if label.is_empty() { "bot".to_owned() } else { label };
+    let list = format!("<b_{label}.chat-notifier.{domain}>");
+    let name = crate::text::header(bot_name, 60);
+    let list_id = if !name.is_empty() && name.is_ascii() {
+        format!("\"{}\" {list}", name.replace(['"', '\\'], ""))
+    } else {
+        list
+    };
+    let ascii = |s: &str| crate::text::header(s, 200).chars().filter(char::is_ascii).collect::<String>();
+    vec![
+        ("X-Chat-State".to_owned(), state.to_owned()),
+        ("X-Chat-Bot".to_owned(), ascii(bot_id)),
+        ("List-Id".to_owned(), list_id),
+        // Outlook's conversation topic: the subject without its reply prefix.
+        ("Thread-Topic".to_owned(), subject.strip_prefix("Re: ").unwrap_or(subject).to_owned()),
+    ]
 }
 
 /// Whether a mailbox survives the outbox: written as text and parsed back before it is sent.
@@ -30,4 +66,30 @@ pub struct Email {
 /// mailbox must never be queued, or reading the outbox fails for every email after it.
 pub fn round_trips(mailbox: &Mailbox) -> bool {
     mailbox.to_string().parse::<Mailbox>().is_ok_and(|back| back == *mailbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_headers_are_one_line_ascii_and_a_valid_list_id() {
+        let h = filter_headers(
+            "abandoned",
+            "Sales Bot\r\nBcc: x@evil",
+            "Lead \"Bot\"\r\nX: y",
+            "Re: S [#A]",
+            "example.com",
+        );
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap();
+        assert_eq!(get("X-Chat-State"), "abandoned");
+        assert_eq!(get("X-Chat-Bot"), "Sales Bot Bcc: x@evil");
+        assert_eq!(get("List-Id"), "\"Lead Bot X: y\" <b_sales-bot--bcc--x-evil.chat-notifier.example.com>");
+        assert_eq!(get("Thread-Topic"), "S [#A]");
+        for (_, v) in &h {
+            assert!(v.is_ascii() && !v.contains(['\r', '\n']), "{v:?}");
+        }
+        let h = filter_headers("completed", "機器人", "機器人", "S", "example.com");
+        assert_eq!(h[2].1, "<b_bot.chat-notifier.example.com>", "no phrase that is not ASCII, a label that is");
+    }
 }

@@ -224,6 +224,13 @@ impl Renderer {
         };
         let text = render("txt")?;
         let html = if self.html { render("html")? } else { String::new() };
+        let headers = crate::mail::filter_headers(
+            draft.state.as_str(),
+            &conversation.bot_id,
+            &conversation.bot_name,
+            &subject,
+            message_id_domain,
+        );
         Ok(Email {
             message_id: thread::message_id(&conversation.id, draft.state, covers_through, message_id_domain),
             date: draft.now,
@@ -234,6 +241,7 @@ impl Renderer {
             subject,
             in_reply_to: draft.thread.in_reply_to().map(str::to_owned),
             references: draft.thread.references(),
+            headers,
             text,
             html,
         })

@@ -289,6 +289,12 @@ pub fn message(email: &Email) -> Result<Message> {
     if let Some(refs) = &email.references {
         b = b.references(refs.clone());
     }
+    for (name, value) in &email.headers {
+        // Only the names chat-notifier writes: a stored row cannot add another header.
+        if let Some(known) = crate::mail::FILTER_HEADERS.iter().find(|h| **h == name.as_str()) {
+            b = b.raw_header(raw(known, &crate::text::header(value, 900)));
+        }
+    }
     // Bodies go in with CRLF line endings already: lettre inserts each missing CR one at a
     // time, which costs the square of a long body.
     b.multipart(MultiPart::alternative_plain_html(crlf(&email.text), crlf(&email.html))).context("building the message")

@@ -115,6 +115,11 @@ ALTER TABLE conversations ADD COLUMN visitor_id TEXT;
 ALTER TABLE conversations ADD COLUMN bot_id TEXT;
 CREATE INDEX conversations_by_visitor ON conversations (visitor_id) WHERE visitor_id IS NOT NULL;
 "#,
+    r#"
+-- The filtering headers of a queued email (X-Chat-State, X-Chat-Bot, List-Id, Thread-Topic),
+-- as a JSON array of [name, value]: a retry carries the same ones.
+ALTER TABLE outbox ADD COLUMN headers TEXT;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

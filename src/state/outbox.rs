@@ -13,7 +13,7 @@ use crate::pipeline::classify::ChatState;
 macro_rules! outbox_columns {
     () => {
         "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
-         subject, in_reply_to, refs, text_body, html_body, covers_through"
+         subject, in_reply_to, refs, text_body, html_body, covers_through, headers"
     };
 }
 pub(super) const PENDING_SQL: &str =
@@ -54,8 +54,8 @@ pub(super) fn insert(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, mail_from, \
-         mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body, headers) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         conversation_id,
@@ -72,6 +72,7 @@ pub(super) fn insert(
         email.references,
         email.text,
         email.html,
+        serde_json::to_string(&email.headers).unwrap_or_default(),
     ])?;
     Ok(())
 }
@@ -165,6 +166,11 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
             subject: text(10)?,
             in_reply_to: get(11)?,
             references: get(12)?,
+            // Rows from before headers were stored have none.
+            headers: match get(16)? {
+                None => Vec::new(),
+                Some(json) => serde_json::from_str(&json).map_err(|e| format!("headers {json:?}: {e}"))?,
+            },
             text: text(13)?,
             html: text(14)?,
         },

@@ -334,11 +334,25 @@ pub const OUR_HEADERS: &[&str] = &[
     "References",
     "Auto-Submitted",
     "X-Auto-Response-Suppress",
+    "X-Chat-State",
+    "X-Chat-Bot",
+    "List-Id",
+    "Thread-Topic",
     "MIME-Version",
     "Content-Type",
 ];
 
 impl Mail {
+    /// A header's value as written, unfolded; none when absent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let block = self.raw.split("\r\n\r\n").next()?;
+        let unfolded = block.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
     pub fn read(r: &Received) -> Mail {
         let raw = r.text();
         assert!(raw.is_ascii(), "a 7-bit message");
