@@ -231,6 +231,10 @@ pub struct Mail {
     pub cc: Vec<Mailbox>,
     /// The right-hand side of Message-IDs; the From address's domain by default.
     pub message_id_domain: Option<String>,
+    /// At most this many emails an hour, and a day (a provider's limits: see README); what
+    /// is over waits in the outbox, in order, for later runs.
+    pub max_per_hour: Option<u32>,
+    pub max_per_day: Option<u32>,
     /// What one email shows of a long chat (see `render::Limits`).
     pub transcript_messages: Option<usize>,
     pub message_chars: Option<usize>,
@@ -637,6 +641,8 @@ impl Config {
             ("mail.transcript_messages", self.mail.transcript_messages),
             ("mail.message_chars", self.mail.message_chars),
             ("mail.transcript_bytes", self.mail.transcript_bytes),
+            ("mail.max_per_hour", self.mail.max_per_hour.map(|n| n as usize)),
+            ("mail.max_per_day", self.mail.max_per_day.map(|n| n as usize)),
         ] {
             if n == Some(0) {
                 return Err(format!("{key}: must be at least 1"));

@@ -44,7 +44,7 @@ impl Outcome {
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Busy => exit::BUSY,
-            Outcome::Done(r) if r.waiting + r.parked + r.failed > 0 => exit::INCOMPLETE,
+            Outcome::Done(r) if r.waiting.saturating_sub(r.deferred) + r.parked + r.failed > 0 => exit::INCOMPLETE,
             Outcome::Done(_) => exit::OK,
         }
     }

@@ -40,15 +40,24 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
         *counts.entry(r.state).or_default() += 1;
     }
     let count = |s: &Standing| counts.get(s).copied().unwrap_or(0);
+    let next_send = next_send(config, now)?;
     if args.json {
         let summary: serde_json::Map<String, serde_json::Value> =
             Standing::ALL.iter().map(|s| (s.name().to_owned(), count(s).into())).collect();
-        let out = serde_json::json!({ "summary": summary, "notified_since": since, "conversations": rows });
+        let out = serde_json::json!({
+            "summary": summary, "notified_since": since, "next_send": next_send, "conversations": rows,
+        });
         return super::print(serde_json::to_string_pretty(&out)? + "\n");
     }
     let summary: Vec<String> = Standing::ALL.iter().map(|s| format!("{} {}", count(s), s.name())).collect();
+    let limit = next_send.map_or_else(String::new, |t| {
+        format!(
+            "; rate limit: the next email goes at {}",
+            t.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z")
+        )
+    });
     let mut out = format!(
-        "{} (notified: since {})\n",
+        "{} (notified: since {}{limit})\n",
         summary.join(", "),
         since.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z")
     );
@@ -73,6 +82,21 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
         );
     }
     super::print(out)
+}
+
+/// When the next email may go, when the rate limits hold the outbox back now.
+fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let limits = crate::pipeline::RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
+    if (limits.per_hour.is_none() && limits.per_day.is_none()) || !config.state.exists() {
+        return Ok(None);
+    }
+    let state = State::open_read_only(&config.state)?;
+    if state.count_pending()? == 0 {
+        return Ok(None);
+    }
+    let hour = state.sent_since(now - TimeDelta::hours(1))?;
+    let day = state.sent_since(now - TimeDelta::days(1))?;
+    Ok(crate::pipeline::allowance(limits, hour, day).1)
 }
 
 /// A column's worth of untrusted text (names, a server's error message), on one line.

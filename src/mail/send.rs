@@ -23,12 +23,16 @@ pub enum Failure {
     /// No email can go now (connection refused, timeout, TLS, server shutting down): stop
     /// the batch, keep everything pending for the next run.
     Unavailable(String),
+    /// The provider says it is throttling us ("421 4.7.0 Try again later", "450 4.7.28",
+    /// "452 4.5.3 too many recipients"): back off for the rest of the run, and count no attempt
+    /// against the email, which did nothing wrong.
+    Throttled(String),
 }
 
 impl Failure {
     pub fn reason(&self) -> &str {
         match self {
-            Failure::Rejected { reason, .. } | Failure::Unavailable(reason) => reason,
+            Failure::Rejected { reason, .. } | Failure::Unavailable(reason) | Failure::Throttled(reason) => reason,
         }
     }
 }
@@ -232,12 +236,27 @@ fn smtp_failure(e: smtp::Error) -> Failure {
         // A socket read timeout surfaces as EAGAIN, "Resource temporarily unavailable".
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
     }
+    if is_throttling(e.status().map(|c| c.to_string()).as_deref(), &reason) {
+        return Failure::Throttled(reason);
+    }
     // 421: the server is closing the connection; nothing else will go through it now.
     if e.status().is_some_and(|code| code.to_string() == "421") || !(e.is_permanent() || e.is_transient()) {
         Failure::Unavailable(reason)
     } else {
         Failure::Rejected { permanent: e.is_permanent(), reason }
     }
+}
+
+/// Pure: whether a temporary refusal is the provider limiting how fast we send, by its reply
+/// code and the enhanced status code in its text (RFC 3463: 4.7.x security/policy, 4.5.3 too
+/// many recipients), or its words.
+fn is_throttling(code: Option<&str>, reason: &str) -> bool {
+    let temporary = code.is_some_and(|c| c.starts_with('4'));
+    let lower = reason.to_ascii_lowercase();
+    temporary
+        && (lower.contains(" 4.7.")
+            || lower.contains(" 4.5.3")
+            || ["try again later", "rate limit", "too many", "throttl"].iter().any(|w| lower.contains(w)))
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
@@ -352,4 +371,28 @@ pub fn preview(email: &Email) -> String {
 
 pub fn recipients(email: &Email) -> Mailboxes {
     email.to.iter().chain(email.cc.iter()).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_told_from_other_refusals() {
+        for (code, text) in [
+            ("421", "421 4.7.0 Try again later, closing connection"),
+            ("450", "450 4.7.28 Our system has detected an unusual rate of unsolicited mail"),
+            ("452", "452 4.5.3 Too many recipients"),
+            ("451", "451 Rate limit exceeded for this sender"),
+        ] {
+            assert!(is_throttling(Some(code), text), "{text}");
+        }
+        for (code, text) in [
+            ("451", "451 4.3.0 temporary local problem"),
+            ("550", "550 5.7.1 relaying denied"),
+            ("452", "452 4.3.1 insufficient system storage"),
+        ] {
+            assert!(!is_throttling(Some(code), text), "{text}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! earlier ones. What a failure means for the rest of the batch is decided by `send::Failure`.
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{PAGE, RunSummary};
 use crate::mail::send::{self, Failure, Mailer};
@@ -10,8 +10,47 @@ use crate::mail::thread;
 use crate::progress;
 use crate::state::State;
 
-pub fn deliver(state: &mut State, mailer: &mut Mailer, max_attempts: u32, now: DateTime<Utc>) -> Result<RunSummary> {
+/// How many emails may go an hour and a day; none: no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimits {
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
+}
+
+/// Pure: how many more emails may go now, given what went in the last hour and day (count,
+/// earliest); and when the next may go once none can: a window after the earliest in it.
+pub fn allowance(
+    limits: RateLimits,
+    hour: (usize, Option<DateTime<Utc>>),
+    day: (usize, Option<DateTime<Utc>>),
+) -> (usize, Option<DateTime<Utc>>) {
+    let mut left = usize::MAX;
+    let mut next = None;
+    for (limit, (sent, earliest), window) in
+        [(limits.per_hour, hour, TimeDelta::hours(1)), (limits.per_day, day, TimeDelta::days(1))]
+    {
+        let Some(limit) = limit else { continue };
+        let room = (limit as usize).saturating_sub(sent);
+        if room == 0 {
+            next = next.max(earliest.map(|t| t + window));
+        }
+        left = left.min(room);
+    }
+    (left, next)
+}
+
+pub fn deliver(
+    state: &mut State,
+    mailer: &mut Mailer,
+    max_attempts: u32,
+    limits: RateLimits,
+    now: DateTime<Utc>,
+) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
+    let (mut left, next) =
+        allowance(limits, state.sent_since(now - TimeDelta::hours(1))?, state.sent_since(now - TimeDelta::days(1))?);
+    let mut throttled = false;
+    let mut failed_now = 0;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
     let mut after = 0;
     'pages: loop {
@@ -41,11 +80,25 @@ pub fn deliver(state: &mut State, mailer: &mut Mailer, max_attempts: u32, now: D
             };
             let id = thread::identifier(&p.conversation_id);
             let what = format!("{} email for #{id}", p.state.as_str());
+            if left == 0 {
+                // Over a limit: this one and the rest wait, in order, for later runs.
+                let at = next.map_or_else(|| "within the hour".to_owned(), |t| format!("at {}", t.to_rfc3339()));
+                log::info!("rate limit reached: the emails left wait in the outbox; the next may go {at}");
+                break 'pages;
+            }
             match mailer.send(&p.email)? {
                 Ok(()) => {
                     state.mark_sent(p.id, now)?;
+                    left = left.saturating_sub(1);
                     log::info!("{} {what} to {}", mailer.verb(), send::recipients(&p.email));
                     summary.sent += 1;
+                }
+                Err(Failure::Throttled(reason)) => {
+                    // Not the email's fault: no attempt counted; the rest waits for the next run.
+                    state.mark_deferred(p.id, &reason)?;
+                    log::warn!("the SMTP server is throttling ({reason}); the emails left wait for the next run");
+                    throttled = true;
+                    break 'pages;
                 }
                 Err(failure) => {
                     let attempt = p.attempts + 1;
@@ -55,6 +108,7 @@ pub fn deliver(state: &mut State, mailer: &mut Mailer, max_attempts: u32, now: D
                         log::error!("{what} parked after {attempt} refusals: {}", failure.reason());
                         summary.parked += 1;
                     } else {
+                        failed_now += 1;
                         log::warn!("{what} not sent (attempt {attempt}): {}; it is retried next run", failure.reason());
                     }
                     if let Failure::Unavailable(_) = failure {
@@ -67,5 +121,35 @@ pub fn deliver(state: &mut State, mailer: &mut Mailer, max_attempts: u32, now: D
     bar.finish_and_clear();
     mailer.finish()?;
     summary.waiting = state.count_pending()?;
+    if left == 0 || throttled {
+        // What waits by design, not because sending it failed this run.
+        summary.deferred = summary.waiting.saturating_sub(failed_now);
+    }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowance_table() {
+        let at = |m: i64| DateTime::from_timestamp(1_790_000_000 + m * 60, 0).unwrap();
+        let none = RateLimits::default();
+        let hourly = RateLimits { per_hour: Some(10), per_day: None };
+        let both = RateLimits { per_hour: Some(10), per_day: Some(15) };
+        assert_eq!(allowance(none, (500, Some(at(0))), (900, Some(at(0)))), (usize::MAX, None));
+        assert_eq!(allowance(hourly, (4, Some(at(0))), (40, Some(at(0)))), (6, None));
+        assert_eq!(
+            allowance(hourly, (10, Some(at(5))), (10, Some(at(5)))),
+            (0, Some(at(65))),
+            "an hour after the earliest"
+        );
+        assert_eq!(
+            allowance(both, (3, Some(at(50))), (15, Some(at(0)))),
+            (0, Some(at(24 * 60))),
+            "the day's limit binds"
+        );
+        assert_eq!(allowance(both, (3, Some(at(50))), (12, Some(at(0)))), (3, None));
+    }
 }

@@ -5,6 +5,7 @@
 pub mod classify;
 mod decide;
 mod deliver;
+pub use deliver::{RateLimits, allowance};
 mod ingest;
 pub mod people;
 pub mod rules;
@@ -36,6 +37,9 @@ pub struct RunSummary {
     pub parked: usize,
     /// Conversations that could not be rendered; looked at again next run.
     pub failed: usize,
+    /// Of `waiting`: held back by the rate limits or a throttling provider, by design, not
+    /// by a failure.
+    pub deferred: usize,
 }
 
 /// None when another run holds the lock.
@@ -84,7 +88,8 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, now)?;
+    let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
+    let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     Ok(Some(RunSummary { failed, ..summary }))
 }

@@ -120,6 +120,10 @@ CREATE INDEX conversations_by_visitor ON conversations (visitor_id) WHERE visito
 -- as a JSON array of [name, value]: a retry carries the same ones.
 ALTER TABLE outbox ADD COLUMN headers TEXT;
 "#,
+    r#"
+-- Emails sent in the last hour or day, for the rate limits: a range of this index.
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE status = 'sent';
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

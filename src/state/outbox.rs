@@ -111,6 +111,22 @@ impl State {
         Ok(())
     }
 
+    /// Emails sent at or after `since`, and the earliest of them (when the next one may go,
+    /// a limit's window after it). Through the `outbox_sent` index.
+    pub fn sent_since(&self, since: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        self.context(self.conn.query_row(
+            "SELECT count(*), min(sent_at) FROM outbox WHERE status = 'sent' AND sent_at >= ?1",
+            [since.timestamp_millis()],
+            |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(millis))),
+        ))
+    }
+
+    /// Records why an email waits without counting an attempt (the provider is throttling).
+    pub fn mark_deferred(&self, outbox_id: i64, why: &str) -> Result<()> {
+        self.context(self.conn.execute("UPDATE outbox SET last_error = ?2 WHERE id = ?1", params![outbox_id, why]))?;
+        Ok(())
+    }
+
     pub fn count_pending(&self) -> Result<usize> {
         self.context(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0)))
     }
