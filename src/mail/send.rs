@@ -247,16 +247,17 @@ fn smtp_failure(e: smtp::Error) -> Failure {
     }
 }
 
-/// Pure: whether a temporary refusal is the provider limiting how fast we send, by its reply
-/// code and the enhanced status code in its text (RFC 3463: 4.7.x security/policy, 4.5.3 too
-/// many recipients), or its words.
+/// Pure: whether a temporary refusal is the provider limiting how fast we send: by the
+/// enhanced status codes providers use for it (RFC 3463; "421 4.7.0 Try again later" as Gmail
+/// says it, 4.7.28 unusual rate, 4.5.3 too many recipients), or its words. Greylisting ("451
+/// 4.7.1 ... try again later") is a refusal of that one email, not a limit on the rest.
 fn is_throttling(code: Option<&str>, reason: &str) -> bool {
-    let temporary = code.is_some_and(|c| c.starts_with('4'));
+    let Some(code) = code.filter(|c| c.starts_with('4')) else { return false };
     let lower = reason.to_ascii_lowercase();
-    temporary
-        && (lower.contains(" 4.7.")
-            || lower.contains(" 4.5.3")
-            || ["try again later", "rate limit", "too many", "throttl"].iter().any(|w| lower.contains(w)))
+    (code == "421" && lower.contains(" 4.7.0"))
+        || lower.contains(" 4.7.28")
+        || lower.contains(" 4.5.3")
+        || ["rate limit", "too many", "throttl"].iter().any(|w| lower.contains(w))
 }
 
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
@@ -389,6 +390,7 @@ mod tests {
         }
         for (code, text) in [
             ("451", "451 4.3.0 temporary local problem"),
+            ("451", "451 4.7.1 greylisted, try again later"),
             ("550", "550 5.7.1 relaying denied"),
             ("452", "452 4.3.1 insufficient system storage"),
         ] {
