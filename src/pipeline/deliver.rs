@@ -47,8 +47,12 @@ pub fn deliver(
     now: DateTime<Utc>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    let (mut left, next) =
-        allowance(limits, state.sent_since(now - TimeDelta::hours(1))?, state.sent_since(now - TimeDelta::days(1))?);
+    // Without limits, nothing to count: an idle run reads no more than it did.
+    let (mut left, next) = if limits.per_hour.is_none() && limits.per_day.is_none() {
+        (usize::MAX, None)
+    } else {
+        allowance(limits, state.sent_since(now - TimeDelta::hours(1))?, state.sent_since(now - TimeDelta::days(1))?)
+    };
     let mut throttled = false;
     let mut failed_now = 0;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
