@@ -76,6 +76,7 @@ fn render_50_messages(c: &mut Criterion) {
     let thread = Thread {
         subject: Some("Lead Bot: chat with Jane [#ABCD-EFGH-JKMN]".into()),
         message_ids: vec!["<a@x>".into()],
+        index: None,
     };
     let draft = Draft {
         conversation: &conversation,

@@ -53,6 +53,12 @@ fn the_lead_path_is_two_emails_in_one_thread() {
     assert_eq!(completed.header("X-Chat-State").as_deref(), Some("completed"));
     assert_eq!(completed.header("Thread-Topic"), Some(abandoned.subject.clone()), "the topic without Re:");
     assert_eq!(completed.header("List-Id"), abandoned.header("List-Id"));
+    // Outlook's conversation index: the root's 22 bytes, then the reply's 5 more after them.
+    use base64::Engine as _;
+    let index = |m: &Mail| base64::engine::general_purpose::STANDARD.decode(m.header("Thread-Index").unwrap()).unwrap();
+    let (root, reply) = (index(abandoned), index(completed));
+    assert_eq!((root.len(), reply.len()), (22, 27));
+    assert_eq!(reply[..22], root[..], "the reply extends the root's index");
     assert!(completed.text.contains("--- new since the last email ---\n[2026-11-25 08:00] Visitor: +1 555 0100"));
     assert!(completed.text.contains("phone: +1 555 0100"));
 

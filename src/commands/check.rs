@@ -56,9 +56,14 @@ fn templates(config: &Config) -> Result<String> {
     let mut rendered = 0;
     for settings in routing.all() {
         for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
-            for thread in
-                [Thread::default(), Thread { subject: Some("Earlier [#X]".into()), message_ids: vec!["<a@b>".into()] }]
-            {
+            for thread in [
+                Thread::default(),
+                Thread {
+                    subject: Some("Earlier [#X]".into()),
+                    message_ids: vec!["<a@b>".into()],
+                    index: Some(crate::mail::thread::thread_index("sample", None, Utc::now())),
+                },
+            ] {
                 let draft = Draft {
                     conversation: &conversation,
                     transcript: &transcript,

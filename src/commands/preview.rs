@@ -41,7 +41,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         // the headers it went out with.
         let covered: Vec<_> = transcript.iter().filter(|m| m.id <= sent.covers_through).cloned().collect();
         let refs = sent.email.references.as_deref().unwrap_or("");
-        let thread = Thread { subject: None, message_ids: refs.split_whitespace().map(str::to_owned).collect() };
+        let thread =
+            Thread { subject: None, message_ids: refs.split_whitespace().map(str::to_owned).collect(), index: None };
         let draft = Draft {
             conversation: &conversation,
             transcript: &covered,

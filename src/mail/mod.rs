@@ -29,7 +29,7 @@ pub struct Email {
 }
 
 /// The headers an owner filters on: Gmail's `list:`, Outlook rules, Sieve.
-pub const FILTER_HEADERS: [&str; 4] = ["X-Chat-State", "X-Chat-Bot", "List-Id", "Thread-Topic"];
+pub const FILTER_HEADERS: [&str; 5] = ["X-Chat-State", "X-Chat-Bot", "List-Id", "Thread-Topic", "Thread-Index"];
 
 /// The filtering headers of an email about `bot_id` (named `bot_name`) in `state`, under
 /// `subject`; `domain` is the Message-IDs' right-hand side.

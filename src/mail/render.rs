@@ -14,6 +14,8 @@ use lettre::message::Mailbox;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use base64::Engine as _;
+
 use crate::mail::Email;
 use crate::mail::thread::{self, Thread};
 use crate::pipeline::classify::ChatState;
@@ -224,13 +226,15 @@ impl Renderer {
         };
         let text = render("txt")?;
         let html = if self.html { render("html")? } else { String::new() };
-        let headers = crate::mail::filter_headers(
+        let mut headers = crate::mail::filter_headers(
             draft.state.as_str(),
             &conversation.bot_id,
             &conversation.bot_name,
             &subject,
             message_id_domain,
         );
+        let index = thread::thread_index(&conversation.id, draft.thread.index.as_deref(), draft.now);
+        headers.push(("Thread-Index".to_owned(), base64::engine::general_purpose::STANDARD.encode(index)));
         Ok(Email {
             message_id: thread::message_id(&conversation.id, draft.state, covers_through, message_id_domain),
             date: draft.now,
@@ -593,7 +597,7 @@ mod tests {
             msg(2, Author::Visitor, Some("name"), "<script>alert(1)</script>"),
             msg(3, Author::Visitor, None, "back again & more"),
         ];
-        let thread = Thread { subject: Some("S [#X]".into()), message_ids: vec!["<a@x>".into()] };
+        let thread = Thread { subject: Some("S [#X]".into()), message_ids: vec!["<a@x>".into()], index: None };
         let draft = Draft {
             conversation: &conversation(),
             transcript: &t,

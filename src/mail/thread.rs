@@ -36,6 +36,50 @@ pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, 
     format!("<chat.{hex}.{}.{covers_through}@{domain}>", state.as_str())
 }
 
+/// 100-nanosecond ticks from 1601-01-01 (Windows FILETIME) to 1970-01-01.
+const FILETIME_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
+
+fn filetime(at: chrono::DateTime<chrono::Utc>) -> u64 {
+    (FILETIME_UNIX_EPOCH + at.timestamp_micros() * 10) as u64
+}
+
+/// Outlook's conversation index (the `Thread-Index` header, [MS-OXOMSG] 2.2.1.3) of an email
+/// sent `at` in a conversation, after the one of its previous email (`parent`), if any. Outlook
+/// keeps a conversation together by it even when a gateway rewrites the subject.
+///
+/// The first email's is 22 bytes: the top six bytes of its FILETIME, big-endian (Microsoft's
+/// MFCMAPI reads the header so, and real headers agree: the "reserved 0x01" is the FILETIME's top
+/// byte for any date since 1829), then a GUID for the conversation (here from its id, so the
+/// same on every machine). Each reply adds five bytes: a flag and 31 bits of its time after the
+/// header's (bits 18 to 48 of the difference; bits 23 to 53 past 1.7 years, with the flag set),
+/// then a nibble of (deterministic) randomness and a nibble of level.
+pub fn thread_index(conversation_id: &str, parent: Option<&[u8]>, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    let now = filetime(at);
+    match parent.filter(|p| p.len() >= 22 && (p.len() - 22) % 5 == 0) {
+        None => {
+            let mut index = (now >> 16).to_be_bytes()[2..].to_vec();
+            let guid = Sha256::digest(format!("thread-index:{conversation_id}").as_bytes());
+            index.extend_from_slice(&guid[..16]);
+            index
+        }
+        Some(parent) => {
+            let mut header = [0u8; 8];
+            header[..6].copy_from_slice(&parent[..6]);
+            let delta = now.saturating_sub(u64::from_be_bytes(header));
+            let block = if delta < 1 << 49 {
+                ((delta >> 18) & 0x7FFF_FFFF) as u32
+            } else {
+                0x8000_0000 | ((delta >> 23) & 0x7FFF_FFFF) as u32
+            };
+            let mut index = parent.to_vec();
+            index.extend_from_slice(&block.to_be_bytes());
+            let level = ((parent.len() - 22) / 5 + 1) as u8;
+            index.push((Sha256::digest(&index)[0] & 0xF0) | (level & 0x0F));
+            index
+        }
+    }
+}
+
 /// The subject of a conversation's first email, from the owner's subject template's text:
 /// made header-safe, cut to fit, and always ending with the identifier. Later emails reuse it
 /// with `Re: `.
@@ -51,6 +95,8 @@ pub fn subject(text: &str, identifier: &str) -> String {
 pub struct Thread {
     pub subject: Option<String>,
     pub message_ids: Vec<String>,
+    /// The last email's Outlook conversation index (`Thread-Index`), which the next extends.
+    pub index: Option<Vec<u8>>,
 }
 
 impl Thread {
@@ -96,6 +142,33 @@ mod tests {
             message_id("0b7e4d21-jane", ChatState::Abandoned, 7, "example.com"),
             "<chat.2b4a1cd29b852e552de5dbecc872c9e0.abandoned.7@example.com>"
         );
+    }
+
+    #[test]
+    fn thread_index_decodes_to_its_time_guid_and_replies() {
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-24T09:30:00Z".parse().unwrap();
+        let root = thread_index("conv-1", None, at);
+        assert_eq!(root.len(), 22);
+        // The header is the FILETIME's top six bytes: read back to within 2^16 ticks (6.6 ms).
+        let mut ft = [0u8; 8];
+        ft[..6].copy_from_slice(&root[..6]);
+        let back = (u64::from_be_bytes(ft) as i64 - FILETIME_UNIX_EPOCH) / 10;
+        assert!((at.timestamp_micros() - back).abs() < 6_554, "{back}");
+        assert_eq!(root[0], 0x01, "what real Thread-Index headers start with");
+        assert_eq!(&root[6..], &Sha256::digest(b"thread-index:conv-1")[..16]);
+        assert_eq!(root, thread_index("conv-1", None, at), "the same on every run");
+
+        let reply = thread_index("conv-1", Some(&root), at + chrono::TimeDelta::hours(1));
+        assert_eq!((reply.len(), &reply[..22]), (27, &root[..]));
+        let block = u32::from_be_bytes(reply[22..26].try_into().unwrap());
+        assert_eq!(block >> 31, 0, "within 1.7 years");
+        let delta = u64::from(block) << 18;
+        assert!((delta as i64 - 36_000_000_000).abs() < 1 << 18, "an hour, in 100 ns ticks: {delta}");
+        assert_eq!(reply[26] & 0x0F, 1, "level 1");
+        let again = thread_index("conv-1", Some(&reply), at + chrono::TimeDelta::days(1100));
+        assert_eq!(again.len(), 32);
+        assert_eq!(u32::from_be_bytes(again[27..31].try_into().unwrap()) >> 31, 1, "past 1.7 years: the coarse delta");
+        assert_eq!(again[31] & 0x0F, 2);
     }
 
     #[test]

@@ -124,6 +124,10 @@ ALTER TABLE outbox ADD COLUMN headers TEXT;
 -- Emails sent in the last hour or day, for the rate limits: a range of this index.
 CREATE INDEX outbox_sent ON outbox (sent_at) WHERE status = 'sent';
 "#,
+    r#"
+-- The last email's Outlook conversation index (Thread-Index, base64), which the next extends.
+ALTER TABLE conversations ADD COLUMN thread_index TEXT;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

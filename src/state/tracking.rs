@@ -2,6 +2,7 @@
 //! writes that record a decision.
 
 use anyhow::Result;
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -13,7 +14,7 @@ use crate::pipeline::classify::{ChatState, Seen, Tracked};
 /// The read every run makes, through its partial index: it costs what is open, not the number
 /// of conversations ever seen.
 pub(super) const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, \
-     subject, thread, missing_since FROM conversations \
+     subject, thread, missing_since, thread_index FROM conversations \
      WHERE last_message > covered_through AND last_message > held_through \
      AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
 
@@ -138,7 +139,7 @@ impl State {
             self.conn
                 .query_row(
                     "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread, \
-                     missing_since FROM conversations WHERE id = ?1",
+                     missing_since, thread_index FROM conversations WHERE id = ?1",
                     [id],
                     open_row,
                 )
@@ -257,15 +258,16 @@ impl Tx<'_> {
         self.0
             .prepare_cached(
                 "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, emails = emails + 1, \
-                 missing_since = NULL, subject = coalesce(subject, ?4), thread = ltrim(thread || ' ' || ?5) \
-                 WHERE id = ?1",
+                 missing_since = NULL, subject = coalesce(subject, ?4), thread = ltrim(thread || ' ' || ?5), \
+                 thread_index = coalesce(?6, thread_index) WHERE id = ?1",
             )?
             .execute(params![
                 open.id,
                 covers_through,
                 open.tracked.last_activity.timestamp_millis(),
                 email.subject,
-                message_id
+                message_id,
+                email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
             ])?;
         Ok(())
     }
@@ -356,6 +358,9 @@ fn open_row(r: &Row) -> rusqlite::Result<Open> {
         thread: Thread {
             subject: r.get(6)?,
             message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
+            index: r
+                .get::<_, Option<String>>(9)?
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),
         },
         missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
     })

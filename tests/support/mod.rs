@@ -338,6 +338,7 @@ pub const OUR_HEADERS: &[&str] = &[
     "X-Chat-Bot",
     "List-Id",
     "Thread-Topic",
+    "Thread-Index",
     "MIME-Version",
     "Content-Type",
 ];
