@@ -92,8 +92,9 @@ pub struct PreviewArgs {
     pub now: Option<DateTime<Utc>>,
 }
 
+/// Which chats `report` and `leads` look at, and when "now" is.
 #[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
+pub struct Scope {
     /// Only this bot
     #[arg(long, value_name = "ID")]
     pub bot: Option<String>,
@@ -101,9 +102,6 @@ pub struct ReportArgs {
     /// Only conversations started at or after this date (2026-11-01) or instant (RFC 3339)
     #[arg(long, value_name = "DATE", value_parser = parse_date)]
     pub since: Option<DateTime<Utc>>,
-
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ReportFormat,
 
     /// Act as if it were this instant (RFC 3339): decides which unfinished chats are idle
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
@@ -111,21 +109,21 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LeadsArgs {
-    /// Only this bot
-    #[arg(long, value_name = "ID")]
-    pub bot: Option<String>,
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub scope: Scope,
 
-    /// Only conversations started at or after this date (2026-11-01) or instant (RFC 3339)
-    #[arg(long, value_name = "DATE", value_parser = parse_date)]
-    pub since: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeadsArgs {
+    #[command(flatten)]
+    pub scope: Scope,
 
     #[arg(long, value_enum, default_value = "table")]
     pub format: LeadsFormat,
-
-    /// Act as if it were this instant (RFC 3339)
-    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
-    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

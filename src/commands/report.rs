@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::cli::{ReportArgs, ReportFormat};
+use crate::cli::{ReportArgs, ReportFormat, Scope};
 use crate::config::Config;
 use crate::mail::thread;
 use crate::pipeline::people;
@@ -354,7 +354,8 @@ pub struct Findings {
     pub leads: Vec<Lead>,
 }
 
-pub fn find(config: &Config, bot: Option<&str>, since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Findings> {
+pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>) -> Result<Findings> {
+    let (bot, since) = (scope.bot.as_deref(), scope.since);
     let routing = Routing::new(config);
     let source = crate::source::open(config)?;
     let mut tallies: HashMap<String, Tally> = HashMap::new();
@@ -431,8 +432,8 @@ pub fn find(config: &Config, bot: Option<&str>, since: Option<DateTime<Utc>>, no
 }
 
 pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
-    let now = args.now.unwrap_or_else(Utc::now);
-    let Findings { reports, leads } = find(config, args.bot.as_deref(), args.since, now)?;
+    let now = args.scope.now.unwrap_or_else(Utc::now);
+    let Findings { reports, leads } = find(config, &args.scope, now)?;
     let out = match args.format {
         ReportFormat::Table => table(&reports),
         ReportFormat::Json => {
