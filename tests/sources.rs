@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::pg::{EXPORT_SCHEMA, PgExport};
 use support::rasa::RasaStore;
-use support::{Behavior, Fixture, Mail, SmtpServer, mails, pg};
+use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, mails, pg};
 
 const NOW: &str = "2026-11-25T00:00:00Z";
 
@@ -53,20 +52,6 @@ fn every_source(port: u16) -> Vec<(&'static str, Fixture, Writer)> {
     all
 }
 
-/// Each of `n` conversations emailed once; a Message-ID seen twice is the same email both times.
-fn each_once(server: &SmtpServer, n: usize, allowed_dups: usize, source: &str) {
-    let all = mails(server);
-    let mut by_id: HashMap<String, Vec<&Mail>> = HashMap::new();
-    for m in &all {
-        by_id.entry(m.message_id.clone()).or_default().push(m);
-    }
-    assert_eq!(by_id.len(), n, "{source}: distinct emails");
-    for copies in by_id.values() {
-        assert!(copies.iter().all(|c| c.subject == copies[0].subject && c.text == copies[0].text), "{source}");
-    }
-    assert!(all.len() - n <= allowed_dups, "{source}: {} duplicates", all.len() - n);
-}
-
 #[test]
 fn killed_between_acceptance_and_marking_resends_only_that_email_whatever_the_source() {
     let server = SmtpServer::start();
@@ -83,7 +68,7 @@ fn killed_between_acceptance_and_marking_resends_only_that_email_whatever_the_so
         let in_flight = Mail::read(&server.received()[2]).message_id;
         server.set(Behavior::Accept);
         f.run_at(NOW, &[], 0);
-        each_once(&server, 5, 1, source);
+        assert_each_once(&server, 5, 1, source);
         let copies = mails(&server).iter().filter(|m| m.message_id == in_flight).count();
         assert_eq!(copies, 2, "{source}: the in-flight email, and only it, went twice");
     }
@@ -112,6 +97,6 @@ fn overlapping_runs_send_each_email_once_whatever_the_source() {
         assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0), "{source}");
         server.set(Behavior::Accept);
         f.run_at(NOW, &[], 0);
-        each_once(&server, 6, 0, source);
+        assert_each_once(&server, 6, 0, source);
     }
 }

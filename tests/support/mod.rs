@@ -427,6 +427,27 @@ fn unavailable(why: &str) -> Option<Output> {
     None
 }
 
+/// Each of `expected` conversations got its one email, at most `allowed_dups` sent twice, and a
+/// Message-ID seen twice is the same email both times; `label` names the case in failures.
+pub fn assert_each_once(server: &SmtpServer, expected: usize, allowed_dups: usize, label: &str) {
+    let all = mails(server);
+    let mut by_id: std::collections::HashMap<String, Vec<&Mail>> = std::collections::HashMap::new();
+    for m in &all {
+        by_id.entry(m.message_id.clone()).or_default().push(m);
+    }
+    assert_eq!(by_id.len(), expected, "{label}: distinct emails");
+    for copies in by_id.values() {
+        assert!(copies.iter().all(|c| c.subject == copies[0].subject && c.text == copies[0].text), "{label}");
+    }
+    let subjects: std::collections::HashSet<&str> = all.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects.len(), expected, "{label}: one email per conversation");
+    assert!(
+        all.len() - expected <= allowed_dups,
+        "{label}: {} duplicates, at most {allowed_dups}",
+        all.len() - expected
+    );
+}
+
 pub fn mails(server: &SmtpServer) -> Vec<Mail> {
     server.received().iter().map(Mail::read).collect()
 }
