@@ -1,6 +1,7 @@
 //! The TOML config: parsed and validated once at start, so everything after works on values
 //! known to be good. Every error names the file and the key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::{env, fmt, fs};
 
@@ -62,6 +63,10 @@ pub struct SourceConfig {
     /// Rasa: forms whose deactivation after they ran means the visitor finished.
     #[serde(default)]
     pub complete_on_forms: Vec<String>,
+    /// Typebot: which of the flow's variables are the visitor's name, email and phone
+    /// (`email = "Work email"`); a field left out is the variable of its own name, in any case.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -71,6 +76,33 @@ pub enum SourceKind {
     Export,
     /// Rasa's SQL tracker store.
     Rasa,
+    /// Typebot's PostgreSQL database.
+    Typebot,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Export => "export",
+            SourceKind::Rasa => "rasa",
+            SourceKind::Typebot => "typebot",
+        }
+    }
+}
+
+/// The fields a Typebot owner may map to variables: what emails, rules and people read.
+pub const MAPPED_FIELDS: &[&str] = &["name", "email", "phone"];
+
+fn validate_fields(key: &str, fields: &BTreeMap<String, String>) -> Result<(), String> {
+    for (field, variable) in fields {
+        if !MAPPED_FIELDS.contains(&field.as_str()) {
+            return Err(format!("{key}.{field}: not a field chat-notifier reads (name, email, phone)"));
+        }
+        if variable.trim().is_empty() {
+            return Err(format!("{key}.{field}: empty; give the name of a variable of the flow"));
+        }
+    }
+    Ok(())
 }
 
 /// Where a store is.
@@ -92,6 +124,7 @@ impl SourceConfig {
             bot_name: None,
             complete_on_actions: Vec::new(),
             complete_on_forms: Vec::new(),
+            fields: BTreeMap::new(),
         }
     }
 
@@ -121,18 +154,23 @@ impl SourceConfig {
         if self.password_env.is_some() && self.password_file.is_some() {
             return Err("source.password_env and source.password_file: give one, not both".into());
         }
-        if self.kind == SourceKind::Export {
-            for (key, given) in [
-                ("bot_name", self.bot_name.is_some()),
-                ("complete_on_actions", !self.complete_on_actions.is_empty()),
-                ("complete_on_forms", !self.complete_on_forms.is_empty()),
-            ] {
-                if given {
-                    return Err(format!("source.{key}: does not apply to kind = \"export\""));
-                }
+        let (rasa, typebot) = (self.kind == SourceKind::Rasa, self.kind == SourceKind::Typebot);
+        for (key, given, applies) in [
+            ("bot_name", self.bot_name.is_some(), rasa),
+            ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
+            ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
+            ("fields", !self.fields.is_empty(), typebot),
+        ] {
+            if given && !applies {
+                return Err(format!("source.{key}: does not apply to kind = \"{}\"", self.kind.name()));
             }
         }
-        Ok(())
+        if typebot && matches!(self.location(), Location::Sqlite(_)) {
+            return Err(
+                "source.url: Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot".into()
+            );
+        }
+        validate_fields("source.fields", &self.fields)
     }
 }
 
@@ -184,6 +222,9 @@ pub struct Bot {
     pub templates: Option<PathBuf>,
     #[serde(default)]
     pub notify: NotifyPatch,
+    /// Typebot: this bot's variables for name, email and phone, over `source.fields`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// A bot's changes to `[notify]`: each key given replaces the default's.
@@ -675,6 +716,10 @@ impl Config {
             {
                 return Err(format!("{}: {} is not a folder", key("templates"), dir.display()));
             }
+            if !bot.fields.is_empty() && source.kind != SourceKind::Typebot {
+                return Err(format!("{}: only a Typebot source maps fields", key("fields")));
+            }
+            validate_fields(&key("fields"), &bot.fields)?;
         }
         Ok(())
     }
@@ -784,6 +829,20 @@ path = "outbox"
                 "source.complete_on_actions",
             ),
             (with_source("kind = \"rasa\"\nurl = \"\""), "source.url: empty"),
+            (with_source("kind = \"typebot\"\nurl = \"typebot.db\""), "Typebot keeps its chats in PostgreSQL"),
+            (with_source("kind = \"rasa\"\nurl = \"r.db\"\nfields = { email = \"E\" }"), "source.fields: does not"),
+            (
+                with_source("kind = \"typebot\"\nurl = \"postgresql://db/t\"\nfields = { company = \"C\" }"),
+                "source.fields.company: not a field chat-notifier reads",
+            ),
+            (
+                with_source("kind = \"typebot\"\nurl = \"postgresql://db/t\"\nfields = { email = \" \" }"),
+                "source.fields.email: empty",
+            ),
+            (
+                format!("{}\n[[bots]]\nid = \"lead\"\nfields = {{ email = \"E\" }}\n", MINIMAL),
+                "bots[0] (id = \"lead\").fields: only a Typebot source maps fields",
+            ),
         ];
         for (text, key) in cases {
             let err = error_of(&text);

@@ -1,6 +1,6 @@
 //! The Guarantees hold for every source: the same crash and overlap faults, injected for real
 //! through the built binary, on the export and Rasa's tracker store, each on SQLite and on
-//! PostgreSQL.
+//! PostgreSQL, and on Typebot's database.
 
 mod support;
 
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::pg::{EXPORT_SCHEMA, PgExport};
 use support::rasa::RasaStore;
+use support::typebot::TypebotDb;
 use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, mails, pg};
 
 const NOW: &str = "2026-11-25T00:00:00Z";
@@ -17,6 +18,7 @@ enum Writer {
     Export,
     Rasa(RasaStore),
     PgExport(std::cell::RefCell<PgExport>),
+    Typebot(std::cell::RefCell<TypebotDb>),
 }
 
 impl Writer {
@@ -26,6 +28,7 @@ impl Writer {
             Writer::Export => f.lead_who_leaves(id, name, &email, minute),
             Writer::Rasa(rasa) => rasa.lead_who_leaves(id, name, &email, minute),
             Writer::PgExport(db) => db.borrow_mut().lead_who_leaves(id, name, &email, minute),
+            Writer::Typebot(db) => db.borrow_mut().lead_who_leaves(id, name, &email, minute),
         }
     }
 }
@@ -48,6 +51,9 @@ fn every_source(port: u16) -> Vec<(&'static str, Fixture, Writer)> {
         let f = Fixture::new(port);
         f.use_source(&format!("kind = \"rasa\"\nurl = \"{url}\"\ncomplete_on_actions = [\"action_submit_lead\"]"));
         all.push(("Rasa on PostgreSQL", f, Writer::Rasa(rasa)));
+    }
+    if let Some((f, db, _)) = Fixture::typebot(port, "") {
+        all.push(("Typebot", f, Writer::Typebot(std::cell::RefCell::new(db))));
     }
     all
 }

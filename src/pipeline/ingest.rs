@@ -12,8 +12,8 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::INGEST_BATCH;
 use super::classify::{self, Tracked};
+use super::{INGEST_BATCH, PAGE};
 use crate::config::Config;
 use crate::progress;
 use crate::source::{Message, Source};
@@ -145,6 +145,9 @@ pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: Date
         let batch = source.activity_after(after, INGEST_BATCH, &read_before)?;
         let Some(through) = batch.through else {
             bar.finish_and_clear();
+            if source.finishes_in_place() {
+                mark_finished(source, state)?;
+            }
             return Ok(total);
         };
         after = through;
@@ -176,6 +179,24 @@ pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: Date
             if window > 0 { tx.remember(&batch.ids, through, window) } else { Ok(()) }
         })?;
         watermark = through;
+    }
+}
+
+/// Marks the open conversations the source says are finished as ended: for a store that
+/// records completion in place, not as a message. Asked of the conversations with messages no
+/// email covered yet, in pages through the state's open index: what is still in progress, not
+/// every conversation ever seen.
+fn mark_finished(source: &dyn Source, state: &mut State) -> Result<()> {
+    let mut after = String::new();
+    loop {
+        let page = state.unfinished(&after, PAGE)?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.clone();
+        let ids: Vec<&str> = page.iter().map(String::as_str).collect();
+        let finished = source.finished_among(&ids)?;
+        if !finished.is_empty() {
+            state.atomically(|tx| tx.mark_ended(&finished))?;
+        }
     }
 }
 

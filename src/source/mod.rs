@@ -6,6 +6,7 @@
 pub mod export_v1;
 pub mod rasa;
 pub mod sql;
+pub mod typebot;
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +45,15 @@ pub trait Source {
     /// Every conversation's messages with ids up to `through`, one conversation at a time, with
     /// its facts when the store has them. Returns how many rows were read.
     fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64>;
+    /// Whether the store marks a chat finished in place, with no message of its own (Typebot's
+    /// `isCompleted`): then each run asks `finished_among` of the chats still open.
+    fn finishes_in_place(&self) -> bool {
+        false
+    }
+    /// Of the conversations `open`, the ones the store marks finished now.
+    fn finished_among(&self, _open: &[&str]) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What `Source::each_conversation` calls with each conversation.
@@ -67,6 +77,11 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
         }
         (SourceKind::Rasa, Location::Sqlite(path)) => Box::new(rasa::Rasa::open_sqlite(&path, source)?),
         (SourceKind::Rasa, Location::Postgres(url)) => Box::new(rasa::Rasa::open_postgres(&url, source)?),
+        (SourceKind::Typebot, Location::Postgres(url)) => Box::new(typebot::Typebot::open(&url, config)?),
+        // The config check refuses it first.
+        (SourceKind::Typebot, Location::Sqlite(_)) => {
+            anyhow::bail!("source.url: Typebot keeps its chats in PostgreSQL")
+        }
     })
 }
 

@@ -341,9 +341,11 @@ mod tests {
     fn each_run_reads_through_a_partial_index() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        for (sql, index, n) in
-            [(tracking::OPEN_SQL, "conversations_open", 3), (outbox::PENDING_SQL, "outbox_pending", 2)]
-        {
+        for (sql, index, n) in [
+            (tracking::OPEN_SQL, "conversations_open", 3),
+            (tracking::UNFINISHED_SQL, "conversations_open", 2),
+            (outbox::PENDING_SQL, "outbox_pending", 2),
+        ] {
             let params = rusqlite::params_from_iter(["", "0", "0"].iter().take(n));
             let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
             assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");

@@ -18,6 +18,11 @@ pub(super) const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended
      WHERE last_message > covered_through AND last_message > held_through \
      AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
 
+/// The open conversations a store that marks completion in place is asked about.
+pub(super) const UNFINISHED_SQL: &str = "SELECT id FROM conversations \
+     WHERE last_message > covered_through AND last_message > held_through AND NOT ended AND id > ?1 \
+     ORDER BY id LIMIT ?2";
+
 /// How far the export has been read, and what was found there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -133,6 +138,14 @@ impl State {
         self.context(rows.and_then(Iterator::collect))
     }
 
+    /// A page of the open conversations not known to have ended, in id order after `after`
+    /// (through the open index).
+    pub fn unfinished(&self, after: &str, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.context(self.conn.prepare_cached(UNFINISHED_SQL))?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| r.get(0));
+        self.context(rows.and_then(Iterator::collect))
+    }
+
     /// What the state knows of one conversation, whatever it stands.
     pub fn conversation(&self, id: &str) -> Result<Option<Open>> {
         self.context(
@@ -197,6 +210,15 @@ impl Tx<'_> {
             "UPDATE progress SET watermark = ?1, anchor = coalesce(?2, anchor), read_count = read_count + ?3",
             params![watermark, anchor, read as i64],
         )?;
+        Ok(())
+    }
+
+    /// Marks conversations ended: the store says they finished.
+    pub fn mark_ended(&self, ids: &[String]) -> Result<()> {
+        let mut stmt = self.0.prepare_cached("UPDATE conversations SET ended = 1 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
         Ok(())
     }
 

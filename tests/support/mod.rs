@@ -6,6 +6,7 @@
 pub mod pg;
 pub mod rasa;
 pub mod smtp;
+pub mod typebot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,6 +110,17 @@ timeout = "5s"
              complete_on_actions = [\"action_submit_lead\"]\n{extra}"
         ));
         (f, store)
+    }
+
+    /// A Typebot database (a new one on the test cluster, the lead flow published) as the
+    /// source; `extra` goes into the `[source]` table. None where no PostgreSQL server runs.
+    pub fn typebot(port: u16, extra: &str) -> Option<(Self, typebot::TypebotDb, String)> {
+        let cluster = pg::cluster()?;
+        let url = cluster.database();
+        let db = typebot::TypebotDb::create(cluster.client(&url));
+        let f = Fixture::new(port);
+        f.use_source(&format!("kind = \"typebot\"\nurl = \"{url}\"\n{extra}"));
+        Some((f, db, url))
     }
 
     /// Puts a `[source]` table with these keys in place of `export = ...`.
