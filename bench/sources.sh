@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The sources' benchmarks (issue 9): the same export as bench/run.sh, read as Rasa's tracker store
-# on SQLite (converted event by event into the JSON Rasa writes) and as export schema v1 on
-# PostgreSQL. Incremental (1,000 new messages) and idle runs, each beside its store's own floor:
+# The sources' benchmarks (issues 9 and 14): the same export as bench/run.sh, read as Rasa's
+# tracker store on SQLite (converted event by event into the JSON Rasa writes), as export schema
+# v1 on PostgreSQL, and as Typebot's database (results, answers, a published flow). Incremental (1,000 new messages) and idle runs, each beside its store's own floor:
 # sqlite3, or psql, reading max(id).
 #
 #   bench/sources.sh                  # 10k, 100k and 1M conversations
 #   bench/sources.sh 10000 100000     # chosen sizes
+#   STORES="typebot" bench/sources.sh # some stores only (rasa, pg, typebot)
 #
 # Needs what bench/run.sh installs, and postgresql (a throwaway cluster in $BENCH_DIR, run as
 # nobody under root). bench/run.sh calls it last.
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-10000 100000 1000000}")
 read -r -a sizes <<<"${sizes[*]}"
+stores=" ${STORES:-rasa pg typebot} "
 for tool in sqlite3 hyperfine python3; do command -v "$tool" >/dev/null || { echo "bench/run.sh installs $tool" >&2; exit 1; }; done
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1)" 2>/dev/null || true)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
@@ -118,6 +120,7 @@ for n in "${sizes[@]}"; do
   "$gen" --append 1000 --out "$work/export-$n.sqlite" --now "$LATER"
   base_max=$(sqlite3 "$base" 'select max(id) from messages')
 
+  if [[ $stores == *" rasa "* ]]; then
   # Rasa on SQLite: the store at the base export, settled, then the 1,000 new messages' events.
   rasa=$work/rasa-$n.db
   rm -f "$rasa" && rasa_events "$rasa" 0 "$base"
@@ -128,6 +131,9 @@ for n in "${sizes[@]}"; do
   measure rasa "Rasa on SQLite" "$(sqlite3 "$rasa" 'select count(*) from events') events" \
     "sqlite3 $rasa 'select max(id) from events'" ""
 
+  fi
+
+  if [[ $stores == *" pg "* ]]; then
   # Export v1 on PostgreSQL: the base export copied in, settled, then the new rows.
   db=bench_$n
   psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
@@ -146,6 +152,65 @@ for n in "${sizes[@]}"; do
   copy "$work/export-$n.sqlite" "select * from messages where id > $base_max" messages
   measure pg "export v1 on PostgreSQL" "$(psql -d "$db" -Atc "select count(*) from messages") messages" \
     "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from messages'" " (psql)"
-  tail -4 "$work/table.md"
+
+  fi
+
+  if [[ $stores == *" typebot "* ]]; then
+  # Typebot: a result per conversation, an answer per visitor message (its id kept), each bot's
+  # published flow built from its questions; settled; then the new answers, new results, and
+  # the results they finish flipped in place, as Typebot writes them.
+  db=typebot_$n
+  psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql -d "$db" -c "$(sed -n '/^pub const SCHEMA: &str = r#"/,/^"#;/p' tests/support/typebot.rs | sed '1d;$d')"
+  flow=$(sqlite3 "$base" "WITH q AS (SELECT b.gambit_id AS g, b.body AS body, v.field AS field
+      FROM (SELECT gambit_id, body FROM messages WHERE id < 200000 AND sender = 'bot'
+              AND input_type IS NOT 'end_conversation' GROUP BY gambit_id) b
+      JOIN (SELECT gambit_id, field FROM messages WHERE id < 200000 AND sender = 'visitor'
+              AND field IS NOT NULL GROUP BY gambit_id) v ON v.gambit_id = b.gambit_id)
+    SELECT json_array(json_object('id', 'g', 'blocks', (SELECT json_group_array(json(x)) FROM (
+      SELECT json_object('id', 'b_' || g, 'type', 'text', 'content', json_object('richText',
+        json_array(json_object('type', 'p', 'children', json_array(json_object('text', body)))))) AS x, g, 0 AS o FROM q
+      UNION ALL SELECT json_object('id', 'i_' || g, 'type', 'text input',
+        'options', json_object('variableId', 'v_' || field)), g, 1 FROM q
+      ORDER BY g, o))))")
+  sqlite3 -csv "$base" "select id, name from bots" | psql -d "$db" -c "CREATE TEMP TABLE b (id TEXT, name TEXT)" \
+    -c "\\copy b FROM STDIN CSV" \
+    -c "INSERT INTO \"Typebot\" (id, name, groups, variables, edges, theme, settings, \"workspaceId\")
+          SELECT id, name, \$f\$$flow\$f\$, '[]', '[]', '{}', '{}', 'ws' FROM b" \
+    -c "INSERT INTO \"PublicTypebot\" (id, \"typebotId\", groups, variables, edges, theme, settings)
+          SELECT 'p_' || id, id, \$f\$$flow\$f\$, '[]', '[]', '{}', '{}' FROM b"
+  # EXPORT FROM TO: each conversation with a message in (FROM, TO], its variables and completion
+  # as of TO.
+  results() {
+    sqlite3 -csv "$1" "SELECT c.id, c.started_at, c.bot_id,
+        (SELECT json_group_array(json_object('id', 'v_' || field, 'name', field, 'value', body)) FROM
+          (SELECT field, body, max(id) FROM messages m WHERE m.conversation_id = c.id AND sender = 'visitor'
+             AND field IS NOT NULL AND id <= $3 GROUP BY field)),
+        EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND input_type = 'end_conversation' AND id <= $3)
+      FROM conversations c WHERE c.id IN (SELECT conversation_id FROM messages WHERE id > $2 AND id <= $3)"
+  }
+  answers() { # EXPORT FROM: the visitor's messages past FROM, as answers
+    sqlite3 -csv "$1" "SELECT id, sent_at, 'i_' || gambit_id, body, conversation_id FROM messages
+      WHERE sender = 'visitor' AND id > $2"
+  }
+  results "$base" 0 "$base_max" | psql -d "$db" \
+    -c "\\copy \"Result\" (id, \"createdAt\", \"typebotId\", variables, \"isCompleted\") FROM STDIN CSV"
+  answers "$base" 0 | psql -d "$db" -c "\\copy \"AnswerV2\" (id, \"createdAt\", \"blockId\", content, \"resultId\") FROM STDIN CSV"
+  # The index the README recommends (Typebot's own schema has none on "resultId").
+  psql -d "$db" -c "$(sed -n 's/^pub const RESULT_INDEX: &str = r#"\(.*\)"#;$/\1/p' tests/support/typebot.rs)" -c "ANALYZE"
+  config "$work/typebot-$n.toml" "typebot-state-$n.sqlite" "typebot-out-$n" 'kind = "typebot"' \
+    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+  settle typebot
+  results "$work/export-$n.sqlite" "$base_max" 1000000000000 | psql -d "$db" \
+    -c "CREATE TEMP TABLE r (id TEXT, at TEXT, bot TEXT, v JSONB, done BOOLEAN)" -c "\\copy r FROM STDIN CSV" \
+    -c "INSERT INTO \"Result\" (id, \"createdAt\", \"typebotId\", variables, \"isCompleted\")
+          SELECT id, at::timestamp, bot, v, done FROM r
+          ON CONFLICT (id) DO UPDATE SET variables = excluded.variables, \"isCompleted\" = excluded.\"isCompleted\""
+  answers "$work/export-$n.sqlite" "$base_max" | psql -d "$db" \
+    -c "\\copy \"AnswerV2\" (id, \"createdAt\", \"blockId\", content, \"resultId\") FROM STDIN CSV"
+  measure typebot "Typebot" "$(psql -d "$db" -Atc 'select count(*) from "AnswerV2"') answers" \
+    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from \"AnswerV2\"'" " (psql)"
+  fi
+  tail -6 "$work/table.md"
 done
 echo; cat "$work/table.md"

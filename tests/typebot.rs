@@ -85,6 +85,26 @@ fn fields_follow_the_owner_s_mapping_and_people_are_who_they_say_they_are() {
     assert!(m[1].text.contains(support::identifier(&m[0].subject)), "the same person: {}", m[1].text);
 }
 
+/// Results from before "AnswerV2" keep their answers in the legacy "Answer" table: shown first.
+#[test]
+fn legacy_answers_show_before_the_new_ones() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = Fixture::typebot(server.port(), "") else { return };
+    db.start("res_old", LEAD_BOT, "2026-11-24T09:00:00Z");
+    db.client
+        .batch_execute(
+            r#"INSERT INTO "Answer" ("createdAt", "resultId", "blockId", "groupId", "variableId", content)
+               VALUES ('2026-11-24 09:00:10', 'res_old', 'i_name', 'g_lead', 'v_name', 'Old Timer')"#,
+        )
+        .unwrap();
+    db.answer("res_old", "i_email", "old@example.com", "2026-11-24T09:00:20Z");
+    f.run_at("2026-11-24T09:31:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1);
+    let visitor: Vec<&str> = m[0].text.lines().filter(|l| l.contains("] Visitor: ")).collect();
+    assert_eq!(visitor, ["[2026-11-24 09:00] Visitor: Old Timer", "[2026-11-24 09:00] Visitor: old@example.com"]);
+}
+
 /// Bad input: each one line naming what and where, skipped, and nothing else lost.
 #[test]
 fn bad_rows_and_flows_are_named_once_and_skipped() {
