@@ -37,6 +37,9 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         let Some((sent, covered_before)) = state.as_ref().map(|s| s.last_sent(&id)).transpose()?.flatten() else {
             bail!("conversation {id:?} has had no email yet");
         };
+        let crate::state::Kind::Chat(sent_state) = sent.kind else {
+            bail!("outbox row {} of conversation {id:?} is not an email about it", sent.id);
+        };
         // Bodies are dropped once sent: render them again from what that email covered, and keep
         // the headers it went out with.
         let covered: Vec<_> = transcript.iter().filter(|m| m.id <= sent.covers_through).cloned().collect();
@@ -47,7 +50,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             conversation: &conversation,
             transcript: &covered,
             person: &person,
-            state: sent.state,
+            state: sent_state,
             covered_before,
             thread: &thread,
             now: sent.email.date,

@@ -83,7 +83,7 @@ pub fn deliver(
                 }
             };
             let id = thread::identifier(&p.conversation_id);
-            let what = format!("{} email for #{id}", p.state.as_str());
+            let what = format!("{} email for #{id}", p.kind.as_str());
             if left == 0 {
                 // Over a limit: this one and the rest wait, in order, for later runs.
                 let at = next.map_or_else(|| "within the hour".to_owned(), |t| format!("at {}", t.to_rfc3339()));

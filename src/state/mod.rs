@@ -22,7 +22,7 @@ use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use inspect::{Standing, StatusRow, Summary};
-pub use outbox::{Pending, Unreadable};
+pub use outbox::{Kind, Pending, Unreadable};
 pub use tracking::{Covered, Known, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).

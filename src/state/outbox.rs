@@ -24,11 +24,40 @@ const LAST_SENT_SQL: &str = concat!(
     " FROM outbox WHERE conversation_id = ?1 AND status = 'sent' ORDER BY id DESC LIMIT 1"
 );
 
+/// What an outbox email announces: a conversation's new state, or a notice about many
+/// conversations (a digest, the flood guard's summary) or about none (the silent-source alarm).
+/// Notices are filed under a key of their own in place of a conversation id (`alert:BOT`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat(ChatState),
+    Digest,
+    Alert,
+}
+
+impl Kind {
+    /// As the outbox stores it, and as `X-Chat-State` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Chat(state) => state.as_str(),
+            Kind::Digest => "digest",
+            Kind::Alert => "alert",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "digest" => Some(Kind::Digest),
+            "alert" => Some(Kind::Alert),
+            _ => ChatState::parse(s).map(Kind::Chat),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
     pub id: i64,
     pub conversation_id: String,
-    pub state: ChatState,
+    pub kind: Kind,
     /// The last message the email covers.
     pub covers_through: i64,
     pub attempts: u32,
@@ -47,7 +76,7 @@ pub struct Unreadable {
 pub(super) fn insert(
     tx: &rusqlite::Connection,
     conversation_id: &str,
-    state: ChatState,
+    kind: Kind,
     covers_through: i64,
     message_id: &str,
     email: &Email,
@@ -59,7 +88,7 @@ pub(super) fn insert(
     )?
     .execute(params![
         conversation_id,
-        state.as_str(),
+        kind.as_str(),
         covers_through,
         message_id,
         email.date.timestamp_millis(),
@@ -169,7 +198,7 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
     Ok(Pending {
         id: int(0)?,
         conversation_id: text(1)?,
-        state: ChatState::parse(&state).ok_or_else(|| format!("unknown state {state:?}"))?,
+        kind: Kind::parse(&state).ok_or_else(|| format!("unknown state {state:?}"))?,
         covers_through: int(15)?,
         attempts: int(3)? as u32,
         email: Email {

@@ -274,7 +274,7 @@ impl Tx<'_> {
         if taken(&message_id)? {
             message_id = message_id.replacen('@', &format!(".{}@", open.tracked.emails + 1), 1);
         }
-        super::outbox::insert(&self.0, &open.id, state, covers_through, &message_id, email)?;
+        super::outbox::insert(&self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email)?;
         // The thread's subject is fixed by its first email; a reply stores its "Re: " form
         // nowhere, so every reply carries the root subject exactly once prefixed.
         self.0
