@@ -28,6 +28,8 @@ pub struct Config {
     pub abandon_after: Span,
     #[serde(default = "Span::one_day")]
     pub first_run_horizon: Span,
+    /// A bot whose chats used to arrive and have not for this long raises one alert email.
+    pub alert_if_silent: Option<Span>,
     #[serde(default = "utc")]
     pub time_zone: Tz,
     /// A folder whose templates replace the built-in ones of the same name.
@@ -194,6 +196,37 @@ pub struct Notify {
     /// always appended.
     #[serde(default = "default_subject")]
     pub subject: String,
+    /// Conversations listed in one daily email instead of one email each.
+    pub digest: Option<DigestRule>,
+}
+
+/// `digest = { states = ["abandoned"], unless_fields = ["email", "phone"], at = "08:00" }`:
+/// conversations reaching one of `states` without any of `unless_fields` wait for one email a
+/// day, sent at `at` in the bot's time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestRule {
+    #[serde(default = "abandoned")]
+    pub states: Vec<ChatState>,
+    #[serde(default)]
+    pub unless_fields: Vec<String>,
+    #[serde(deserialize_with = "clock_time", serialize_with = "clock_time_out")]
+    pub at: chrono::NaiveTime,
+}
+
+fn abandoned() -> Vec<ChatState> {
+    vec![ChatState::Abandoned]
+}
+
+/// "08:00": a time of day, hours and minutes.
+fn clock_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::NaiveTime, D::Error> {
+    let s = String::deserialize(d)?;
+    chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a time of day like \"08:00\"")))
+}
+
+fn clock_time_out<S: serde::Serializer>(t: &chrono::NaiveTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.format("%H:%M").to_string())
 }
 
 impl Default for Notify {
@@ -204,6 +237,7 @@ impl Default for Notify {
             require_any_field: Vec::new(),
             min_visitor_messages: 1,
             subject: default_subject(),
+            digest: None,
         }
     }
 }
@@ -218,6 +252,7 @@ pub struct Bot {
     pub to: Option<Vec<Mailbox>>,
     pub cc: Option<Vec<Mailbox>>,
     pub abandon_after: Option<Span>,
+    pub alert_if_silent: Option<Span>,
     pub time_zone: Option<Tz>,
     pub templates: Option<PathBuf>,
     #[serde(default)]
@@ -236,6 +271,7 @@ pub struct NotifyPatch {
     pub require_any_field: Option<Vec<String>>,
     pub min_visitor_messages: Option<u32>,
     pub subject: Option<String>,
+    pub digest: Option<DigestRule>,
 }
 
 impl NotifyPatch {
@@ -246,6 +282,7 @@ impl NotifyPatch {
             require_any_field: self.require_any_field.clone().unwrap_or_else(|| base.require_any_field.clone()),
             min_visitor_messages: self.min_visitor_messages.unwrap_or(base.min_visitor_messages),
             subject: self.subject.clone().unwrap_or_else(|| base.subject.clone()),
+            digest: self.digest.clone().or_else(|| base.digest.clone()),
         }
     }
 }
@@ -255,6 +292,9 @@ fn all_states() -> Vec<ChatState> {
 }
 fn one() -> u32 {
     1
+}
+fn fifty() -> u32 {
+    50
 }
 fn yes() -> bool {
     true
@@ -276,6 +316,9 @@ pub struct Mail {
     /// is over waits in the outbox, in order, for later runs.
     pub max_per_hour: Option<u32>,
     pub max_per_day: Option<u32>,
+    /// More emails than this in one run (digests aside): the rest go out as one summary.
+    #[serde(default = "fifty")]
+    pub burst: u32,
     /// What one email shows of a long chat (see `render::Limits`).
     pub transcript_messages: Option<usize>,
     pub message_chars: Option<usize>,
@@ -684,6 +727,7 @@ impl Config {
             ("mail.transcript_bytes", self.mail.transcript_bytes),
             ("mail.max_per_hour", self.mail.max_per_hour.map(|n| n as usize)),
             ("mail.max_per_day", self.mail.max_per_day.map(|n| n as usize)),
+            ("mail.burst", Some(self.mail.burst as usize)),
         ] {
             if n == Some(0) {
                 return Err(format!("{key}: must be at least 1"));

@@ -516,18 +516,18 @@ fn state_errors_name_the_state_file() {
     // A state file one schema version behind (as the previous release wrote it).
     Connection::open(&f.state)
         .unwrap()
-        .execute_batch("ALTER TABLE conversations DROP COLUMN thread_index; PRAGMA user_version = 8;")
+        .execute_batch("DROP TABLE bots; DROP TABLE digest_items; PRAGMA user_version = 9;")
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 8, this chat-notifier reads 9")),
+        status.stderr.contains(&format!("state {shown}: schema 9, this chat-notifier reads 10")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 8: the next run upgrades it to 9)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 9: the next run upgrades it to 10)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -63,3 +63,83 @@ fn a_provider_that_throttles_is_given_room_without_burning_attempts() {
     f.run_at("2026-11-24T10:05:00Z", &[], 0);
     assert_eq!(mails(&server).len(), 3);
 }
+
+/// A chat with one visitor line at `at` (an RFC 3339 time).
+fn chat(f: &Fixture, id: &str, at: &str) {
+    f.conversation(id, at);
+    f.visitor(id, at, None, "hello?");
+}
+
+#[test]
+fn a_silent_bot_raises_one_alert_and_one_all_clear_in_its_own_thread() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "alert_if_silent = \"6h\"");
+    chat(&f, "a", "2026-11-24T09:12:00Z");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1, "the chat's own email");
+    f.run_at("2026-11-24T15:11:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1, "5 h 59 min: not yet");
+    f.run_at("2026-11-24T15:12:00Z", &[], 0);
+    f.run_at("2026-11-24T18:00:00Z", &[], 0);
+    f.run_at("2026-11-25T06:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "one alert, never repeated while silent");
+    let alert = &m[1];
+    assert!(alert.subject.starts_with("Lead Bot: no chats recorded [#"), "{}", alert.subject);
+    assert!(
+        alert
+            .text
+            .contains("No chats recorded for Lead Bot since 2026-11-24 09:12 (UTC): is the bot or its export stuck?"),
+        "{}",
+        alert.text
+    );
+    assert_eq!(alert.header("X-Chat-State").as_deref(), Some("alert"));
+    assert_eq!(alert.header("X-Chat-Bot").as_deref(), Some("lead"));
+    assert!(alert.html.contains("is the bot or its export stuck?"), "{}", alert.html);
+
+    chat(&f, "b", "2026-11-25T07:40:00Z");
+    f.run_at("2026-11-25T07:45:00Z", &[], 0);
+    f.run_at("2026-11-25T08:45:00Z", &[], 0);
+    let m = mails(&server);
+    let clear: Vec<_> = m.iter().filter(|m| m.header("X-Chat-State").as_deref() == Some("alert")).collect();
+    assert_eq!(clear.len(), 2, "one all-clear: {:#?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert_eq!(clear[1].subject, format!("Re: {}", alert.subject), "in the alert's thread");
+    assert_eq!(clear[1].in_reply_to.as_deref(), Some(alert.message_id.as_str()));
+    assert!(
+        clear[1].text.contains("Chats are coming in again for Lead Bot: the latest message at 2026-11-25 07:40 (UTC)"),
+        "{}",
+        clear[1].text
+    );
+    // Outlook's index: the all-clear's extends the alert's by one 5-byte block.
+    use base64::Engine as _;
+    let index = |m: &support::Mail| {
+        base64::engine::general_purpose::STANDARD.decode(m.header("Thread-Index").unwrap()).unwrap()
+    };
+    let (first, second) = (index(alert), index(clear[1]));
+    assert_eq!((first.len(), second.len()), (22, 27));
+    assert_eq!(second[..22], first[..]);
+    assert_eq!(m.len(), 4, "the new chat's email and the all-clear");
+}
+
+/// Judged on the store's own times: a cron that was down reads what was written meanwhile
+/// before it judges, so its first run back raises nothing while chats kept coming.
+#[test]
+fn a_cron_outage_raises_no_false_alarm() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "alert_if_silent = \"6h\"");
+    chat(&f, "a", "2026-11-24T09:00:00Z");
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    // Cron is down for a day; the bot keeps chatting.
+    for (id, at) in [("b", "2026-11-24T14:00:00Z"), ("c", "2026-11-24T20:00:00Z"), ("d", "2026-11-25T06:30:00Z")] {
+        chat(&f, id, at);
+    }
+    f.run_at("2026-11-25T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 4, "the four chats, no alert");
+    assert!(m.iter().all(|m| m.header("X-Chat-State").as_deref() != Some("alert")));
+    // A real silence after it still raises the alarm.
+    f.run_at("2026-11-25T12:30:00Z", &[], 0);
+    assert_eq!(mails(&server).last().unwrap().header("X-Chat-State").as_deref(), Some("alert"));
+}

@@ -2,6 +2,7 @@
 //! (`render`) and its way out (`send`). `Email` is the plain data that passes between them and
 //! through the outbox.
 
+pub mod notice;
 pub mod render;
 pub mod send;
 pub mod thread;

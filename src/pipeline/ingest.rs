@@ -9,6 +9,8 @@
 //! state is lined up with the source by content (`rebase`): messages an email covered are
 //! recognised by their time, not their id, so nothing is lost and nothing is sent twice.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -16,7 +18,7 @@ use super::classify::{self, Tracked};
 use super::{INGEST_BATCH, PAGE};
 use crate::config::Config;
 use crate::progress;
-use crate::source::{Message, Source};
+use crate::source::{Activity, Conversation, Message, Source};
 use crate::state::{Covered, Progress, Resync, State};
 
 /// How far ahead of the run's clock a message may be dated before it is not trusted for
@@ -111,7 +113,15 @@ fn trusted_time(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Checks the source against the state, then folds the messages written since the last run
 /// into the conversations they belong to. Returns how many were read.
-pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
+/// With `learn_bots` (the silent-source alarm is on), it also records which bot each new
+/// message is of, and each bot's latest message.
+pub fn ingest(
+    source: &dyn Source,
+    state: &mut State,
+    config: &Config,
+    learn_bots: bool,
+    now: DateTime<Utc>,
+) -> Result<usize> {
     let read = state.progress()?;
     let audit = now - read.audited_at >= AUDIT_EVERY && read.watermark > 0;
     let probe = Probe {
@@ -172,14 +182,56 @@ pub fn ingest(source: &dyn Source, state: &mut State, config: &Config, now: Date
             }
         }
         let seen = classify::fold(&activity);
+        let bots = if learn_bots { bot_activity(source, state, &activity)? } else { BotActivity::default() };
         state.atomically(|tx| {
             // The anchor is the row at the watermark: not a late row read behind it.
             let anchor = (batch.ids.last() == Some(&through)).then_some(batch.anchor.as_str());
             tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, anchor, batch.rows)?;
+            for c in &bots.learned {
+                tx.identify(&c.id, &c.visitor_id, &c.bot_id)?;
+            }
+            for (bot, (name, at)) in &bots.latest {
+                tx.bot_active(bot, name.as_deref(), *at)?;
+            }
             if window > 0 { tx.remember(&batch.ids, through, window) } else { Ok(()) }
         })?;
         watermark = through;
     }
+}
+
+/// Which bot the messages of a batch are of: each bot's latest message in it (and its name, when
+/// read), and the conversations the state did not know the bot of, as the source has them.
+#[derive(Default)]
+struct BotActivity {
+    latest: HashMap<String, (Option<String>, DateTime<Utc>)>,
+    learned: Vec<Conversation>,
+}
+
+/// The state knows the bot of every conversation it has judged or read here before; only the
+/// new ones are asked of the source.
+fn bot_activity(source: &dyn Source, state: &State, activity: &[Activity]) -> Result<BotActivity> {
+    let mut ids: Vec<&str> = activity.iter().map(|a| a.conversation_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let known = state.bots_of(&ids)?;
+    let unknown: Vec<&str> = ids.into_iter().filter(|id| !known.contains_key(*id)).collect();
+    let learned = if unknown.is_empty() { HashMap::new() } else { source.conversations(&unknown)? };
+    let mut out = BotActivity::default();
+    for a in activity {
+        let (bot, name) = match (known.get(&a.conversation_id), learned.get(&a.conversation_id)) {
+            (Some(bot), _) => (bot.as_str(), None),
+            (None, Some(c)) => (c.bot_id.as_str(), Some(&c.bot_name)),
+            // No conversations row yet: its bot is learned when the row comes.
+            (None, None) => continue,
+        };
+        let entry = out.latest.entry(bot.to_owned()).or_insert((None, a.sent_at));
+        entry.1 = entry.1.max(a.sent_at);
+        if entry.0.is_none() {
+            entry.0 = name.cloned();
+        }
+    }
+    out.learned = learned.into_values().collect();
+    Ok(out)
 }
 
 /// Marks the open conversations the source says are finished as ended: for a store that

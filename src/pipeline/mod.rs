@@ -9,6 +9,7 @@ pub use deliver::{RateLimits, allowance};
 mod ingest;
 pub mod people;
 pub mod rules;
+mod watch;
 
 use std::time::Instant;
 
@@ -77,8 +78,11 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let read = ingest::ingest(source.as_ref(), &mut state, config, now)?;
+    let read = ingest::ingest(source.as_ref(), &mut state, config, routing.watches(), now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
+    if routing.watches() {
+        watch::watch(&mut state, &routing, config, now)?;
+    }
     let started = Instant::now();
     let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
     if reopened > 0 {

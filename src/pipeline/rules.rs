@@ -22,6 +22,8 @@ pub struct Settings {
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub abandon_after: TimeDelta,
+    /// No message from the bot's chats for this long raises an alert.
+    pub alert_if_silent: Option<TimeDelta>,
     pub time_zone: Tz,
     /// Index into `Routing::template_sets`.
     pub template_set: usize,
@@ -46,6 +48,7 @@ impl Routing {
             to: config.mail.to.clone(),
             cc: config.mail.cc.clone(),
             abandon_after: config.abandon_after.0,
+            alert_if_silent: config.alert_if_silent.map(|s| s.0),
             time_zone: config.time_zone,
             template_set: 0,
             notify: config.notify.clone(),
@@ -66,6 +69,7 @@ impl Routing {
                 to: bot.to.clone().unwrap_or_else(|| base.to.clone()),
                 cc: bot.cc.clone().unwrap_or_else(|| base.cc.clone()),
                 abandon_after: bot.abandon_after.map_or(base.abandon_after, |s| s.0),
+                alert_if_silent: bot.alert_if_silent.map(|s| s.0).or(base.alert_if_silent),
                 time_zone: bot.time_zone.unwrap_or(base.time_zone),
                 template_set,
                 notify: bot.notify.apply(&base.notify),
@@ -82,6 +86,12 @@ impl Routing {
 
     pub fn all(&self) -> &[Settings] {
         &self.all
+    }
+
+    /// Whether any bot has the silent-source alarm on: then each run learns which bot each new
+    /// message is of.
+    pub fn watches(&self) -> bool {
+        self.all.iter().any(|s| s.enabled && s.alert_if_silent.is_some())
     }
 
     /// No conversation can be abandoned sooner than this.
@@ -171,6 +181,7 @@ mod tests {
             to: vec![],
             cc: vec![],
             abandon_after: TimeDelta::minutes(30),
+            alert_if_silent: None,
             time_zone: Tz::UTC,
             template_set: 0,
             notify,

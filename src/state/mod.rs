@@ -1,7 +1,8 @@
 //! The notifier's own SQLite file: what each conversation's emails have covered, the thread
 //! each belongs to, and the outbox through which every email passes. Never the export. All SQL
 //! on the state file lives in this module: `tracking` (what a run folds in and decides),
-//! `outbox` (what is sent), `inspect` (what the hand-run commands read).
+//! `notices` (the alarms, digests and summaries that are about no one conversation), `outbox`
+//! (what is sent), `inspect` (what the hand-run commands read).
 //!
 //! The outbox is what makes sending safe: an email is recorded as pending in the same
 //! transaction that marks its messages covered, then sent, then marked sent. A crash or an
@@ -9,6 +10,7 @@
 //! Message-ID.
 
 mod inspect;
+mod notices;
 mod outbox;
 mod tracking;
 
@@ -22,6 +24,7 @@ use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use inspect::{Standing, StatusRow, Summary};
+pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable};
 pub use tracking::{Covered, Known, Open, Progress, Resync};
 
@@ -127,6 +130,22 @@ CREATE INDEX outbox_sent ON outbox (sent_at) WHERE status = 'sent';
     r#"
 -- The last email's Outlook conversation index (Thread-Index, base64), which the next extends.
 ALTER TABLE conversations ADD COLUMN thread_index TEXT;
+"#,
+    r#"
+-- Each bot's latest message as read, for the silent-source alarm (notices.rs), and the alarm's
+-- own thread: silent_since is the latest message's time when an alert went out, until chats
+-- come in again. Seeded with what the state knows, so a bot silent since the upgrade is seen.
+CREATE TABLE bots (
+  id TEXT PRIMARY KEY, name TEXT, last_activity INTEGER NOT NULL, silent_since INTEGER,
+  subject TEXT, thread TEXT NOT NULL DEFAULT '', thread_index TEXT) WITHOUT ROWID;
+INSERT INTO bots (id, last_activity)
+  SELECT bot_id, max(last_activity) FROM conversations WHERE bot_id IS NOT NULL GROUP BY bot_id;
+-- Conversations waiting for their digest (entry: what the digest says of each, as JSON), and
+-- the digest's key once it is queued.
+CREATE TABLE digest_items (
+  conversation_id TEXT NOT NULL, digest TEXT NOT NULL, listed_at INTEGER NOT NULL, entry TEXT NOT NULL,
+  sent_in TEXT);
+CREATE INDEX digest_waiting ON digest_items (digest) WHERE sent_in IS NULL;
 "#,
 ];
 

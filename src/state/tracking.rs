@@ -233,11 +233,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records who a conversation is with and with which bot, once.
+    /// Records who a conversation is with and with which bot. A visitor id, once known, stays:
+    /// an empty one (a store that learns who the visitor is as the chat goes, Typebot) is
+    /// replaced when a later look knows it.
     pub fn identify(&self, id: &str, visitor_id: &str, bot_id: &str) -> Result<()> {
         self.0
             .prepare_cached(
-                "UPDATE conversations SET visitor_id = ?2, bot_id = ?3 WHERE id = ?1 AND visitor_id IS NULL",
+                "UPDATE conversations SET visitor_id = ?2, bot_id = ?3 \
+                 WHERE id = ?1 AND (visitor_id IS NULL OR (visitor_id = '' AND ?2 <> ''))",
             )?
             .execute(params![id, visitor_id, bot_id])?;
         Ok(())

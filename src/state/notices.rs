@@ -1,0 +1,163 @@
+//! What a run records of the emails about no one conversation: each bot's latest message and
+//! its silent-source alarm (with the alarm's own thread), conversations waiting for a digest,
+//! and the emails the flood guard summarises. Each notice goes through the outbox like any
+//! email, filed under a key of its own (`alert:BOT`, `digest:KEY:DAY`, `summary:ID`).
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Kind, Open, State, Tx, millis};
+use crate::mail::Email;
+use crate::mail::thread::Thread;
+
+/// A bot whose chats the silent-source alarm watches, as the state knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub id: String,
+    /// As the source names it, once a conversation of it was read.
+    pub name: Option<String>,
+    pub last_activity: DateTime<Utc>,
+    /// The latest message's time when an alert went out, until chats come in again.
+    pub silent_since: Option<DateTime<Utc>>,
+    pub thread: Thread,
+}
+
+/// A conversation waiting for its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestItem {
+    pub row: i64,
+    pub conversation_id: String,
+    /// What the digest says of it (`pipeline::digest::Entry`), as JSON.
+    pub entry: String,
+}
+
+/// The outbox key of a bot's alarm thread.
+pub fn alert_key(bot_id: &str) -> String {
+    format!("alert:{bot_id}")
+}
+
+impl State {
+    pub fn watched(&self) -> Result<Vec<Watched>> {
+        let mut stmt =
+            self.context(self.conn.prepare_cached(
+                "SELECT id, name, last_activity, silent_since, subject, thread, thread_index FROM bots",
+            ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Watched {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                last_activity: millis(r.get(2)?),
+                silent_since: r.get::<_, Option<i64>>(3)?.map(millis),
+                thread: Thread {
+                    subject: r.get(4)?,
+                    message_ids: r.get::<_, String>(5)?.split_whitespace().map(str::to_owned).collect(),
+                    index: r
+                        .get::<_, Option<String>>(6)?
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),
+                },
+            })
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// The bots of those of `ids` whose bot the state knows.
+    pub fn bots_of(&self, ids: &[&str]) -> Result<HashMap<String, String>> {
+        let mut stmt = self.context(
+            self.conn.prepare_cached("SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL"),
+        )?;
+        let mut out = HashMap::new();
+        for id in ids {
+            let bot: Option<String> = self.context(stmt.query_row([id], |r| r.get(0)).optional())?;
+            if let Some(bot) = bot {
+                out.insert((*id).to_owned(), bot);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The conversations waiting for a digest, by digest key, each key's oldest first.
+    pub fn digests_waiting(&self) -> Result<Vec<(String, Vec<DigestItem>)>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT rowid, conversation_id, digest, entry FROM digest_items WHERE sent_in IS NULL \
+             ORDER BY digest, listed_at, rowid",
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(2)?, DigestItem { row: r.get(0)?, conversation_id: r.get(1)?, entry: r.get(3)? }))
+        });
+        let mut out: Vec<(String, Vec<DigestItem>)> = Vec::new();
+        for row in self.context(rows)? {
+            let (key, item) = self.context(row)?;
+            match out.last_mut() {
+                Some((last, items)) if *last == key => items.push(item),
+                _ => out.push((key, vec![item])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the outbox holds any email filed under `key` (a digest of a day, ...).
+    pub fn has_notice(&self, key: &str) -> Result<bool> {
+        self.context(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = ?1)",
+            [key],
+            |r| r.get(0),
+        ))
+    }
+}
+
+impl Tx<'_> {
+    /// Records that a bot's chats were active at `at` (the latest wins), and its name.
+    pub fn bot_active(&self, id: &str, name: Option<&str>, at: DateTime<Utc>) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO bots (id, name, last_activity) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+                 name = coalesce(excluded.name, name), last_activity = max(last_activity, excluded.last_activity)",
+            )?
+            .execute(params![id, name, at.timestamp_millis()])?;
+        Ok(())
+    }
+
+    /// Queues a bot's alert (`silent_since`: the latest message's time) or its all-clear (none),
+    /// in the bot's alarm thread.
+    pub fn alarm(&self, bot: &str, silent_since: Option<DateTime<Utc>>, email: &Email) -> Result<()> {
+        super::outbox::insert(&self.0, &alert_key(bot), Kind::Alert, 0, &email.message_id, email)?;
+        self.0
+            .prepare_cached(
+                "UPDATE bots SET silent_since = ?2, subject = coalesce(subject, ?3), \
+                 thread = ltrim(thread || ' ' || ?4), thread_index = coalesce(?5, thread_index) WHERE id = ?1",
+            )?
+            .execute(params![
+                bot,
+                silent_since.map(|t| t.timestamp_millis()),
+                email.subject,
+                email.message_id,
+                email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
+            ])?;
+        Ok(())
+    }
+
+    /// Lists a conversation in the digest `key` instead of emailing it, and marks everything
+    /// read of it covered: it is emailed on its own only if it comes back with more.
+    pub fn list_in_digest(&self, open: &Open, key: &str, entry: &str, now: DateTime<Utc>) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO digest_items (conversation_id, digest, listed_at, entry) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![open.id, key, now.timestamp_millis(), entry])?;
+        self.cover(open)
+    }
+
+    /// Queues a digest filed under `key` and marks its items as sent in it, as one step.
+    pub fn queue_digest(&self, key: &str, email: &Email, items: &[DigestItem]) -> Result<()> {
+        super::outbox::insert(&self.0, key, Kind::Digest, 0, &email.message_id, email)?;
+        let mut mark = self.0.prepare_cached("UPDATE digest_items SET sent_in = ?2 WHERE rowid = ?1")?;
+        for item in items {
+            mark.execute(params![item.row, key])?;
+        }
+        Ok(())
+    }
+}
