@@ -171,6 +171,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub backfill: bool,
 
+    /// With --backfill: go ahead without asking even when it emails more than mail.burst
+    #[arg(long)]
+    pub yes: bool,
+
     /// Act as if it were this instant (RFC 3339), for tests and replays
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub now: Option<DateTime<Utc>>,

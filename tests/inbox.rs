@@ -143,3 +143,64 @@ fn a_cron_outage_raises_no_false_alarm() {
     f.run_at("2026-11-25T12:30:00Z", &[], 0);
     assert_eq!(mails(&server).last().unwrap().header("X-Chat-State").as_deref(), Some("alert"));
 }
+
+#[test]
+fn the_flood_guard_lists_exactly_the_excess_in_one_summary() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("[mail]\n", "[mail]\nburst = 5\n");
+    std::fs::write(&f.config, config).unwrap();
+    leads(&f, 8);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 6, "five one by one, and one summary");
+    let summary = &m[5];
+    assert_eq!(summary.header("X-Chat-State").as_deref(), Some("digest"));
+    assert!(summary.subject.starts_with("3 more chats in one run, listed here [#"), "{}", summary.subject);
+    let queued = f.outbox();
+    let listed: Vec<&str> = summary.text.lines().filter_map(|l| l.strip_prefix("- ")).collect();
+    let excess: Vec<&str> = queued.iter().filter(|r| r.status == "summarised").map(|r| r.subject.as_str()).collect();
+    assert_eq!(listed, excess, "{}", summary.text);
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|s| s.starts_with("Lead Bot: chat with Visitor ")), "{listed:?}");
+    let individually: Vec<&str> = m[..5].iter().map(|m| m.subject.as_str()).collect();
+    assert!(listed.iter().all(|s| !individually.contains(s)), "each conversation once");
+    assert!(summary.text.contains("more than mail.burst (5)"), "{}", summary.text);
+    assert!(summary.html.contains("<li>Lead Bot: chat with Visitor"), "{}", summary.html);
+
+    // A listed conversation that comes back starts its own thread, with everything so far.
+    let back = excess[0].rsplit_once("[#").unwrap().1.trim_end_matches(']').to_owned();
+    let id = queued.iter().find(|r| r.subject == excess[0]).unwrap().conversation_id.clone();
+    f.visitor(&id, "2026-11-24T11:00:00Z", Some("phone"), "+1 555 0100");
+    f.end(&id, "2026-11-24T11:00:01Z");
+    f.run_at("2026-11-24T11:01:00Z", &[], 0);
+    let last = mails(&server).pop().unwrap();
+    assert!(last.subject.ends_with(&format!("[#{back}]")) && !last.subject.starts_with("Re: "), "{}", last.subject);
+    assert_eq!((last.in_reply_to.as_deref(), last.references.len()), (None, 0), "a thread of its own");
+    assert!(
+        !last.text.contains("new since the last email") && last.text.contains("Visitor: +1 555 0100"),
+        "{}",
+        last.text
+    );
+    assert_eq!(mails(&server).len(), 7);
+}
+
+#[test]
+fn a_backfill_over_the_burst_needs_a_yes() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("[mail]\n", "[mail]\nburst = 5\n");
+    std::fs::write(&f.config, config).unwrap();
+    leads(&f, 8);
+    // Three days later: all history, which only --backfill emails.
+    let out = f.run_at("2026-11-27T10:00:00Z", &["--backfill"], 1);
+    assert!(
+        out.stderr.contains("--backfill would email up to 8 conversations, more than mail.burst (5)")
+            && out.stderr.contains("add --yes to go ahead (nothing was sent)"),
+        "{}",
+        out.stderr
+    );
+    assert!(server.received().is_empty());
+    f.run_at("2026-11-27T10:00:00Z", &["--backfill", "--yes"], 0);
+    assert_eq!(server.received().len(), 6, "five and a summary of three");
+}

@@ -5,6 +5,7 @@
 pub mod classify;
 mod decide;
 mod deliver;
+mod flood;
 pub use deliver::{RateLimits, allowance};
 mod ingest;
 pub mod people;
@@ -88,10 +89,14 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     if reopened > 0 {
         log::info!("the notification rules changed: {reopened} held conversation(s) are looked at again");
     }
+    if args.backfill && !args.dry_run && !state.progress()?.baseline_done {
+        flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
+    }
     let inputs = decide::Inputs { source: source.as_ref(), renderer: &renderer, routing: &routing, config, args, now };
     let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
+    flood::guard(&mut state, config, now)?;
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
     let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());

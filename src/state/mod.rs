@@ -25,7 +25,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use inspect::{Standing, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
-pub use outbox::{Kind, Pending, Unreadable};
+pub use outbox::{Kind, Pending, Unreadable, Waiting};
 pub use tracking::{Covered, Known, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).
@@ -146,6 +146,38 @@ CREATE TABLE digest_items (
   conversation_id TEXT NOT NULL, digest TEXT NOT NULL, listed_at INTEGER NOT NULL, entry TEXT NOT NULL,
   sent_in TEXT);
 CREATE INDEX digest_waiting ON digest_items (digest) WHERE sent_in IS NULL;
+-- An email the flood guard listed in a summary instead of sending it is 'summarised': SQLite
+-- cannot change a CHECK in place, so the outbox is copied into a table that allows it.
+CREATE TABLE outbox_new (
+    id               INTEGER PRIMARY KEY,
+    conversation_id  TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    covers_through   INTEGER NOT NULL,
+    message_id       TEXT NOT NULL UNIQUE,
+    created_at       INTEGER NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'parked', 'summarised')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    sent_at          INTEGER,
+    mail_from        TEXT NOT NULL,
+    mail_to          TEXT NOT NULL,
+    mail_cc          TEXT NOT NULL,
+    reply_to         TEXT,
+    subject          TEXT NOT NULL,
+    in_reply_to      TEXT,
+    refs             TEXT,
+    text_body        TEXT,
+    html_body        TEXT,
+    headers          TEXT
+);
+INSERT INTO outbox_new SELECT id, conversation_id, state, covers_through, message_id, created_at, status, attempts,
+    last_error, sent_at, mail_from, mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body, headers
+  FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_new RENAME TO outbox;
+CREATE INDEX outbox_pending ON outbox (id) WHERE status = 'pending';
+CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE status = 'sent';
 "#,
 ];
 

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
+use super::outbox::Waiting;
 use super::{Kind, Open, State, Tx, millis};
 use crate::mail::Email;
 use crate::mail::thread::Thread;
@@ -149,6 +150,28 @@ impl Tx<'_> {
             )?
             .execute(params![open.id, key, now.timestamp_millis(), entry])?;
         self.cover(open)
+    }
+
+    /// Queues the flood guard's summary filed under `key` in place of the emails `listed`,
+    /// which are never sent: each conversation's thread then starts with its next email.
+    pub fn summarise(&self, key: &str, email: &Email, listed: &[Waiting]) -> Result<()> {
+        super::outbox::insert(&self.0, key, Kind::Digest, 0, &email.message_id, email)?;
+        let mut mark = self.0.prepare_cached(
+            "UPDATE outbox SET status = 'summarised', last_error = 'listed in ' || ?2, text_body = NULL, \
+             html_body = NULL WHERE id = ?1 AND status = 'pending'",
+        )?;
+        let mut unthread = self.0.prepare_cached(
+            "UPDATE conversations SET thread = trim(replace(' ' || thread || ' ', ' ' || ?2 || ' ', ' ')) WHERE id = ?1",
+        )?;
+        let mut restart = self.0.prepare_cached(
+            "UPDATE conversations SET subject = NULL, thread_index = NULL WHERE id = ?1 AND thread = ''",
+        )?;
+        for w in listed {
+            mark.execute(params![w.id, email.message_id])?;
+            unthread.execute(params![w.conversation_id, w.message_id])?;
+            restart.execute([&w.conversation_id])?;
+        }
+        Ok(())
     }
 
     /// Queues a digest filed under `key` and marks its items as sent in it, as one step.

@@ -106,7 +106,50 @@ pub(super) fn insert(
     Ok(())
 }
 
+/// An email about a conversation waiting to go out, as the flood guard lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: i64,
+    pub conversation_id: String,
+    pub state: String,
+    pub message_id: String,
+    /// The recipients, as stored (one summary goes to each set).
+    pub to: String,
+    pub cc: String,
+    pub subject: String,
+}
+
+/// Emails about conversations (not notices), by the outbox's state column.
+const CHATS: &str = "state IN ('completed', 'abandoned', 'resumed')";
+
 impl State {
+    /// How many emails about conversations wait to go out.
+    pub fn count_pending_chats(&self) -> Result<usize> {
+        let sql = format!("SELECT count(*) FROM outbox WHERE status = 'pending' AND {CHATS}");
+        self.context(self.conn.query_row(&sql, [], |r| r.get(0)))
+    }
+
+    /// The emails about conversations waiting to go out after the first `skip`, oldest first.
+    pub fn pending_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
+        let sql = format!(
+            "SELECT id, conversation_id, state, message_id, mail_to, mail_cc, subject FROM outbox \
+             WHERE status = 'pending' AND {CHATS} ORDER BY id LIMIT -1 OFFSET ?1"
+        );
+        let mut stmt = self.context(self.conn.prepare(&sql))?;
+        let rows = stmt.query_map([skip as i64], |r| {
+            Ok(Waiting {
+                id: r.get(0)?,
+                conversation_id: r.get(1)?,
+                state: r.get(2)?,
+                message_id: r.get(3)?,
+                to: r.get(4)?,
+                cc: r.get(5)?,
+                subject: r.get(6)?,
+            })
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+
     /// A page of the emails waiting to go out, oldest first, after outbox id `after`; a row
     /// that cannot be read back comes as `Unreadable`, in its place.
     pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<Result<Pending, Unreadable>>> {

@@ -138,6 +138,15 @@ impl State {
         self.context(rows.and_then(Iterator::collect))
     }
 
+    /// How many conversations have messages no email covers (through the open index).
+    pub fn count_open(&self) -> Result<usize> {
+        self.context(self.conn.query_row(
+            "SELECT count(*) FROM conversations WHERE last_message > covered_through AND last_message > held_through",
+            [],
+            |r| r.get(0),
+        ))
+    }
+
     /// A page of the open conversations not known to have ended, in id order after `after`
     /// (through the open index).
     pub fn unfinished(&self, after: &str, limit: usize) -> Result<Vec<String>> {

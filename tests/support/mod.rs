@@ -264,7 +264,7 @@ timeout = "5s"
         let conn = Connection::open(&self.state).unwrap();
         let mut stmt = conn
             .prepare(
-                "SELECT conversation_id, state, covers_through, message_id, status, attempts, last_error \
+                "SELECT conversation_id, state, covers_through, message_id, status, attempts, last_error, subject \
                  FROM outbox ORDER BY id",
             )
             .unwrap();
@@ -277,6 +277,7 @@ timeout = "5s"
                 status: r.get(4)?,
                 attempts: r.get(5)?,
                 last_error: r.get(6)?,
+                subject: r.get(7)?,
             })
         })
         .unwrap()
@@ -314,6 +315,7 @@ pub struct OutboxRow {
     pub status: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    pub subject: String,
 }
 
 /// A received email, read strictly: the raw header block is checked line by line, then

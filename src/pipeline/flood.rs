@@ -1,0 +1,121 @@
+//! The flood guard: a run that would send more than `mail.burst` emails about conversations
+//! (after an outage, a bot shared on a busy page, a first `--backfill`) sends the first `burst`
+//! one by one and lists the rest in one summary email per recipient set. An inbox that gets
+//! hundreds of emails in a minute is one nobody reads, and a provider that sees it may start
+//! refusing or flagging the sender. The summarised emails are never sent; each conversation's
+//! own thread starts with its next email, and `preview` shows any of them now.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use lettre::message::{Mailbox, Mailboxes};
+
+use crate::config::Config;
+use crate::mail::notice::{self, Block, Notice};
+use crate::mail::thread::Thread;
+use crate::state::{State, Waiting};
+
+/// Summarises what is over the burst. Returns how many emails were listed in summaries.
+pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
+    let burst = config.mail.burst as usize;
+    let pending = state.count_pending_chats()?;
+    if pending <= burst {
+        return Ok(0);
+    }
+    let excess = state.pending_chats_after(burst)?;
+    for (to, cc, rows) in by_recipients(&excess) {
+        let key = format!("summary:{}", rows[0].id);
+        let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
+        let email = notice::compose(&Notice {
+            kind: "digest",
+            key: &key,
+            part: &format!("n{}", rows.len()),
+            bot: None,
+            title: &format!("{} more chats in one run, listed here", rows.len()),
+            thread: &Thread::default(),
+            body: vec![
+                Block::Paragraph(format!(
+                    "This run had {pending} emails about chats to send, more than mail.burst ({burst}): the first \
+                     {burst} went out one by one, and these {} are listed here instead, so the inbox is not flooded. \
+                     Each conversation's own thread starts with its next email; `chat-notifier preview IDENTIFIER` \
+                     shows any of them now.",
+                    rows.len()
+                )),
+                Block::List(items),
+            ],
+            now,
+            from: &config.mail.from,
+            to: &to,
+            cc: &cc,
+            domain: &config.message_id_domain(),
+        });
+        let listed: Vec<Waiting> = rows.into_iter().cloned().collect();
+        state.atomically(|tx| tx.summarise(&key, &email, &listed))?;
+    }
+    log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
+    Ok(excess.len())
+}
+
+/// Pure: the emails grouped by recipients, in order of their first email.
+fn by_recipients(rows: &[Waiting]) -> Vec<(Vec<Mailbox>, Vec<Mailbox>, Vec<&Waiting>)> {
+    let mut groups: Vec<(&str, &str, Vec<&Waiting>)> = Vec::new();
+    for w in rows {
+        match groups.iter_mut().find(|(to, cc, _)| *to == w.to && *cc == w.cc) {
+            Some(group) => group.2.push(w),
+            None => groups.push((&w.to, &w.cc, vec![w])),
+        }
+    }
+    // Stored as the outbox wrote them; one that does not parse back is no recipient.
+    let parse = |s: &str| s.parse::<Mailboxes>().map(|m| m.into_iter().collect()).unwrap_or_default();
+    groups.into_iter().map(|(to, cc, rows)| (parse(to), parse(cc), rows)).collect()
+}
+
+/// A first `--backfill` that would email more than the burst asks first: on a terminal, a
+/// question; elsewhere (cron, a script) it needs `--yes`.
+pub fn confirm_backfill(due: usize, burst: u32, yes: bool) -> Result<()> {
+    if due <= burst as usize || yes {
+        return Ok(());
+    }
+    let what = format!(
+        "--backfill would email up to {due} conversations, more than mail.burst ({burst}): the first {burst} one by \
+         one, the rest listed in one summary email"
+    );
+    if !std::io::stdin().is_terminal() {
+        bail!("{what}; add --yes to go ahead (nothing was sent)");
+    }
+    eprint!("{what}. Go ahead? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        bail!("backfill not confirmed: nothing was sent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_go_to_each_set_of_recipients() {
+        let w = |id: i64, to: &str| Waiting {
+            id,
+            conversation_id: format!("c{id}"),
+            state: "abandoned".into(),
+            message_id: format!("<m{id}@x>"),
+            to: to.into(),
+            cc: String::new(),
+            subject: format!("S{id}"),
+        };
+        let rows = [w(1, "a@example.com"), w(2, "b@example.com"), w(3, "a@example.com")];
+        let groups = by_recipients(&rows);
+        let ids: Vec<Vec<i64>> = groups.iter().map(|g| g.2.iter().map(|w| w.id).collect()).collect();
+        assert_eq!(ids, [vec![1, 3], vec![2]]);
+        assert_eq!(groups[0].0[0].email.to_string(), "a@example.com");
+        assert!(confirm_backfill(50, 50, false).is_ok(), "at the burst: no question");
+        assert!(confirm_backfill(51, 50, true).is_ok());
+    }
+}
