@@ -102,6 +102,9 @@ fn killed_between_acceptance_and_marking_resends_only_that_email() {
 fn killed_at_any_moment_of_a_large_backfill_nothing_is_lost() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
+    // Every email on its own, as with a burst limit above the backfill (the flood guard is
+    // tested in tests/inbox.rs).
+    f.mail_setting("burst = 1000");
     let n = 400;
     for i in 0..n {
         let id = format!("c{i:04}");

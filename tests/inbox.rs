@@ -16,9 +16,7 @@ fn leads(f: &Fixture, n: u32) {
 fn a_burst_over_the_hourly_limit_goes_out_over_later_runs_in_order() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    let config =
-        std::fs::read_to_string(&f.config).unwrap().replace("[mail]\n", "[mail]\nmax_per_hour = 3\nmax_per_day = 6\n");
-    std::fs::write(&f.config, config).unwrap();
+    f.mail_setting("max_per_hour = 3\nmax_per_day = 6");
     leads(&f, 7);
     let out = f.run_at("2026-11-24T10:00:00Z", &["-v"], 0);
     assert_eq!(server.received().len(), 3, "three this hour");
@@ -148,8 +146,7 @@ fn a_cron_outage_raises_no_false_alarm() {
 fn the_flood_guard_lists_exactly_the_excess_in_one_summary() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    let config = std::fs::read_to_string(&f.config).unwrap().replace("[mail]\n", "[mail]\nburst = 5\n");
-    std::fs::write(&f.config, config).unwrap();
+    f.mail_setting("burst = 5");
     leads(&f, 8);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     let m = mails(&server);
@@ -189,8 +186,7 @@ fn the_flood_guard_lists_exactly_the_excess_in_one_summary() {
 fn a_backfill_over_the_burst_needs_a_yes() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    let config = std::fs::read_to_string(&f.config).unwrap().replace("[mail]\n", "[mail]\nburst = 5\n");
-    std::fs::write(&f.config, config).unwrap();
+    f.mail_setting("burst = 5");
     leads(&f, 8);
     // Three days later: all history, which only --backfill emails.
     let out = f.run_at("2026-11-27T10:00:00Z", &["--backfill"], 1);

@@ -131,6 +131,12 @@ timeout = "5s"
         std::fs::write(&self.config, format!("{head}[source]\n{table}\n\n[mail]{tail}")).unwrap();
     }
 
+    /// Adds a line to the `[mail]` table (`burst = 5`).
+    pub fn mail_setting(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replacen("[mail]\n", &format!("[mail]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     /// Replaces the `[transport]` table.
     pub fn set_transport(&self, table: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
