@@ -820,6 +820,13 @@ path = "outbox"
             (MINIMAL.replace("path = \"outbox\"", ""), "path"),
             (MINIMAL.replace("path = \"outbox\"", "path = 3"), "transport.path"),
             (MINIMAL.replace("export = \"export.sqlite\"\n", ""), "export"),
+            (MINIMAL.replace("[mail]", "alert_if_silent = \"soon\"\n[mail]"), "alert_if_silent"),
+            (MINIMAL.replace("[mail]\n", "[mail]\nburst = 0\n"), "mail.burst: must be at least 1"),
+            (
+                format!("{MINIMAL}\n[notify]\ndigest = {{ at = \"8am\" }}\n"),
+                "notify.digest.at: \"8am\" is not a time of day like \"08:00\"",
+            ),
+            (format!("{MINIMAL}\n[notify]\ndigest = {{ at = \"08:00\", every = \"day\" }}\n"), "every"),
         ];
         for (text, key) in cases {
             let err = error_of(&text);

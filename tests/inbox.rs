@@ -200,3 +200,67 @@ fn a_backfill_over_the_burst_needs_a_yes() {
     f.run_at("2026-11-27T10:00:00Z", &["--backfill", "--yes"], 0);
     assert_eq!(server.received().len(), 6, "five and a summary of three");
 }
+
+/// A visitor who gives a name only and leaves at the email question.
+fn gives_name_only(f: &Fixture, id: &str, name: &str, at: &str) {
+    f.conversation(id, at);
+    f.bot(id, at, "ask_name", "text", "What's your name?");
+    f.visitor(id, at, Some("name"), name);
+    f.bot(id, at, "ask_email", "email", "And your email?");
+}
+
+#[test]
+fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completion_starts_its_own_thread() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config =
+        std::fs::read_to_string(&f.config).unwrap().replace("time_zone = \"UTC\"", "time_zone = \"Europe/Berlin\"");
+    std::fs::write(&f.config, config).unwrap();
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
+         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
+        server.port()
+    ));
+    gives_name_only(&f, "anon1", "Ann", "2026-11-24T10:00:00Z");
+    gives_name_only(&f, "anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.lead_who_leaves("lead", "Lea", "lea@example.com", 5); // left an email: her own email
+    gives_name_only(&f, "done", "Dan", "2026-11-24T11:10:00Z");
+    f.end("done", "2026-11-24T11:11:00Z"); // completed: not a digest state
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let subjects = |s: &SmtpServer| mails(s).iter().map(|m| m.subject.clone()).collect::<Vec<_>>();
+    let first = subjects(&server);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().any(|s| s.contains("Lea")) && first.iter().any(|s| s.contains("Dan")), "{first:?}");
+
+    f.run_at("2026-11-25T06:59:00Z", &[], 0); // 07:59 in Berlin
+    assert_eq!(server.received().len(), 2, "not yet eight in Berlin");
+    f.run_at("2026-11-25T07:00:00Z", &[], 0);
+    f.run_at("2026-11-25T07:30:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 3, "one digest, once");
+    let digest = &m[2];
+    assert_eq!(digest.header("X-Chat-State").as_deref(), Some("digest"));
+    assert!(digest.subject.starts_with("Digest for 2026-11-25: 2 chats [#"), "{}", digest.subject);
+    let listed: Vec<&str> = digest.text.lines().filter(|l| l.starts_with("- #")).collect();
+    assert_eq!(listed.len(), 2, "{}", digest.text);
+    assert!(listed[0].contains(" Ann, Lead Bot: abandoned at step ask_email (\"And your email?\")"), "{}", listed[0]);
+    assert!(listed[1].contains(" Ben, Lead Bot: abandoned"), "{}", listed[1]);
+    assert!(digest.text.contains("  name: Ann\n  idle 21 h (last message 2026-11-24 11:00)"), "{}", digest.text);
+
+    // Ann comes back and finishes: her own email, a thread of its own, everything so far.
+    f.visitor("anon1", "2026-11-25T09:00:00Z", Some("email"), "ann@example.com");
+    f.end("anon1", "2026-11-25T09:00:01Z");
+    f.run_at("2026-11-25T09:01:00Z", &[], 0);
+    let ann = mails(&server).pop().unwrap();
+    assert!(ann.subject.starts_with("Lead Bot: chat with Ann [#") && ann.in_reply_to.is_none(), "{}", ann.subject);
+    assert!(ann.text.contains("Visitor: Ann") && !ann.text.contains("new since the last email"), "{}", ann.text);
+
+    gives_name_only(&f, "anon3", "Cy", "2026-11-25T10:00:00Z");
+    f.run_at("2026-11-25T11:00:00Z", &[], 0);
+    f.run_at("2026-11-26T07:05:00Z", &[], 0);
+    f.run_at("2026-11-27T07:05:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 5, "the next day's digest; none on the day after, empty");
+    assert!(m[4].subject.starts_with("Digest for 2026-11-26: 1 chat [#"), "{}", m[4].subject);
+    assert!(m[4].text.contains(" Cy, Lead Bot: abandoned") && !m[4].text.contains("Ann"), "{}", m[4].text);
+}

@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::PAGE;
 use super::classify::{ChatState, Decision, Timing, classify};
+use super::digest;
 use super::people;
 use super::rules::{self, Routing, Settings, Verdict};
 use crate::cli::RunArgs;
@@ -44,6 +45,8 @@ enum Settle {
     /// Its conversations row is not there yet: wait for it, noting since when.
     AwaitRow(DateTime<Utc>),
     Queue(ChatState, Box<Email>),
+    /// Listed in the digest of this key (the entry, as JSON) instead of an email of its own.
+    Digest(String, String),
 }
 
 /// What judging a conversation needs to read next.
@@ -101,7 +104,7 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         for (_, settle) in &settled {
             match settle {
                 Settle::Cover if first_run => baselined += 1,
-                Settle::Queue(..) => queued += 1,
+                Settle::Queue(..) | Settle::Digest(..) => queued += 1,
                 _ => {}
             }
         }
@@ -115,6 +118,7 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
                     Settle::Hold => tx.hold(open)?,
                     Settle::AwaitRow(since) => tx.await_row(open, *since)?,
                     Settle::Queue(chat_state, email) => tx.queue(open, *chat_state, email)?,
+                    Settle::Digest(key, entry) => tx.list_in_digest(open, key, entry, now)?,
                 }
             }
             Ok(())
@@ -202,6 +206,10 @@ fn judge_page<'p>(
         if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
             log::debug!("conversation {:?}: {} held back: {why}", open.id, chat_state.as_str());
             settled.push((open, Settle::Hold));
+            continue;
+        }
+        if let Some((key, entry)) = digest::listing(settings, chat_state, conversation, &transcript, &open.thread) {
+            settled.push((open, Settle::Digest(key, serde_json::to_string(&entry)?)));
             continue;
         }
         let person = people::lookup(state, source, conversation)?;

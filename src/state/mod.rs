@@ -146,6 +146,7 @@ CREATE TABLE digest_items (
   conversation_id TEXT NOT NULL, digest TEXT NOT NULL, listed_at INTEGER NOT NULL, entry TEXT NOT NULL,
   sent_in TEXT);
 CREATE INDEX digest_waiting ON digest_items (digest) WHERE sent_in IS NULL;
+CREATE INDEX digest_items_by_conversation ON digest_items (conversation_id) WHERE sent_in IS NULL;
 -- An email the flood guard listed in a summary instead of sending it is 'summarised': SQLite
 -- cannot change a CHECK in place, so the outbox is copied into a table that allows it.
 CREATE TABLE outbox_new (

@@ -32,6 +32,7 @@ pub struct Watched {
 pub struct DigestItem {
     pub row: i64,
     pub conversation_id: String,
+    pub listed_at: DateTime<Utc>,
     /// What the digest says of it (`pipeline::digest::Entry`), as JSON.
     pub entry: String,
 }
@@ -83,11 +84,19 @@ impl State {
     /// The conversations waiting for a digest, by digest key, each key's oldest first.
     pub fn digests_waiting(&self) -> Result<Vec<(String, Vec<DigestItem>)>> {
         let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT rowid, conversation_id, digest, entry FROM digest_items WHERE sent_in IS NULL \
+            "SELECT rowid, conversation_id, digest, entry, listed_at FROM digest_items WHERE sent_in IS NULL \
              ORDER BY digest, listed_at, rowid",
         ))?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(2)?, DigestItem { row: r.get(0)?, conversation_id: r.get(1)?, entry: r.get(3)? }))
+            Ok((
+                r.get::<_, String>(2)?,
+                DigestItem {
+                    row: r.get(0)?,
+                    conversation_id: r.get(1)?,
+                    entry: r.get(3)?,
+                    listed_at: millis(r.get(4)?),
+                },
+            ))
         });
         let mut out: Vec<(String, Vec<DigestItem>)> = Vec::new();
         for row in self.context(rows)? {

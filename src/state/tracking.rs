@@ -287,6 +287,12 @@ impl Tx<'_> {
             message_id = message_id.replacen('@', &format!(".{}@", open.tracked.emails + 1), 1);
         }
         super::outbox::insert(&self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email)?;
+        // Its own email now says all a waiting digest would: it leaves the digest.
+        self.0
+            .prepare_cached(
+                "UPDATE digest_items SET sent_in = 'own email' WHERE conversation_id = ?1 AND sent_in IS NULL",
+            )?
+            .execute([&open.id])?;
         // The thread's subject is fixed by its first email; a reply stores its "Re: " form
         // nowhere, so every reply carries the root subject exactly once prefixed.
         self.0
