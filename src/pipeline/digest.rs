@@ -216,7 +216,8 @@ mod tests {
         let now: DateTime<Utc> = "2026-11-25T06:30:00Z".parse().unwrap();
         let (due, day) = due_at(&route("08:00", "Europe/Berlin"), now).unwrap();
         assert_eq!((due.to_rfc3339(), day.as_str()), ("2026-11-25T07:00:00+00:00".into(), "2026-11-25"));
-        let (due, day) = due_at(&route("08:00", "America/New_York"), now).unwrap();
+        let evening: DateTime<Utc> = "2026-11-25T03:00:00Z".parse().unwrap();
+        let (due, day) = due_at(&route("08:00", "America/New_York"), evening).unwrap();
         assert_eq!(
             (due.to_rfc3339(), day.as_str()),
             ("2026-11-24T13:00:00+00:00".into(), "2026-11-24"),
