@@ -59,6 +59,13 @@ fn the_lead_path_is_two_emails_in_one_thread() {
     let (root, reply) = (index(abandoned), index(completed));
     assert_eq!((root.len(), reply.len()), (22, 27));
     assert_eq!(reply[..22], root[..], "the reply extends the root's index");
+    // Microsoft's layout: a reserved 0x01, then the FILETIME's bits 63 to 24 (then the GUID).
+    assert_eq!(root[0], 0x01);
+    let mut filetime = [0u8; 8];
+    filetime[3..].copy_from_slice(&root[1..6]);
+    let unix = ((u64::from_be_bytes(filetime) << 24) as i64 - 116_444_736_000_000_000) / 10_000_000;
+    let sent = chrono::DateTime::parse_from_rfc2822(&abandoned.header("Date").unwrap()).unwrap().timestamp();
+    assert!((0..=2).contains(&(sent - unix)), "the root's time is its Date: {unix} vs {sent}");
     assert!(completed.text.contains("--- new since the last email ---\n[2026-11-25 08:00] Visitor: +1 555 0100"));
     assert!(completed.text.contains("phone: +1 555 0100"));
 

@@ -47,25 +47,25 @@ fn filetime(at: chrono::DateTime<chrono::Utc>) -> u64 {
 /// sent `at` in a conversation, after the one of its previous email (`parent`), if any. Outlook
 /// keeps a conversation together by it even when a gateway rewrites the subject.
 ///
-/// The first email's is 22 bytes: the top six bytes of its FILETIME, big-endian (Microsoft's
-/// MFCMAPI reads the header so, and real headers agree: the "reserved 0x01" is the FILETIME's top
-/// byte for any date since 1829), then a GUID for the conversation (here from its id, so the
-/// same on every machine). Each reply adds five bytes: a flag and 31 bits of its time after the
-/// header's (bits 18 to 48 of the difference; bits 23 to 53 past 1.7 years, with the flag set),
-/// then a nibble of (deterministic) randomness and a nibble of level.
+/// As Microsoft's published description has it: the first email's is 22 bytes, a reserved 0x01,
+/// five bytes of its FILETIME (the high 32 bits and the next 8, big-endian), then a GUID for the
+/// conversation (here from its id, so the same on every machine). Each reply adds five bytes: a
+/// delta code bit and 31 bits of its time after the header's (bits 18 to 48 of the difference;
+/// bits 23 to 53 past 1.7 years, with the code set), then a byte of (deterministic) randomness
+/// whose low nibble counts the level. A parent in the older layout (the FILETIME's top six bytes,
+/// with no reserved byte: what earlier versions wrote) is extended from its own time.
 pub fn thread_index(conversation_id: &str, parent: Option<&[u8]>, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
     let now = filetime(at);
     match parent.filter(|p| p.len() >= 22 && (p.len() - 22) % 5 == 0) {
         None => {
-            let mut index = (now >> 16).to_be_bytes()[2..].to_vec();
+            let mut index = vec![0x01];
+            index.extend_from_slice(&(now >> 24).to_be_bytes()[3..]);
             let guid = Sha256::digest(format!("thread-index:{conversation_id}").as_bytes());
             index.extend_from_slice(&guid[..16]);
             index
         }
         Some(parent) => {
-            let mut header = [0u8; 8];
-            header[..6].copy_from_slice(&parent[..6]);
-            let delta = now.saturating_sub(u64::from_be_bytes(header));
+            let delta = now.saturating_sub(header_time(parent));
             let block = if delta < 1 << 49 {
                 ((delta >> 18) & 0x7FFF_FFFF) as u32
             } else {
@@ -77,6 +77,20 @@ pub fn thread_index(conversation_id: &str, parent: Option<&[u8]>, at: chrono::Da
             index.push((Sha256::digest(&index)[0] & 0xF0) | (level & 0x0F));
             index
         }
+    }
+}
+
+/// The FILETIME a conversation index's header holds, to the precision it keeps.
+fn header_time(index: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    if index[1] == 0x01 {
+        // Reserved byte, then the FILETIME's bits 63 to 24 (its top byte is 0x01 from 1829 to 2057).
+        bytes[3..].copy_from_slice(&index[1..6]);
+        u64::from_be_bytes(bytes) << 24
+    } else {
+        // The older layout: the FILETIME's top six bytes.
+        bytes[..6].copy_from_slice(&index[..6]);
+        u64::from_be_bytes(bytes)
     }
 }
 
@@ -149,12 +163,13 @@ mod tests {
         let at: chrono::DateTime<chrono::Utc> = "2026-11-24T09:30:00Z".parse().unwrap();
         let root = thread_index("conv-1", None, at);
         assert_eq!(root.len(), 22);
-        // The header is the FILETIME's top six bytes: read back to within 2^16 ticks (6.6 ms).
+        // A reserved 0x01, then the FILETIME's bits 63 to 24: read back to within 2^24 ticks (1.7 s).
+        assert_eq!(root[0], 0x01, "reserved");
         let mut ft = [0u8; 8];
-        ft[..6].copy_from_slice(&root[..6]);
-        let back = (u64::from_be_bytes(ft) as i64 - FILETIME_UNIX_EPOCH) / 10;
-        assert!((at.timestamp_micros() - back).abs() < 6_554, "{back}");
-        assert_eq!(root[0], 0x01, "what real Thread-Index headers start with");
+        ft[3..].copy_from_slice(&root[1..6]);
+        let back = ((u64::from_be_bytes(ft) << 24) as i64 - FILETIME_UNIX_EPOCH) / 10;
+        assert!((0..1_677_722).contains(&(at.timestamp_micros() - back)), "{back}");
+        assert_eq!(header_time(&root), u64::from_be_bytes(ft) << 24);
         assert_eq!(&root[6..], &Sha256::digest(b"thread-index:conv-1")[..16]);
         assert_eq!(root, thread_index("conv-1", None, at), "the same on every run");
 
@@ -163,12 +178,20 @@ mod tests {
         let block = u32::from_be_bytes(reply[22..26].try_into().unwrap());
         assert_eq!(block >> 31, 0, "within 1.7 years");
         let delta = u64::from(block) << 18;
-        assert!((delta as i64 - 36_000_000_000).abs() < 1 << 18, "an hour, in 100 ns ticks: {delta}");
+        // An hour in 100 ns ticks, after a header that kept its time to 2^24 ticks.
+        assert!((0..(1 << 24) + (1 << 18)).contains(&(delta as i64 - 36_000_000_000)), "{delta}");
         assert_eq!(reply[26] & 0x0F, 1, "level 1");
         let again = thread_index("conv-1", Some(&reply), at + chrono::TimeDelta::days(1100));
         assert_eq!(again.len(), 32);
         assert_eq!(u32::from_be_bytes(again[27..31].try_into().unwrap()) >> 31, 1, "past 1.7 years: the coarse delta");
         assert_eq!(again[31] & 0x0F, 2);
+
+        // A parent written by an earlier version (the FILETIME's top six bytes) still extends.
+        let mut old = (filetime(at) >> 16).to_be_bytes()[2..].to_vec();
+        old.extend_from_slice(&root[6..]);
+        let reply = thread_index("conv-1", Some(&old), at + chrono::TimeDelta::hours(1));
+        let block = u32::from_be_bytes(reply[22..26].try_into().unwrap());
+        assert!(((u64::from(block) << 18) as i64 - 36_000_000_000).abs() < 1 << 18, "an hour after the old header");
     }
 
     #[test]
