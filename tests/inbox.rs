@@ -78,7 +78,13 @@ fn a_silent_bot_raises_one_alert_and_one_all_clear_in_its_own_thread() {
     assert_eq!(server.received().len(), 1, "the chat's own email");
     f.run_at("2026-11-24T15:11:00Z", &[], 0);
     assert_eq!(server.received().len(), 1, "5 h 59 min: not yet");
-    f.run_at("2026-11-24T15:12:00Z", &[], 0);
+    // The alert is an outbox email like any other: refused for now, it waits and is retried.
+    server.set(Behavior::RejectMail("451 4.3.0 Mailbox temporarily unavailable".into()));
+    f.run_at("2026-11-24T15:12:00Z", &[], 3);
+    let status = f.run(&["status", "--now", "2026-11-24T15:13:00Z"]).stdout;
+    let row = status.lines().find(|l| l.contains("(alert)")).unwrap_or_else(|| panic!("{status}"));
+    assert!(row.contains(" failed ") && row.contains("(451): 4.3.0 Mailbox"), "{row}");
+    server.set(Behavior::Accept);
     f.run_at("2026-11-24T18:00:00Z", &[], 0);
     f.run_at("2026-11-25T06:00:00Z", &[], 0);
     let m = mails(&server);

@@ -99,6 +99,12 @@ fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>
     Ok(crate::pipeline::allowance(limits, hour, day).1)
 }
 
+/// The kind of notice an outbox key files, if it is one.
+fn notice(key: &str) -> Option<&str> {
+    let (kind, _) = key.split_once(':')?;
+    ["alert", "digest", "summary"].contains(&kind).then_some(kind)
+}
+
 /// A column's worth of untrusted text (names, a server's error message), on one line.
 fn cut(s: &str, n: usize) -> String {
     crate::text::header(s, n.saturating_sub(1))
@@ -133,7 +139,11 @@ fn rows(config: &Config, since: DateTime<Utc>) -> Result<Vec<Row>> {
                 r.bot_id = c.bot_id.clone();
                 r.bot = c.bot_name.clone();
             }
-            r.visitor = render::visitor_display(transcripts.get(&r.conversation_id).map_or(&[][..], Vec::as_slice));
+            r.visitor = match notice(&r.conversation_id) {
+                // An email about no one conversation (pipeline::watch, digest, flood).
+                Some(kind) if !conversations.contains_key(&r.conversation_id) => format!("({kind})"),
+                _ => render::visitor_display(transcripts.get(&r.conversation_id).map_or(&[][..], Vec::as_slice)),
+            };
         }
     }
     Ok(rows)

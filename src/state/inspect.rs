@@ -71,8 +71,10 @@ impl State {
              UNION ALL SELECT id, 'held', last_activity, emails, NULL FROM conversations \
                WHERE held_through > covered_through AND last_message <= held_through \
              UNION ALL SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' \
-                 WHEN o.attempts > 0 THEN 'failed' ELSE 'pending' END, c.last_activity, c.emails, o.last_error \
-               FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status IN ('pending', 'parked') \
+                 WHEN o.attempts > 0 THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), \
+                 coalesce(c.emails, 0), o.last_error \
+               FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
+               WHERE o.status IN ('pending', 'parked') \
              UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL \
                FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' AND o.sent_at >= ?1",
         ))?;
