@@ -203,8 +203,39 @@ fn a_backfill_over_the_burst_needs_a_yes() {
         out.stderr
     );
     assert!(server.received().is_empty());
-    f.run_at("2026-11-27T10:00:00Z", &["--backfill", "--yes"], 0);
+    // At a terminal it asks: "n" sends nothing, "y" goes ahead. (`script` gives the run a
+    // terminal, as a person at a shell has.)
+    let ask = |answer: &str| {
+        let command = format!(
+            "{} --config {} run --backfill --now 2026-11-27T10:00:00Z",
+            support::bin().display(),
+            f.config.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1), from util-linux");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let no = ask("n");
+    assert!(no.contains("Go ahead? [y/N]") && no.contains("backfill not confirmed: nothing was sent"), "{no}");
+    assert!(server.received().is_empty());
+    let yes = ask("y");
+    assert!(yes.contains("Go ahead? [y/N]"), "{yes}");
     assert_eq!(server.received().len(), 6, "five and a summary of three");
+
+    // Off a terminal, --yes goes ahead.
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("burst = 5");
+    leads(&f, 8);
+    f.run_at("2026-11-27T10:00:00Z", &["--backfill", "--yes"], 0);
+    assert_eq!(server.received().len(), 6);
 }
 
 /// A visitor who gives a name only and leaves at the email question.
