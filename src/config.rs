@@ -803,6 +803,28 @@ path = "outbox"
         assert_eq!(c.max_attempts, 5);
         assert_eq!(c.message_id_domain(), "example.com");
         assert!(matches!(c.transport, Transport::Folder { .. }));
+        assert_eq!((c.mail.burst, c.alert_if_silent, &c.notify.digest), (50, None, &None));
+    }
+
+    #[test]
+    fn the_inbox_settings_resolve_per_bot() {
+        let text = format!(
+            "{}\n[notify]\ndigest = {{ unless_fields = [\"email\"], at = \"08:30\" }}\n\
+             [[bots]]\nid = \"busy\"\nalert_if_silent = \"2h\"\n[bots.notify]\ndigest = {{ states = [], at = \"08:00\" }}\n",
+            MINIMAL.replace("[mail]", "alert_if_silent = \"6h\"\n[mail]")
+        );
+        let routing = crate::pipeline::rules::Routing::new(&parse(&text).unwrap());
+        let (default, busy) = (routing.for_bot("other"), routing.for_bot("busy"));
+        assert_eq!(
+            (default.alert_if_silent, busy.alert_if_silent),
+            (Some(TimeDelta::hours(6)), Some(TimeDelta::hours(2)))
+        );
+        let digest = default.notify.digest.as_ref().unwrap();
+        assert_eq!(
+            (digest.states.as_slice(), digest.at.to_string().as_str()),
+            (&[ChatState::Abandoned][..], "08:30:00")
+        );
+        assert!(busy.notify.digest.as_ref().unwrap().states.is_empty(), "a bot turns the digest off");
     }
 
     #[test]
