@@ -516,18 +516,18 @@ fn state_errors_name_the_state_file() {
     // A state file one schema version behind (as the previous release wrote it).
     Connection::open(&f.state)
         .unwrap()
-        .execute_batch("DROP TABLE bots; DROP TABLE digest_items; PRAGMA user_version = 9;")
+        .execute_batch("DROP INDEX conversations_ended; DROP INDEX conversations_idle; PRAGMA user_version = 10;")
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 9, this chat-notifier reads 10")),
+        status.stderr.contains(&format!("state {shown}: schema 10, this chat-notifier reads 11")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 9: the next run upgrades it to 10)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 10: the next run upgrades it to 11)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -402,10 +402,11 @@ fn the_example_export_shows_all_three_states() {
         mails(&server).iter().map(|m| m.text.lines().next().unwrap().split(',').next().unwrap().to_owned()).collect();
     assert_eq!(
         headlines,
+        // In a run, the finished chats first, then the idle ones, longest idle first.
         [
+            "Sam Lee finished the chat with Lead Bot.",
             "Jane Doe left the chat with Lead Bot midway",
             "Priya Raman left the chat with Lead Bot midway",
-            "Sam Lee finished the chat with Lead Bot.",
             "Jane Doe came back and finished the chat with Lead Bot.",
             "alex.kim@example.net finished the chat with Help Desk.",
             "Priya Raman came back to the chat with Lead Bot and left again",

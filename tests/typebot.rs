@@ -214,7 +214,8 @@ fn every_command_works_on_typebot() {
     let leads = f.run(&["leads", "--now", "2026-11-24T12:00:00Z", "--format", "csv"]);
     assert!(leads.stdout.contains("Jane Doe,jane@example.com,,Lead Bot,i_phone,"), "{}", leads.stdout);
     assert!(!leads.stdout.contains("sam@example.com"), "Sam finished: not a lead to follow up");
-    let preview = f.run(&["preview", "--last", support::identifier(&mails(&server)[0].subject)]);
+    let jane = mails(&server).into_iter().find(|m| m.subject.contains("Jane")).unwrap();
+    let preview = f.run(&["preview", "--last", support::identifier(&jane.subject)]);
     assert_eq!(preview.code, 0, "{}", preview.stderr);
     assert!(preview.stdout.contains("at step i_phone (\"And a phone number to reach you?\")"), "{}", preview.stdout);
 }

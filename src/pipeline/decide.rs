@@ -16,7 +16,7 @@ use crate::mail::render::{Draft, Renderer};
 use crate::progress;
 use crate::source::Conversation;
 use crate::source::Source;
-use crate::state::{Open, State};
+use crate::state::{DueCursor, Open, State};
 
 /// How long messages may wait for their conversations row (a runtime that writes it late)
 /// before they are given up on, reported and covered without an email.
@@ -94,12 +94,10 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
     };
     let (mut failed, mut baselined, mut queued) = (0, 0, 0);
-    let mut after = String::new();
-    loop {
-        let page = state.open_conversations(now - timing.abandon_after, &after, PAGE)?;
-        let Some(last) = page.last() else { break };
+    let mut cursor = DueCursor::start();
+    while let Some((page, next)) = state.due_conversations(&cursor, now - timing.abandon_after, PAGE)? {
         counter.inc(page.len() as u64);
-        after = last.id.clone();
+        cursor = next;
         let Judgement { settled, identities } = judge_page(run, &page, &timing, &mut failed, state)?;
         for (_, settle) in &settled {
             match settle {

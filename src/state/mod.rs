@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 pub use inspect::{Standing, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
-pub use tracking::{Covered, Known, Open, Progress, Resync};
+pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).
 const MIGRATIONS: &[&str] = &[
@@ -179,6 +179,14 @@ ALTER TABLE outbox_new RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox (id) WHERE status = 'pending';
 CREATE INDEX outbox_by_conversation ON outbox (conversation_id);
 CREATE INDEX outbox_sent ON outbox (sent_at) WHERE status = 'sent';
+"#,
+    r#"
+-- The open conversations by when they may be due: a run reads the ended ones and those idle
+-- past the shortest abandon_after (a range of conversations_idle), never the ones still typing.
+CREATE INDEX conversations_ended ON conversations (id)
+    WHERE last_message > covered_through AND last_message > held_through AND ended;
+CREATE INDEX conversations_idle ON conversations (last_activity, id)
+    WHERE last_message > covered_through AND last_message > held_through AND NOT ended;
 "#,
 ];
 
@@ -394,14 +402,43 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         for (sql, index, n) in [
-            (tracking::OPEN_SQL, "conversations_open", 3),
+            (tracking::ENDED_SQL, "conversations_ended", 2),
+            (tracking::IDLE_SQL, "conversations_idle", 4),
             (tracking::UNFINISHED_SQL, "conversations_open", 2),
             (outbox::PENDING_SQL, "outbox_pending", 2),
         ] {
-            let params = rusqlite::params_from_iter(["", "0", "0"].iter().take(n));
+            let params = rusqlite::params_from_iter(["", "0", "0", "0"].iter().take(n));
             let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
             assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
         }
+    }
+
+    /// What an idle run reads is what is due: 20,000 chats still in progress cost it nothing
+    /// (counted in SQLite's virtual machine steps, not in time).
+    #[test]
+    fn a_run_reads_the_due_conversations_not_the_ones_in_progress() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let insert = "INSERT INTO conversations (id, last_message, last_activity, ended, covered_through) \
+                      VALUES (?1, 1, ?2, ?3, 0)";
+        for i in 0..20_000 {
+            conn.execute(insert, rusqlite::params![format!("typing-{i:05}"), 1_000_000 + i, false]).unwrap();
+        }
+        for i in 0..3 {
+            conn.execute(insert, rusqlite::params![format!("idle-{i}"), 10 + i, false]).unwrap();
+            conn.execute(insert, rusqlite::params![format!("ended-{i}"), 1_000_000 + i, true]).unwrap();
+        }
+        let read = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let ids: Vec<String> = stmt.query_map(params, |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+            (ids, stmt.get_status(rusqlite::StatementStatus::VmStep))
+        };
+        let (idle, steps) = read(tracking::IDLE_SQL, &[&"", &500, &1000, &i64::MIN]);
+        assert_eq!(idle, ["idle-0", "idle-1", "idle-2"]);
+        assert!(steps < 200, "{steps} steps");
+        let (ended, steps) = read(tracking::ENDED_SQL, &[&"", &500]);
+        assert_eq!(ended, ["ended-0", "ended-1", "ended-2"]);
+        assert!(steps < 200, "{steps} steps");
     }
 
     #[test]

@@ -11,12 +11,40 @@ use crate::mail::Email;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::{ChatState, Seen, Tracked};
 
-/// The read every run makes, through its partial index: it costs what is open, not the number
-/// of conversations ever seen.
-pub(super) const OPEN_SQL: &str = "SELECT id, last_message, last_activity, ended, covered_through, emails, \
-     subject, thread, missing_since, thread_index FROM conversations \
-     WHERE last_message > covered_through AND last_message > held_through \
-     AND (ended OR last_activity <= ?3) AND id > ?1 ORDER BY id LIMIT ?2";
+/// The columns `open_row` reads, in its order.
+macro_rules! open_columns {
+    () => {
+        "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread, missing_since, \
+         thread_index FROM conversations "
+    };
+}
+
+/// The reads every run makes, each a range of its own partial index: the conversations that
+/// ended, and those idle since a cut-off, oldest first. A run costs what is due, not the number
+/// of chats still in progress (those are in neither range).
+pub(super) const ENDED_SQL: &str = concat!(
+    open_columns!(),
+    "WHERE last_message > covered_through AND last_message > held_through AND ended AND id > ?1 ORDER BY id LIMIT ?2"
+);
+pub(super) const IDLE_SQL: &str = concat!(
+    open_columns!(),
+    "WHERE last_message > covered_through AND last_message > held_through AND NOT ended AND last_activity <= ?3 \
+     AND (last_activity, id) > (?4, ?1) ORDER BY last_activity, id LIMIT ?2"
+);
+
+/// Where a run's pass over the due conversations is: the ended ones by id, then the idle ones by
+/// (last activity, id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueCursor {
+    Ended { after: String },
+    Idle { after: (i64, String) },
+}
+
+impl DueCursor {
+    pub fn start() -> Self {
+        DueCursor::Ended { after: String::new() }
+    }
+}
 
 /// The open conversations a store that marks completion in place is asked about.
 pub(super) const UNFINISHED_SQL: &str = "SELECT id FROM conversations \
@@ -130,12 +158,43 @@ impl State {
         Ok((self.context(rows.and_then(Iterator::collect))?, total))
     }
 
-    /// A page of the conversations with uncovered messages that may be due: ended, or idle
-    /// since `idle_since` or earlier. In id order after `after`.
-    pub fn open_conversations(&self, idle_since: DateTime<Utc>, after: &str, limit: usize) -> Result<Vec<Open>> {
-        let mut stmt = self.context(self.conn.prepare_cached(OPEN_SQL))?;
-        let rows = stmt.query_map(params![after, limit as i64, idle_since.timestamp_millis()], open_row);
-        self.context(rows.and_then(Iterator::collect))
+    /// The next page of the conversations with uncovered messages that may be due (ended, or
+    /// idle since `idle_since` or earlier), and where the page after starts; none when the
+    /// pass is over.
+    pub fn due_conversations(
+        &self,
+        cursor: &DueCursor,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Option<(Vec<Open>, DueCursor)>> {
+        let mut cursor = cursor.clone();
+        loop {
+            let page: Vec<Open> = match &cursor {
+                DueCursor::Ended { after } => {
+                    let mut stmt = self.context(self.conn.prepare_cached(ENDED_SQL))?;
+                    let rows = stmt.query_map(params![after, limit as i64], open_row);
+                    self.context(rows.and_then(Iterator::collect))?
+                }
+                DueCursor::Idle { after: (at, id) } => {
+                    let mut stmt = self.context(self.conn.prepare_cached(IDLE_SQL))?;
+                    let rows = stmt.query_map(params![id, limit as i64, idle_since.timestamp_millis(), at], open_row);
+                    self.context(rows.and_then(Iterator::collect))?
+                }
+            };
+            match (page.last(), &cursor) {
+                (Some(last), DueCursor::Ended { .. }) => {
+                    let next = DueCursor::Ended { after: last.id.clone() };
+                    return Ok(Some((page, next)));
+                }
+                (Some(last), DueCursor::Idle { .. }) => {
+                    let next =
+                        DueCursor::Idle { after: (last.tracked.last_activity.timestamp_millis(), last.id.clone()) };
+                    return Ok(Some((page, next)));
+                }
+                (None, DueCursor::Ended { .. }) => cursor = DueCursor::Idle { after: (i64::MIN, String::new()) },
+                (None, DueCursor::Idle { .. }) => return Ok(None),
+            }
+        }
     }
 
     /// How many conversations have messages no email covers (through the open index).
@@ -157,16 +216,7 @@ impl State {
 
     /// What the state knows of one conversation, whatever it stands.
     pub fn conversation(&self, id: &str) -> Result<Option<Open>> {
-        self.context(
-            self.conn
-                .query_row(
-                    "SELECT id, last_message, last_activity, ended, covered_through, emails, subject, thread, \
-                     missing_since, thread_index FROM conversations WHERE id = ?1",
-                    [id],
-                    open_row,
-                )
-                .optional(),
-        )
+        self.context(self.conn.query_row(concat!(open_columns!(), "WHERE id = ?1"), [id], open_row).optional())
     }
 
     /// When the rules that hold emails back differ from the last run's, makes every held
