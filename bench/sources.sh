@@ -87,7 +87,7 @@ rasa_events() {
 config() { # FILE STATE OUT, then the [source] table's lines
   local file=$1 state=$2 out=$3; shift 3
   { printf 'state = "%s"\n[source]\n' "$state"; printf '%s\n' "$@"
-    printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\n[transport]\nkind = "folder"\npath = "%s"\n' "$out"; } >"$file"
+    printf '[mail]\nfrom = "notifier@example.com"\nto = ["owner@example.com"]\nburst = 1000000\n[transport]\nkind = "folder"\npath = "%s"\n' "$out"; } >"$file"
 }
 
 # A first run on the base store records its history, and a second one takes the hourly count

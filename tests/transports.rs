@@ -50,3 +50,27 @@ fn the_folder_transport_writes_one_eml_per_email() {
     assert!(subjects[0].starts_with("Lead Bot: chat with Jane Doe [#"), "{subjects:?}");
     assert!(subjects[1].starts_with("Lead Bot: chat with Sam Lee [#"), "{subjects:?}");
 }
+
+/// The folder transport marks a page of emails sent after one sync, so a run can stop between
+/// renaming files into place and marking them. The next run takes a file already in place as
+/// sent: it neither writes it again (a pickup agent may be reading it) nor loses it.
+#[test]
+fn a_file_already_in_place_counts_as_sent_and_is_not_written_again() {
+    let f = Fixture::new(1);
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    for i in 0..3 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let dir = f.dir.path().join("outbox");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 3);
+    // As a run killed after the renames and before the marks leaves it.
+    support::sql_on_state(&f, "UPDATE outbox SET status = 'pending', sent_at = NULL, attempts = 0");
+    std::fs::write(&files[0], "picked up and rewritten by the mail agent").unwrap();
+    let out = f.run_at("2026-11-24T10:05:00Z", &["-v"], 0);
+    assert_eq!(out.stderr.matches("sent abandoned email").count(), 3, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), "picked up and rewritten by the mail agent");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "no second copy, no temporary file");
+    assert!(f.outbox().iter().all(|r| r.status == "sent" && r.attempts == 1), "{:?}", f.outbox());
+}

@@ -79,7 +79,7 @@ impl Mailer {
             Transport::Folder { path, mode } => {
                 std::fs::create_dir_all(path)
                     .with_context(|| format!("transport.path: creating {}", path.display()))?;
-                Mailer::Folder(Folder { path: path.clone(), mode: *mode })
+                Mailer::Folder(Folder { path: path.clone(), mode: *mode, unsynced: Vec::new() })
             }
         })
     }
@@ -102,6 +102,22 @@ impl Mailer {
             out.flush().context("writing to stdout")?;
         }
         Ok(())
+    }
+
+    /// Whether the transport's own acknowledgement of an email survives a crash before the
+    /// state marks it sent, so that marks may be batched (`sync` first): a folder's file renamed
+    /// into place is found again by the next run. An SMTP server's 250 is not.
+    pub fn acknowledges_durably(&self) -> bool {
+        matches!(self, Mailer::Folder(_))
+    }
+
+    /// Makes what was written since the last call durable: one sync of the folder's file
+    /// system for a whole batch, instead of one per file.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        match self {
+            Mailer::Folder(folder) => folder.sync(),
+            _ => Ok(()),
+        }
     }
 
     /// What `send` does, for the log.
@@ -157,12 +173,14 @@ pub struct Folder {
     path: std::path::PathBuf,
     /// Visitors' details are in these files: 0600 unless the owner widens it.
     mode: u32,
+    /// Files written since the last sync.
+    unsynced: Vec<std::path::PathBuf>,
 }
 
 impl Folder {
     /// Writes under a temporary name and renames into place: a reader of the folder never
     /// sees half a file, and a full disk leaves nothing behind (the email stays queued).
-    fn write(&self, email: &Email, message: &Message) -> Result<(), Failure> {
+    fn write(&mut self, email: &Email, message: &Message) -> Result<(), Failure> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let name: String = email
             .message_id
@@ -171,6 +189,11 @@ impl Folder {
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') { c } else { '_' })
             .collect();
         let target = self.path.join(format!("{name}.eml"));
+        if target.exists() {
+            // Renamed into place by a run that stopped before marking it sent: the file is the
+            // acknowledgement, and a pickup agent may be reading it.
+            return Ok(());
+        }
         let temporary = self.path.join(format!(".{name}.eml.tmp"));
         let written = (|| -> std::io::Result<()> {
             let mut file =
@@ -178,13 +201,35 @@ impl Folder {
             // The umask may have narrowed what open gave: the mode is what was asked for.
             file.set_permissions(std::fs::Permissions::from_mode(self.mode))?;
             file.write_all(&message.formatted())?;
-            file.sync_all()?;
+            // Durable with the rest of the batch (`sync`), before any of it is marked sent.
             std::fs::rename(&temporary, &target)
         })();
         written.map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
             Failure::Rejected { permanent: false, reason: format!("writing {}: {e}", target.display()) }
-        })
+        })?;
+        self.unsynced.push(target);
+        Ok(())
+    }
+}
+
+impl Folder {
+    /// One `syncfs` of the folder's file system: the batch's files and their renames reach the
+    /// disk together. When that fails, the batch's files are taken back, so the next run writes
+    /// them again rather than trusting files that may not be on the disk.
+    fn sync(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let synced = std::fs::File::open(&self.path).and_then(|dir| {
+            // SAFETY: syncfs on a descriptor this closure owns for the length of the call.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+        let written = std::mem::take(&mut self.unsynced);
+        if synced.is_err() {
+            for file in written {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        synced
     }
 }
 

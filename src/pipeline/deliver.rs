@@ -56,8 +56,15 @@ pub fn deliver(
     let mut throttled = false;
     let mut failed_now = 0;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
+    // Where the transport's acknowledgement survives a crash (a folder's file), sends are
+    // marked a page at a time, after one sync; elsewhere each as soon as it is acknowledged.
+    let batched = mailer.acknowledges_durably();
+    let mut written: Vec<i64> = Vec::new();
     let mut after = 0;
     'pages: loop {
+        if batched {
+            mark_batch(state, mailer, &mut written, &mut summary, now)?;
+        }
         let page = state.pending(after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = match last {
@@ -91,6 +98,12 @@ pub fn deliver(
                 break 'pages;
             }
             match mailer.send(&p.email)? {
+                Ok(()) if batched => {
+                    written.push(p.id);
+                    left = left.saturating_sub(1);
+                    log::info!("{} {what} to {}", mailer.verb(), send::recipients(&p.email));
+                    summary.sent += 1;
+                }
                 Ok(()) => {
                     state.mark_sent(p.id, now)?;
                     left = left.saturating_sub(1);
@@ -122,6 +135,9 @@ pub fn deliver(
             }
         }
     }
+    if batched {
+        mark_batch(state, mailer, &mut written, &mut summary, now)?;
+    }
     bar.finish_and_clear();
     mailer.finish()?;
     summary.waiting = state.count_pending()?;
@@ -130,6 +146,35 @@ pub fn deliver(
         summary.deferred = summary.waiting.saturating_sub(failed_now);
     }
     Ok(summary)
+}
+
+/// Syncs what a batched transport wrote, then marks it sent in one transaction; when the sync
+/// fails, nothing of it is marked and it is all tried again next run.
+fn mark_batch(
+    state: &mut State,
+    mailer: &mut Mailer,
+    written: &mut Vec<i64>,
+    summary: &mut RunSummary,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    match mailer.sync() {
+        Ok(()) => state.mark_all_sent(written, now)?,
+        Err(e) => {
+            log::warn!(
+                "{} emails not sent: syncing them to disk failed ({e}); they are retried next run",
+                written.len()
+            );
+            for id in written.iter() {
+                state.mark_failed(*id, &format!("syncing to disk: {e}"), false)?;
+            }
+            summary.sent -= written.len();
+        }
+    }
+    written.clear();
+    Ok(())
 }
 
 #[cfg(test)]

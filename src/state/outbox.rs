@@ -164,13 +164,23 @@ impl State {
         self.context(rows.and_then(Iterator::collect))
     }
 
-    pub fn mark_sent(&self, outbox_id: i64, at: DateTime<Utc>) -> Result<()> {
-        self.context(self.conn.execute(
-            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
-             text_body = NULL, html_body = NULL WHERE id = ?1",
-            params![outbox_id, at.timestamp_millis()],
-        ))?;
-        Ok(())
+    pub fn mark_sent(&mut self, outbox_id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.mark_all_sent(&[outbox_id], at)
+    }
+
+    /// Marks a batch sent, in one transaction: for a transport whose acknowledgement survives a
+    /// crash (`Mailer::acknowledges_durably`).
+    pub fn mark_all_sent(&mut self, outbox_ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+        self.atomically(|tx| {
+            let mut stmt = tx.0.prepare_cached(
+                "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+                 text_body = NULL, html_body = NULL WHERE id = ?1",
+            )?;
+            for id in outbox_ids {
+                stmt.execute(params![id, at.timestamp_millis()])?;
+            }
+            Ok(())
+        })
     }
 
     /// Records a failed attempt; `park` takes the email out of the retry queue for good.

@@ -468,6 +468,11 @@ pub fn assert_each_once(server: &SmtpServer, expected: usize, allowed_dups: usiz
     );
 }
 
+/// Runs SQL on a fixture's state file, as a crash or a hand edit leaves it.
+pub fn sql_on_state(f: &Fixture, sql: &str) {
+    Connection::open(&f.state).unwrap().execute_batch(sql).unwrap();
+}
+
 pub fn mails(server: &SmtpServer) -> Vec<Mail> {
     server.received().iter().map(Mail::read).collect()
 }
