@@ -69,6 +69,14 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// List this many conversations, most urgent first (the counts cover all)
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+
+    /// List every conversation
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+
     /// Act as if it were this instant (RFC 3339): "recently" is the week before it
     #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     pub now: Option<DateTime<Utc>>,

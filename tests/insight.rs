@@ -46,6 +46,34 @@ fn status_lists_each_conversation_where_it_stands_and_changes_nothing() {
     assert_eq!(out.stdout.lines().count(), 3, "summary, header, one row: {}", out.stdout);
 }
 
+/// A busy site has thousands of chats in progress: status counts them all and lists the most
+/// urgent (50 by default), reading names from the source for those only.
+#[test]
+fn status_lists_the_most_urgent_and_counts_the_rest() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.run_at("2026-11-24T09:00:00Z", &[], 0); // the first run, before the chats
+    for i in 0..60 {
+        let id = format!("t{i:02}");
+        f.conversation(&id, "2026-11-24T10:30:00Z");
+        f.visitor(&id, &format!("2026-11-24T10:30:{i:02}Z"), Some("name"), &format!("Visitor {i:02}"));
+    }
+    f.run_at("2026-11-24T10:31:00Z", &[], 0); // all still typing
+    let now = ["--now", "2026-11-24T10:31:00Z"];
+    let out = f.run(&[&["status"][..], &now].concat());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("0 parked, 0 failed, 0 pending, 60 waiting"), "{}", out.stdout);
+    assert_eq!(lines.len(), 1 + 1 + 50 + 1, "counts, header, 50 rows, the note: {}", out.stdout);
+    assert!(lines[2].contains("Visitor 59"), "the most recent first: {}", lines[2]);
+    assert_eq!(lines[52], "... and 10 more, less urgent (--limit N, or --all to list every one)");
+    let all = f.run(&[&["status", "--all"][..], &now].concat());
+    assert_eq!(all.stdout.lines().count(), 62, "{}", all.stdout);
+    let json = f.run(&[&["status", "--json", "--limit", "5", "--bot", "lead"][..], &now].concat());
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!((json["conversations"].as_array().unwrap().len(), &json["not_listed"]), (5, &serde_json::json!(55)));
+    assert_eq!(json["summary"]["waiting"], 60, "a bot the state has not learned yet is the source's");
+}
+
 #[test]
 fn completions_and_man_page_come_from_the_command_line_definition() {
     let f = Fixture::new(1);

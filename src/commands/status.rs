@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::mail::{render, thread};
-use crate::state::{Standing, State};
+use crate::state::{Standing, State, StatusRow};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -29,23 +29,27 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let rows = if config.state.exists() { rows(config, since)? } else { Vec::new() };
-    let rows: Vec<Row> = rows
-        .into_iter()
-        .filter(|r| args.bot.as_ref().is_none_or(|b| *b == r.bot_id))
-        .filter(|r| args.state.is_none_or(|s| s == r.state))
-        .collect();
+    let all =
+        if config.state.exists() { State::open_read_only(&config.state)?.status_rows(since)? } else { Vec::new() };
+    let all = of_bot(config, all, args.bot.as_deref())?;
+    let all: Vec<StatusRow> = all.into_iter().filter(|r| args.state.is_none_or(|s| s == r.standing)).collect();
     let mut counts: HashMap<Standing, usize> = HashMap::new();
-    for r in &rows {
-        *counts.entry(r.state).or_default() += 1;
+    for r in &all {
+        *counts.entry(r.standing).or_default() += 1;
     }
     let count = |s: &Standing| counts.get(s).copied().unwrap_or(0);
+    // The most urgent first (status_rows' order); names and visitors from the source for the
+    // ones listed only: what a person reads, not the whole open set.
+    let shown = if args.all { all.len() } else { args.limit.min(all.len()) };
+    let more = all.len() - shown;
+    let rows = if shown > 0 { rows(config, all.into_iter().take(shown).collect())? } else { Vec::new() };
     let next_send = next_send(config, now)?;
     if args.json {
         let summary: serde_json::Map<String, serde_json::Value> =
             Standing::ALL.iter().map(|s| (s.name().to_owned(), count(s).into())).collect();
         let out = serde_json::json!({
             "summary": summary, "notified_since": since, "next_send": next_send, "conversations": rows,
+            "not_listed": more,
         });
         return super::print(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -81,7 +85,28 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
             r.last_error.as_deref().map(|e| cut(e, 60)).unwrap_or_default()
         );
     }
+    if more > 0 {
+        let _ = writeln!(out, "... and {more} more, less urgent (--limit N, or --all to list every one)");
+    }
     super::print(out)
+}
+
+/// Only the conversations of `bot`: by the bot the state learned, or the source's where the
+/// state has none yet (a conversation not judged so far), a page at a time.
+fn of_bot(config: &Config, rows: Vec<StatusRow>, bot: Option<&str>) -> Result<Vec<StatusRow>> {
+    let Some(bot) = bot else { return Ok(rows) };
+    let unknown: Vec<&str> = rows.iter().filter(|r| r.bot_id.is_none()).map(|r| r.conversation_id.as_str()).collect();
+    let mut learned: HashMap<String, String> = HashMap::new();
+    if !unknown.is_empty() {
+        let source = crate::source::open(config)?;
+        for page in unknown.chunks(500) {
+            learned.extend(source.conversations(page)?.into_values().map(|c| (c.id, c.bot_id)));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.bot_id.as_deref().or_else(|| learned.get(&r.conversation_id).map(String::as_str)) == Some(bot))
+        .collect())
 }
 
 /// When the next email may go, when the rate limits hold the outbox back now.
@@ -110,16 +135,14 @@ fn cut(s: &str, n: usize) -> String {
     crate::text::header(s, n.saturating_sub(1))
 }
 
-/// The state's rows, with names from the export, a page at a time.
-fn rows(config: &Config, since: DateTime<Utc>) -> Result<Vec<Row>> {
-    let state = State::open_read_only(&config.state)?;
-    let mut rows: Vec<Row> = state
-        .status_rows(since)?
+/// The rows listed, with names from the source, a page at a time.
+fn rows(config: &Config, listed: Vec<StatusRow>) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = listed
         .into_iter()
         .map(|s| Row {
             identifier: thread::identifier(&s.conversation_id),
             conversation_id: s.conversation_id,
-            bot_id: String::new(),
+            bot_id: s.bot_id.unwrap_or_default(),
             bot: String::new(),
             visitor: String::new(),
             state: s.standing,

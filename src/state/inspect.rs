@@ -47,6 +47,8 @@ impl Standing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusRow {
     pub conversation_id: String,
+    /// As the state learned it when the conversation was first judged; none before.
+    pub bot_id: Option<String>,
     pub standing: Standing,
     pub last_activity: DateTime<Utc>,
     pub emails: u32,
@@ -66,16 +68,16 @@ impl State {
     /// then most recent; "notified" means an email sent since `since`.
     pub fn status_rows(&self, since: DateTime<Utc>) -> Result<Vec<StatusRow>> {
         let mut stmt = self.context(self.conn.prepare(
-            "SELECT id, 'waiting', last_activity, emails, NULL FROM conversations \
+            "SELECT id, 'waiting', last_activity, emails, NULL, bot_id FROM conversations \
                WHERE last_message > covered_through AND last_message > held_through \
-             UNION ALL SELECT id, 'held', last_activity, emails, NULL FROM conversations \
+             UNION ALL SELECT id, 'held', last_activity, emails, NULL, bot_id FROM conversations \
                WHERE held_through > covered_through AND last_message <= held_through \
              UNION ALL SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' \
                  WHEN o.attempts > 0 THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), \
-                 coalesce(c.emails, 0), o.last_error \
+                 coalesce(c.emails, 0), o.last_error, c.bot_id \
                FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
                WHERE o.status IN ('pending', 'parked') \
-             UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL \
+             UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id \
                FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' AND o.sent_at >= ?1",
         ))?;
         let raw = stmt.query_map([since.timestamp_millis()], |r| {
@@ -86,6 +88,7 @@ impl State {
                 last_activity: millis(r.get(2)?),
                 emails: r.get(3)?,
                 last_error: r.get(4)?,
+                bot_id: r.get(5)?,
             })
         });
         let mut by_id: std::collections::HashMap<String, StatusRow> = std::collections::HashMap::new();
