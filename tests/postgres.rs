@@ -8,7 +8,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chat_notifier::source::export_v1;
-use chat_notifier::source::sql::{Param, postgres_sql};
 use support::pg::{EXPORT_SCHEMA, PgExport};
 use support::{Fixture, SmtpServer, mails, pg};
 
@@ -184,23 +183,8 @@ fn no_query_a_run_makes_scans_the_export_on_postgres() {
     let url = cluster.database();
     let mut client = cluster.client(&url);
     client.batch_execute(EXPORT_SCHEMA).unwrap();
-    client.batch_execute("ANALYZE; SET enable_seqscan = off;").unwrap();
     for (_, sql, params) in export_v1::queries() {
-        let sql = postgres_sql(sql, &params);
-        let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
-            .iter()
-            .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
-                match p {
-                    Param::Int(n) => Box::new(*n),
-                    Param::Text(t) => Box::new(t.clone()),
-                    Param::Texts(t) => Box::new(t.clone()),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
-        let plan: Vec<String> =
-            client.query(&format!("EXPLAIN {sql}"), &refs).unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
-        let plan = plan.join("\n");
+        let plan = pg::plan(&mut client, sql, &params);
         assert!(!plan.contains("Seq Scan on messages") && !plan.contains("Seq Scan on conversations"), "{sql}\n{plan}");
         assert!(plan.contains("Index"), "{sql}\n{plan}");
     }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use chat_notifier::source::sql::{Param, postgres_sql};
 use chat_notifier::source::typebot;
 use serde_json::json;
 use support::typebot::{ASK_EMAIL, ASK_NAME, ASK_PHONE, CLOSING, LEAD_BOT, RESULT_INDEX, WELCOME};
@@ -229,23 +228,8 @@ fn no_query_a_run_makes_scans_typebot_s_tables() {
     let mut client = cluster.client(&url);
     client.batch_execute(support::typebot::SCHEMA).unwrap();
     client.batch_execute(RESULT_INDEX).unwrap();
-    client.batch_execute("ANALYZE; SET enable_seqscan = off;").unwrap();
     for (sql, params) in typebot::queries() {
-        let sql = postgres_sql(sql, &params);
-        let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
-            .iter()
-            .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
-                match p {
-                    Param::Int(n) => Box::new(*n),
-                    Param::Text(t) => Box::new(t.clone()),
-                    Param::Texts(t) => Box::new(t.clone()),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
-        let plan: Vec<String> =
-            client.query(&format!("EXPLAIN {sql}"), &refs).unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
-        let plan = plan.join("\n");
+        let plan = pg::plan(&mut client, sql, &params);
         assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
     }
 }

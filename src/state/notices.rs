@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
@@ -54,13 +53,7 @@ impl State {
                 name: r.get(1)?,
                 last_activity: millis(r.get(2)?),
                 silent_since: r.get::<_, Option<i64>>(3)?.map(millis),
-                thread: Thread {
-                    subject: r.get(4)?,
-                    message_ids: r.get::<_, String>(5)?.split_whitespace().map(str::to_owned).collect(),
-                    index: r
-                        .get::<_, Option<String>>(6)?
-                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),
-                },
+                thread: super::thread(r.get(4)?, &r.get::<_, String>(5)?, r.get(6)?),
             })
         });
         self.context(rows.and_then(Iterator::collect))

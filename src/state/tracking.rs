@@ -2,7 +2,6 @@
 //! writes that record a decision.
 
 use anyhow::Result;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -445,13 +444,7 @@ fn open_row(r: &Row) -> rusqlite::Result<Open> {
             covered_through: r.get(4)?,
             emails: r.get(5)?,
         },
-        thread: Thread {
-            subject: r.get(6)?,
-            message_ids: r.get::<_, String>(7)?.split_whitespace().map(str::to_owned).collect(),
-            index: r
-                .get::<_, Option<String>>(9)?
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),
-        },
+        thread: super::thread(r.get(6)?, &r.get::<_, String>(7)?, r.get(9)?),
         missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
     })
 }

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use chat_notifier::source::sql::{Param, postgres_sql};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,6 +125,27 @@ impl Cluster {
     fn admin(&self) -> postgres::Client {
         self.client(&self.url("postgres"))
     }
+}
+
+/// The plan PostgreSQL makes for a source's query (written for both databases), its parameters
+/// typed as the source binds them; with sequential scans priced out, so a plan that still scans
+/// a table has no index to use.
+pub fn plan(client: &mut postgres::Client, sql: &str, params: &[Param]) -> String {
+    let sql = postgres_sql(sql, params);
+    let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
+        .iter()
+        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+            match p {
+                Param::Int(n) => Box::new(*n),
+                Param::Text(t) => Box::new(t.clone()),
+                Param::Texts(t) => Box::new(t.clone()),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
+    client.batch_execute("ANALYZE; SET enable_seqscan = off;").unwrap();
+    let rows = client.query(&format!("EXPLAIN {sql}"), &refs).unwrap();
+    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
 }
 
 /// Export schema v1 as a PostgreSQL exporter writes it: ids from a sequence, times as
