@@ -516,7 +516,10 @@ fn state_errors_name_the_state_file() {
     // A state file one schema version behind (as the previous release wrote it).
     Connection::open(&f.state)
         .unwrap()
-        .execute_batch("DROP INDEX conversations_ended; DROP INDEX conversations_idle; PRAGMA user_version = 10;")
+        .execute_batch(
+            "DROP INDEX conversations_ended; DROP INDEX conversations_idle; DROP INDEX conversations_held; \
+             PRAGMA user_version = 10;",
+        )
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);

@@ -29,20 +29,30 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let all =
-        if config.state.exists() { State::open_read_only(&config.state)?.status_rows(since)? } else { Vec::new() };
-    let all = of_bot(config, all, args.bot.as_deref())?;
-    let all: Vec<StatusRow> = all.into_iter().filter(|r| args.state.is_none_or(|s| s == r.standing)).collect();
-    let mut counts: HashMap<Standing, usize> = HashMap::new();
-    for r in &all {
-        *counts.entry(r.standing).or_default() += 1;
-    }
+    let state = if config.state.exists() { Some(State::open_read_only(&config.state)?) } else { None };
+    let (counts, listed, total) = match &state {
+        None => (HashMap::new(), Vec::new(), 0),
+        // The default view: counts and the most urgent, without reading every conversation.
+        Some(state) if !args.all && args.bot.is_none() && args.state.is_none() => {
+            let page = state.status_page(since, args.limit)?;
+            let total = page.counts.iter().map(|(_, n)| n).sum();
+            (page.counts.into_iter().collect(), page.rows, total)
+        }
+        Some(state) => {
+            let all = of_bot(config, state.status_rows(since)?, args.bot.as_deref())?;
+            let all: Vec<StatusRow> = all.into_iter().filter(|r| args.state.is_none_or(|s| s == r.standing)).collect();
+            let mut counts: HashMap<Standing, usize> = HashMap::new();
+            for r in &all {
+                *counts.entry(r.standing).or_default() += 1;
+            }
+            let (total, shown) = (all.len(), if args.all { all.len() } else { args.limit });
+            (counts, all.into_iter().take(shown).collect(), total)
+        }
+    };
     let count = |s: &Standing| counts.get(s).copied().unwrap_or(0);
-    // The most urgent first (status_rows' order); names and visitors from the source for the
-    // ones listed only: what a person reads, not the whole open set.
-    let shown = if args.all { all.len() } else { args.limit.min(all.len()) };
-    let more = all.len() - shown;
-    let rows = if shown > 0 { rows(config, all.into_iter().take(shown).collect())? } else { Vec::new() };
+    let more = total - listed.len();
+    // Names and visitors from the source for the ones listed only: what a person reads.
+    let rows = if listed.is_empty() { Vec::new() } else { rows(config, listed)? };
     let next_send = next_send(config, now)?;
     if args.json {
         let summary: serde_json::Map<String, serde_json::Value> =

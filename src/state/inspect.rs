@@ -55,12 +55,47 @@ pub struct StatusRow {
     pub last_error: Option<String>,
 }
 
+/// How many conversations stand where, and the most urgent of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusPage {
+    pub counts: Vec<(Standing, usize)>,
+    pub rows: Vec<StatusRow>,
+}
+
 /// What `check` says of a state file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub conversations: i64,
     pub waiting: i64,
     pub parked: i64,
+}
+
+fn status_row(r: &rusqlite::Row) -> rusqlite::Result<StatusRow> {
+    let standing: String = r.get(1)?;
+    Ok(StatusRow {
+        conversation_id: r.get(0)?,
+        standing: Standing::ALL.into_iter().find(|s| s.name() == standing).unwrap_or(Standing::Waiting),
+        last_activity: millis(r.get(2)?),
+        emails: r.get(3)?,
+        last_error: r.get(4)?,
+        bot_id: r.get(5)?,
+    })
+}
+
+/// Each conversation once, under its most urgent standing; most urgent first, then most recent.
+fn dedupe(raw: Vec<StatusRow>) -> Vec<StatusRow> {
+    let mut by_id: std::collections::HashMap<String, StatusRow> = std::collections::HashMap::new();
+    for row in raw {
+        match by_id.get(&row.conversation_id) {
+            Some(seen) if seen.standing <= row.standing => {}
+            _ => {
+                by_id.insert(row.conversation_id.clone(), row);
+            }
+        }
+    }
+    let mut rows: Vec<StatusRow> = by_id.into_values().collect();
+    rows.sort_by(|a, b| a.standing.cmp(&b.standing).then(b.last_activity.cmp(&a.last_activity)));
+    rows
 }
 
 impl State {
@@ -80,30 +115,81 @@ impl State {
              UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id \
                FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' AND o.sent_at >= ?1",
         ))?;
-        let raw = stmt.query_map([since.timestamp_millis()], |r| {
-            let standing: String = r.get(1)?;
-            Ok(StatusRow {
-                conversation_id: r.get(0)?,
-                standing: Standing::ALL.into_iter().find(|s| s.name() == standing).unwrap_or(Standing::Waiting),
-                last_activity: millis(r.get(2)?),
-                emails: r.get(3)?,
-                last_error: r.get(4)?,
-                bot_id: r.get(5)?,
-            })
-        });
-        let mut by_id: std::collections::HashMap<String, StatusRow> = std::collections::HashMap::new();
-        for row in self.context(raw)? {
-            let row = self.context(row)?;
-            match by_id.get(&row.conversation_id) {
-                Some(seen) if seen.standing <= row.standing => {}
-                _ => {
-                    by_id.insert(row.conversation_id.clone(), row);
-                }
-            }
-        }
-        let mut rows: Vec<StatusRow> = by_id.into_values().collect();
-        rows.sort_by(|a, b| a.standing.cmp(&b.standing).then(b.last_activity.cmp(&a.last_activity)));
-        Ok(rows)
+        let raw = stmt.query_map([since.timestamp_millis()], status_row);
+        Ok(dedupe(self.context(raw.and_then(Iterator::collect))?))
+    }
+
+    /// What `status` shows by default: how many conversations stand where (each under its most
+    /// urgent standing, as `status_rows` counts them) and the `limit` most urgent, without
+    /// reading every one: counts through the partial indexes, the rows listed a range of each.
+    pub fn status_page(&self, since: DateTime<Utc>, limit: usize) -> Result<StatusPage> {
+        const OPEN: &str = "last_message > covered_through AND last_message > held_through";
+        const HELD: &str = "held_through > covered_through AND last_message <= held_through";
+        // A conversation with an email waiting or parked stands there, whatever else holds.
+        const UNQUEUED: &str = "id NOT IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
+        let since = since.timestamp_millis();
+        let count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<usize> {
+            self.context(self.conn.query_row(sql, params, |r| r.get(0)))
+        };
+        // The sent emails of the week whose conversations stand nowhere more urgent.
+        let notified = format!(
+            "FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' \
+             AND o.sent_at >= ?1 AND NOT ({OPEN}) AND NOT ({HELD}) AND c.{UNQUEUED}"
+        );
+        let mut rows = dedupe(self.status_query(
+            "SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' WHEN o.attempts > 0 \
+             THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), coalesce(c.emails, 0), \
+             o.last_error, c.bot_id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
+             WHERE o.status IN ('pending', 'parked')",
+            &[],
+        )?);
+        let mut counts: Vec<(Standing, usize)> = [Standing::Parked, Standing::Failed, Standing::Pending]
+            .map(|s| (s, rows.iter().filter(|r| r.standing == s).count()))
+            .into();
+        counts.push((
+            Standing::Waiting,
+            count(&format!("SELECT count(*) FROM conversations WHERE {OPEN} AND {UNQUEUED}"), &[])?,
+        ));
+        counts.push((
+            Standing::Held,
+            count(&format!("SELECT count(*) FROM conversations WHERE {HELD} AND {UNQUEUED}"), &[])?,
+        ));
+        counts.push((
+            Standing::Notified,
+            count(&format!("SELECT count(DISTINCT o.conversation_id) {notified}"), &[&since])?,
+        ));
+
+        let listed = |standing: &str, filter: &str, order: &str| {
+            format!(
+                "SELECT id, '{standing}', last_activity, emails, NULL, bot_id FROM conversations \
+                 WHERE {filter} AND {UNQUEUED} ORDER BY {order} LIMIT ?1"
+            )
+        };
+        let left = |rows: &Vec<StatusRow>| limit.saturating_sub(rows.len()) as i64;
+        // Waiting: the ended ones (few: each run emails them) and the idle index read backwards.
+        let mut open =
+            self.status_query(&listed("waiting", &format!("{OPEN} AND ended"), "last_activity DESC"), &[&left(&rows)])?;
+        open.extend(self.status_query(
+            &listed("waiting", &format!("{OPEN} AND NOT ended"), "last_activity DESC, id DESC"),
+            &[&left(&rows)],
+        )?);
+        open.sort_by_key(|r| std::cmp::Reverse(r.last_activity));
+        rows.extend(open);
+        rows.truncate(limit);
+        rows.extend(self.status_query(&listed("held", HELD, "last_activity DESC"), &[&left(&rows)])?);
+        let sql = format!(
+            "SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id {notified} \
+             GROUP BY o.conversation_id ORDER BY c.last_activity DESC LIMIT ?2"
+        );
+        rows.extend(self.status_query(&sql, &[&since, &left(&rows)])?);
+        rows.truncate(limit);
+        Ok(StatusPage { counts, rows })
+    }
+
+    fn status_query(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<StatusRow>> {
+        let mut stmt = self.context(self.conn.prepare(sql))?;
+        let rows = stmt.query_map(params, status_row);
+        self.context(rows.and_then(Iterator::collect))
     }
 
     pub fn summary(&self) -> Result<Summary> {
@@ -147,5 +233,64 @@ impl State {
             let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
             Ok((conversations, emails))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default view reads ranges and counts; it must say what reading everything says.
+    #[test]
+    fn the_status_page_agrees_with_the_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("state.sqlite")).unwrap();
+        let at = |m: i64| 1_790_000_000_000 + m * 60_000;
+        let conversation = "INSERT INTO conversations (id, last_message, last_activity, ended, covered_through, \
+                            held_through, emails) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)";
+        // (id, last message, minute, ended, covered through, held through)
+        let rows = [
+            ("typing", 5, 50, false, 0, 0),
+            ("ended", 5, 40, true, 0, 0),
+            ("held", 5, 30, false, 0, 5),
+            ("queued-and-open", 9, 60, false, 0, 0),
+            ("notified", 5, 20, false, 5, 0),
+            ("notified-then-typing", 9, 70, false, 5, 0),
+            ("parked", 5, 10, false, 5, 0),
+            ("old", 5, -20_000, false, 5, 0),
+        ];
+        for (id, last, minute, ended, covered, held) in rows {
+            state.conn.execute(conversation, rusqlite::params![id, last, at(minute), ended, covered, held]).unwrap();
+        }
+        let outbox = "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, status, \
+                      attempts, sent_at, mail_from, mail_to, mail_cc, subject) VALUES (?1, 'abandoned', 5, ?2, ?3, ?4, \
+                      ?5, ?6, 'a@b.c', 'a@b.c', '', 's')";
+        for (i, (id, status, attempts, sent)) in [
+            ("queued-and-open", "pending", 1, None),
+            ("notified", "sent", 1, Some(at(25))),
+            ("notified-then-typing", "sent", 1, Some(at(26))),
+            ("parked", "parked", 5, None),
+            ("old", "sent", 1, Some(at(-20_000))),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            state
+                .conn
+                .execute(outbox, rusqlite::params![id, format!("<m{i}@x>"), at(0), status, attempts, sent])
+                .unwrap();
+        }
+        let since = millis(at(0));
+        let full = state.status_rows(since).unwrap();
+        for limit in [1, 3, 50] {
+            let StatusPage { counts, rows: page } = state.status_page(since, limit).unwrap();
+            let expected: Vec<_> = full.iter().take(limit).map(|r| (&r.conversation_id, r.standing)).collect();
+            assert_eq!(page.iter().map(|r| (&r.conversation_id, r.standing)).collect::<Vec<_>>(), expected, "{limit}");
+            for (standing, n) in counts {
+                assert_eq!(n, full.iter().filter(|r| r.standing == standing).count(), "{standing:?}");
+            }
+        }
+        let names: Vec<&str> = full.iter().map(|r| r.conversation_id.as_str()).collect();
+        assert_eq!(names, ["parked", "queued-and-open", "notified-then-typing", "typing", "ended", "held", "notified"]);
     }
 }

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
-pub use inspect::{Standing, StatusRow, Summary};
+pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
 pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
@@ -187,6 +187,9 @@ CREATE INDEX conversations_ended ON conversations (id)
     WHERE last_message > covered_through AND last_message > held_through AND ended;
 CREATE INDEX conversations_idle ON conversations (last_activity, id)
     WHERE last_message > covered_through AND last_message > held_through AND NOT ended;
+-- What status lists first of those held back by the rules: the most recent.
+CREATE INDEX conversations_held ON conversations (last_activity)
+    WHERE held_through > covered_through AND last_message <= held_through;
 "#,
 ];
 
