@@ -1,6 +1,8 @@
 //! The cron job: one run orders ingest (fold what the source wrote since the last run into the
-//! state), decide (which conversations reached a new state, under the owner's rules, each
-//! decision queued with its email in one transaction) and deliver (send what the outbox holds).
+//! state), watch (the silent-source alarm, on what ingest read), decide (which conversations
+//! reached a new state, under the owner's rules, each decision queued with its email, or listed
+//! for a digest, in one transaction), the digests due, the flood guard (what is over the burst,
+//! summarised) and deliver (send what the outbox holds).
 
 pub mod classify;
 mod decide;
