@@ -54,7 +54,7 @@ while [ "$t" -le "$end" ]; do
 done
 
 # The text part of an email, quoted-printable undone (soft breaks, =3D).
-text() { sed -n '/^Content-Type: text\/plain/,/^--[0-9A-Za-z]/p' "$1" | sed -e '1,3d;$d' -e ':a' -e '/=$/{N;s/=\n//;ba' -e '}' -e 's/=3D/=/g'; }
+text() { sed -n '/^Content-Type: text\/plain/,/^--[0-9A-Za-z]/p' "$1" | tr -d '\r' | sed -e '1,3d;$d' -e ':a' -e '/=$/{N;s/=\n//;ba' -e '}' -e 's/=3D/=/g'; }
 printf '\n##### The inbox: what each run sent, and the subject (times in Europe/Berlin)\n\n'
 while read -r day time kind id; do
   # The n-th email of a thread: its root subject first, then the "Re: " ones.
@@ -64,7 +64,8 @@ while read -r day time kind id; do
 done <$dir/sent.log
 printf '\n##### The digest\n\n'
 text "$(grep -l '^X-Chat-State: digest' $dir/outbox/*.eml)"
-for f in $(grep -l '^X-Chat-State: alert' $dir/outbox/*.eml); do
+for f in $(grep -l '^X-Chat-State: alert' $dir/outbox/*.eml | while read -r f; do
+  echo "$(date -d "$(sed -n 's/^Date: //p' "$f" | head -1)" +%s) $f"; done | sort -n | cut -d' ' -f2); do
   printf '\n##### %s\n\n' "$(sed -n 's/^Subject: //p' "$f")"
   text "$f"
 done

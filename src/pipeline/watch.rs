@@ -68,7 +68,8 @@ pub fn watch(state: &mut State, routing: &Routing, config: &Config, now: DateTim
             Alarm::Clear { since, back } => (
                 format!("back.{}", back.timestamp_millis()),
                 vec![Block::Paragraph(format!(
-                    "Chats are coming in again for {name}: the latest message at {}, after none since {} ({}).",
+                    "Chats are coming in again for {name}: the latest message at {}, after none since {}, {} \
+                     without any.",
                     at(back),
                     at(since),
                     notice::span(back - since)
