@@ -300,4 +300,12 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
     assert_eq!(m.len(), 5, "the next day's digest; none on the day after, empty");
     assert!(m[4].subject.starts_with("Digest for 2026-11-26: 1 chat [#"), "{}", m[4].subject);
     assert!(m[4].text.contains(" Cy, Lead Bot: abandoned") && !m[4].text.contains("Ann"), "{}", m[4].text);
+
+    // prune forgets the digests and what they listed, once older than it is told.
+    let count = |sql: &str| f.state_rows(sql)[0][0].clone();
+    assert_eq!(count("SELECT count(*) FROM digest_items"), "Integer(3)");
+    let out = f.run(&["prune", "--older-than", "30d", "--now", "2027-01-15T00:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count("SELECT count(*) FROM digest_items"), "Integer(0)");
+    assert_eq!(count("SELECT count(*) FROM outbox WHERE conversation_id LIKE 'digest:%'"), "Integer(0)");
 }

@@ -229,8 +229,21 @@ impl State {
                  (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending')",
                 [before.timestamp_millis()],
             )?;
-            let emails = tx.0.execute("DELETE FROM outbox WHERE conversation_id IN settled", [])?;
+            let mut emails = tx.0.execute("DELETE FROM outbox WHERE conversation_id IN settled", [])?;
             let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
+            // The notices sent before then (digests, summaries, alerts: their threads live in
+            // `bots`), and what digests sent then listed.
+            emails += tx.0.execute(
+                "DELETE FROM outbox WHERE status = 'sent' AND sent_at < ?1 \
+                 AND (conversation_id LIKE 'digest:%' OR conversation_id LIKE 'summary:%' \
+                      OR conversation_id LIKE 'alert:%') \
+                 AND conversation_id NOT IN (SELECT id FROM conversations)",
+                [before.timestamp_millis()],
+            )?;
+            tx.0.execute(
+                "DELETE FROM digest_items WHERE sent_in IS NOT NULL AND listed_at < ?1",
+                [before.timestamp_millis()],
+            )?;
             Ok((conversations, emails))
         })
     }
