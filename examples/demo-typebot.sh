@@ -12,14 +12,16 @@ cargo build --quiet --bin chat-notifier --example typebot_db
 notifier="target/debug/chat-notifier --config examples/typebot.toml"
 writer=target/debug/examples/typebot_db
 url="postgresql://postgres@127.0.0.1:5545/typebot?sslmode=disable"
-rm -rf target/demo-typebot && mkdir -p target/demo-typebot/pg
-
+rm -rf target/demo-typebot && mkdir -p target/demo-typebot
+# The server's files in a temporary folder: one the unprivileged server user can reach
+# wherever the checkout lives.
+pg=$(mktemp -d)
 server() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown nobody:nogroup target/demo-typebot/pg
-server "$pgbin/initdb" -D target/demo-typebot/pg/data -A trust -U postgres --no-sync >/dev/null
-server "$pgbin/pg_ctl" -D target/demo-typebot/pg/data -l target/demo-typebot/pg/log -w start \
-  -o "-c listen_addresses=127.0.0.1 -p 5545 -k $PWD/target/demo-typebot/pg -c fsync=off" >/dev/null
-trap 'server "$pgbin/pg_ctl" -D target/demo-typebot/pg/data -m fast stop >/dev/null' EXIT
+[ "$(id -u)" = 0 ] && chown nobody:nogroup "$pg"
+server "$pgbin/initdb" -D "$pg/data" -A trust -U postgres --no-sync >/dev/null
+server "$pgbin/pg_ctl" -D "$pg/data" -l "$pg/log" -w start \
+  -o "-c listen_addresses=127.0.0.1 -p 5545 -k $pg -c fsync=off" >/dev/null
+trap 'server "$pgbin/pg_ctl" -D "$pg/data" -m fast stop >/dev/null; rm -rf "$pg"' EXIT
 server "$pgbin/psql" -X -q -h 127.0.0.1 -p 5545 -U postgres -c "CREATE DATABASE typebot"
 
 step() { printf '\n##### %s\n\n' "$*"; }
