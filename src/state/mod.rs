@@ -188,8 +188,13 @@ CREATE INDEX conversations_ended ON conversations (id)
 CREATE INDEX conversations_idle ON conversations (last_activity, id)
     WHERE last_message > covered_through AND last_message > held_through AND NOT ended;
 -- What status lists first of those held back by the rules: the most recent.
-CREATE INDEX conversations_held ON conversations (last_activity)
+CREATE INDEX conversations_held ON conversations (last_activity, id, last_message, covered_through, held_through)
     WHERE held_through > covered_through AND last_message <= held_through;
+-- The open index also carries the columns its condition names, so status counts the open
+-- conversations from the index alone, not from each one's row.
+DROP INDEX conversations_open;
+CREATE INDEX conversations_open ON conversations (id, ended, last_activity, last_message, covered_through, held_through)
+    WHERE last_message > covered_through AND last_message > held_through;
 "#,
 ];
 
@@ -424,6 +429,19 @@ mod tests {
             let params = rusqlite::params_from_iter(["", "0", "0", "0"].iter().take(n));
             let plan: String = conn.query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3)).unwrap();
             assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}: {plan}");
+        }
+    }
+
+    /// status counts the open and the held conversations from their indexes alone.
+    #[test]
+    fn status_counts_from_covering_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        for (condition, index) in inspect::COUNTED {
+            let sql = format!("EXPLAIN QUERY PLAN {}", inspect::count_sql(condition));
+            let plan: Vec<String> =
+                conn.prepare(&sql).unwrap().query_map([], |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+            assert!(plan[0].contains(&format!("COVERING INDEX {index}")), "{sql}: {plan:?}");
         }
     }
 
