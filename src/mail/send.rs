@@ -104,11 +104,12 @@ impl Mailer {
         Ok(())
     }
 
-    /// Whether the transport's own acknowledgement of an email survives a crash before the
-    /// state marks it sent, so that marks may be batched (`sync` first): a folder's file renamed
-    /// into place is found again by the next run. An SMTP server's 250 is not.
-    pub fn acknowledges_durably(&self) -> bool {
-        matches!(self, Mailer::Folder(_))
+    /// Whether sends may be marked sent a page at a time (after `sync`) instead of one by one:
+    /// where the transport's own acknowledgement survives a crash (a folder's file renamed into
+    /// place is found again by the next run), and for a preview, whose state is a scratch copy
+    /// thrown away after. An SMTP server's 250 is neither.
+    pub fn marks_in_batches(&self) -> bool {
+        matches!(self, Mailer::Folder(_) | Mailer::Print(_))
     }
 
     /// Makes what was written since the last call durable: one sync of the folder's file

@@ -56,9 +56,10 @@ pub fn deliver(
     let mut throttled = false;
     let mut failed_now = 0;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
-    // Where the transport's acknowledgement survives a crash (a folder's file), sends are
-    // marked a page at a time, after one sync; elsewhere each as soon as it is acknowledged.
-    let batched = mailer.acknowledges_durably();
+    // Where the transport's acknowledgement survives a crash (a folder's file), and for a
+    // preview, sends are marked a page at a time, after one sync; elsewhere each as soon as it
+    // is acknowledged.
+    let batched = mailer.marks_in_batches();
     let mut written: Vec<i64> = Vec::new();
     let mut after = 0;
     'pages: loop {

@@ -168,8 +168,7 @@ impl State {
         self.mark_all_sent(&[outbox_id], at)
     }
 
-    /// Marks a batch sent, in one transaction: for a transport whose acknowledgement survives a
-    /// crash (`Mailer::acknowledges_durably`).
+    /// Marks a batch sent, in one transaction (`Mailer::marks_in_batches`).
     pub fn mark_all_sent(&mut self, outbox_ids: &[i64], at: DateTime<Utc>) -> Result<()> {
         self.atomically(|tx| {
             let mut stmt = tx.0.prepare_cached(

@@ -133,11 +133,13 @@ impl State {
         let crowd = crate::pipeline::people::CROWD;
         // Counted first, and no further than a crowd: an id on thousands of chats costs no more
         // than one on a few.
-        let total: usize = self.context(self.conn.query_row(
-            "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
-            params![visitor_id, except, (crowd + 1) as i64],
-            |r| r.get(0),
-        ))?;
+        let total: usize = self.context(
+            self.conn
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
+                )
+                .and_then(|mut stmt| stmt.query_row(params![visitor_id, except, (crowd + 1) as i64], |r| r.get(0))),
+        )?;
         if total == 0 || total > crowd {
             return Ok((Vec::new(), total));
         }
