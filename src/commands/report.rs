@@ -55,7 +55,6 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
     let mut steps: Vec<String> = Vec::new();
     let mut questions: Vec<(String, String)> = Vec::new();
     let mut asks: Vec<(String, String)> = Vec::new();
-    let mut fields: Vec<(String, String)> = Vec::new();
     let mut at_step: Option<&str> = None;
     for m in messages {
         match m.author {
@@ -75,15 +74,8 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
             }
             _ => {}
         }
-        if let Some((name, value)) = m.gives_field()
-            && !value.trim().is_empty()
-        {
-            match fields.iter_mut().find(|(n, _)| n == name) {
-                Some(f) => f.1 = value.trim().to_owned(),
-                None => fields.push((name.to_owned(), value.trim().to_owned())),
-            }
-        }
     }
+    let fields = crate::source::given_fields(messages);
     let end = messages.iter().position(Message::ends_flow);
     let first = messages.first().map(|m| m.sent_at);
     let last = messages.iter().map(|m| m.sent_at).max();

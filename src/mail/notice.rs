@@ -123,6 +123,12 @@ fn html(subject: &str, body: &[Block]) -> String {
     out
 }
 
+/// Recipients stored as text (in the outbox, in a digest's route); one that does not parse
+/// back is no recipient.
+pub fn mailboxes(stored: &str) -> Vec<Mailbox> {
+    stored.parse::<Mailboxes>().map(|m| m.into_iter().collect()).unwrap_or_default()
+}
+
 /// Text made safe for HTML, as an element's content or an attribute's value.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

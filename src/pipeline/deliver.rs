@@ -99,14 +99,12 @@ pub fn deliver(
                 break 'pages;
             }
             match mailer.send(&p.email)? {
-                Ok(()) if batched => {
-                    written.push(p.id);
-                    left = left.saturating_sub(1);
-                    log::info!("{} {what} to {}", mailer.verb(), send::recipients(&p.email));
-                    summary.sent += 1;
-                }
                 Ok(()) => {
-                    state.mark_sent(p.id, now)?;
+                    if batched {
+                        written.push(p.id);
+                    } else {
+                        state.mark_sent(p.id, now)?;
+                    }
                     left = left.saturating_sub(1);
                     log::info!("{} {what} to {}", mailer.verb(), send::recipients(&p.email));
                     summary.sent += 1;

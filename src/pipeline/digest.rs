@@ -65,17 +65,7 @@ pub fn listing(
     thread: &Thread,
 ) -> Option<(String, Entry)> {
     let rule = settings.notify.digest.as_ref()?;
-    let fields: Vec<(String, String)> =
-        transcript.iter().filter_map(Message::gives_field).fold(Vec::new(), |mut acc, (n, v)| {
-            let v = v.trim();
-            match acc.iter_mut().find(|(name, _)| name == n) {
-                Some(f) if !v.is_empty() => f.1 = v.to_owned(),
-                Some(_) => {}
-                None if !v.is_empty() => acc.push((n.to_owned(), v.to_owned())),
-                None => {}
-            }
-            acc
-        });
+    let fields = crate::source::given_fields(transcript);
     let has_contact = rule.unless_fields.iter().any(|u| fields.iter().any(|(n, _)| n == u));
     if !rule.states.contains(&state) || has_contact || !thread.message_ids.is_empty() {
         return None;
@@ -174,10 +164,7 @@ fn compose(
         })
         .collect();
     let one_bot = entries.iter().all(|e| e.bot_id == entries[0].bot_id);
-    let parse = |s: &str| {
-        s.parse::<lettre::message::Mailboxes>().map(|m| m.into_iter().collect::<Vec<_>>()).unwrap_or_default()
-    };
-    let (to, cc) = (parse(&route.to), parse(&route.cc));
+    let (to, cc) = (notice::mailboxes(&route.to), notice::mailboxes(&route.cc));
     let n = entries.len();
     notice::compose(&Notice {
         kind: "digest",

@@ -9,7 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use lettre::message::{Mailbox, Mailboxes};
+use lettre::message::Mailbox;
 
 use crate::config::Config;
 use crate::mail::notice::{self, Block, Notice};
@@ -66,9 +66,7 @@ fn by_recipients(rows: &[Waiting]) -> Vec<(Vec<Mailbox>, Vec<Mailbox>, Vec<&Wait
             None => groups.push((&w.to, &w.cc, vec![w])),
         }
     }
-    // Stored as the outbox wrote them; one that does not parse back is no recipient.
-    let parse = |s: &str| s.parse::<Mailboxes>().map(|m| m.into_iter().collect()).unwrap_or_default();
-    groups.into_iter().map(|(to, cc, rows)| (parse(to), parse(cc), rows)).collect()
+    groups.into_iter().map(|(to, cc, rows)| (notice::mailboxes(to), notice::mailboxes(cc), rows)).collect()
 }
 
 /// A first `--backfill` that would email more than the burst asks first: on a terminal, a

@@ -156,6 +156,23 @@ impl Message {
     }
 }
 
+/// Each field a visitor gave in these messages, in the order first given, with the latest
+/// non-blank answer (visitors correct typos), trimmed.
+pub fn given_fields(messages: &[Message]) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for (name, value) in messages.iter().filter_map(Message::gives_field) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match fields.iter_mut().find(|(n, _)| n == name) {
+            Some(f) => f.1 = value.to_owned(),
+            None => fields.push((name.to_owned(), value.to_owned())),
+        }
+    }
+    fields
+}
+
 /// A batch of new activity, and how far it reached (bad rows included, so they are reported
 /// once and never read again).
 #[derive(Debug, Default)]
