@@ -299,8 +299,11 @@ fn fifty() -> u32 {
 fn yes() -> bool {
     true
 }
+/// The subject when the config names none (`mail::render` writes this one without minijinja).
+pub const DEFAULT_SUBJECT: &str = "{{ bot.name }}: chat with {{ visitor.display }}";
+
 fn default_subject() -> String {
-    "{{ bot.name }}: chat with {{ visitor.display }}".to_owned()
+    DEFAULT_SUBJECT.to_owned()
 }
 
 #[derive(Debug, Deserialize)]

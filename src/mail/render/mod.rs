@@ -2,12 +2,14 @@
 //! minijinja templates. Visitor text is untrusted: the HTML templates auto-escape it, and
 //! whatever reaches a header goes through `thread::header_text` first.
 
+mod builtin;
+
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 use lettre::Address;
 use lettre::message::Mailbox;
@@ -26,17 +28,15 @@ use crate::source::{Author, Conversation, Message};
 /// The built-in templates, compiled into the binary so an installed tool needs no files.
 /// A folder named by the `templates` key replaces any of them by file name.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.txt", include_str!("../../templates/base.txt")),
-    ("base.html", include_str!("../../templates/base.html")),
-    ("completed.txt", include_str!("../../templates/completed.txt")),
-    ("completed.html", include_str!("../../templates/completed.html")),
-    ("abandoned.txt", include_str!("../../templates/abandoned.txt")),
-    ("abandoned.html", include_str!("../../templates/abandoned.html")),
-    ("resumed.txt", include_str!("../../templates/resumed.txt")),
-    ("resumed.html", include_str!("../../templates/resumed.html")),
+    ("base.txt", include_str!("../../../templates/base.txt")),
+    ("base.html", include_str!("../../../templates/base.html")),
+    ("completed.txt", include_str!("../../../templates/completed.txt")),
+    ("completed.html", include_str!("../../../templates/completed.html")),
+    ("abandoned.txt", include_str!("../../../templates/abandoned.txt")),
+    ("abandoned.html", include_str!("../../../templates/abandoned.html")),
+    ("resumed.txt", include_str!("../../../templates/resumed.txt")),
+    ("resumed.html", include_str!("../../../templates/resumed.html")),
 ];
-
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 
 /// Instructions one template render may run (minijinja's fuel).
 const TEMPLATE_FUEL: u64 = 5_000_000;
@@ -114,6 +114,10 @@ impl Shown {
 
 /// At most `max` characters of a message, with a note of how many more there were.
 fn cut(body: &str, max: usize) -> Cow<'_, str> {
+    // No more bytes than `max` is no more characters: most messages, with no walk through them.
+    if body.len() <= max {
+        return Cow::Borrowed(body);
+    }
     match body.char_indices().nth(max) {
         None => Cow::Borrowed(body),
         Some((end, _)) => {
@@ -128,9 +132,12 @@ pub struct Renderer {
     limits: Limits,
     /// What each template is called in errors: its file, or "built-in NAME".
     shown: HashMap<String, String>,
+    /// The templates ("{set}/{state}.{ext}") that are built-in and extend the built-in base:
+    /// `builtin` renders them without minijinja.
+    native: HashSet<String>,
+    /// The bots (`Settings::index`) whose subject is the default one, rendered the same way.
+    native_subject: HashSet<usize>,
     html: bool,
-    /// TIME_FORMAT, parsed once: re-parsing it for every timestamp was a tenth of rendering.
-    time_format: Vec<chrono::format::Item<'static>>,
 }
 
 /// One email's worth of decision: which conversation, what it says, where it threads.
@@ -165,9 +172,11 @@ impl Renderer {
             _ => name.into(),
         });
         let mut shown = HashMap::new();
+        let mut native = HashSet::new();
         for (set, folder) in routing.template_sets.iter().enumerate() {
+            let custom = |name: &str| folder.as_ref().map(|dir| dir.join(name)).filter(|p| p.is_file());
             for (name, builtin) in TEMPLATES {
-                let custom = folder.as_ref().map(|dir| dir.join(name)).filter(|p| p.is_file());
+                let custom = custom(name);
                 let source = match &custom {
                     Some(path) => std::fs::read_to_string(path)
                         .with_context(|| format!("template {}: reading", path.display()))?,
@@ -177,13 +186,25 @@ impl Renderer {
                 env.add_template_owned(format!("{set}/{name}"), source).map_err(|e| template_error(&display, &e))?;
                 shown.insert(format!("{set}/{name}"), display);
             }
+            for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
+                for ext in ["txt", "html"] {
+                    if custom(&format!("base.{ext}")).is_none()
+                        && custom(&format!("{}.{ext}", state.as_str())).is_none()
+                    {
+                        native.insert(format!("{set}/{}.{ext}", state.as_str()));
+                    }
+                }
+            }
         }
+        let mut native_subject = HashSet::new();
         for settings in routing.all() {
             env.add_template_owned(format!("subject/{}", settings.index), settings.notify.subject.clone())
                 .map_err(|e| template_error(&subject_key(settings.index), &e))?;
+            if settings.notify.subject == crate::config::DEFAULT_SUBJECT {
+                native_subject.insert(settings.index);
+            }
         }
-        let time_format = chrono::format::StrftimeItems::new(TIME_FORMAT).parse_to_owned()?;
-        Ok(Renderer { env, limits, shown, html: true, time_format })
+        Ok(Renderer { env, limits, shown, native, native_subject, html: true })
     }
 
     /// Leaves the HTML part empty: for previews, which print only the text part.
@@ -203,6 +224,9 @@ impl Renderer {
         // The subject is fixed by a conversation's first email: Gmail threads only on it.
         let subject = match draft.thread.reply_subject() {
             Some(reply) => reply,
+            None if self.native_subject.contains(&settings.index) => {
+                thread::subject(&format!("{}: chat with {}", parts.bot.name, parts.visitor.display), &identifier)
+            }
             None => {
                 let name = format!("subject/{}", settings.index);
                 let context = minijinja::context! { bot => &parts.bot, visitor => &parts.visitor, conversation => &parts.conversation };
@@ -215,11 +239,17 @@ impl Renderer {
             }
         };
         let covers_through = draft.transcript.last().map_or(draft.covered_before, |m| m.id);
-        // Converted once for both templates.
-        let view = minijinja::Value::from_serialize(View { subject: &subject, ..parts });
-        let render = |ext: &str| {
+        let view = View { subject: &subject, ..parts };
+        // Converted for minijinja at most once, for both templates, and only if one needs it.
+        let mut value = None;
+        let mut render = |ext: &str| {
             let name = format!("{}/{}.{ext}", settings.template_set, draft.state.as_str());
-            self.env.get_template(&name).and_then(|t| t.render(&view)).map_err(|e| {
+            if self.native.contains(&name) {
+                let native = if ext == "txt" { builtin::text } else { builtin::html };
+                return Ok(native(&view, draft.state));
+            }
+            let value = value.get_or_insert_with(|| minijinja::Value::from_serialize(&view));
+            self.env.get_template(&name).and_then(|t| t.render(&*value)).map_err(|e| {
                 let failed = e.name().unwrap_or(&name);
                 template_error(self.shown.get(failed).map_or(failed, String::as_str), &e)
             })
@@ -262,8 +292,8 @@ impl Renderer {
         tz: Tz,
     ) -> View<'a> {
         let c = draft.conversation;
-        let at = |t: DateTime<Utc>| t.with_timezone(&tz).format_with_items(self.time_format.iter()).to_string();
-        let day = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d").to_string();
+        let at = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), true);
+        let day = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), false);
         let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
         let is_new = |m: &Message| came_back && m.id > draft.covered_before;
         let lines: Vec<&Message> = draft.transcript.iter().filter(|m| m.is_shown()).collect();
@@ -339,6 +369,34 @@ impl Renderer {
             time_zone: tz.name(),
         }
     }
+}
+
+/// "2026-11-24 09:05" (or the day alone), digit by digit: `format!`, let alone chrono's
+/// formatter, was the larger part of an email's cost, once per transcript line.
+fn stamp(t: DateTime<Tz>, minutes: bool) -> String {
+    fn two(s: &mut String, n: u32) {
+        s.push(char::from(b'0' + (n / 10 % 10) as u8));
+        s.push(char::from(b'0' + (n % 10) as u8));
+    }
+    let mut s = String::with_capacity(16);
+    match u32::try_from(t.year()) {
+        Ok(year) if year <= 9999 => {
+            two(&mut s, year / 100);
+            two(&mut s, year % 100);
+        }
+        _ => s.push_str(&format!("{:04}", t.year())),
+    }
+    for (sep, n) in [('-', t.month()), ('-', t.day())] {
+        s.push(sep);
+        two(&mut s, n);
+    }
+    if minutes {
+        for (sep, n) in [(' ', t.hour()), (':', t.minute())] {
+            s.push(sep);
+            two(&mut s, n);
+        }
+    }
+    s
 }
 
 /// Where a subject template comes from, as the config names it.
@@ -522,6 +580,7 @@ impl Visitor {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
     fn msg(id: i64, author: Author, field: Option<&str>, body: &str) -> Message {
         Message {
@@ -642,6 +701,140 @@ mod tests {
         assert_eq!(one.messages(&huge).count(), 1);
         assert_eq!(cut("abcdef", 3), "abc… (3 more characters not shown)");
         assert_eq!(cut("abc", 3), "abc");
+    }
+
+    /// Text a visitor or an owner might write: markup, quotes, slashes, non-ASCII, blank.
+    fn untrusted() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("Jane Doe <jane@example.com>".to_owned()),
+            Just("jane@example.com".to_owned()),
+            "[a-z ]{1,12}",
+            "[a-zA-Z0-9 <>&\"'/\n\u{e9}\u{1F600}-]{0,40}",
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (0..3u8, proptest::option::of("(name|email|phone|company)"), untrusted(), proptest::option::of("[a-z_]{0,6}"))
+            .prop_map(|(author, field, body, step)| Message {
+                id: 0,
+                sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap(),
+                author: [Author::Bot, Author::Visitor, Author::Field][author as usize],
+                gambit_id: step,
+                input_type: None,
+                field,
+                body,
+            })
+    }
+
+    fn person() -> impl Strategy<Value = Person> {
+        let earlier = (untrusted(), untrusted()).prop_map(|(bot, state)| crate::pipeline::people::Earlier {
+            identifier: "ABCD-EFGH-JKMN".into(),
+            bot,
+            state,
+            last_activity: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+        });
+        let field =
+            ("(name|email|city)", untrusted()).prop_map(|(name, value)| crate::pipeline::people::EarlierField {
+                name,
+                value,
+                identifier: "WXYZ-EFGH-JKMN".into(),
+                given_at: Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+            });
+        (proptest::collection::vec(earlier, 0..3), 0..3usize, proptest::collection::vec(field, 0..3))
+            .prop_map(|(conversations, more, fields)| Person { conversations, more, fields })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// `builtin` is the built-in templates written out in Rust: for any view, the same bytes
+        /// as minijinja rendering the template files, subject included.
+        #[test]
+        fn the_built_in_templates_and_their_rust_agree(
+            transcript in proptest::collection::vec(message(), 0..12),
+            state in 0..3usize,
+            covered_before in 0..14i64,
+            replied in any::<bool>(),
+            started in any::<bool>(),
+            page_url in proptest::option::of(untrusted()),
+            bot_name in untrusted(),
+            person in person(),
+            messages_limit in 2..14usize,
+        ) {
+            let routing = routing("", None);
+            let limits = Limits { messages: messages_limit, message_chars: 20, transcript_bytes: 200 };
+            let native = Renderer::new(&routing, limits).unwrap();
+            prop_assert!(!native.native.is_empty() && !native.native_subject.is_empty());
+            let interpreted = Renderer { native: HashSet::new(), native_subject: HashSet::new(), ..Renderer::new(&routing, limits).unwrap() };
+            let transcript: Vec<Message> =
+                transcript.into_iter().enumerate().map(|(i, m)| Message { id: i as i64 + 1, ..m }).collect();
+            let conversation = Conversation {
+                bot_name,
+                page_url,
+                started_at: started.then(|| Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap().fixed_offset()),
+                ..conversation()
+            };
+            let thread = if replied {
+                Thread { subject: Some("S [#X]".into()), message_ids: vec!["<a@x>".into()], index: None }
+            } else {
+                Thread::default()
+            };
+            let draft = Draft {
+                conversation: &conversation,
+                transcript: &transcript,
+                person: &person,
+                state: [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed][state],
+                covered_before,
+                thread: &thread,
+                now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
+                from: &"Notifier <n@example.com>".parse().unwrap(),
+            };
+            let settings = routing.for_bot("lead");
+            let a = native.compose(&draft, settings, "example.com").unwrap();
+            let b = interpreted.compose(&draft, settings, "example.com").unwrap();
+            prop_assert_eq!(a.subject, b.subject);
+            prop_assert_eq!(a.text, b.text);
+            prop_assert_eq!(a.html, b.html);
+        }
+    }
+
+    #[test]
+    fn own_templates_are_rendered_by_minijinja() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.txt"), "Own base: {% block headline %}{% endblock %}").unwrap();
+        std::fs::write(dir.path().join("resumed.html"), "<p>own {{ bot.name }}</p>").unwrap();
+        let routing = routing("[notify]\nsubject = \"New: {{ visitor.display }}\"", Some(dir.path()));
+        let r = Renderer::new(&routing, Limits::default()).unwrap();
+        // Every text part extends the own base; only resumed.html is the owner's among HTML.
+        assert!(!r.native.iter().any(|name| name.ends_with(".txt")), "{:?}", r.native);
+        assert!(r.native.contains("0/completed.html") && !r.native.contains("0/resumed.html"));
+        assert!(r.native_subject.is_empty());
+        let t = [msg(1, Author::Visitor, Some("name"), "Jane")];
+        let draft = Draft {
+            conversation: &conversation(),
+            transcript: &t,
+            person: &Default::default(),
+            state: ChatState::Resumed,
+            covered_before: 0,
+            thread: &Thread::default(),
+            now: Utc::now(),
+            from: &"Notifier <n@example.com>".parse().unwrap(),
+        };
+        let e = r.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
+        assert!(e.subject.starts_with("New: Jane ["), "{}", e.subject);
+        assert!(e.text.starts_with("Own base: Jane came back"), "{}", e.text);
+        assert_eq!(e.html, "<p>own Lead Bot</p>");
+    }
+
+    #[test]
+    fn stamps_read_as_chrono_writes_them() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        for t in [0, 1_795_000_000, 1_800_003_599, -62_000_000_000, 253_402_300_799] {
+            let t = DateTime::from_timestamp(t, 0).unwrap().with_timezone(&tz);
+            assert_eq!(stamp(t, true), t.format("%Y-%m-%d %H:%M").to_string());
+            assert_eq!(stamp(t, false), t.format("%Y-%m-%d").to_string());
+        }
     }
 
     #[test]
