@@ -93,6 +93,11 @@ fn render_50_messages(c: &mut Criterion) {
     group.bench_function("50-message transcript, text and HTML", |b| {
         b.iter(|| renderer.compose(black_box(&draft), settings, "example.com").unwrap())
     });
+    // What the transports write: the RFC 5322 message, both parts encoded.
+    let email = renderer.compose(&draft, settings, "example.com").unwrap();
+    group.bench_function("50-message transcript, as RFC 5322 bytes", |b| {
+        b.iter(|| chat_notifier::mail::send::message(black_box(&email)).unwrap().formatted())
+    });
     let text_only = Renderer::new(&routing, Limits::default()).unwrap().text_only();
     group.bench_function("50-message transcript, text only (dry run)", |b| {
         b.iter(|| text_only.compose(black_box(&draft), settings, "example.com").unwrap())

@@ -2,6 +2,7 @@
 //! (`render`) and its way out (`send`). `Email` is the plain data that passes between them and
 //! through the outbox.
 
+mod body;
 pub mod notice;
 pub mod render;
 pub mod send;

@@ -14,7 +14,7 @@ use lettre::transport::smtp::{self, PoolConfig};
 use lettre::{Message, SendmailTransport, SmtpTransport, Transport as _};
 
 use crate::config::{Security, Transport};
-use crate::mail::Email;
+use crate::mail::{Email, body};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -361,23 +361,8 @@ pub fn message(email: &Email) -> Result<Message> {
             b = b.raw_header(raw(known, &crate::text::header(value, 900)));
         }
     }
-    // Bodies go in with CRLF line endings already: lettre inserts each missing CR one at a
-    // time, which costs the square of a long body.
-    b.multipart(MultiPart::alternative_plain_html(crlf(&email.text), crlf(&email.html))).context("building the message")
-}
-
-/// Text with every line ending CRLF, in one pass.
-fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 32);
-    let mut previous = '\0';
-    for c in text.chars() {
-        if c == '\n' && previous != '\r' {
-            out.push('\r');
-        }
-        out.push(c);
-        previous = c;
-    }
-    out
+    b.multipart(MultiPart::alternative_plain_html(body::encode(&email.text), body::encode(&email.html)))
+        .context("building the message")
 }
 
 fn raw(name: &'static str, value: &str) -> HeaderValue {
