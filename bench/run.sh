@@ -103,15 +103,24 @@ TOML
   floor_ip=$(h --warmup 3 --runs 20 "sqlite3 $work/ip-$n.sqlite 'select max(id) from messages'")
   idle_ip=$(h --warmup 2 --runs 20 "$bin --config $work/ip-$n.toml -q run --now 2026-11-24T12:01:00Z")
 
+  # The hand-run commands: report (its table) against the aggregate floor; status, with the
+  # chats in progress open, against an idle run on the same state.
+  report=$(h --warmup 1 --runs 3 "$bin --config $config -q report > /dev/null")
+  report_rss=$(rss "$bin" --config "$config" -q report)
+  status=$(h --warmup 2 --runs 10 "$bin --config $work/ip-$n.toml status > /dev/null")
+  status_rss=$(rss "$bin" --config "$work/ip-$n.toml" status)
+
   state_kb=$(( $(stat -c %s "$work/state-$n.sqlite") / 1024 ))
   {
     echo "| $n | $messages | full first pass (backfill preview, $(sqlite3 "$export.base" "select count(distinct conversation_id) from messages") conversations) | $(ms "$full") ms | $(ms "$floor_scan") ms (sqlite3 aggregate) | $(ratio "$full" "$floor_scan") | 5 | $full_rss MB |"
     echo "| $n | $messages | incremental (1,000 new messages, $emails emails to folder) | $(ms "$incremental") ms | $(ms "$floor_email") ms (sqlite3 max(id) + 2 x the files copied and synced, $(ms "$floor_files") ms) | $(ratio "$incremental" "$floor_email") | 1 | $inc_rss MB |"
     echo "| $n | $messages | idle | $(ms "$idle") ms | $(ms "$floor_open") ms | $(ratio "$idle" "$floor_open") | 2 | $idle_rss MB |"
     echo "| $n | $messages | idle, $in_progress chats in progress | $(ms "$idle_ip") ms | $(ms "$floor_ip") ms | $(ratio "$idle_ip" "$floor_ip") | 2 | |"
+    echo "| $n | $messages | report (table) | $(ms "$report") ms | $(ms "$floor_scan") ms (sqlite3 aggregate) | $(ratio "$report" "$floor_scan") | 3 | $report_rss MB |"
+    echo "| $n | $messages | status, $in_progress chats in progress | $(ms "$status") ms | $(ms "$idle_ip") ms (idle run, same state) | $(ratio "$status" "$idle_ip") | 2 | $status_rss MB |"
   } >>"$work/table.md"
   echo "state file after $n conversations: ${state_kb} KB" >>"$work/state-sizes"
-  cat "$work/table.md" | tail -4
+  cat "$work/table.md" | tail -6
 done
 
 # One long chat: what an email costs must follow what it shows (capped), not the chat's length.

@@ -15,7 +15,7 @@ use crate::text::{self, csv_cell};
 /// `chat-notifier leads`: one line per person who left an email or phone and never finished.
 pub fn leads(config: &Config, args: &LeadsArgs) -> Result<()> {
     let now = args.scope.now.unwrap_or_else(Utc::now);
-    let Findings { leads, .. } = find(config, &args.scope, now)?;
+    let Findings { leads, .. } = find(config, &args.scope, now, true)?;
     let when = |l: &Lead| l.last_activity.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M").to_string();
     let out = match args.format {
         LeadsFormat::Json => serde_json::to_string_pretty(&leads)? + "\n",

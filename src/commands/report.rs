@@ -340,13 +340,14 @@ struct Person {
     latest: Option<(DateTime<Utc>, String, Option<String>, String)>,
 }
 
-/// Everything the report and the leads list need, in one pass over the source.
+/// Everything the report and the leads list need, in one pass over the source (the leads
+/// only when asked for: the people behind them are kept in memory, one entry per visitor).
 pub struct Findings {
     pub reports: Vec<BotReport>,
     pub leads: Vec<Lead>,
 }
 
-pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>) -> Result<Findings> {
+pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool) -> Result<Findings> {
     let (bot, since) = (scope.bot.as_deref(), scope.since);
     let routing = Routing::new(config);
     let source = crate::source::open(config)?;
@@ -369,6 +370,9 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>) -> Result<Findin
         let tally = tallies.entry(conversation.bot_id.clone()).or_default();
         tally.name.clone_from(&conversation.bot_name);
         tally.add(&f, settings.time_zone);
+        if !with_leads {
+            return Ok(());
+        }
         // A person: their visitor id, or the chat alone when that id names nobody.
         let key = if people::is_person(&conversation.visitor_id) {
             format!("v:{}", conversation.visitor_id)
@@ -425,7 +429,9 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>) -> Result<Findin
 
 pub fn report(config: &Config, args: &ReportArgs) -> Result<()> {
     let now = args.scope.now.unwrap_or_else(Utc::now);
-    let Findings { reports, leads } = find(config, &args.scope, now)?;
+    // The table and the CSV show the leads' count alone, which the tallies keep.
+    let with_leads = matches!(args.format, ReportFormat::Json | ReportFormat::Html);
+    let Findings { reports, leads } = find(config, &args.scope, now, with_leads)?;
     let out = match args.format {
         ReportFormat::Table => table(&reports),
         ReportFormat::Json => {

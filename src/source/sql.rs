@@ -136,16 +136,21 @@ impl Db {
                 let values: Vec<Box<dyn rusqlite::ToSql>> = params.iter().map(sqlite_param).collect();
                 let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(sqlite_error)?;
                 let n = rows.as_ref().map_or(0, |s| s.column_count());
-                let mut cells = Vec::with_capacity(n);
+                let mut cells = vec![Cell::Null; n];
                 while let Some(row) = rows.next().map_err(sqlite_error)? {
-                    cells.clear();
-                    for i in 0..n {
-                        cells.push(match row.get_ref(i)? {
-                            ValueRef::Null => Cell::Null,
-                            ValueRef::Integer(n) => Cell::Int(n),
-                            ValueRef::Real(f) => Cell::Real(f),
-                            ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(t.to_vec()),
-                        });
+                    for (i, cell) in cells.iter_mut().enumerate() {
+                        match (row.get_ref(i)?, &mut *cell) {
+                            // A text column's buffer serves the next row too: an allocation per
+                            // cell of every row was a third of reading a whole export.
+                            (ValueRef::Text(t) | ValueRef::Blob(t), Cell::Text(buffer)) => {
+                                buffer.clear();
+                                buffer.extend_from_slice(t);
+                            }
+                            (ValueRef::Text(t) | ValueRef::Blob(t), _) => *cell = Cell::Text(t.to_vec()),
+                            (ValueRef::Null, _) => *cell = Cell::Null,
+                            (ValueRef::Integer(n), _) => *cell = Cell::Int(n),
+                            (ValueRef::Real(f), _) => *cell = Cell::Real(f),
+                        }
                     }
                     f(&cells)?;
                 }
