@@ -328,6 +328,13 @@ fn one_connection_carries_the_whole_batch() {
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 5);
     assert_eq!(server.connections(), 1);
+    // Four round trips an email and nothing in between (lettre's pool asked NOOP before each),
+    // then goodbye.
+    let verbs = server.verbs();
+    let each = ["MAIL", "RCPT", "DATA"];
+    assert_eq!(verbs.first().map(String::as_str), Some("EHLO"), "{verbs:?}");
+    assert_eq!(verbs[1..verbs.len() - 1], each.repeat(5), "{verbs:?}");
+    assert_eq!(verbs.last().map(String::as_str), Some("QUIT"), "{verbs:?}");
     f.run_at("2026-11-24T10:05:00Z", &[], 0);
     assert_eq!(server.connections(), 1, "a run with nothing to send does not connect");
 }

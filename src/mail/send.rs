@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailboxes, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::{self, PoolConfig};
-use lettre::{Message, SendmailTransport, SmtpTransport, Transport as _};
+use lettre::transport::smtp;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{SmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Message, SendmailTransport, Transport as _};
 
 use crate::config::{Security, Transport};
 use crate::mail::{Email, body};
@@ -38,11 +39,7 @@ impl Failure {
 }
 
 pub enum Mailer {
-    /// `connected` once the first email of the batch found the server reachable and logged in.
-    Smtp {
-        transport: SmtpTransport,
-        connected: bool,
-    },
+    Smtp(Box<Smtp>),
     Sendmail(SendmailTransport),
     Folder(Folder),
     Print(Box<dyn Write>),
@@ -63,17 +60,19 @@ impl Mailer {
                     Security::Tls => Tls::Wrapper(tls()?),
                     Security::None => Tls::None,
                 };
-                let mut builder = SmtpTransport::builder_dangerous(&cfg.host)
-                    .port(cfg.port())
-                    .tls(tls)
-                    .timeout(Some(cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30))))
-                    // One connection, reused for the whole batch.
-                    .pool_config(PoolConfig::new().max_size(1));
-                if let Some(user) = &cfg.username {
-                    let password = cfg.password()?.unwrap_or_default();
-                    builder = builder.credentials(Credentials::new(user.clone(), password));
-                }
-                Mailer::Smtp { transport: builder.build(), connected: false }
+                let credentials = match &cfg.username {
+                    Some(user) => Some(Credentials::new(user.clone(), cfg.password()?.unwrap_or_default())),
+                    None => None,
+                };
+                Mailer::Smtp(Box::new(Smtp {
+                    host: cfg.host.clone(),
+                    port: cfg.port(),
+                    tls,
+                    timeout: cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30)),
+                    credentials,
+                    hello: ClientId::default(),
+                    connection: None,
+                }))
             }
             Transport::Sendmail { command } => Mailer::Sendmail(SendmailTransport::new_with_command(command)),
             Transport::Folder { path, mode } => {
@@ -86,20 +85,23 @@ impl Mailer {
 
     /// Connects and logs in without sending: for `check --smtp`.
     pub fn connect(&mut self) -> Result<()> {
-        if let Mailer::Smtp { transport, .. } = self {
-            match transport.test_connection() {
-                Ok(true) => {}
-                Ok(false) => anyhow::bail!("the SMTP server stopped answering"),
-                Err(e) => anyhow::bail!("connecting to the SMTP server: {}", chain(&e)),
-            }
+        if let Mailer::Smtp(smtp) = self {
+            smtp.connection().map_err(|e| anyhow::anyhow!("connecting to the SMTP server: {}", chain(&e)))?;
         }
         Ok(())
     }
 
     /// Flushes what a preview has buffered.
     pub fn finish(&mut self) -> Result<()> {
-        if let Mailer::Print(out) = self {
-            out.flush().context("writing to stdout")?;
+        match self {
+            Mailer::Print(out) => out.flush().context("writing to stdout")?,
+            // Said goodbye to; an answer or not, everything went already.
+            Mailer::Smtp(smtp) => {
+                if let Some(mut connection) = smtp.connection.take() {
+                    let _ = connection.quit();
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -139,32 +141,67 @@ impl Mailer {
                 out.write_all(preview(email).as_bytes()).context("writing to stdout")?;
                 Ok(())
             }
-            Mailer::Smtp { transport, connected } => {
+            Mailer::Smtp(smtp) => {
                 // Connect and log in before the first email, so that a failure there (a wrong
                 // password answers 535, a permanent code) stops the batch instead of being
                 // counted against, and eventually parking, each email in turn.
-                if !*connected {
-                    match transport.test_connection() {
-                        Ok(true) => {
-                            no_nagle_on_tcp_sockets();
-                            *connected = true;
-                        }
-                        Ok(false) => return Ok(Err(Failure::Unavailable("the SMTP server stopped answering".into()))),
-                        Err(e) => {
-                            let reason = format!("connecting to the SMTP server: {}", chain(&e));
-                            return Ok(Err(Failure::Unavailable(reason)));
-                        }
-                    }
+                if let Err(e) = smtp.connection() {
+                    let reason = format!("connecting to the SMTP server: {}", chain(&e));
+                    return Ok(Err(Failure::Unavailable(reason)));
                 }
-                let sent = message().and_then(|m| transport.send(&m).map(drop).map_err(smtp_failure));
-                // After a failure the pool may open a new connection: check it (and its socket
-                // options) again before the next email.
-                *connected = sent.is_ok();
-                sent
+                // lettre closes a connection after any refusal: the next email opens another.
+                message().and_then(|m| smtp.send(&m))
             }
             Mailer::Sendmail(t) => message().and_then(|m| t.send(&m).map(drop).map_err(|e| transient(&e))),
             Mailer::Folder(folder) => message().and_then(|m| folder.write(email, &m)),
         })
+    }
+}
+
+/// One SMTP connection for the whole batch, opened before the first email and reused, as
+/// lettre's `SmtpTransport` would, but without its pool: the pool checks a connection with a
+/// NOOP before each email, one more round trip of five (BENCHMARKS.md, sending).
+pub struct Smtp {
+    host: String,
+    port: u16,
+    tls: Tls,
+    timeout: Duration,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    connection: Option<SmtpConnection>,
+}
+
+impl Smtp {
+    /// The connection, opened (TLS as configured, then logged in) when there is none or the
+    /// last one broke.
+    fn connection(&mut self) -> Result<&mut SmtpConnection, smtp::Error> {
+        let connection = match self.connection.take() {
+            Some(open) if !open.has_broken() => open,
+            _ => self.open()?,
+        };
+        Ok(self.connection.insert(connection))
+    }
+
+    fn open(&self) -> Result<SmtpConnection, smtp::Error> {
+        let wrapper = match &self.tls {
+            Tls::Wrapper(parameters) => Some(parameters),
+            _ => None,
+        };
+        let mut connection =
+            SmtpConnection::connect((self.host.as_str(), self.port), Some(self.timeout), &self.hello, wrapper, None)?;
+        if let Tls::Required(parameters) = &self.tls {
+            connection.starttls(parameters, &self.hello)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
+        }
+        no_nagle_on_tcp_sockets();
+        Ok(connection)
+    }
+
+    fn send(&mut self, message: &Message) -> Result<(), Failure> {
+        let connection = self.connection().map_err(smtp_failure)?;
+        connection.send(message.envelope(), &message.formatted()).map(drop).map_err(smtp_failure)
     }
 }
 

@@ -50,6 +50,8 @@ struct Shared {
     /// When set, AUTH PLAIN with this user and password is required before MAIL.
     login: Option<(String, String)>,
     connections: usize,
+    /// Each command's verb, in the order received, over all connections.
+    verbs: Vec<String>,
     /// Every MAIL FROM seen, accepted or not: attempts, not deliveries.
     attempts: usize,
 }
@@ -110,6 +112,11 @@ impl SmtpServer {
         self.shared.lock().unwrap().connections
     }
 
+    /// Each command's verb ("EHLO", "MAIL", ...), in the order received.
+    pub fn verbs(&self) -> Vec<String> {
+        self.shared.lock().unwrap().verbs.clone()
+    }
+
     /// Require AUTH PLAIN with these credentials from now on.
     pub fn require_login(&self, user: &str, password: &str) {
         self.shared.lock().unwrap().login = Some((user.to_owned(), password.to_owned()));
@@ -166,7 +173,8 @@ fn serve(
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
         let (behavior, login) = {
-            let s = shared.lock().unwrap();
+            let mut s = shared.lock().unwrap();
+            s.verbs.push(verb.clone());
             (s.behavior.clone(), s.login.clone())
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
