@@ -126,7 +126,9 @@ fn transport(config: &Config, smtp: bool) -> Result<String> {
             Ok(format!("smtp {}:{} (not contacted: --smtp connects and logs in)", s.host, s.port()))
         }
         Transport::Smtp(s) => {
-            Mailer::from_config(&config.transport)?.connect()?;
+            let mut mailer = Mailer::from_config(&config.transport)?;
+            mailer.connect()?;
+            mailer.finish()?;
             let login = s.username.as_ref().map(|u| format!(" and logged in as {u}")).unwrap_or_default();
             Ok(format!("smtp {}:{}: connected{login}", s.host, s.port()))
         }

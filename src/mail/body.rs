@@ -1,8 +1,8 @@
 //! The text and HTML parts as they go on the wire: CRLF line endings and a transfer encoding
 //! that keeps every line within 76 characters. lettre chooses and encodes the same way, but in
 //! three passes over the body (its own CRLF check, the choice, then a quoted-printable encoder
-//! that works a character at a time): that was most of an email's cost. Here the choice is
-//! one pass and the encoding another.
+//! that works a character at a time): that was most of an email's cost. Here one pass writes
+//! quoted-printable and counts what it escaped, and the choice follows from the count.
 
 use base64::Engine as _;
 use lettre::message::Body;
@@ -46,7 +46,7 @@ fn base64(text: &str) -> Vec<u8> {
 }
 
 /// Text with every line ending CRLF.
-pub fn crlf(text: &str) -> String {
+fn crlf(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 32);
     let mut lines = text.split('\n');
     if let Some(first) = lines.next() {

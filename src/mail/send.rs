@@ -91,7 +91,7 @@ impl Mailer {
         Ok(())
     }
 
-    /// Flushes what a preview has buffered.
+    /// Flushes what a preview has buffered; says goodbye to the SMTP server.
     pub fn finish(&mut self) -> Result<()> {
         match self {
             Mailer::Print(out) => out.flush().context("writing to stdout")?,

@@ -1,5 +1,6 @@
 //! Turns a conversation and a decision into an email: headers from the thread, bodies from
-//! minijinja templates. Visitor text is untrusted: the HTML templates auto-escape it, and
+//! the templates (the built-in ones written out in Rust in `builtin`, an owner's interpreted
+//! by minijinja). Visitor text is untrusted: the HTML templates auto-escape it, and
 //! whatever reaches a header goes through `thread::header_text` first.
 
 mod builtin;
@@ -183,15 +184,9 @@ impl Renderer {
         let mut native = HashSet::new();
         for (set, folder) in routing.template_sets.iter().enumerate() {
             let custom = |name: &str| folder.as_ref().map(|dir| dir.join(name)).filter(|p| p.is_file());
-            if !interpret_all && TEMPLATES.iter().all(|(name, _)| custom(name).is_none()) {
-                for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
-                    for ext in ["txt", "html"] {
-                        native.insert(format!("{set}/{}.{ext}", state.as_str()));
-                    }
-                }
-                continue;
-            }
-            for (name, builtin) in TEMPLATES {
+            // A set that keeps every built-in file is rendered by `builtin` alone: nothing to parse.
+            let parsed = interpret_all || TEMPLATES.iter().any(|(name, _)| custom(name).is_some());
+            for (name, builtin) in TEMPLATES.iter().filter(|_| parsed) {
                 let custom = custom(name);
                 let source = match &custom {
                     Some(path) => std::fs::read_to_string(path)
