@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Behavior, Fixture, Mail, SmtpServer, identifier, mails};
+use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, identifier, mails};
 
 #[test]
 fn the_lead_path_is_two_emails_in_one_thread() {
@@ -316,6 +316,22 @@ fn smtp_login_reads_the_password_from_the_environment_or_a_file() {
     f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
     f.run_at("2026-11-24T11:00:00Z", &[], 0);
     assert_eq!(mails(&server).len(), 2);
+}
+
+#[test]
+fn a_connection_the_server_closed_is_opened_again_for_the_next_email() {
+    // lettre's pool found a closed connection with a NOOP before each email; the mailer finds
+    // it by the send failing, and tries that email once more on a new connection.
+    let server = SmtpServer::start();
+    server.set(Behavior::CloseAfter { messages: 2 });
+    let f = Fixture::new(server.port());
+    for i in 0..5 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), "v@example.com", i);
+    }
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(out.stderr_past_first_run(), "", "nothing to warn about");
+    assert_each_once(&server, 5, 0, "");
+    assert_eq!(server.connections(), 3);
 }
 
 #[test]

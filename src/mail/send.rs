@@ -200,8 +200,23 @@ impl Smtp {
     }
 
     fn send(&mut self, message: &Message) -> Result<(), Failure> {
-        let connection = self.connection().map_err(smtp_failure)?;
-        connection.send(message.envelope(), &message.formatted()).map(drop).map_err(smtp_failure)
+        let bytes = message.formatted();
+        // Kept from the email before: the server may have closed it since.
+        let reused = self.connection.as_ref().is_some_and(|c| !c.has_broken());
+        match self.attempt(message, &bytes) {
+            // No answer at all on a connection kept from the last email: the server closed it
+            // meanwhile (a limit of messages per connection), which lettre's pool found with a
+            // NOOP before each email. Once more on a new connection: were this email accepted
+            // after all, it would be sent again the same as if it stayed queued for the next run.
+            Err(e) if reused && e.status().is_none() && !timed_out(&e) => {
+                self.attempt(message, &bytes).map_err(smtp_failure)
+            }
+            sent => sent.map_err(smtp_failure),
+        }
+    }
+
+    fn attempt(&mut self, message: &Message, bytes: &[u8]) -> Result<(), smtp::Error> {
+        self.connection()?.send(message.envelope(), bytes).map(drop)
     }
 }
 
@@ -315,8 +330,7 @@ fn transient(e: &dyn std::error::Error) -> Failure {
 
 fn smtp_failure(e: smtp::Error) -> Failure {
     let mut reason = chain(&e);
-    if e.is_timeout() || io_kind(&e).is_some_and(|k| matches!(k, ErrorKind::WouldBlock | ErrorKind::TimedOut)) {
-        // A socket read timeout surfaces as EAGAIN, "Resource temporarily unavailable".
+    if timed_out(&e) {
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
     }
     if is_throttling(e.status().map(|c| c.to_string()).as_deref(), &reason) {
@@ -328,6 +342,11 @@ fn smtp_failure(e: smtp::Error) -> Failure {
     } else {
         Failure::Rejected { permanent: e.is_permanent(), reason }
     }
+}
+
+/// The server did not answer within the timeout (a socket read timeout surfaces as EAGAIN).
+fn timed_out(e: &smtp::Error) -> bool {
+    e.is_timeout() || io_kind(e).is_some_and(|k| matches!(k, ErrorKind::WouldBlock | ErrorKind::TimedOut))
 }
 
 /// Pure: whether a temporary refusal is the provider limiting how fast we send: by the

@@ -41,6 +41,9 @@ pub enum Behavior {
     /// Accept the first `accept` messages; record the next one as received, then never answer:
     /// the moment a crash leaves a message delivered but not marked sent.
     HangAfterData { accept: usize },
+    /// After `messages` on one connection, close it without a word when the next MAIL comes:
+    /// a server's limit of messages per connection, or its idle timeout.
+    CloseAfter { messages: usize },
 }
 
 #[derive(Default)]
@@ -164,6 +167,7 @@ fn serve(
     reply(&mut conn, "220 127.0.0.1 test ESMTP ready")?;
     let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
     let mut logged_in = false;
+    let mut accepted_here = 0;
     let mut line = String::new();
     loop {
         line.clear();
@@ -217,6 +221,9 @@ fn serve(
                 reply(&mut conn, answer)?
             }
             "MAIL" if login.is_some() && !logged_in => reply(&mut conn, "530 5.7.0 authentication required")?,
+            "MAIL" if matches!(behavior, Behavior::CloseAfter { messages } if accepted_here >= messages) => {
+                return Ok(());
+            }
             "MAIL" => {
                 shared.lock().unwrap().attempts += 1;
                 match behavior {
@@ -262,6 +269,7 @@ fn serve(
                             thread::sleep(Duration::from_secs(120));
                             return Ok(());
                         }
+                        accepted_here += 1;
                         reply(&mut conn, "250 queued")?
                     }
                 }
