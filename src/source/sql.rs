@@ -141,7 +141,7 @@ impl Db {
                     for (i, cell) in cells.iter_mut().enumerate() {
                         match (row.get_ref(i)?, &mut *cell) {
                             // A text column's buffer serves the next row too: an allocation per
-                            // cell of every row was a third of reading a whole export.
+                            // cell of every row was an eighth of a report over a whole export.
                             (ValueRef::Text(t) | ValueRef::Blob(t), Cell::Text(buffer)) => {
                                 buffer.clear();
                                 buffer.extend_from_slice(t);
