@@ -74,13 +74,25 @@ pub struct Summary {
 const OPEN: &str = "last_message > covered_through AND last_message > held_through";
 const HELD: &str = "held_through > covered_through AND last_message <= held_through";
 /// A conversation with an email waiting or parked stands there, whatever else holds.
+const QUEUED: &str = "id IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
 const UNQUEUED: &str = "id NOT IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
 
-/// How many conversations meet `condition` and have no email queued: from an index that
-/// carries every column named (`conversations_open`, `conversations_held`), never the rows.
+/// How many conversations meet `condition` and have no email queued: all of them, from an
+/// index that carries every column named (`conversations_open`, `conversations_held`), less
+/// those with an email queued, found from the queued emails (`outbox_waiting`). Asking each of
+/// 200,000 open conversations whether it is queued was half of what status took.
 pub(super) fn count_sql(condition: &str) -> String {
-    format!("SELECT count(*) FROM conversations WHERE {condition} AND {UNQUEUED}")
+    format!(
+        "SELECT (SELECT count(*) FROM conversations WHERE {condition}) \
+         - (SELECT count(*) FROM conversations WHERE {condition} AND {QUEUED})"
+    )
 }
+
+/// The emails waiting or parked, as status rows.
+pub(super) const WAITING_EMAILS_SQL: &str = "SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' \
+     WHEN o.attempts > 0 THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), \
+     coalesce(c.emails, 0), o.last_error, c.bot_id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
+     WHERE o.status IN ('pending', 'parked')";
 
 #[cfg(test)]
 pub(super) const COUNTED: [(&str, &str); 2] = [(OPEN, "conversations_open"), (HELD, "conversations_held")];
@@ -147,13 +159,7 @@ impl State {
             "FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' \
              AND o.sent_at >= ?1 AND NOT ({OPEN}) AND NOT ({HELD}) AND c.{UNQUEUED}"
         );
-        let mut rows = dedupe(self.status_query(
-            "SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' WHEN o.attempts > 0 \
-             THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), coalesce(c.emails, 0), \
-             o.last_error, c.bot_id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
-             WHERE o.status IN ('pending', 'parked')",
-            &[],
-        )?);
+        let mut rows = dedupe(self.status_query(WAITING_EMAILS_SQL, &[])?);
         let mut counts: Vec<(Standing, usize)> = [Standing::Parked, Standing::Failed, Standing::Pending]
             .map(|s| (s, rows.iter().filter(|r| r.standing == s).count()))
             .into();
