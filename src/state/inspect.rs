@@ -75,6 +75,7 @@ const OPEN: &str = "last_message > covered_through AND last_message > held_throu
 const HELD: &str = "held_through > covered_through AND last_message <= held_through";
 /// A conversation with an email waiting or parked stands there, whatever else holds.
 const QUEUED: &str = "id IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
+/// One that has none stands where its own columns say.
 const UNQUEUED: &str = "id NOT IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
 
 /// How many conversations meet `condition` and have no email queued: all of them, from an
