@@ -11,9 +11,10 @@ use lettre::message::header::ContentTransferEncoding;
 /// Quoted-printable and base64 lines, the soft break's "=" included (RFC 2045 6.7, 6.8).
 const LINE: usize = 76;
 
-/// `text` as a part's body: 7bit when it is short-lined ASCII, quoted-printable when little
-/// of it needs escaping, base64 otherwise (a transcript in Japanese or Greek), as lettre
-/// chooses. Quoted-printable is written first: it counts what it escapes as it goes.
+/// `text` as a part's body: 7bit when it is short-lined ASCII, quoted-printable when no more
+/// than a third of its bytes need escaping (lettre's threshold, though lettre also counts line
+/// breaks), base64 otherwise (a transcript in Japanese or Greek). Quoted-printable is written
+/// first: it counts what it escapes as it goes.
 pub fn encode(text: &str) -> Body {
     let (encoded, escaped) = quoted_printable(text);
     let longest = text.split('\n').map(str::len).max().unwrap_or(0);
