@@ -151,7 +151,8 @@ pub struct AskReport {
     pub question: Option<String>,
     pub total: u64,
     pub top: Vec<Asked>,
-    /// Other distinct questions at this step, not listed.
+    /// Other distinct questions at this step, not listed (past `Frequent`'s bound, an upper
+    /// estimate: a rare question dropped and asked again is counted twice).
     pub more: usize,
 }
 
@@ -183,6 +184,39 @@ pub struct Lead {
     pub chats: u64,
 }
 
+/// Distinct texts a step's tally keeps between prunings; twice this at most.
+const KEPT: usize = 1_000;
+
+/// What visitors wrote at one step, counted in bounded memory: free text is mostly unique, and
+/// one entry per distinct text grew with the export (every message of a support bot's chats).
+/// Up to 2 × `KEPT` distinct texts are counted; then only the `KEPT` most frequent stay (the
+/// rest are dropped, counted in `dropped`). A text asked more often than the one at rank `KEPT`
+/// is never dropped, so the few most frequent, the ones the report lists, keep their counts.
+#[derive(Default)]
+struct Frequent {
+    /// normalised text -> (as first written, cut to what the report shows; count)
+    counts: HashMap<String, (String, u64)>,
+    dropped: usize,
+    total: u64,
+}
+
+impl Frequent {
+    fn add(&mut self, asked: &str) {
+        self.total += 1;
+        // One question however typed: spacing and case aside.
+        let key = asked.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        self.counts.entry(key).or_insert_with(|| (cut(asked, ASK_CHARS), 0)).1 += 1;
+        if self.counts.len() >= 2 * KEPT {
+            let mut counts: Vec<u64> = self.counts.values().map(|(_, n)| *n).collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let floor = counts[KEPT - 1];
+            let before = self.counts.len();
+            self.counts.retain(|_, (_, n)| *n > floor);
+            self.dropped += before - self.counts.len();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     name: String,
@@ -198,8 +232,8 @@ struct Tally {
     steps: HashMap<String, (u64, u64, u64)>,
     questions: HashMap<String, HashMap<String, u64>>,
     paths: HashMap<Vec<String>, (u64, u64)>,
-    /// per step: normalised text -> (as first written, count)
-    asks: HashMap<String, HashMap<String, (String, u64)>>,
+    /// per step: what visitors wrote there
+    asks: HashMap<String, Frequent>,
     days: BTreeMap<NaiveDate, (u64, u64, u64)>,
 }
 
@@ -236,9 +270,7 @@ impl Tally {
             path.1 += u64::from(f.completed);
         }
         for (step, asked) in &f.asks {
-            let key = asked.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
-            let entry = self.asks.entry(step.clone()).or_default().entry(key).or_insert_with(|| (asked.clone(), 0));
-            entry.1 += 1;
+            self.asks.entry(step.clone()).or_default().add(asked);
         }
         let day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
         if let Some(t) = f.started {
@@ -277,17 +309,17 @@ impl Tally {
             .into_iter()
             .map(|(step, texts)| {
                 let mut top: Vec<Asked> = texts
+                    .counts
                     .into_values()
                     .map(|(text, count)| Asked { text: text::line(&text).into_owned(), count })
                     .collect();
                 top.sort_by(|a, b| b.count.cmp(&a.count).then(a.text.cmp(&b.text)));
-                let total = top.iter().map(|a| a.count).sum();
-                let more = top.len().saturating_sub(TOP);
+                let more = top.len().saturating_sub(TOP) + texts.dropped;
                 top.truncate(TOP);
                 for a in &mut top {
                     a.text = cut(&a.text, ASK_CHARS);
                 }
-                AskReport { question: question(&step), step, total, top, more }
+                AskReport { question: question(&step), step, total: texts.total, top, more }
             })
             .collect();
         asks.sort_by(|a, b| b.total.cmp(&a.total).then(a.step.cmp(&b.step)));
@@ -658,6 +690,24 @@ mod tests {
             field: field.map(str::to_owned),
             body: body.into(),
         }
+    }
+
+    #[test]
+    fn the_most_asked_are_kept_in_bounded_memory() {
+        let mut asked = Frequent::default();
+        for i in 0..20_000 {
+            asked.add(&format!("question number {i}"));
+            if i % 100 == 0 {
+                asked.add("Do you  ship to BRAZIL?");
+                asked.add(&format!("Do you ship to Brazil? {}", "x".repeat(1000)));
+            }
+            assert!(asked.counts.len() < 2 * KEPT);
+        }
+        let brazil = asked.counts.get("do you ship to brazil?").unwrap();
+        assert_eq!((brazil.0.as_str(), brazil.1), ("Do you  ship to BRAZIL?", 200));
+        assert!(asked.counts.values().all(|(text, _)| text.chars().count() <= ASK_CHARS + 1));
+        assert_eq!(asked.total, 20_400);
+        assert!(asked.dropped >= 20_000 - 2 * KEPT);
     }
 
     #[test]
