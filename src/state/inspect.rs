@@ -73,10 +73,9 @@ pub struct Summary {
 /// Conversations with messages no email covers, or held back by the rules.
 const OPEN: &str = "last_message > covered_through AND last_message > held_through";
 const HELD: &str = "held_through > covered_through AND last_message <= held_through";
-/// A conversation with an email waiting or parked stands there, whatever else holds.
-const QUEUED: &str = "id IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
-/// One that has none stands where its own columns say.
-const UNQUEUED: &str = "id NOT IN (SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked'))";
+/// The conversations with an email waiting or parked: they stand there, whatever else holds.
+/// Its condition is `outbox_waiting`'s, word for word, so that the index serves it.
+const QUEUED_IDS: &str = "SELECT conversation_id FROM outbox WHERE status IN ('pending', 'parked')";
 
 /// How many conversations meet `condition` and have no email queued: all of them, from an
 /// index that carries every column named (`conversations_open`, `conversations_held`), less
@@ -85,7 +84,7 @@ const UNQUEUED: &str = "id NOT IN (SELECT conversation_id FROM outbox WHERE stat
 pub(super) fn count_sql(condition: &str) -> String {
     format!(
         "SELECT (SELECT count(*) FROM conversations WHERE {condition}) \
-         - (SELECT count(*) FROM conversations WHERE {condition} AND {QUEUED})"
+         - (SELECT count(*) FROM conversations WHERE {condition} AND id IN ({QUEUED_IDS}))"
     )
 }
 
@@ -130,19 +129,13 @@ impl State {
     /// Every conversation that is not simply settled (see `Standing`), most urgent first,
     /// then most recent; "notified" means an email sent since `since`.
     pub fn status_rows(&self, since: DateTime<Utc>) -> Result<Vec<StatusRow>> {
-        let mut stmt = self.context(self.conn.prepare(
-            "SELECT id, 'waiting', last_activity, emails, NULL, bot_id FROM conversations \
-               WHERE last_message > covered_through AND last_message > held_through \
-             UNION ALL SELECT id, 'held', last_activity, emails, NULL, bot_id FROM conversations \
-               WHERE held_through > covered_through AND last_message <= held_through \
-             UNION ALL SELECT o.conversation_id, CASE WHEN o.status = 'parked' THEN 'parked' \
-                 WHEN o.attempts > 0 THEN 'failed' ELSE 'pending' END, coalesce(c.last_activity, o.created_at), \
-                 coalesce(c.emails, 0), o.last_error, c.bot_id \
-               FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id \
-               WHERE o.status IN ('pending', 'parked') \
+        let mut stmt = self.context(self.conn.prepare(&format!(
+            "SELECT id, 'waiting', last_activity, emails, NULL, bot_id FROM conversations WHERE {OPEN} \
+             UNION ALL SELECT id, 'held', last_activity, emails, NULL, bot_id FROM conversations WHERE {HELD} \
+             UNION ALL {WAITING_EMAILS_SQL} \
              UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id \
                FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' AND o.sent_at >= ?1",
-        ))?;
+        )))?;
         let raw = stmt.query_map([since.timestamp_millis()], status_row);
         Ok(dedupe(self.context(raw.and_then(Iterator::collect))?))
     }
@@ -158,7 +151,7 @@ impl State {
         // The sent emails of the week whose conversations stand nowhere more urgent.
         let notified = format!(
             "FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' \
-             AND o.sent_at >= ?1 AND NOT ({OPEN}) AND NOT ({HELD}) AND c.{UNQUEUED}"
+             AND o.sent_at >= ?1 AND NOT ({OPEN}) AND NOT ({HELD}) AND c.id NOT IN ({QUEUED_IDS})"
         );
         let mut rows = dedupe(self.status_query(WAITING_EMAILS_SQL, &[])?);
         let mut counts: Vec<(Standing, usize)> = [Standing::Parked, Standing::Failed, Standing::Pending]
@@ -176,7 +169,7 @@ impl State {
         let listed = |standing: &str, index: &str, filter: &str, order: &str| {
             format!(
                 "SELECT id, '{standing}', last_activity, emails, NULL, bot_id FROM conversations INDEXED BY {index} \
-                 WHERE {filter} AND {UNQUEUED} ORDER BY {order} LIMIT ?1"
+                 WHERE {filter} AND id NOT IN ({QUEUED_IDS}) ORDER BY {order} LIMIT ?1"
             )
         };
         let left = |rows: &Vec<StatusRow>| limit.saturating_sub(rows.len()) as i64;
