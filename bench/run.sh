@@ -31,6 +31,7 @@ NOW=2026-11-24T12:00:00Z        # the export's newest activity is just before th
 SETTLED=2026-11-26T12:00:00Z    # first run: everything is older than the 24h horizon
 COUNTED=2026-11-26T12:30:00Z    # the hourly count of rows read is taken, not due again by LATER
 LATER=2026-11-26T13:00:00Z      # 1,000 new messages written in the hour before this
+SOON=2026-11-24T12:01:00Z       # a minute after NOW: the chats in progress then are not due yet
 
 # mean seconds of a hyperfine run, from its JSON export
 mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$1"; }
@@ -101,7 +102,7 @@ TOML
   "$bin" --config "$work/ip-$n.toml" -q run --now "$NOW"
   in_progress=$(sqlite3 "$work/ip-state-$n.sqlite" 'select count(*) from conversations where last_message > covered_through')
   floor_ip=$(h --warmup 3 --runs 20 "sqlite3 $work/ip-$n.sqlite 'select max(id) from messages'")
-  idle_ip=$(h --warmup 2 --runs 20 "$bin --config $work/ip-$n.toml -q run --now 2026-11-24T12:01:00Z")
+  idle_ip=$(h --warmup 2 --runs 20 "$bin --config $work/ip-$n.toml -q run --now $SOON")
 
   # The hand-run commands: report (its table) against the aggregate floor; status, with the
   # chats in progress open, against an idle run on the same state.
@@ -110,17 +111,31 @@ TOML
   status=$(h --warmup 2 --runs 10 "$bin --config $work/ip-$n.toml status > /dev/null")
   status_rss=$(rss "$bin" --config "$work/ip-$n.toml" status)
 
+  # Incremental with the chats in progress open (target 7): the same state as idle above,
+  # 1,000 new messages written in the hour before a run a minute later. Nothing in progress
+  # is due then (idle above finds none), so the emails are those the new messages make.
+  cp "$work/ip-state-$n.sqlite" "$work/ip-state-$n.base"
+  "$gen" --append 1000 --out "$work/ip-$n.sqlite" --now "$SOON"
+  prepare_ip="rm -rf $work/ip-state-$n.sqlite-wal $work/ip-state-$n.sqlite-shm $work/ip-out-$n; cp $work/ip-state-$n.base $work/ip-state-$n.sqlite"
+  inc_ip=$(h --runs 10 --prepare "$prepare_ip" "$bin --config $work/ip-$n.toml -q run --now $SOON")
+  eval "$prepare_ip"
+  "$bin" --config "$work/ip-$n.toml" -q run --now "$SOON"
+  emails_ip=$(ls "$work/ip-out-$n" | wc -l)
+  floor_files_ip=$(h --warmup 2 --runs 10 --prepare "rm -rf $work/copy-$n" "cp -r $work/ip-out-$n $work/copy-$n && sync -f $work/copy-$n")
+  floor_email_ip=$(python3 -c "import sys; print(float(sys.argv[1]) + 2 * float(sys.argv[2]))" "$floor_ip" "$floor_files_ip")
+
   state_kb=$(( $(stat -c %s "$work/state-$n.sqlite") / 1024 ))
   {
     echo "| $n | $messages | full first pass (backfill preview, $(sqlite3 "$export.base" "select count(distinct conversation_id) from messages") conversations) | $(ms "$full") ms | $(ms "$floor_scan") ms (sqlite3 aggregate) | $(ratio "$full" "$floor_scan") | 5 | $full_rss MB |"
     echo "| $n | $messages | incremental (1,000 new messages, $emails emails to folder) | $(ms "$incremental") ms | $(ms "$floor_email") ms (sqlite3 max(id) + 2 x the files copied and synced, $(ms "$floor_files") ms) | $(ratio "$incremental" "$floor_email") | 1 | $inc_rss MB |"
     echo "| $n | $messages | idle | $(ms "$idle") ms | $(ms "$floor_open") ms | $(ratio "$idle" "$floor_open") | 2 | $idle_rss MB |"
     echo "| $n | $messages | idle, $in_progress chats in progress | $(ms "$idle_ip") ms | $(ms "$floor_ip") ms | $(ratio "$idle_ip" "$floor_ip") | 2 | |"
+    echo "| $n | $messages | incremental, $in_progress chats in progress (1,000 new messages, $emails_ip emails to folder) | $(ms "$inc_ip") ms | $(ms "$floor_email_ip") ms (sqlite3 max(id) + 2 x the files copied and synced, $(ms "$floor_files_ip") ms) | $(ratio "$inc_ip" "$floor_email_ip") | 1 | |"
     echo "| $n | $messages | report (table) | $(ms "$report") ms | $(ms "$floor_scan") ms (sqlite3 aggregate) | $(ratio "$report" "$floor_scan") | 3 | $report_rss MB |"
     echo "| $n | $messages | status, $in_progress chats in progress | $(ms "$status") ms | $(ms "$idle_ip") ms (idle run, same state) | $(ratio "$status" "$idle_ip") | 2 | $status_rss MB |"
   } >>"$work/table.md"
   echo "state file after $n conversations: ${state_kb} KB" >>"$work/state-sizes"
-  cat "$work/table.md" | tail -6
+  cat "$work/table.md" | tail -7
 done
 
 # One long chat: what an email costs must follow what it shows (capped), not the chat's length.
