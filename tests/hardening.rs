@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use rusqlite::Connection;
-use support::{Behavior, Fixture, SmtpServer, mails};
+use support::{Behavior, Fixture, SmtpServer, assert_each_once, mails};
 
 /// Lines of stderr other than the first run's note.
 fn warnings(out: &support::Output) -> Vec<String> {
@@ -179,6 +179,29 @@ fn a_very_long_chat_makes_a_bounded_email() {
     assert!(m[0].text.contains("message number 20000"), "the end of the chat is kept");
     assert!(m[0].text.contains("(4996000 more characters not shown)"), "a huge message is cut");
     assert!(m[0].html.contains("19806 earlier messages not shown"));
+}
+
+/// Thirty long chats due at once make about 14 MB of email: more than one transaction holds
+/// (decide.rs' PAGE_BYTES), so the page is judged in parts, and each chat still gets its one email.
+#[test]
+fn a_page_of_long_chats_is_written_in_parts_each_emailed_once() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    for i in 0..30 {
+        let id = format!("long-{i:02}");
+        f.lead_who_leaves(&id, &format!("Lou {i}"), &format!("lou{i}@example.com"), 0);
+        f.sql(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
+             SELECT '{id}', '2026-11-24T09:05:00Z', 'visitor', 'chat', 'text', NULL, printf('%.1000c', 'a') FROM n"
+        ));
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let total: usize = server.received().iter().map(|r| r.data.len()).sum();
+    assert!(total > 12_000_000, "{total} bytes: more than one part's worth");
+    assert_each_once(&server, 30, 0, "long chats");
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    assert_eq!(server.received().len(), 30, "nothing left for the next run");
 }
 
 // A4 ----------------------------------------------------------------------------------------

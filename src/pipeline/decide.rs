@@ -98,29 +98,33 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     while let Some((page, next)) = state.due_conversations(&cursor, now - timing.abandon_after, PAGE)? {
         counter.inc(page.len() as u64);
         cursor = next;
-        let Judgement { settled, identities } = judge_page(run, &page, &timing, &mut failed, state)?;
-        for (_, settle) in &settled {
-            match settle {
-                Settle::Cover if first_run => baselined += 1,
-                Settle::Queue(..) | Settle::Digest(..) => queued += 1,
-                _ => {}
-            }
-        }
-        state.atomically(|tx| {
-            for (id, visitor, bot) in &identities {
-                tx.identify(id, visitor, bot)?;
-            }
-            for (open, settle) in &settled {
+        let mut waiting: Vec<&Open> = page.iter().collect();
+        while !waiting.is_empty() {
+            let Judgement { settled, identities, later } = judge_page(run, &waiting, &timing, &mut failed, state)?;
+            waiting = later;
+            for (_, settle) in &settled {
                 match settle {
-                    Settle::Cover => tx.cover(open)?,
-                    Settle::Hold => tx.hold(open)?,
-                    Settle::AwaitRow(since) => tx.await_row(open, *since)?,
-                    Settle::Queue(chat_state, email) => tx.queue(open, *chat_state, email)?,
-                    Settle::Digest(key, entry) => tx.list_in_digest(open, key, entry, now)?,
+                    Settle::Cover if first_run => baselined += 1,
+                    Settle::Queue(..) | Settle::Digest(..) => queued += 1,
+                    _ => {}
                 }
             }
-            Ok(())
-        })?;
+            state.atomically(|tx| {
+                for (id, visitor, bot) in &identities {
+                    tx.identify(id, visitor, bot)?;
+                }
+                for (open, settle) in &settled {
+                    match settle {
+                        Settle::Cover => tx.cover(open)?,
+                        Settle::Hold => tx.hold(open)?,
+                        Settle::AwaitRow(since) => tx.await_row(open, *since)?,
+                        Settle::Queue(chat_state, email) => tx.queue(open, *chat_state, email)?,
+                        Settle::Digest(key, entry) => tx.list_in_digest(open, key, entry, now)?,
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
     counter.finish_and_clear();
     if first_run {
@@ -140,11 +144,16 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     Ok(failed)
 }
 
-/// Judges a page: reads what it needs from the source and renders the emails due. Writes
-/// nothing; the caller writes the page's decisions in one transaction.
+/// Bytes of rendered emails one transaction holds before it is written: a page of 500 long
+/// chats' emails held 48 MB (each up to about 1 MB within the transcript limits).
+const PAGE_BYTES: usize = 8 << 20;
+
+/// Judges a page: reads what it needs from the source and renders the emails due, until they
+/// reach `PAGE_BYTES`; the conversations left for later are returned, to be judged again.
+/// Writes nothing; the caller writes the decisions in one transaction.
 fn judge_page<'p>(
     run: Inputs,
-    page: &'p [Open],
+    page: &[&'p Open],
     timing: &Timing,
     failed: &mut usize,
     state: &State,
@@ -156,7 +165,7 @@ fn judge_page<'p>(
     let mut settled = Vec::new();
     let mut due = Vec::new();
     let mut orphans = Vec::new();
-    for open in page {
+    for &open in page {
         match judge(open, conversations.get(&open.id), routing, timing) {
             Judged::Skip => {}
             Judged::Settle(settle) => settled.push((open, settle)),
@@ -199,7 +208,13 @@ fn judge_page<'p>(
             Some(_) => {}
         }
     }
-    for (open, conversation, settings, chat_state) in due {
+    let mut bytes = 0;
+    let mut due = due.into_iter();
+    while let Some((open, conversation, settings, chat_state)) = due.next() {
+        if bytes >= PAGE_BYTES {
+            let later = std::iter::once(open).chain(due.map(|(open, ..)| open)).collect();
+            return Ok(Judgement { settled, identities, later });
+        }
         let transcript = transcripts.remove(&open.id).unwrap_or_default();
         if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
             log::debug!("conversation {:?}: {} held back: {why}", open.id, chat_state.as_str());
@@ -222,14 +237,17 @@ fn judge_page<'p>(
             from: &config.mail.from,
         };
         match renderer.compose(&draft, settings, &config.message_id_domain()) {
-            Ok(email) => settled.push((open, Settle::Queue(chat_state, Box::new(email)))),
+            Ok(email) => {
+                bytes += email.text.len() + email.html.len();
+                settled.push((open, Settle::Queue(chat_state, Box::new(email))));
+            }
             Err(e) => {
                 log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
                 *failed += 1;
             }
         }
     }
-    Ok(Judgement { settled, identities })
+    Ok(Judgement { settled, identities, later: Vec::new() })
 }
 
 /// A page judged: what to write of each conversation, and who each one is with.
@@ -237,6 +255,8 @@ struct Judgement<'p> {
     settled: Vec<(&'p Open, Settle)>,
     /// (conversation, visitor, bot) of every conversation on the page the source has.
     identities: Vec<(String, String, String)>,
+    /// Due but not judged: the emails rendered had reached `PAGE_BYTES`.
+    later: Vec<&'p Open>,
 }
 
 /// "12, 13, 14 and 20 more": row ids for a warning, never a whole transcript's worth.
