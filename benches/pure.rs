@@ -9,7 +9,7 @@ use chat_notifier::mail::render::{Draft, Limits, Renderer};
 use chat_notifier::mail::thread::Thread;
 use chat_notifier::pipeline::classify::{ChatState, Timing, Tracked, classify};
 use chat_notifier::pipeline::rules::Routing;
-use chat_notifier::source::{Author, Conversation, Message};
+use chat_notifier::source::{Author, Conversation, Message, Transcript};
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -80,10 +80,9 @@ fn render_50_messages(c: &mut Criterion) {
     };
     let draft = Draft {
         conversation: &conversation,
-        transcript: &transcript,
+        transcript: &Transcript::of(transcript, 30),
         person: &Default::default(),
         state: ChatState::Completed,
-        covered_before: 30,
         thread: &thread,
         now: at(60),
         from: &from,

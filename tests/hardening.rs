@@ -181,6 +181,28 @@ fn a_very_long_chat_makes_a_bounded_email() {
     assert!(m[0].html.contains("19806 earlier messages not shown"));
 }
 
+/// A chat of 200,000 messages held whole took a run to 67 MB; a run keeps of it what its email
+/// shows (`source::transcript`), so the same run stays near an idle one's size.
+#[test]
+fn a_very_long_chat_is_read_in_bounded_memory() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("long", "Lou", "lou@example.com", 0);
+    f.sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
+         INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
+         SELECT 'long', '2026-11-24T09:05:00Z', CASE i % 2 WHEN 0 THEN 'bot' ELSE 'visitor' END, 'chat', 'text',
+                NULL, 'message number ' || i || ' ' || hex(randomblob(20)) FROM n",
+    );
+    let kib = f.run_measured("2026-11-24T10:00:00Z");
+    let m = mails(&server);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].text.contains("[... 199805 earlier messages not shown ...]"), "{}", &m[0].text[..1500]);
+    assert!(m[0].text.contains("message number 200000 "), "the end of the chat is kept");
+    assert!(kib > 0, "no sample of the run's memory");
+    assert!(kib < 40 * 1024, "a run with one chat of 200,000 messages peaked at {kib} KiB");
+}
+
 /// Thirty long chats due at once make about 14 MB of email: more than one transaction holds
 /// (decide.rs' PAGE_BYTES), so the page is judged in parts, and each chat still gets its one email.
 #[test]

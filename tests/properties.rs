@@ -150,7 +150,7 @@ proptest! {
         use chat_notifier::mail::thread::Thread;
         use chat_notifier::pipeline::classify::{ChatState, Tracked};
         use chat_notifier::pipeline::rules::Routing;
-        use chat_notifier::source::{Author, Conversation, Message};
+        use chat_notifier::source::{Author, Conversation, Message, Transcript};
         use chat_notifier::state::{Open, State};
 
         let f = Fixture::new(1);
@@ -170,7 +170,7 @@ proptest! {
         };
         let thread = Thread::default();
         let draft = Draft {
-            conversation: &conversation, transcript: &transcript, person: &Default::default(), state: ChatState::Abandoned, covered_before: 0,
+            conversation: &conversation, transcript: &Transcript::of(transcript, 0), person: &Default::default(), state: ChatState::Abandoned,
             thread: &thread, now: at, from: &config.mail.from,
         };
         let email = renderer.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();

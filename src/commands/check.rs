@@ -13,7 +13,7 @@ use crate::mail::thread::Thread;
 use crate::pipeline::classify::ChatState;
 use crate::pipeline::people::{Earlier, EarlierField, Person};
 use crate::pipeline::rules::Routing;
-use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message};
+use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message, Transcript};
 use crate::state::State;
 
 pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
@@ -64,12 +64,12 @@ fn templates(config: &Config) -> Result<String> {
                     index: Some(crate::mail::thread::thread_index("sample", None, Utc::now())),
                 },
             ] {
+                let since = if thread.subject.is_some() { 4 } else { 0 };
                 let draft = Draft {
                     conversation: &conversation,
-                    transcript: &transcript,
+                    transcript: &Transcript::of(transcript.clone(), since),
                     person: &person,
                     state,
-                    covered_before: if thread.subject.is_some() { 4 } else { 0 },
                     thread: &thread,
                     now: Utc::now(),
                     from: &config.mail.from,

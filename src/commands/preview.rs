@@ -13,7 +13,7 @@ use crate::mail::thread::Thread;
 use crate::pipeline::classify::{self, Decision, Timing, Tracked};
 use crate::pipeline::people::{self, Person};
 use crate::pipeline::rules::{self, Routing, Verdict};
-use crate::source::{Message, Source};
+use crate::source::{Message, Source, Transcript, Wanted};
 use crate::state::State;
 
 pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
@@ -23,7 +23,6 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let state = if config.state.exists() { Some(State::open_read_only(&config.state)?) } else { None };
     let id = find(export, state.as_ref(), &args.conversation)?;
     let conversation = export.conversations(&[&id])?.remove(&id).context("the conversation left the export")?;
-    let transcript = export.transcripts(&[(&id, i64::MAX)])?.remove(&id).unwrap_or_default();
     let routing = Routing::new(config);
     let settings = routing.for_bot(&conversation.bot_id);
     let renderer = Renderer::new(&routing, config.mail.limits())?;
@@ -42,7 +41,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         };
         // Bodies are dropped once sent: render them again from what that email covered, and keep
         // the headers it went out with.
-        let covered: Vec<_> = transcript.iter().filter(|m| m.id <= sent.covers_through).cloned().collect();
+        let covered =
+            transcript(export, config, Wanted { id: &id, since: covered_before, through: sent.covers_through })?;
         let refs = sent.email.references.as_deref().unwrap_or("");
         let thread =
             Thread { subject: None, message_ids: refs.split_whitespace().map(str::to_owned).collect(), index: None };
@@ -51,7 +51,6 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             transcript: &covered,
             person: &person,
             state: sent_state,
-            covered_before,
             thread: &thread,
             now: sent.email.date,
             from: &sent.email.from,
@@ -67,6 +66,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
                 Thread::default(),
             ),
         };
+        let transcript =
+            transcript(export, config, Wanted { id: &id, since: tracked.covered_through, through: i64::MAX })?;
         let tracked = with_unread(tracked, &transcript);
         // As a run would judge it once the visitor is idle long enough: the note says when.
         let idle = now.max(tracked.last_activity + settings.abandon_after);
@@ -89,7 +90,6 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             transcript: &transcript,
             person: &person,
             state: chat_state,
-            covered_before: tracked.covered_through,
             thread: &thread,
             now,
             from: &config.mail.from,
@@ -102,22 +102,27 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     super::print(send::preview(&email))
 }
 
+/// One conversation's transcript, as a run would read it.
+fn transcript(export: &dyn Source, config: &Config, wanted: Wanted) -> Result<Transcript> {
+    let mut read = Transcript::read(export, &[wanted], config.mail.limits().messages)?;
+    Ok(read.remove(wanted.id).unwrap_or(Transcript { since: wanted.since, ..Transcript::default() }))
+}
+
 /// The state's record of a conversation with what the export holds beyond it folded in, as
 /// the next run's ingest would.
-fn with_unread(tracked: Tracked, transcript: &[Message]) -> Tracked {
-    let unread: Vec<Message> = transcript.iter().filter(|m| m.id > tracked.last_message).cloned().collect();
-    match classify::fold_messages(&unread) {
-        None => tracked,
-        Some(seen) => Tracked {
-            last_message: seen.last_message,
-            last_activity: if tracked.last_message == 0 {
-                seen.last_activity
-            } else {
-                tracked.last_activity.max(seen.last_activity)
-            },
-            ended: tracked.ended || seen.ended,
-            ..tracked
-        },
+fn with_unread(tracked: Tracked, transcript: &Transcript) -> Tracked {
+    let Some(last) = transcript.messages.last().filter(|m| m.id > tracked.last_message) else {
+        return tracked;
+    };
+    // The state's last activity is the latest of the messages it has read.
+    let latest = transcript.last_activity.unwrap_or(last.sent_at);
+    let unread = |m: &&Message| m.id > tracked.last_message;
+    Tracked {
+        last_message: last.id,
+        last_activity: if tracked.last_message == 0 { latest } else { tracked.last_activity.max(latest) },
+        // The flow's last end is among the messages kept.
+        ended: tracked.ended || transcript.messages.iter().filter(unread).any(Message::ends_flow),
+        ..tracked
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::mail::{render, thread};
+use crate::source::{Transcript, Wanted};
 use crate::state::{Standing, State, StatusRow};
 
 #[derive(Debug, Serialize)]
@@ -165,8 +166,9 @@ fn rows(config: &Config, listed: Vec<StatusRow>) -> Result<Vec<Row>> {
     for page in rows.chunks_mut(500) {
         let ids: Vec<&str> = page.iter().map(|r| r.conversation_id.as_str()).collect();
         let conversations = export.conversations(&ids)?;
-        let wanted: Vec<(&str, i64)> = ids.iter().map(|id| (*id, i64::MAX)).collect();
-        let transcripts = export.transcripts(&wanted)?;
+        let wanted: Vec<Wanted> = ids.iter().map(|id| Wanted { id, since: 0, through: i64::MAX }).collect();
+        // The visitor's name or address is all a row shows of them: no lines kept.
+        let transcripts = Transcript::read(export.as_ref(), &wanted, 0)?;
         for r in page.iter_mut() {
             if let Some(c) = conversations.get(&r.conversation_id) {
                 r.bot_id = c.bot_id.clone();
@@ -175,7 +177,7 @@ fn rows(config: &Config, listed: Vec<StatusRow>) -> Result<Vec<Row>> {
             r.visitor = match notice(&r.conversation_id) {
                 // An email about no one conversation (pipeline::watch, digest, flood).
                 Some(kind) if !conversations.contains_key(&r.conversation_id) => format!("({kind})"),
-                _ => render::visitor_display(transcripts.get(&r.conversation_id).map_or(&[][..], Vec::as_slice)),
+                _ => render::visitor_display(transcripts.get(&r.conversation_id).map_or(&[][..], |t| &t.messages)),
             };
         }
     }

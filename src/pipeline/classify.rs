@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::source::{Activity, Message};
+use crate::source::Activity;
 
 /// The state a notification announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -75,17 +75,6 @@ pub fn fold(batch: &[Activity]) -> HashMap<&str, Seen> {
             .or_insert(Seen { last_message: a.id, last_activity: a.sent_at, ended: a.ends });
     }
     seen
-}
-
-/// What a whole transcript says, as `fold` would have seen it: for a conversation the state
-/// has not tracked yet.
-pub fn fold_messages(transcript: &[Message]) -> Option<Seen> {
-    let last = transcript.iter().map(|m| m.id).max()?;
-    Some(Seen {
-        last_message: last,
-        last_activity: transcript.iter().map(|m| m.sent_at).max()?,
-        ended: transcript.iter().any(Message::ends_flow),
-    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,8 +14,7 @@ use crate::config::Config;
 use crate::mail::Email;
 use crate::mail::render::{Draft, Renderer};
 use crate::progress;
-use crate::source::Conversation;
-use crate::source::Source;
+use crate::source::{Conversation, Source, Transcript, Wanted};
 use crate::state::{DueCursor, Open, State};
 
 /// How long messages may wait for their conversations row (a runtime that writes it late)
@@ -173,18 +172,15 @@ fn judge_page<'p>(
             Judged::Due(conversation, settings, state) => due.push((open, conversation, settings, state)),
         }
     }
-    let wanted: Vec<(&str, i64)> =
-        due.iter().map(|(o, ..)| o).chain(&orphans).map(|o| (o.id.as_str(), o.tracked.last_message)).collect();
-    let mut transcripts = source.transcripts(&wanted)?;
+    let wanted: Vec<Wanted> = due
+        .iter()
+        .map(|(o, ..)| o)
+        .chain(&orphans)
+        .map(|o| Wanted { id: &o.id, since: o.tracked.covered_through, through: o.tracked.last_message })
+        .collect();
+    let mut transcripts = Transcript::read(source, &wanted, config.mail.limits().messages)?;
     for open in orphans {
-        let rows: Vec<i64> = transcripts
-            .remove(&open.id)
-            .unwrap_or_default()
-            .iter()
-            .filter(|m| m.id > open.tracked.covered_through)
-            .map(|m| m.id)
-            .collect();
-        let named = rows_named(&rows);
+        let named = rows_named(&transcripts.remove(&open.id).unwrap_or_default());
         let shown = source.name();
         match open.missing_since {
             None => {
@@ -231,7 +227,6 @@ fn judge_page<'p>(
             transcript: &transcript,
             person: &person,
             state: chat_state,
-            covered_before: open.tracked.covered_through,
             thread: &open.thread,
             now,
             from: &config.mail.from,
@@ -259,10 +254,12 @@ struct Judgement<'p> {
     later: Vec<&'p Open>,
 }
 
-/// "12, 13, 14 and 20 more": row ids for a warning, never a whole transcript's worth.
-fn rows_named(rows: &[i64]) -> String {
-    let named: Vec<String> = rows.iter().take(ROWS_NAMED).map(i64::to_string).collect();
-    match rows.len().saturating_sub(ROWS_NAMED) {
+/// "12, 13, 14 and 20 more": the new rows of a transcript for a warning, never a whole
+/// transcript's worth.
+fn rows_named(transcript: &Transcript) -> String {
+    let new = transcript.messages.iter().filter(|m| m.id > transcript.since);
+    let named: Vec<String> = new.take(ROWS_NAMED).map(|m| m.id.to_string()).collect();
+    match transcript.new_messages.saturating_sub(named.len()) {
         0 => named.join(", "),
         more => format!("{} and {more} more", named.join(", ")),
     }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::mail::notice::{self, Block, Notice};
 use crate::mail::render::visitor_display;
 use crate::mail::thread::{self, Thread};
-use crate::source::{Author, Conversation, Message};
+use crate::source::{Author, Conversation, Transcript};
 use crate::state::{DigestItem, State};
 
 /// What a digest says of one conversation, recorded when it is listed.
@@ -61,16 +61,16 @@ pub fn listing(
     settings: &Settings,
     state: ChatState,
     conversation: &Conversation,
-    transcript: &[Message],
+    transcript: &Transcript,
     thread: &Thread,
 ) -> Option<(String, Entry)> {
     let rule = settings.notify.digest.as_ref()?;
-    let fields = crate::source::given_fields(transcript);
+    let fields = crate::source::given_fields(&transcript.messages);
     let has_contact = rule.unless_fields.iter().any(|u| fields.iter().any(|(n, _)| n == u));
     if !rule.states.contains(&state) || has_contact || !thread.message_ids.is_empty() {
         return None;
     }
-    let last_bot = transcript.iter().rev().find(|m| m.author == Author::Bot && !m.ends_flow());
+    let last_bot = transcript.messages.iter().rev().find(|m| m.author == Author::Bot && !m.ends_flow());
     let mailboxes =
         |list: &[lettre::message::Mailbox]| list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let route = Route {
@@ -81,14 +81,14 @@ pub fn listing(
     };
     let entry = Entry {
         identifier: thread::identifier(&conversation.id),
-        visitor: visitor_display(transcript),
+        visitor: visitor_display(&transcript.messages),
         bot_id: conversation.bot_id.clone(),
         bot: conversation.bot_name.clone(),
         state: state.as_str().to_owned(),
         step: last_bot.and_then(|m| m.gambit_id.clone()),
         question: last_bot.map(|m| crate::text::header(&m.body, 120)).filter(|q| !q.is_empty()),
         fields,
-        last_activity: transcript.iter().map(|m| m.sent_at).max().unwrap_or_default().timestamp_millis(),
+        last_activity: transcript.last_activity.unwrap_or_default().timestamp_millis(),
         route,
     };
     Some((entry.route.key(), entry))

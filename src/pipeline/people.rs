@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::mail::thread;
 use crate::pipeline::classify::ChatState;
-use crate::source::{Conversation, Message, Source};
+use crate::source::{Conversation, Message, Source, Transcript, Wanted};
 use crate::state::{Known, State};
 
 /// Other conversations an email lists; the rest are counted.
@@ -106,11 +106,12 @@ pub fn lookup(state: &State, source: &dyn Source, conversation: &Conversation) -
     }
     let ids: Vec<&str> = others.iter().map(|k| k.id.as_str()).collect();
     let facts = source.conversations(&ids)?;
-    let wanted: Vec<(&str, i64)> = ids.iter().map(|id| (*id, i64::MAX)).collect();
-    let transcripts = source.transcripts(&wanted)?;
+    let wanted: Vec<Wanted> = ids.iter().map(|id| Wanted { id, since: 0, through: i64::MAX }).collect();
+    // Fields are all a person's record reads of them: no lines kept.
+    let transcripts = Transcript::read(source, &wanted, 0)?;
     let rows: Vec<(Known, Option<&Conversation>, &[Message])> = others
         .iter()
-        .map(|k| (k.clone(), facts.get(&k.id), transcripts.get(&k.id).map_or(&[][..], Vec::as_slice)))
+        .map(|k| (k.clone(), facts.get(&k.id), transcripts.get(&k.id).map_or(&[][..], |t| t.messages.as_slice())))
         .collect();
     Ok(person(&rows, total))
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Notify};
 use crate::pipeline::classify::ChatState;
-use crate::source::{Author, Message};
+use crate::source::{Message, Transcript};
 
 /// Everything that shapes one bot's emails.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub enum Verdict {
     Hold(String),
 }
 
-pub fn verdict(settings: &Settings, state: ChatState, transcript: &[Message]) -> Verdict {
+pub fn verdict(settings: &Settings, state: ChatState, transcript: &Transcript) -> Verdict {
     let rules = &settings.notify;
     if !settings.enabled {
         return Verdict::Hold("the bot is disabled".into());
@@ -140,12 +140,12 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &[Message]) ->
     if !rules.on.contains(&state) {
         return Verdict::Hold(format!("{} emails are off", state.as_str()));
     }
-    let visitor: Vec<&Message> = transcript.iter().filter(|m| m.author == Author::Visitor).collect();
-    if visitor.len() < rules.min_visitor_messages as usize {
-        return Verdict::Hold(format!("the visitor wrote {} message(s)", visitor.len()));
+    if transcript.visitor_messages < rules.min_visitor_messages as usize {
+        return Verdict::Hold(format!("the visitor wrote {} message(s)", transcript.visitor_messages));
     }
     let given = |field: &String| {
-        transcript.iter().filter_map(Message::gives_field).any(|(f, value)| f == field && !value.trim().is_empty())
+        let mut given = transcript.messages.iter().filter_map(Message::gives_field);
+        given.any(|(f, value)| f == field && !value.trim().is_empty())
     };
     let missing: Vec<&str> = rules.require_fields.iter().filter(|f| !given(f)).map(String::as_str).collect();
     if !missing.is_empty() {
@@ -160,6 +160,7 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &[Message]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Author;
     use chrono::{TimeZone, Utc};
 
     fn message(author: Author, field: Option<&str>, body: &str) -> Message {
@@ -229,10 +230,13 @@ mod tests {
             (&completed_only, Completed, &with_phone, true),
         ];
         for (i, (notify, state, transcript, sends)) in table.into_iter().enumerate() {
-            let v = verdict(&settings(notify.clone()), state, transcript);
+            let v = verdict(&settings(notify.clone()), state, &Transcript::of(transcript.to_vec(), 0));
             assert_eq!(v == send, sends, "row {i}: {v:?}");
         }
         let disabled = Settings { enabled: false, ..settings(base) };
-        assert_eq!(verdict(&disabled, Completed, &with_phone), Verdict::Hold("the bot is disabled".into()));
+        assert_eq!(
+            verdict(&disabled, Completed, &Transcript::of(with_phone, 0)),
+            Verdict::Hold("the bot is disabled".into())
+        );
     }
 }

@@ -191,9 +191,8 @@ impl Source for Export {
     /// The transcripts of a page of conversations, each up to its own `through`: the last
     /// message this run has read of it. A message written since must not slip into an email
     /// that does not cover it.
-    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
+    fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()> {
         let through: HashMap<&str, i64> = wanted.iter().copied().collect();
-        let mut out: HashMap<String, Vec<Message>> = HashMap::with_capacity(wanted.len());
         let page = [Param::Texts(through.keys().map(|id| (*id).to_owned()).collect())];
         self.db
             .each(TRANSCRIPTS_SQL, &page, |row| {
@@ -203,12 +202,10 @@ impl Source for Export {
                 if through.get(a.conversation_id.as_str()).is_none_or(|&t| id > t) {
                     return Ok(());
                 }
-                let message = message(row, &a);
-                out.entry(a.conversation_id).or_default().push(message);
+                f(&a.conversation_id, message(row, &a));
                 Ok(())
             })
-            .with_context(|| self.context("reading transcripts"))?;
-        Ok(out)
+            .with_context(|| self.context("reading transcripts"))
     }
 
     /// The highest message id (an index lookup).

@@ -6,6 +6,7 @@
 pub mod export_v1;
 pub mod rasa;
 pub mod sql;
+pub mod transcript;
 pub mod typebot;
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +15,7 @@ use anyhow::Result;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, Location, SourceKind};
+pub use transcript::{Transcript, Wanted};
 
 /// A store of chats, read only. Messages (or events) are numbered by the store with ids that
 /// grow; a run asks for what is new past a watermark, then for the facts and transcripts of
@@ -32,8 +34,10 @@ pub trait Source {
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch>;
     /// The conversations among `ids` that the store has.
     fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>>;
-    /// The transcripts of conversations, each up to its own last message id.
-    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>>;
+    /// The messages of conversations, each up to its own last message id, handed to `f` one at a
+    /// time, in order within each conversation (`Transcript::read` keeps what a run needs of
+    /// them: a long chat is never held whole).
+    fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()>;
     /// The highest message id.
     fn last_message_id(&self) -> Result<i64>;
     /// The row at `id`, as `Batch::anchor` describes it; none when there is no such row.

@@ -218,44 +218,54 @@ impl Rasa {
     /// where the flow was completed.
     fn messages(&self, events: &[Row], mut warn: impl FnMut(i64, &str)) -> Vec<Message> {
         let mut out = Vec::new();
-        let mut last_action: Option<String> = None;
-        let mut form: Option<String> = None;
+        let mut session = Session::default();
         for row in events {
-            let event = match decode(row) {
-                Ok(event) => event,
-                Err(why) => {
-                    warn(row.id, &why);
-                    continue;
-                }
-            };
-            let Some(sent_at) = time(row) else { continue };
-            let message =
-                |author, body: String, step: Option<&String>, field: Option<String>, input: Option<&str>| Message {
-                    id: row.id,
-                    sent_at,
-                    author,
-                    gambit_id: step.map(|s| text::line(s).into_owned()),
-                    input_type: input.map(str::to_owned),
-                    field: field.map(|f| text::line(&f).into_owned()),
-                    body: text::body(&body).into_owned(),
-                };
-            if self.completes(&event, form.as_deref()) {
-                let name = row.action_name.clone().or_else(|| form.clone());
-                out.push(message(Author::Bot, String::new(), name.as_ref(), None, Some(END_OF_FLOW)));
-            }
-            match event {
-                Event::User(t) => out.push(message(Author::Visitor, t, last_action.as_ref(), None, None)),
-                Event::Bot(t) => out.push(message(Author::Bot, t, last_action.as_ref(), None, None)),
-                Event::Slot(name, Some(value)) if !is_internal(&name) => {
-                    out.push(message(Author::Field, value, None, Some(name), None));
-                }
-                Event::Action(name) if name != "action_listen" => last_action = Some(name),
-                Event::ActiveLoop(name) => form = name,
-                Event::SessionStarted => form = None,
-                _ => {}
-            }
+            session.read(self, row, &mut warn, &mut |m| out.push(m));
         }
         out
+    }
+}
+
+/// What reading a session's events in order remembers from one event to the next.
+#[derive(Default)]
+struct Session {
+    last_action: Option<String>,
+    form: Option<String>,
+}
+
+impl Session {
+    /// The messages one event makes (none, one, or a completion marker and one).
+    fn read(&mut self, rasa: &Rasa, row: &Row, warn: &mut impl FnMut(i64, &str), out: &mut impl FnMut(Message)) {
+        let event = match decode(row) {
+            Ok(event) => event,
+            Err(why) => return warn(row.id, &why),
+        };
+        let Some(sent_at) = time(row) else { return };
+        let message =
+            |author, body: String, step: Option<&String>, field: Option<String>, input: Option<&str>| Message {
+                id: row.id,
+                sent_at,
+                author,
+                gambit_id: step.map(|s| text::line(s).into_owned()),
+                input_type: input.map(str::to_owned),
+                field: field.map(|f| text::line(&f).into_owned()),
+                body: text::body(&body).into_owned(),
+            };
+        if rasa.completes(&event, self.form.as_deref()) {
+            let name = row.action_name.clone().or_else(|| self.form.clone());
+            out(message(Author::Bot, String::new(), name.as_ref(), None, Some(END_OF_FLOW)));
+        }
+        match event {
+            Event::User(t) => out(message(Author::Visitor, t, self.last_action.as_ref(), None, None)),
+            Event::Bot(t) => out(message(Author::Bot, t, self.last_action.as_ref(), None, None)),
+            Event::Slot(name, Some(value)) if !is_internal(&name) => {
+                out(message(Author::Field, value, None, Some(name), None));
+            }
+            Event::Action(name) if name != "action_listen" => self.last_action = Some(name),
+            Event::ActiveLoop(name) => self.form = name,
+            Event::SessionStarted => self.form = None,
+            _ => {}
+        }
     }
 }
 
@@ -369,16 +379,19 @@ impl Source for Rasa {
         Ok(out)
     }
 
-    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
-        let mut out = HashMap::new();
+    fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()> {
         for (id, through) in wanted {
             let Some((sender, start)) = parse_id(id) else { continue };
             let params = [Param::Text(sender.to_owned()), Param::Int(start), Param::Int(*through)];
-            let rows = self.rows(SESSION_EVENTS_SQL, &params)?;
-            // Bad rows were reported when first read.
-            out.insert((*id).to_owned(), self.messages(&rows, |_, _| {}));
+            // One event at a time: a long session is never held whole. Bad rows were reported
+            // when first read.
+            let mut session = Session::default();
+            self.each_row(SESSION_EVENTS_SQL, &params, |row| {
+                session.read(self, &row, &mut |_, _| {}, &mut |m| f(id, m));
+                Ok(())
+            })?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn last_message_id(&self) -> Result<i64> {

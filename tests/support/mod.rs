@@ -248,6 +248,39 @@ timeout = "5s"
             .unwrap()
     }
 
+    /// `run --now NOW`, checked to exit 0, with the peak resident memory (KiB) its process had
+    /// shortly before it ended: the kernel's high-water mark (`VmHWM`, which only grows), read
+    /// every millisecond while it runs. Not `wait4`'s figure: a child spawned with vfork counts
+    /// the test process's own peak in it.
+    pub fn run_measured(&self, now: &str) -> u64 {
+        let mut child = Command::new(bin())
+            .args([std::ffi::OsStr::new("--config"), self.config.as_os_str()])
+            .args(["run", "--now", now])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until the exec, /proc shows the test process; the kernel names a process after its file.
+        let name: String = bin().file_name().unwrap().to_string_lossy().chars().take(15).collect();
+        let path = format!("/proc/{}/status", child.id());
+        let mut peak = 0;
+        loop {
+            let status = std::fs::read_to_string(&path).unwrap_or_default();
+            let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+            if field("Name:") == Some(name.as_str())
+                && let Some(kib) = field("VmHWM:").and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+            {
+                peak = peak.max(kib);
+            }
+            if let Some(exit) = child.try_wait().unwrap() {
+                assert!(exit.success(), "run at {now}: {exit}");
+                return peak;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// `run --now NOW ARGS`, checked to exit with `code`.
     pub fn run_at(&self, now: &str, args: &[&str], code: i32) -> Output {
         let mut all = vec!["run", "--now", now];

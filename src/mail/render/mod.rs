@@ -24,7 +24,8 @@ use crate::mail::thread::{self, Thread};
 use crate::pipeline::classify::ChatState;
 use crate::pipeline::people::Person;
 use crate::pipeline::rules::{Routing, Settings};
-use crate::source::{Author, Conversation, Message};
+use crate::source::transcript::HEAD;
+use crate::source::{Author, Conversation, Message, Transcript};
 
 /// The built-in templates, compiled into the binary so an installed tool needs no files.
 /// A folder named by the `templates` key replaces any of them by file name.
@@ -63,9 +64,6 @@ impl Default for Limits {
 /// Characters shown of a field's value: a name or an address is far shorter.
 const FIELD_CHARS: usize = 500;
 
-/// How many of a chat's first messages a long transcript keeps.
-const HEAD: usize = 3;
-
 /// The part of a transcript an email shows: its first messages and its latest, within
 /// `Limits`, as positions in the shown lines.
 struct Shown {
@@ -75,13 +73,14 @@ struct Shown {
 }
 
 impl Shown {
-    fn of(transcript: &[&Message], limits: &Limits) -> Self {
+    /// `transcript` holds the chat's first lines and at least its latest `limits.messages`
+    /// (see `Transcript`), of `total` lines in all.
+    fn of(transcript: &[&Message], total: usize, limits: &Limits) -> Self {
         let size = |m: &Message| m.body.len().min(limits.message_chars * 4);
         let mut budget = limits.transcript_bytes;
         let mut start = transcript.len();
         // Room for the first few when not all fit.
-        let tail_max =
-            if transcript.len() > limits.messages { limits.messages.saturating_sub(HEAD) } else { limits.messages };
+        let tail_max = if total > limits.messages { limits.messages.saturating_sub(HEAD) } else { limits.messages };
         // The latest messages first: they are what the email is about. At least one.
         while start > 0 && transcript.len() - start < tail_max.max(1) {
             let s = size(transcript[start - 1]);
@@ -100,7 +99,7 @@ impl Shown {
             budget -= s;
             head_end += 1;
         }
-        Shown { head_end, start, omitted: start - head_end }
+        Shown { head_end, start, omitted: total.saturating_sub(head_end + transcript.len() - start) }
     }
 
     /// Each message shown, with how many were left out just before it.
@@ -144,12 +143,12 @@ pub struct Renderer {
 /// One email's worth of decision: which conversation, what it says, where it threads.
 pub struct Draft<'a> {
     pub conversation: &'a Conversation,
-    pub transcript: &'a [Message],
+    /// Its messages; those after `Transcript::since`, the last an earlier email covered, are
+    /// marked new.
+    pub transcript: &'a Transcript,
     /// What is known of the visitor from their other chats (empty for a first-time visitor).
     pub person: &'a Person,
     pub state: ChatState,
-    /// The last message an earlier email covered (0 for none): later ones are marked new.
-    pub covered_before: i64,
     pub thread: &'a Thread,
     pub now: DateTime<Utc>,
     pub from: &'a Mailbox,
@@ -227,7 +226,7 @@ impl Renderer {
 
     pub fn compose(&self, draft: &Draft, settings: &Settings, message_id_domain: &str) -> Result<Email> {
         let conversation = draft.conversation;
-        let visitor = Visitor::from_transcript(draft.transcript);
+        let visitor = Visitor::from_transcript(&draft.transcript.messages);
         // Who the visitor is, with what they said in earlier chats where this one is silent:
         // their name for the subject, their address for Reply-To.
         let known = visitor.with_earlier(draft.person);
@@ -251,7 +250,7 @@ impl Renderer {
                 thread::subject(&text, &identifier)
             }
         };
-        let covers_through = draft.transcript.last().map_or(draft.covered_before, |m| m.id);
+        let covers_through = draft.transcript.messages.last().map_or(draft.transcript.since, |m| m.id);
         let view = View { subject: &subject, ..parts };
         // Converted for minijinja at most once, for both templates, and only if one needs it.
         let mut value = None;
@@ -307,10 +306,10 @@ impl Renderer {
         let c = draft.conversation;
         let at = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), true);
         let day = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), false);
-        let came_back = draft.covered_before > 0 && !draft.thread.message_ids.is_empty();
-        let is_new = |m: &Message| came_back && m.id > draft.covered_before;
-        let lines: Vec<&Message> = draft.transcript.iter().filter(|m| m.is_shown()).collect();
-        let shown = Shown::of(&lines, &self.limits);
+        let came_back = draft.transcript.since > 0 && !draft.thread.message_ids.is_empty();
+        let is_new = |m: &Message| came_back && m.id > draft.transcript.since;
+        let lines: Vec<&Message> = draft.transcript.messages.iter().filter(|m| m.is_shown()).collect();
+        let shown = Shown::of(&lines, draft.transcript.lines, &self.limits);
         let first_new = shown.messages(&lines).position(|(_, m)| is_new(m));
         let transcript: Vec<Line> = shown
             .messages(&lines)
@@ -328,7 +327,7 @@ impl Renderer {
                 skipped_before,
             })
             .collect();
-        let last_bot = draft.transcript.iter().rev().find(|m| m.author == Author::Bot);
+        let last_bot = draft.transcript.messages.iter().rev().find(|m| m.author == Author::Bot);
         View {
             state: draft.state.as_str(),
             came_back,
@@ -376,7 +375,7 @@ impl Renderer {
             },
             step: last_bot.and_then(|m| m.gambit_id.as_deref()),
             question: last_bot.map(|m| cut(&m.body, self.limits.message_chars)),
-            new_messages: draft.transcript.iter().filter(|m| is_new(m)).count(),
+            new_messages: if came_back { draft.transcript.new_messages } else { 0 },
             omitted_messages: shown.omitted,
             transcript,
             time_zone: tz.name(),
@@ -672,10 +671,9 @@ mod tests {
         let thread = Thread { subject: Some("S [#X]".into()), message_ids: vec!["<a@x>".into()], index: None };
         let draft = Draft {
             conversation: &conversation(),
-            transcript: &t,
+            transcript: &Transcript::of(t, 2),
             person: &Default::default(),
             state: ChatState::Resumed,
-            covered_before: 2,
             thread: &thread,
             now: Utc::now(),
             from: &"Notifier <n@example.com>".parse().unwrap(),
@@ -697,20 +695,20 @@ mod tests {
         let owned: Vec<Message> = (1..=50).map(|i| msg(i, Author::Visitor, None, &"x".repeat(10))).collect();
         let t: Vec<&Message> = owned.iter().collect();
         let ids = |s: &Shown| s.messages(&t).map(|(skipped, m)| (skipped, m.id)).collect::<Vec<_>>();
-        let all = Shown::of(&t, &Limits { messages: 50, message_chars: 100, transcript_bytes: 10_000 });
+        let all = Shown::of(&t, t.len(), &Limits { messages: 50, message_chars: 100, transcript_bytes: 10_000 });
         assert_eq!((all.omitted, all.messages(&t).count()), (0, 50));
-        let capped = Shown::of(&t, &Limits { messages: 10, message_chars: 100, transcript_bytes: 10_000 });
+        let capped = Shown::of(&t, t.len(), &Limits { messages: 10, message_chars: 100, transcript_bytes: 10_000 });
         assert_eq!(
             ids(&capped),
             [(0, 1), (0, 2), (0, 3), (40, 44), (0, 45), (0, 46), (0, 47), (0, 48), (0, 49), (0, 50)]
         );
         // 45 bytes: the last four messages (40 bytes), then no room for the start.
-        let by_bytes = Shown::of(&t, &Limits { messages: 50, message_chars: 100, transcript_bytes: 45 });
+        let by_bytes = Shown::of(&t, t.len(), &Limits { messages: 50, message_chars: 100, transcript_bytes: 45 });
         assert_eq!(ids(&by_bytes), [(46, 47), (0, 48), (0, 49), (0, 50)]);
         // One message larger than the whole budget is still shown: the email is about it.
         let huge = msg(1, Author::Visitor, None, &"y".repeat(1000));
         let huge = [&huge];
-        let one = Shown::of(&huge, &Limits { messages: 5, message_chars: 100, transcript_bytes: 10 });
+        let one = Shown::of(&huge, huge.len(), &Limits { messages: 5, message_chars: 100, transcript_bytes: 10 });
         assert_eq!(one.messages(&huge).count(), 1);
         assert_eq!(cut("abcdef", 3), "abc… (3 more characters not shown)");
         assert_eq!(cut("abc", 3), "abc");
@@ -728,16 +726,18 @@ mod tests {
     }
 
     fn message() -> impl Strategy<Value = Message> {
-        (0..3u8, proptest::option::of("(name|email|phone|company)"), untrusted(), proptest::option::of("[a-z_]{0,6}"))
-            .prop_map(|(author, field, body, step)| Message {
+        let field = proptest::option::of("(name|email|phone|company)");
+        (0..3u8, field, untrusted(), proptest::option::of("[a-z_]{0,6}"), proptest::bool::weighted(0.1)).prop_map(
+            |(author, field, body, step, ends)| Message {
                 id: 0,
                 sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap(),
                 author: [Author::Bot, Author::Visitor, Author::Field][author as usize],
                 gambit_id: step,
-                input_type: None,
+                input_type: ends.then(|| crate::source::END_OF_FLOW.to_owned()),
                 field,
                 body,
-            })
+            },
+        )
     }
 
     fn person() -> impl Strategy<Value = Person> {
@@ -762,10 +762,11 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// `builtin` is the built-in templates written out in Rust: for any view, the same bytes
-        /// as minijinja rendering the template files, subject included.
+        /// as minijinja rendering the template files, subject included. And the transcript a run
+        /// keeps of a long chat (`Transcript::read`) makes the email the whole chat makes.
         #[test]
         fn the_built_in_templates_and_their_rust_agree(
-            transcript in proptest::collection::vec(message(), 0..12),
+            transcript in proptest::collection::vec(message(), 0..30),
             state in 0..3usize,
             covered_before in 0..14i64,
             replied in any::<bool>(),
@@ -794,12 +795,15 @@ mod tests {
             } else {
                 Thread::default()
             };
+            let mut reader = crate::source::transcript::Reader::new(covered_before, messages_limit);
+            transcript.iter().cloned().for_each(|m| reader.push(m));
+            let kept = reader.finish();
+            let whole = Transcript::of(transcript, covered_before);
             let draft = Draft {
                 conversation: &conversation,
-                transcript: &transcript,
+                transcript: &whole,
                 person: &person,
                 state: [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed][state],
-                covered_before,
                 thread: &thread,
                 now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
                 from: &"Notifier <n@example.com>".parse().unwrap(),
@@ -808,9 +812,12 @@ mod tests {
             let a = native.compose(&draft, settings, "example.com").unwrap();
             let b = interpreted.compose(&draft, settings, "example.com").unwrap();
             // A change to templates/ needs the same in builtin.rs, and the other way round.
-            prop_assert_eq!(a.subject, b.subject, "templates/ and builtin.rs disagree");
-            prop_assert_eq!(a.text, b.text, "templates/ and builtin.rs disagree");
-            prop_assert_eq!(a.html, b.html, "templates/ and builtin.rs disagree");
+            prop_assert_eq!(&a.subject, &b.subject, "templates/ and builtin.rs disagree");
+            prop_assert_eq!(&a.text, &b.text, "templates/ and builtin.rs disagree");
+            prop_assert_eq!(&a.html, &b.html, "templates/ and builtin.rs disagree");
+            let c = native.compose(&Draft { transcript: &kept, ..draft }, settings, "example.com").unwrap();
+            prop_assert_eq!((&a.subject, &a.text, &a.html), (&c.subject, &c.text, &c.html), "the kept transcript differs");
+            prop_assert_eq!(a.message_id, c.message_id);
         }
     }
 
@@ -828,10 +835,9 @@ mod tests {
         let t = [msg(1, Author::Visitor, Some("name"), "Jane")];
         let draft = Draft {
             conversation: &conversation(),
-            transcript: &t,
+            transcript: &Transcript::of(t, 0),
             person: &Default::default(),
             state: ChatState::Resumed,
-            covered_before: 0,
             thread: &Thread::default(),
             now: Utc::now(),
             from: &"Notifier <n@example.com>".parse().unwrap(),

@@ -461,20 +461,19 @@ impl Source for Typebot {
             .collect())
     }
 
-    fn transcripts(&self, wanted: &[(&str, i64)]) -> Result<HashMap<String, Vec<Message>>> {
+    fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()> {
         let ids: Vec<&str> = wanted.iter().map(|(id, _)| *id).collect();
         let results = self.results(&ids)?;
         let mut answers = self.answers(ANSWERS_SQL, &ids)?;
         let mut legacy = if self.legacy { self.answers(LEGACY_SQL, &ids)? } else { HashMap::new() };
-        let mut out = HashMap::new();
         for (id, through) in wanted {
             let Some(row) = results.get(*id) else { continue };
             let mut all = legacy.remove(*id).unwrap_or_default();
             all.extend(answers.remove(*id).unwrap_or_default().into_iter().filter(|a| a.id <= *through));
             let flow = self.flow(&row.typebot_id)?;
-            out.insert((*id).to_owned(), self.messages(row, &all, flow.as_deref(), true));
+            self.messages(row, &all, flow.as_deref(), true).into_iter().for_each(|m| f(id, m));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn finishes_in_place(&self) -> bool {
