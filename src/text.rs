@@ -10,7 +10,9 @@ use std::borrow::Cow;
 /// servers refuse it), tabs stay, other control characters and bidirectional overrides become
 /// U+FFFD, so what was there stays visible without acting on a terminal.
 pub fn body(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c)) {
+    if printable_ascii(s, |b| b == b'\n' || b == b'\t')
+        || !s.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c))
+    {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
@@ -32,7 +34,7 @@ pub fn body(s: &str) -> Cow<'_, str> {
 /// A one-line value (a name, a step id, a field name, a URL): line breaks and tabs become
 /// spaces, other control characters and bidirectional overrides U+FFFD.
 pub fn line(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if printable_ascii(s, |_| false) || !s.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Cow::Borrowed(s);
     }
     s.chars()
@@ -85,6 +87,12 @@ pub fn csv_cell(s: &str) -> String {
 }
 
 /// Bidirectional embeddings, overrides and isolates: they make text read as other text.
+/// Whether `s` is printable ASCII but for the control bytes `allowed`: nothing to clean, found
+/// without decoding a character (most text a chat holds; a report reads every message).
+fn printable_ascii(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) || allowed(b))
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }

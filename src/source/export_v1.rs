@@ -202,7 +202,7 @@ impl Source for Export {
                 if through.get(a.conversation_id.as_str()).is_none_or(|&t| id > t) {
                     return Ok(());
                 }
-                f(&a.conversation_id, message(row, &a));
+                f(&a.conversation_id, message(row, id, a.sent_at, a.author));
                 Ok(())
             })
             .with_context(|| self.context("reading transcripts"))
@@ -243,7 +243,11 @@ impl Source for Export {
         // The conversations row last read, and the conversation whose messages are being read.
         let mut row_of: Option<Conversation> = None;
         let mut current: Option<(String, Option<Conversation>)> = None;
+        // The messages of `current` are the first `len`; those after are kept for their
+        // strings' buffers, written over by the next conversation's (a pass over every message
+        // of the export allocated five strings a message).
         let mut messages: Vec<Message> = Vec::new();
+        let mut len = 0;
         let mut read = 0;
         self.db
             .each(EVERYTHING_SQL, &[Param::Int(through)], |row| {
@@ -253,21 +257,25 @@ impl Source for Export {
                 }
                 read += 1;
                 let Some(id) = row[0].int() else { return Ok(()) };
-                let Ok(a) = activity(row, id) else { return Ok(()) };
-                if let Some((done, conversation)) = current.take_if(|(c, _)| *c != a.conversation_id) {
-                    f(&done, conversation.as_ref(), &messages)?;
-                    messages.clear();
+                let Ok((conversation_id, sent_at, author, _)) = columns(row) else { return Ok(()) };
+                if let Some((done, conversation)) = current.take_if(|(c, _)| c != conversation_id) {
+                    f(&done, conversation.as_ref(), &messages[..len])?;
+                    len = 0;
                 }
                 if current.is_none() {
-                    let conversation = row_of.take_if(|c| c.id == a.conversation_id);
-                    current = Some((a.conversation_id.clone(), conversation));
+                    let conversation = row_of.take_if(|c| c.id == conversation_id);
+                    current = Some((conversation_id.to_owned(), conversation));
                 }
-                messages.push(message(row, &a));
+                match messages.get_mut(len) {
+                    Some(m) => refill(m, row, id, sent_at, author),
+                    None => messages.push(message(row, id, sent_at, author)),
+                }
+                len += 1;
                 Ok(())
             })
             .with_context(|| self.context("reading every conversation"))?;
         if let Some((id, conversation)) = &current {
-            f(id, conversation.as_ref(), &messages)?;
+            f(id, conversation.as_ref(), &messages[..len])?;
         }
         Ok(read)
     }
@@ -279,22 +287,51 @@ fn anchor(cells: &[Cell]) -> String {
     format!("{}\u{1f}{}", cells[0].lossy().unwrap_or_default(), cells[1].lossy().unwrap_or_default())
 }
 
-/// A message from a row whose activity columns were read already; the columns after them are
-/// `body, gambit_id, field`.
-fn message(row: &[Cell], a: &Activity) -> Message {
+/// A message from a row whose activity columns were read already (`columns`); the columns
+/// after them are `body, gambit_id, field`.
+fn message(row: &[Cell], id: i64, sent_at: DateTime<Utc>, author: Author) -> Message {
     Message {
-        id: a.id,
-        sent_at: a.sent_at,
-        author: a.author,
+        id,
+        sent_at,
+        author,
         input_type: display(&row[4]),
-        body: row[5].lossy().map(|b| text::body(&b).into_owned()).unwrap_or_default(),
+        body: row[5].lossy_str().map(|b| text::body(&b).into_owned()).unwrap_or_default(),
         gambit_id: display(&row[6]),
         field: display(&row[7]),
     }
 }
 
+/// `message`, written over `m` in place, reusing its strings' buffers.
+fn refill(m: &mut Message, row: &[Cell], id: i64, sent_at: DateTime<Utc>, author: Author) {
+    fn set(to: &mut String, from: &str) {
+        to.clear();
+        to.push_str(from);
+    }
+    fn set_display(to: &mut Option<String>, cell: &Cell) {
+        match (to.as_mut(), cell.lossy_str()) {
+            (_, None) => *to = None,
+            (Some(to), Some(from)) => set(to, &text::line(&from)),
+            (None, Some(from)) => *to = Some(text::line(&from).into_owned()),
+        }
+    }
+    (m.id, m.sent_at, m.author) = (id, sent_at, author);
+    set_display(&mut m.input_type, &row[4]);
+    match row[5].lossy_str() {
+        Some(b) => set(&mut m.body, &text::body(&b)),
+        None => m.body.clear(),
+    }
+    set_display(&mut m.gambit_id, &row[6]);
+    set_display(&mut m.field, &row[7]);
+}
+
 /// Reads the activity columns of a row; the error says why the row cannot be used.
 fn activity(row: &[Cell], id: i64) -> std::result::Result<Activity, String> {
+    let (conversation_id, sent_at, author, ends) = columns(row)?;
+    Ok(Activity { id, conversation_id: conversation_id.to_owned(), sent_at, author, ends })
+}
+
+/// The activity columns of a row, borrowed: conversation, time, sender, whether it ends the flow.
+fn columns(row: &[Cell]) -> std::result::Result<(&str, DateTime<Utc>, Author, bool), String> {
     let conversation_id = text(&row[1], "conversation_id")?.ok_or("conversation_id is NULL")?;
     if conversation_id.trim().is_empty() {
         return Err("conversation_id is blank".into());
@@ -310,7 +347,7 @@ fn activity(row: &[Cell], id: i64) -> std::result::Result<Activity, String> {
         None => return Err("sender is NULL".into()),
     };
     let ends = ends_flow(author, text(&row[4], "input_type")?);
-    Ok(Activity { id, conversation_id: conversation_id.to_owned(), sent_at, author, ends })
+    Ok((conversation_id, sent_at, author, ends))
 }
 
 /// What is wrong with a usable row's body, if anything: it is shown anyway, as best it can be.
@@ -336,7 +373,7 @@ fn text<'r>(cell: &'r Cell, name: &str) -> std::result::Result<Option<&'r str>, 
 
 /// A one-line display column (a name, a step, a field, a URL), cleaned for every output.
 fn display(cell: &Cell) -> Option<String> {
-    cell.lossy().map(|s| text::line(&s).into_owned())
+    cell.lossy_str().map(|s| text::line(&s).into_owned())
 }
 
 #[cfg(test)]
@@ -396,19 +433,20 @@ mod tests {
              CREATE TABLE conversations (id TEXT PRIMARY KEY, bot_id TEXT NOT NULL, visitor_id TEXT NOT NULL,
                  started_at TEXT NOT NULL, page_url TEXT);
              CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id TEXT NOT NULL, sent_at TEXT NOT NULL,
-                 sender TEXT NOT NULL, gambit_id TEXT, input_type TEXT, field TEXT, body TEXT NOT NULL);
+                 sender TEXT NOT NULL, gambit_id TEXT, input_type TEXT, field TEXT, body TEXT);
              CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
              INSERT INTO bots VALUES ('lead', 'Lead Bot');
              INSERT INTO conversations VALUES ('a', 'lead', 'v-a', '2026-11-24T09:00:00Z', NULL),
                  ('b-silent', 'lead', 'v-b', '2026-11-24T09:00:00Z', NULL),
                  ('d', 'lead', 'v-d', '2026-11-24T09:00:00Z', 'https://example.com/');
-             INSERT INTO messages (id, conversation_id, sent_at, sender, body) VALUES
-                 (1, 'd', '2026-11-24T09:00:01Z', 'visitor', 'hello'),
-                 (2, 'a', '2026-11-24T09:00:02Z', 'robot', 'bad sender'),
-                 (3, 'c-no-row', '2026-11-24T09:00:03Z', 'visitor', 'who am I'),
-                 (4, 'a', '2026-11-24T09:00:04Z', 'visitor', 'hi'),
-                 (5, 'd', '2026-11-24T09:00:05Z', 'bot', 'welcome'),
-                 (6, 'a', '2026-11-24T09:00:06Z', 'bot', 'later');",
+             INSERT INTO messages (id, conversation_id, sent_at, sender, body, gambit_id, field) VALUES
+                 (1, 'd', '2026-11-24T09:00:01Z', 'visitor', NULL, NULL, NULL),
+                 (2, 'a', '2026-11-24T09:00:02Z', 'robot', 'bad sender', NULL, NULL),
+                 (3, 'c-no-row', '2026-11-24T09:00:03Z', 'visitor', 'who am I
+                     and more', 'ask', 'name'),
+                 (4, 'a', '2026-11-24T09:00:04Z', 'visitor', 'a much longer line than the others', NULL, 'email'),
+                 (5, 'd', '2026-11-24T09:00:05Z', 'bot', 'welcome', 'greet', NULL),
+                 (6, 'a', '2026-11-24T09:00:06Z', 'bot', 'later', NULL, NULL);",
         )
         .unwrap();
         let export = Export::open_sqlite(&path).unwrap();
@@ -417,6 +455,10 @@ mod tests {
             .each_conversation(5, &mut |id, conversation, messages| {
                 let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
                 seen.push((id.to_owned(), conversation.map(|c| c.visitor_id.clone()), ids));
+                // Written over the buffers of the conversation before: the same as read afresh.
+                let mut afresh = Vec::new();
+                export.transcripts(&[(id, 5)], &mut |_, m| afresh.push(m)).unwrap();
+                assert_eq!(messages, afresh, "{id}");
                 Ok(())
             })
             .unwrap();

@@ -3,6 +3,7 @@
 //! placeholders and `rarray(?N)` for a list of ids; PostgreSQL gets them rewritten (`$N` with
 //! the parameter's type, `unnest(...)`). Rows come back as plain cells, whatever the database.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
@@ -39,6 +40,15 @@ impl Cell {
             Cell::Real(f) => Some(*f),
             Cell::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
             Cell::Null => None,
+        }
+    }
+
+    /// `lossy`, borrowing text that is valid UTF-8 already: no copy for a caller that cleans
+    /// it into a string of its own anyway.
+    pub fn lossy_str(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Cell::Text(t) => Some(String::from_utf8_lossy(t)),
+            other => other.lossy().map(Cow::Owned),
         }
     }
 
