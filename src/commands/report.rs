@@ -362,6 +362,9 @@ impl Tally {
     }
 }
 
+/// The fields a lead shows.
+const LEAD_FIELDS: [&str; 4] = ["name", "full_name", "email", "phone"];
+
 /// The people behind the chats, for the leads list: by visitor, never merging placeholders.
 #[derive(Default)]
 struct Person {
@@ -414,9 +417,15 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
         let person = persons.entry(key).or_default();
         person.completed |= f.completed;
         person.chats += 1;
+        if person.completed {
+            // Never a lead now: nothing more of them is needed (a map of every visitor's
+            // fields held 113 MB at 100,000 chats).
+            (person.fields, person.latest) = (Vec::new(), None);
+            return Ok(());
+        }
         let when = f.last_activity.unwrap_or(DateTime::UNIX_EPOCH);
         let later = person.latest.as_ref().is_none_or(|(t, ..)| when >= *t);
-        for (name, value) in f.fields {
+        for (name, value) in f.fields.into_iter().filter(|(n, _)| LEAD_FIELDS.contains(&n.as_str())) {
             match person.fields.iter_mut().find(|(n, _)| *n == name) {
                 Some(field) if later => field.1 = value,
                 Some(_) => {}
