@@ -319,6 +319,25 @@ fn smtp_login_reads_the_password_from_the_environment_or_a_file() {
 }
 
 #[test]
+fn smtp_login_where_the_server_offers_only_auth_login() {
+    let server = SmtpServer::start();
+    server.require_login("notifier", "s3cret pass");
+    server.offer_auth_login();
+    let f = Fixture::new(server.port());
+    // The [transport] table is the config's last.
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{config}\nusername = \"notifier\"\npassword_env = \"NOTIFIER_PASSWORD\"\n"))
+        .unwrap();
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_with_env(&["run", "--now", "2026-11-24T10:00:00Z"], &[("NOTIFIER_PASSWORD", "wrong")]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("535"), "{}", out.stderr);
+    let out = f.run_with_env(&["run", "--now", "2026-11-24T10:05:00Z"], &[("NOTIFIER_PASSWORD", "s3cret pass")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_each_once(&server, 1, 0, "AUTH LOGIN");
+}
+
+#[test]
 fn a_connection_the_server_closed_is_opened_again_for_the_next_email() {
     // lettre's pool found a closed connection with a NOOP before each email; the mailer finds
     // it by the send failing, and tries that email once more on a new connection.
@@ -344,15 +363,55 @@ fn one_connection_carries_the_whole_batch() {
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 5);
     assert_eq!(server.connections(), 1);
-    // Four round trips an email and nothing in between (lettre's pool asked NOOP before each),
-    // then goodbye.
+    // Each email's MAIL, RCPT and DATA written at once (PIPELINING), then its message: two
+    // round trips an email and nothing in between (lettre's pool asked NOOP before each), then
+    // goodbye.
     let verbs = server.verbs();
     let each = ["MAIL", "RCPT", "DATA"];
     assert_eq!(verbs.first().map(String::as_str), Some("EHLO"), "{verbs:?}");
     assert_eq!(verbs[1..verbs.len() - 1], each.repeat(5), "{verbs:?}");
     assert_eq!(verbs.last().map(String::as_str), Some("QUIT"), "{verbs:?}");
+    let pipelined = server.pipelined();
+    assert_eq!(pipelined[1..pipelined.len() - 1], [true, true, false].repeat(5), "{verbs:?}");
     f.run_at("2026-11-24T10:05:00Z", &[], 0);
     assert_eq!(server.connections(), 1, "a run with nothing to send does not connect");
+}
+
+/// RFC 2920: a client pipelines only where the server says it may; otherwise each command
+/// waits for its answer.
+#[test]
+fn without_pipelining_each_command_waits_for_its_answer() {
+    let server = SmtpServer::start();
+    server.without_pipelining();
+    let f = Fixture::new(server.port());
+    for i in 0..3 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), "v@example.com", i);
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_each_once(&server, 3, 0, "without pipelining");
+    assert!(!server.pipelined().contains(&true), "{:?} {:?}", server.verbs(), server.pipelined());
+}
+
+/// Pipelined, DATA is accepted when any recipient was: one refused recipient must not let the
+/// message reach the others (the email is retried whole, and would reach them twice). The
+/// connection is dropped instead of sending it; the email waits, the next run sends it once.
+#[test]
+fn one_refused_recipient_keeps_the_email_from_the_others() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("cc = [\"typo@example.con\"]");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Roe", "sam@example.com", 1);
+    server
+        .set(Behavior::RejectRcptTo { address: "typo@example.con".into(), reply: "450 4.1.2 domain not found".into() });
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(out.stderr.contains("transient error (450): 4.1.2 domain not found"), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("not sent (attempt 1)").count(), 2, "{}", out.stderr);
+    assert!(server.received().is_empty(), "the owner got a message whose email is still queued");
+    server.set(Behavior::Accept);
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    assert_each_once(&server, 2, 0, "after the refusal");
+    assert!(server.received().iter().all(|r| r.rcpt_to.len() == 2), "{:?}", server.received()[0].rcpt_to);
 }
 
 #[test]

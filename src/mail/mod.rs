@@ -6,6 +6,7 @@ mod body;
 pub mod notice;
 pub mod render;
 pub mod send;
+mod smtp;
 pub mod thread;
 
 use chrono::{DateTime, Utc};

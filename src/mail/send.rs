@@ -2,19 +2,16 @@
 //! for a dry run. What a failure means for the rest of the batch is decided here, once.
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailboxes, MultiPart};
-use lettre::transport::smtp;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SendmailTransport, Transport as _};
 
 use crate::config::{Security, Transport};
+use crate::mail::smtp::{self, Tls};
 use crate::mail::{Email, body};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,19 +46,14 @@ impl Mailer {
     pub fn from_config(transport: &Transport) -> Result<Self> {
         Ok(match transport {
             Transport::Smtp(cfg) => {
-                let tls = || {
-                    TlsParameters::builder(cfg.host.clone())
-                        .dangerous_accept_invalid_certs(cfg.accept_invalid_certs)
-                        .build_rustls()
-                        .context("transport: setting up TLS")
-                };
+                let tls = || smtp::tls_config(cfg.accept_invalid_certs).context("transport: setting up TLS");
                 let tls = match cfg.security {
-                    Security::Starttls => Tls::Required(tls()?),
+                    Security::Starttls => Tls::Starttls(tls()?),
                     Security::Tls => Tls::Wrapper(tls()?),
                     Security::None => Tls::None,
                 };
-                let credentials = match &cfg.username {
-                    Some(user) => Some(Credentials::new(user.clone(), cfg.password()?.unwrap_or_default())),
+                let login = match &cfg.username {
+                    Some(user) => Some((user.clone(), cfg.password()?.unwrap_or_default())),
                     None => None,
                 };
                 Mailer::Smtp(Box::new(Smtp {
@@ -69,8 +61,7 @@ impl Mailer {
                     port: cfg.port(),
                     tls,
                     timeout: cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30)),
-                    credentials,
-                    hello: ClientId::default(),
+                    login,
                     connection: None,
                 }))
             }
@@ -86,7 +77,7 @@ impl Mailer {
     /// Connects and logs in without sending: for `check --smtp`.
     pub fn connect(&mut self) -> Result<()> {
         if let Mailer::Smtp(smtp) = self {
-            smtp.connection().map_err(|e| anyhow::anyhow!("connecting to the SMTP server: {}", chain(&e)))?;
+            smtp.connection().map_err(|e| anyhow::anyhow!("connecting to the SMTP server: {e}"))?;
         }
         Ok(())
     }
@@ -98,7 +89,7 @@ impl Mailer {
             // Said goodbye to; an answer or not, everything went already.
             Mailer::Smtp(smtp) => {
                 if let Some(mut connection) = smtp.connection.take() {
-                    let _ = connection.quit();
+                    connection.quit();
                 }
             }
             _ => {}
@@ -146,10 +137,9 @@ impl Mailer {
                 // password answers 535, a permanent code) stops the batch instead of being
                 // counted against, and eventually parking, each email in turn.
                 if let Err(e) = smtp.connection() {
-                    let reason = format!("connecting to the SMTP server: {}", chain(&e));
+                    let reason = format!("connecting to the SMTP server: {}", failure(&e).reason());
                     return Ok(Err(Failure::Unavailable(reason)));
                 }
-                // lettre closes a connection after any refusal: the next email opens another.
                 message().and_then(|m| smtp.send(&m))
             }
             Mailer::Sendmail(t) => message().and_then(|m| t.send(&m).map(drop).map_err(|e| transient(&e))),
@@ -158,65 +148,50 @@ impl Mailer {
     }
 }
 
-/// One SMTP connection for the whole batch, opened before the first email and reused, as
-/// lettre's `SmtpTransport` would, but without its pool: the pool checks a connection with a
-/// NOOP before each email, one more round trip of five (BENCHMARKS.md, sending).
+/// One SMTP connection for the whole batch, opened before the first email and reused.
 pub struct Smtp {
     host: String,
     port: u16,
     tls: Tls,
     timeout: Duration,
-    credentials: Option<Credentials>,
-    hello: ClientId,
-    connection: Option<SmtpConnection>,
+    login: Option<(String, String)>,
+    connection: Option<smtp::Connection>,
 }
 
 impl Smtp {
     /// The connection, opened (TLS as configured, then logged in) when there is none or the
     /// last one broke.
-    fn connection(&mut self) -> Result<&mut SmtpConnection, smtp::Error> {
+    fn connection(&mut self) -> Result<&mut smtp::Connection, smtp::Error> {
         let connection = match self.connection.take() {
-            Some(open) if !open.has_broken() => open,
-            _ => self.open()?,
+            Some(open) if !open.is_broken() => open,
+            _ => smtp::Connection::open(&smtp::Settings {
+                host: &self.host,
+                port: self.port,
+                tls: &self.tls,
+                timeout: self.timeout,
+                login: self.login.as_ref().map(|(user, password)| (user.as_str(), password.as_str())),
+            })?,
         };
         Ok(self.connection.insert(connection))
     }
 
-    fn open(&self) -> Result<SmtpConnection, smtp::Error> {
-        let wrapper = match &self.tls {
-            Tls::Wrapper(parameters) => Some(parameters),
-            _ => None,
-        };
-        let mut connection =
-            SmtpConnection::connect((self.host.as_str(), self.port), Some(self.timeout), &self.hello, wrapper, None)?;
-        if let Tls::Required(parameters) = &self.tls {
-            connection.starttls(parameters, &self.hello)?;
-        }
-        if let Some(credentials) = &self.credentials {
-            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
-        }
-        no_nagle_on_tcp_sockets();
-        Ok(connection)
-    }
-
     fn send(&mut self, message: &Message) -> Result<(), Failure> {
         let bytes = message.formatted();
+        let envelope = message.envelope();
+        let from = envelope.from().map(ToString::to_string).unwrap_or_default();
+        let to: Vec<String> = envelope.to().iter().map(ToString::to_string).collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
         // Kept from the email before: the server may have closed it since.
-        let reused = self.connection.as_ref().is_some_and(|c| !c.has_broken());
-        match self.attempt(message, &bytes) {
-            // No answer at all on a connection kept from the last email: the server closed it
-            // meanwhile (a limit of messages per connection), which lettre's pool found with a
-            // NOOP before each email. Once more on a new connection: were this email accepted
-            // after all, it would be sent again the same as if it stayed queued for the next run.
-            Err(e) if reused && e.status().is_none() && !timed_out(&e) => {
-                self.attempt(message, &bytes).map_err(smtp_failure)
-            }
-            sent => sent.map_err(smtp_failure),
+        let reused = self.connection.as_ref().is_some_and(|c| !c.is_broken());
+        let mut attempt = || self.connection()?.send(&from, &to, &bytes);
+        match attempt() {
+            // The connection kept from the last email was closed meanwhile (a server's limit of
+            // messages per connection, its idle timeout): once more on a new one. Were this
+            // email accepted after all, it would be sent again the same as if it stayed queued
+            // for the next run.
+            Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => attempt().map_err(|e| failure(&e)),
+            sent => sent.map_err(|e| failure(&e)),
         }
-    }
-
-    fn attempt(&mut self, message: &Message, bytes: &[u8]) -> Result<(), smtp::Error> {
-        self.connection()?.send(message.envelope(), bytes).map(drop)
     }
 }
 
@@ -286,67 +261,24 @@ impl Folder {
     }
 }
 
-/// lettre 0.11.23 never sets TCP_NODELAY, and writes a message's body and its closing
-/// `\r\n.\r\n` as two writes: Nagle holds the second until the server ACKs the first, which a
-/// Linux server delays by 40 ms. That capped sending at about 23 emails a second on one
-/// connection (BENCHMARKS.md). lettre has the fix upstream (PR #1159) but no release with it,
-/// and no way to reach its socket; so, once a connection is up, Nagle is switched off on every
-/// TCP socket of this process, of which the SMTP connection is the only one.
-/// Remove when lettre sets TCP_NODELAY itself.
-fn no_nagle_on_tcp_sockets() {
-    let fds: Vec<libc::c_int> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
-        Err(_) => (3..256).collect(),
-    };
-    for fd in fds {
-        let mut kind: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut address_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let on: libc::c_int = 1;
-        // SAFETY: plain socket calls on a descriptor number with buffers of the sizes given;
-        // on a descriptor that is closed or not a socket they fail and change nothing.
-        unsafe {
-            let is_tcp = libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &mut len) == 0
-                && kind == libc::SOCK_STREAM
-                && libc::getsockname(fd, (&raw mut address).cast(), &mut address_len) == 0
-                && matches!(address.ss_family as libc::c_int, libc::AF_INET | libc::AF_INET6);
-            if is_tcp {
-                libc::setsockopt(
-                    fd,
-                    libc::IPPROTO_TCP,
-                    libc::TCP_NODELAY,
-                    (&raw const on).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
-    }
-}
-
 fn transient(e: &dyn std::error::Error) -> Failure {
     Failure::Rejected { permanent: false, reason: chain(e) }
 }
 
-fn smtp_failure(e: smtp::Error) -> Failure {
-    let mut reason = chain(&e);
-    if timed_out(&e) {
+fn failure(e: &smtp::Error) -> Failure {
+    let mut reason = e.to_string().replace(['\r', '\n'], " ");
+    if e.is_timeout() {
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
     }
-    if is_throttling(e.status().map(|c| c.to_string()).as_deref(), &reason) {
+    if is_throttling(e.code().map(|c| c.to_string()).as_deref(), &reason) {
         return Failure::Throttled(reason);
     }
     // 421: the server is closing the connection; nothing else will go through it now.
-    if e.status().is_some_and(|code| code.to_string() == "421") || !(e.is_permanent() || e.is_transient()) {
+    if e.code() == Some(421) || !(e.is_permanent() || e.is_transient()) {
         Failure::Unavailable(reason)
     } else {
         Failure::Rejected { permanent: e.is_permanent(), reason }
     }
-}
-
-/// The server did not answer within the timeout (a socket read timeout surfaces as EAGAIN).
-fn timed_out(e: &smtp::Error) -> bool {
-    e.is_timeout() || io_kind(e).is_some_and(|k| matches!(k, ErrorKind::WouldBlock | ErrorKind::TimedOut))
 }
 
 /// Pure: whether a temporary refusal is the provider limiting how fast we send: by the
@@ -360,17 +292,6 @@ fn is_throttling(code: Option<&str>, reason: &str) -> bool {
         || lower.contains(" 4.7.28")
         || lower.contains(" 4.5.3")
         || ["rate limit", "too many", "throttl"].iter().any(|w| lower.contains(w))
-}
-
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = s.source();
-    }
-    None
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

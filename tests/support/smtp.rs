@@ -1,6 +1,6 @@
 //! A real SMTP server for the tests: it speaks the protocol over TCP on 127.0.0.1 (greeting,
-//! EHLO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), records what it accepts,
-//! and can be told to fail in the ways real servers do.
+//! EHLO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT; PIPELINING offered unless
+//! told not to), records what it accepts, and can be told to fail in the ways real servers do.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,6 +34,8 @@ pub enum Behavior {
     RejectMail(String),
     /// Answer RCPT TO with this reply.
     RejectRcpt(String),
+    /// Answer RCPT TO this address with this reply; accept the others.
+    RejectRcptTo { address: String, reply: String },
     /// Answer the end of DATA with this reply for messages containing the needle; accept others.
     RejectDataContaining { needle: String, reply: String },
     /// Read the message, then say nothing for this long before accepting.
@@ -57,6 +59,13 @@ struct Shared {
     verbs: Vec<String>,
     /// Every MAIL FROM seen, accepted or not: attempts, not deliveries.
     attempts: usize,
+    /// PIPELINING left out of EHLO.
+    no_pipelining: bool,
+    /// The login is offered as AUTH LOGIN (a prompt for each) instead of AUTH PLAIN.
+    auth_login: bool,
+    /// Per command, in the order received: whether the client had sent more before this one
+    /// was answered (RFC 2920 pipelining).
+    pipelined: Vec<bool>,
 }
 
 /// How the server offers TLS, with a self-signed certificate for 127.0.0.1 and localhost.
@@ -120,6 +129,21 @@ impl SmtpServer {
         self.shared.lock().unwrap().verbs.clone()
     }
 
+    /// Whether each command came with the next already sent, in the order received.
+    pub fn pipelined(&self) -> Vec<bool> {
+        self.shared.lock().unwrap().pipelined.clone()
+    }
+
+    /// Leave PIPELINING out of EHLO from now on: a client must then wait for each answer.
+    pub fn without_pipelining(&self) {
+        self.shared.lock().unwrap().no_pipelining = true;
+    }
+
+    /// Offer the login as AUTH LOGIN only, as some older servers do.
+    pub fn offer_auth_login(&self) {
+        self.shared.lock().unwrap().auth_login = true;
+    }
+
     /// Require AUTH PLAIN with these credentials from now on.
     pub fn require_login(&self, user: &str, password: &str) {
         self.shared.lock().unwrap().login = Some((user.to_owned(), password.to_owned()));
@@ -176,10 +200,11 @@ fn serve(
         }
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let (behavior, login) = {
+        let (behavior, login, no_pipelining, auth_login) = {
             let mut s = shared.lock().unwrap();
             s.verbs.push(verb.clone());
-            (s.behavior.clone(), s.login.clone())
+            s.pipelined.push(!conn.buffer().is_empty());
+            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login)
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
         match verb.as_str() {
@@ -189,7 +214,10 @@ fn serve(
                     lines.push("250-STARTTLS");
                 }
                 if login.is_some() {
-                    lines.push("250-AUTH PLAIN");
+                    lines.push(if auth_login { "250-AUTH LOGIN" } else { "250-AUTH PLAIN" });
+                }
+                if !no_pipelining {
+                    lines.push("250-PIPELINING");
                 }
                 lines.push("250 SIZE 20000000");
                 reply(&mut conn, &lines.join("\r\n"))?
@@ -211,10 +239,23 @@ fn serve(
                 return Ok(());
             }
             "AUTH" => {
-                let initial = command.split(' ').nth(2).unwrap_or("");
-                let given =
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, initial).unwrap_or_default();
-                let expected = login.map(|(u, p)| format!("\0{u}\0{p}").into_bytes());
+                let decode = |s: &str| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s.trim()).unwrap_or_default()
+                };
+                let (given, expected) = if auth_login && command.eq_ignore_ascii_case("AUTH LOGIN") {
+                    let mut prompt = |ask: &str| -> std::io::Result<Vec<u8>> {
+                        reply(&mut conn, ask)?;
+                        let mut answer = String::new();
+                        conn.read_line(&mut answer)?;
+                        Ok(decode(&answer))
+                    };
+                    let user = prompt("334 VXNlcm5hbWU6")?;
+                    let password = prompt("334 UGFzc3dvcmQ6")?;
+                    ([user, b"\0".to_vec(), password].concat(), login.map(|(u, p)| format!("{u}\0{p}").into_bytes()))
+                } else {
+                    let initial = if auth_login { "" } else { command.split(' ').nth(2).unwrap_or("") };
+                    (decode(initial), login.map(|(u, p)| format!("\0{u}\0{p}").into_bytes()))
+                };
                 logged_in = expected.as_deref() == Some(&given[..]);
                 let answer =
                     if logged_in { "235 2.7.0 authenticated" } else { "535 5.7.8 authentication credentials invalid" };
@@ -236,6 +277,7 @@ fn serve(
             }
             "RCPT" if from.is_some() => match behavior {
                 Behavior::RejectRcpt(r) => reply(&mut conn, &r)?,
+                Behavior::RejectRcptTo { address: a, reply: r } if address(&command) == a => reply(&mut conn, &r)?,
                 _ => {
                     rcpts.push(address(&command));
                     reply(&mut conn, "250 ok")?

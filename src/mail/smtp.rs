@@ -1,0 +1,462 @@
+//! The SMTP client (RFC 5321): one connection carries a whole batch. TLS from the first byte or
+//! after STARTTLS, AUTH PLAIN or LOGIN, and each email's MAIL, RCPT and DATA written at once
+//! where the server offers PIPELINING (RFC 2920): two round trips an email instead of four.
+//! lettre's connection writes one command and waits for its answer, and cannot be made to
+//! pipeline (BENCHMARKS.md, sending); lettre still builds the messages.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rustls::pki_types::ServerName;
+
+/// Longest reply line read: RFC 5321 allows 512 octets; a server sending more is broken.
+const REPLY_LINE: u64 = 4096;
+/// Lines of one multi-line reply (an EHLO lists a dozen extensions).
+const REPLY_LINES: usize = 100;
+
+/// What went wrong, as the sending loop needs to tell it apart.
+#[derive(Debug)]
+pub enum Error {
+    /// The server's answer, when it is not the one the step needs (a refusal, mostly).
+    Reply { code: u16, text: String },
+    /// The connection failed, timed out or was closed.
+    Io(io::Error),
+    /// Anything else: TLS set-up, a garbled answer, a step the server does not offer.
+    Other(String),
+}
+
+impl Error {
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Error::Reply { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.code().is_some_and(|c| (500..600).contains(&c))
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.code().is_some_and(|c| (400..500).contains(&c))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Error::Reply { code, text } if (500..600).contains(code) => write!(f, "permanent error ({code}): {text}"),
+            Error::Reply { code, text } if (400..500).contains(code) => write!(f, "transient error ({code}): {text}"),
+            Error::Reply { code, text } => write!(f, "unexpected answer ({code}): {text}"),
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        // rustls reports a bad certificate as an I/O error wrapping its own.
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(tls) => Error::Other(format!("TLS: {tls}")),
+            None => Error::Io(e),
+        }
+    }
+}
+
+/// How the connection is secured.
+#[derive(Clone)]
+pub enum Tls {
+    None,
+    /// STARTTLS, required: never a silent fall back to plain text.
+    Starttls(Arc<rustls::ClientConfig>),
+    /// TLS from the first byte (port 465).
+    Wrapper(Arc<rustls::ClientConfig>),
+}
+
+/// Where and how to connect.
+pub struct Settings<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: &'a Tls,
+    pub timeout: Duration,
+    pub login: Option<(&'a str, &'a str)>,
+}
+
+/// The TLS settings: the system's roots, or (for a local relay, when the owner says so) any
+/// certificate at all.
+pub fn tls_config(accept_invalid_certs: bool) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let config = if accept_invalid_certs {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// One SMTP session, logged in and ready for MAIL.
+pub struct Connection {
+    stream: BufReader<Stream>,
+    pipelining: bool,
+    smtputf8: bool,
+    /// A failure left the session in an unknown state: open another.
+    broken: bool,
+}
+
+impl Connection {
+    pub fn open(settings: &Settings) -> Result<Self, Error> {
+        let tcp = connect(settings.host, settings.port, settings.timeout)?;
+        let server = ServerName::try_from(settings.host.to_owned())
+            .map_err(|_| Error::Other(format!("TLS: {:?} is not a host name", settings.host)))?;
+        let stream = match settings.tls {
+            Tls::Wrapper(config) => Stream::tls(config, server.clone(), tcp)?,
+            _ => Stream::Plain(tcp),
+        };
+        let mut c = Connection { stream: BufReader::new(stream), pipelining: false, smtputf8: false, broken: false };
+        c.expect(220)?;
+        let mut offered = c.hello()?;
+        if let Tls::Starttls(config) = settings.tls {
+            if !offered.iter().any(|e| e == "STARTTLS") {
+                return Err(Error::Other("the server does not offer STARTTLS, which the config requires".into()));
+            }
+            c.command("STARTTLS\r\n", 220)?;
+            let Stream::Plain(tcp) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
+                return Err(Error::Other("STARTTLS on a TLS connection".into()));
+            };
+            *c.stream.get_mut() = Stream::tls(config, server, tcp)?;
+            offered = c.hello()?;
+        }
+        if let Some((user, password)) = settings.login {
+            c.log_in(&offered, user, password)?;
+        }
+        c.pipelining = offered.iter().any(|e| e == "PIPELINING");
+        c.smtputf8 = offered.iter().any(|e| e == "SMTPUTF8");
+        Ok(c)
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Sends one message (RFC 5322 bytes, CRLF line ends) from `from` to `to`. A refusal of
+    /// this one message leaves the connection ready for the next.
+    pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
+        let utf8 =
+            if self.smtputf8 && !(from.is_ascii() && to.iter().all(|t| t.is_ascii())) { " SMTPUTF8" } else { "" };
+        let mut commands = vec![format!("MAIL FROM:<{from}>{utf8}\r\n")];
+        commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>\r\n")));
+        commands.push("DATA\r\n".to_owned());
+        // Each answer in order; a refusal stops a session without PIPELINING at that command.
+        let mut replies = Vec::with_capacity(commands.len());
+        if self.pipelining {
+            self.write(commands.concat().as_bytes())?;
+            for _ in &commands {
+                replies.push(self.reply()?);
+            }
+        } else {
+            for command in &commands {
+                self.write(command.as_bytes())?;
+                let reply = self.reply()?;
+                let refused = reply.0 >= 400;
+                replies.push(reply);
+                if refused {
+                    break;
+                }
+            }
+        }
+        let data = replies.len() == commands.len() && replies.last().is_some_and(|r| r.0 == 354);
+        if let Some((code, text)) = replies.iter().find(|(code, _)| !matches!(code, 250..=252 | 354)) {
+            let refusal = Error::Reply { code: *code, text: text.clone() };
+            if data {
+                // A recipient was refused but DATA was taken: whatever is sent now is delivered to
+                // the others. Closing the connection is the one way to abandon the message.
+                self.broken = true;
+            } else {
+                self.reset();
+            }
+            return Err(refusal);
+        }
+        if !data {
+            self.broken = true;
+            return Err(Error::Other("the server did not answer DATA".into()));
+        }
+        let mut body = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+        stuff(message, &mut body);
+        self.write(&body)?;
+        match self.reply()? {
+            (200..=299, _) => Ok(()),
+            (code, text) => {
+                self.broken |= code == 421 || code < 400;
+                Err(Error::Reply { code, text })
+            }
+        }
+    }
+
+    /// QUIT, answered or not: everything went already.
+    pub fn quit(&mut self) {
+        if !self.broken && self.write(b"QUIT\r\n").is_ok() {
+            let _ = self.reply();
+        }
+    }
+
+    /// EHLO; the extensions the server offers, upper case, each its keyword and parameters.
+    fn hello(&mut self) -> Result<Vec<String>, Error> {
+        let (code, lines) = self.command_lines(&format!("EHLO {}\r\n", client_name()))?;
+        if code != 250 {
+            return Err(Error::Reply { code, text: lines.join(" ") });
+        }
+        Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect())
+    }
+
+    fn log_in(&mut self, offered: &[String], user: &str, password: &str) -> Result<(), Error> {
+        let mechanisms: Vec<&str> = offered
+            .iter()
+            .filter_map(|e| e.strip_prefix("AUTH").filter(|m| m.starts_with([' ', '='])))
+            .flat_map(|m| m[1..].split_whitespace())
+            .collect();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        if mechanisms.contains(&"PLAIN") {
+            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235)
+        } else if mechanisms.contains(&"LOGIN") {
+            self.command("AUTH LOGIN\r\n", 334)?;
+            self.command(&format!("{}\r\n", b64(user)), 334)?;
+            self.command(&format!("{}\r\n", b64(password)), 235)
+        } else {
+            Err(Error::Other("the server offers neither AUTH PLAIN nor AUTH LOGIN, and the config has a login".into()))
+        }
+    }
+
+    /// RSET after a refused transaction; a connection that cannot even do that is given up.
+    fn reset(&mut self) {
+        if self.command("RSET\r\n", 250).is_err() {
+            self.broken = true;
+        }
+    }
+
+    fn command(&mut self, line: &str, expected: u16) -> Result<(), Error> {
+        self.write(line.as_bytes())?;
+        self.expect(expected)
+    }
+
+    fn command_lines(&mut self, line: &str) -> Result<(u16, Vec<String>), Error> {
+        self.write(line.as_bytes())?;
+        self.reply_lines()
+    }
+
+    fn expect(&mut self, expected: u16) -> Result<(), Error> {
+        let (code, text) = self.reply()?;
+        if code != expected {
+            // 421: the server is closing the connection.
+            self.broken |= code == 421 || code < 400;
+            return Err(Error::Reply { code, text });
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let stream = self.stream.get_mut();
+        let written = stream.write_all(bytes).and_then(|()| stream.flush());
+        written.map_err(|e| self.failed(e))
+    }
+
+    fn reply(&mut self) -> Result<(u16, String), Error> {
+        let (code, lines) = self.reply_lines()?;
+        Ok((code, lines.join(" ")))
+    }
+
+    /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1).
+    fn reply_lines(&mut self) -> Result<(u16, Vec<String>), Error> {
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = (&mut self.stream).take(REPLY_LINE).read_line(&mut line).map_err(|e| self.failed(e))?;
+            if read == 0 {
+                let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
+                return Err(self.failed(closed));
+            }
+            let text = line.trim_end_matches(['\r', '\n']);
+            let code = text.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
+            let (Some(code), separator) = (code, text.as_bytes().get(3)) else {
+                self.broken = true;
+                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(text, 80))));
+            };
+            lines.push(text.get(4..).unwrap_or("").to_owned());
+            if separator != Some(&b'-') {
+                return Ok((code, lines));
+            }
+            if lines.len() >= REPLY_LINES {
+                self.broken = true;
+                return Err(Error::Other("an SMTP answer of too many lines".into()));
+            }
+        }
+    }
+
+    fn failed(&mut self, e: io::Error) -> Error {
+        self.broken = true;
+        Error::from(e)
+    }
+}
+
+/// The message as DATA sends it: a dot at the start of a line doubled (RFC 5321 4.5.2), and
+/// the closing line.
+fn stuff(message: &[u8], out: &mut Vec<u8>) {
+    let mut start_of_line = true;
+    for &b in message {
+        if start_of_line && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        start_of_line = b == b'\n';
+    }
+    if !start_of_line {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for address in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(tcp) => {
+                tcp.set_read_timeout(Some(timeout))?;
+                tcp.set_write_timeout(Some(timeout))?;
+                // Commands and a message's last bytes are small writes, each waited on.
+                tcp.set_nodelay(true)?;
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| Error::Other(format!("{host}: no address")), Error::Io))
+}
+
+/// The name EHLO gives: this machine's, as lettre gave it, when it is a plain host name.
+fn client_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name: String = buf.iter().take_while(|&&b| b != 0).map(|&b| char::from(b)).collect();
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    if ok && plain { name } else { "localhost".to_owned() }
+}
+
+/// The connection, before and after TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Only while STARTTLS swaps one for the other.
+    Closed,
+}
+
+impl Stream {
+    fn tls(config: &Arc<rustls::ClientConfig>, server: ServerName<'static>, tcp: TcpStream) -> Result<Self, Error> {
+        let session =
+            rustls::ClientConnection::new(Arc::clone(config), server).map_err(|e| Error::Other(format!("TLS: {e}")))?;
+        let mut tls = rustls::StreamOwned::new(session, tcp);
+        // The handshake now, so that a bad certificate is said as such.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+/// Accepts any certificate, still checking that the server holds its key: what
+/// `accept_invalid_certs = true` asks for, for a relay with a self-signed certificate.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_are_doubled_at_the_start_of_lines_only() {
+        let mut out = Vec::new();
+        stuff(b".a\r\nb.c\r\n..\r\n.", &mut out);
+        assert_eq!(out, b"..a\r\nb.c\r\n...\r\n..\r\n.\r\n");
+        out.clear();
+        stuff(b"end\r\n", &mut out);
+        assert_eq!(out, b"end\r\n.\r\n");
+    }
+}
