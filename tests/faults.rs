@@ -98,6 +98,34 @@ fn killed_between_acceptance_and_marking_resends_only_that_email() {
     }
 }
 
+/// Pipelined, the next email's MAIL, RCPT and DATA go out while the one before is being marked
+/// sent (`Mailer::begin`). Killed the moment they arrive: the one before may go twice (it is
+/// the one in flight), the next goes once, nothing is lost.
+#[test]
+fn killed_while_the_next_envelope_goes_out_resends_at_most_the_one_before() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    leads(&f, 4);
+    let mut child = f.spawn(&["run", "--now", NOW]);
+    server.set(Behavior::KillOnMail { pid: child.id(), nth: 2 });
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status}");
+    let first = mails(&server);
+    assert_eq!(first.len(), 1, "killed before the second email's message went: {:?}", server.verbs());
+    let last_mail = server.verbs().iter().rposition(|v| v == "MAIL").unwrap();
+    assert!(server.pipelined()[last_mail], "MAIL, RCPT and DATA came together");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    assert_each_once(&server, 4, 1, "after the kill");
+    let twice: Vec<String> = mails(&server)
+        .iter()
+        .map(|m| m.message_id.clone())
+        .filter(|id| mails(&server).iter().filter(|m| m.message_id == *id).count() > 1)
+        .collect();
+    assert!(twice.iter().all(|id| *id == first[0].message_id), "only the one in flight may go twice: {twice:?}");
+}
+
 #[test]
 fn killed_at_any_moment_of_a_large_backfill_nothing_is_lost() {
     let server = SmtpServer::start();

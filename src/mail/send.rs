@@ -63,6 +63,7 @@ impl Mailer {
                     timeout: cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30)),
                     login,
                     connection: None,
+                    begun: None,
                 }))
             }
             Transport::Sendmail { command } => Mailer::Sendmail(SendmailTransport::new_with_command(command)),
@@ -122,6 +123,22 @@ impl Mailer {
         }
     }
 
+    /// Over SMTP, starts the next email while the one before is recorded as sent: its envelope
+    /// goes out now, so the server reads it meanwhile (`smtp::Connection::begin`), and `send`,
+    /// the next call, delivers it. Were the run to stop in between, nothing of it is delivered.
+    /// Nothing for the other transports.
+    pub fn begin(&mut self, email: &Email) {
+        if let Mailer::Smtp(smtp) = self
+            && let Some(connection) = smtp.connection.as_mut().filter(|c| !c.is_broken())
+            && let Ok(m) = message(email)
+        {
+            let (from, to) = addresses(&m);
+            // A failure here is the next `send`'s to find: the connection is marked broken.
+            let _ = connection.begin(&from, &to.iter().map(String::as_str).collect::<Vec<_>>());
+            smtp.begun = Some((email.message_id.clone(), m));
+        }
+    }
+
     /// Sends one email. The inner result is this email's fate; the outer error stops the run
     /// (stdout closed under a dry run).
     pub fn send(&mut self, email: &Email) -> Result<Result<(), Failure>> {
@@ -140,7 +157,11 @@ impl Mailer {
                     let reason = format!("connecting to the SMTP server: {}", failure(&e).reason());
                     return Ok(Err(Failure::Unavailable(reason)));
                 }
-                message().and_then(|m| smtp.send(&m))
+                // Built already when it was begun.
+                match smtp.begun.take().filter(|(id, _)| *id == email.message_id) {
+                    Some((_, m)) => smtp.send(&m),
+                    None => message().and_then(|m| smtp.send(&m)),
+                }
             }
             Mailer::Sendmail(t) => message().and_then(|m| t.send(&m).map(drop).map_err(|e| transient(&e))),
             Mailer::Folder(folder) => message().and_then(|m| folder.write(email, &m)),
@@ -156,6 +177,8 @@ pub struct Smtp {
     timeout: Duration,
     login: Option<(String, String)>,
     connection: Option<smtp::Connection>,
+    /// The email `Mailer::begin` started (its Message-ID), as built.
+    begun: Option<(String, Message)>,
 }
 
 impl Smtp {
@@ -177,9 +200,7 @@ impl Smtp {
 
     fn send(&mut self, message: &Message) -> Result<(), Failure> {
         let bytes = message.formatted();
-        let envelope = message.envelope();
-        let from = envelope.from().map(ToString::to_string).unwrap_or_default();
-        let to: Vec<String> = envelope.to().iter().map(ToString::to_string).collect();
+        let (from, to) = addresses(message);
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
         // Kept from the email before: the server may have closed it since.
         let reused = self.connection.as_ref().is_some_and(|c| !c.is_broken());
@@ -193,6 +214,13 @@ impl Smtp {
             sent => sent.map_err(|e| failure(&e)),
         }
     }
+}
+
+/// The envelope's sender and recipients (To and Cc).
+fn addresses(message: &Message) -> (String, Vec<String>) {
+    let envelope = message.envelope();
+    let from = envelope.from().map(ToString::to_string).unwrap_or_default();
+    (from, envelope.to().iter().map(ToString::to_string).collect())
 }
 
 /// Writes each email into a folder as `<Message-ID>.eml`: for a mail pickup folder, or a

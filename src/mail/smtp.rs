@@ -116,6 +116,8 @@ pub struct Connection {
     smtputf8: bool,
     /// A failure left the session in an unknown state: open another.
     broken: bool,
+    /// The envelope `begin` wrote, whose answers `send` has yet to read.
+    begun: Option<Vec<String>>,
 }
 
 impl Connection {
@@ -127,7 +129,13 @@ impl Connection {
             Tls::Wrapper(config) => Stream::tls(config, server.clone(), tcp)?,
             _ => Stream::Plain(tcp),
         };
-        let mut c = Connection { stream: BufReader::new(stream), pipelining: false, smtputf8: false, broken: false };
+        let mut c = Connection {
+            stream: BufReader::new(stream),
+            pipelining: false,
+            smtputf8: false,
+            broken: false,
+            begun: None,
+        };
         c.expect(220)?;
         let mut offered = c.hello()?;
         if let Tls::Starttls(config) = settings.tls {
@@ -153,18 +161,35 @@ impl Connection {
         self.broken
     }
 
+    /// Writes the MAIL, RCPT and DATA of the next message, where the server offers PIPELINING,
+    /// without waiting for their answers: the server reads them while the caller records the
+    /// message before. Nothing is delivered until `send`, with the same envelope, sends the
+    /// message; a connection dropped meanwhile delivers nothing.
+    pub fn begin(&mut self, from: &str, to: &[&str]) -> Result<(), Error> {
+        if !self.pipelining || self.begun.is_some() || self.broken {
+            return Ok(());
+        }
+        let commands = self.envelope(from, to);
+        self.write(commands.concat().as_bytes())?;
+        self.begun = Some(commands);
+        Ok(())
+    }
+
     /// Sends one message (RFC 5322 bytes, CRLF line ends) from `from` to `to`. A refusal of
     /// this one message leaves the connection ready for the next.
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
-        let utf8 =
-            if self.smtputf8 && !(from.is_ascii() && to.iter().all(|t| t.is_ascii())) { " SMTPUTF8" } else { "" };
-        let mut commands = vec![format!("MAIL FROM:<{from}>{utf8}\r\n")];
-        commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>\r\n")));
-        commands.push("DATA\r\n".to_owned());
+        let commands = self.envelope(from, to);
+        let begun = self.begun.take();
+        if begun.as_ref().is_some_and(|b| *b != commands) {
+            self.broken = true;
+            return Err(Error::Other("the envelope begun is not this message's".into()));
+        }
         // Each answer in order; a refusal stops a session without PIPELINING at that command.
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
-            self.write(commands.concat().as_bytes())?;
+            if begun.is_none() {
+                self.write(commands.concat().as_bytes())?;
+            }
             for _ in &commands {
                 replies.push(self.reply()?);
             }
@@ -207,11 +232,22 @@ impl Connection {
         }
     }
 
-    /// QUIT, answered or not: everything went already.
+    /// QUIT, answered or not: everything went already. After a `begin` not followed by its
+    /// `send`, the server may be waiting for a message: the connection is dropped instead.
     pub fn quit(&mut self) {
-        if !self.broken && self.write(b"QUIT\r\n").is_ok() {
+        if !self.broken && self.begun.is_none() && self.write(b"QUIT\r\n").is_ok() {
             let _ = self.reply();
         }
+    }
+
+    /// MAIL, RCPT for each recipient, DATA.
+    fn envelope(&self, from: &str, to: &[&str]) -> Vec<String> {
+        let ascii = from.is_ascii() && to.iter().all(|t| t.is_ascii());
+        let utf8 = if self.smtputf8 && !ascii { " SMTPUTF8" } else { "" };
+        let mut commands = vec![format!("MAIL FROM:<{from}>{utf8}\r\n")];
+        commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>\r\n")));
+        commands.push("DATA\r\n".to_owned());
+        commands
     }
 
     /// EHLO; the extensions the server offers, upper case, each its keyword and parameters.

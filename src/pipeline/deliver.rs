@@ -72,7 +72,8 @@ pub fn deliver(
             Ok(p) => p.id,
             Err(u) => u.id,
         };
-        for row in page {
+        let mut rows = page.into_iter().peekable();
+        while let Some(row) = rows.next() {
             bar.inc(1);
             let p = match row {
                 Ok(p) => p,
@@ -103,6 +104,13 @@ pub fn deliver(
                     if batched {
                         written.push(p.id);
                     } else {
+                        // The next email's envelope goes out while this one is marked: a run
+                        // stopped in between re-sends this one only (the next has no message yet).
+                        if left > 1
+                            && let Some(Ok(next)) = rows.peek()
+                        {
+                            mailer.begin(&next.email);
+                        }
                         state.mark_sent(p.id, now)?;
                     }
                     left = left.saturating_sub(1);

@@ -43,6 +43,9 @@ pub enum Behavior {
     /// Accept the first `accept` messages; record the next one as received, then never answer:
     /// the moment a crash leaves a message delivered but not marked sent.
     HangAfterData { accept: usize },
+    /// SIGKILL process `pid` the moment the `nth` MAIL FROM arrives (1-based, over all
+    /// connections), then go on as `Accept`: a client stopped while it pipelines the next email.
+    KillOnMail { pid: u32, nth: usize },
     /// After `messages` on one connection, close it without a word when the next MAIL comes:
     /// a server's limit of messages per connection, or its idle timeout.
     CloseAfter { messages: usize },
@@ -266,7 +269,17 @@ fn serve(
                 return Ok(());
             }
             "MAIL" => {
-                shared.lock().unwrap().attempts += 1;
+                let attempt = {
+                    let mut s = shared.lock().unwrap();
+                    s.attempts += 1;
+                    s.attempts
+                };
+                if let Behavior::KillOnMail { pid, nth } = behavior
+                    && attempt == nth
+                {
+                    // SAFETY: a signal to the process the test started.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
                 match behavior {
                     Behavior::RejectMail(r) => reply(&mut conn, &r)?,
                     _ => {
