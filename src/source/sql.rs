@@ -83,6 +83,9 @@ impl Db {
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         // The runtime may be writing: wait out its commits rather than fail.
         conn.busy_timeout(Duration::from_secs(10))?;
+        // One plan per statement, whatever is bound: an ANALYZEd store (sqlite_stat4) would
+        // otherwise have statements compiled again for each new value.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         rusqlite::vtab::array::load_module(&conn)?;
         Ok(Db::Sqlite(conn))
     }

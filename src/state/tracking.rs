@@ -18,6 +18,13 @@ macro_rules! open_columns {
     };
 }
 
+/// How many other conversations a visitor has, counted no further than `limit` (`State::others`).
+pub const OTHERS_COUNT_SQL: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)";
+/// A visitor's other conversations, most recently active first, with their last email's state.
+pub const OTHERS_SQL: &str = "SELECT id, bot_id, last_activity, \
+     (SELECT state FROM outbox o WHERE o.conversation_id = c.id ORDER BY o.id DESC LIMIT 1) \
+     FROM conversations c WHERE visitor_id = ?1 AND id <> ?2 ORDER BY last_activity DESC LIMIT ?3";
 /// The reads every run makes, each a range of its own partial index: the conversations that
 /// ended, and those idle since a cut-off, oldest first. A run costs what is due, not the number
 /// of chats still in progress (those are in neither range).
@@ -135,19 +142,13 @@ impl State {
         // than one on a few.
         let total: usize = self.context(
             self.conn
-                .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)",
-                )
+                .prepare_cached(OTHERS_COUNT_SQL)
                 .and_then(|mut stmt| stmt.query_row(params![visitor_id, except, (crowd + 1) as i64], |r| r.get(0))),
         )?;
         if total == 0 || total > crowd {
             return Ok((Vec::new(), total));
         }
-        let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT id, bot_id, last_activity, \
-             (SELECT state FROM outbox o WHERE o.conversation_id = c.id ORDER BY o.id DESC LIMIT 1) \
-             FROM conversations c WHERE visitor_id = ?1 AND id <> ?2 ORDER BY last_activity DESC LIMIT ?3",
-        ))?;
+        let mut stmt = self.context(self.conn.prepare_cached(OTHERS_SQL))?;
         let rows = stmt.query_map(params![visitor_id, except, limit as i64], |r| {
             Ok(Known {
                 id: r.get(0)?,
