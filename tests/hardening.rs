@@ -158,17 +158,23 @@ fn rows_inserted_below_the_watermark_are_found_by_the_hourly_count() {
 
 // A3 ----------------------------------------------------------------------------------------
 
+/// Conversation "long": a lead who leaves, then `n` more messages, bot and visitor in turn, each
+/// body the SQL expression `body` (of the message's number `i`).
+fn long_chat(f: &Fixture, n: usize, body: &str) {
+    f.lead_who_leaves("long", "Lou", "lou@example.com", 0);
+    f.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+         INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
+         SELECT 'long', '2026-11-24T09:05:00Z', CASE i % 2 WHEN 0 THEN 'bot' ELSE 'visitor' END, 'chat', 'text',
+                NULL, {body} FROM n"
+    ));
+}
+
 #[test]
 fn a_very_long_chat_makes_a_bounded_email() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    f.lead_who_leaves("long", "Lou", "lou@example.com", 0);
-    f.sql(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-         INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
-         SELECT 'long', '2026-11-24T09:05:00Z', CASE i % 2 WHEN 0 THEN 'bot' ELSE 'visitor' END, 'chat', 'text',
-                NULL, 'message number ' || i FROM n",
-    );
+    long_chat(&f, 20_000, "'message number ' || i");
     f.visitor("long", "2026-11-24T09:06:00Z", None, &"x".repeat(5_000_000));
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     let m = mails(&server);
@@ -187,13 +193,7 @@ fn a_very_long_chat_makes_a_bounded_email() {
 fn a_very_long_chat_is_read_in_bounded_memory() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    f.lead_who_leaves("long", "Lou", "lou@example.com", 0);
-    f.sql(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
-         INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body)
-         SELECT 'long', '2026-11-24T09:05:00Z', CASE i % 2 WHEN 0 THEN 'bot' ELSE 'visitor' END, 'chat', 'text',
-                NULL, 'message number ' || i || ' ' || hex(randomblob(20)) FROM n",
-    );
+    long_chat(&f, 200_000, "'message number ' || i || ' ' || hex(randomblob(20))");
     let kib = f.run_measured("2026-11-24T10:00:00Z");
     let m = mails(&server);
     assert_eq!(m.len(), 1);

@@ -105,7 +105,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
 /// One conversation's transcript, as a run would read it.
 fn transcript(export: &dyn Source, config: &Config, wanted: Wanted) -> Result<Transcript> {
     let mut read = Transcript::read(export, &[wanted], config.mail.limits().messages)?;
-    Ok(read.remove(wanted.id).unwrap_or(Transcript { since: wanted.since, ..Transcript::default() }))
+    Ok(read.remove(wanted.id).unwrap_or_default())
 }
 
 /// The state's record of a conversation with what the export holds beyond it folded in, as

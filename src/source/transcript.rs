@@ -46,7 +46,8 @@ pub struct Wanted<'a> {
 }
 
 impl Transcript {
-    /// Reads the transcripts of `wanted` from `source`, keeping of each its latest `lines` lines.
+    /// Reads the transcripts of `wanted` from `source`, keeping of each its latest `lines` lines;
+    /// one for every conversation asked for (empty where the source has no messages of it).
     pub fn read(source: &dyn Source, wanted: &[Wanted], lines: usize) -> Result<HashMap<String, Transcript>> {
         let mut readers: HashMap<&str, Reader> = wanted.iter().map(|w| (w.id, Reader::new(w.since, lines))).collect();
         let through: Vec<(&str, i64)> = wanted.iter().map(|w| (w.id, w.through)).collect();
@@ -55,7 +56,7 @@ impl Transcript {
                 reader.push(message);
             }
         })?;
-        Ok(readers.into_iter().filter(|(_, r)| r.seen > 0).map(|(id, r)| (id.to_owned(), r.finish())).collect())
+        Ok(readers.into_iter().map(|(id, r)| (id.to_owned(), r.finish())).collect())
     }
 
     /// Every message kept, for a chat at hand (tests, samples).
