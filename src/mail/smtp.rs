@@ -191,7 +191,15 @@ impl Connection {
                 self.write(commands.concat().as_bytes())?;
             }
             for _ in &commands {
-                replies.push(self.reply()?);
+                match self.reply() {
+                    Ok(reply) => replies.push(reply),
+                    // A server that refuses with 421 closes the connection before answering the
+                    // rest: its refusal is the answer ("421 4.7.0 Try again later" is throttling).
+                    Err(e) => match replies.into_iter().find(|(code, _)| *code >= 400) {
+                        Some((code, text)) => return Err(Error::Reply { code, text }),
+                        None => return Err(e),
+                    },
+                }
             }
         } else {
             for command in &commands {

@@ -281,6 +281,11 @@ fn serve(
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 }
                 match behavior {
+                    // 421: the server closes the connection after saying so (RFC 5321 3.8).
+                    Behavior::RejectMail(r) if r.starts_with("421") => {
+                        reply(&mut conn, &r)?;
+                        return Ok(());
+                    }
                     Behavior::RejectMail(r) => reply(&mut conn, &r)?,
                     _ => {
                         from = Some(address(&command));
