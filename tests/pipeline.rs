@@ -392,6 +392,20 @@ fn without_pipelining_each_command_waits_for_its_answer() {
     assert!(!server.pipelined().contains(&true), "{:?} {:?}", server.verbs(), server.pipelined());
 }
 
+/// A server without ESMTP answers EHLO with 500: the client says HELO instead and sends without
+/// any extension (RFC 5321 3.2).
+#[test]
+fn a_server_without_esmtp_is_greeted_with_helo() {
+    let server = SmtpServer::start();
+    server.without_esmtp();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_each_once(&server, 1, 0, "over HELO");
+    assert_eq!(server.verbs()[..2], ["EHLO", "HELO"], "{:?}", server.verbs());
+    assert!(!server.pipelined().contains(&true), "no PIPELINING without EHLO: {:?}", server.pipelined());
+}
+
 /// Pipelined, DATA is accepted when any recipient was: one refused recipient must not let the
 /// message reach the others (the email is retried whole, and would reach them twice). The
 /// connection is dropped instead of sending it; the email waits, the next run sends it once.

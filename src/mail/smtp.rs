@@ -258,13 +258,16 @@ impl Connection {
         commands
     }
 
-    /// EHLO; the extensions the server offers, upper case, each its keyword and parameters.
+    /// EHLO; the extensions the server offers, upper case, each its keyword and parameters. A
+    /// server that does not know EHLO gets HELO and offers none (RFC 5321 3.2).
     fn hello(&mut self) -> Result<Vec<String>, Error> {
-        let (code, lines) = self.command_lines(&format!("EHLO {}\r\n", client_name()))?;
-        if code != 250 {
-            return Err(Error::Reply { code, text: lines.join(" ") });
+        let name = client_name();
+        let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"))?;
+        match code {
+            250 => Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect()),
+            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250).map(|()| Vec::new()),
+            _ => Err(Error::Reply { code, text: lines.join(" ") }),
         }
-        Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect())
     }
 
     fn log_in(&mut self, offered: &[String], user: &str, password: &str) -> Result<(), Error> {

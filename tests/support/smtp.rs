@@ -66,6 +66,8 @@ struct Shared {
     no_pipelining: bool,
     /// The login is offered as AUTH LOGIN (a prompt for each) instead of AUTH PLAIN.
     auth_login: bool,
+    /// EHLO unknown: an old server that speaks HELO only.
+    no_esmtp: bool,
     /// Per command, in the order received: whether the client had sent more before this one
     /// was answered (RFC 2920 pipelining).
     pipelined: Vec<bool>,
@@ -142,6 +144,11 @@ impl SmtpServer {
         self.shared.lock().unwrap().no_pipelining = true;
     }
 
+    /// Answer EHLO "500 unknown command" from now on, as a server without ESMTP does.
+    pub fn without_esmtp(&self) {
+        self.shared.lock().unwrap().no_esmtp = true;
+    }
+
     /// Offer the login as AUTH LOGIN only, as some older servers do.
     pub fn offer_auth_login(&self) {
         self.shared.lock().unwrap().auth_login = true;
@@ -203,14 +210,15 @@ fn serve(
         }
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let (behavior, login, no_pipelining, auth_login) = {
+        let (behavior, login, no_pipelining, auth_login, no_esmtp) = {
             let mut s = shared.lock().unwrap();
             s.verbs.push(verb.clone());
             s.pipelined.push(!conn.buffer().is_empty());
-            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login)
+            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp)
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
         match verb.as_str() {
+            "EHLO" if no_esmtp => reply(&mut conn, "500 5.5.1 unknown command")?,
             "EHLO" => {
                 let mut lines = vec!["250-127.0.0.1 hello", "250-8BITMIME"];
                 if tls.is_some() && !is_tls {
