@@ -309,3 +309,30 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
     assert_eq!(count("SELECT count(*) FROM digest_items"), "Integer(0)");
     assert_eq!(count("SELECT count(*) FROM outbox WHERE conversation_id LIKE 'digest:%'"), "Integer(0)");
 }
+
+#[test]
+fn a_digest_goes_where_the_config_says_when_it_is_sent() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
+         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
+        server.port()
+    ));
+    gives_name_only(&f, "anon1", "Ann", "2026-11-24T10:00:00Z");
+    gives_name_only(&f, "anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "both listed for the digest");
+    // Overnight the owner moves the bot's chats to another inbox and the digest to nine.
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("owner@example.com", "sales@example.com");
+    std::fs::write(&f.config, config.replace("at = \"08:00\"", "at = \"09:00\"")).unwrap();
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "not at the old time");
+    f.run_at("2026-11-25T09:00:00Z", &[], 0);
+    f.run_at("2026-11-25T09:30:00Z", &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 1, "one digest, once");
+    assert_eq!(received[0].rcpt_to, ["sales@example.com"], "to today's recipients");
+    let digest = mails(&server).pop().unwrap();
+    assert!(digest.subject.starts_with("Digest for 2026-11-25: 2 chats [#"), "{}", digest.subject);
+}
