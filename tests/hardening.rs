@@ -559,20 +559,20 @@ fn state_errors_name_the_state_file() {
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     // A state file one schema version behind (as the previous release wrote it).
-    Connection::open(&f.state).unwrap().execute_batch(
-        "DROP TRIGGER tallies_insert; DROP TRIGGER tallies_update; DROP TRIGGER tallies_delete; DROP TABLE tallies; \
-         PRAGMA user_version = 12;",
-    ).unwrap();
+    Connection::open(&f.state)
+        .unwrap()
+        .execute_batch("ALTER TABLE progress DROP COLUMN guarded_through; PRAGMA user_version = 13;")
+        .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 12, this chat-notifier reads 13")),
+        status.stderr.contains(&format!("state {shown}: schema 13, this chat-notifier reads 14")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 12: the next run upgrades it to 13)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 13: the next run upgrades it to 14)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

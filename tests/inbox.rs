@@ -336,3 +336,29 @@ fn a_digest_goes_where_the_config_says_when_it_is_sent() {
     let digest = mails(&server).pop().unwrap();
     assert!(digest.subject.starts_with("Digest for 2026-11-25: 2 chats [#"), "{}", digest.subject);
 }
+
+#[test]
+fn what_waits_for_the_hourly_limit_does_not_count_toward_the_burst() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("max_per_hour = 2\nburst = 3");
+    // One new chat every 20 minutes for four hours: three an hour, two sent an hour, so a
+    // backlog builds, but no run ever has more than one new email.
+    let mut now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().to_utc();
+    for i in 0..12u32 {
+        let id = format!("c{i}");
+        let at = (now - chrono::TimeDelta::minutes(45)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        f.conversation(&id, &at);
+        f.visitor(&id, &at, Some("email"), &format!("v{i}@example.com"));
+        f.run_at(&now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), &[], 0);
+        now += chrono::TimeDelta::minutes(20);
+    }
+    let summarised: Vec<_> = f.outbox().into_iter().filter(|r| r.status == "summarised").collect();
+    assert!(summarised.is_empty(), "no run had more than one new chat: {summarised:?}");
+    // The backlog drains at two an hour: every chat goes, each once, and nothing else.
+    for hour in 0..6 {
+        f.run_at(&(now + chrono::TimeDelta::hours(hour)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), &[], 0);
+    }
+    support::assert_each_once(&server, 12, 0, "each chat once");
+    assert!(mails(&server).iter().all(|m| m.header("X-Chat-State").as_deref() == Some("abandoned")));
+}

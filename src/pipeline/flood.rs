@@ -16,14 +16,17 @@ use crate::mail::notice::{self, Block, Notice};
 use crate::mail::thread::Thread;
 use crate::state::{State, Waiting};
 
-/// Summarises what is over the burst. Returns how many emails were listed in summaries.
+/// Summarises what is over the burst among the emails queued since the guard last ran (those
+/// waiting for the hourly limit were judged when they were queued). Returns how many emails
+/// were listed in summaries.
 pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let burst = config.mail.burst as usize;
-    let pending = state.count_pending_chats()?;
+    let pending = state.count_unguarded_chats()?;
     if pending <= burst {
+        state.mark_guarded()?;
         return Ok(0);
     }
-    let excess = state.pending_chats_after(burst)?;
+    let excess = state.unguarded_chats_after(burst)?;
     for (to, cc, rows) in by_recipients(&excess) {
         let key = format!("summary:{}", rows[0].id);
         let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
@@ -53,6 +56,7 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
         let listed: Vec<Waiting> = rows.into_iter().cloned().collect();
         state.atomically(|tx| tx.summarise(&key, &email, &listed))?;
     }
+    state.mark_guarded()?;
     log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
     Ok(excess.len())
 }

@@ -236,6 +236,11 @@ CREATE TRIGGER tallies_delete AFTER DELETE ON conversations BEGIN
         held = held - (OLD.held_through > OLD.covered_through AND OLD.last_message <= OLD.held_through);
 END;
 "#,
+    r#"
+-- The last outbox row the flood guard has judged: mail.burst is about the emails one run adds,
+-- not about those an earlier run queued that still wait for the hourly limit.
+ALTER TABLE progress ADD COLUMN guarded_through INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

@@ -119,21 +119,30 @@ pub struct Waiting {
     pub subject: String,
 }
 
-/// Emails about conversations (not notices), by the outbox's state column.
-const CHATS: &str = "state IN ('completed', 'abandoned', 'resumed')";
+/// The emails about conversations waiting to go out that the flood guard has not judged: those
+/// queued since its last run (or by a run that stopped before it).
+const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed') \
+                         AND id > (SELECT guarded_through FROM progress)";
 
 impl State {
-    /// How many emails about conversations wait to go out.
-    pub fn count_pending_chats(&self) -> Result<usize> {
-        let sql = format!("SELECT count(*) FROM outbox WHERE status = 'pending' AND {CHATS}");
+    /// How many emails about conversations the flood guard has not judged yet wait to go out.
+    pub fn count_unguarded_chats(&self) -> Result<usize> {
+        let sql = format!("SELECT count(*) FROM outbox WHERE {UNGUARDED}");
         self.context(self.conn.query_row(&sql, [], |r| r.get(0)))
     }
 
-    /// The emails about conversations waiting to go out after the first `skip`, oldest first.
-    pub fn pending_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
+    /// Everything queued so far has been judged by the flood guard.
+    pub fn mark_guarded(&self) -> Result<()> {
+        let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
+                   WHERE (SELECT max(id) FROM outbox) > guarded_through";
+        self.context(self.conn.execute(sql, [])).map(drop)
+    }
+
+    /// Those emails after the first `skip`, oldest first.
+    pub fn unguarded_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
         let sql = format!(
             "SELECT id, conversation_id, state, message_id, mail_to, mail_cc, subject FROM outbox \
-             WHERE status = 'pending' AND {CHATS} ORDER BY id LIMIT -1 OFFSET ?1"
+             WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?1"
         );
         let mut stmt = self.context(self.conn.prepare(&sql))?;
         let rows = stmt.query_map([skip as i64], |r| {
