@@ -391,6 +391,57 @@ fn the_state_file_is_owner_only_and_never_reached_through_a_symlink() {
     let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
     assert!(out.stderr.contains("state lock") && out.stderr.contains("is a symbolic link"), "{}", out.stderr);
     assert!(!target.exists());
+    std::fs::remove_file(&lock).unwrap();
+
+    // SQLite's -wal and -shm beside it: refused, and the file they point at keeps its mode (a
+    // run as root from cron must not chmod whatever a link names).
+    let victim = f.dir.path().join("victim.conf");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let side = f.dir.path().join(format!("state.sqlite{suffix}"));
+        let _ = std::fs::remove_file(&side);
+        std::os::unix::fs::symlink(&victim, &side).unwrap();
+        let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
+        let shown = side.display().to_string();
+        assert!(out.stderr.contains(&format!("state {shown}: is a symbolic link")), "{suffix}: {}", out.stderr);
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o644, "{suffix}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        std::fs::remove_file(&side).unwrap();
+    }
+    f.run_at("2026-11-24T11:00:00Z", &[], 0);
+}
+
+#[test]
+fn a_state_written_by_a_newer_version_is_one_line_naming_it_from_every_command() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
+    Connection::open(&f.state).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let shown = f.state.display().to_string();
+    let commands: [&[&str]; 6] = [
+        &["run", "--now", "2026-11-24T12:00:00Z"],
+        &["run", "--dry-run", "--now", "2026-11-24T12:00:00Z"],
+        &["status"],
+        &["preview", "c1", "--now", "2026-11-24T12:00:00Z"],
+        &["prune", "--older-than", "30d"],
+        &["check"],
+    ];
+    for args in commands {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().chain(out.stdout.lines().filter(|l| l.contains("newer"))).collect();
+        let line = lines.iter().find(|l| l.contains("newer")).unwrap_or_else(|| panic!("{args:?}: {lines:?}"));
+        assert!(
+            line.contains(&format!("state {shown}: written by a newer chat-notifier (schema 99")),
+            "{args:?}: {line}"
+        );
+        assert!(!out.stderr.contains("upgrades it") && !out.stderr.contains("dry-run-"), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: one line: {}", out.stderr);
+    }
+    assert_eq!(server.received().len(), 1, "nothing sent past the first run");
 }
 
 #[test]

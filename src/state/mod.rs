@@ -315,8 +315,10 @@ impl State {
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
-            if let Ok(f) = File::open(&side) {
-                owner_only(&f).with_context(|| format!("state {}: setting mode 0600", Path::new(&side).display()))?;
+            let side = Path::new(&side);
+            refuse_symlink(side, "state")?;
+            if let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(side) {
+                owner_only(&f).with_context(|| format!("state {}: setting mode 0600", side.display()))?;
             }
         }
         let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
@@ -329,6 +331,7 @@ impl State {
         // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
         // a lost "sent" mark means one re-send with the same Message-ID.
         conn.pragma_update(None, "synchronous", "normal")?;
+        not_newer(&conn, path)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
         Ok(State { conn, path: path.to_owned(), created })
     }
@@ -338,7 +341,7 @@ impl State {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
         compile_once(&conn)?;
-        let version = schema_version(&conn).with_context(|| format!("state {}: reading", path.display()))?;
+        let version = not_newer(&conn, path)?;
         if version != MIGRATIONS.len() {
             bail!(
                 "state {}: schema {version}, this chat-notifier reads {}; a run (`chat-notifier run`) upgrades it",
@@ -372,6 +375,7 @@ impl State {
             refuse_symlink(path, "state")?;
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .with_context(|| format!("state {}: opening", path.display()))?;
+            not_newer(&source, path)?;
             let mut copy = Connection::open(&scratch)?;
             Backup::new(&source, &mut copy)?
                 .run_to_completion(1024, Duration::ZERO, None)
@@ -409,6 +413,20 @@ pub struct Tx<'c>(Savepoint<'c>);
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// The schema version of the state at `path`, refused when a newer chat-notifier wrote it:
+/// this one would misread it, and a run must not write it back in an older shape.
+fn not_newer(conn: &Connection, path: &Path) -> Result<usize> {
+    let version = schema_version(conn).with_context(|| format!("state {}: reading", path.display()))?;
+    if version > MIGRATIONS.len() {
+        bail!(
+            "state {}: written by a newer chat-notifier (schema {version}, this one knows {}); run that version",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    Ok(version)
 }
 
 /// Brings the schema up to date; true when the file had none (a first run).
