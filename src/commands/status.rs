@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::mail::{render, thread};
 use crate::source::{Transcript, Wanted};
 use crate::state::{Standing, State, StatusRow};
+use crate::text;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -86,10 +87,10 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:<24} {:<9} {:<17} {:>6}  {}",
+            "{:<16} {} {} {:<9} {:<17} {:>6}  {}",
             r.identifier,
-            cut(&r.bot, 16),
-            cut(&r.visitor, 24),
+            text::column(&r.bot, 16),
+            text::column(&r.visitor, 24),
             r.state.name(),
             r.last_activity.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M"),
             r.emails,
