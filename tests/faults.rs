@@ -165,10 +165,24 @@ fn runs_while_the_bot_runtime_writes_lose_nothing_and_never_see_half_a_batch() {
         f.sql(&format!("PRAGMA journal_mode = {journal};"));
         let export = f.export.clone();
         let n = 150;
+        // The writer waits for the runs at two points, so that however busy the machine is,
+        // at least two runs end while it still has chats to write (no race to lose).
+        let runs_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = runs_done.clone();
         let writer = std::thread::spawn(move || {
             let conn = rusqlite::Connection::open(&export).unwrap();
             conn.busy_timeout(Duration::from_secs(10)).unwrap();
             for i in 0..n {
+                let wait_for = match i {
+                    50 => 1,
+                    100 => 2,
+                    _ => 0,
+                };
+                let waiting = std::time::Instant::now();
+                while seen.load(std::sync::atomic::Ordering::SeqCst) < wait_for {
+                    assert!(waiting.elapsed() < Duration::from_secs(120), "no run ended in two minutes");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 // One chat, written as the runtime writes it: its final answer and the end
                 // step in one transaction.
                 let id = format!("w{i:04}");
@@ -197,10 +211,11 @@ fn runs_while_the_bot_runtime_writes_lose_nothing_and_never_see_half_a_batch() {
             let out = f.run_at(NOW, &[], 0);
             assert_eq!(out.stderr_past_first_run(), "", "{journal}: a run beside a writer is a normal run");
             runs += 1;
+            runs_done.store(runs, std::sync::atomic::Ordering::SeqCst);
         }
         writer.join().unwrap();
         f.run_at(NOW, &[], 0);
-        assert!(runs > 1, "{journal}: runs overlapped the writer");
+        assert!(runs >= 2, "{journal}: runs while the writer wrote");
         assert_each_once(&server, n, 0, "");
         for m in mails(&server) {
             let i: u32 = m.subject.split("Writer ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
