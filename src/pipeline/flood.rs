@@ -30,20 +30,22 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
     for (to, cc, rows) in by_recipients(&excess) {
         let key = format!("summary:{}", rows[0].id);
         let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
+        let n = rows.len();
+        let (chats, these) =
+            if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };
         let email = notice::compose(&Notice {
             kind: "digest",
             key: &key,
-            part: &format!("n{}", rows.len()),
+            part: &format!("n{n}"),
             bot: None,
-            title: &format!("{} more chats in one run, listed here", rows.len()),
+            title: &format!("{n} more {chats} in one run, listed here"),
             thread: &Thread::default(),
             body: vec![
                 Block::Paragraph(format!(
                     "This run had {pending} emails about chats to send, more than mail.burst ({burst}): the first \
-                     {burst} went out one by one, and these {} are listed here instead, so the inbox is not flooded. \
+                     {burst} went out one by one, and {these} listed here instead, so the inbox is not flooded. \
                      Each conversation's own thread starts with its next email; `chat-notifier preview IDENTIFIER` \
-                     shows any of them now.",
-                    rows.len()
+                     shows any of them now."
                 )),
                 Block::List(items),
             ],
