@@ -99,7 +99,8 @@ fn the_emails_about_no_one_conversation() {
     f.run_at("2026-11-24T16:00:00Z", &[], 0); // silent since 09:02: the alert
     f.lead_who_leaves("c3", "Dee", "dee@example.com", 0);
     f.sql(
-        "UPDATE messages SET sent_at = replace(sent_at, '2026-11-24T09', '2026-11-24T17') WHERE conversation_id = 'c3'",
+        "UPDATE messages SET sent_at = replace(sent_at, 'T09', 'T17') WHERE conversation_id = 'c3'; \
+         UPDATE conversations SET started_at = replace(started_at, 'T09', 'T17') WHERE id = 'c3'",
     );
     f.run_at("2026-11-24T17:45:00Z", &[], 0); // the all-clear, and Dee's own email
     pin(&server, &["flood-1", "flood-2", "flood-summary", "alert", "all-clear", "after-the-alarm"]);
