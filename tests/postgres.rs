@@ -189,3 +189,50 @@ fn no_query_a_run_makes_scans_the_export_on_postgres() {
         assert!(plan.contains("Index"), "{sql}\n{plan}");
     }
 }
+
+/// PostgreSQL's `timestamptz` holds what no chat happens at: `infinity`, `-infinity`, and years
+/// past what chat-notifier's times can hold (up to 294276). Each such `sent_at` is a bad row like
+/// any other: named once (row, table, column, value), skipped, and the rest goes out.
+#[test]
+fn a_sent_at_of_infinity_or_beyond_is_a_bad_row_named_once() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = export_on_postgres(&server) else { return };
+    db.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let mut bad = Vec::new();
+    for value in ["infinity", "-infinity", "294276-12-31 23:59:59.999999+00"] {
+        let id: i64 = db
+            .client
+            .query_one(
+                "INSERT INTO messages (conversation_id, sent_at, sender, body) \
+                 VALUES ('c1', $1::text::timestamptz, 'visitor', 'when?') RETURNING id",
+                &[&value],
+            )
+            .unwrap()
+            .get(0);
+        bad.push((id, value));
+    }
+    db.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let stderr = out.stderr_past_first_run();
+    let warnings: Vec<&str> = stderr.lines().collect();
+    for (id, value) in
+        [(bad[0].0, "\"infinity\""), (bad[1].0, "\"-infinity\""), (bad[2].0, "\"+294276-12-31T23:59:59.999999+00:00\"")]
+    {
+        let line = format!("messages row {id} skipped: sent_at {value} is not an RFC 3339 timestamp");
+        assert_eq!(
+            warnings.iter().filter(|w| w.starts_with("chat-notifier: warn: export ") && w.ends_with(&line)).count(),
+            1,
+            "{line} in {warnings:#?}"
+        );
+    }
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "both chats emailed: {:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(m.iter().all(|m| !m.text.contains("when?")), "the bad rows are not in any email");
+    let out = f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "each bad row is reported once");
+    // The report reads the whole export: the bad rows are left out there too.
+    let report = f.run(&["report", "--now", "2026-11-24T12:00:00Z", "--format", "json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+}

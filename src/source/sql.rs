@@ -284,12 +284,72 @@ fn postgres_cell(row: &postgres::Row, i: usize, ty: &Type) -> Result<Cell> {
         Type::FLOAT4 => get::<f32>(row, i)?.map_or(Cell::Null, |f| Cell::Real(f.into())),
         Type::FLOAT8 => get::<f64>(row, i)?.map_or(Cell::Null, Cell::Real),
         Type::BOOL => get::<bool>(row, i)?.map_or(Cell::Null, |b| Cell::Int(b.into())),
-        Type::TIMESTAMPTZ => text(get::<chrono::DateTime<chrono::Utc>>(row, i)?.map(|t| t.to_rfc3339())),
-        // A timestamp without a zone is taken as UTC.
-        Type::TIMESTAMP => text(get::<chrono::NaiveDateTime>(row, i)?.map(|t| t.and_utc().to_rfc3339())),
+        // A timestamp without a zone is taken as UTC. What is no time (`infinity`) or beyond
+        // what chrono holds comes as text that is no RFC 3339 time: the source's bad row.
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => text(get::<PgTime>(row, i)?.map(|t| t.rfc3339())),
         Type::JSON | Type::JSONB => text(get::<serde_json::Value>(row, i)?.map(|v| v.to_string())),
         _ => text(get::<String>(row, i)?),
     })
+}
+
+/// A `timestamp` or `timestamptz` as PostgreSQL sends it: microseconds since 2000-01-01 UTC,
+/// `i64::MAX` and `i64::MIN` for `infinity` and `-infinity`. Read raw, since the column holds
+/// years chrono cannot (up to 294276), and one row's odd time must not fail the whole query.
+struct PgTime(i64);
+
+impl<'a> postgres::types::FromSql<'a> for PgTime {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(PgTime(i64::from_be_bytes(raw.try_into().map_err(|_| "a timestamp is 8 bytes")?)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ)
+    }
+}
+
+impl PgTime {
+    /// RFC 3339 in UTC as chrono writes it (`+10000-...` past year 9999); `infinity` and
+    /// `-infinity` as PostgreSQL writes them.
+    fn rfc3339(&self) -> String {
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        match self.0 {
+            i64::MAX => return "infinity".into(),
+            i64::MIN => return "-infinity".into(),
+            _ => {}
+        }
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default().and_time(chrono::NaiveTime::MIN);
+        if let Some(t) = epoch.checked_add_signed(chrono::TimeDelta::microseconds(self.0)) {
+            return t.and_utc().to_rfc3339();
+        }
+        // Past chrono's years: the civil date (proleptic Gregorian, as PostgreSQL counts), from
+        // the days since 0000-03-01 (Howard Hinnant's `civil_from_days`).
+        let (days, micros) = (self.0.div_euclid(MICROS_PER_DAY), self.0.rem_euclid(MICROS_PER_DAY));
+        let z = days + 730_425; // 2000-01-01 is day 730,425 after 0000-03-01.
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (secs, fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let sign = if year < 0 { "-" } else { "+" };
+        let mut out = format!(
+            "{sign}{:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            year.abs(),
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        if fraction > 0 {
+            let digits = format!("{fraction:06}");
+            // As chrono: milliseconds when they say it all, else microseconds.
+            out.push('.');
+            out.push_str(if fraction % 1000 == 0 { &digits[..3] } else { &digits });
+        }
+        out + "+00:00"
+    }
 }
 
 /// SQLite's own words, without the statement rusqlite appends to them.
@@ -351,6 +411,32 @@ mod tests {
             postgres_sql("WHERE id = ?1 AND s = ?2", &[Param::Int(1), Param::Text("x".into())]),
             "WHERE id = $1::int8 AND s = $2::text"
         );
+    }
+
+    /// PostgreSQL's range of times, written as chrono writes what it can hold and the same way
+    /// past it; `infinity` as PostgreSQL writes it.
+    #[test]
+    fn every_postgres_time_has_a_text() {
+        let micros = |t: &str| {
+            let epoch = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap();
+            (chrono::DateTime::parse_from_rfc3339(t).unwrap() - epoch).num_microseconds().unwrap()
+        };
+        for t in ["2026-11-24T09:00:00+00:00", "2026-11-24T09:00:00.250+00:00", "1999-12-31T23:59:59.000001+00:00"] {
+            assert_eq!(PgTime(micros(t)).rfc3339(), t);
+        }
+        assert_eq!(PgTime(i64::MAX).rfc3339(), "infinity");
+        assert_eq!(PgTime(i64::MIN).rfc3339(), "-infinity");
+        // PostgreSQL's last microsecond, 294276-12-31 23:59:59.999999 UTC, and chrono's last day.
+        assert_eq!(PgTime(9_223_371_331_199_999_999).rfc3339(), "+294276-12-31T23:59:59.999999+00:00");
+        assert_eq!(PgTime(9_223_371_331_200_000_000 - 1_000).rfc3339(), "+294276-12-31T23:59:59.999+00:00");
+        let last = chrono::NaiveDate::MAX.and_hms_opt(12, 0, 0).unwrap().and_utc();
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let past = (last - epoch).num_microseconds().unwrap() + 86_400_000_000;
+        assert_eq!(PgTime(past - 86_400_000_000).rfc3339(), "+262142-12-31T12:00:00+00:00", "chrono's last day");
+        assert_eq!(PgTime(past).rfc3339(), "+262143-01-01T12:00:00+00:00", "the day after, counted here");
+        for t in [PgTime(i64::MAX - 1), PgTime(i64::MIN + 1), PgTime(past)] {
+            assert!(chrono::DateTime::parse_from_rfc3339(&t.rfc3339()).is_err(), "{}", t.rfc3339());
+        }
     }
 
     #[test]
