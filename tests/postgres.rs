@@ -236,3 +236,66 @@ fn a_sent_at_of_infinity_or_beyond_is_a_bad_row_named_once() {
     let report = f.run(&["report", "--now", "2026-11-24T12:00:00Z", "--format", "json"]);
     assert_eq!(report.code, 0, "{}", report.stderr);
 }
+
+/// A password is never read from the config file: not in `user:pw@`, not in the query
+/// (`password=`, `sslpassword=`, however spelt), not past an `@` that the URL parser would take
+/// for the credentials' end. And a URL is shown (errors, `check`) with the values of its query
+/// only where they are harmless (`sslmode`, `connect_timeout`, ...): any other key's value is
+/// left out, whatever it holds.
+#[test]
+fn a_password_in_the_url_s_query_is_refused_and_no_query_value_that_may_hide_one_is_shown() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let f = Fixture::new(server.port());
+    let port = cluster.port;
+    let url = cluster.database();
+    for (url, key) in [
+        (format!("{url}&password=hunter2"), "password"),
+        (format!("{url}&sslpassword=hunter2"), "sslpassword"),
+        (format!("{url}&pass%77ord=hunter2"), "password"),
+        (format!("postgresql://127.0.0.1:{port}/db?application_name=me:hunter2@elsewhere"), "@"),
+    ] {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+        let check = f.run(&["check"]);
+        assert_eq!(check.code, 1, "{url}: {}", check.stdout);
+        let line = check.stdout.lines().find(|l| l.starts_with("config")).unwrap_or_default();
+        let expected = if key == "@" {
+            "source.url: an @ after the host: write it as %40"
+        } else {
+            "source.url: passwords are not read from the config file"
+        };
+        assert!(line.contains("FAILED") && line.contains(expected), "{url}: {}", check.stdout);
+        if key != "@" {
+            assert!(line.contains(&format!("({key}=)")), "names the key: {line}");
+        }
+        let run = f.run(&["run", "--now", "2026-11-24T10:00:00Z"]);
+        assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{url}: {}", run.stderr);
+        for out in [&check.stdout, &check.stderr, &run.stdout, &run.stderr] {
+            assert!(!out.contains("hunter2"), "{url}: {out}");
+        }
+    }
+    // Shown: sslmode, application_name, connect_timeout; not shown: options' value.
+    let shown = |url: &str| url.replacen("options=-c%20my.token%3Dhunter2", "options=***", 1);
+    let good = format!("{url}&application_name=notifier&options=-c%20my.token%3Dhunter2&connect_timeout=5");
+    f.use_source(&format!("kind = \"export\"\nurl = \"{good}\""));
+    let check = f.run(&["check"]);
+    assert!(
+        check.stdout.contains(&format!("source     FAILED  export {}: not export schema v1", shown(&good))),
+        "{}",
+        check.stdout
+    );
+    let gone =
+        good.replace(url.split('?').next().unwrap(), &cluster.url("no_such_database").replace("?sslmode=disable", ""));
+    f.use_source(&format!("kind = \"export\"\nurl = \"{gone}\""));
+    let run = f.run(&["run", "--now", "2026-11-24T10:00:00Z"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!("chat-notifier: error: export {}: connecting: ", shown(&gone)))
+            && run.stderr.contains("database \"no_such_database\" does not exist"),
+        "{}",
+        run.stderr
+    );
+    for out in [&check.stdout, &check.stderr, &run.stdout, &run.stderr] {
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+}

@@ -383,17 +383,53 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
     }
 }
 
-/// The URL as it may be shown: without a password, should one be there.
+/// The query parameters whose values are shown with a URL: settings, never secrets. Any other
+/// key's value (`options`, a key this version does not know, a mistyped `passwd`) is left out.
+const SHOWN_PARAMS: [&str; 15] = [
+    "sslmode",
+    "sslrootcert",
+    "sslnegotiation",
+    "connect_timeout",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "channel_binding",
+    "keepalives",
+    "tcp_user_timeout",
+];
+
+/// The URL as it may be shown: without a password, should one be there, and with the value of
+/// each query parameter not in `SHOWN_PARAMS` written `***`.
 pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_owned(),
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => format!("{}@{host}", userinfo.split(':').next().unwrap_or("")),
+        None => authority.to_owned(),
+    };
+    // An @ past the host (refused by the config) ends the credentials for the connection.
+    if path.contains('@') {
+        return format!("{scheme}://{authority}/***");
     }
+    let path = path.split('?').next().unwrap_or("");
+    let params = crate::config::url_params(url);
+    if params.is_empty() {
+        return format!("{scheme}://{authority}{path}");
+    }
+    let query: Vec<String> = params
+        .iter()
+        .map(|p| match p.raw.split_once('=') {
+            Some((key, _)) if SHOWN_PARAMS.contains(&p.key.as_str()) => format!("{key}={}", &p.raw[key.len() + 1..]),
+            Some((key, _)) => format!("{key}=***"),
+            None => p.raw.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{authority}{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -446,5 +482,13 @@ mod tests {
             "postgresql://bot@db.example.com:5432/rasa?sslmode=require"
         );
         assert_eq!(shown_url("postgresql://bot@db/rasa"), "postgresql://bot@db/rasa");
+        assert_eq!(
+            shown_url(
+                "postgresql://bot@db/rasa?sslmode=verify-full&password=s3cret&options=-c%20x%3Dy&passwd&connect_timeout=5"
+            ),
+            "postgresql://bot@db/rasa?sslmode=verify-full&password=***&options=***&passwd&connect_timeout=5"
+        );
+        assert_eq!(shown_url("postgresql://db/rasa?application_name=me:s3cret@db2"), "postgresql://db/***");
+        assert_eq!(shown_url("postgresql://db?pass%77ord=s3cret"), "postgresql://db?pass%77ord=***");
     }
 }
