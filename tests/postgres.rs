@@ -299,3 +299,120 @@ fn a_password_in_the_url_s_query_is_refused_and_no_query_value_that_may_hide_one
         assert!(!out.contains("hunter2"), "{out}");
     }
 }
+
+/// `sslmode` as libpq means it, against the test cluster: TLS on, as on Debian's default
+/// server, with a certificate for localhost and 127.0.0.1 from a CA the system does not know.
+/// The role `TLS_ONLY` is let in over TLS only, so its login proves the connection encrypted.
+#[test]
+fn sslmode_has_libpq_s_meanings() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let url = cluster.database();
+    cluster.client(&url).batch_execute(EXPORT_SCHEMA).unwrap();
+    let database = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let f = Fixture::new(server.port());
+    let ca = cluster.ca_file.display().to_string();
+    let other_ca = f.dir.path().join("other-ca.crt");
+    std::fs::write(&other_ca, pg::ca_and_certificate(&["localhost"]).0).unwrap();
+    let other_ca = other_ca.display().to_string();
+    let port = cluster.port;
+    let at = |user: &str, host: &str, query: &str| {
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgresql://{user}@{host}:{port}/{database}{query}")
+    };
+    let tls = pg::TLS_ONLY;
+    // A name the certificate does not bear, connecting to 127.0.0.1 all the same.
+    let elsewhere = "db.example.com";
+    let wrong_ca =
+        format!("TLS: the server's certificate is not signed by the CA in sslrootcert {other_ca} (sslmode=verify-ca)");
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (at("postgres", "127.0.0.1", "sslmode=disable"), None),
+        (at(tls, "127.0.0.1", "sslmode=disable"), Some("no encryption")),
+        // libpq's default, prefer: TLS when offered, the certificate unchecked.
+        (at(tls, "127.0.0.1", ""), None),
+        (at(tls, "127.0.0.1", "sslmode=prefer"), None),
+        (at(tls, "127.0.0.1", "sslmode=require"), None),
+        (at(tls, "127.0.0.1", &format!("sslmode=require&sslrootcert={ca}")), None),
+        // require with a root: checked as verify-ca is (libpq's rule).
+        (at(tls, "127.0.0.1", &format!("sslmode=require&sslrootcert={other_ca}")), Some(&wrong_ca)),
+        (at(tls, "127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")), None),
+        (at(tls, "localhost", &format!("sslmode=verify-full&sslrootcert={ca}")), None),
+        (
+            at(tls, "127.0.0.1", "sslmode=verify-full"),
+            Some(
+                "TLS: the server's certificate is not signed by a CA the system trusts (sslmode=verify-full); \
+                 give sslrootcert=PATH, the certificate of the CA that signed it",
+            ),
+        ),
+        (at(tls, elsewhere, &format!("hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}")), None),
+        (
+            at(tls, elsewhere, &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}")),
+            Some(
+                "TLS: the server's certificate is not for db.example.com but for localhost, 127.0.0.1 \
+                 (sslmode=verify-full checks the host's name; verify-ca only the CA)",
+            ),
+        ),
+    ];
+    for (url, failure) in cases {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+        let check = f.run(&["check"]);
+        let line = check.stdout.lines().find(|l| l.starts_with("source")).unwrap_or_default().to_owned();
+        match failure {
+            None => assert!(
+                line.starts_with("source     ok      export postgresql://"),
+                "{url}: {}{}",
+                check.stdout,
+                check.stderr
+            ),
+            Some(why) => {
+                assert!(
+                    line.starts_with("source     FAILED  export postgresql://") && line.contains(why),
+                    "{url}: {why}: {}",
+                    check.stdout
+                );
+                let run = f.run(&["run", "--now", "2026-11-24T10:00:00Z"]);
+                assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{url}: {}", run.stderr);
+                assert!(run.stderr.contains(why), "{url}: {why}: {}", run.stderr);
+            }
+        }
+    }
+}
+
+/// `prefer` talks in clear only to a server that says it has no TLS; one that says it has and
+/// then fails the handshake is an error, never a reason to fall back. `require` and the
+/// `verify-*` modes never talk in clear.
+#[test]
+fn prefer_falls_back_to_clear_only_where_the_server_has_no_tls() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let url = cluster.database();
+    cluster.client(&url).batch_execute(EXPORT_SCHEMA).unwrap();
+    let database = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let f = Fixture::new(server.port());
+    let ca = cluster.ca_file.display().to_string();
+    let (no_tls, broken_tls) = (cluster.proxy(b'N'), cluster.proxy(b'S'));
+    let at = |user: &str, port: u16, query: &str| format!("postgresql://{user}@127.0.0.1:{port}/{database}?{query}");
+    let tls = pg::TLS_ONLY;
+    let cases = [
+        (at("postgres", no_tls, "sslmode=prefer"), None),
+        (at("postgres", no_tls, "connect_timeout=10"), None),
+        // In clear: the server lets TLS_ONLY in over TLS only.
+        (at(tls, no_tls, "sslmode=prefer"), Some("no encryption")),
+        (at("postgres", no_tls, "sslmode=require"), Some("server does not support TLS")),
+        (at("postgres", no_tls, &format!("sslmode=verify-full&sslrootcert={ca}")), Some("server does not support TLS")),
+        (at("postgres", broken_tls, "sslmode=prefer"), Some("error performing TLS handshake")),
+    ];
+    for (url, failure) in cases {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+        let check = f.run(&["check"]);
+        let line = check.stdout.lines().find(|l| l.starts_with("source")).unwrap_or_default().to_owned();
+        match failure {
+            None => assert!(line.starts_with("source     ok      export "), "{url}: {}{}", check.stdout, check.stderr),
+            Some(why) => assert!(
+                line.starts_with("source     FAILED  export ") && line.contains(why),
+                "{url}: {why}: {}",
+                check.stdout
+            ),
+        }
+    }
+}

@@ -2,10 +2,13 @@
 //! (a server, in read-only transactions). Sources write their queries once, with `?1`-style
 //! placeholders and `rarray(?N)` for a list of ids; PostgreSQL gets them rewritten (`$N` with
 //! the parameter's type, `unnest(...)`). Rows come back as plain cells, whatever the database.
+//! The connection to PostgreSQL is made here too: TLS as libpq's `sslmode` means it (`Tls`),
+//! and the URL shown without what may be secret (`shown_url`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -91,8 +94,9 @@ impl Db {
     }
 
     /// Connects to `url` (a libpq URL without a password) with `password`; TLS as the URL's
-    /// `sslmode` says, certificates checked against the system's roots.
+    /// `sslmode` and `sslrootcert` say, with libpq's meanings (`Tls`).
     pub fn postgres(url: &str, password: Option<&str>) -> Result<Db> {
+        let (url, tls) = Tls::from_url(url)?;
         let mut config: postgres::Config = url.parse().context("not a PostgreSQL URL")?;
         if let Some(password) = password {
             config.password(password);
@@ -100,13 +104,13 @@ impl Db {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut client = config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).map_err(pg_error)?;
+        config.ssl_mode(tls.ssl_mode());
+        let (connector, why) = tls.connector()?;
+        let mut client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
+            // What the certificate check found, in words, rather than rustls' enum.
+            Some(why) => anyhow::anyhow!("TLS: {why}"),
+            None => pg_error(e),
+        })?;
         // Read only, whatever the role may do: one statement, one snapshot, as on SQLite.
         client.batch_execute("SET default_transaction_read_only = on").map_err(pg_error)?;
         Ok(Db::Postgres(RefCell::new(client)))
@@ -383,6 +387,228 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
     }
 }
 
+/// TLS to PostgreSQL as libpq's `sslmode` means it (no `sslmode`: `prefer`, libpq's default).
+/// Only `disable` and `prefer` ever talk in clear, and `prefer` only to a server that says it
+/// has no TLS: a handshake that fails is an error, never a reason to fall back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tls {
+    /// `disable`: plain.
+    Disable,
+    /// `prefer`: TLS without checking the certificate when the server offers it, else plain.
+    Prefer,
+    /// `require`: TLS, the certificate unchecked (anyone on the path can pose as the server).
+    Require,
+    /// `verify-ca` (and `require` with `sslrootcert`, as libpq): TLS, the certificate signed by
+    /// a root of `Roots`, whatever name it bears.
+    VerifyCa(Roots),
+    /// `verify-full`: signed by a root of `Roots`, and for the host connected to.
+    VerifyFull(Roots),
+}
+
+/// Where the roots a certificate is checked against come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Roots {
+    /// The system's (no `sslrootcert`, or `sslrootcert=system`).
+    System,
+    /// The PEM file `sslrootcert` names.
+    File(String),
+}
+
+impl Tls {
+    /// The TLS a URL asks for, and the URL without the parameters read here (the connection's
+    /// parser knows neither `sslrootcert` nor libpq's `verify-*` modes).
+    fn from_url(url: &str) -> Result<(String, Tls)> {
+        let params = crate::config::url_params(url);
+        let last = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.clone());
+        let roots = match last("sslrootcert") {
+            None => None,
+            Some(path) if path == "system" => Some(Roots::System),
+            Some(path) => Some(Roots::File(path)),
+        };
+        let default = if roots == Some(Roots::System) { "verify-full" } else { "prefer" };
+        let tls = match last("sslmode").as_deref().unwrap_or(default) {
+            "disable" => Tls::Disable,
+            "prefer" => Tls::Prefer,
+            "require" => roots.map_or(Tls::Require, Tls::VerifyCa),
+            "verify-ca" => Tls::VerifyCa(roots.unwrap_or(Roots::System)),
+            "verify-full" => Tls::VerifyFull(roots.unwrap_or(Roots::System)),
+            other => anyhow::bail!(
+                "sslmode={other:?} is not one chat-notifier knows: give {}",
+                crate::config::SSL_MODES.join(", ")
+            ),
+        };
+        let kept: Vec<&str> =
+            params.iter().filter(|p| p.key != "sslmode" && p.key != "sslrootcert").map(|p| p.raw).collect();
+        let base = match url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.split('?').next().unwrap_or("")),
+            None => url.to_owned(),
+        };
+        Ok((if kept.is_empty() { base } else { format!("{base}?{}", kept.join("&")) }, tls))
+    }
+
+    fn ssl_mode(&self) -> postgres::config::SslMode {
+        match self {
+            Tls::Disable => postgres::config::SslMode::Disable,
+            Tls::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The connector, and where its certificate check leaves what it found wrong.
+    fn connector(&self) -> Result<(tokio_postgres_rustls::MakeRustlsConnect, Arc<Mutex<Option<String>>>)> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (check, roots) = match self {
+            Tls::Disable | Tls::Prefer | Tls::Require => (Check::Encrypt, None),
+            Tls::VerifyCa(roots) => (Check::Ca, Some(roots)),
+            Tls::VerifyFull(roots) => (Check::Full, Some(roots)),
+        };
+        let (store, named) = match roots {
+            None => (rustls::RootCertStore::empty(), String::new()),
+            Some(Roots::System) => {
+                let mut store = rustls::RootCertStore::empty();
+                store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                (store, "a CA the system trusts".into())
+            }
+            Some(Roots::File(path)) => (root_file(path)?, format!("the CA in sslrootcert {path}")),
+        };
+        let why = Arc::new(Mutex::new(None));
+        let verifier = Verifier { check, roots: store, named, provider: provider.clone(), why: why.clone() };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok((tokio_postgres_rustls::MakeRustlsConnect::new(tls), why))
+    }
+}
+
+/// The certificates of a PEM file, as roots.
+fn root_file(path: &str) -> Result<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).with_context(|| format!("sslrootcert {path}"))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| anyhow::anyhow!("sslrootcert {path}: {e}"))?;
+        store.add(cert).map_err(|e| anyhow::anyhow!("sslrootcert {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        anyhow::bail!("sslrootcert {path}: no certificate in it");
+    }
+    Ok(store)
+}
+
+/// What is checked of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Nothing: the connection is encrypted, the server unproven (libpq's `prefer`, `require`).
+    Encrypt,
+    /// Signed by a root, whatever its name.
+    Ca,
+    /// Signed by a root, and for the host.
+    Full,
+}
+
+/// The server's certificate checked as `sslmode` says; the handshake's signatures always are
+/// (the server holds the certificate's key). What fails is said in words in `why`.
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
+    roots: rustls::RootCertStore,
+    /// The roots, for messages: "the CA in sslrootcert /etc/ssl/pg-root.crt".
+    named: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    why: Arc<Mutex<Option<String>>>,
+}
+
+impl Verifier {
+    fn said(&self, why: String, e: rustls::Error) -> rustls::Error {
+        if let Ok(mut slot) = self.why.lock() {
+            *slot = Some(why);
+        }
+        e
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError as Bad;
+        if self.check == Check::Encrypt {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        let mode = if self.check == Check::Full { "verify-full" } else { "verify-ca" };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)
+            .map_err(|e| self.said(format!("the server's certificate cannot be read ({e})"), e))?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, algorithms)
+            .map_err(|e| {
+            let why = match &e {
+                rustls::Error::InvalidCertificate(Bad::UnknownIssuer | Bad::BadSignature) => {
+                    let hint = match self.named.starts_with("the CA in") {
+                        true => "",
+                        false => "; give sslrootcert=PATH, the certificate of the CA that signed it",
+                    };
+                    format!("the server's certificate is not signed by {} (sslmode={mode}){hint}", self.named)
+                }
+                other => format!("the server's certificate: {other} (sslmode={mode})"),
+            };
+            self.said(why, e)
+        })?;
+        if self.check == Check::Full {
+            rustls::client::verify_server_name(&cert, server_name).map_err(|e| {
+                let name = server_name.to_str();
+                let names = match &e {
+                    // rustls writes them `DnsName("db")`, `IpAddress(10.0.0.1)`: the names alone.
+                    rustls::Error::InvalidCertificate(Bad::NotValidForNameContext { presented, .. }) => presented
+                        .iter()
+                        .map(|n| {
+                            let inner = n.split_once('(').map_or(n.as_str(), |(_, n)| n.trim_end_matches(')'));
+                            inner.trim_matches('"').to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => String::new(),
+                };
+                let names = if names.is_empty() { String::new() } else { format!(" but for {names}") };
+                let why = format!(
+                    "the server's certificate is not for {name}{names} (sslmode=verify-full checks the host's \
+                     name; verify-ca only the CA)"
+                );
+                self.said(why, e)
+            })?;
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The query parameters whose values are shown with a URL: settings, never secrets. Any other
 /// key's value (`options`, a key this version does not know, a mistyped `passwd`) is left out.
 const SHOWN_PARAMS: [&str; 15] = [
@@ -473,6 +699,36 @@ mod tests {
         for t in [PgTime(i64::MAX - 1), PgTime(i64::MIN + 1), PgTime(past)] {
             assert!(chrono::DateTime::parse_from_rfc3339(&t.rfc3339()).is_err(), "{}", t.rfc3339());
         }
+    }
+
+    /// `sslmode` and `sslrootcert` as libpq reads them, taken out of the URL the connection's
+    /// parser gets (it knows neither `sslrootcert` nor the `verify-*` modes).
+    #[test]
+    fn sslmode_and_sslrootcert_read_as_libpq_does() {
+        let file = || Roots::File("/r.crt".into());
+        for (url, stripped, tls) in [
+            ("postgresql://h/d", "postgresql://h/d", Tls::Prefer),
+            ("postgresql://h/d?sslmode=disable", "postgresql://h/d", Tls::Disable),
+            (
+                "postgresql://h/d?sslmode=require&application_name=x",
+                "postgresql://h/d?application_name=x",
+                Tls::Require,
+            ),
+            ("postgresql://h/d?sslrootcert=/r.crt&sslmode=require", "postgresql://h/d", Tls::VerifyCa(file())),
+            ("postgresql://h/d?sslmode=prefer&sslrootcert=/r.crt", "postgresql://h/d", Tls::Prefer),
+            ("postgresql://h/d?sslmode=verify-ca", "postgresql://h/d", Tls::VerifyCa(Roots::System)),
+            (
+                "postgresql://u@h:1/d?sslmode=verify-full&sslrootcert=%2Fr.crt",
+                "postgresql://u@h:1/d",
+                Tls::VerifyFull(file()),
+            ),
+            ("postgresql://h/d?sslrootcert=system", "postgresql://h/d", Tls::VerifyFull(Roots::System)),
+            ("postgresql://h/d?sslmode=disable&sslmode=require", "postgresql://h/d", Tls::Require),
+        ] {
+            assert_eq!(Tls::from_url(url).unwrap(), (stripped.to_owned(), tls), "{url}");
+        }
+        let allow = Tls::from_url("postgresql://h/d?sslmode=allow").unwrap_err().to_string();
+        assert!(allow.contains("sslmode=\"allow\" is not one chat-notifier knows"), "{allow}");
     }
 
     #[test]

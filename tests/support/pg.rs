@@ -152,6 +152,40 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// A port in front of the cluster whose "server" answers a TLS request with `answer`:
+    /// `b'N'` as a server without TLS does (then passes the rest through, in clear), `b'S'` and
+    /// then bytes that are no TLS, as a broken one. Connections that ask no TLS pass through.
+    pub fn proxy(&self, answer: u8) -> u16 {
+        use std::io::{Read, Write};
+        const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = self.port;
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let mut first = [0u8; 8];
+                    client.read_exact(&mut first)?;
+                    let mut upstream = std::net::TcpStream::connect(("127.0.0.1", server))?;
+                    if first == SSL_REQUEST {
+                        client.write_all(&[answer])?;
+                        if answer != b'N' {
+                            return client.write_all(b"this is no TLS server hello");
+                        }
+                    } else {
+                        upstream.write_all(&first)?;
+                    }
+                    let (mut down, mut up) = (client.try_clone()?, upstream.try_clone()?);
+                    std::thread::spawn(move || std::io::copy(&mut upstream, &mut down));
+                    std::io::copy(&mut client, &mut up)?;
+                    up.shutdown(std::net::Shutdown::Both)
+                });
+            }
+        });
+        port
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
