@@ -321,6 +321,7 @@ fn sslmode_has_libpq_s_meanings() {
         format!("postgresql://{user}@{host}:{port}/{database}{query}")
     };
     let tls = pg::TLS_ONLY;
+    let socket = cluster.socket_dir().display();
     // A name the certificate does not bear, connecting to 127.0.0.1 all the same.
     let elsewhere = "db.example.com";
     let wrong_ca =
@@ -345,6 +346,8 @@ fn sslmode_has_libpq_s_meanings() {
             ),
         ),
         (at(tls, elsewhere, &format!("hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}")), None),
+        // As libpq: sslmode does not apply to a Unix-domain socket.
+        (format!("postgresql://postgres@/{database}?host={socket}&port={port}&sslmode=require"), None),
         (
             at(tls, elsewhere, &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}")),
             Some(

@@ -104,7 +104,12 @@ impl Db {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.ssl_mode(tls.ssl_mode());
+        // As libpq: sslmode does not apply to Unix-domain sockets (the server has no TLS there).
+        let hosts = config.get_hosts();
+        let local = !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts.iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        config.ssl_mode(if local { postgres::config::SslMode::Disable } else { tls.ssl_mode() });
         let (connector, why) = tls.connector()?;
         let mut client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
             // What the certificate check found, in words, rather than rustls' enum.

@@ -186,6 +186,11 @@ impl Cluster {
         port
     }
 
+    /// The folder of the server's Unix-domain socket.
+    pub fn socket_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
