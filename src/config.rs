@@ -521,9 +521,9 @@ pub const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "
 fn validate_postgres_url(url: &str) -> Result<(), String> {
     const USE: &str = "use source.password_env or source.password_file";
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    // The connection's parser ends the user name and password at the first @ anywhere: one
-    // past the host would make a password of what is before it.
-    if rest[rest.find(['/', '?']).unwrap_or(rest.len())..].contains('@') {
+    // The connection's parser ends the user name and password at the first @ anywhere: a
+    // first one past the host would make a password of what is before it.
+    if rest.find('@').is_some_and(|at| at > rest.find(['/', '?']).unwrap_or(rest.len())) {
         return Err("source.url: an @ after the host: write it as %40".into());
     }
     if url_has_password(url) {
@@ -969,6 +969,13 @@ path = "outbox"
         let pg = "postgresql://bot@db.example.com:5432/rasa?sslmode=require";
         let c = parse(&with_source(&format!("kind = \"rasa\"\nurl = \"{pg}\"\npassword_env = \"P\""))).unwrap();
         assert_eq!(c.source.as_ref().unwrap().location(), Location::Postgres(pg.into()));
+        // An @ past the user's is no credentials' end: the connection reads it as written.
+        for pg in [
+            "postgresql://bot@db/rasa?application_name=me@work&sslmode=verify-full&sslrootcert=%2Fca.pem",
+            "postgresql://db/rasa?sslrootcert=system",
+        ] {
+            parse(&with_source(&format!("kind = \"rasa\"\nurl = \"{pg}\""))).unwrap();
+        }
         let cases = [
             (MINIMAL.replace("[mail]", "[source]\nkind = \"rasa\"\nurl = \"r.db\"\n[mail]"), "export and [source]"),
             (MINIMAL.replace("export = \"export.sqlite\"\n", ""), "source: where are the chats?"),

@@ -638,13 +638,14 @@ const SHOWN_PARAMS: [&str; 15] = [
 /// each query parameter not in `SHOWN_PARAMS` written `***`.
 pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => format!("{}@{host}", userinfo.split(':').next().unwrap_or("")),
         None => authority.to_owned(),
     };
-    // An @ past the host (refused by the config) ends the credentials for the connection.
-    if path.contains('@') {
+    // A first @ past the host (refused by the config) ends the credentials for the connection.
+    if rest.find('@').is_some_and(|at| at > end) {
         return format!("{scheme}://{authority}/***");
     }
     let path = path.split('?').next().unwrap_or("");
@@ -750,6 +751,10 @@ mod tests {
             "postgresql://bot@db/rasa?sslmode=verify-full&password=***&options=***&passwd&connect_timeout=5"
         );
         assert_eq!(shown_url("postgresql://db/rasa?application_name=me:s3cret@db2"), "postgresql://db/***");
+        assert_eq!(
+            shown_url("postgresql://bot@db/rasa?application_name=me@work"),
+            "postgresql://bot@db/rasa?application_name=me@work"
+        );
         assert_eq!(shown_url("postgresql://db?pass%77ord=s3cret"), "postgresql://db?pass%77ord=***");
     }
 }
