@@ -383,6 +383,90 @@ fn rasa_conversation_ids_survive_an_upgrade_and_nothing_is_sent_again() {
     assert_eq!(server.received().len(), 3);
 }
 
+/// A form asks its questions as `bot` events after `action <form>`, the response's name only in
+/// their metadata: the report names each step by the slot it asked for (`utter_ask_email`),
+/// not `lead_form` for all; the answers that filled a slot are not "what they ask"; and a lead's
+/// last step is where the email says they stopped.
+#[test]
+fn the_report_names_a_forms_steps_by_the_slot_asked_and_answers_are_not_questions() {
+    let server = SmtpServer::start();
+    let (f, rasa) = Fixture::rasa(server.port(), "");
+    rasa.lead_who_leaves("jane", "Jane Doe", "jane@example.com", 0);
+    rasa.lead_who_leaves("sam", "Sam Lee", "sam@example.com", 1);
+    // Ann asks about prices at the email question; the form asks again, and she leaves at the
+    // phone question.
+    let t = |s: u32| format!("2026-11-24T09:02:{s:02}Z");
+    rasa.session("ann", &t(0));
+    rasa.user("ann", &t(1), "hi, I'd like a quote", "request_quote");
+    rasa.form_runs("ann", &t(2), None, ("name", "utter_ask_name", "What's your name?"));
+    rasa.answers("ann", &t(10), "name", "Ann Ask");
+    rasa.form_runs("ann", &t(11), Some(("name", "Ann Ask")), ("email", "utter_ask_email", "Your email?"));
+    rasa.user("ann", &t(20), "how much does it cost?", "ask_prices");
+    rasa.event("ann", &t(20), "action_execution_rejected", json!({ "name": "lead_form", "policy": null }));
+    rasa.say("ann", &t(21), "utter_prices", "Plans start at $10 a month.");
+    rasa.action("ann", &t(21), "lead_form");
+    rasa.bot("ann", &t(21), "utter_ask_email", "Your email?");
+    rasa.action("ann", &t(21), "action_listen");
+    rasa.answers("ann", &t(30), "email", "ann@example.com");
+    rasa.form_runs("ann", &t(31), Some(("email", "ann@example.com")), ("phone", "utter_ask_phone", "And your phone?"));
+    // Leo gives his name and leaves at the email question.
+    let t = |s: u32| format!("2026-11-24T09:03:{s:02}Z");
+    rasa.session("leo", &t(0));
+    rasa.user("leo", &t(1), "hi, I'd like a quote", "request_quote");
+    rasa.form_runs("leo", &t(2), None, ("name", "utter_ask_name", "What's your name?"));
+    rasa.answers("leo", &t(10), "name", "Leo Left");
+    rasa.form_runs("leo", &t(11), Some(("name", "Leo Left")), ("email", "utter_ask_email", "Your email?"));
+
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let ann = mails(&server).into_iter().find(|m| m.subject.contains("Ann Ask")).unwrap();
+    let leads = f.run(&["leads", "--format", "json", "--now", "2026-11-24T10:00:00Z"]);
+    let leads: serde_json::Value = serde_json::from_str(&leads.stdout).unwrap();
+    let lead = leads.as_array().unwrap().iter().find(|l| l["name"] == "Ann Ask").unwrap();
+    let emailed = ann.text.split_once("midway, at step ").and_then(|(_, rest)| rest.split_once(" (")).unwrap().0;
+    assert_eq!(lead["last_step"].as_str(), Some(emailed), "leads and the email name the same last step");
+    assert!(ann.text.contains("midway, at step utter_ask_phone (\"And your phone?\")"), "{}", ann.text);
+
+    let report = f.run(&["report", "--format", "json", "--now", "2026-11-24T10:00:00Z"]);
+    let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    let bot = &json["bots"][0];
+    let steps: Vec<(&str, &str, u64, bool)> = bot["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let question = s["question"].as_str().unwrap_or("");
+            (s["step"].as_str().unwrap(), question, s["stopped"].as_u64().unwrap(), s["worst"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("utter_ask_name", "What's your name?", 0, false),
+            ("utter_ask_email", "Your email?", 1, false),
+            ("utter_prices", "Plans start at $10 a month.", 0, false),
+            ("utter_ask_phone", "And your phone?", 3, true),
+        ]
+    );
+    let asks: Vec<(&str, &str, u64)> = bot["asks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| {
+            let step = a["step"].as_str().unwrap();
+            a["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (step, t["text"].as_str().unwrap(), t["count"].as_u64().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        asks,
+        [("", "hi, I'd like a quote", 4), ("utter_ask_email", "how much does it cost?", 1)],
+        "what they ask, without the names and addresses they gave"
+    );
+}
+
 /// A Rasa timestamp that is no time (NaN, negative, past the year 9999, infinite) is named as
 /// what it is and its row skipped: never dated 1970 or 1811 in an email.
 #[test]
