@@ -62,9 +62,13 @@ pub struct SourceConfig {
     /// Rasa: actions whose run means the visitor finished (e.g. "utter_goodbye").
     #[serde(default)]
     pub complete_on_actions: Vec<String>,
-    /// Rasa: forms whose deactivation after they ran means the visitor finished.
+    /// Rasa: forms whose deactivation right after they ran means the visitor finished (not
+    /// one cancelled by `action_deactivate_loop`).
     #[serde(default)]
     pub complete_on_forms: Vec<String>,
+    /// Rasa Pro (CALM): flows whose `flow_completed` means the visitor finished.
+    #[serde(default)]
+    pub complete_on_flows: Vec<String>,
     /// Typebot: which of the flow's variables are the visitor's name, email and phone
     /// (`email = "Work email"`); a field left out is the variable of its own name, in any case.
     #[serde(default)]
@@ -126,6 +130,7 @@ impl SourceConfig {
             bot_name: None,
             complete_on_actions: Vec::new(),
             complete_on_forms: Vec::new(),
+            complete_on_flows: Vec::new(),
             fields: BTreeMap::new(),
         }
     }
@@ -159,6 +164,7 @@ impl SourceConfig {
             ("bot_name", self.bot_name.is_some(), rasa),
             ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
             ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
+            ("complete_on_flows", !self.complete_on_flows.is_empty(), rasa),
             ("fields", !self.fields.is_empty(), typebot),
         ] {
             if given && !applies {
@@ -1006,6 +1012,10 @@ path = "outbox"
             (
                 with_source("kind = \"export\"\nurl = \"e.db\"\ncomplete_on_actions = [\"x\"]"),
                 "source.complete_on_actions",
+            ),
+            (
+                with_source("kind = \"typebot\"\nurl = \"postgresql://db/t\"\ncomplete_on_flows = [\"x\"]"),
+                "source.complete_on_flows: does not apply to kind = \"typebot\"",
             ),
             (with_source("kind = \"rasa\"\nurl = \"\""), "source.url: empty"),
             (with_source("kind = \"typebot\"\nurl = \"typebot.db\""), "Typebot keeps its chats in PostgreSQL"),
