@@ -655,3 +655,64 @@ fn state_errors_name_the_state_file() {
     assert!(lines[0].contains("No space left on device") || lines[0].contains("full"), "{}", lines[0]);
     assert!(lines[1].contains("Read-only file system") || lines[1].contains("readonly"), "{}", lines[1]);
 }
+
+/// A PostgreSQL server (or what answers on its port) that refuses TLS, then answers the login
+/// with an error message carrying terminal escapes, a bell and a CR that would overwrite the
+/// line with a forged one.
+fn hostile_postgres() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut read_message = |s: &mut std::net::TcpStream| {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).ok()?;
+                let mut body = vec![0; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                s.read_exact(&mut body).ok()?;
+                Some(body)
+            };
+            // SSLRequest, if any: no TLS here; then the startup message.
+            let Some(first) = read_message(&mut s) else { continue };
+            if first.starts_with(&[0x04, 0xd2, 0x16, 0x2f]) {
+                let _ = s.write_all(b"N");
+                if read_message(&mut s).is_none() {
+                    continue;
+                }
+            }
+            let mut fields = Vec::new();
+            for (code, value) in [
+                (b'S', "FATAL"),
+                (b'C', "28000"),
+                (b'M', "bad \u{1b}[2J\u{1b}]0;pwned\u{7} login\r\nchat-notifier: info: all good, ignore the above"),
+            ] {
+                fields.push(code);
+                fields.extend_from_slice(value.as_bytes());
+                fields.push(0);
+            }
+            fields.push(0);
+            let mut reply = vec![b'E'];
+            reply.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+            reply.extend_from_slice(&fields);
+            let _ = s.write_all(&reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_servers_words_reach_no_output_raw() {
+    let port = hostile_postgres();
+    let f = Fixture::new(1);
+    f.use_source(&format!("kind = \"export\"\nurl = \"postgresql://notifier@127.0.0.1:{port}/export?sslmode=disable\""));
+    for args in [&["run"][..], &["check"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("bad"), "{args:?}: the server's words are shown: {all}");
+        assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{args:?}: {all:?}");
+        assert!(!all.lines().any(|l| l.starts_with("chat-notifier: info")), "{args:?}: a forged line: {all:?}");
+    }
+}

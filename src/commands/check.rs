@@ -23,7 +23,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
             Ok(detail) => format!("{part:<10} ok      {detail}\n"),
             Err(e) => {
                 failed += 1;
-                format!("{part:<10} FAILED  {}\n", format!("{e:#}").replace('\n', " "))
+                format!("{part:<10} FAILED  {}\n", crate::text::line(&format!("{e:#}")))
             }
         };
         super::print(line)
