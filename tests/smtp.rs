@@ -1,9 +1,10 @@
-//! The SMTP client against hostile servers and men in the middle: a login offered in clear.
-//! Each through the built binary, against the test server on 127.0.0.1.
+//! The SMTP client against hostile servers and men in the middle: a login offered in clear,
+//! an internationalised domain. Each through the built binary, against the test server on
+//! 127.0.0.1.
 
 mod support;
 
-use support::{Fixture, SmtpServer};
+use support::{Fixture, SmtpServer, mails};
 
 const NOW: &str = "2026-11-25T00:00:00Z";
 
@@ -49,4 +50,41 @@ fn a_login_without_tls_goes_only_to_this_machine() {
     let out = f.run_with_env(&["run", "--now", NOW], &env);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.received().len(), 1);
+}
+
+/// `from = "...@exämple.com"`: Message-ID and List-Id went out as encoded words (no longer
+/// Message-IDs to a client that threads on them) and From as raw 8-bit. In the IDNA form
+/// (`xn--exmple-cua.com`) wherever ASCII is needed, the envelope too: a 7-bit message, no
+/// SMTPUTF8 needed, a thread that holds.
+#[test]
+fn an_internationalised_domain_goes_out_in_its_idna_form() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    let config = config
+        .replace("notifier@example.com", "notifier@exämple.com")
+        .replace("owner@example.com", "owner@bücher.example");
+    std::fs::write(&f.config, config).unwrap();
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T10:00:00Z", &["--dry-run"], 0);
+    assert!(out.stdout.contains("From: Chat Notifier <notifier@xn--exmple-cua.com>"), "{}", out.stdout);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    f.visitor("c1", "2026-11-24T10:01:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-24T10:01:05Z");
+    f.run_at("2026-11-24T10:02:00Z", &[], 0);
+
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(r.mail_from, "notifier@xn--exmple-cua.com");
+        assert_eq!(r.rcpt_to, ["owner@xn--bcher-kva.example"]);
+    }
+    // Mail::read checks that each is 7-bit, every header line clean.
+    let m = mails(&server);
+    assert!(m[0].message_id.ends_with("@xn--exmple-cua.com"), "{}", m[0].message_id);
+    assert_eq!(m[0].header("From").as_deref(), Some("\"Chat Notifier\" <notifier@xn--exmple-cua.com>"));
+    assert_eq!(m[0].header("To").as_deref(), Some("Owner <owner@xn--bcher-kva.example>"));
+    assert_eq!(m[0].header("List-Id").as_deref(), Some("\"Lead Bot\" <b_lead.chat-notifier.xn--exmple-cua.com>"));
+    assert_eq!(m[1].in_reply_to.as_deref(), Some(m[0].message_id.as_str()), "the second in the first's thread");
+    assert_eq!(m[1].references, [m[0].message_id.clone()]);
 }

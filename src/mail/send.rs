@@ -336,34 +336,41 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The RFC 5322 message. Date and Message-ID come from the outbox, so a retry is the same email.
+///
+/// Internationalised domains go out in their IDNA form (`xn--...`), in the addresses, the
+/// envelope, the Message-IDs and List-Id: these must be ASCII (an encoded word there is no
+/// Message-ID at all to a client threading on it), and an address whose domain alone is not
+/// ASCII then needs no SMTPUTF8. Emails queued before this are converted the same way.
 pub fn message(email: &Email) -> Result<Message> {
+    use crate::mail::{ascii_mailbox, ascii_message_ids};
     let mut b = Message::builder()
-        .message_id(Some(email.message_id.clone()))
+        .message_id(Some(ascii_message_ids(&email.message_id)))
         .date(SystemTime::from(email.date))
-        .from(email.from.clone())
+        .from(ascii_mailbox(&email.from))
         .subject(email.subject.clone())
         // RFC 3834: no vacation auto-replies to a machine; Exchange has its own header for it.
         .raw_header(raw("Auto-Submitted", "auto-generated"))
         .raw_header(raw("X-Auto-Response-Suppress", "All"));
     for to in email.to.iter() {
-        b = b.to(to.clone());
+        b = b.to(ascii_mailbox(to));
     }
     for cc in email.cc.iter() {
-        b = b.cc(cc.clone());
+        b = b.cc(ascii_mailbox(cc));
     }
     if let Some(reply_to) = &email.reply_to {
-        b = b.reply_to(reply_to.clone());
+        b = b.reply_to(ascii_mailbox(reply_to));
     }
     if let Some(id) = &email.in_reply_to {
-        b = b.in_reply_to(id.clone());
+        b = b.in_reply_to(ascii_message_ids(id));
     }
     if let Some(refs) = &email.references {
-        b = b.references(refs.clone());
+        b = b.references(ascii_message_ids(refs));
     }
     for (name, value) in &email.headers {
         // Only the names chat-notifier writes: a stored row cannot add another header.
         if let Some(known) = crate::mail::FILTER_HEADERS.iter().find(|h| **h == name.as_str()) {
-            b = b.raw_header(raw(known, &crate::text::header(value, 900)));
+            let value = if *known == "List-Id" { ascii_message_ids(value) } else { value.clone() };
+            b = b.raw_header(raw(known, &crate::text::header(&value, 900)));
         }
     }
     b.multipart(MultiPart::alternative_plain_html(body::encode(&email.text), body::encode(&email.html)))
@@ -380,22 +387,24 @@ pub fn preview(email: &Email) -> String {
     let mut line = |name: &str, value: &str| {
         let _ = writeln!(out, "{name}: {value}");
     };
+    use crate::mail::{ascii_mailbox, ascii_message_ids};
+    let list = |m: &Mailboxes| m.iter().map(|m| ascii_mailbox(m).to_string()).collect::<Vec<_>>().join(", ");
     line("Date", &email.date.to_rfc2822());
-    line("From", &email.from.to_string());
-    line("To", &email.to.to_string());
+    line("From", &ascii_mailbox(&email.from).to_string());
+    line("To", &list(&email.to));
     if email.cc.iter().next().is_some() {
-        line("Cc", &email.cc.to_string());
+        line("Cc", &list(&email.cc));
     }
     if let Some(r) = &email.reply_to {
-        line("Reply-To", &r.to_string());
+        line("Reply-To", &ascii_mailbox(r).to_string());
     }
     line("Subject", &email.subject);
-    line("Message-ID", &email.message_id);
+    line("Message-ID", &ascii_message_ids(&email.message_id));
     if let Some(id) = &email.in_reply_to {
-        line("In-Reply-To", id);
+        line("In-Reply-To", &ascii_message_ids(id));
     }
     if let Some(refs) = &email.references {
-        line("References", refs);
+        line("References", &ascii_message_ids(refs));
     }
     out.push('\n');
     out.push_str(&email.text);
