@@ -1,12 +1,110 @@
-//! The SMTP client against hostile servers and men in the middle: a login offered in clear,
-//! an internationalised domain. Each through the built binary, against the test server on
-//! 127.0.0.1.
+//! The SMTP client against hostile servers and men in the middle: bytes injected before TLS or
+//! ahead of the message, a refusal in Latin-1, a login offered in clear, an internationalised
+//! domain. Each through the built binary, against the test server on 127.0.0.1 (real TLS
+//! where TLS is the point).
 
 mod support;
 
-use support::{Fixture, SmtpServer, mails};
+use support::{Behavior, Fixture, SmtpServer, TlsMode, mails};
 
 const NOW: &str = "2026-11-25T00:00:00Z";
+
+fn transport(f: &Fixture, port: u16, security: &str, timeout: &str) {
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"\ntimeout = \"{timeout}\"\n\
+         accept_invalid_certs = true\n"
+    ));
+}
+
+fn statuses(f: &Fixture) -> Vec<(String, String, u32)> {
+    f.outbox().into_iter().map(|r| (r.conversation_id, r.status, r.attempts)).collect()
+}
+
+/// A man in the middle answers the 220 to STARTTLS and, in the same packet, scripted answers
+/// to what the client sends inside TLS (EHLO, MAIL, RCPT, DATA, the message), while the real
+/// server refuses the MAIL. Read from the buffer kept across the switch, they made the email
+/// count as sent and lost it. Anything buffered when TLS begins drops the connection.
+#[test]
+fn bytes_injected_after_the_220_to_starttls_drop_the_connection() {
+    let server = SmtpServer::start_with(TlsMode::StartTls);
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "starttls", "5s");
+    let injected = b"250 injected hello\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n250 2.0.0 queued\r\n";
+    server.set(Behavior::InjectAfterStarttls(injected.to_vec()));
+
+    let out = f.run_at(NOW, &[], 3);
+    let said = format!(
+        "the server sent data after its 220 to STARTTLS, before TLS began ({} bytes): refusing it (response injection)",
+        injected.len()
+    );
+    assert!(out.stderr.contains(&said), "{}", out.stderr);
+    assert_eq!(server.attempts(), 0, "no MAIL went");
+    assert_eq!(statuses(&f), [("c1".to_owned(), "pending".to_owned(), 1)], "the email waits");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].tls, "over TLS");
+}
+
+/// Over implicit TLS, a server sends "250 queued" with its 354, before the message, then
+/// refuses the message: read as the answer to it, the email counted as sent and was lost. An
+/// answer nothing asked for drops the connection before the message goes.
+#[test]
+fn an_answer_sent_ahead_of_the_message_is_refused_over_implicit_tls() {
+    let server = SmtpServer::start_with(TlsMode::Implicit);
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "tls", "5s");
+    server.set(Behavior::InjectWith354(b"250 2.0.0 queued\r\n".to_vec()));
+
+    let out = f.run_at(NOW, &[], 3);
+    assert!(
+        out.stderr.contains(
+            "the server sent data nothing asked for after its answer to DATA (18 bytes): refusing it (response injection)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(f.outbox()[0].status, "pending", "not counted as sent");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    assert_eq!(server.received().len(), 1);
+    assert!(server.received()[0].tls);
+}
+
+/// A refusal whose text is Latin-1 ("refusée"): read as text it was "stream did not contain
+/// valid UTF-8", the server unavailable, the queue blocked. Replies are bytes: the code says
+/// permanent, the text is shown lossily; parked after `max_attempts`, the others go.
+#[test]
+fn a_refusal_in_latin_1_is_a_refusal() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "max_attempts = 2");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    server.set(Behavior::RawReplyToDataContaining {
+        needle: "Jane Doe".into(),
+        reply: b"550 5.7.1 Adresse refus\xe9e \x1b[31m\r\n".to_vec(),
+    });
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(
+        out.stderr.contains("not sent (attempt 1): permanent error (550): 5.7.1 Adresse refus\u{FFFD}e \u{FFFD}[31m"),
+        "the text lossily, no escape reaches the terminal: {}",
+        out.stderr
+    );
+    let sent = mails(&server);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].subject.contains("Sam Lee"));
+
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 refusals: permanent error (550)"), "{}", out.stderr);
+    assert_eq!(statuses(&f)[0], ("c1".to_owned(), "parked".to_owned(), 2));
+}
 
 /// `security = "none"` with a login sent AUTH PLAIN in clear to any host, and `check` said ok.
 /// A login without TLS goes only to this machine (msmtp's rule): elsewhere the config is

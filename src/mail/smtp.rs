@@ -3,6 +3,11 @@
 //! where the server offers PIPELINING (RFC 2920): two round trips an email instead of four.
 //! lettre's connection writes one command and waits for its answer, and cannot be made to
 //! pipeline (BENCHMARKS.md, sending); lettre still builds the messages.
+//!
+//! What the server sends is untrusted: replies are bytes (the code decides, the text is shown
+//! lossily and cleaned), and the client reads only answers it asked for: a byte buffered past
+//! the last awaited answer (after the 220 to STARTTLS above all, where it would be read as
+//! coming from inside TLS) drops the connection (response injection).
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -118,6 +123,10 @@ pub struct Connection {
     broken: bool,
     /// The envelope `begin` wrote, whose answers `send` has yet to read.
     begun: Option<Vec<String>>,
+    /// Answers owed by the server for what was written, and what asked for the last of them:
+    /// anything buffered once none is owed was sent unasked.
+    owed: usize,
+    asked: &'static str,
 }
 
 impl Connection {
@@ -135,6 +144,8 @@ impl Connection {
             smtputf8: false,
             broken: false,
             begun: None,
+            owed: 1,
+            asked: "the greeting",
         };
         c.expect(220)?;
         let mut offered = c.hello()?;
@@ -142,7 +153,9 @@ impl Connection {
             if !offered.iter().any(|e| e == "STARTTLS") {
                 return Err(Error::Other("the server does not offer STARTTLS, which the config requires".into()));
             }
-            c.command("STARTTLS\r\n", 220)?;
+            // Its 220 is the last plain-text byte read: anything buffered after it is refused by
+            // `reply_lines` (CVE-2011-0411), and what comes later goes to the TLS handshake.
+            c.command("STARTTLS\r\n", 220, "STARTTLS")?;
             let Stream::Plain(tcp) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
                 return Err(Error::Other("STARTTLS on a TLS connection".into()));
             };
@@ -170,7 +183,7 @@ impl Connection {
             return Ok(());
         }
         let commands = self.envelope(from, to);
-        self.write(commands.concat().as_bytes())?;
+        self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
         self.begun = Some(commands);
         Ok(())
     }
@@ -188,7 +201,7 @@ impl Connection {
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
             if begun.is_none() {
-                self.write(commands.concat().as_bytes())?;
+                self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
             }
             for _ in &commands {
                 match self.reply() {
@@ -202,8 +215,15 @@ impl Connection {
                 }
             }
         } else {
-            for command in &commands {
-                self.write(command.as_bytes())?;
+            for (i, command) in commands.iter().enumerate() {
+                let verb = if i == 0 {
+                    "MAIL"
+                } else if i + 1 == commands.len() {
+                    "DATA"
+                } else {
+                    "RCPT"
+                };
+                self.write(command.as_bytes(), 1, verb)?;
                 let reply = self.reply()?;
                 let refused = reply.0 >= 400;
                 replies.push(reply);
@@ -230,7 +250,7 @@ impl Connection {
         }
         let mut body = Vec::with_capacity(message.len() + message.len() / 64 + 5);
         stuff(message, &mut body);
-        self.write(&body)?;
+        self.write(&body, 1, "the message")?;
         match self.reply()? {
             (200..=299, _) => Ok(()),
             (code, text) => {
@@ -243,7 +263,7 @@ impl Connection {
     /// QUIT, answered or not: everything went already. After a `begin` not followed by its
     /// `send`, the server may be waiting for a message: the connection is dropped instead.
     pub fn quit(&mut self) {
-        if !self.broken && self.begun.is_none() && self.write(b"QUIT\r\n").is_ok() {
+        if !self.broken && self.begun.is_none() && self.write(b"QUIT\r\n", 1, "QUIT").is_ok() {
             let _ = self.reply();
         }
     }
@@ -262,10 +282,10 @@ impl Connection {
     /// server that does not know EHLO gets HELO and offers none (RFC 5321 3.2).
     fn hello(&mut self) -> Result<Vec<String>, Error> {
         let name = client_name();
-        let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"))?;
+        let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"), "EHLO")?;
         match code {
             250 => Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect()),
-            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250).map(|()| Vec::new()),
+            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250, "HELO").map(|()| Vec::new()),
             _ => Err(Error::Reply { code, text: lines.join(" ") }),
         }
     }
@@ -278,11 +298,11 @@ impl Connection {
             .collect();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         if mechanisms.contains(&"PLAIN") {
-            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235)
+            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235, "AUTH")
         } else if mechanisms.contains(&"LOGIN") {
-            self.command("AUTH LOGIN\r\n", 334)?;
-            self.command(&format!("{}\r\n", b64(user)), 334)?;
-            self.command(&format!("{}\r\n", b64(password)), 235)
+            self.command("AUTH LOGIN\r\n", 334, "AUTH")?;
+            self.command(&format!("{}\r\n", b64(user)), 334, "AUTH")?;
+            self.command(&format!("{}\r\n", b64(password)), 235, "AUTH")
         } else {
             Err(Error::Other("the server offers neither AUTH PLAIN nor AUTH LOGIN, and the config has a login".into()))
         }
@@ -290,18 +310,19 @@ impl Connection {
 
     /// RSET after a refused transaction; a connection that cannot even do that is given up.
     fn reset(&mut self) {
-        if self.command("RSET\r\n", 250).is_err() {
+        if self.command("RSET\r\n", 250, "RSET").is_err() {
             self.broken = true;
         }
     }
 
-    fn command(&mut self, line: &str, expected: u16) -> Result<(), Error> {
-        self.write(line.as_bytes())?;
+    /// Writes one command (`verb` names it in errors: never the line, which may be a password).
+    fn command(&mut self, line: &str, expected: u16, verb: &'static str) -> Result<(), Error> {
+        self.write(line.as_bytes(), 1, verb)?;
         self.expect(expected)
     }
 
-    fn command_lines(&mut self, line: &str) -> Result<(u16, Vec<String>), Error> {
-        self.write(line.as_bytes())?;
+    fn command_lines(&mut self, line: &str, verb: &'static str) -> Result<(u16, Vec<String>), Error> {
+        self.write(line.as_bytes(), 1, verb)?;
         self.reply_lines()
     }
 
@@ -315,7 +336,10 @@ impl Connection {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    /// Writes what asks for `answers` answers, the last of them to `asked`.
+    fn write(&mut self, bytes: &[u8], answers: usize, asked: &'static str) -> Result<(), Error> {
+        self.owed += answers;
+        self.asked = asked;
         let stream = self.stream.get_mut();
         let written = stream.write_all(bytes).and_then(|()| stream.flush());
         written.map_err(|e| self.failed(e))
@@ -326,25 +350,33 @@ impl Connection {
         Ok((code, lines.join(" ")))
     }
 
-    /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1).
+    /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1). Read as bytes: the
+    /// code decides, the text (any encoding, a Latin-1 refusal too) is kept lossily, cleaned
+    /// of control characters. The last answer owed must leave nothing buffered after it.
     fn reply_lines(&mut self) -> Result<(u16, Vec<String>), Error> {
         let mut lines = Vec::new();
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let read = (&mut self.stream).take(REPLY_LINE).read_line(&mut line).map_err(|e| self.failed(e))?;
-            if read == 0 {
+            let read = (&mut self.stream).take(REPLY_LINE).read_until(b'\n', &mut line).map_err(|e| self.failed(e))?;
+            if read == 0 || (!line.ends_with(b"\n") && (read as u64) < REPLY_LINE) {
                 let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
                 return Err(self.failed(closed));
             }
-            let text = line.trim_end_matches(['\r', '\n']);
-            let code = text.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
-            let (Some(code), separator) = (code, text.as_bytes().get(3)) else {
+            if !line.ends_with(b"\n") {
                 self.broken = true;
-                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(text, 80))));
+                return Err(Error::Other(format!("an SMTP answer line longer than {REPLY_LINE} bytes")));
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = crate::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
+            let code = line.get(..3).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
+            let (Some(code), separator) = (code.filter(|c| (200..600).contains(c)), line.get(3)) else {
+                self.broken = true;
+                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(&text, 80))));
             };
             lines.push(text.get(4..).unwrap_or("").to_owned());
-            if separator != Some(&b'-') {
+            if !matches!(separator, Some(b'-')) {
+                self.answered()?;
                 return Ok((code, lines));
             }
             if lines.len() >= REPLY_LINES {
@@ -352,6 +384,29 @@ impl Connection {
                 return Err(Error::Other("an SMTP answer of too many lines".into()));
             }
         }
+    }
+
+    /// One answer owed is read. When it was the last, whatever is buffered after it was sent
+    /// before anything asked for it: a man in the middle's (after the 220 to STARTTLS, it would
+    /// be read as coming from inside TLS: CVE-2011-0411), or a server out of step (a 250 sent
+    /// with the 354, before the message). Never read as an answer: the connection is dropped.
+    fn answered(&mut self) -> Result<(), Error> {
+        self.owed = self.owed.saturating_sub(1);
+        let unasked = self.stream.buffer().len();
+        if self.owed > 0 || unasked == 0 {
+            return Ok(());
+        }
+        self.broken = true;
+        Err(Error::Other(match self.asked {
+            "STARTTLS" => format!(
+                "the server sent data after its 220 to STARTTLS, before TLS began ({unasked} bytes): refusing it \
+                 (response injection)"
+            ),
+            asked => format!(
+                "the server sent data nothing asked for after its answer to {asked} ({unasked} bytes): refusing it \
+                 (response injection)"
+            ),
+        }))
     }
 
     fn failed(&mut self, e: io::Error) -> Error {
