@@ -1,9 +1,13 @@
 //! The SMTP client against hostile servers and men in the middle: bytes injected before TLS or
-//! ahead of the message, a refusal in Latin-1, a login offered in clear, an internationalised
-//! domain. Each through the built binary, against the test server on 127.0.0.1 (real TLS
-//! where TLS is the point).
+//! ahead of the message, replies dribbled a byte at a time, a refusal in Latin-1, a login
+//! offered in clear, an internationalised domain. Each through the built binary, against the
+//! test server on 127.0.0.1 (real TLS where TLS is the point).
 
 mod support;
+
+use std::io::Read;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use support::{Behavior, Fixture, SmtpServer, TlsMode, mails};
 
@@ -18,6 +22,25 @@ fn transport(f: &Fixture, port: u16, security: &str, timeout: &str) {
 
 fn statuses(f: &Fixture) -> Vec<(String, String, u32)> {
     f.outbox().into_iter().map(|r| (r.conversation_id, r.status, r.attempts)).collect()
+}
+
+/// Waits for a spawned run to end, at most `bound`; a run still going then is killed and the
+/// test fails. The exit code and stderr.
+fn ends_within(mut child: Child, bound: Duration) -> (i32, String, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            return (status.code().unwrap_or(-1), stderr, started.elapsed());
+        }
+        if started.elapsed() > bound {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the run was still going after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A man in the middle answers the 220 to STARTTLS and, in the same packet, scripted answers
@@ -74,6 +97,56 @@ fn an_answer_sent_ahead_of_the_message_is_refused_over_implicit_tls() {
     f.run_at(NOW, &[], 0);
     assert_eq!(server.received().len(), 1);
     assert!(server.received()[0].tls);
+}
+
+/// Every reply a byte at a time, 300 ms apart, with `timeout = "1s"`: each read gets a byte
+/// well within the timeout, and a per-read timeout never fires (the run held the lock for
+/// minutes). The timeout bounds the whole reply: the run ends soon after it, the email
+/// queued, and the lock free for the next run.
+#[test]
+fn a_server_that_dribbles_its_replies_is_given_up_at_the_timeout() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "none", "1s");
+    server.set(Behavior::Dribble(Duration::from_millis(300)));
+
+    // The greeting alone takes 10 s at this pace; the old client needed minutes per email.
+    let (code, stderr, _) = ends_within(f.spawn(&["run", "--now", NOW]), Duration::from_secs(8));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("did not answer within the timeout"), "{stderr}");
+    assert_eq!(f.outbox()[0].status, "pending");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0); // not 4: the lock was released
+    assert_eq!(mails(&server).len(), 1);
+}
+
+/// Each answer within the timeout (8 bytes, 200 ms apart: 1.4 s of `timeout = "2s"`), but the
+/// email's dialogue as a whole far past it: the timeout bounds the whole email, so a server
+/// cannot stretch a run by answering just in time.
+#[test]
+fn a_whole_emails_dialogue_is_bounded_by_the_timeout() {
+    let server = SmtpServer::start();
+    server.without_pipelining();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    transport(&f, server.port(), "none", "2s");
+    server.set(Behavior::DribbleTransaction(Duration::from_millis(200)));
+
+    // MAIL, RCPT, DATA and the message's answer take some 11 s an email at this pace.
+    let (code, stderr, _) = ends_within(f.spawn(&["run", "--now", NOW]), Duration::from_secs(9));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("did not answer within the timeout"), "{stderr}");
+    assert!(server.received().is_empty());
+    let waiting = statuses(&f);
+    assert_eq!(waiting.iter().filter(|(_, s, _)| s == "pending").count(), 2, "{waiting:?}");
+    assert_eq!(waiting.iter().map(|(_, _, a)| a).sum::<u32>(), 1, "one tried, then the batch stopped: {waiting:?}");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    assert_eq!(mails(&server).len(), 2);
 }
 
 /// A refusal whose text is Latin-1 ("refusée"): read as text it was "stream did not contain

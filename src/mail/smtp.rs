@@ -5,15 +5,16 @@
 //! pipeline (BENCHMARKS.md, sending); lettre still builds the messages.
 //!
 //! What the server sends is untrusted: replies are bytes (the code decides, the text is shown
-//! lossily and cleaned), and the client reads only answers it asked for: a byte buffered past
-//! the last awaited answer (after the 220 to STARTTLS above all, where it would be read as
-//! coming from inside TLS) drops the connection (response injection).
+//! lossily and cleaned), `timeout` is a deadline for a whole dialogue (opening the connection,
+//! one email, a RSET or QUIT), never per read, and the client reads only answers it asked for:
+//! a byte buffered past the last awaited answer (after the 220 to STARTTLS above all, where it
+//! would be read as coming from inside TLS) drops the connection (response injection).
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
@@ -51,8 +52,12 @@ impl Error {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        matches!(self, Error::Io(e) if timed_out(e))
     }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 impl fmt::Display for Error {
@@ -117,6 +122,8 @@ pub fn tls_config(accept_invalid_certs: bool) -> Result<Arc<rustls::ClientConfig
 /// One SMTP session, logged in and ready for MAIL.
 pub struct Connection {
     stream: BufReader<Stream>,
+    /// How long one dialogue may take: opening, one email, a RSET, a QUIT.
+    timeout: Duration,
     pipelining: bool,
     smtputf8: bool,
     /// A failure left the session in an unknown state: open another.
@@ -130,16 +137,20 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Connects, secures and logs in, all of it within one `timeout`.
     pub fn open(settings: &Settings) -> Result<Self, Error> {
-        let tcp = connect(settings.host, settings.port, settings.timeout)?;
+        let deadline = Instant::now() + settings.timeout;
+        let tcp = connect(settings.host, settings.port, deadline)?;
+        let socket = Socket { tcp, deadline };
         let server = ServerName::try_from(settings.host.to_owned())
             .map_err(|_| Error::Other(format!("TLS: {:?} is not a host name", settings.host)))?;
         let stream = match settings.tls {
-            Tls::Wrapper(config) => Stream::tls(config, server.clone(), tcp)?,
-            _ => Stream::Plain(tcp),
+            Tls::Wrapper(config) => Stream::tls(config, server.clone(), socket)?,
+            _ => Stream::Plain(socket),
         };
         let mut c = Connection {
             stream: BufReader::new(stream),
+            timeout: settings.timeout,
             pipelining: false,
             smtputf8: false,
             broken: false,
@@ -156,10 +167,10 @@ impl Connection {
             // Its 220 is the last plain-text byte read: anything buffered after it is refused by
             // `reply_lines` (CVE-2011-0411), and what comes later goes to the TLS handshake.
             c.command("STARTTLS\r\n", 220, "STARTTLS")?;
-            let Stream::Plain(tcp) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
+            let Stream::Plain(socket) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
                 return Err(Error::Other("STARTTLS on a TLS connection".into()));
             };
-            *c.stream.get_mut() = Stream::tls(config, server, tcp)?;
+            *c.stream.get_mut() = Stream::tls(config, server, socket)?;
             offered = c.hello()?;
         }
         if let Some((user, password)) = settings.login {
@@ -183,6 +194,7 @@ impl Connection {
             return Ok(());
         }
         let commands = self.envelope(from, to);
+        self.deadline(self.timeout);
         self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
         self.begun = Some(commands);
         Ok(())
@@ -190,6 +202,8 @@ impl Connection {
 
     /// Sends one message (RFC 5322 bytes, CRLF line ends) from `from` to `to`. A refusal of
     /// this one message leaves the connection ready for the next.
+    ///
+    /// The whole dialogue, MAIL to the answer to the message, must end within the timeout.
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
         let commands = self.envelope(from, to);
         let begun = self.begun.take();
@@ -197,6 +211,7 @@ impl Connection {
             self.broken = true;
             return Err(Error::Other("the envelope begun is not this message's".into()));
         }
+        self.deadline(self.timeout);
         // Each answer in order; a refusal stops a session without PIPELINING at that command.
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
@@ -263,7 +278,11 @@ impl Connection {
     /// QUIT, answered or not: everything went already. After a `begin` not followed by its
     /// `send`, the server may be waiting for a message: the connection is dropped instead.
     pub fn quit(&mut self) {
-        if !self.broken && self.begun.is_none() && self.write(b"QUIT\r\n", 1, "QUIT").is_ok() {
+        if self.broken || self.begun.is_some() {
+            return;
+        }
+        self.deadline(self.timeout);
+        if self.write(b"QUIT\r\n", 1, "QUIT").is_ok() {
             let _ = self.reply();
         }
     }
@@ -310,6 +329,7 @@ impl Connection {
 
     /// RSET after a refused transaction; a connection that cannot even do that is given up.
     fn reset(&mut self) {
+        self.deadline(self.timeout);
         if self.command("RSET\r\n", 250, "RSET").is_err() {
             self.broken = true;
         }
@@ -324,6 +344,13 @@ impl Connection {
     fn command_lines(&mut self, line: &str, verb: &'static str) -> Result<(u16, Vec<String>), Error> {
         self.write(line.as_bytes(), 1, verb)?;
         self.reply_lines()
+    }
+
+    /// The dialogue starting now must end within `within`.
+    fn deadline(&mut self, within: Duration) {
+        if let Some(socket) = self.stream.get_mut().socket() {
+            socket.deadline = Instant::now() + within;
+        }
     }
 
     fn expect(&mut self, expected: u16) -> Result<(), Error> {
@@ -432,13 +459,12 @@ fn stuff(message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
     let mut last = None;
     for address in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&address, timeout) {
+        let tcp = remaining(deadline).and_then(|left| TcpStream::connect_timeout(&address, left));
+        match tcp {
             Ok(tcp) => {
-                tcp.set_read_timeout(Some(timeout))?;
-                tcp.set_write_timeout(Some(timeout))?;
                 // Commands and a message's last bytes are small writes, each waited on.
                 tcp.set_nodelay(true)?;
                 return Ok(tcp);
@@ -447,6 +473,52 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error>
         }
     }
     Err(last.map_or_else(|| Error::Other(format!("{host}: no address")), Error::Io))
+}
+
+/// The time left until `deadline`, or the error of a dialogue that took too long.
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no complete answer within the timeout"));
+    }
+    Ok(left)
+}
+
+/// The TCP connection under a deadline: each read and write may wait only for what is left
+/// of the dialogue's time, so a server that dribbles a byte at a time cannot stretch it.
+struct Socket {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Socket {
+    fn timed<T>(result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|e| {
+            if timed_out(&e) {
+                io::Error::new(io::ErrorKind::TimedOut, "no complete answer within the timeout")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.set_read_timeout(Some(remaining(self.deadline)?))?;
+        Self::timed(self.tcp.read(buf))
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.set_write_timeout(Some(remaining(self.deadline)?))?;
+        Self::timed(self.tcp.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 /// The name EHLO gives: this machine's, as lettre gave it, when it is a plain host name.
@@ -461,22 +533,30 @@ fn client_name() -> String {
 
 /// The connection, before and after TLS.
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
     /// Only while STARTTLS swaps one for the other.
     Closed,
 }
 
 impl Stream {
-    fn tls(config: &Arc<rustls::ClientConfig>, server: ServerName<'static>, tcp: TcpStream) -> Result<Self, Error> {
+    fn tls(config: &Arc<rustls::ClientConfig>, server: ServerName<'static>, socket: Socket) -> Result<Self, Error> {
         let session =
             rustls::ClientConnection::new(Arc::clone(config), server).map_err(|e| Error::Other(format!("TLS: {e}")))?;
-        let mut tls = rustls::StreamOwned::new(session, tcp);
+        let mut tls = rustls::StreamOwned::new(session, socket);
         // The handshake now, so that a bad certificate is said as such.
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    fn socket(&mut self) -> Option<&mut Socket> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&mut s.sock),
+            Stream::Closed => None,
+        }
     }
 }
 
