@@ -1,7 +1,7 @@
 //! The SMTP client against hostile servers and men in the middle: bytes injected before TLS or
-//! ahead of the message, replies dribbled a byte at a time, a refusal in Latin-1, a login
-//! offered in clear, an internationalised domain. Each through the built binary, against the
-//! test server on 127.0.0.1 (real TLS where TLS is the point).
+//! ahead of the message, replies dribbled a byte at a time, a connection dropped on one email,
+//! a refusal in Latin-1, a login offered in clear, an internationalised domain. Each through
+//! the built binary, against the test server on 127.0.0.1 (real TLS where TLS is the point).
 
 mod support;
 
@@ -149,6 +149,42 @@ fn a_whole_emails_dialogue_is_bounded_by_the_timeout() {
     assert_eq!(mails(&server).len(), 2);
 }
 
+/// The server closes the connection on one email's DATA, every time. It was "unavailable", no
+/// attempt that counts, and oldest first it went first on every run: nothing was ever
+/// delivered. Lost in its own transaction, it is that email's attempt: the others go on a new
+/// connection in the same run, and it is parked after `max_attempts`.
+#[test]
+fn an_email_whose_data_drops_the_connection_is_parked_and_the_others_go() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "max_attempts = 2");
+    f.lead_who_leaves("c1", "Bad Apple", "bad@example.com", 0);
+    f.lead_who_leaves("c2", "Jane Doe", "jane@example.com", 1);
+    f.lead_who_leaves("c3", "Sam Lee", "sam@example.com", 2);
+    server.set(Behavior::CloseOnDataContaining("Bad Apple".into()));
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    let sent: Vec<String> = mails(&server).iter().map(|m| m.subject.clone()).collect();
+    assert_eq!(sent.len(), 2, "the others went in the same run: {sent:?}\n{}", out.stderr);
+    assert!(sent.iter().all(|s| !s.contains("Bad Apple")), "{sent:?}");
+    assert!(
+        out.stderr.contains("not sent (attempt 1): the connection was lost during this email's transaction"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(statuses(&f)[0], ("c1".to_owned(), "pending".to_owned(), 1), "oldest first, tried first");
+
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 attempts: the connection was lost"), "{}", out.stderr);
+    assert_eq!(
+        statuses(&f),
+        [("c1", "parked", 2), ("c2", "sent", 1), ("c3", "sent", 1)].map(|(c, s, a)| (c.to_owned(), s.to_owned(), a))
+    );
+    let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    assert_eq!(mails(&server).len(), 2, "each delivered once");
+}
+
 /// A refusal whose text is Latin-1 ("refusée"): read as text it was "stream did not contain
 /// valid UTF-8", the server unavailable, the queue blocked. Replies are bytes: the code says
 /// permanent, the text is shown lossily; parked after `max_attempts`, the others go.
@@ -258,4 +294,24 @@ fn an_internationalised_domain_goes_out_in_its_idna_form() {
     assert_eq!(m[0].header("List-Id").as_deref(), Some("\"Lead Bot\" <b_lead.chat-notifier.xn--exmple-cua.com>"));
     assert_eq!(m[1].in_reply_to.as_deref(), Some(m[0].message_id.as_str()), "the second in the first's thread");
     assert_eq!(m[1].references, [m[0].message_id.clone()]);
+}
+
+/// A local part that is not ASCII can only go with SMTPUTF8 (RFC 6531): where the server does
+/// not offer it, nothing 8-bit is written; the email waits, with the reason.
+#[test]
+fn an_address_that_needs_smtputf8_waits_where_it_is_not_offered() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("owner@example.com", "zoë@example.com");
+    std::fs::write(&f.config, config).unwrap();
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at(NOW, &[], 3);
+    assert!(
+        out.stderr
+            .contains("the address \"zoë@example.com\" needs SMTPUTF8 (RFC 6531), which the server does not offer"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.attempts(), 0, "no MAIL written");
+    assert_eq!(f.outbox()[0].status, "pending");
 }

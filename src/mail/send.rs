@@ -21,6 +21,12 @@ pub enum Failure {
     /// No email can go now (connection refused, timeout, TLS, server shutting down): stop
     /// the batch, keep everything pending for the next run.
     Unavailable(String),
+    /// The connection was lost or timed out in the middle of this email's transaction (after
+    /// the server accepted its MAIL): an attempt for this email, which may be what the server
+    /// cannot take, so that it cannot hold every email behind it for ever. After a timeout the
+    /// batch stops (the next would wait as long); after a closed connection the next email is
+    /// tried on a new one.
+    Lost { reason: String, timed_out: bool },
     /// The provider says it is throttling us ("421 4.7.0 Try again later", "450 4.7.28",
     /// "452 4.5.3 too many recipients"): back off for the rest of the run, and count no attempt
     /// against the email, which did nothing wrong.
@@ -30,7 +36,10 @@ pub enum Failure {
 impl Failure {
     pub fn reason(&self) -> &str {
         match self {
-            Failure::Rejected { reason, .. } | Failure::Unavailable(reason) | Failure::Throttled(reason) => reason,
+            Failure::Rejected { reason, .. }
+            | Failure::Unavailable(reason)
+            | Failure::Throttled(reason)
+            | Failure::Lost { reason, .. } => reason,
         }
     }
 }
@@ -204,15 +213,20 @@ impl Smtp {
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
         // Kept from the email before: the server may have closed it since.
         let reused = self.connection.as_ref().is_some_and(|c| !c.is_broken());
-        let mut attempt = || self.connection()?.send(&from, &to, &bytes);
-        match attempt() {
+        match self.attempt(&from, &to, &bytes) {
             // The connection kept from the last email was closed meanwhile (a server's limit of
             // messages per connection, its idle timeout): once more on a new one. Were this
             // email accepted after all, it would be sent again the same as if it stayed queued
             // for the next run.
-            Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => attempt().map_err(|e| failure(&e)),
+            Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => {
+                self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
+            }
             sent => sent.map_err(|e| failure(&e)),
         }
+    }
+
+    fn attempt(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), smtp::Error> {
+        self.connection()?.send(from, to, message)
     }
 }
 
@@ -297,6 +311,9 @@ fn failure(e: &smtp::Error) -> Failure {
     let mut reason = e.to_string().replace(['\r', '\n'], " ");
     if e.is_timeout() {
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
+    }
+    if let smtp::Error::Lost(_) = e {
+        return Failure::Lost { reason, timed_out: e.is_timeout() };
     }
     if is_throttling(e.code().map(|c| c.to_string()).as_deref(), &reason) {
         return Failure::Throttled(reason);

@@ -31,6 +31,9 @@ pub enum Error {
     Reply { code: u16, text: String },
     /// The connection failed, timed out or was closed.
     Io(io::Error),
+    /// The connection failed, timed out or was closed in the middle of one message's
+    /// transaction, after the server accepted its MAIL: the loss is that message's attempt.
+    Lost(io::Error),
     /// Anything else: TLS set-up, a garbled answer, a step the server does not offer.
     Other(String),
 }
@@ -52,7 +55,7 @@ impl Error {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Io(e) if timed_out(e))
+        matches!(self, Error::Io(e) | Error::Lost(e) if timed_out(e))
     }
 }
 
@@ -67,6 +70,7 @@ impl fmt::Display for Error {
             Error::Reply { code, text } if (400..500).contains(code) => write!(f, "transient error ({code}): {text}"),
             Error::Reply { code, text } => write!(f, "unexpected answer ({code}): {text}"),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Lost(e) => write!(f, "the connection was lost during this email's transaction: {e}"),
             Error::Other(why) => f.write_str(why),
         }
     }
@@ -139,6 +143,10 @@ pub struct Connection {
 impl Connection {
     /// Connects, secures and logs in, all of it within one `timeout`.
     pub fn open(settings: &Settings) -> Result<Self, Error> {
+        if settings.login.is_some() && matches!(settings.tls, Tls::None) && !crate::config::is_loopback(settings.host) {
+            // The config refuses this already; never a password in clear, whatever the caller.
+            return Err(Error::Other(format!("no AUTH without TLS to {:?}, which is not this machine", settings.host)));
+        }
         let deadline = Instant::now() + settings.timeout;
         let tcp = connect(settings.host, settings.port, deadline)?;
         let socket = Socket { tcp, deadline };
@@ -193,7 +201,8 @@ impl Connection {
         if !self.pipelining || self.begun.is_some() || self.broken {
             return Ok(());
         }
-        let commands = self.envelope(from, to);
+        // An address that needs SMTPUTF8 where it is not offered: `send` says so.
+        let Ok(commands) = self.envelope(from, to) else { return Ok(()) };
         self.deadline(self.timeout);
         self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
         self.begun = Some(commands);
@@ -203,24 +212,50 @@ impl Connection {
     /// Sends one message (RFC 5322 bytes, CRLF line ends) from `from` to `to`. A refusal of
     /// this one message leaves the connection ready for the next.
     ///
-    /// The whole dialogue, MAIL to the answer to the message, must end within the timeout.
+    /// The whole dialogue, MAIL to the answer to the message, must end within the timeout. A
+    /// connection lost once the server accepted MAIL is `Error::Lost`: this message's attempt.
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
-        let commands = self.envelope(from, to);
         let begun = self.begun.take();
+        let commands = match self.envelope(from, to) {
+            Ok(commands) => commands,
+            Err(e) => {
+                // Whatever `begin` wrote is waiting for a message: the connection is given up.
+                self.broken |= begun.is_some();
+                return Err(e);
+            }
+        };
         if begun.as_ref().is_some_and(|b| *b != commands) {
             self.broken = true;
             return Err(Error::Other("the envelope begun is not this message's".into()));
         }
         self.deadline(self.timeout);
+        let mut mail_accepted = false;
+        let result = self.transaction(&commands, begun.is_some(), message, &mut mail_accepted);
+        match result {
+            Err(Error::Io(e)) if mail_accepted => Err(Error::Lost(e)),
+            other => other,
+        }
+    }
+
+    fn transaction(
+        &mut self,
+        commands: &[String],
+        begun: bool,
+        message: &[u8],
+        mail_accepted: &mut bool,
+    ) -> Result<(), Error> {
         // Each answer in order; a refusal stops a session without PIPELINING at that command.
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
-            if begun.is_none() {
+            if !begun {
                 self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
             }
-            for _ in &commands {
+            for _ in commands {
                 match self.reply() {
-                    Ok(reply) => replies.push(reply),
+                    Ok(reply) => {
+                        *mail_accepted |= replies.is_empty() && reply.0 == 250;
+                        replies.push(reply);
+                    }
                     // A server that refuses with 421 closes the connection before answering the
                     // rest: its refusal is the answer ("421 4.7.0 Try again later" is throttling).
                     Err(e) => match replies.into_iter().find(|(code, _)| *code >= 400) {
@@ -240,6 +275,7 @@ impl Connection {
                 };
                 self.write(command.as_bytes(), 1, verb)?;
                 let reply = self.reply()?;
+                *mail_accepted |= i == 0 && reply.0 == 250;
                 let refused = reply.0 >= 400;
                 replies.push(reply);
                 if refused {
@@ -287,14 +323,23 @@ impl Connection {
         }
     }
 
-    /// MAIL, RCPT for each recipient, DATA.
-    fn envelope(&self, from: &str, to: &[&str]) -> Vec<String> {
-        let ascii = from.is_ascii() && to.iter().all(|t| t.is_ascii());
-        let utf8 = if self.smtputf8 && !ascii { " SMTPUTF8" } else { "" };
+    /// MAIL, RCPT for each recipient, DATA. An address that is not ASCII (its domain is, in
+    /// IDNA form: `mail::ascii_mailbox`) goes only where the server offers SMTPUTF8 (RFC 6531).
+    fn envelope(&self, from: &str, to: &[&str]) -> Result<Vec<String>, Error> {
+        let utf8 = match [from].iter().chain(to).find(|a| !a.is_ascii()) {
+            None => "",
+            Some(_) if self.smtputf8 => " SMTPUTF8",
+            Some(address) => {
+                return Err(Error::Other(format!(
+                    "the address {:?} needs SMTPUTF8 (RFC 6531), which the server does not offer",
+                    crate::text::header(address, 100)
+                )));
+            }
+        };
         let mut commands = vec![format!("MAIL FROM:<{from}>{utf8}\r\n")];
         commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>\r\n")));
         commands.push("DATA\r\n".to_owned());
-        commands
+        Ok(commands)
     }
 
     /// EHLO; the extensions the server offers, upper case, each its keyword and parameters. A
@@ -631,6 +676,18 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_without_tls_goes_only_to_a_loopback_host() {
+        for host in ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost."] {
+            assert!(crate::config::is_loopback(host), "{host}");
+        }
+        for host in
+            ["mail.example.com", "10.0.0.1", "192.168.1.2", "::2", "localhost.example.com", "evil.localhost", ""]
+        {
+            assert!(!crate::config::is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn dots_are_doubled_at_the_start_of_lines_only() {
