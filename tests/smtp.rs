@@ -1,7 +1,8 @@
 //! The SMTP client against hostile servers and men in the middle: bytes injected before TLS or
 //! ahead of the message, replies dribbled a byte at a time, a connection dropped on one email,
-//! a refusal in Latin-1, a login offered in clear, an internationalised domain. Each through
-//! the built binary, against the test server on 127.0.0.1 (real TLS where TLS is the point).
+//! a refusal in Latin-1, a login offered in clear, an internationalised domain, a server that
+//! offers PIPELINING and does not honour it. Each through the built binary, against the test
+//! server on 127.0.0.1 (real TLS where TLS is the point).
 
 mod support;
 
@@ -314,4 +315,25 @@ fn an_address_that_needs_smtputf8_waits_where_it_is_not_offered() {
     );
     assert_eq!(server.attempts(), 0, "no MAIL written");
     assert_eq!(f.outbox()[0].status, "pending");
+}
+
+/// A server that offers PIPELINING and reads one command at a time, dropping what came with
+/// it: the pipelined RCPT and DATA are never answered, and every run timed out. After such a
+/// timeout the email is sent again at once, one command at a time, and the rest of the run
+/// goes that way.
+#[test]
+fn a_server_that_offers_pipelining_and_drops_pipelined_commands_gets_one_at_a_time() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    f.lead_who_leaves("c3", "Ann Bee", "ann@example.com", 2);
+    transport(&f, server.port(), "none", "1s");
+    server.set(Behavior::DiscardPipelined);
+
+    let out = f.run_at(NOW, &["-v"], 0);
+    assert!(out.stderr.contains("sending one command at a time for the rest of this run"), "{}", out.stderr);
+    assert_eq!(mails(&server).len(), 3, "each once");
+    assert_eq!(server.connections(), 2, "the stalled one, then one for the rest");
+    assert!(statuses(&f).iter().all(|(_, s, a)| s == "sent" && *a == 1), "no attempt counted: {:?}", statuses(&f));
 }

@@ -71,6 +71,7 @@ impl Mailer {
                     tls,
                     timeout: cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30)),
                     login,
+                    pipelining: true,
                     connection: None,
                     begun: None,
                 }))
@@ -185,6 +186,9 @@ pub struct Smtp {
     tls: Tls,
     timeout: Duration,
     login: Option<(String, String)>,
+    /// Pipelining where the server offers it; off for the rest of the run once a server that
+    /// offers it stalled on a pipelined envelope.
+    pipelining: bool,
     connection: Option<smtp::Connection>,
     /// The email `Mailer::begin` started (its Message-ID), as built.
     begun: Option<(String, Message)>,
@@ -202,6 +206,7 @@ impl Smtp {
                 tls: &self.tls,
                 timeout: self.timeout,
                 login: self.login.as_ref().map(|(user, password)| (user.as_str(), password.as_str())),
+                pipelining: self.pipelining,
             })?,
         };
         Ok(self.connection.insert(connection))
@@ -219,6 +224,16 @@ impl Smtp {
             // email accepted after all, it would be sent again the same as if it stayed queued
             // for the next run.
             Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => {
+                self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
+            }
+            // The server offers PIPELINING and did not answer a pipelined envelope: nothing was
+            // sent. One command at a time from now on in this run, as RFC 2920 allows it to need.
+            Err(smtp::Error::Stalled(e)) => {
+                log::info!(
+                    "the SMTP server offers PIPELINING but did not answer pipelined commands ({e}); \
+                     sending one command at a time for the rest of this run"
+                );
+                self.pipelining = false;
                 self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
             }
             sent => sent.map_err(|e| failure(&e)),

@@ -34,6 +34,10 @@ pub enum Error {
     /// The connection failed, timed out or was closed in the middle of one message's
     /// transaction, after the server accepted its MAIL: the loss is that message's attempt.
     Lost(io::Error),
+    /// The server offers PIPELINING but answered no pipelined envelope within the timeout: a
+    /// server that reads one command at a time and drops the rest (RFC 2920 lets it). Nothing
+    /// of the message was sent; one command at a time works with it.
+    Stalled(io::Error),
     /// Anything else: TLS set-up, a garbled answer, a step the server does not offer.
     Other(String),
 }
@@ -55,7 +59,7 @@ impl Error {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Io(e) | Error::Lost(e) if timed_out(e))
+        matches!(self, Error::Io(e) | Error::Lost(e) | Error::Stalled(e) if timed_out(e))
     }
 }
 
@@ -71,6 +75,7 @@ impl fmt::Display for Error {
             Error::Reply { code, text } => write!(f, "unexpected answer ({code}): {text}"),
             Error::Io(e) => write!(f, "{e}"),
             Error::Lost(e) => write!(f, "the connection was lost during this email's transaction: {e}"),
+            Error::Stalled(e) => write!(f, "no answer to the pipelined MAIL, RCPT and DATA: {e}"),
             Error::Other(why) => f.write_str(why),
         }
     }
@@ -105,6 +110,8 @@ pub struct Settings<'a> {
     pub tls: &'a Tls,
     pub timeout: Duration,
     pub login: Option<(&'a str, &'a str)>,
+    /// Whether to pipeline where the server offers it: off once a server offering it stalled.
+    pub pipelining: bool,
 }
 
 /// The TLS settings: the system's roots, or (for a local relay, when the owner says so) any
@@ -184,7 +191,7 @@ impl Connection {
         if let Some((user, password)) = settings.login {
             c.log_in(&offered, user, password)?;
         }
-        c.pipelining = offered.iter().any(|e| e == "PIPELINING");
+        c.pipelining = settings.pipelining && offered.iter().any(|e| e == "PIPELINING");
         c.smtputf8 = offered.iter().any(|e| e == "SMTPUTF8");
         Ok(c)
     }
@@ -260,7 +267,12 @@ impl Connection {
                     // rest: its refusal is the answer ("421 4.7.0 Try again later" is throttling).
                     Err(e) => match replies.into_iter().find(|(code, _)| *code >= 400) {
                         Some((code, text)) => return Err(Error::Reply { code, text }),
-                        None => return Err(e),
+                        // No answer in time to what went at once: a server that takes one
+                        // command at a time. The message was not sent.
+                        None => match e {
+                            Error::Io(e) if timed_out(&e) => return Err(Error::Stalled(e)),
+                            e => return Err(e),
+                        },
                     },
                 }
             }
