@@ -150,40 +150,52 @@ fn a_whole_emails_dialogue_is_bounded_by_the_timeout() {
     assert_eq!(mails(&server).len(), 2);
 }
 
-/// The server closes the connection on one email's DATA, every time. It was "unavailable", no
-/// attempt that counts, and oldest first it went first on every run: nothing was ever
-/// delivered. Lost in its own transaction, it is that email's attempt: the others go on a new
-/// connection in the same run, and it is parked after `max_attempts`.
+/// The server closes the connection on one email's DATA, every time (or, over TLS, corrupts
+/// the stream there). It was "unavailable", no attempt that counts, and oldest first it went
+/// first on every run: nothing was ever delivered. Lost in its own transaction, it is that
+/// email's attempt: the others go on a new connection in the same run, and it is parked after
+/// `max_attempts`. Over plain text and over STARTTLS.
 #[test]
 fn an_email_whose_data_drops_the_connection_is_parked_and_the_others_go() {
-    let server = SmtpServer::start();
-    let f = Fixture::new(server.port());
-    f.write_config(server.port(), "max_attempts = 2");
-    f.lead_who_leaves("c1", "Bad Apple", "bad@example.com", 0);
-    f.lead_who_leaves("c2", "Jane Doe", "jane@example.com", 1);
-    f.lead_who_leaves("c3", "Sam Lee", "sam@example.com", 2);
-    server.set(Behavior::CloseOnDataContaining("Bad Apple".into()));
+    for (tls, behavior, lost) in [
+        (TlsMode::Plain, Behavior::CloseOnDataContaining("Bad Apple".into()), "the server closed the connection"),
+        (TlsMode::StartTls, Behavior::CloseOnDataContaining("Bad Apple".into()), "close_notify"),
+        (TlsMode::StartTls, Behavior::CorruptTlsOnDataContaining("Bad Apple".into()), "TLS: "),
+    ] {
+        let server = SmtpServer::start_with(tls);
+        let f = Fixture::new(server.port());
+        f.write_config(server.port(), "max_attempts = 2");
+        if tls == TlsMode::StartTls {
+            transport(&f, server.port(), "starttls", "5s");
+        }
+        f.lead_who_leaves("c1", "Bad Apple", "bad@example.com", 0);
+        f.lead_who_leaves("c2", "Jane Doe", "jane@example.com", 1);
+        f.lead_who_leaves("c3", "Sam Lee", "sam@example.com", 2);
+        server.set(behavior.clone());
 
-    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
-    let sent: Vec<String> = mails(&server).iter().map(|m| m.subject.clone()).collect();
-    assert_eq!(sent.len(), 2, "the others went in the same run: {sent:?}\n{}", out.stderr);
-    assert!(sent.iter().all(|s| !s.contains("Bad Apple")), "{sent:?}");
-    assert!(
-        out.stderr.contains("not sent (attempt 1): the connection was lost during this email's transaction"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(statuses(&f)[0], ("c1".to_owned(), "pending".to_owned(), 1), "oldest first, tried first");
+        let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+        let sent: Vec<String> = mails(&server).iter().map(|m| m.subject.clone()).collect();
+        assert_eq!(sent.len(), 2, "{behavior:?}: the others went in the same run: {sent:?}\n{}", out.stderr);
+        assert!(sent.iter().all(|s| !s.contains("Bad Apple")), "{sent:?}");
+        assert!(server.received().iter().all(|r| r.tls == (tls == TlsMode::StartTls)));
+        let said = "not sent (attempt 1): the connection was lost during this email's transaction: ";
+        assert!(out.stderr.contains(said) && out.stderr.contains(lost), "{behavior:?}: {}", out.stderr);
+        assert_eq!(statuses(&f)[0], ("c1".to_owned(), "pending".to_owned(), 1), "oldest first, tried first");
 
-    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
-    assert!(out.stderr.contains("parked after 2 attempts: the connection was lost"), "{}", out.stderr);
-    assert_eq!(
-        statuses(&f),
-        [("c1", "parked", 2), ("c2", "sent", 1), ("c3", "sent", 1)].map(|(c, s, a)| (c.to_owned(), s.to_owned(), a))
-    );
-    let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
-    assert_eq!(out.stderr, "");
-    assert_eq!(mails(&server).len(), 2, "each delivered once");
+        let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+        assert!(out.stderr.contains("parked after 2 attempts: the connection was lost"), "{}", out.stderr);
+        assert_eq!(
+            statuses(&f),
+            [("c1", "parked", 2), ("c2", "sent", 1), ("c3", "sent", 1)].map(|(c, s, a)| (
+                c.to_owned(),
+                s.to_owned(),
+                a
+            ))
+        );
+        let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
+        assert_eq!(out.stderr, "");
+        assert_eq!(mails(&server).len(), 2, "each delivered once");
+    }
 }
 
 /// A refusal whose text is Latin-1 ("refusée"): read as text it was "stream did not contain

@@ -31,6 +31,8 @@ pub enum Error {
     Reply { code: u16, text: String },
     /// The connection failed, timed out or was closed.
     Io(io::Error),
+    /// The TLS session failed once set up (a corrupt record, an alert): as good as lost.
+    Tls(String),
     /// The connection failed, timed out or was closed in the middle of one message's
     /// transaction, after the server accepted its MAIL: the loss is that message's attempt.
     Lost(io::Error),
@@ -74,6 +76,7 @@ impl fmt::Display for Error {
             Error::Reply { code, text } if (400..500).contains(code) => write!(f, "transient error ({code}): {text}"),
             Error::Reply { code, text } => write!(f, "unexpected answer ({code}): {text}"),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Tls(why) => write!(f, "TLS: {why}"),
             Error::Lost(e) => write!(f, "the connection was lost during this email's transaction: {e}"),
             Error::Stalled(e) => write!(f, "no answer to the pipelined MAIL, RCPT and DATA: {e}"),
             Error::Other(why) => f.write_str(why),
@@ -87,7 +90,7 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         // rustls reports a bad certificate as an I/O error wrapping its own.
         match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            Some(tls) => Error::Other(format!("TLS: {tls}")),
+            Some(tls) => Error::Tls(tls.to_string()),
             None => Error::Io(e),
         }
     }
@@ -240,6 +243,7 @@ impl Connection {
         let result = self.transaction(&commands, begun.is_some(), message, &mut mail_accepted);
         match result {
             Err(Error::Io(e)) if mail_accepted => Err(Error::Lost(e)),
+            Err(Error::Tls(why)) if mail_accepted => Err(Error::Lost(io::Error::other(format!("TLS: {why}")))),
             other => other,
         }
     }

@@ -65,6 +65,9 @@ pub enum Behavior {
     /// Read a message containing the needle, then close the connection without answering (the
     /// message not taken); accept the others.
     CloseOnDataContaining(String),
+    /// Read a message containing the needle, then write bytes that are no TLS record under
+    /// the TLS session (a corrupted stream) and close; accept the others. TLS only.
+    CorruptTlsOnDataContaining(String),
     /// Answer the end of DATA with these bytes (a whole reply line, any encoding) for messages
     /// containing the needle; accept others.
     RawReplyToDataContaining { needle: String, reply: Vec<u8> },
@@ -387,6 +390,12 @@ fn serve(
                     Behavior::RejectDataContaining { needle, reply: r } if contains(&needle) => reply(&mut conn, &r)?,
                     Behavior::InjectWith354(_) => reply(&mut conn, "554 5.7.1 message refused")?,
                     Behavior::CloseOnDataContaining(needle) if contains(&needle) => return Ok(()),
+                    Behavior::CorruptTlsOnDataContaining(needle) if contains(&needle) => {
+                        if let Conn::Tls(tls) = conn.get_mut() {
+                            tls.sock.write_all(b"250 2.0.0 not a TLS record\r\n")?;
+                        }
+                        return Ok(());
+                    }
                     Behavior::RawReplyToDataContaining { needle, reply: r } if contains(&needle) => {
                         let out = conn.get_mut();
                         out.write_all(&r)?;
