@@ -310,9 +310,10 @@ fn an_internationalised_domain_goes_out_in_its_idna_form() {
 }
 
 /// A local part that is not ASCII can only go with SMTPUTF8 (RFC 6531): where the server does
-/// not offer it, nothing 8-bit is written; the email waits, with the reason.
+/// not offer it, nothing 8-bit is written and the email waits, with the reason; where it does,
+/// MAIL says SMTPUTF8 and the address goes as it is.
 #[test]
-fn an_address_that_needs_smtputf8_waits_where_it_is_not_offered() {
+fn an_address_that_needs_smtputf8_goes_only_where_it_is_offered() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
     let config = std::fs::read_to_string(&f.config).unwrap().replace("owner@example.com", "zoë@example.com");
@@ -327,6 +328,12 @@ fn an_address_that_needs_smtputf8_waits_where_it_is_not_offered() {
     );
     assert_eq!(server.attempts(), 0, "no MAIL written");
     assert_eq!(f.outbox()[0].status, "pending");
+
+    server.offer_smtputf8();
+    f.run_at(NOW, &[], 0);
+    assert_eq!(server.mail_commands(), ["MAIL FROM:<notifier@example.com> SMTPUTF8"]);
+    let received = server.received();
+    assert_eq!(received[0].rcpt_to, ["zoë@example.com"]);
 }
 
 /// A server that offers PIPELINING and reads one command at a time, dropping what came with

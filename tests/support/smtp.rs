@@ -93,6 +93,10 @@ struct Shared {
     auth_login: bool,
     /// EHLO unknown: an old server that speaks HELO only.
     no_esmtp: bool,
+    /// SMTPUTF8 offered in EHLO (RFC 6531).
+    smtputf8: bool,
+    /// Every MAIL command as received, parameters included.
+    mail_commands: Vec<String>,
     /// Per command, in the order received: whether the client had sent more before this one
     /// was answered (RFC 2920 pipelining).
     pipelined: Vec<bool>,
@@ -172,6 +176,16 @@ impl SmtpServer {
     /// Answer EHLO "500 unknown command" from now on, as a server without ESMTP does.
     pub fn without_esmtp(&self) {
         self.shared.lock().unwrap().no_esmtp = true;
+    }
+
+    /// Offer SMTPUTF8 (RFC 6531) from now on.
+    pub fn offer_smtputf8(&self) {
+        self.shared.lock().unwrap().smtputf8 = true;
+    }
+
+    /// Every MAIL command received, parameters included, in order.
+    pub fn mail_commands(&self) -> Vec<String> {
+        self.shared.lock().unwrap().mail_commands.clone()
     }
 
     /// Offer the login as AUTH LOGIN only, as some older servers do.
@@ -258,11 +272,14 @@ fn serve(
         }
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let (behavior, login, no_pipelining, auth_login, no_esmtp) = {
+        let (behavior, login, no_pipelining, auth_login, no_esmtp, smtputf8) = {
             let mut s = shared.lock().unwrap();
             s.verbs.push(verb.clone());
             s.pipelined.push(!conn.buffer().is_empty());
-            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp)
+            if verb == "MAIL" {
+                s.mail_commands.push(command.clone());
+            }
+            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp, s.smtputf8)
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
         if let Behavior::DiscardPipelined = behavior {
@@ -286,6 +303,9 @@ fn serve(
                 }
                 if !no_pipelining {
                     lines.push("250-PIPELINING");
+                }
+                if smtputf8 {
+                    lines.push("250-SMTPUTF8");
                 }
                 lines.push("250 SIZE 20000000");
                 reply(&mut conn, &lines.join("\r\n"))?
