@@ -566,8 +566,20 @@ impl Socket {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp.set_read_timeout(Some(remaining(self.deadline)?))?;
-        Self::timed(self.tcp.read(buf))
+        match remaining(self.deadline) {
+            Ok(left) => {
+                self.tcp.set_read_timeout(Some(left))?;
+                Self::timed(self.tcp.read(buf))
+            }
+            // Past the deadline, what the server sent in time is still taken: the timeout
+            // judges the server, not how busy this machine kept the client.
+            Err(late) => {
+                self.tcp.set_nonblocking(true)?;
+                let read = self.tcp.read(buf);
+                self.tcp.set_nonblocking(false)?;
+                read.map_err(|e| if timed_out(&e) { late } else { e })
+            }
+        }
     }
 }
 
@@ -703,6 +715,26 @@ mod tests {
         {
             assert!(!crate::config::is_loopback(host), "{host}");
         }
+    }
+
+    #[test]
+    fn past_its_deadline_a_socket_takes_what_came_in_time_and_waits_for_nothing_more() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut socket = Socket { tcp, deadline: Instant::now() + Duration::from_secs(30) };
+        server.write_all(b"250 ok\r\n").unwrap();
+        let mut buf = [0u8; 3];
+        assert_eq!(socket.read(&mut buf).unwrap(), 3, "within the deadline");
+        socket.deadline = Instant::now();
+        let mut rest = [0u8; 16];
+        let n = socket.read(&mut rest).unwrap();
+        assert_eq!(&rest[..n], b" ok\r\n", "sent in time, read late: taken");
+        let started = Instant::now();
+        let late = socket.read(&mut rest).unwrap_err();
+        assert_eq!(late.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait past the deadline");
+        assert_eq!(socket.write(b"x").unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]
