@@ -454,6 +454,13 @@ impl TryFrom<TransportTable> for Transport {
                     return Err("username: needed when a password is given".into());
                 }
                 let host = t.host.filter(|h| !h.trim().is_empty()).ok_or("host is required for kind = \"smtp\"")?;
+                if t.security == Some(Security::None) && t.username.is_some() && !is_loopback(&host) {
+                    return Err(format!(
+                        "username: no login without TLS: security = \"none\" would send the password in clear to \
+                         {host:?}, which is not this machine (only a loopback host, 127.0.0.1, ::1 or localhost, \
+                         may have one); use security = \"starttls\" or \"tls\""
+                    ));
+                }
                 Transport::Smtp(Smtp {
                     host,
                     port: t.port,
@@ -479,6 +486,21 @@ pub enum Security {
     Tls,
     /// Plain text, for a relay on the same machine or network.
     None,
+}
+
+/// Pure: whether `host` names this machine (a loopback address, `localhost`), where a login
+/// may go without TLS (msmtp's rule): nothing on the way can read it. By name, never by what
+/// DNS answers.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    match literal.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        Err(_) => host == "localhost",
+    }
 }
 
 impl Smtp {

@@ -55,6 +55,9 @@ pub fn deliver(
     };
     let mut throttled = false;
     let mut failed_now = 0;
+    // A connection lost in one email's transaction: once, the next email goes on a new one;
+    // twice in a run, the server is the problem, and the rest waits for the next run.
+    let mut lost = false;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
     // Where the transport's acknowledgement survives a crash (a folder's file), and for a
     // preview, sends are marked a page at a time, after one sync; elsewhere each as soon as it
@@ -126,17 +129,24 @@ pub fn deliver(
                 }
                 Err(failure) => {
                     let attempt = p.attempts + 1;
-                    let park = matches!(failure, Failure::Rejected { permanent: true, .. }) && attempt >= max_attempts;
+                    // Refused for good, or the connection lost in its own transaction each time:
+                    // parked, so that the emails behind it (oldest first) go.
+                    let counts = matches!(failure, Failure::Rejected { permanent: true, .. } | Failure::Lost { .. });
+                    let park = counts && attempt >= max_attempts;
                     state.mark_failed(p.id, failure.reason(), park)?;
                     if park {
-                        log::error!("{what} parked after {attempt} refusals: {}", failure.reason());
+                        let after = if let Failure::Lost { .. } = failure { "attempts" } else { "refusals" };
+                        log::error!("{what} parked after {attempt} {after}: {}", failure.reason());
                         summary.parked += 1;
                     } else {
                         failed_now += 1;
                         log::warn!("{what} not sent (attempt {attempt}): {}; it is retried next run", failure.reason());
                     }
-                    if let Failure::Unavailable(_) = failure {
-                        break 'pages;
+                    match failure {
+                        Failure::Unavailable(_) | Failure::Lost { timed_out: true, .. } => break 'pages,
+                        Failure::Lost { .. } if lost => break 'pages,
+                        Failure::Lost { .. } => lost = true,
+                        _ => {}
                     }
                 }
             }
