@@ -667,7 +667,7 @@ fn hostile_postgres() -> u16 {
         for stream in listener.incoming().take(4) {
             let Ok(mut s) = stream else { continue };
             s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-            let mut read_message = |s: &mut std::net::TcpStream| {
+            let read_message = |s: &mut std::net::TcpStream| {
                 let mut len = [0u8; 4];
                 s.read_exact(&mut len).ok()?;
                 let mut body = vec![0; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
