@@ -706,7 +706,9 @@ fn hostile_postgres() -> u16 {
 fn a_servers_words_reach_no_output_raw() {
     let port = hostile_postgres();
     let f = Fixture::new(1);
-    f.use_source(&format!("kind = \"export\"\nurl = \"postgresql://notifier@127.0.0.1:{port}/export?sslmode=disable\""));
+    f.use_source(&format!(
+        "kind = \"export\"\nurl = \"postgresql://notifier@127.0.0.1:{port}/export?sslmode=disable\""
+    ));
     for args in [&["run"][..], &["check"]] {
         let out = f.run(args);
         assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
@@ -714,5 +716,63 @@ fn a_servers_words_reach_no_output_raw() {
         assert!(all.contains("bad"), "{args:?}: the server's words are shown: {all}");
         assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{args:?}: {all:?}");
         assert!(!all.lines().any(|l| l.starts_with("chat-notifier: info")), "{args:?}: a forged line: {all:?}");
+    }
+}
+
+#[test]
+fn every_command_refuses_a_symlink_where_a_run_does() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let real = f.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let moved = real.join("state.sqlite");
+    std::fs::rename(&f.state, &moved).unwrap();
+    let side = |path: &std::path::Path, suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(side(&f.state, suffix));
+    }
+    let commands: [&[&str]; 4] =
+        [&["check"], &["status"], &["preview", "c1", "--last"], &["run", "--dry-run", "--now", "2026-11-24T11:00:00Z"]];
+    let dangling = f.dir.path().join("nowhere.sqlite");
+    for (link, target) in [
+        (f.state.clone(), moved.clone()),
+        (f.state.clone(), dangling.clone()),
+        (f.dir.path().join("state.sqlite.lock"), dangling.clone()),
+        (side(&f.state, "-wal"), dangling.clone()),
+    ] {
+        if link != f.state {
+            std::fs::copy(&moved, &f.state).unwrap();
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for args in commands {
+            let out = f.run(args);
+            assert_eq!(
+                out.code,
+                1,
+                "{} -> {}: {args:?}: {}{}",
+                link.display(),
+                target.display(),
+                out.stdout,
+                out.stderr
+            );
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                all.contains(&format!("{}: is a symbolic link", link.display())),
+                "{} -> {}: {args:?}: {all}",
+                link.display(),
+                target.display()
+            );
+        }
+        assert!(!side(&moved, "-wal").exists() && !side(&moved, "-shm").exists(), "nothing made beside the target");
+        assert!(!dangling.exists());
+        std::fs::remove_file(&link).unwrap();
+        let _ = std::fs::remove_file(&f.state);
     }
 }

@@ -97,6 +97,7 @@ fn which(index: usize, config: &Config) -> String {
 
 /// Read only: a check must not create or migrate it.
 fn state(path: &Path) -> Result<String> {
+    crate::state::refuse_links(path)?;
     if !path.exists() {
         return Ok(format!("{} (not created yet: the first run creates it)", path.display()));
     }

@@ -31,7 +31,7 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let state = if config.state.exists() { Some(State::open_read_only(&config.state)?) } else { None };
+    let state = State::open_if_there(&config.state)?;
     let (counts, listed, total) = match &state {
         None => (HashMap::new(), Vec::new(), 0),
         // The default view: counts and the most urgent, without reading every conversation.

@@ -274,6 +274,21 @@ pub fn lock_path(state_path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Refuses a symbolic link at the state's path, its lock's, or SQLite's `-wal` and `-shm`
+/// beside it: a run would write visitors' details wherever one points, or change the mode of
+/// what it names (as root, any file), and a command that only reads would create SQLite's
+/// files beside the target. Every way of opening the state, and `check`, ask this first.
+pub fn refuse_links(path: &Path) -> Result<()> {
+    refuse_symlink(path, "state")?;
+    refuse_symlink(&lock_path(path), "state lock")?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        refuse_symlink(Path::new(&side), "state")?;
+    }
+    Ok(())
+}
+
 /// A symlink at the state's path could make us write visitors' details wherever it points
 /// (or create its target): refused, with the path.
 fn refuse_symlink(path: &Path, what: &str) -> Result<()> {
@@ -301,7 +316,7 @@ pub struct State {
 impl State {
     pub fn open(path: &Path) -> Result<Self> {
         let shown = path.display();
-        refuse_symlink(path, "state")?;
+        refuse_links(path)?;
         // Create it owner-only before SQLite does, and make an existing one owner-only: it
         // holds visitors' details. SQLite gives its -wal and -shm files the same permissions.
         let file = OpenOptions::new()
@@ -316,7 +331,6 @@ impl State {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
             let side = Path::new(&side);
-            refuse_symlink(side, "state")?;
             if let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(side) {
                 owner_only(&f).with_context(|| format!("state {}: setting mode 0600", side.display()))?;
             }
@@ -336,8 +350,15 @@ impl State {
         Ok(State { conn, path: path.to_owned(), created })
     }
 
+    /// For commands that only look, where there may be no state yet: None when there is none.
+    pub fn open_if_there(path: &Path) -> Result<Option<Self>> {
+        refuse_links(path)?;
+        if path.exists() { State::open_read_only(path).map(Some) } else { Ok(None) }
+    }
+
     /// For commands that only look (status, preview): no file is created, nothing migrated.
     pub fn open_read_only(path: &Path) -> Result<Self> {
+        refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
         compile_once(&conn)?;
@@ -355,6 +376,7 @@ impl State {
     /// The schema version of the state file at `path`, and the one this build writes: for
     /// `check`, which neither creates nor migrates it.
     pub fn schema_of(path: &Path) -> Result<(usize, usize)> {
+        refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
         let version = schema_version(&conn).with_context(|| format!("state {}: not a state file", path.display()))?;
@@ -371,8 +393,8 @@ impl State {
             .context("dry run: creating a scratch copy of the state")?
             .into_temp_path();
         let existed = path.exists();
+        refuse_links(path)?;
         if existed {
-            refuse_symlink(path, "state")?;
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .with_context(|| format!("state {}: opening", path.display()))?;
             not_newer(&source, path)?;
