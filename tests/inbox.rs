@@ -362,3 +362,42 @@ fn what_waits_for_the_hourly_limit_does_not_count_toward_the_burst() {
     support::assert_each_once(&server, 12, 0, "each chat once");
     assert!(mails(&server).iter().all(|m| m.header("X-Chat-State").as_deref() == Some("abandoned")));
 }
+
+#[test]
+fn an_email_waiting_in_the_outbox_goes_to_the_recipients_its_bot_has_when_it_is_sent() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "[[bots]]\nid = \"support\"\nto = [\"Help <help@example.com>\"]");
+    f.mail_setting("max_per_hour = 1");
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
+         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
+        server.port()
+    ));
+    // Two leads: one goes, the other waits for the hourly limit. A support chat for the digest.
+    leads(&f, 2);
+    f.conversation_of("support", "s1", "2026-11-24T09:00:00Z");
+    f.visitor("s1", "2026-11-24T09:00:00Z", Some("name"), "Sue");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+    // The digest is queued at eight while the server refuses; then the owner moves both inboxes.
+    server.set(Behavior::RejectMail("451 4.3.0 try again later".into()));
+    f.run_at("2026-11-25T08:00:00Z", &[], 3);
+    server.set(Behavior::Accept);
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    let config =
+        config.replace("owner@example.com", "sales@example.com").replace("help@example.com", "desk@example.com");
+    std::fs::write(&f.config, config).unwrap();
+    f.run_at("2026-11-25T08:05:00Z", &[], 0);
+    f.run_at("2026-11-25T09:06:00Z", &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 3, "the lead that waited and the digest");
+    let to = |needle: &str| {
+        let r = received.iter().find(|r| r.text().contains(needle)).unwrap_or_else(|| panic!("{needle}"));
+        r.rcpt_to.clone()
+    };
+    assert_eq!(to("X-Chat-State: digest"), ["desk@example.com"], "the support bot's inbox as it is now");
+    assert_eq!(to("Visitor 1"), ["sales@example.com"], "the lead that waited for the limit");
+    let digest = received.iter().find(|r| r.text().contains("X-Chat-State: digest")).unwrap().text();
+    assert!(digest.contains("\r\nTo: Help <desk@example.com>\r\n"), "{digest}");
+}

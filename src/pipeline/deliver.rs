@@ -4,11 +4,12 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::rules::Routing;
 use super::{PAGE, RunSummary};
 use crate::mail::send::{self, Failure, Mailer};
 use crate::mail::thread;
 use crate::progress;
-use crate::state::State;
+use crate::state::{Pending, State, Unreadable};
 
 /// How many emails may go an hour and a day; none: no limit.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +43,7 @@ pub fn allowance(
 pub fn deliver(
     state: &mut State,
     mailer: &mut Mailer,
+    routing: &Routing,
     max_attempts: u32,
     limits: RateLimits,
     now: DateTime<Utc>,
@@ -75,6 +77,13 @@ pub fn deliver(
             Ok(p) => p.id,
             Err(u) => u.id,
         };
+        let page: Vec<Result<Pending, Unreadable>> = page
+            .into_iter()
+            .map(|row| match row {
+                Ok(p) => readdressed(state, routing, p).map(Ok),
+                Err(unreadable) => Ok(Err(unreadable)),
+            })
+            .collect::<Result<_>>()?;
         let mut rows = page.into_iter().peekable();
         while let Some(row) = rows.next() {
             bar.inc(1);
@@ -163,6 +172,22 @@ pub fn deliver(
         summary.deferred = summary.waiting.saturating_sub(failed_now);
     }
     Ok(summary)
+}
+
+/// An email goes to the recipients its bot has when it is sent, not those it had when it was
+/// queued: the hourly limit, an outage or a digest's hour can hold it for long, and an owner who
+/// moves a bot's chats to another inbox must get nothing more at the old one. An email about
+/// several bots now routed apart, or about none (a flood summary), keeps the recipients it has.
+fn readdressed(state: &State, routing: &Routing, mut p: Pending) -> Result<Pending> {
+    let bots = state.bots_of_email(&p)?;
+    let mut routes = bots.iter().map(|b| routing.for_bot(b)).map(|s| (&s.to, &s.cc));
+    if let Some(first) = routes.next()
+        && routes.all(|r| r == first)
+    {
+        p.email.to = first.0.iter().cloned().collect();
+        p.email.cc = first.1.iter().cloned().collect();
+    }
+    Ok(p)
 }
 
 /// Syncs what a batched transport wrote, then marks it sent in one transaction; when the sync

@@ -102,7 +102,7 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     digest::send_due(&mut state, &routing, config, now)?;
     flood::guard(&mut state, config, now)?;
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
-    let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, limits, now)?;
+    let summary = deliver::deliver(&mut state, &mut mailer, &routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     Ok(Some(RunSummary { failed, ..summary }))
 }

@@ -131,6 +131,25 @@ impl State {
         self.context(self.conn.query_row(&sql, [], |r| r.get(0)))
     }
 
+    /// The bots an outbox email is about, as the state knows them: a chat email's conversation's,
+    /// an alert's, a digest's listed chats'; none for a flood summary (or a conversation whose
+    /// bot the state has not learned).
+    pub fn bots_of_email(&self, p: &Pending) -> Result<Vec<String>> {
+        let sql = match p.kind {
+            Kind::Alert => {
+                return Ok(p.conversation_id.strip_prefix("alert:").map(str::to_owned).into_iter().collect());
+            }
+            Kind::Chat(_) => "SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL",
+            Kind::Digest => {
+                "SELECT DISTINCT json_extract(entry, '$.bot_id') FROM digest_items WHERE sent_in = ?1 \
+                 AND json_extract(entry, '$.bot_id') IS NOT NULL"
+            }
+        };
+        let mut stmt = self.context(self.conn.prepare_cached(sql))?;
+        let rows = stmt.query_map([&p.conversation_id], |r| r.get(0));
+        self.context(rows.and_then(Iterator::collect))
+    }
+
     /// Everything queued so far has been judged by the flood guard.
     pub fn mark_guarded(&self) -> Result<()> {
         let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
