@@ -26,12 +26,12 @@ fn a_burst_over_the_hourly_limit_goes_out_over_later_runs_in_order() {
     let status = f.run(&["status", "--json", "--now", "2026-11-24T10:30:00Z"]);
     assert!(status.stdout.contains("\"pending\": 4"), "four wait: {}", status.stdout);
     assert!(
-        status.stdout.contains("\"next_send\": \"2026-11-24T11:00:00Z\""),
+        status.stdout.contains("\"next_send\": \"2026-11-24T10:59:00Z\""),
         "and when the next goes: {}",
         status.stdout
     );
     let table = f.run(&["status", "--now", "2026-11-24T10:30:00Z"]).stdout;
-    assert!(table.lines().next().unwrap().contains("rate limit: the next email goes at 2026-11-24 11:00"), "{table}");
+    assert!(table.lines().next().unwrap().contains("rate limit: the next email goes at 2026-11-24 10:59"), "{table}");
     f.run_at("2026-11-24T11:00:01Z", &[], 0);
     assert_eq!(server.received().len(), 6, "three more an hour later");
     f.run_at("2026-11-24T12:30:00Z", &[], 0);
@@ -400,4 +400,17 @@ fn an_email_waiting_in_the_outbox_goes_to_the_recipients_its_bot_has_when_it_is_
     assert_eq!(to("Visitor 1"), ["sales@example.com"], "the lead that waited for the limit");
     let digest = received.iter().find(|r| r.text().contains("X-Chat-State: digest")).unwrap().text();
     assert!(digest.contains("\r\nTo: Help <desk@example.com>\r\n"), "{digest}");
+}
+
+#[test]
+fn an_hourly_cron_gets_the_whole_hourly_limit() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("max_per_hour = 2");
+    leads(&f, 6);
+    // Cron starts each run a little early or late.
+    for (at, sent) in [("10:00:05", 2), ("11:00:00", 4), ("12:00:03", 6)] {
+        let out = f.run_at(&format!("2026-11-24T{at}Z"), &["-v"], 0);
+        assert_eq!(server.received().len(), sent, "at {at}: {}", out.stderr);
+    }
 }

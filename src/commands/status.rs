@@ -131,9 +131,7 @@ fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>
     if state.count_pending()? == 0 {
         return Ok(None);
     }
-    let hour = state.sent_since(now - TimeDelta::hours(1))?;
-    let day = state.sent_since(now - TimeDelta::days(1))?;
-    Ok(crate::pipeline::allowance(limits, hour, day).1)
+    Ok(limits.allowance_at(&state, now)?.1)
 }
 
 /// The kind of notice an outbox key files, if it is one.

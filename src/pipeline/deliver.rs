@@ -18,18 +18,36 @@ pub struct RateLimits {
     pub per_day: Option<u32>,
 }
 
+/// The limits' hour and day, each a minute short: cron starts a run a little early or late, and
+/// an hourly run must find the emails of the run an hour before out of its hour (else it gets
+/// half the hourly limit).
+fn windows() -> [TimeDelta; 2] {
+    [TimeDelta::hours(1) - TimeDelta::minutes(1), TimeDelta::days(1) - TimeDelta::minutes(1)]
+}
+
+impl RateLimits {
+    /// How many more emails may go now, and when the next may go once none can.
+    pub fn allowance_at(self, state: &State, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        if self.per_hour.is_none() && self.per_day.is_none() {
+            // Nothing to count: an idle run reads no more than it did.
+            return Ok((usize::MAX, None));
+        }
+        let [hour, day] = windows();
+        Ok(allowance(self, state.sent_since(now - hour)?, state.sent_since(now - day)?))
+    }
+}
+
 /// Pure: how many more emails may go now, given what went in the last hour and day (count,
 /// earliest); and when the next may go once none can: a window after the earliest in it.
-pub fn allowance(
+fn allowance(
     limits: RateLimits,
     hour: (usize, Option<DateTime<Utc>>),
     day: (usize, Option<DateTime<Utc>>),
 ) -> (usize, Option<DateTime<Utc>>) {
     let mut left = usize::MAX;
     let mut next = None;
-    for (limit, (sent, earliest), window) in
-        [(limits.per_hour, hour, TimeDelta::hours(1)), (limits.per_day, day, TimeDelta::days(1))]
-    {
+    let [hour_window, day_window] = windows();
+    for (limit, (sent, earliest), window) in [(limits.per_hour, hour, hour_window), (limits.per_day, day, day_window)] {
         let Some(limit) = limit else { continue };
         let room = (limit as usize).saturating_sub(sent);
         if room == 0 {
@@ -49,12 +67,7 @@ pub fn deliver(
     now: DateTime<Utc>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    // Without limits, nothing to count: an idle run reads no more than it did.
-    let (mut left, next) = if limits.per_hour.is_none() && limits.per_day.is_none() {
-        (usize::MAX, None)
-    } else {
-        allowance(limits, state.sent_since(now - TimeDelta::hours(1))?, state.sent_since(now - TimeDelta::days(1))?)
-    };
+    let (mut left, next) = limits.allowance_at(state, now)?;
     let mut throttled = false;
     let mut failed_now = 0;
     // A connection lost in one email's transaction: once, the next email goes on a new one;
@@ -233,12 +246,12 @@ mod tests {
         assert_eq!(allowance(hourly, (4, Some(at(0))), (40, Some(at(0)))), (6, None));
         assert_eq!(
             allowance(hourly, (10, Some(at(5))), (10, Some(at(5)))),
-            (0, Some(at(65))),
-            "an hour after the earliest"
+            (0, Some(at(64))),
+            "an hour (less cron's minute) after the earliest"
         );
         assert_eq!(
             allowance(both, (3, Some(at(50))), (15, Some(at(0)))),
-            (0, Some(at(24 * 60))),
+            (0, Some(at(24 * 60 - 1))),
             "the day's limit binds"
         );
         assert_eq!(allowance(both, (3, Some(at(50))), (12, Some(at(0)))), (3, None));

@@ -9,7 +9,7 @@ mod decide;
 mod deliver;
 pub mod digest;
 mod flood;
-pub use deliver::{RateLimits, allowance};
+pub use deliver::RateLimits;
 mod ingest;
 pub mod people;
 pub mod rules;
