@@ -442,6 +442,21 @@ fn a_state_written_by_a_newer_version_is_one_line_naming_it_from_every_command()
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: one line: {}", out.stderr);
     }
     assert_eq!(server.received().len(), 1, "nothing sent past the first run");
+
+    // No schema version on a file with tables (another program's database, or one damaged), or
+    // a version no chat-notifier writes: one short line naming the file, not a migration's SQL.
+    for (version, says) in [(0, "has tables but no schema version"), (-5, "schema version -5")] {
+        Connection::open(&f.state).unwrap().pragma_update(None, "user_version", version).unwrap();
+        for args in commands {
+            let out = f.run(args);
+            assert_eq!(out.code, 1, "{version} {args:?}: {}{}", out.stdout, out.stderr);
+            let all = format!("{}{}", out.stdout, out.stderr);
+            let line = all.lines().find(|l| l.contains(says)).unwrap_or_else(|| panic!("{version} {args:?}: {all}"));
+            assert!(line.contains(&format!("state {shown}: ")) && line.len() < 300, "{version} {args:?}: {line}");
+            assert!(!all.contains("upgrades it") && !all.contains("dry-run-"), "{version} {args:?}: {all}");
+        }
+    }
+    assert_eq!(server.received().len(), 1, "nothing sent");
 }
 
 #[test]

@@ -315,7 +315,13 @@ pub struct State {
 
 impl State {
     pub fn open(path: &Path) -> Result<Self> {
-        let shown = path.display();
+        State::open_as(path, path)
+    }
+
+    /// Opens the file at `path`, naming it `shown_as` in errors and notes (a dry run's scratch
+    /// copy is named as the state it copies).
+    fn open_as(path: &Path, shown_as: &Path) -> Result<Self> {
+        let shown = shown_as.display();
         refuse_links(path)?;
         // Create it owner-only before SQLite does, and make an existing one owner-only: it
         // holds visitors' details. SQLite gives its -wal and -shm files the same permissions.
@@ -345,9 +351,9 @@ impl State {
         // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
         // a lost "sent" mark means one re-send with the same Message-ID.
         conn.pragma_update(None, "synchronous", "normal")?;
-        not_newer(&conn, path)?;
+        known_version(&conn, shown_as)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
-        Ok(State { conn, path: path.to_owned(), created })
+        Ok(State { conn, path: shown_as.to_owned(), created })
     }
 
     /// For commands that only look, where there may be no state yet: None when there is none.
@@ -362,7 +368,7 @@ impl State {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
         compile_once(&conn)?;
-        let version = not_newer(&conn, path)?;
+        let version = known_version(&conn, path)?;
         if version != MIGRATIONS.len() {
             bail!(
                 "state {}: schema {version}, this chat-notifier reads {}; a run (`chat-notifier run`) upgrades it",
@@ -379,7 +385,7 @@ impl State {
         refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
-        let version = schema_version(&conn).with_context(|| format!("state {}: not a state file", path.display()))?;
+        let version = known_version(&conn, path)?;
         Ok((version, MIGRATIONS.len()))
     }
 
@@ -397,17 +403,16 @@ impl State {
         if existed {
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .with_context(|| format!("state {}: opening", path.display()))?;
-            not_newer(&source, path)?;
+            known_version(&source, path)?;
             let mut copy = Connection::open(&scratch)?;
             Backup::new(&source, &mut copy)?
                 .run_to_completion(1024, Duration::ZERO, None)
                 .with_context(|| format!("state {}: copying for a dry run", path.display()))?;
         }
-        let mut state = State::open(&scratch)?;
+        // Errors and notes name the real file, not the copy.
+        let state = State::open_as(&scratch, path)?;
         // Nothing in a scratch copy needs to survive a crash.
         state.conn.execute_batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
-        // Errors and notes name the real file, not the copy.
-        state.path = path.to_owned();
         Ok((state, scratch))
     }
 
@@ -437,18 +442,32 @@ fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
-/// The schema version of the state at `path`, refused when a newer chat-notifier wrote it:
-/// this one would misread it, and a run must not write it back in an older shape.
-fn not_newer(conn: &Connection, path: &Path) -> Result<usize> {
-    let version = schema_version(conn).with_context(|| format!("state {}: reading", path.display()))?;
-    if version > MIGRATIONS.len() {
-        bail!(
-            "state {}: written by a newer chat-notifier (schema {version}, this one knows {}); run that version",
-            path.display(),
+/// The schema version of the state at `path`, refused when this chat-notifier cannot read or
+/// upgrade it: a newer one wrote it (this one would misread it, and a run must not write it back
+/// in an older shape), it has tables but no version (another program's database, or one
+/// damaged), or a version no chat-notifier writes.
+fn known_version(conn: &Connection, path: &Path) -> Result<usize> {
+    let shown = path.display();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .with_context(|| format!("state {shown}: reading"))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
+        .with_context(|| format!("state {shown}: reading"))?;
+    match usize::try_from(version) {
+        Ok(v) if v > MIGRATIONS.len() => bail!(
+            "state {shown}: written by a newer chat-notifier (schema {v}, this one knows {}); run that version",
             MIGRATIONS.len()
-        );
+        ),
+        Ok(0) if tables > 0 => {
+            bail!("state {shown}: has tables but no schema version: not a chat-notifier state file, or a damaged one")
+        }
+        Ok(v) => Ok(v),
+        Err(_) => bail!(
+            "state {shown}: schema version {version} is none chat-notifier writes: not a chat-notifier state file, \
+             or a damaged one"
+        ),
     }
-    Ok(version)
 }
 
 /// Brings the schema up to date; true when the file had none (a first run).
