@@ -238,3 +238,23 @@ fn an_export_replaced_by_a_fresh_full_copy_resends_nothing() {
     f.run_at("2026-11-25T01:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 3);
 }
+
+#[test]
+fn an_outage_uses_up_none_of_an_emails_attempts() {
+    let server = SmtpServer::start();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::new(dead_port);
+    f.write_config(dead_port, "max_attempts = 2");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    for minute in 0..3 {
+        f.run_at(&format!("2026-11-24T10:0{minute}:00Z"), &[], 3);
+    }
+    // The server is back and refuses the email once, for good as far as it knows.
+    f.write_config(server.port(), "max_attempts = 2");
+    server.set(Behavior::RejectDataContaining { needle: "Jane Doe".into(), reply: "550 5.7.1 rejected".into() });
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(!out.stderr.contains("parked"), "one refusal of two allowed: {}", out.stderr);
+    server.set(Behavior::Accept);
+    f.run_at("2026-11-24T10:10:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 1, "sent once the server takes it");
+}

@@ -111,7 +111,7 @@ pub fn deliver(
                         unreadable.id,
                         unreadable.reason
                     );
-                    state.mark_failed(unreadable.id, &unreadable.reason, true)?;
+                    state.mark_failed(unreadable.id, &unreadable.reason, true, true)?;
                     summary.parked += 1;
                     continue;
                 }
@@ -153,12 +153,14 @@ pub fn deliver(
                     let attempt = p.attempts + 1;
                     // Refused for good, or the connection lost in its own transaction each time:
                     // parked, so that the emails behind it (oldest first) go.
+                    // An outage or a temporary refusal is no fault of the email's: it uses up none.
                     let counts = matches!(failure, Failure::Rejected { permanent: true, .. } | Failure::Lost { .. });
-                    let park = counts && attempt >= max_attempts;
-                    state.mark_failed(p.id, failure.reason(), park)?;
+                    let refusals = p.refusals + u32::from(counts);
+                    let park = counts && refusals >= max_attempts;
+                    state.mark_failed(p.id, failure.reason(), counts, park)?;
                     if park {
                         let after = if let Failure::Lost { .. } = failure { "attempts" } else { "refusals" };
-                        log::error!("{what} parked after {attempt} {after}: {}", failure.reason());
+                        log::error!("{what} parked after {refusals} {after}: {}", failure.reason());
                         summary.parked += 1;
                     } else {
                         failed_now += 1;
@@ -223,7 +225,7 @@ fn mark_batch(
                 written.len()
             );
             for id in written.iter() {
-                state.mark_failed(*id, &format!("syncing to disk: {e}"), false)?;
+                state.mark_failed(*id, &format!("syncing to disk: {e}"), false, false)?;
             }
             summary.sent -= written.len();
         }

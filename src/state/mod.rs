@@ -241,6 +241,11 @@ END;
 -- not about those an earlier run queued that still wait for the hourly limit.
 ALTER TABLE progress ADD COLUMN guarded_through INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- The failures of an email that count toward max_attempts (a permanent refusal, the connection
+-- lost in its own transaction); attempts counts every try, an outage's too.
+ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

@@ -13,7 +13,7 @@ use crate::pipeline::classify::ChatState;
 macro_rules! outbox_columns {
     () => {
         "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
-         subject, in_reply_to, refs, text_body, html_body, covers_through, headers"
+         subject, in_reply_to, refs, text_body, html_body, covers_through, headers, refusals"
     };
 }
 pub(super) const PENDING_SQL: &str =
@@ -61,6 +61,9 @@ pub struct Pending {
     /// The last message the email covers.
     pub covers_through: i64,
     pub attempts: u32,
+    /// Of the attempts, those that count toward `max_attempts`: the email's own failures (a
+    /// permanent refusal, the connection lost in its transaction), not an outage's.
+    pub refusals: u32,
     pub email: Email,
 }
 
@@ -210,12 +213,13 @@ impl State {
         })
     }
 
-    /// Records a failed attempt; `park` takes the email out of the retry queue for good.
-    pub fn mark_failed(&self, outbox_id: i64, error: &str, park: bool) -> Result<()> {
+    /// Records a failed attempt, one that `counts` toward `max_attempts` or not; `park` takes the
+    /// email out of the retry queue for good.
+    pub fn mark_failed(&self, outbox_id: i64, error: &str, counts: bool, park: bool) -> Result<()> {
         self.context(self.conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, \
-             status = CASE WHEN ?3 THEN 'parked' ELSE status END WHERE id = ?1",
-            params![outbox_id, error, park],
+            "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + ?3, last_error = ?2, \
+             status = CASE WHEN ?4 THEN 'parked' ELSE status END WHERE id = ?1",
+            params![outbox_id, error, counts, park],
         ))?;
         Ok(())
     }
@@ -281,6 +285,7 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
         kind: Kind::parse(&state).ok_or_else(|| format!("unknown state {state:?}"))?,
         covers_through: int(15)?,
         attempts: int(3)? as u32,
+        refusals: int(17)? as u32,
         email: Email {
             message_id: text(4)?,
             date: millis(int(5)?),
