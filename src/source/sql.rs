@@ -96,8 +96,12 @@ impl Db {
     /// Connects to `url` (a libpq URL without a password) with `password`; TLS as the URL's
     /// `sslmode` and `sslrootcert` say, with libpq's meanings (`Tls`).
     pub fn postgres(url: &str, password: Option<&str>) -> Result<Db> {
-        let (url, tls) = Tls::from_url(url)?;
-        let mut config: postgres::Config = url.parse().context("not a PostgreSQL URL")?;
+        let (stripped, _) = Tls::from_url(url, true)?;
+        let mut config: postgres::Config = stripped.parse().context("not a PostgreSQL URL")?;
+        // No sslmode: libpq's prefer on this machine, require across a network (`Tls`).
+        let nearby = nearby(&config);
+        let (_, tls) = Tls::from_url(url, nearby)?;
+        let defaulted = !nearby && !crate::config::url_params(url).iter().any(|p| p.key == "sslmode");
         if let Some(password) = password {
             config.password(password);
         }
@@ -114,7 +118,14 @@ impl Db {
         let mut client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
             // What the certificate check found, in words, rather than rustls' enum.
             Some(why) => anyhow::anyhow!("TLS: {why}"),
-            None => pg_error(e),
+            None => match pg_error(e) {
+                // tokio-postgres's words for a server that answered "no TLS here".
+                e if defaulted && e.to_string().contains("server does not support TLS") => anyhow::anyhow!(
+                    "the server does not offer TLS, which chat-notifier asks of a host across a network when \
+                     source.url gives no sslmode: add sslmode=disable to source.url if the network to it is trusted"
+                ),
+                e => e,
+            },
         })?;
         // Read only, whatever the role may do: one statement, one snapshot, as on SQLite.
         client.batch_execute("SET default_transaction_read_only = on").map_err(pg_error)?;
@@ -392,9 +403,31 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
     }
 }
 
-/// TLS to PostgreSQL as libpq's `sslmode` means it (no `sslmode`: `prefer`, libpq's default).
-/// Only `disable` and `prefer` ever talk in clear, and `prefer` only to a server that says it
-/// has no TLS: a handshake that fails is an error, never a reason to fall back.
+/// Whether every host of a connection is on this machine: a Unix-domain socket, `localhost`
+/// or a loopback address (127.0.0.0/8, ::1), each `hostaddr` too. A host name reached through
+/// a loopback `hostaddr` (a tunnel) is not: the tunnel's far end talks across the network.
+fn nearby(config: &postgres::Config) -> bool {
+    let host = |h: &postgres::config::Host| match h {
+        postgres::config::Host::Tcp(name) => {
+            let name = name.trim_end_matches('.');
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        postgres::config::Host::Unix(_) => true,
+    };
+    config.get_hosts().iter().all(host) && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
+}
+
+/// TLS to PostgreSQL as libpq's `sslmode` means it. No `sslmode` is libpq's default, `prefer`,
+/// for a host on this machine (`nearby`), and `require` for one across a network: `prefer`
+/// gives the password to anyone on the path who says the server has no TLS. Only `disable`
+/// and `prefer` ever talk in clear, and `prefer` only to a server that says it has no TLS: a
+/// handshake that fails is an error, never a reason to fall back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tls {
     /// `disable`: plain.
@@ -421,8 +454,9 @@ enum Roots {
 
 impl Tls {
     /// The TLS a URL asks for, and the URL without the parameters read here (the connection's
-    /// parser knows neither `sslrootcert` nor libpq's `verify-*` modes).
-    fn from_url(url: &str) -> Result<(String, Tls)> {
+    /// parser knows neither `sslrootcert` nor libpq's `verify-*` modes). `nearby`: the hosts
+    /// are all on this machine, where no `sslmode` means `prefer` (else `require`).
+    fn from_url(url: &str, nearby: bool) -> Result<(String, Tls)> {
         let params = crate::config::url_params(url);
         let last = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.clone());
         let roots = match last("sslrootcert") {
@@ -430,7 +464,11 @@ impl Tls {
             Some(path) if path == "system" => Some(Roots::System),
             Some(path) => Some(Roots::File(path)),
         };
-        let default = if roots == Some(Roots::System) { "verify-full" } else { "prefer" };
+        let default = match (&roots, nearby) {
+            (Some(Roots::System), _) => "verify-full",
+            (_, true) => "prefer",
+            (_, false) => "require",
+        };
         let tls = match last("sslmode").as_deref().unwrap_or(default) {
             "disable" => Tls::Disable,
             "prefer" => Tls::Prefer,
@@ -731,10 +769,49 @@ mod tests {
             ("postgresql://h/d?sslrootcert=system", "postgresql://h/d", Tls::VerifyFull(Roots::System)),
             ("postgresql://h/d?sslmode=disable&sslmode=require", "postgresql://h/d", Tls::Require),
         ] {
-            assert_eq!(Tls::from_url(url).unwrap(), (stripped.to_owned(), tls), "{url}");
+            assert_eq!(Tls::from_url(url, true).unwrap(), (stripped.to_owned(), tls), "{url}");
         }
-        let allow = Tls::from_url("postgresql://h/d?sslmode=allow").unwrap_err().to_string();
+        // Across a network, no sslmode is require (with a root: checked, as libpq's require).
+        for (url, tls) in [
+            ("postgresql://h/d", Tls::Require),
+            ("postgresql://h/d?sslrootcert=/r.crt", Tls::VerifyCa(file())),
+            ("postgresql://h/d?sslrootcert=system", Tls::VerifyFull(Roots::System)),
+            ("postgresql://h/d?sslmode=prefer", Tls::Prefer),
+            ("postgresql://h/d?sslmode=disable", Tls::Disable),
+        ] {
+            assert_eq!(Tls::from_url(url, false).unwrap().1, tls, "{url}");
+        }
+        let allow = Tls::from_url("postgresql://h/d?sslmode=allow", true).unwrap_err().to_string();
         assert!(allow.contains("sslmode=\"allow\" is not one chat-notifier knows"), "{allow}");
+    }
+
+    /// A host on this machine: a socket, localhost, a loopback address; every one of them.
+    #[test]
+    fn nearby_hosts_are_those_on_this_machine() {
+        let nearby = |url: &str| super::nearby(&url.parse::<postgres::Config>().unwrap());
+        for url in [
+            "postgresql://127.0.0.1/d",
+            "postgresql://127.8.9.10:5433/d",
+            "postgresql://localhost/d",
+            "postgresql://LOCALHOST./d",
+            "postgresql://[::1]/d",
+            "postgresql:///d?host=/run/postgresql",
+            "postgresql://localhost,127.0.0.2/d",
+            "postgresql://localhost/d?hostaddr=127.0.0.1",
+        ] {
+            assert!(nearby(url), "{url}");
+        }
+        for url in [
+            "postgresql://db.example.com/d",
+            "postgresql://10.0.0.5/d",
+            "postgresql://localhost.example.com/d",
+            "postgresql://db.example.com/d?hostaddr=127.0.0.1",
+            "postgresql://localhost/d?hostaddr=10.0.0.5",
+            "postgresql://localhost,db.example.com/d",
+            "postgresql://[::ffff:10.0.0.5]/d",
+        ] {
+            assert!(!nearby(url), "{url}");
+        }
     }
 
     #[test]
