@@ -443,6 +443,12 @@ fn a_self_signed_server_certificate_given_as_sslrootcert_is_pinned() {
     let port = cluster.port;
     let tls = pg::TLS_ONLY;
     let at = |host: &str, query: &str| format!("postgresql://{tls}@{host}:{port}/{database}?{query}");
+    let not_pinned = |file: &str, mode: &str| {
+        Some(format!(
+            "TLS: the server's certificate is a CA's, not the one in sslrootcert {file} (sslmode={mode}); to pin a \
+             self-signed certificate, give that very certificate as sslrootcert"
+        ))
+    };
     let cases: Vec<(String, Option<String>)> = vec![
         (at("localhost", &format!("sslmode=verify-full&sslrootcert={pinned}")), None),
         (at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={pinned}")), None),
@@ -455,19 +461,8 @@ fn a_self_signed_server_certificate_given_as_sslrootcert_is_pinned() {
                     .into(),
             ),
         ),
-        (
-            at("localhost", &format!("sslmode=verify-full&sslrootcert={renewed}")),
-            Some(format!(
-                "TLS: the server's certificate is a CA's, not the one in sslrootcert {renewed} (sslmode=verify-full); \
-                 to pin a self-signed certificate, give that very certificate as sslrootcert"
-            )),
-        ),
-        (
-            at("localhost", &format!("sslmode=verify-ca&sslrootcert={other_ca}")),
-            Some(format!(
-                "TLS: the server's certificate is not signed by the CA in sslrootcert {other_ca} (sslmode=verify-ca)"
-            )),
-        ),
+        (at("localhost", &format!("sslmode=verify-full&sslrootcert={renewed}")), not_pinned(&renewed, "verify-full")),
+        (at("localhost", &format!("sslmode=verify-ca&sslrootcert={other_ca}")), not_pinned(&other_ca, "verify-ca")),
     ];
     for (url, failure) in cases {
         f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
