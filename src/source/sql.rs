@@ -392,7 +392,11 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                let s_text = s.to_string();
+                // rustls' errors, through tokio-rustls' io::Error, in words: their Display is Debug.
+                let tls = s
+                    .downcast_ref::<rustls::Error>()
+                    .or_else(|| s.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>());
+                let s_text = tls.map_or_else(|| s.to_string(), |e| tls_words(e).to_owned());
                 if !text.contains(&s_text) {
                     text = format!("{text}: {s_text}");
                 }
@@ -400,6 +404,30 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
             }
             anyhow::anyhow!(text)
         }
+    }
+}
+
+/// A TLS failure other than the certificate's check (`Verifier` says those), in words.
+fn tls_words(e: &rustls::Error) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    use rustls::Error as E;
+    match e {
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "the server's answer is not TLS as it should be"
+        }
+        E::AlertReceived(Alert::HandshakeFailure | Alert::ProtocolVersion | Alert::InsufficientSecurity) => {
+            "the server refused the handshake: no TLS version or cipher in common"
+        }
+        E::AlertReceived(Alert::CertificateRequired) => {
+            "the server asks for a client certificate, which chat-notifier does not send"
+        }
+        E::AlertReceived(_) => "the server ended the handshake",
+        E::PeerIncompatible(_) => "the server offers no TLS version or cipher chat-notifier accepts",
+        E::PeerMisbehaved(_) | E::PeerSentOversizedRecord => "the server broke the TLS protocol",
+        E::NoCertificatesPresented => "the server presented no certificate",
+        E::InvalidCertificate(_) | E::InvalidCertRevocationList(_) => "the server's certificate was refused",
+        E::DecryptError | E::EncryptError => "the TLS connection could not be decrypted",
+        _ => "TLS failed",
     }
 }
 
