@@ -567,13 +567,12 @@ fn validate_url_form(url: &str) -> Result<(), String> {
         }
         return Ok(());
     }
+    // libpq allows spaces around the = (`host = db password = x`).
+    let squeezed = url.split('=').map(str::trim).collect::<Vec<_>>().join("=");
     let keyword = |token: &str| {
         token.split_once('=').is_some_and(|(key, _)| LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
     };
-    let mut tokens = url.split_whitespace();
-    if tokens.next().is_some_and(keyword)
-        || url.split_whitespace().any(|t| t.to_ascii_lowercase().starts_with("password="))
-    {
+    if squeezed.split_whitespace().any(keyword) {
         return Err(
             "source.url: libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, \
                     and the password in source.password_env or source.password_file"
@@ -1041,6 +1040,8 @@ path = "outbox"
             ("host=db dbname=rasa", "libpq's key=value form"),
             ("dbname=rasa", "libpq's key=value form"),
             ("rasa.db Password=x", "libpq's key=value form"),
+            ("host = db  password = x", "libpq's key=value form"),
+            ("dbname='my db' sslmode=require", "libpq's key=value form"),
             ("mysql://u:x@h/db", "mysql:// is not a URL chat-notifier reads"),
             ("POSTGRESQL://db/x", "POSTGRESQL:// is not a URL"),
             ("jdbc:postgresql://u:x@h/db", "source.url: not a URL chat-notifier reads"),
