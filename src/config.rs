@@ -534,6 +534,76 @@ fn secret(table: &str, var: Option<&str>, file: Option<&Path>) -> Result<Option<
     Ok(None)
 }
 
+/// The schemes `source.url` may have; anything else with a `://` is refused.
+const SCHEMES: [&str; 3] = ["postgresql", "postgres", "sqlite"];
+
+/// libpq's keywords, the ones a `key=value` connection string starts with or carries.
+const LIBPQ_KEYWORDS: [&str; 12] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "application_name",
+];
+
+/// What `source.url` must be before anything else is read of it: a PostgreSQL URL, a
+/// `sqlite://` path, or a SQLite file's path. What is none of them (a libpq `key=value` string,
+/// `mysql://u:pw@h/db`, `sqlite://u:pw@/x.db`) is refused without being echoed: it may hold a
+/// password, and an error line would print it in full.
+fn validate_url_form(url: &str) -> Result<(), String> {
+    const KNOWN: &str = "give postgresql://, postgres://, sqlite:// or a SQLite file's path";
+    let url = url.trim();
+    if url.chars().any(char::is_control) {
+        return Err("source.url: a control character in it".into());
+    }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && !scheme.contains('/')
+    {
+        if !SCHEMES.contains(&scheme) {
+            let grammar = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            return Err(match grammar {
+                true => format!("source.url: {scheme}:// is not a URL chat-notifier reads: {KNOWN}"),
+                false => format!("source.url: not a URL chat-notifier reads: {KNOWN}"),
+            });
+        }
+        if scheme == "sqlite" {
+            if rest.split('/').next().is_some_and(|authority| authority.contains(['@', ':'])) {
+                return Err(
+                    "source.url: sqlite:// takes a file's path, no user, password or host (sqlite:///path/to/file.db)"
+                        .into(),
+                );
+            }
+            if rest.contains(['?', '#']) {
+                return Err("source.url: sqlite:// takes a file's path, no query (?...): the file is opened read \
+                            only, with no settings from the URL"
+                    .into());
+            }
+        }
+        return Ok(());
+    }
+    // libpq allows spaces around the = (`host = db password = x`).
+    let squeezed = url.split('=').map(str::trim).collect::<Vec<_>>().join("=");
+    let keyword = |token: &str| {
+        token.split_once('=').is_some_and(|(key, _)| LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
+    };
+    if squeezed.split_whitespace().any(keyword) {
+        return Err(
+            "source.url: libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, \
+                    and the password in source.password_env or source.password_file"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// `postgresql://user:secret@host/db`: a password written in the URL.
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -559,6 +629,10 @@ fn validate_postgres_url(url: &str) -> Result<(), String> {
     }
     let params = url_params(url);
     for p in &params {
+        if p.key.chars().any(char::is_control) {
+            let key = p.raw.split('=').next().unwrap_or("");
+            return Err(format!("source.url: a control character in the name of a setting ({key}=)"));
+        }
         if p.key == "password" || p.key == "sslpassword" {
             return Err(format!("source.url: passwords are not read from the config file ({}=); {USE}", p.key));
         }
@@ -740,6 +814,11 @@ fn parse(text: &str) -> Result<Config, String> {
         (Some(_), Some(_)) => return Err("export and [source]: give one of them, not both".into()),
         (Some(path), None) => config.source = Some(SourceConfig::export_file(&path)),
         (None, _) => {}
+    }
+    // Before a relative path is resolved: what is no URL read here must not become a file name
+    // that errors would print in full.
+    if let Some(source) = &config.source {
+        validate_url_form(&source.url)?;
     }
     Ok(config)
 }
@@ -962,6 +1041,42 @@ path = "outbox"
             let err = error_of(&text);
             assert!(err.contains(key), "error {err:?} should name {key:?}");
         }
+    }
+
+    /// What `source.url` may be, and what is refused before it is read as a path.
+    #[test]
+    fn url_forms() {
+        for url in [
+            "r.db",
+            "/var/lib/rasa/rasa.db",
+            "sqlite://rasa.db",
+            "sqlite:///var/lib/rasa/rasa.db",
+            "data/x=y.db",
+            "/srv/bots@2026/a b.db",
+            "postgresql://bot@db/rasa?sslmode=require",
+            "postgres://db/rasa",
+        ] {
+            assert_eq!(validate_url_form(url), Ok(()), "{url}");
+        }
+        for (url, why) in [
+            ("host=db dbname=rasa", "libpq's key=value form"),
+            ("dbname=rasa", "libpq's key=value form"),
+            ("rasa.db Password=x", "libpq's key=value form"),
+            ("host = db  password = x", "libpq's key=value form"),
+            ("dbname='my db' sslmode=require", "libpq's key=value form"),
+            ("mysql://u:x@h/db", "mysql:// is not a URL chat-notifier reads"),
+            ("POSTGRESQL://db/x", "POSTGRESQL:// is not a URL"),
+            ("jdbc:postgresql://u:x@h/db", "source.url: not a URL chat-notifier reads"),
+            ("sqlite://u:x@/tmp/x.db", "no user, password or host"),
+            ("sqlite://u@x.db", "no user, password or host"),
+            ("sqlite:///tmp/x.db?password=x", "no query"),
+            ("/tmp/x\n.db", "a control character"),
+        ] {
+            let err = validate_url_form(url).unwrap_err();
+            assert!(err.contains(why) && !err.contains(":x@") && !err.contains("=x"), "{url}: {err}");
+        }
+        let err = validate_postgres_url("postgresql://db/x?password%00=s3cret").unwrap_err();
+        assert_eq!(err, "source.url: a control character in the name of a setting (password%00=)");
     }
 
     #[test]

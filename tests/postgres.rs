@@ -382,7 +382,7 @@ fn sslmode_has_libpq_s_meanings() {
 }
 
 /// `prefer` talks in clear only to a server that says it has no TLS; one that says it has and
-/// then fails the handshake is an error, never a reason to fall back. `require` and the
+/// then fails the handshake is an error (said in words), never a reason to fall back. `require` and the
 /// `verify-*` modes never talk in clear.
 #[test]
 fn prefer_falls_back_to_clear_only_where_the_server_has_no_tls() {
@@ -403,7 +403,11 @@ fn prefer_falls_back_to_clear_only_where_the_server_has_no_tls() {
         (at(tls, no_tls, "sslmode=prefer"), Some("no encryption")),
         (at("postgres", no_tls, "sslmode=require"), Some("server does not support TLS")),
         (at("postgres", no_tls, &format!("sslmode=verify-full&sslrootcert={ca}")), Some("server does not support TLS")),
-        (at("postgres", broken_tls, "sslmode=prefer"), Some("error performing TLS handshake")),
+        // In words, not rustls' ("received corrupt message of type InvalidContentType").
+        (
+            at("postgres", broken_tls, "sslmode=prefer"),
+            Some("error performing TLS handshake: the server's answer is not TLS"),
+        ),
     ];
     for (url, failure) in cases {
         f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
@@ -416,6 +420,164 @@ fn prefer_falls_back_to_clear_only_where_the_server_has_no_tls() {
                 "{url}: {why}: {}",
                 check.stdout
             ),
+        }
+    }
+}
+
+/// A self-signed server certificate (Debian's, or `openssl req -x509 -subj /CN=localhost`,
+/// which OpenSSL 3 marks CA:TRUE and names in its CN only) is pinned by giving that very
+/// certificate as `sslrootcert`, as libpq accepts it: with verify-full (its name checked, from
+/// the CN where it has no subjectAltName), verify-ca and require. A certificate check that fails
+/// says why in words, never in rustls' Debug (`Other(OtherError(CaUsedAsEndEntity))`).
+#[test]
+fn a_self_signed_server_certificate_given_as_sslrootcert_is_pinned() {
+    let server = SmtpServer::start();
+    let (Some(cluster), Some(main)) = (pg::self_signed_cluster(), pg::cluster()) else { return };
+    let url = cluster.database();
+    cluster.client(&url).batch_execute(EXPORT_SCHEMA).unwrap();
+    let database = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let f = Fixture::new(server.port());
+    let pinned = cluster.ca_file.display().to_string();
+    // The same key and name, certified again (a renewed certificate the owner has not pinned).
+    let renewed = f.dir.path().join("renewed.crt");
+    let key = rcgen::KeyPair::from_pem(&cluster.key).unwrap();
+    std::fs::write(&renewed, pg::self_signed("localhost", &key, 2)).unwrap();
+    let renewed = renewed.display().to_string();
+    let other_ca = main.ca_file.display().to_string();
+    let port = cluster.port;
+    let tls = pg::TLS_ONLY;
+    let at = |host: &str, query: &str| format!("postgresql://{tls}@{host}:{port}/{database}?{query}");
+    let not_pinned = |file: &str, mode: &str| {
+        Some(format!(
+            "TLS: the server's certificate is a CA's, not the one in sslrootcert {file} (sslmode={mode}); to pin a \
+             self-signed certificate, give that very certificate as sslrootcert"
+        ))
+    };
+    let cases: Vec<(String, Option<String>)> = vec![
+        (at("localhost", &format!("sslmode=verify-full&sslrootcert={pinned}")), None),
+        (at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={pinned}")), None),
+        (at("127.0.0.1", &format!("sslmode=require&sslrootcert={pinned}")), None),
+        (
+            at("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={pinned}")),
+            Some(
+                "TLS: the server's certificate is not for 127.0.0.1 but for localhost (sslmode=verify-full checks \
+                 the host's name; verify-ca only the CA)"
+                    .into(),
+            ),
+        ),
+        (at("localhost", &format!("sslmode=verify-full&sslrootcert={renewed}")), not_pinned(&renewed, "verify-full")),
+        (at("localhost", &format!("sslmode=verify-ca&sslrootcert={other_ca}")), not_pinned(&other_ca, "verify-ca")),
+    ];
+    for (url, failure) in cases {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+        let check = f.run(&["check"]);
+        let line = check.stdout.lines().find(|l| l.starts_with("source")).unwrap_or_default().to_owned();
+        match &failure {
+            None => assert!(
+                line.starts_with("source     ok      export postgresql://"),
+                "{url}: {}{}",
+                check.stdout,
+                check.stderr
+            ),
+            Some(why) => {
+                assert!(
+                    line.starts_with("source     FAILED  export postgresql://") && line.contains(why.as_str()),
+                    "{url}: {why}: {}",
+                    check.stdout
+                );
+                let run = f.run(&["run", "--now", "2026-11-24T10:00:00Z"]);
+                assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{url}: {}", run.stderr);
+                assert!(run.stderr.contains(why.as_str()), "{url}: {why}: {}", run.stderr);
+                for out in [&check.stdout, &run.stderr] {
+                    assert!(!out.contains("Other(") && !out.contains("Error("), "{url}: {out}");
+                }
+            }
+        }
+    }
+}
+
+/// With no `sslmode`, a host across a network gets `require`: a server (or anyone on the path)
+/// that says it has no TLS and asks for the password in clear never gets it, and the line says
+/// how to allow clear text where the network is trusted. Here the host's name is one across a
+/// network, reached at 127.0.0.1 through `hostaddr` (as through a tunnel whose far end is on
+/// the network). An explicit `sslmode=prefer` keeps libpq's meaning (the owner's choice), and
+/// a loopback host keeps libpq's default, prefer.
+#[test]
+fn the_default_sslmode_never_gives_the_password_to_a_server_without_tls_across_a_network() {
+    let server = SmtpServer::start();
+    let catcher = pg::PasswordCatcher::start();
+    let f = Fixture::new(server.port());
+    let port = catcher.port;
+    let secret = "Hunter2Secret";
+    let env = [("PG_TEST_PASSWORD", secret)];
+    let source = |url: &str| format!("kind = \"export\"\nurl = \"{url}\"\npassword_env = \"PG_TEST_PASSWORD\"");
+    let across = format!("postgresql://bot@db.example.com:{port}/exp1?hostaddr=127.0.0.1&connect_timeout=20");
+    let why = "the server does not offer TLS, which chat-notifier asks of a host across a network when source.url \
+               gives no sslmode: add sslmode=disable to source.url if the network to it is trusted";
+    f.use_source(&source(&across));
+    let check = f.run_with_env(&["check"], &env);
+    let line = check.stdout.lines().find(|l| l.starts_with("source")).unwrap_or_default().to_owned();
+    assert!(line.starts_with("source     FAILED  export postgresql://") && line.contains(why), "{}", check.stdout);
+    let run = f.run_with_env(&["run", "--now", "2026-11-24T10:00:00Z"], &env);
+    assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{}", run.stderr);
+    assert!(run.stderr.contains(why), "{}", run.stderr);
+    let received = catcher.received();
+    assert!(!received.is_empty(), "the binary reached the catcher");
+    assert!(!String::from_utf8_lossy(&received).contains(secret), "the password went in clear");
+    // The owner's choices: prefer, explicit or on a loopback host, falls back to clear text.
+    for url in
+        [format!("{across}&sslmode=prefer"), format!("postgresql://bot@127.0.0.1:{port}/exp1?connect_timeout=20")]
+    {
+        f.use_source(&source(&url));
+        let check = f.run_with_env(&["check"], &env);
+        assert!(check.stdout.contains("source     FAILED"), "{url}: {}", check.stdout);
+        assert!(String::from_utf8_lossy(&catcher.received()).contains(secret), "{url}: libpq's prefer");
+    }
+}
+
+/// What is no PostgreSQL URL nor a SQLite file is refused by the config check, without
+/// echoing what may hold a secret: a libpq keyword string, an unknown scheme, a `sqlite://`
+/// with a user or a query; and a URL's key with a control character in it.
+#[test]
+fn a_url_that_is_no_known_url_is_refused_without_echoing_a_secret() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    for (url, why) in [
+        (
+            "host=127.0.0.1 port=55432 dbname=exp1 user=pwuser password=Hunter2Secret",
+            "source.url: libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, and \
+             the password in source.password_env or source.password_file",
+        ),
+        (
+            "sqlite://user:Hunter2Secret@/tmp/x.db",
+            "source.url: sqlite:// takes a file's path, no user, password or host (sqlite:///path/to/file.db)",
+        ),
+        ("sqlite:///tmp/x.db?password=Hunter2Secret", "source.url: sqlite:// takes a file's path, no query"),
+        (
+            "mysql://u:Hunter2Secret@h/db",
+            "source.url: mysql:// is not a URL chat-notifier reads: give postgresql://, postgres://, sqlite:// or \
+             a SQLite file's path",
+        ),
+        (
+            "jdbc:postgresql://u:Hunter2Secret@h/db",
+            "source.url: not a URL chat-notifier reads: give postgresql://, postgres://, sqlite:// or a SQLite \
+             file's path",
+        ),
+        (
+            "postgresql://db/exp1?password%00=Hunter2Secret",
+            "source.url: a control character in the name of a setting (password%00=)",
+        ),
+    ] {
+        f.use_source(&format!("kind = \"export\"\nurl = \"{url}\""));
+        let check = f.run(&["check"]);
+        assert_eq!(check.code, 1, "{url}: {}", check.stdout);
+        let line = check.stdout.lines().find(|l| l.starts_with("config")).unwrap_or_default();
+        assert!(line.contains("FAILED") && line.contains(why), "{url}: {why}: {}", check.stdout);
+        let run = f.run(&["run", "--now", "2026-11-24T10:00:00Z"]);
+        assert_eq!((run.code, run.stderr.lines().count()), (1, 1), "{url}: {}", run.stderr);
+        assert!(run.stderr.contains(why), "{url}: {why}: {}", run.stderr);
+        for out in [&check.stdout, &check.stderr, &run.stdout, &run.stderr] {
+            assert!(!out.contains("Hunter2Secret") && !out.contains('\0'), "{url}: {out:?}");
         }
     }
 }

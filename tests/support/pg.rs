@@ -19,8 +19,11 @@ pub struct Cluster {
     data: PathBuf,
     bin: PathBuf,
     pub port: u16,
-    /// The PEM certificate of the CA that signed the server's certificate.
+    /// The PEM certificate of the CA that signed the server's certificate (the certificate
+    /// itself, for the self-signed cluster).
     pub ca_file: PathBuf,
+    /// The PEM key of the server's certificate.
+    pub key: String,
 }
 
 /// A superuser the server lets in over TLS only (`hostnossl ... reject` in pg_hba.conf).
@@ -41,22 +44,51 @@ pub fn ca_and_certificate(names: &[&str]) -> (String, String, String) {
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
+/// A self-signed certificate for the name `cn` as `openssl req -x509 -newkey rsa:2048 -nodes
+/// -subj /CN=localhost` makes it with OpenSSL 3: marked CA:TRUE, the name in its CN only, no
+/// subjectAltName. Its PEM.
+pub fn self_signed(cn: &str, key: &rcgen::KeyPair, serial: u64) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.serial_number = Some(serial.into());
+    params.self_signed(key).unwrap().pem()
+}
+
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+static SELF_SIGNED: OnceLock<Option<Cluster>> = OnceLock::new();
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// The cluster, started on first use; None (the test is skipped) where PostgreSQL is not
 /// installed, except under CI, where that is a failure.
 pub fn cluster() -> Option<&'static Cluster> {
-    CLUSTER
-        .get_or_init(|| match Cluster::start() {
-            Ok(cluster) => Some(cluster),
-            Err(why) => {
-                assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: {why}");
-                eprintln!("skipped: no PostgreSQL server here ({why}); `apt-get install postgresql` runs these");
-                None
-            }
-        })
-        .as_ref()
+    started(&CLUSTER, || ca_and_certificate(&["localhost", "127.0.0.1"]))
+}
+
+/// A second cluster, started on first use, whose certificate is self-signed for `localhost`
+/// (`self_signed`): its `ca_file` is that certificate, as an owner pins it with `sslrootcert`.
+pub fn self_signed_cluster() -> Option<&'static Cluster> {
+    started(&SELF_SIGNED, || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = self_signed("localhost", &key, 1);
+        (cert.clone(), cert, key.serialize_pem())
+    })
+}
+
+/// `cell`'s cluster, started on first use with the (CA, certificate, key) `tls` gives.
+fn started(
+    cell: &'static OnceLock<Option<Cluster>>,
+    tls: impl FnOnce() -> (String, String, String),
+) -> Option<&'static Cluster> {
+    cell.get_or_init(|| match Cluster::start(tls()) {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: {why}");
+            eprintln!("skipped: no PostgreSQL server here ({why}); `apt-get install postgresql` runs these");
+            None
+        }
+    })
+    .as_ref()
 }
 
 fn bin_dir() -> Option<PathBuf> {
@@ -82,13 +114,15 @@ fn as_server(program: &Path) -> Command {
 }
 
 extern "C" fn stop_cluster() {
-    if let Some(Some(c)) = CLUSTER.get() {
-        let _ = as_server(&c.bin.join("pg_ctl")).arg("-D").arg(&c.data).args(["-m", "immediate", "stop"]).output();
+    for cell in [&CLUSTER, &SELF_SIGNED] {
+        if let Some(Some(c)) = cell.get() {
+            let _ = as_server(&c.bin.join("pg_ctl")).arg("-D").arg(&c.data).args(["-m", "immediate", "stop"]).output();
+        }
     }
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster, String> {
+    fn start((ca, cert, key): (String, String, String)) -> Result<Cluster, String> {
         let bin = bin_dir().ok_or("no initdb on PATH or under /usr/lib/postgresql")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         if unsafe { libc::geteuid() } == 0 {
@@ -109,7 +143,6 @@ impl Cluster {
             return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
         }
         // TLS as Debian's server has it on, with a certificate the system does not know.
-        let (ca, cert, key) = ca_and_certificate(&["localhost", "127.0.0.1"]);
         let ca_file = dir.path().join("ca.crt");
         let write = |name: &str, text: &str| -> Result<PathBuf, String> {
             let path = data.join(name);
@@ -147,7 +180,7 @@ impl Cluster {
             return Err(format!("pg_ctl start: {}{log}", String::from_utf8_lossy(&out.stderr)));
         }
         unsafe { libc::atexit(stop_cluster) };
-        let cluster = Cluster { _dir: dir, data, bin, port, ca_file };
+        let cluster = Cluster { _dir: dir, data, bin, port, ca_file, key };
         cluster.admin().batch_execute(&format!("CREATE ROLE {TLS_ONLY} LOGIN SUPERUSER")).map_err(|e| e.to_string())?;
         Ok(cluster)
     }
@@ -208,6 +241,79 @@ impl Cluster {
 
     fn admin(&self) -> postgres::Client {
         self.client(&self.url("postgres"))
+    }
+}
+
+/// A "server" on 127.0.0.1 as one on the path could play it: it answers a TLS request with
+/// 'N' (no TLS here), then asks for the password in clear and keeps what the client sends.
+pub struct PasswordCatcher {
+    pub port: u16,
+    /// Connections answered so far.
+    answered: std::sync::Arc<AtomicUsize>,
+    /// What each connection received, when it ended.
+    received: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+}
+
+impl PasswordCatcher {
+    pub fn start() -> PasswordCatcher {
+        use std::io::{Read, Write};
+        const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = std::sync::Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counter = answered.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let (tx, counter) = (tx.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut serve = || -> std::io::Result<()> {
+                        client.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+                        let mut answer = client.try_clone()?;
+                        let mut read = |n: usize, got: &mut Vec<u8>| -> std::io::Result<Vec<u8>> {
+                            let mut buf = vec![0; n];
+                            client.read_exact(&mut buf)?;
+                            got.extend_from_slice(&buf);
+                            Ok(buf)
+                        };
+                        let first = read(8, &mut got)?;
+                        // Counted before any answer: a client that saw one was counted.
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let startup = if first == SSL_REQUEST {
+                            answer.write_all(b"N")?;
+                            read(4, &mut got)?
+                        } else {
+                            first[..4].to_vec()
+                        };
+                        let length = u32::from_be_bytes(startup[..4].try_into().unwrap()) as usize;
+                        let already = if first == SSL_REQUEST { 4 } else { 8 };
+                        read(length.saturating_sub(already).min(10_000), &mut got)?;
+                        // AuthenticationCleartextPassword.
+                        answer.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])?;
+                        let header = read(5, &mut got)?;
+                        let length = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+                        read(length.saturating_sub(4).min(10_000), &mut got)?;
+                        Ok(())
+                    };
+                    let _ = serve();
+                    let _ = tx.send(got);
+                });
+            }
+        });
+        PasswordCatcher { port, answered, received: std::sync::Mutex::new(rx) }
+    }
+
+    /// Everything clients sent, once each connection answered has ended: to call when the
+    /// clients have exited, so that no connection is still to come.
+    pub fn received(&self) -> Vec<u8> {
+        let rx = self.received.lock().unwrap();
+        let mut all = Vec::new();
+        for _ in 0..self.answered.swap(0, Ordering::SeqCst) {
+            all.extend(rx.recv_timeout(std::time::Duration::from_secs(120)).expect("a connection that never ended"));
+        }
+        all
     }
 }
 
