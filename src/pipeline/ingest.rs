@@ -96,7 +96,13 @@ pub fn rebase(before: Option<Covered>, messages: &[Message], now: DateTime<Utc>,
         None if last_activity < horizon => (last_message, Some(last_activity), 0),
         None => (0, None, 0),
         Some(Covered { at: Some(at), emails, .. }) => {
-            let through = messages.iter().filter(|m| trusted(m) <= at).map(|m| m.id).max().unwrap_or(0);
+            // At the precision the state keeps (milliseconds; `kept_millis` rounds up, states
+            // before it rounded down): a store's finer stamps (Rasa's microseconds) must not make
+            // a covered message look later than what covered it. One turn is written at once, so
+            // no message of a later turn falls in the same millisecond.
+            let kept = at.timestamp_millis();
+            let through =
+                messages.iter().filter(|m| trusted(m).timestamp_millis() <= kept).map(|m| m.id).max().unwrap_or(0);
             (through, Some(at), emails)
         }
         // Covered before its time was recorded (a state from before): the id is all there is.
@@ -352,5 +358,23 @@ mod tests {
         assert_eq!(old.tracked.covered_through, 503, "never seen, older than the horizon: history");
         let future = [m(7, 10_000_000, Author::Visitor, None)];
         assert_eq!(rebase(None, &future, now, horizon).tracked.last_activity, now, "the future counts as now");
+    }
+
+    #[test]
+    fn rebase_recognises_covered_messages_stamped_finer_than_the_state_keeps() {
+        // Rasa's stamps: microseconds. The email covered through 12:00:00.109600.
+        let t = |micros: i64| DateTime::from_timestamp_micros(1_790_000_000_000_000 + micros).unwrap();
+        let msg = |id: i64, micros: i64| Message { sent_at: t(micros), ..m(id, 0, Author::Visitor, None) };
+        let chat = [msg(1, 0), msg(2, 109_600), msg(3, 90_000_000)];
+        let now = t(100_000_000);
+        let horizon = now - TimeDelta::days(1);
+        let ms = t(109_600).timestamp_millis();
+        for kept in [ms + 1, ms] {
+            // As this version keeps it (rounded up), and as versions before did (rounded down).
+            let at = DateTime::from_timestamp_millis(kept).unwrap();
+            let r = rebase(Some(Covered { at: Some(at), through: 2, emails: 1 }), &chat, now, horizon);
+            assert_eq!(r.tracked.covered_through, 2, "kept as {kept}");
+            assert!(r.tracked.has_uncovered(), "message 3 is new");
+        }
     }
 }

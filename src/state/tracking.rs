@@ -10,6 +10,15 @@ use crate::mail::Email;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::{ChatState, Seen, Tracked};
 
+/// A message's time as the state keeps it: unix milliseconds, rounded up. Stores stamp finer
+/// (Rasa: float seconds with microseconds); rounded up, a kept time is never earlier than the
+/// message it stands for, so idleness is never reached early and every message an email
+/// covered is at or before the `covered_at` kept for it (`pipeline::ingest::rebase`).
+pub(crate) fn kept_millis(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos() % 1_000_000 == 0 { ms } else { ms.saturating_add(1) }
+}
+
 /// The columns `open_row` reads, in its order.
 macro_rules! open_columns {
     () => {
@@ -265,7 +274,7 @@ impl Tx<'_> {
              last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended",
         )?;
         for (id, s) in seen {
-            upsert.execute(params![id, s.last_message, s.last_activity.timestamp_millis(), s.ended])?;
+            upsert.execute(params![id, s.last_message, kept_millis(s.last_activity), s.ended])?;
         }
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = coalesce(?2, anchor), read_count = read_count + ?3",
@@ -290,7 +299,7 @@ impl Tx<'_> {
                 "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, missing_since = NULL \
                  WHERE id = ?1",
             )?
-            .execute(params![open.id, open.tracked.last_message, open.tracked.last_activity.timestamp_millis()])?;
+            .execute(params![open.id, open.tracked.last_message, kept_millis(open.tracked.last_activity)])?;
         Ok(())
     }
 
@@ -356,7 +365,7 @@ impl Tx<'_> {
             .execute(params![
                 open.id,
                 covers_through,
-                open.tracked.last_activity.timestamp_millis(),
+                kept_millis(open.tracked.last_activity),
                 email.subject,
                 message_id,
                 email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
@@ -419,10 +428,10 @@ impl Tx<'_> {
             .execute(params![
                 id,
                 t.last_message,
-                t.last_activity.timestamp_millis(),
+                kept_millis(t.last_activity),
                 t.ended,
                 t.covered_through,
-                r.covered_at.map(|c| c.timestamp_millis())
+                r.covered_at.map(kept_millis)
             ])?;
         Ok(())
     }
@@ -450,4 +459,18 @@ fn open_row(r: &Row) -> rusqlite::Result<Open> {
         thread: super::thread(r.get(6)?, &r.get::<_, String>(7)?, r.get(9)?),
         missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_kept_in_milliseconds_never_earlier_than_the_message() {
+        let t = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap();
+        assert_eq!(kept_millis(t(1_795_510_980_109_600)), 1_795_510_980_110);
+        assert_eq!(kept_millis(t(1_795_510_980_109_000)), 1_795_510_980_109, "whole milliseconds stay");
+        assert_eq!(kept_millis(t(1_795_510_980_000_001)), 1_795_510_980_001);
+        assert_eq!(kept_millis(t(-1_500)), -1, "before 1970 too");
+    }
 }
