@@ -16,7 +16,7 @@ use crate::pipeline::classify::{ChatState, Seen, Tracked};
 /// covered is at or before the `covered_at` kept for it (`pipeline::ingest::rebase`).
 pub(crate) fn kept_millis(t: DateTime<Utc>) -> i64 {
     let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 { ms } else { ms.saturating_add(1) }
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) { ms } else { ms.saturating_add(1) }
 }
 
 /// The columns `open_row` reads, in its order.
