@@ -201,7 +201,7 @@ fn sessions_with_the_channels_metadata_are_two_chats_and_no_warning() {
                 &["lead_form", "action_listen"],
             )
             .user("ada", start + 10.0, "Ada Lovelace", "inform", &["lead_form", "action_listen"])
-            .user_from("ada", start + 7200.000_3, "me again", "greet", channel, &["utter_greet", "action_listen"]),
+            .user_from("ada", start + 7_200.000_3, "me again", "greet", channel, &["utter_greet", "action_listen"]),
     );
     let out = f.run_at("2026-11-24T11:40:00Z", &[], 0);
     assert_eq!(warnings(&out), "");
