@@ -5,9 +5,13 @@
 //! that breaks the promise (an export restored from a backup, regenerated with other ids, rows
 //! inserted below the watermark) would make a run silently deaf. So every run checks the row at
 //! the watermark (one primary-key lookup) and the highest id, and once an hour counts the rows
-//! at or below the watermark. When anything differs, one warning says what was found, and the
-//! state is lined up with the source by content (`rebase`): messages an email covered are
-//! recognised by their time, not their id, so nothing is lost and nothing is sent twice.
+//! at or below the watermark. Rows deleted are routine (a visitor's chat erased on request):
+//! below the watermark they change nothing; when they were the newest read, and the store hands
+//! their ids out again (SQLite), reading goes on from the latest message read that is still
+//! there (`erased`), so each new row is read once. When anything else differs, one warning
+//! says what was found, and the state is lined up with the source by content (`rebase`):
+//! messages an email covered are recognised by their time, not their id, so nothing is lost
+//! and nothing is sent twice.
 
 use std::collections::HashMap;
 
@@ -44,6 +48,10 @@ pub enum Continuity {
     /// Nothing wrong, but the state lacks a reference to check against next time (a state
     /// written by an earlier version, or rows deleted below the watermark): record these.
     Adopt { anchor: Option<String>, count: Option<i64> },
+    /// The last rows read are gone, or are other rows now: the newest rows were deleted (a chat
+    /// erased; SQLite hands their ids out again), or the store was restored or regenerated.
+    /// `erased` tells the first from the rest; the reason, for the warning when it is the rest.
+    Tail(String),
     /// The source's ids changed under us; the reason, for the warning.
     Broken(String),
 }
@@ -55,7 +63,7 @@ pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
         return Continuity::Same;
     }
     if now.last_id < w {
-        return Continuity::Broken(format!(
+        return Continuity::Tail(format!(
             "its highest message id is now {}, below {w}, the last one read: it was restored from a backup or regenerated",
             now.last_id
         ));
@@ -63,12 +71,10 @@ pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
     match (&read.anchor, &now.anchor) {
         (None, _) => return Continuity::Adopt { anchor: now.anchor.clone(), count: now.count },
         (Some(_), None) => {
-            return Continuity::Broken(format!(
-                "the message at id {w}, the last one read, is gone: ids were renumbered"
-            ));
+            return Continuity::Tail(format!("the message at id {w}, the last one read, is gone: ids were renumbered"));
         }
         (Some(was), Some(is)) if was != is => {
-            return Continuity::Broken(format!(
+            return Continuity::Tail(format!(
                 "the message at id {w}, the last one read, is another message now: ids were renumbered"
             ));
         }
@@ -138,7 +144,22 @@ pub fn ingest(
     match continuity(&read, &probe) {
         Continuity::Same => {}
         Continuity::Adopt { anchor, count } => state.atomically(|tx| tx.set_anchor(anchor.as_deref(), count, None))?,
-        Continuity::Broken(why) => {
+        Continuity::Tail(_) if let Some(erased) = erased(source, state, read.watermark, probe.last_id)? => {
+            // Routine (a visitor's chat erased on request): said with -v, not a warning for cron.
+            let n = erased.gone.len();
+            log::info!(
+                "{}: the newest events read, up to id {}, were deleted with {n} conversation{} (a chat erased?); \
+                 reading again from id {}: nothing is lost or sent twice",
+                source.name(),
+                read.watermark,
+                if n == 1 { "" } else { "s" },
+                erased.from + 1,
+            );
+            let anchor = source.anchor_at(erased.from)?.unwrap_or_default();
+            let count = source.count_through(erased.from)?;
+            state.atomically(|tx| tx.rewind(erased.from, &anchor, count, &erased.gone, now))?;
+        }
+        Continuity::Tail(why) | Continuity::Broken(why) => {
             log::warn!(
                 "{}: {why}; reading it again whole and recognising what was emailed by time, so nothing is lost or sent twice",
                 source.name()
@@ -258,6 +279,49 @@ fn mark_finished(source: &dyn Source, state: &mut State) -> Result<()> {
     }
 }
 
+/// How many conversations a deletion at the end of the store may have taken before it is read
+/// again whole instead (`erased`): an erased visitor's chats, not a store cut back a day.
+const ERASED_MAX: usize = 100;
+
+/// The newest rows read were deleted, and these conversations with them; the store is still the
+/// one read through `from`.
+#[derive(Debug)]
+struct Erased {
+    from: i64,
+    gone: Vec<String>,
+}
+
+/// Whether the last rows read are gone because they were deleted, conversations whole (a chat
+/// erased: Rasa's `DELETE /conversations/<id>/tracker`), and the store is otherwise the one read:
+/// the latest message read that the store still has, as read (its id, of its conversation), is
+/// where reading goes on; every conversation whose last message read came after it must be gone
+/// from the store entirely. Rows after it are new (ids grow from the highest left, SQLite
+/// reusing the freed ones) or not messages, so reading on from it reads each new one once.
+/// None otherwise (a backup restored, ids renumbered, part of a chat gone): `resync`.
+fn erased(source: &dyn Source, state: &State, watermark: i64, last_id: i64) -> Result<Option<Erased>> {
+    let top = watermark.min(last_id);
+    let mut gone: Vec<String> = Vec::new();
+    let mut before = None;
+    while let Some((id, last)) = state.latest_read(before.as_ref())? {
+        if last <= top {
+            let found = source.activity_after(last - 1, 1, &Default::default())?;
+            if found.activity.first().is_some_and(|a| a.id == last && a.conversation_id == id) {
+                let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
+                if !ids.is_empty() && !source.conversations(&ids)?.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Erased { from: last, gone }));
+            }
+        }
+        if gone.len() == ERASED_MAX {
+            return Ok(None);
+        }
+        gone.push(id.clone());
+        before = Some((last, id));
+    }
+    Ok(None)
+}
+
 /// Lines the state up with a source whose ids changed: one pass over the whole source, in one
 /// transaction. A one-off, when `continuity` says so.
 fn resync(source: &dyn Source, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<()> {
@@ -301,12 +365,13 @@ mod tests {
         use Continuity::*;
         let read = progress(100, Some("c1|t"), Some(100));
         let broken = |c: &Continuity| matches!(c, Broken(_));
+        let tail = |c: &Continuity| matches!(c, Tail(_));
         assert_eq!(continuity(&progress(0, None, Some(0)), &probe(5, None, None)), Same);
         assert_eq!(continuity(&read, &probe(150, Some("c1|t"), None)), Same);
         assert_eq!(continuity(&read, &probe(150, Some("c1|t"), Some(100))), Same);
-        assert!(broken(&continuity(&read, &probe(90, None, None))), "restored: max id below the watermark");
-        assert!(broken(&continuity(&read, &probe(150, Some("c9|u"), None))), "renumbered");
-        assert!(broken(&continuity(&read, &probe(150, None, None))), "the row read last is gone");
+        assert!(tail(&continuity(&read, &probe(90, None, None))), "deleted or restored: max id below the watermark");
+        assert!(tail(&continuity(&read, &probe(150, Some("c9|u"), None))), "its id handed out again, or renumbered");
+        assert!(tail(&continuity(&read, &probe(150, None, None))), "the row read last is gone");
         assert!(broken(&continuity(&read, &probe(150, Some("c1|t"), Some(103)))), "inserted below");
         assert_eq!(
             continuity(&read, &probe(150, Some("c1|t"), Some(97))),

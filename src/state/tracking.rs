@@ -208,6 +208,23 @@ impl State {
         }
     }
 
+    /// The conversation whose last message read has the highest id below `before` (that id and
+    /// the conversation's, when given): for a run that finds the last rows read gone, one scan
+    /// of the conversations per conversation looked at.
+    pub fn latest_read(&self, before: Option<&(i64, String)>) -> Result<Option<(String, i64)>> {
+        let (last, id) = before.map_or((i64::MAX, ""), |(last, id)| (*last, id.as_str()));
+        self.context(
+            self.conn
+                .query_row(
+                    "SELECT id, last_message FROM conversations WHERE last_message > 0 \
+                     AND (last_message, id) < (?1, ?2) ORDER BY last_message DESC, id DESC LIMIT 1",
+                    params![last, id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional(),
+        )
+    }
+
     /// How many conversations have messages no email covers (through the open index).
     pub fn count_open(&self) -> Result<usize> {
         self.context(self.conn.query_row(
@@ -389,6 +406,27 @@ impl Tx<'_> {
             "UPDATE progress SET anchor = coalesce(?1, anchor), read_count = coalesce(?2, read_count), \
              audited_at = coalesce(?3, audited_at)",
             params![anchor, read_count, audited_at.map(|t| t.timestamp_millis())],
+        )?;
+        Ok(())
+    }
+
+    /// Lines the state up with a store whose newest rows were deleted, `gone` conversations with
+    /// them: it was read through `from` (`read` rows, the last `anchor`), the rows after are read
+    /// again, and what the state knew of the gone conversations is closed (nothing of them can be
+    /// sent; a new message with one of their ids is new).
+    pub fn rewind(&self, from: i64, anchor: &str, read: i64, gone: &[String], now: DateTime<Utc>) -> Result<()> {
+        let mut close = self.0.prepare_cached(
+            "UPDATE conversations SET last_message = ?2, covered_through = ?2, held_through = 0, ended = 0, \
+             missing_since = NULL WHERE id = ?1",
+        )?;
+        for id in gone {
+            close.execute(params![id, from])?;
+        }
+        // Rows read after it that are still there (a commit window's) are read again, and counted.
+        self.0.execute("DELETE FROM recent_ids WHERE id > ?1", [from])?;
+        self.0.execute(
+            "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
+            params![from, anchor, read, now.timestamp_millis()],
         )?;
         Ok(())
     }
