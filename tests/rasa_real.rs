@@ -108,6 +108,34 @@ fn an_erased_tracker_whose_ids_sqlite_hands_out_again_is_one_new_email_and_no_wa
     assert!(erased < read && after[2] <= read, "ids reused: read through {read}, then {after:?}");
 }
 
+/// The erased visitor comes back at once (the same sender id, the widget remembers it): the new
+/// session begins on the very ids handed out again, so it has the erased one's name. A new
+/// chat, a new thread, sent once.
+#[test]
+fn an_erased_visitor_who_comes_back_is_a_new_chat() {
+    let server = SmtpServer::start();
+    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    rasa.write(&url, &busy_morning("zed"));
+    first_run(&f, &server);
+    let zed = mails(&server).into_iter().find(|m| m.subject.contains("Zed Last")).unwrap();
+    rasa.write(
+        &url,
+        &Steps::new().delete("zed").lead_gives("zed", "Zed Again", "zed@example.com", at("2026-11-24T10:00:00Z", 7)),
+    );
+    let out = f.run_at("2026-11-24T10:45:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    let m = mails(&server);
+    assert_eq!(m.len(), 11, "{:#?}", subjects(&m[10..]));
+    assert!(m[10].subject.starts_with("Lead Bot: chat with Zed Again [#"), "{}", m[10].subject);
+    // A new thread (the reference in the subject is the conversation's name, which Rasa's ids
+    // gave it again).
+    assert_eq!(m[10].in_reply_to, None, "{}", m[10].subject);
+    assert_ne!(m[10].message_id, zed.message_id);
+    assert!(m[10].text.contains("left the chat with Lead Bot midway"), "{}", m[10].text);
+    f.run_at("2026-11-25T10:45:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 11, "nothing twice");
+}
+
 #[test]
 fn an_erased_tracker_on_postgres_is_one_new_email_and_no_warning() {
     let server = SmtpServer::start();

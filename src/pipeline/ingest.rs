@@ -157,7 +157,7 @@ pub fn ingest(
             );
             let anchor = source.anchor_at(erased.from)?.unwrap_or_default();
             let count = source.count_through(erased.from)?;
-            state.atomically(|tx| tx.rewind(erased.from, &anchor, count, &erased.gone, now))?;
+            state.atomically(|tx| tx.rewind(erased.from, &anchor, count, &erased.gone, &erased.reused, now))?;
         }
         Continuity::Tail(why) | Continuity::Broken(why) => {
             log::warn!(
@@ -289,6 +289,8 @@ const ERASED_MAX: usize = 100;
 struct Erased {
     from: i64,
     gone: Vec<String>,
+    /// Of those, the names a new chat has now.
+    reused: Vec<String>,
 }
 
 /// Whether the last rows read are gone because they were deleted, conversations whole (a chat
@@ -296,28 +298,33 @@ struct Erased {
 /// the latest message read that the store still has, as read (its id, of its conversation), is
 /// where reading goes on; every conversation whose last message read came after it must be gone
 /// from the store entirely. Rows after it are new (ids grow from the highest left, SQLite
-/// reusing the freed ones) or not messages, so reading on from it reads each new one once.
+/// reusing the freed ones) or not messages, so reading on from it reads each new one once. A
+/// conversation gone that the store has again must begin after what was read of it: a new chat
+/// on the ids handed out again, named as the erased one was.
 /// None otherwise (a backup restored, ids renumbered, part of a chat gone): `resync`.
 fn erased(source: &dyn Source, state: &State, watermark: i64, last_id: i64) -> Result<Option<Erased>> {
     let top = watermark.min(last_id);
     let mut gone: Vec<String> = Vec::new();
-    let mut before = None;
-    while let Some((id, last)) = state.latest_read(before.as_ref())? {
+    for (id, last) in state.latest_read(ERASED_MAX + 1)? {
         if last <= top {
             let found = source.activity_after(last - 1, 1, &Default::default())?;
             if found.activity.first().is_some_and(|a| a.id == last && a.conversation_id == id) {
                 let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
-                if !ids.is_empty() && !source.conversations(&ids)?.is_empty() {
-                    return Ok(None);
+                let mut reused = Vec::new();
+                let present = if ids.is_empty() { Default::default() } else { source.conversations(&ids)? };
+                for (id, c) in present {
+                    // A conversation of that name begins after the last message read of the one
+                    // gone: a new chat named as the erased one was (its ids handed out again).
+                    let Some(before) = state.conversation(&id)? else { continue };
+                    if !c.started_at.is_some_and(|t| t.to_utc() > before.tracked.last_activity) {
+                        return Ok(None);
+                    }
+                    reused.push(id);
                 }
-                return Ok(Some(Erased { from: last, gone }));
+                return Ok(Some(Erased { from: last, gone, reused }));
             }
         }
-        if gone.len() == ERASED_MAX {
-            return Ok(None);
-        }
-        gone.push(id.clone());
-        before = Some((last, id));
+        gone.push(id);
     }
     Ok(None)
 }

@@ -208,21 +208,16 @@ impl State {
         }
     }
 
-    /// The conversation whose last message read has the highest id below `before` (that id and
-    /// the conversation's, when given): for a run that finds the last rows read gone, one scan
-    /// of the conversations per conversation looked at.
-    pub fn latest_read(&self, before: Option<&(i64, String)>) -> Result<Option<(String, i64)>> {
-        let (last, id) = before.map_or((i64::MAX, ""), |(last, id)| (*last, id.as_str()));
-        self.context(
-            self.conn
-                .query_row(
-                    "SELECT id, last_message FROM conversations WHERE last_message > 0 \
-                     AND (last_message, id) < (?1, ?2) ORDER BY last_message DESC, id DESC LIMIT 1",
-                    params![last, id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional(),
-        )
+    /// The `limit` conversations whose last message read has the highest ids, highest first,
+    /// with those ids: for a run that finds the last rows read gone (one pass over the
+    /// conversations).
+    pub fn latest_read(&self, limit: usize) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.context(self.conn.prepare(
+            "SELECT id, last_message FROM conversations WHERE last_message > 0 \
+             ORDER BY last_message DESC, id DESC LIMIT ?1",
+        ))?;
+        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)));
+        self.context(rows.and_then(Iterator::collect))
     }
 
     /// How many conversations have messages no email covers (through the open index).
@@ -413,14 +408,30 @@ impl Tx<'_> {
     /// Lines the state up with a store whose newest rows were deleted, `gone` conversations with
     /// them: it was read through `from` (`read` rows, the last `anchor`), the rows after are read
     /// again, and what the state knew of the gone conversations is closed (nothing of them can be
-    /// sent; a new message with one of their ids is new).
-    pub fn rewind(&self, from: i64, anchor: &str, read: i64, gone: &[String], now: DateTime<Utc>) -> Result<()> {
+    /// sent; a new message with one of their ids is new). Those `reused` are another chat now,
+    /// named as the erased one was: forgotten (no thread, no email, no visitor).
+    pub fn rewind(
+        &self,
+        from: i64,
+        anchor: &str,
+        read: i64,
+        gone: &[String],
+        reused: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut close = self.0.prepare_cached(
             "UPDATE conversations SET last_message = ?2, covered_through = ?2, held_through = 0, ended = 0, \
              missing_since = NULL WHERE id = ?1",
         )?;
         for id in gone {
             close.execute(params![id, from])?;
+        }
+        let mut forget = self.0.prepare_cached(
+            "UPDATE conversations SET emails = 0, subject = NULL, thread = '', thread_index = NULL, \
+             covered_at = NULL, visitor_id = NULL, bot_id = NULL WHERE id = ?1",
+        )?;
+        for id in reused {
+            forget.execute([id])?;
         }
         // Rows read after it that are still there (a commit window's) are read again, and counted.
         self.0.execute("DELETE FROM recent_ids WHERE id > ?1", [from])?;
