@@ -316,7 +316,7 @@ fn erased(source: &dyn Source, state: &State, watermark: i64, last_id: i64) -> R
                     // A conversation of that name begins after the last message read of the one
                     // gone: a new chat named as the erased one was (its ids handed out again).
                     let Some(before) = state.conversation(&id)? else { continue };
-                    if !c.started_at.is_some_and(|t| t.to_utc() > before.tracked.last_activity) {
+                    if c.started_at.is_none_or(|t| t.to_utc() <= before.tracked.last_activity) {
                         return Ok(None);
                     }
                     reused.push(id);
