@@ -16,7 +16,9 @@ Each step is one thing Rasa's server does for one sender, ending with the tracke
         60 minutes), with the channel's metadata in `session_started_metadata`; `UserUttered`;
         the form's slot extracted from the text; then each action named (what the policies
         would predict): a response, the form, `action_deactivate_loop`, `action_listen`, or a
-        custom action (an action server's, returning no events).
+        custom action (an action server's, returning no events). With
+        "custom_session_start": true, the session starts with the assistant's own
+        `action_session_start`, which writes no `session_started`.
     {"sender": S, "at": SECONDS, "actions": [NAME, ...]}
         Actions without a message (a reminder, an external event).
     {"sender": S, "at": SECONDS, "slots": {NAME: VALUE}, "metadata": {...}}
@@ -188,10 +190,15 @@ async def run(scenario):
         data = {"elements": None, "quick_replies": None, "buttons": None, "attachment": None, "image": None}
         return BotUttered(text, {**data, "custom": None}, {"utter_action": name})
 
-    def start_session(tracker, metadata):
+    def start_session(tracker, metadata, custom):
         # MessageProcessor._update_tracker_session and ActionSessionStart (slots carried over).
         if metadata:
             tracker.update(SlotSet(SESSION_START_METADATA_SLOT, metadata), domain)
+        if custom:
+            # The assistant's own `action_session_start` (an action server's), which returns
+            # no SessionStarted: the processor logs it and what it returned.
+            run_action(tracker, ACTION_SESSION_START_NAME, [ActionExecuted(ACTION_LISTEN_NAME)])
+            return
         carried = [
             SlotSet(key=e.key, value=e.value, metadata=e.metadata)
             for e in tracker.applied_events()
@@ -257,7 +264,7 @@ async def run(scenario):
             if "user" in step:
                 last = tracker.get_last_event_for(UserUttered)
                 if not tracker.applied_events() or (last and clock.now - last.timestamp > expiry):
-                    start_session(tracker, metadata)
+                    start_session(tracker, metadata, step.get("custom_session_start", False))
                 intent = {"name": step.get("intent", "inform"), "confidence": 0.98}
                 parse = {"text": step["user"], "intent": intent, "entities": [], "intent_ranking": [intent]}
                 message_id = f"{sender}-{len(tracker.events)}"

@@ -75,6 +75,15 @@ impl Steps {
         self
     }
 
+    /// A message that starts a session with the assistant's own `action_session_start` (an
+    /// action server's), which writes no `session_started`.
+    pub fn user_custom_start(mut self, sender: &str, at: f64, text: &str, intent: &str, actions: &[&str]) -> Self {
+        self.0.push(json!({
+            "sender": sender, "at": at, "user": text, "intent": intent, "actions": actions, "custom_session_start": true
+        }));
+        self
+    }
+
     /// Slots set with this metadata.
     pub fn slots(mut self, sender: &str, at: f64, slots: Value, metadata: Value) -> Self {
         self.0.push(json!({ "sender": sender, "at": at, "slots": slots, "metadata": metadata }));
