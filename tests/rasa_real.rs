@@ -136,6 +136,33 @@ fn an_erased_visitor_who_comes_back_is_a_new_chat() {
     assert_eq!(mails(&server).len(), 11, "nothing twice");
 }
 
+/// Erased, and nothing written since (the highest id now below the last one read): quiet;
+/// the next chat, on the ids handed out again, is read once.
+#[test]
+fn an_erased_tracker_with_nothing_after_it_is_read_on_quietly() {
+    let server = SmtpServer::start();
+    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    let read = *rasa.write(&url, &busy_morning("zed")).last().unwrap();
+    first_run(&f, &server);
+    let left = rasa.write(&url, &Steps::new().delete("zed"))[0];
+    assert!(left < read);
+    let out = f.run_at("2026-11-24T10:00:00Z", &["-v"], 0);
+    assert!(!out.stderr.contains(" warn: "), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("up to id {read}, were deleted with 1 conversation")), "{}", out.stderr);
+    assert_eq!(mails(&server).len(), 10);
+    rasa.write(
+        &url,
+        &Steps::new().lead_completes("new", "Nina New", "nina@example.com", "555", at("2026-11-24T10:05:00Z", 5)),
+    );
+    let out = f.run_at("2026-11-24T10:06:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    let m = mails(&server);
+    assert_eq!(m.len(), 11, "{:#?}", subjects(&m[10..]));
+    assert!(m[10].subject.starts_with("Lead Bot: chat with Nina New [#") && m[10].text.contains("finished"));
+    f.run_at("2026-11-25T10:45:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 11, "nothing twice");
+}
+
 #[test]
 fn an_erased_tracker_on_postgres_is_one_new_email_and_no_warning() {
     let server = SmtpServer::start();
@@ -247,7 +274,18 @@ fn sessions_with_the_channels_metadata_are_two_chats_and_no_warning() {
 #[test]
 fn a_form_rasa_completes_is_a_finished_chat() {
     let server = SmtpServer::start();
-    let Some((f, rasa, url)) = on_sqlite(&server, "complete_on_forms = [\"lead_form\"]") else { return };
+    let Some(on) = on_sqlite(&server, "complete_on_forms = [\"lead_form\"]") else { return };
+    a_form_completed(&server, on);
+}
+
+#[test]
+fn a_form_rasa_completes_on_postgres_is_a_finished_chat() {
+    let server = SmtpServer::start();
+    let Some(on) = on_postgres(&server, "complete_on_forms = [\"lead_form\"]") else { return };
+    a_form_completed(&server, on);
+}
+
+fn a_form_completed(server: &SmtpServer, (f, rasa, url): (Fixture, Rasa, String)) {
     rasa.write(
         &url,
         &Steps::new().lead_completes(
@@ -260,7 +298,7 @@ fn a_form_rasa_completes_is_a_finished_chat() {
     );
     let out = f.run_at("2026-11-24T09:01:00Z", &[], 0);
     assert_eq!(warnings(&out), "");
-    let m = mails(&server);
+    let m = mails(server);
     assert_eq!(m.len(), 1);
     assert!(m[0].text.contains("Ann Ames finished the chat"), "{}", m[0].text);
     for field in ["name: Ann Ames", "email: ann@example.com", "phone: +1 555 0100"] {
@@ -293,7 +331,18 @@ fn a_form_cancelled_with_stop_is_abandoned_not_finished() {
 #[test]
 fn slots_with_the_channels_metadata_are_the_visitors_fields() {
     let server = SmtpServer::start();
-    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    let Some(on) = on_sqlite(&server, "") else { return };
+    slots_with_metadata(&server, on);
+}
+
+#[test]
+fn slots_with_the_channels_metadata_on_postgres_are_the_visitors_fields() {
+    let server = SmtpServer::start();
+    let Some(on) = on_postgres(&server, "") else { return };
+    slots_with_metadata(&server, on);
+}
+
+fn slots_with_metadata(server: &SmtpServer, (f, rasa, url): (Fixture, Rasa, String)) {
     let start = at("2026-11-24T09:00:00Z", 500_000);
     rasa.write(
         &url,
@@ -305,7 +354,7 @@ fn slots_with_the_channels_metadata_are_the_visitors_fields() {
     );
     let out = f.run_at("2026-11-24T09:40:00Z", &[], 0);
     assert_eq!(warnings(&out), "");
-    let m = mails(&server);
+    let m = mails(server);
     assert_eq!(m.len(), 1);
     assert!(m[0].text.contains("plan: pro") && m[0].text.contains("email: sam@example.com"), "{}", m[0].text);
     assert!(!m[0].text.contains("203.0.113.9"), "event metadata is not a field: {}", m[0].text);
