@@ -136,6 +136,37 @@ fn an_erased_visitor_who_comes_back_is_a_new_chat() {
     assert_eq!(mails(&server).len(), 11, "nothing twice");
 }
 
+/// The same, when the visitor back goes through the same steps before the next run: a new
+/// message now sits at the very id, in the very conversation name, of the last one read of the
+/// erased chat. It is the new chat's, read with the rest of it.
+#[test]
+fn an_erased_visitor_back_on_the_same_ids_and_steps_is_read_whole() {
+    let server = SmtpServer::start();
+    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    rasa.write(&url, &busy_morning("zed"));
+    first_run(&f, &server);
+    rasa.write(
+        &url,
+        &Steps::new().delete("zed").lead_completes(
+            "zed",
+            "Zed Again",
+            "zed2@example.com",
+            "557",
+            at("2026-11-24T10:00:00Z", 7),
+        ),
+    );
+    let out = f.run_at("2026-11-24T10:01:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    let m = mails(&server);
+    assert_eq!(m.len(), 11, "{:#?}", subjects(&m[10..]));
+    assert!(m[10].subject.starts_with("Lead Bot: chat with Zed Again [#"), "{}", m[10].subject);
+    assert!(m[10].text.contains("Zed Again finished the chat"), "{}", m[10].text);
+    assert!(m[10].text.contains("Visitor: hi, I'd like a quote") && m[10].text.contains("zed2@example.com"));
+    assert_eq!(m[10].in_reply_to, None);
+    f.run_at("2026-11-25T10:45:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 11, "nothing twice");
+}
+
 /// Erased, and nothing written since (the highest id now below the last one read): quiet;
 /// the next chat, on the ids handed out again, is read once.
 #[test]

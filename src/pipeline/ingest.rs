@@ -305,10 +305,15 @@ struct Erased {
 fn erased(source: &dyn Source, state: &State, watermark: i64, last_id: i64) -> Result<Option<Erased>> {
     let top = watermark.min(last_id);
     let mut gone: Vec<String> = Vec::new();
-    for (id, last) in state.latest_read(ERASED_MAX + 1)? {
+    for (id, last, activity) in state.latest_read(ERASED_MAX + 1)? {
         if last <= top {
+            // The same message: its id, its conversation, and no later than what was read of
+            // it (a new chat on ids handed out again can have the erased one's name).
             let found = source.activity_after(last - 1, 1, &Default::default())?;
-            if found.activity.first().is_some_and(|a| a.id == last && a.conversation_id == id) {
+            let same = |a: &Activity| {
+                a.id == last && a.conversation_id == id && a.sent_at.timestamp_millis() <= activity.timestamp_millis()
+            };
+            if found.activity.first().is_some_and(same) {
                 let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
                 let mut reused = Vec::new();
                 let present = if ids.is_empty() { Default::default() } else { source.conversations(&ids)? };

@@ -209,14 +209,14 @@ impl State {
     }
 
     /// The `limit` conversations whose last message read has the highest ids, highest first,
-    /// with those ids: for a run that finds the last rows read gone (one pass over the
-    /// conversations).
-    pub fn latest_read(&self, limit: usize) -> Result<Vec<(String, i64)>> {
+    /// with those ids and their last activity: for a run that finds the last rows read gone
+    /// (one pass over the conversations).
+    pub fn latest_read(&self, limit: usize) -> Result<Vec<(String, i64, DateTime<Utc>)>> {
         let mut stmt = self.context(self.conn.prepare(
-            "SELECT id, last_message FROM conversations WHERE last_message > 0 \
+            "SELECT id, last_message, last_activity FROM conversations WHERE last_message > 0 \
              ORDER BY last_message DESC, id DESC LIMIT ?1",
         ))?;
-        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)));
+        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, millis(r.get(2)?))));
         self.context(rows.and_then(Iterator::collect))
     }
 

@@ -38,7 +38,7 @@ if ! {
       --no-input -q "${pins[@]}" &&
     "$venv/bin/python" -c 'from rasa.core.tracker_store import SQLTrackerStore'
 } >"$log" 2>&1; then
-  echo "tests/rasa/install.sh: installing Rasa into $venv failed; pip said:" >&2
+  echo "tests/rasa/install.sh: installing Rasa into $venv failed:" >&2
   cat "$log" >&2
   rm -rf "$venv"
   exit 1
