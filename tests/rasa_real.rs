@@ -250,16 +250,28 @@ fn a_store_restored_from_a_copy_is_lined_up_by_time_to_the_microsecond() {
 #[test]
 fn idleness_counts_from_the_microsecond_rasa_stamped() {
     let server = SmtpServer::start();
-    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    let Some(on) = on_sqlite(&server, "") else { return };
+    idleness_to_the_microsecond(&server, on);
+}
+
+/// The same in PostgreSQL's `double precision`.
+#[test]
+fn idleness_counts_from_the_microsecond_rasa_stamped_on_postgres() {
+    let server = SmtpServer::start();
+    let Some(on) = on_postgres(&server, "") else { return };
+    idleness_to_the_microsecond(&server, on);
+}
+
+fn idleness_to_the_microsecond(server: &SmtpServer, (f, rasa, url): (Fixture, Rasa, String)) {
     rasa.write(
         &url,
         &Steps::new().lead_gives("ivy", "Ivy Chen", "ivy@example.com", at("2026-11-24T08:59:39Z", 700_400)),
     );
     f.run_at("2026-11-24T09:00:01Z", &[], 0);
     f.run_at("2026-11-24T09:30:00Z", &[], 0);
-    assert!(mails(&server).is_empty(), "29:59.9996 is not 30 minutes");
+    assert!(mails(server).is_empty(), "29:59.9996 is not 30 minutes");
     f.run_at("2026-11-24T09:30:01Z", &[], 0);
-    let m = mails(&server);
+    let m = mails(server);
     assert_eq!(m.len(), 1);
     assert!(m[0].text.contains("[2026-11-24 09:00] Visitor: ivy@example.com"), "{}", m[0].text);
 }
