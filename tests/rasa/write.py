@@ -94,7 +94,7 @@ session_config:
 
 MODEL_ID = "5f0e0b9c2c4f4a1b9d1e2f3a4b5c6d7e"
 ASSISTANT_ID = "lead-assistant"
-# The store's constructor retries forever while the database is unreachable.
+# The store's constructor may retry forever, every 5 s, while the database is unreachable.
 CONNECT_TIMEOUT = 30
 
 
