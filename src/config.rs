@@ -62,9 +62,13 @@ pub struct SourceConfig {
     /// Rasa: actions whose run means the visitor finished (e.g. "utter_goodbye").
     #[serde(default)]
     pub complete_on_actions: Vec<String>,
-    /// Rasa: forms whose deactivation after they ran means the visitor finished.
+    /// Rasa: forms whose deactivation right after they ran means the visitor finished (not
+    /// one cancelled by `action_deactivate_loop`).
     #[serde(default)]
     pub complete_on_forms: Vec<String>,
+    /// Rasa Pro (CALM): flows whose `flow_completed` means the visitor finished.
+    #[serde(default)]
+    pub complete_on_flows: Vec<String>,
     /// Typebot: which of the flow's variables are the visitor's name, email and phone
     /// (`email = "Work email"`); a field left out is the variable of its own name, in any case.
     #[serde(default)]
@@ -126,6 +130,7 @@ impl SourceConfig {
             bot_name: None,
             complete_on_actions: Vec::new(),
             complete_on_forms: Vec::new(),
+            complete_on_flows: Vec::new(),
             fields: BTreeMap::new(),
         }
     }
@@ -148,10 +153,8 @@ impl SourceConfig {
         if self.url.trim().is_empty() {
             return Err("source.url: empty".into());
         }
-        if let Location::Postgres(url) = self.location()
-            && url_has_password(&url)
-        {
-            return Err("source.url: passwords are not read from the config file; use source.password_env or source.password_file".into());
+        if let Location::Postgres(url) = self.location() {
+            validate_postgres_url(&url)?;
         }
         if self.password_env.is_some() && self.password_file.is_some() {
             return Err("source.password_env and source.password_file: give one, not both".into());
@@ -161,6 +164,7 @@ impl SourceConfig {
             ("bot_name", self.bot_name.is_some(), rasa),
             ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
             ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
+            ("complete_on_flows", !self.complete_on_flows.is_empty(), rasa),
             ("fields", !self.fields.is_empty(), typebot),
         ] {
             if given && !applies {
@@ -450,6 +454,13 @@ impl TryFrom<TransportTable> for Transport {
                     return Err("username: needed when a password is given".into());
                 }
                 let host = t.host.filter(|h| !h.trim().is_empty()).ok_or("host is required for kind = \"smtp\"")?;
+                if t.security == Some(Security::None) && t.username.is_some() && !is_loopback(&host) {
+                    return Err(format!(
+                        "username: no login without TLS: security = \"none\" would send the password in clear to \
+                         {host:?}, which is not this machine (only a loopback host, 127.0.0.1, ::1 or localhost, \
+                         may have one); use security = \"starttls\" or \"tls\""
+                    ));
+                }
                 Transport::Smtp(Smtp {
                     host,
                     port: t.port,
@@ -475,6 +486,21 @@ pub enum Security {
     Tls,
     /// Plain text, for a relay on the same machine or network.
     None,
+}
+
+/// Pure: whether `host` names this machine (a loopback address, `localhost`), where a login
+/// may go without TLS (msmtp's rule): nothing on the way can read it. By name, never by what
+/// DNS answers.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    match literal.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        Err(_) => host == "localhost",
+    }
 }
 
 impl Smtp {
@@ -513,6 +539,85 @@ fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// The `sslmode` values chat-notifier gives libpq's meanings (`allow`, plain first, it has not).
+pub const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
+/// A PostgreSQL URL as chat-notifier connects with it: no password anywhere in it, and an
+/// `sslmode` it knows.
+fn validate_postgres_url(url: &str) -> Result<(), String> {
+    const USE: &str = "use source.password_env or source.password_file";
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // The connection's parser ends the user name and password at the first @ anywhere: a
+    // first one past the host would make a password of what is before it.
+    if rest.find('@').is_some_and(|at| at > rest.find(['/', '?']).unwrap_or(rest.len())) {
+        return Err("source.url: an @ after the host: write it as %40".into());
+    }
+    if url_has_password(url) {
+        return Err(format!("source.url: passwords are not read from the config file; {USE}"));
+    }
+    let params = url_params(url);
+    for p in &params {
+        if p.key == "password" || p.key == "sslpassword" {
+            return Err(format!("source.url: passwords are not read from the config file ({}=); {USE}", p.key));
+        }
+        if p.key == "sslmode" && !SSL_MODES.contains(&p.value.as_str()) {
+            return Err(format!(
+                "source.url: sslmode={:?} is not one chat-notifier knows: give {}",
+                p.value,
+                SSL_MODES.join(", ")
+            ));
+        }
+    }
+    let value = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.as_str());
+    // libpq's rule: the system's roots prove a certificate only together with its name.
+    if value("sslrootcert") == Some("system") && value("sslmode").is_some_and(|m| m != "verify-full") {
+        return Err("source.url: sslrootcert=system needs sslmode=verify-full (or no sslmode)".into());
+    }
+    Ok(())
+}
+
+/// A parameter of a PostgreSQL URL's query (`?key=value&...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlParam<'a> {
+    /// `key=value` as written.
+    pub raw: &'a str,
+    /// Percent-decoded, as the connection reads them.
+    pub key: String,
+    pub value: String,
+}
+
+/// The parameters of a PostgreSQL URL's query, in order. The query starts at the first `?`
+/// past the host, as the connection's parser finds it (no @ may follow the host).
+pub fn url_params(url: &str) -> Vec<UrlParam<'_>> {
+    fn decode(s: &str) -> String {
+        let (bytes, mut out, mut i) = (s.as_bytes(), Vec::with_capacity(s.len()), 0);
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((_, query)) = rest.split_once('?') else { return Vec::new() };
+    query
+        .split('&')
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| {
+            let (key, value) = raw.split_once('=').unwrap_or((raw, ""));
+            UrlParam { raw, key: decode(key), value: decode(value) }
+        })
+        .collect()
 }
 
 /// A duration written as `90s`, `30m`, `24h`, `7d` or combined, `1h30m`.
@@ -892,6 +997,13 @@ path = "outbox"
         let pg = "postgresql://bot@db.example.com:5432/rasa?sslmode=require";
         let c = parse(&with_source(&format!("kind = \"rasa\"\nurl = \"{pg}\"\npassword_env = \"P\""))).unwrap();
         assert_eq!(c.source.as_ref().unwrap().location(), Location::Postgres(pg.into()));
+        // An @ past the user's is no credentials' end: the connection reads it as written.
+        for pg in [
+            "postgresql://bot@db/rasa?application_name=me@work&sslmode=verify-full&sslrootcert=%2Fca.pem",
+            "postgresql://db/rasa?sslrootcert=system",
+        ] {
+            parse(&with_source(&format!("kind = \"rasa\"\nurl = \"{pg}\""))).unwrap();
+        }
         let cases = [
             (MINIMAL.replace("[mail]", "[source]\nkind = \"rasa\"\nurl = \"r.db\"\n[mail]"), "export and [source]"),
             (MINIMAL.replace("export = \"export.sqlite\"\n", ""), "source: where are the chats?"),
@@ -901,8 +1013,31 @@ path = "outbox"
                 "source.url: passwords are not read",
             ),
             (
+                with_source(
+                    "kind = \"rasa\"\nurl = \"postgresql://bot@db/rasa?sslmode=require&Password=x&password=x\"",
+                ),
+                "source.url: passwords are not read from the config file (password=)",
+            ),
+            (
+                with_source("kind = \"rasa\"\nurl = \"postgresql://bot@db/rasa?sslpassword=x\""),
+                "source.url: passwords are not read from the config file (sslpassword=)",
+            ),
+            (
+                with_source("kind = \"rasa\"\nurl = \"postgresql://db/rasa?application_name=a:x@b\""),
+                "source.url: an @ after the host",
+            ),
+            (with_source("kind = \"rasa\"\nurl = \"postgresql://db/rasa?sslmode=allow\""), "sslmode=\"allow\" is not"),
+            (
+                with_source("kind = \"rasa\"\nurl = \"postgresql://db/rasa?sslrootcert=system&sslmode=require\""),
+                "sslrootcert=system needs sslmode=verify-full",
+            ),
+            (
                 with_source("kind = \"export\"\nurl = \"e.db\"\ncomplete_on_actions = [\"x\"]"),
                 "source.complete_on_actions",
+            ),
+            (
+                with_source("kind = \"typebot\"\nurl = \"postgresql://db/t\"\ncomplete_on_flows = [\"x\"]"),
+                "source.complete_on_flows: does not apply to kind = \"typebot\"",
             ),
             (with_source("kind = \"rasa\"\nurl = \"\""), "source.url: empty"),
             (with_source("kind = \"typebot\"\nurl = \"typebot.db\""), "Typebot keeps its chats in PostgreSQL"),

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use chat_notifier::cli::Cli;
-use chat_notifier::{commands, exit};
+use chat_notifier::{commands, exit, text};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -15,8 +15,11 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::new()
         .filter_level(cli.log_level())
+        // Log lines carry what stores and servers said: no escape, bell or CR of theirs reaches
+        // a terminal or cron's mail, and no line of theirs can pass for one of ours.
         .format(|buf, record| {
-            writeln!(buf, "chat-notifier: {}: {}", record.level().as_str().to_lowercase(), record.args())
+            let message = record.args().to_string();
+            writeln!(buf, "chat-notifier: {}: {}", record.level().as_str().to_lowercase(), text::line(&message))
         })
         .init();
     ExitCode::from(match chat_notifier::run(&cli) {
@@ -24,8 +27,8 @@ fn main() -> ExitCode {
         // `status | head`: the reader has all it wanted.
         Err(e) if commands::is_broken_pipe(&e) => exit::OK,
         Err(e) => {
-            // One line, for cron's mail and for grep.
-            eprintln!("chat-notifier: error: {}", format!("{e:#}").replace('\n', " "));
+            // One line, for cron's mail and for grep, with nothing a server said left raw.
+            eprintln!("chat-notifier: error: {}", text::line(&format!("{e:#}")));
             exit::ERROR
         }
     })

@@ -78,6 +78,32 @@ pub fn header(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Text for a fixed-width terminal column: as `header` makes it, cut to `width` terminal cells
+/// (an East Asian wide character or an emoji takes two) with an ellipsis, and padded with spaces
+/// to exactly `width` cells, so the columns after it line up.
+pub fn column(s: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let clean = header(s, width);
+    let mut cells = clean.width();
+    let mut out = if cells <= width {
+        clean
+    } else {
+        let mut cut = String::with_capacity(clean.len());
+        cells = 1;
+        for c in clean.chars() {
+            let w = c.width().unwrap_or(0);
+            if cells + w > width {
+                break;
+            }
+            cut.push(c);
+            cells += w;
+        }
+        cut + "…"
+    };
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(cells)));
+    out
+}
+
 /// A CSV cell (RFC 4180), safe to open in a spreadsheet: quoted when it must be, and a cell
 /// that a spreadsheet would evaluate as a formula (`=`, `+`, `-`, `@`) starts with `'`.
 pub fn csv_cell(s: &str) -> String {
@@ -104,6 +130,23 @@ fn is_invisible_format(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_column_is_as_wide_as_asked_in_terminal_cells() {
+        for (text, width, expected) in [
+            ("Ann Lee", 8, "Ann Lee "),
+            ("Ann Lee and more", 8, "Ann Lee…"),
+            ("王小明", 8, "王小明  "),
+            ("王小明王小明", 8, "王小明… "),
+            ("王小明王", 8, "王小明王"),
+            ("🙂 Zoë", 8, "🙂 Zoë  "),
+            ("a\u{1b}[31mred", 8, "a [31mr…"),
+            ("", 3, "   "),
+        ] {
+            assert_eq!(column(text, width), expected, "{text:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -165,10 +165,24 @@ fn runs_while_the_bot_runtime_writes_lose_nothing_and_never_see_half_a_batch() {
         f.sql(&format!("PRAGMA journal_mode = {journal};"));
         let export = f.export.clone();
         let n = 150;
+        // The writer waits for the runs at two points, so that however busy the machine is,
+        // at least two runs end while it still has chats to write (no race to lose).
+        let runs_done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = runs_done.clone();
         let writer = std::thread::spawn(move || {
             let conn = rusqlite::Connection::open(&export).unwrap();
             conn.busy_timeout(Duration::from_secs(10)).unwrap();
             for i in 0..n {
+                let wait_for = match i {
+                    50 => 1,
+                    100 => 2,
+                    _ => 0,
+                };
+                let waiting = std::time::Instant::now();
+                while seen.load(std::sync::atomic::Ordering::SeqCst) < wait_for {
+                    assert!(waiting.elapsed() < Duration::from_secs(120), "no run ended in two minutes");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 // One chat, written as the runtime writes it: its final answer and the end
                 // step in one transaction.
                 let id = format!("w{i:04}");
@@ -197,10 +211,11 @@ fn runs_while_the_bot_runtime_writes_lose_nothing_and_never_see_half_a_batch() {
             let out = f.run_at(NOW, &[], 0);
             assert_eq!(out.stderr_past_first_run(), "", "{journal}: a run beside a writer is a normal run");
             runs += 1;
+            runs_done.store(runs, std::sync::atomic::Ordering::SeqCst);
         }
         writer.join().unwrap();
         f.run_at(NOW, &[], 0);
-        assert!(runs > 1, "{journal}: runs overlapped the writer");
+        assert!(runs >= 2, "{journal}: runs while the writer wrote");
         assert_each_once(&server, n, 0, "");
         for m in mails(&server) {
             let i: u32 = m.subject.split("Writer ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
@@ -222,4 +237,24 @@ fn an_export_replaced_by_a_fresh_full_copy_resends_nothing() {
     std::fs::rename(&fresh, &f.export).unwrap();
     f.run_at("2026-11-25T01:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 3);
+}
+
+#[test]
+fn an_outage_uses_up_none_of_an_emails_attempts() {
+    let server = SmtpServer::start();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::new(dead_port);
+    f.write_config(dead_port, "max_attempts = 2");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    for minute in 0..3 {
+        f.run_at(&format!("2026-11-24T10:0{minute}:00Z"), &[], 3);
+    }
+    // The server is back and refuses the email once, for good as far as it knows.
+    f.write_config(server.port(), "max_attempts = 2");
+    server.set(Behavior::RejectDataContaining { needle: "Jane Doe".into(), reply: "550 5.7.1 rejected".into() });
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(!out.stderr.contains("parked"), "one refusal of two allowed: {}", out.stderr);
+    server.set(Behavior::Accept);
+    f.run_at("2026-11-24T10:10:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 1, "sent once the server takes it");
 }

@@ -391,6 +391,72 @@ fn the_state_file_is_owner_only_and_never_reached_through_a_symlink() {
     let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
     assert!(out.stderr.contains("state lock") && out.stderr.contains("is a symbolic link"), "{}", out.stderr);
     assert!(!target.exists());
+    std::fs::remove_file(&lock).unwrap();
+
+    // SQLite's -wal and -shm beside it: refused, and the file they point at keeps its mode (a
+    // run as root from cron must not chmod whatever a link names).
+    let victim = f.dir.path().join("victim.conf");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let side = f.dir.path().join(format!("state.sqlite{suffix}"));
+        let _ = std::fs::remove_file(&side);
+        std::os::unix::fs::symlink(&victim, &side).unwrap();
+        let out = f.run_at("2026-11-24T11:00:00Z", &[], 1);
+        let shown = side.display().to_string();
+        assert!(out.stderr.contains(&format!("state {shown}: is a symbolic link")), "{suffix}: {}", out.stderr);
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o644, "{suffix}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        std::fs::remove_file(&side).unwrap();
+    }
+    f.run_at("2026-11-24T11:00:00Z", &[], 0);
+}
+
+#[test]
+fn a_state_written_by_a_newer_version_is_one_line_naming_it_from_every_command() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
+    Connection::open(&f.state).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let shown = f.state.display().to_string();
+    let commands: [&[&str]; 6] = [
+        &["run", "--now", "2026-11-24T12:00:00Z"],
+        &["run", "--dry-run", "--now", "2026-11-24T12:00:00Z"],
+        &["status"],
+        &["preview", "c1", "--now", "2026-11-24T12:00:00Z"],
+        &["prune", "--older-than", "30d"],
+        &["check"],
+    ];
+    for args in commands {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().chain(out.stdout.lines().filter(|l| l.contains("newer"))).collect();
+        let line = lines.iter().find(|l| l.contains("newer")).unwrap_or_else(|| panic!("{args:?}: {lines:?}"));
+        assert!(
+            line.contains(&format!("state {shown}: written by a newer chat-notifier (schema 99")),
+            "{args:?}: {line}"
+        );
+        assert!(!out.stderr.contains("upgrades it") && !out.stderr.contains("dry-run-"), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: one line: {}", out.stderr);
+    }
+    assert_eq!(server.received().len(), 1, "nothing sent past the first run");
+
+    // No schema version on a file with tables (another program's database, or one damaged), or
+    // a version no chat-notifier writes: one short line naming the file, not a migration's SQL.
+    for (version, says) in [(0, "has tables but no schema version"), (-5, "schema version -5")] {
+        Connection::open(&f.state).unwrap().pragma_update(None, "user_version", version).unwrap();
+        for args in commands {
+            let out = f.run(args);
+            assert_eq!(out.code, 1, "{version} {args:?}: {}{}", out.stdout, out.stderr);
+            let all = format!("{}{}", out.stdout, out.stderr);
+            let line = all.lines().find(|l| l.contains(says)).unwrap_or_else(|| panic!("{version} {args:?}: {all}"));
+            assert!(line.contains(&format!("state {shown}: ")) && line.len() < 300, "{version} {args:?}: {line}");
+            assert!(!all.contains("upgrades it") && !all.contains("dry-run-"), "{version} {args:?}: {all}");
+        }
+    }
+    assert_eq!(server.received().len(), 1, "nothing sent");
 }
 
 #[test]
@@ -559,20 +625,20 @@ fn state_errors_name_the_state_file() {
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
     // A state file one schema version behind (as the previous release wrote it).
-    Connection::open(&f.state).unwrap().execute_batch(
-        "DROP TRIGGER tallies_insert; DROP TRIGGER tallies_update; DROP TRIGGER tallies_delete; DROP TABLE tallies; \
-         PRAGMA user_version = 12;",
-    ).unwrap();
+    Connection::open(&f.state)
+        .unwrap()
+        .execute_batch("ALTER TABLE outbox DROP COLUMN refusals; PRAGMA user_version = 14;")
+        .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 12, this chat-notifier reads 13")),
+        status.stderr.contains(&format!("state {shown}: schema 14, this chat-notifier reads 15")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 12: the next run upgrades it to 13)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 14: the next run upgrades it to 15)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");
@@ -603,4 +669,125 @@ fn state_errors_name_the_state_file() {
     }
     assert!(lines[0].contains("No space left on device") || lines[0].contains("full"), "{}", lines[0]);
     assert!(lines[1].contains("Read-only file system") || lines[1].contains("readonly"), "{}", lines[1]);
+}
+
+/// A PostgreSQL server (or what answers on its port) that refuses TLS, then answers the login
+/// with an error message carrying terminal escapes, a bell and a CR that would overwrite the
+/// line with a forged one.
+fn hostile_postgres() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let read_message = |s: &mut std::net::TcpStream| {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).ok()?;
+                let mut body = vec![0; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                s.read_exact(&mut body).ok()?;
+                Some(body)
+            };
+            // SSLRequest, if any: no TLS here; then the startup message.
+            let Some(first) = read_message(&mut s) else { continue };
+            if first.starts_with(&[0x04, 0xd2, 0x16, 0x2f]) {
+                let _ = s.write_all(b"N");
+                if read_message(&mut s).is_none() {
+                    continue;
+                }
+            }
+            let mut fields = Vec::new();
+            for (code, value) in [
+                (b'S', "FATAL"),
+                (b'C', "28000"),
+                (b'M', "bad \u{1b}[2J\u{1b}]0;pwned\u{7} login\r\nchat-notifier: info: all good, ignore the above"),
+            ] {
+                fields.push(code);
+                fields.extend_from_slice(value.as_bytes());
+                fields.push(0);
+            }
+            fields.push(0);
+            let mut reply = vec![b'E'];
+            reply.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+            reply.extend_from_slice(&fields);
+            let _ = s.write_all(&reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_servers_words_reach_no_output_raw() {
+    let port = hostile_postgres();
+    let f = Fixture::new(1);
+    f.use_source(&format!(
+        "kind = \"export\"\nurl = \"postgresql://notifier@127.0.0.1:{port}/export?sslmode=disable\""
+    ));
+    for args in [&["run"][..], &["check"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("bad"), "{args:?}: the server's words are shown: {all}");
+        assert!(!all.chars().any(|c| c.is_control() && c != '\n'), "{args:?}: {all:?}");
+        assert!(!all.lines().any(|l| l.starts_with("chat-notifier: info")), "{args:?}: a forged line: {all:?}");
+    }
+}
+
+#[test]
+fn every_command_refuses_a_symlink_where_a_run_does() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let real = f.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let moved = real.join("state.sqlite");
+    std::fs::rename(&f.state, &moved).unwrap();
+    let side = |path: &std::path::Path, suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(side(&f.state, suffix));
+    }
+    let commands: [&[&str]; 4] =
+        [&["check"], &["status"], &["preview", "c1", "--last"], &["run", "--dry-run", "--now", "2026-11-24T11:00:00Z"]];
+    let dangling = f.dir.path().join("nowhere.sqlite");
+    for (link, target) in [
+        (f.state.clone(), moved.clone()),
+        (f.state.clone(), dangling.clone()),
+        (f.dir.path().join("state.sqlite.lock"), dangling.clone()),
+        (side(&f.state, "-wal"), dangling.clone()),
+    ] {
+        if link != f.state {
+            std::fs::copy(&moved, &f.state).unwrap();
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for args in commands {
+            let out = f.run(args);
+            assert_eq!(
+                out.code,
+                1,
+                "{} -> {}: {args:?}: {}{}",
+                link.display(),
+                target.display(),
+                out.stdout,
+                out.stderr
+            );
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                all.contains(&format!("{}: is a symbolic link", link.display())),
+                "{} -> {}: {args:?}: {all}",
+                link.display(),
+                target.display()
+            );
+        }
+        assert!(!side(&moved, "-wal").exists() && !side(&moved, "-shm").exists(), "nothing made beside the target");
+        assert!(!dangling.exists());
+        std::fs::remove_file(&link).unwrap();
+        let _ = std::fs::remove_file(&f.state);
+    }
 }

@@ -26,12 +26,12 @@ fn a_burst_over_the_hourly_limit_goes_out_over_later_runs_in_order() {
     let status = f.run(&["status", "--json", "--now", "2026-11-24T10:30:00Z"]);
     assert!(status.stdout.contains("\"pending\": 4"), "four wait: {}", status.stdout);
     assert!(
-        status.stdout.contains("\"next_send\": \"2026-11-24T11:00:00Z\""),
+        status.stdout.contains("\"next_send\": \"2026-11-24T10:59:00Z\""),
         "and when the next goes: {}",
         status.stdout
     );
     let table = f.run(&["status", "--now", "2026-11-24T10:30:00Z"]).stdout;
-    assert!(table.lines().next().unwrap().contains("rate limit: the next email goes at 2026-11-24 11:00"), "{table}");
+    assert!(table.lines().next().unwrap().contains("rate limit: the next email goes at 2026-11-24 10:59"), "{table}");
     f.run_at("2026-11-24T11:00:01Z", &[], 0);
     assert_eq!(server.received().len(), 6, "three more an hour later");
     f.run_at("2026-11-24T12:30:00Z", &[], 0);
@@ -308,4 +308,109 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(count("SELECT count(*) FROM digest_items"), "Integer(0)");
     assert_eq!(count("SELECT count(*) FROM outbox WHERE conversation_id LIKE 'digest:%'"), "Integer(0)");
+}
+
+#[test]
+fn a_digest_goes_where_the_config_says_when_it_is_sent() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
+         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
+        server.port()
+    ));
+    gives_name_only(&f, "anon1", "Ann", "2026-11-24T10:00:00Z");
+    gives_name_only(&f, "anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "both listed for the digest");
+    // Overnight the owner moves the bot's chats to another inbox and the digest to nine.
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("owner@example.com", "sales@example.com");
+    std::fs::write(&f.config, config.replace("at = \"08:00\"", "at = \"09:00\"")).unwrap();
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "not at the old time");
+    f.run_at("2026-11-25T09:00:00Z", &[], 0);
+    f.run_at("2026-11-25T09:30:00Z", &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 1, "one digest, once");
+    assert_eq!(received[0].rcpt_to, ["sales@example.com"], "to today's recipients");
+    let digest = mails(&server).pop().unwrap();
+    assert!(digest.subject.starts_with("Digest for 2026-11-25: 2 chats [#"), "{}", digest.subject);
+}
+
+#[test]
+fn what_waits_for_the_hourly_limit_does_not_count_toward_the_burst() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("max_per_hour = 2\nburst = 3");
+    // One new chat every 20 minutes for four hours: three an hour, two sent an hour, so a
+    // backlog builds, but no run ever has more than one new email.
+    let mut now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().to_utc();
+    for i in 0..12u32 {
+        let id = format!("c{i}");
+        let at = (now - chrono::TimeDelta::minutes(45)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        f.conversation(&id, &at);
+        f.visitor(&id, &at, Some("email"), &format!("v{i}@example.com"));
+        f.run_at(&now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), &[], 0);
+        now += chrono::TimeDelta::minutes(20);
+    }
+    let summarised: Vec<_> = f.outbox().into_iter().filter(|r| r.status == "summarised").collect();
+    assert!(summarised.is_empty(), "no run had more than one new chat: {summarised:?}");
+    // The backlog drains at two an hour: every chat goes, each once, and nothing else.
+    for hour in 0..6 {
+        f.run_at(&(now + chrono::TimeDelta::hours(hour)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), &[], 0);
+    }
+    support::assert_each_once(&server, 12, 0, "each chat once");
+    assert!(mails(&server).iter().all(|m| m.header("X-Chat-State").as_deref() == Some("abandoned")));
+}
+
+#[test]
+fn an_email_waiting_in_the_outbox_goes_to_the_recipients_its_bot_has_when_it_is_sent() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "[[bots]]\nid = \"support\"\nto = [\"Help <help@example.com>\"]");
+    f.mail_setting("max_per_hour = 1");
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
+         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
+        server.port()
+    ));
+    // Two leads: one goes, the other waits for the hourly limit. A support chat for the digest.
+    leads(&f, 2);
+    f.conversation_of("support", "s1", "2026-11-24T09:00:00Z");
+    f.visitor("s1", "2026-11-24T09:00:00Z", Some("name"), "Sue");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 1);
+    // The digest is queued at eight while the server refuses; then the owner moves both inboxes.
+    server.set(Behavior::RejectMail("451 4.3.0 try again later".into()));
+    f.run_at("2026-11-25T08:00:00Z", &[], 3);
+    server.set(Behavior::Accept);
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    let config =
+        config.replace("owner@example.com", "sales@example.com").replace("help@example.com", "desk@example.com");
+    std::fs::write(&f.config, config).unwrap();
+    f.run_at("2026-11-25T08:05:00Z", &[], 0);
+    f.run_at("2026-11-25T09:06:00Z", &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 3, "the lead that waited and the digest");
+    let to = |needle: &str| {
+        let r = received.iter().find(|r| r.text().contains(needle)).unwrap_or_else(|| panic!("{needle}"));
+        r.rcpt_to.clone()
+    };
+    assert_eq!(to("X-Chat-State: digest"), ["desk@example.com"], "the support bot's inbox as it is now");
+    assert_eq!(to("Visitor 1"), ["sales@example.com"], "the lead that waited for the limit");
+    let digest = received.iter().find(|r| r.text().contains("X-Chat-State: digest")).unwrap().text();
+    assert!(digest.contains("\r\nTo: Help <desk@example.com>\r\n"), "{digest}");
+}
+
+#[test]
+fn an_hourly_cron_gets_the_whole_hourly_limit() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("max_per_hour = 2");
+    leads(&f, 6);
+    // Cron starts each run a little early or late.
+    for (at, sent) in [("10:00:05", 2), ("11:00:00", 4), ("12:00:03", 6)] {
+        let out = f.run_at(&format!("2026-11-24T{at}Z"), &["-v"], 0);
+        assert_eq!(server.received().len(), sent, "at {at}: {}", out.stderr);
+    }
 }

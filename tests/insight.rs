@@ -507,3 +507,31 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     }
     rows
 }
+
+#[test]
+fn status_keeps_its_columns_with_wide_names() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("a", "Ann Lee", "ann@example.com", 0);
+    f.lead_who_leaves("b", "王小明", "wang@example.com", 1);
+    f.lead_who_leaves("c", "🙂🙂 Zoë 🎉", "zoe@example.com", 2);
+    f.lead_who_leaves("d", "李华李华李华李华李华李华李华李华李华李华", "li@example.com", 3);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let out = f.run(&["status", "--now", "2026-11-24T10:06:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Where each row's STATE column starts, in terminal cells (the CJK ideographs and emoji
+    // used here take two, as terminals show them).
+    let wide = |c: char| matches!(c as u32, 0x4E00..=0x9FFF | 0x1F300..=0x1FAFF);
+    let cells = |s: &str| s.chars().map(|c| if wide(c) { 2 } else { 1 }).sum::<usize>();
+    let starts: Vec<usize> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let at = l.find(" notified ").or_else(|| l.find(" STATE ")).unwrap_or_else(|| panic!("{l}"));
+            cells(&l[..at])
+        })
+        .collect();
+    assert_eq!(starts.len(), 5, "{}", out.stdout);
+    assert!(starts.iter().all(|&s| s == starts[0]), "{starts:?}\n{}", out.stdout);
+}

@@ -233,3 +233,51 @@ fn no_query_a_run_makes_scans_typebot_s_tables() {
         assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
     }
 }
+
+/// Typebot's times are PostgreSQL timestamps, which hold `infinity`, `-infinity` and years past
+/// what chat-notifier's times can hold: an answer at such a time is a bad row, named once and
+/// skipped; a result created then is a chat like another, its start unknown. Nothing else lost.
+#[test]
+fn an_answer_at_infinity_is_a_bad_row_named_once() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = Fixture::typebot(server.port(), "") else { return };
+    db.lead_who_leaves("res_jane", "Jane Doe", "jane@example.com", 0);
+    db.start("res_ivy", LEAD_BOT, "2026-11-24T09:01:00Z");
+    db.answer("res_ivy", "i_name", "Ivy Chen", "2026-11-24T09:01:10Z");
+    let mut bad = Vec::new();
+    for value in ["infinity", "-infinity", "294276-12-31 23:59:59.999"] {
+        let id: i32 = db
+            .client
+            .query_one(
+                r#"INSERT INTO "AnswerV2" ("createdAt", "blockId", content, "resultId")
+                   VALUES ($1::text::timestamp, 'i_email', 'ivy@example.com', 'res_ivy') RETURNING id"#,
+                &[&value],
+            )
+            .unwrap()
+            .get(0);
+        bad.push(id);
+    }
+    db.lead_who_leaves("res_sam", "Sam Lee", "sam@example.com", 2);
+    db.client.batch_execute(r#"UPDATE "Result" SET "createdAt" = '-infinity' WHERE id = 'res_sam'"#).unwrap();
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let stderr = out.stderr_past_first_run();
+    let warnings: Vec<&str> = stderr.lines().collect();
+    for (id, value) in [(bad[0], "infinity"), (bad[1], "-infinity"), (bad[2], "+294276-12-31T23:59:59.999+00:00")] {
+        let line = format!("\"AnswerV2\" row {id} skipped: createdAt {value:?} is not a time");
+        assert_eq!(warnings.iter().filter(|w| w.ends_with(&line)).count(), 1, "{line} in {warnings:#?}");
+    }
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let m = mails(&server);
+    assert_eq!(m.len(), 3, "every chat emailed: {:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let ivy = m.iter().find(|m| m.subject.contains("Ivy Chen")).unwrap();
+    assert!(!ivy.text.contains("ivy@example.com"), "the bad answers are left out: {}", ivy.text);
+    let sam = m.iter().find(|m| m.subject.contains("Sam Lee")).unwrap();
+    assert!(sam.text.contains(&format!("[2026-11-24 09:02] Lead Bot: {WELCOME}")), "{}", sam.text);
+    let out = f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "each bad row is reported once");
+    let report = f.run(&["report", "--now", "2026-11-24T12:00:00Z", "--format", "json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let status = f.run(&["status", "--now", "2026-11-24T12:00:00Z"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+}

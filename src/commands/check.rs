@@ -23,7 +23,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
             Ok(detail) => format!("{part:<10} ok      {detail}\n"),
             Err(e) => {
                 failed += 1;
-                format!("{part:<10} FAILED  {}\n", format!("{e:#}").replace('\n', " "))
+                format!("{part:<10} FAILED  {}\n", crate::text::line(&format!("{e:#}")))
             }
         };
         super::print(line)
@@ -97,6 +97,7 @@ fn which(index: usize, config: &Config) -> String {
 
 /// Read only: a check must not create or migrate it.
 fn state(path: &Path) -> Result<String> {
+    crate::state::refuse_links(path)?;
     if !path.exists() {
         return Ok(format!("{} (not created yet: the first run creates it)", path.display()));
     }

@@ -33,6 +33,9 @@ pub struct Facts {
     pub questions: Vec<(String, String)>,
     /// What the visitor wrote that answered no field, with the step they were at.
     pub asks: Vec<(String, String)>,
+    /// The step of the bot's last line (not the end of the flow): where the visitor was last,
+    /// as the conversation's email names it.
+    pub last_step: Option<String>,
     pub completed: bool,
     pub seconds_to_complete: Option<i64>,
     /// Went idle for abandon_after at least once before finishing (or is idle now, unfinished).
@@ -56,9 +59,19 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
     let mut questions: Vec<(String, String)> = Vec::new();
     let mut asks: Vec<(String, String)> = Vec::new();
     let mut at_step: Option<&str> = None;
+    let mut last_step: Option<&str> = None;
+    // A visitor line is a question unless it gave a field: on the line itself (the export), or
+    // as the field recorded right after it (Rasa's slots, filled from the line).
+    let mut pending: Option<(String, String)> = None;
     for m in messages {
+        if m.author == Author::Field {
+            pending = None;
+            continue;
+        }
+        asks.extend(pending.take());
         match m.author {
             Author::Bot if !m.ends_flow() => {
+                last_step = m.gambit_id.as_deref();
                 if let Some(step) = &m.gambit_id {
                     at_step = Some(step);
                     if !steps.contains(step) {
@@ -70,11 +83,12 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
                 }
             }
             Author::Visitor if m.field.is_none() && !m.body.trim().is_empty() => {
-                asks.push((at_step.unwrap_or("").to_owned(), m.body.trim().to_owned()));
+                pending = Some((at_step.unwrap_or("").to_owned(), m.body.trim().to_owned()));
             }
             _ => {}
         }
     }
+    asks.extend(pending);
     let fields = crate::source::given_fields(messages);
     let end = messages.iter().position(Message::ends_flow);
     let first = messages.first().map(|m| m.sent_at);
@@ -88,6 +102,7 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
         steps,
         questions,
         asks,
+        last_step: last_step.map(str::to_owned),
         completed: end.is_some(),
         seconds_to_complete: completed_at.zip(first).map(|(done, first)| (done - first).num_seconds()),
         abandoned: gap.is_some() || (end.is_none() && idle),
@@ -131,7 +146,7 @@ pub struct StepReport {
     /// What the bot asked there: its most frequent text at that step.
     pub question: Option<String>,
     pub reached: u64,
-    /// Unfinished conversations, not in progress, whose last step was this one.
+    /// Unfinished conversations, not in progress, whose bot's last line was at this step.
     pub stopped: u64,
     pub stopped_share: f64,
     /// The step where most visitors stop.
@@ -256,7 +271,7 @@ impl Tally {
         }
         if !f.completed
             && !f.in_progress
-            && let Some(last) = f.steps.last()
+            && let Some(last) = &f.last_step
             && let Some(entry) = self.steps.get_mut(last)
         {
             entry.1 += 1;
@@ -433,8 +448,7 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
             }
         }
         if later {
-            person.latest =
-                Some((when, conversation.bot_name.clone(), f.steps.last().cloned(), conversation.id.clone()));
+            person.latest = Some((when, conversation.bot_name.clone(), f.last_step.clone(), conversation.id.clone()));
         }
         Ok(())
     })?;
@@ -739,9 +753,37 @@ mod tests {
         assert!(f.completed && f.abandoned && f.resumed && f.left_contact && !f.in_progress);
         assert_eq!(f.seconds_to_complete, Some(201 * 60));
 
+        assert_eq!(f.last_step.as_deref(), Some("ask_phone"), "the end of the flow is no step");
+
         let left = facts(&chat[..5], TimeDelta::minutes(30), now);
         assert!(!left.completed && left.abandoned && !left.resumed && left.left_contact && !left.in_progress);
         let typing = facts(&chat[..5], TimeDelta::minutes(30), chat[4].sent_at + TimeDelta::minutes(5));
         assert!(!typing.abandoned && typing.in_progress, "may still be typing: not a drop-off");
+    }
+
+    /// Rasa records what a line filled as a field right after it: an answer, not a question.
+    /// The last step is where the bot spoke last, not the last new step (the email's step).
+    #[test]
+    fn answers_recorded_after_the_line_are_not_questions_and_the_last_step_is_the_last_said() {
+        let chat = [
+            m(0, Author::Bot, "utter_ask_email", None, None, "Your email?"),
+            m(1, Author::Visitor, "lead_form", None, None, "ann@example.com"),
+            m(1, Author::Field, "", None, Some("email"), "ann@example.com"),
+            m(2, Author::Bot, "utter_ask_phone", None, None, "Your phone?"),
+            m(3, Author::Visitor, "lead_form", None, None, "how much is it?"),
+            m(4, Author::Bot, "utter_prices", None, None, "$10 a month."),
+            m(5, Author::Bot, "utter_ask_phone", None, None, "Your phone?"),
+            m(6, Author::Visitor, "lead_form", None, None, "do you ship to Brazil?"),
+        ];
+        let f = facts(&chat, TimeDelta::minutes(30), chat[7].sent_at + TimeDelta::days(1));
+        assert_eq!(
+            f.asks,
+            [
+                ("utter_ask_phone".to_owned(), "how much is it?".to_owned()),
+                ("utter_ask_phone".to_owned(), "do you ship to Brazil?".to_owned())
+            ]
+        );
+        assert_eq!(f.steps, ["utter_ask_email", "utter_ask_phone", "utter_prices"]);
+        assert_eq!(f.last_step.as_deref(), Some("utter_ask_phone"));
     }
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::mail::{render, thread};
 use crate::source::{Transcript, Wanted};
 use crate::state::{Standing, State, StatusRow};
+use crate::text;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -30,7 +31,7 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let state = if config.state.exists() { Some(State::open_read_only(&config.state)?) } else { None };
+    let state = State::open_if_there(&config.state)?;
     let (counts, listed, total) = match &state {
         None => (HashMap::new(), Vec::new(), 0),
         // The default view: counts and the most urgent, without reading every conversation.
@@ -86,10 +87,10 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:<24} {:<9} {:<17} {:>6}  {}",
+            "{:<16} {} {} {:<9} {:<17} {:>6}  {}",
             r.identifier,
-            cut(&r.bot, 16),
-            cut(&r.visitor, 24),
+            text::column(&r.bot, 16),
+            text::column(&r.visitor, 24),
             r.state.name(),
             r.last_activity.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M"),
             r.emails,
@@ -130,9 +131,7 @@ fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>
     if state.count_pending()? == 0 {
         return Ok(None);
     }
-    let hour = state.sent_since(now - TimeDelta::hours(1))?;
-    let day = state.sent_since(now - TimeDelta::days(1))?;
-    Ok(crate::pipeline::allowance(limits, hour, day).1)
+    Ok(limits.allowance_at(&state, now)?.1)
 }
 
 /// The kind of notice an outbox key files, if it is one.

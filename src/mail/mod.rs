@@ -9,7 +9,10 @@ pub mod send;
 mod smtp;
 pub mod thread;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use lettre::Address;
 use lettre::message::{Mailbox, Mailboxes};
 
 /// An email ready to send, in plain data: what the outbox stores and the transports take.
@@ -47,7 +50,7 @@ pub fn filter_headers(state: &str, bot_id: &str, bot_name: &str, subject: &str, 
         .take(60)
         .collect();
     let label = if label.is_empty() { "bot".to_owned() } else { label };
-    let list = format!("<b_{label}.chat-notifier.{domain}>");
+    let list = format!("<b_{label}.chat-notifier.{}>", ascii_domain(domain));
     let name = crate::text::header(bot_name, 60);
     let list_id = if !name.is_empty() && name.is_ascii() {
         format!("\"{}\" {list}", name.replace(['"', '\\'], ""))
@@ -62,6 +65,56 @@ pub fn filter_headers(state: &str, bot_id: &str, bot_name: &str, subject: &str, 
         // Outlook's conversation topic: the subject without its reply prefix.
         ("Thread-Topic".to_owned(), subject.strip_prefix("Re: ").unwrap_or(subject).to_owned()),
     ]
+}
+
+/// A domain in the form headers and a server without SMTPUTF8 need: an internationalised one
+/// (`exämple.com`) in its IDNA form (`xn--exmple-cua.com`); an ASCII one exactly as given (the
+/// Message-IDs of existing threads are made from it), as is one IDNA cannot convert.
+pub fn ascii_domain(domain: &str) -> Cow<'_, str> {
+    if domain.is_ascii() {
+        return Cow::Borrowed(domain);
+    }
+    idna::domain_to_ascii(domain).map_or(Cow::Borrowed(domain), Cow::Owned)
+}
+
+/// The mailbox with its domain in IDNA form: an ASCII address wherever the local part is.
+pub fn ascii_mailbox(mailbox: &Mailbox) -> Mailbox {
+    let domain = mailbox.email.domain();
+    match ascii_domain(domain) {
+        Cow::Owned(ascii) => match Address::new(mailbox.email.user(), ascii) {
+            Ok(email) => Mailbox::new(mailbox.name.clone(), email),
+            Err(_) => mailbox.clone(),
+        },
+        Cow::Borrowed(_) => mailbox.clone(),
+    }
+}
+
+/// Message-IDs (`<left@right>`, one or several, as in References) or a List-Id, each
+/// right-hand side that is not ASCII in IDNA form.
+pub fn ascii_message_ids(ids: &str) -> String {
+    if ids.is_ascii() {
+        return ids.to_owned();
+    }
+    let mut out = String::with_capacity(ids.len() + 16);
+    let mut rest = ids;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>').map(|c| open + c) else { break };
+        out.push_str(&rest[..=open]);
+        let inner = &rest[open + 1..close];
+        // A Message-ID's domain follows its `@`; a List-Id is a domain-like dot-atom itself.
+        match inner.rsplit_once('@') {
+            Some((left, right)) => {
+                out.push_str(left);
+                out.push('@');
+                out.push_str(&ascii_domain(right));
+            }
+            None => out.push_str(&ascii_domain(inner)),
+        }
+        out.push('>');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a mailbox survives the outbox: written as text and parsed back before it is sent.
@@ -94,5 +147,26 @@ mod tests {
         }
         let h = filter_headers("completed", "機器人", "機器人", "S", "example.com");
         assert_eq!(h[2].1, "<b_bot.chat-notifier.example.com>", "no phrase that is not ASCII, a label that is");
+        let h = filter_headers("completed", "lead", "Lead", "S", "exämple.com");
+        assert_eq!(h[2].1, "\"Lead\" <b_lead.chat-notifier.xn--exmple-cua.com>", "an IDN in its IDNA form");
+    }
+
+    #[test]
+    fn internationalised_domains_in_their_idna_form_and_ascii_ones_untouched() {
+        assert_eq!(ascii_domain("exämple.com"), "xn--exmple-cua.com");
+        assert_eq!(ascii_domain("Example.COM"), "Example.COM", "as given: existing Message-IDs are made from it");
+        assert_eq!(
+            ascii_message_ids("<chat.ab.abandoned.7@exämple.com> <chat.cd.completed.9@example.com>"),
+            "<chat.ab.abandoned.7@xn--exmple-cua.com> <chat.cd.completed.9@example.com>"
+        );
+        assert_eq!(
+            ascii_message_ids("\"Bot\" <alert.chat-notifier.bücher.example>"),
+            "\"Bot\" <alert.chat-notifier.xn--bcher-kva.example>"
+        );
+        assert_eq!(ascii_message_ids("<a@b> no closing <x@ü"), "<a@b> no closing <x@ü", "left as is, not lost");
+        let from: Mailbox = "Chat Notifier <notifier@exämple.com>".parse().unwrap();
+        assert_eq!(ascii_mailbox(&from).to_string(), "Chat Notifier <notifier@xn--exmple-cua.com>");
+        let utf8: Mailbox = "zoë@bücher.example".parse().unwrap();
+        assert_eq!(ascii_mailbox(&utf8).to_string(), "zoë@xn--bcher-kva.example", "the local part needs SMTPUTF8");
     }
 }

@@ -21,6 +21,12 @@ pub enum Failure {
     /// No email can go now (connection refused, timeout, TLS, server shutting down): stop
     /// the batch, keep everything pending for the next run.
     Unavailable(String),
+    /// The connection was lost or timed out in the middle of this email's transaction (after
+    /// the server accepted its MAIL): an attempt for this email, which may be what the server
+    /// cannot take, so that it cannot hold every email behind it for ever. After a timeout the
+    /// batch stops (the next would wait as long); after a closed connection the next email is
+    /// tried on a new one.
+    Lost { reason: String, timed_out: bool },
     /// The provider says it is throttling us ("421 4.7.0 Try again later", "450 4.7.28",
     /// "452 4.5.3 too many recipients"): back off for the rest of the run, and count no attempt
     /// against the email, which did nothing wrong.
@@ -30,7 +36,10 @@ pub enum Failure {
 impl Failure {
     pub fn reason(&self) -> &str {
         match self {
-            Failure::Rejected { reason, .. } | Failure::Unavailable(reason) | Failure::Throttled(reason) => reason,
+            Failure::Rejected { reason, .. }
+            | Failure::Unavailable(reason)
+            | Failure::Throttled(reason)
+            | Failure::Lost { reason, .. } => reason,
         }
     }
 }
@@ -62,6 +71,7 @@ impl Mailer {
                     tls,
                     timeout: cfg.timeout.0.to_std().unwrap_or(Duration::from_secs(30)),
                     login,
+                    pipelining: true,
                     connection: None,
                     begun: None,
                 }))
@@ -176,6 +186,9 @@ pub struct Smtp {
     tls: Tls,
     timeout: Duration,
     login: Option<(String, String)>,
+    /// Pipelining where the server offers it; off for the rest of the run once a server that
+    /// offers it stalled on a pipelined envelope.
+    pipelining: bool,
     connection: Option<smtp::Connection>,
     /// The email `Mailer::begin` started (its Message-ID), as built.
     begun: Option<(String, Message)>,
@@ -193,6 +206,7 @@ impl Smtp {
                 tls: &self.tls,
                 timeout: self.timeout,
                 login: self.login.as_ref().map(|(user, password)| (user.as_str(), password.as_str())),
+                pipelining: self.pipelining,
             })?,
         };
         Ok(self.connection.insert(connection))
@@ -204,15 +218,30 @@ impl Smtp {
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
         // Kept from the email before: the server may have closed it since.
         let reused = self.connection.as_ref().is_some_and(|c| !c.is_broken());
-        let mut attempt = || self.connection()?.send(&from, &to, &bytes);
-        match attempt() {
+        match self.attempt(&from, &to, &bytes) {
             // The connection kept from the last email was closed meanwhile (a server's limit of
             // messages per connection, its idle timeout): once more on a new one. Were this
             // email accepted after all, it would be sent again the same as if it stayed queued
             // for the next run.
-            Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => attempt().map_err(|e| failure(&e)),
+            Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => {
+                self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
+            }
+            // The server offers PIPELINING and did not answer a pipelined envelope: nothing was
+            // sent. One command at a time from now on in this run, as RFC 2920 allows it to need.
+            Err(smtp::Error::Stalled(e)) => {
+                log::info!(
+                    "the SMTP server offers PIPELINING but did not answer pipelined commands ({e}); \
+                     sending one command at a time for the rest of this run"
+                );
+                self.pipelining = false;
+                self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
+            }
             sent => sent.map_err(|e| failure(&e)),
         }
+    }
+
+    fn attempt(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), smtp::Error> {
+        self.connection()?.send(from, to, message)
     }
 }
 
@@ -298,6 +327,9 @@ fn failure(e: &smtp::Error) -> Failure {
     if e.is_timeout() {
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
     }
+    if let smtp::Error::Lost(_) = e {
+        return Failure::Lost { reason, timed_out: e.is_timeout() };
+    }
     if is_throttling(e.code().map(|c| c.to_string()).as_deref(), &reason) {
         return Failure::Throttled(reason);
     }
@@ -336,34 +368,41 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The RFC 5322 message. Date and Message-ID come from the outbox, so a retry is the same email.
+///
+/// Internationalised domains go out in their IDNA form (`xn--...`), in the addresses, the
+/// envelope, the Message-IDs and List-Id: these must be ASCII (an encoded word there is no
+/// Message-ID at all to a client threading on it), and an address whose domain alone is not
+/// ASCII then needs no SMTPUTF8. Emails queued before this are converted the same way.
 pub fn message(email: &Email) -> Result<Message> {
+    use crate::mail::{ascii_mailbox, ascii_message_ids};
     let mut b = Message::builder()
-        .message_id(Some(email.message_id.clone()))
+        .message_id(Some(ascii_message_ids(&email.message_id)))
         .date(SystemTime::from(email.date))
-        .from(email.from.clone())
+        .from(ascii_mailbox(&email.from))
         .subject(email.subject.clone())
         // RFC 3834: no vacation auto-replies to a machine; Exchange has its own header for it.
         .raw_header(raw("Auto-Submitted", "auto-generated"))
         .raw_header(raw("X-Auto-Response-Suppress", "All"));
     for to in email.to.iter() {
-        b = b.to(to.clone());
+        b = b.to(ascii_mailbox(to));
     }
     for cc in email.cc.iter() {
-        b = b.cc(cc.clone());
+        b = b.cc(ascii_mailbox(cc));
     }
     if let Some(reply_to) = &email.reply_to {
-        b = b.reply_to(reply_to.clone());
+        b = b.reply_to(ascii_mailbox(reply_to));
     }
     if let Some(id) = &email.in_reply_to {
-        b = b.in_reply_to(id.clone());
+        b = b.in_reply_to(ascii_message_ids(id));
     }
     if let Some(refs) = &email.references {
-        b = b.references(refs.clone());
+        b = b.references(ascii_message_ids(refs));
     }
     for (name, value) in &email.headers {
         // Only the names chat-notifier writes: a stored row cannot add another header.
         if let Some(known) = crate::mail::FILTER_HEADERS.iter().find(|h| **h == name.as_str()) {
-            b = b.raw_header(raw(known, &crate::text::header(value, 900)));
+            let value = if *known == "List-Id" { ascii_message_ids(value) } else { value.clone() };
+            b = b.raw_header(raw(known, &crate::text::header(&value, 900)));
         }
     }
     b.multipart(MultiPart::alternative_plain_html(body::encode(&email.text), body::encode(&email.html)))
@@ -380,22 +419,24 @@ pub fn preview(email: &Email) -> String {
     let mut line = |name: &str, value: &str| {
         let _ = writeln!(out, "{name}: {value}");
     };
+    use crate::mail::{ascii_mailbox, ascii_message_ids};
+    let list = |m: &Mailboxes| m.iter().map(|m| ascii_mailbox(m).to_string()).collect::<Vec<_>>().join(", ");
     line("Date", &email.date.to_rfc2822());
-    line("From", &email.from.to_string());
-    line("To", &email.to.to_string());
+    line("From", &ascii_mailbox(&email.from).to_string());
+    line("To", &list(&email.to));
     if email.cc.iter().next().is_some() {
-        line("Cc", &email.cc.to_string());
+        line("Cc", &list(&email.cc));
     }
     if let Some(r) = &email.reply_to {
-        line("Reply-To", &r.to_string());
+        line("Reply-To", &ascii_mailbox(r).to_string());
     }
     line("Subject", &email.subject);
-    line("Message-ID", &email.message_id);
+    line("Message-ID", &ascii_message_ids(&email.message_id));
     if let Some(id) = &email.in_reply_to {
-        line("In-Reply-To", id);
+        line("In-Reply-To", &ascii_message_ids(id));
     }
     if let Some(refs) = &email.references {
-        line("References", refs);
+        line("References", &ascii_message_ids(refs));
     }
     out.push('\n');
     out.push_str(&email.text);

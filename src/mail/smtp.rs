@@ -3,12 +3,18 @@
 //! where the server offers PIPELINING (RFC 2920): two round trips an email instead of four.
 //! lettre's connection writes one command and waits for its answer, and cannot be made to
 //! pipeline (BENCHMARKS.md, sending); lettre still builds the messages.
+//!
+//! What the server sends is untrusted: replies are bytes (the code decides, the text is shown
+//! lossily and cleaned), `timeout` is a deadline for a whole dialogue (opening the connection,
+//! one email, a RSET or QUIT), never per read, and the client reads only answers it asked for:
+//! a byte buffered past the last awaited answer (after the 220 to STARTTLS above all, where it
+//! would be read as coming from inside TLS) drops the connection (response injection).
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
@@ -25,6 +31,15 @@ pub enum Error {
     Reply { code: u16, text: String },
     /// The connection failed, timed out or was closed.
     Io(io::Error),
+    /// The TLS session failed once set up (a corrupt record, an alert): as good as lost.
+    Tls(String),
+    /// The connection failed, timed out or was closed in the middle of one message's
+    /// transaction, after the server accepted its MAIL: the loss is that message's attempt.
+    Lost(io::Error),
+    /// The server offers PIPELINING but answered no pipelined envelope within the timeout: a
+    /// server that reads one command at a time and drops the rest (RFC 2920 lets it). Nothing
+    /// of the message was sent; one command at a time works with it.
+    Stalled(io::Error),
     /// Anything else: TLS set-up, a garbled answer, a step the server does not offer.
     Other(String),
 }
@@ -46,8 +61,12 @@ impl Error {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        matches!(self, Error::Io(e) | Error::Lost(e) | Error::Stalled(e) if timed_out(e))
     }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 impl fmt::Display for Error {
@@ -57,6 +76,9 @@ impl fmt::Display for Error {
             Error::Reply { code, text } if (400..500).contains(code) => write!(f, "transient error ({code}): {text}"),
             Error::Reply { code, text } => write!(f, "unexpected answer ({code}): {text}"),
             Error::Io(e) => write!(f, "{e}"),
+            Error::Tls(why) => write!(f, "TLS: {why}"),
+            Error::Lost(e) => write!(f, "the connection was lost during this email's transaction: {e}"),
+            Error::Stalled(e) => write!(f, "no answer to the pipelined MAIL, RCPT and DATA: {e}"),
             Error::Other(why) => f.write_str(why),
         }
     }
@@ -68,7 +90,7 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         // rustls reports a bad certificate as an I/O error wrapping its own.
         match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            Some(tls) => Error::Other(format!("TLS: {tls}")),
+            Some(tls) => Error::Tls(tls.to_string()),
             None => Error::Io(e),
         }
     }
@@ -91,6 +113,8 @@ pub struct Settings<'a> {
     pub tls: &'a Tls,
     pub timeout: Duration,
     pub login: Option<(&'a str, &'a str)>,
+    /// Whether to pipeline where the server offers it: off once a server offering it stalled.
+    pub pipelining: bool,
 }
 
 /// The TLS settings: the system's roots, or (for a local relay, when the owner says so) any
@@ -112,29 +136,45 @@ pub fn tls_config(accept_invalid_certs: bool) -> Result<Arc<rustls::ClientConfig
 /// One SMTP session, logged in and ready for MAIL.
 pub struct Connection {
     stream: BufReader<Stream>,
+    /// How long one dialogue may take: opening, one email, a RSET, a QUIT.
+    timeout: Duration,
     pipelining: bool,
     smtputf8: bool,
     /// A failure left the session in an unknown state: open another.
     broken: bool,
     /// The envelope `begin` wrote, whose answers `send` has yet to read.
     begun: Option<Vec<String>>,
+    /// Answers owed by the server for what was written, and what asked for the last of them:
+    /// anything buffered once none is owed was sent unasked.
+    owed: usize,
+    asked: &'static str,
 }
 
 impl Connection {
+    /// Connects, secures and logs in, all of it within one `timeout`.
     pub fn open(settings: &Settings) -> Result<Self, Error> {
-        let tcp = connect(settings.host, settings.port, settings.timeout)?;
+        if settings.login.is_some() && matches!(settings.tls, Tls::None) && !crate::config::is_loopback(settings.host) {
+            // The config refuses this already; never a password in clear, whatever the caller.
+            return Err(Error::Other(format!("no AUTH without TLS to {:?}, which is not this machine", settings.host)));
+        }
+        let deadline = Instant::now() + settings.timeout;
+        let tcp = connect(settings.host, settings.port, deadline)?;
+        let socket = Socket { tcp, deadline };
         let server = ServerName::try_from(settings.host.to_owned())
             .map_err(|_| Error::Other(format!("TLS: {:?} is not a host name", settings.host)))?;
         let stream = match settings.tls {
-            Tls::Wrapper(config) => Stream::tls(config, server.clone(), tcp)?,
-            _ => Stream::Plain(tcp),
+            Tls::Wrapper(config) => Stream::tls(config, server.clone(), socket)?,
+            _ => Stream::Plain(socket),
         };
         let mut c = Connection {
             stream: BufReader::new(stream),
+            timeout: settings.timeout,
             pipelining: false,
             smtputf8: false,
             broken: false,
             begun: None,
+            owed: 1,
+            asked: "the greeting",
         };
         c.expect(220)?;
         let mut offered = c.hello()?;
@@ -142,17 +182,19 @@ impl Connection {
             if !offered.iter().any(|e| e == "STARTTLS") {
                 return Err(Error::Other("the server does not offer STARTTLS, which the config requires".into()));
             }
-            c.command("STARTTLS\r\n", 220)?;
-            let Stream::Plain(tcp) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
+            // Its 220 is the last plain-text byte read: anything buffered after it is refused by
+            // `reply_lines` (CVE-2011-0411), and what comes later goes to the TLS handshake.
+            c.command("STARTTLS\r\n", 220, "STARTTLS")?;
+            let Stream::Plain(socket) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
                 return Err(Error::Other("STARTTLS on a TLS connection".into()));
             };
-            *c.stream.get_mut() = Stream::tls(config, server, tcp)?;
+            *c.stream.get_mut() = Stream::tls(config, server, socket)?;
             offered = c.hello()?;
         }
         if let Some((user, password)) = settings.login {
             c.log_in(&offered, user, password)?;
         }
-        c.pipelining = offered.iter().any(|e| e == "PIPELINING");
+        c.pipelining = settings.pipelining && offered.iter().any(|e| e == "PIPELINING");
         c.smtputf8 = offered.iter().any(|e| e == "SMTPUTF8");
         Ok(c)
     }
@@ -169,42 +211,87 @@ impl Connection {
         if !self.pipelining || self.begun.is_some() || self.broken {
             return Ok(());
         }
-        let commands = self.envelope(from, to);
-        self.write(commands.concat().as_bytes())?;
+        // An address that needs SMTPUTF8 where it is not offered: `send` says so.
+        let Ok(commands) = self.envelope(from, to) else { return Ok(()) };
+        self.deadline(self.timeout);
+        self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
         self.begun = Some(commands);
         Ok(())
     }
 
     /// Sends one message (RFC 5322 bytes, CRLF line ends) from `from` to `to`. A refusal of
     /// this one message leaves the connection ready for the next.
+    ///
+    /// The whole dialogue, MAIL to the answer to the message, must end within the timeout. A
+    /// connection lost once the server accepted MAIL is `Error::Lost`: this message's attempt.
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
-        let commands = self.envelope(from, to);
         let begun = self.begun.take();
+        let commands = match self.envelope(from, to) {
+            Ok(commands) => commands,
+            Err(e) => {
+                // Whatever `begin` wrote is waiting for a message: the connection is given up.
+                self.broken |= begun.is_some();
+                return Err(e);
+            }
+        };
         if begun.as_ref().is_some_and(|b| *b != commands) {
             self.broken = true;
             return Err(Error::Other("the envelope begun is not this message's".into()));
         }
+        self.deadline(self.timeout);
+        let mut mail_accepted = false;
+        let result = self.transaction(&commands, begun.is_some(), message, &mut mail_accepted);
+        match result {
+            Err(Error::Io(e)) if mail_accepted => Err(Error::Lost(e)),
+            Err(Error::Tls(why)) if mail_accepted => Err(Error::Lost(io::Error::other(format!("TLS: {why}")))),
+            other => other,
+        }
+    }
+
+    fn transaction(
+        &mut self,
+        commands: &[String],
+        begun: bool,
+        message: &[u8],
+        mail_accepted: &mut bool,
+    ) -> Result<(), Error> {
         // Each answer in order; a refusal stops a session without PIPELINING at that command.
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
-            if begun.is_none() {
-                self.write(commands.concat().as_bytes())?;
+            if !begun {
+                self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
             }
-            for _ in &commands {
+            for _ in commands {
                 match self.reply() {
-                    Ok(reply) => replies.push(reply),
+                    Ok(reply) => {
+                        *mail_accepted |= replies.is_empty() && reply.0 == 250;
+                        replies.push(reply);
+                    }
                     // A server that refuses with 421 closes the connection before answering the
                     // rest: its refusal is the answer ("421 4.7.0 Try again later" is throttling).
                     Err(e) => match replies.into_iter().find(|(code, _)| *code >= 400) {
                         Some((code, text)) => return Err(Error::Reply { code, text }),
-                        None => return Err(e),
+                        // No answer in time to what went at once: a server that takes one
+                        // command at a time. The message was not sent.
+                        None => match e {
+                            Error::Io(e) if timed_out(&e) => return Err(Error::Stalled(e)),
+                            e => return Err(e),
+                        },
                     },
                 }
             }
         } else {
-            for command in &commands {
-                self.write(command.as_bytes())?;
+            for (i, command) in commands.iter().enumerate() {
+                let verb = if i == 0 {
+                    "MAIL"
+                } else if i + 1 == commands.len() {
+                    "DATA"
+                } else {
+                    "RCPT"
+                };
+                self.write(command.as_bytes(), 1, verb)?;
                 let reply = self.reply()?;
+                *mail_accepted |= i == 0 && reply.0 == 250;
                 let refused = reply.0 >= 400;
                 replies.push(reply);
                 if refused {
@@ -230,7 +317,7 @@ impl Connection {
         }
         let mut body = Vec::with_capacity(message.len() + message.len() / 64 + 5);
         stuff(message, &mut body);
-        self.write(&body)?;
+        self.write(&body, 1, "the message")?;
         match self.reply()? {
             (200..=299, _) => Ok(()),
             (code, text) => {
@@ -243,29 +330,42 @@ impl Connection {
     /// QUIT, answered or not: everything went already. After a `begin` not followed by its
     /// `send`, the server may be waiting for a message: the connection is dropped instead.
     pub fn quit(&mut self) {
-        if !self.broken && self.begun.is_none() && self.write(b"QUIT\r\n").is_ok() {
+        if self.broken || self.begun.is_some() {
+            return;
+        }
+        self.deadline(self.timeout);
+        if self.write(b"QUIT\r\n", 1, "QUIT").is_ok() {
             let _ = self.reply();
         }
     }
 
-    /// MAIL, RCPT for each recipient, DATA.
-    fn envelope(&self, from: &str, to: &[&str]) -> Vec<String> {
-        let ascii = from.is_ascii() && to.iter().all(|t| t.is_ascii());
-        let utf8 = if self.smtputf8 && !ascii { " SMTPUTF8" } else { "" };
+    /// MAIL, RCPT for each recipient, DATA. An address that is not ASCII (its domain is, in
+    /// IDNA form: `mail::ascii_mailbox`) goes only where the server offers SMTPUTF8 (RFC 6531).
+    fn envelope(&self, from: &str, to: &[&str]) -> Result<Vec<String>, Error> {
+        let utf8 = match [from].iter().chain(to).find(|a| !a.is_ascii()) {
+            None => "",
+            Some(_) if self.smtputf8 => " SMTPUTF8",
+            Some(address) => {
+                return Err(Error::Other(format!(
+                    "the address {:?} needs SMTPUTF8 (RFC 6531), which the server does not offer",
+                    crate::text::header(address, 100)
+                )));
+            }
+        };
         let mut commands = vec![format!("MAIL FROM:<{from}>{utf8}\r\n")];
         commands.extend(to.iter().map(|t| format!("RCPT TO:<{t}>\r\n")));
         commands.push("DATA\r\n".to_owned());
-        commands
+        Ok(commands)
     }
 
     /// EHLO; the extensions the server offers, upper case, each its keyword and parameters. A
     /// server that does not know EHLO gets HELO and offers none (RFC 5321 3.2).
     fn hello(&mut self) -> Result<Vec<String>, Error> {
         let name = client_name();
-        let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"))?;
+        let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"), "EHLO")?;
         match code {
             250 => Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect()),
-            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250).map(|()| Vec::new()),
+            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250, "HELO").map(|()| Vec::new()),
             _ => Err(Error::Reply { code, text: lines.join(" ") }),
         }
     }
@@ -278,11 +378,11 @@ impl Connection {
             .collect();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         if mechanisms.contains(&"PLAIN") {
-            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235)
+            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235, "AUTH")
         } else if mechanisms.contains(&"LOGIN") {
-            self.command("AUTH LOGIN\r\n", 334)?;
-            self.command(&format!("{}\r\n", b64(user)), 334)?;
-            self.command(&format!("{}\r\n", b64(password)), 235)
+            self.command("AUTH LOGIN\r\n", 334, "AUTH")?;
+            self.command(&format!("{}\r\n", b64(user)), 334, "AUTH")?;
+            self.command(&format!("{}\r\n", b64(password)), 235, "AUTH")
         } else {
             Err(Error::Other("the server offers neither AUTH PLAIN nor AUTH LOGIN, and the config has a login".into()))
         }
@@ -290,19 +390,28 @@ impl Connection {
 
     /// RSET after a refused transaction; a connection that cannot even do that is given up.
     fn reset(&mut self) {
-        if self.command("RSET\r\n", 250).is_err() {
+        self.deadline(self.timeout);
+        if self.command("RSET\r\n", 250, "RSET").is_err() {
             self.broken = true;
         }
     }
 
-    fn command(&mut self, line: &str, expected: u16) -> Result<(), Error> {
-        self.write(line.as_bytes())?;
+    /// Writes one command (`verb` names it in errors: never the line, which may be a password).
+    fn command(&mut self, line: &str, expected: u16, verb: &'static str) -> Result<(), Error> {
+        self.write(line.as_bytes(), 1, verb)?;
         self.expect(expected)
     }
 
-    fn command_lines(&mut self, line: &str) -> Result<(u16, Vec<String>), Error> {
-        self.write(line.as_bytes())?;
+    fn command_lines(&mut self, line: &str, verb: &'static str) -> Result<(u16, Vec<String>), Error> {
+        self.write(line.as_bytes(), 1, verb)?;
         self.reply_lines()
+    }
+
+    /// The dialogue starting now must end within `within`.
+    fn deadline(&mut self, within: Duration) {
+        if let Some(socket) = self.stream.get_mut().socket() {
+            socket.deadline = Instant::now() + within;
+        }
     }
 
     fn expect(&mut self, expected: u16) -> Result<(), Error> {
@@ -315,7 +424,10 @@ impl Connection {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    /// Writes what asks for `answers` answers, the last of them to `asked`.
+    fn write(&mut self, bytes: &[u8], answers: usize, asked: &'static str) -> Result<(), Error> {
+        self.owed += answers;
+        self.asked = asked;
         let stream = self.stream.get_mut();
         let written = stream.write_all(bytes).and_then(|()| stream.flush());
         written.map_err(|e| self.failed(e))
@@ -326,25 +438,33 @@ impl Connection {
         Ok((code, lines.join(" ")))
     }
 
-    /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1).
+    /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1). Read as bytes: the
+    /// code decides, the text (any encoding, a Latin-1 refusal too) is kept lossily, cleaned
+    /// of control characters. The last answer owed must leave nothing buffered after it.
     fn reply_lines(&mut self) -> Result<(u16, Vec<String>), Error> {
         let mut lines = Vec::new();
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
             line.clear();
-            let read = (&mut self.stream).take(REPLY_LINE).read_line(&mut line).map_err(|e| self.failed(e))?;
-            if read == 0 {
+            let read = (&mut self.stream).take(REPLY_LINE).read_until(b'\n', &mut line).map_err(|e| self.failed(e))?;
+            if read == 0 || (!line.ends_with(b"\n") && (read as u64) < REPLY_LINE) {
                 let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
                 return Err(self.failed(closed));
             }
-            let text = line.trim_end_matches(['\r', '\n']);
-            let code = text.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
-            let (Some(code), separator) = (code, text.as_bytes().get(3)) else {
+            if !line.ends_with(b"\n") {
                 self.broken = true;
-                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(text, 80))));
+                return Err(Error::Other(format!("an SMTP answer line longer than {REPLY_LINE} bytes")));
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = crate::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
+            let code = line.get(..3).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
+            let (Some(code), separator) = (code.filter(|c| (200..600).contains(c)), line.get(3)) else {
+                self.broken = true;
+                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(&text, 80))));
             };
             lines.push(text.get(4..).unwrap_or("").to_owned());
-            if separator != Some(&b'-') {
+            if !matches!(separator, Some(b'-')) {
+                self.answered()?;
                 return Ok((code, lines));
             }
             if lines.len() >= REPLY_LINES {
@@ -352,6 +472,29 @@ impl Connection {
                 return Err(Error::Other("an SMTP answer of too many lines".into()));
             }
         }
+    }
+
+    /// One answer owed is read. When it was the last, whatever is buffered after it was sent
+    /// before anything asked for it: a man in the middle's (after the 220 to STARTTLS, it would
+    /// be read as coming from inside TLS: CVE-2011-0411), or a server out of step (a 250 sent
+    /// with the 354, before the message). Never read as an answer: the connection is dropped.
+    fn answered(&mut self) -> Result<(), Error> {
+        self.owed = self.owed.saturating_sub(1);
+        let unasked = self.stream.buffer().len();
+        if self.owed > 0 || unasked == 0 {
+            return Ok(());
+        }
+        self.broken = true;
+        Err(Error::Other(match self.asked {
+            "STARTTLS" => format!(
+                "the server sent data after its 220 to STARTTLS, before TLS began ({unasked} bytes): refusing it \
+                 (response injection)"
+            ),
+            asked => format!(
+                "the server sent data nothing asked for after its answer to {asked} ({unasked} bytes): refusing it \
+                 (response injection)"
+            ),
+        }))
     }
 
     fn failed(&mut self, e: io::Error) -> Error {
@@ -377,13 +520,12 @@ fn stuff(message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
     let mut last = None;
     for address in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&address, timeout) {
+        let tcp = remaining(deadline).and_then(|left| TcpStream::connect_timeout(&address, left));
+        match tcp {
             Ok(tcp) => {
-                tcp.set_read_timeout(Some(timeout))?;
-                tcp.set_write_timeout(Some(timeout))?;
                 // Commands and a message's last bytes are small writes, each waited on.
                 tcp.set_nodelay(true)?;
                 return Ok(tcp);
@@ -392,6 +534,64 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error>
         }
     }
     Err(last.map_or_else(|| Error::Other(format!("{host}: no address")), Error::Io))
+}
+
+/// The time left until `deadline`, or the error of a dialogue that took too long.
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no complete answer within the timeout"));
+    }
+    Ok(left)
+}
+
+/// The TCP connection under a deadline: each read and write may wait only for what is left
+/// of the dialogue's time, so a server that dribbles a byte at a time cannot stretch it.
+struct Socket {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Socket {
+    fn timed<T>(result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|e| {
+            if timed_out(&e) {
+                io::Error::new(io::ErrorKind::TimedOut, "no complete answer within the timeout")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match remaining(self.deadline) {
+            Ok(left) => {
+                self.tcp.set_read_timeout(Some(left))?;
+                Self::timed(self.tcp.read(buf))
+            }
+            // Past the deadline, what the server sent in time is still taken: the timeout
+            // judges the server, not how busy this machine kept the client.
+            Err(late) => {
+                self.tcp.set_nonblocking(true)?;
+                let read = self.tcp.read(buf);
+                self.tcp.set_nonblocking(false)?;
+                read.map_err(|e| if timed_out(&e) { late } else { e })
+            }
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.set_write_timeout(Some(remaining(self.deadline)?))?;
+        Self::timed(self.tcp.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 /// The name EHLO gives: this machine's, as lettre gave it, when it is a plain host name.
@@ -406,22 +606,30 @@ fn client_name() -> String {
 
 /// The connection, before and after TLS.
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
     /// Only while STARTTLS swaps one for the other.
     Closed,
 }
 
 impl Stream {
-    fn tls(config: &Arc<rustls::ClientConfig>, server: ServerName<'static>, tcp: TcpStream) -> Result<Self, Error> {
+    fn tls(config: &Arc<rustls::ClientConfig>, server: ServerName<'static>, socket: Socket) -> Result<Self, Error> {
         let session =
             rustls::ClientConnection::new(Arc::clone(config), server).map_err(|e| Error::Other(format!("TLS: {e}")))?;
-        let mut tls = rustls::StreamOwned::new(session, tcp);
+        let mut tls = rustls::StreamOwned::new(session, socket);
         // The handshake now, so that a bad certificate is said as such.
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    fn socket(&mut self) -> Option<&mut Socket> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&mut s.sock),
+            Stream::Closed => None,
+        }
     }
 }
 
@@ -496,6 +704,38 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_without_tls_goes_only_to_a_loopback_host() {
+        for host in ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost."] {
+            assert!(crate::config::is_loopback(host), "{host}");
+        }
+        for host in
+            ["mail.example.com", "10.0.0.1", "192.168.1.2", "::2", "localhost.example.com", "evil.localhost", ""]
+        {
+            assert!(!crate::config::is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn past_its_deadline_a_socket_takes_what_came_in_time_and_waits_for_nothing_more() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut socket = Socket { tcp, deadline: Instant::now() + Duration::from_secs(30) };
+        server.write_all(b"250 ok\r\n").unwrap();
+        let mut buf = [0u8; 3];
+        assert_eq!(socket.read(&mut buf).unwrap(), 3, "within the deadline");
+        socket.deadline = Instant::now();
+        let mut rest = [0u8; 16];
+        let n = socket.read(&mut rest).unwrap();
+        assert_eq!(&rest[..n], b" ok\r\n", "sent in time, read late: taken");
+        let started = Instant::now();
+        let late = socket.read(&mut rest).unwrap_err();
+        assert_eq!(late.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait past the deadline");
+        assert_eq!(socket.write(b"x").unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
 
     #[test]
     fn dots_are_doubled_at_the_start_of_lines_only() {

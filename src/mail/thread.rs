@@ -33,7 +33,8 @@ pub fn identifier(conversation_id: &str) -> String {
 pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, domain: &str) -> String {
     let digest = Sha256::digest(conversation_id.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("<chat.{hex}.{}.{covers_through}@{domain}>", state.as_str())
+    // RFC 5322: a Message-ID is ASCII; an internationalised domain in its IDNA form.
+    format!("<chat.{hex}.{}.{covers_through}@{}>", state.as_str(), crate::mail::ascii_domain(domain))
 }
 
 /// 100-nanosecond ticks from 1601-01-01 (Windows FILETIME) to 1970-01-01.
@@ -155,6 +156,11 @@ mod tests {
         assert_eq!(
             message_id("0b7e4d21-jane", ChatState::Abandoned, 7, "example.com"),
             "<chat.2b4a1cd29b852e552de5dbecc872c9e0.abandoned.7@example.com>"
+        );
+        // An internationalised domain in its IDNA form (Python: "exämple.com".encode("idna")).
+        assert_eq!(
+            message_id("0b7e4d21-jane", ChatState::Abandoned, 7, "exämple.com"),
+            "<chat.2b4a1cd29b852e552de5dbecc872c9e0.abandoned.7@xn--exmple-cua.com>"
         );
     }
 

@@ -4,11 +4,12 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::rules::Routing;
 use super::{PAGE, RunSummary};
 use crate::mail::send::{self, Failure, Mailer};
 use crate::mail::thread;
 use crate::progress;
-use crate::state::State;
+use crate::state::{Pending, State, Unreadable};
 
 /// How many emails may go an hour and a day; none: no limit.
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,18 +18,36 @@ pub struct RateLimits {
     pub per_day: Option<u32>,
 }
 
+/// The limits' hour and day, each a minute short: cron starts a run a little early or late, and
+/// an hourly run must find the emails of the run an hour before out of its hour (else it gets
+/// half the hourly limit).
+fn windows() -> [TimeDelta; 2] {
+    [TimeDelta::hours(1) - TimeDelta::minutes(1), TimeDelta::days(1) - TimeDelta::minutes(1)]
+}
+
+impl RateLimits {
+    /// How many more emails may go now, and when the next may go once none can.
+    pub fn allowance_at(self, state: &State, now: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
+        if self.per_hour.is_none() && self.per_day.is_none() {
+            // Nothing to count: an idle run reads no more than it did.
+            return Ok((usize::MAX, None));
+        }
+        let [hour, day] = windows();
+        Ok(allowance(self, state.sent_since(now - hour)?, state.sent_since(now - day)?))
+    }
+}
+
 /// Pure: how many more emails may go now, given what went in the last hour and day (count,
 /// earliest); and when the next may go once none can: a window after the earliest in it.
-pub fn allowance(
+fn allowance(
     limits: RateLimits,
     hour: (usize, Option<DateTime<Utc>>),
     day: (usize, Option<DateTime<Utc>>),
 ) -> (usize, Option<DateTime<Utc>>) {
     let mut left = usize::MAX;
     let mut next = None;
-    for (limit, (sent, earliest), window) in
-        [(limits.per_hour, hour, TimeDelta::hours(1)), (limits.per_day, day, TimeDelta::days(1))]
-    {
+    let [hour_window, day_window] = windows();
+    for (limit, (sent, earliest), window) in [(limits.per_hour, hour, hour_window), (limits.per_day, day, day_window)] {
         let Some(limit) = limit else { continue };
         let room = (limit as usize).saturating_sub(sent);
         if room == 0 {
@@ -42,19 +61,18 @@ pub fn allowance(
 pub fn deliver(
     state: &mut State,
     mailer: &mut Mailer,
+    routing: &Routing,
     max_attempts: u32,
     limits: RateLimits,
     now: DateTime<Utc>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
-    // Without limits, nothing to count: an idle run reads no more than it did.
-    let (mut left, next) = if limits.per_hour.is_none() && limits.per_day.is_none() {
-        (usize::MAX, None)
-    } else {
-        allowance(limits, state.sent_since(now - TimeDelta::hours(1))?, state.sent_since(now - TimeDelta::days(1))?)
-    };
+    let (mut left, next) = limits.allowance_at(state, now)?;
     let mut throttled = false;
     let mut failed_now = 0;
+    // A connection lost in one email's transaction: once, the next email goes on a new one;
+    // twice in a run, the server is the problem, and the rest waits for the next run.
+    let mut lost = false;
     let bar = progress::bar(state.count_pending()? as u64, "sending");
     // Where the transport's acknowledgement survives a crash (a folder's file), and for a
     // preview, sends are marked a page at a time, after one sync; elsewhere each as soon as it
@@ -72,6 +90,13 @@ pub fn deliver(
             Ok(p) => p.id,
             Err(u) => u.id,
         };
+        let page: Vec<Result<Pending, Unreadable>> = page
+            .into_iter()
+            .map(|row| match row {
+                Ok(p) => readdressed(state, routing, p).map(Ok),
+                Err(unreadable) => Ok(Err(unreadable)),
+            })
+            .collect::<Result<_>>()?;
         let mut rows = page.into_iter().peekable();
         while let Some(row) = rows.next() {
             bar.inc(1);
@@ -86,7 +111,7 @@ pub fn deliver(
                         unreadable.id,
                         unreadable.reason
                     );
-                    state.mark_failed(unreadable.id, &unreadable.reason, true)?;
+                    state.mark_failed(unreadable.id, &unreadable.reason, true, true)?;
                     summary.parked += 1;
                     continue;
                 }
@@ -126,17 +151,26 @@ pub fn deliver(
                 }
                 Err(failure) => {
                     let attempt = p.attempts + 1;
-                    let park = matches!(failure, Failure::Rejected { permanent: true, .. }) && attempt >= max_attempts;
-                    state.mark_failed(p.id, failure.reason(), park)?;
+                    // Refused for good, or the connection lost in its own transaction each time:
+                    // parked, so that the emails behind it (oldest first) go.
+                    // An outage or a temporary refusal is no fault of the email's: it uses up none.
+                    let counts = matches!(failure, Failure::Rejected { permanent: true, .. } | Failure::Lost { .. });
+                    let refusals = p.refusals + u32::from(counts);
+                    let park = counts && refusals >= max_attempts;
+                    state.mark_failed(p.id, failure.reason(), counts, park)?;
                     if park {
-                        log::error!("{what} parked after {attempt} refusals: {}", failure.reason());
+                        let after = if let Failure::Lost { .. } = failure { "attempts" } else { "refusals" };
+                        log::error!("{what} parked after {refusals} {after}: {}", failure.reason());
                         summary.parked += 1;
                     } else {
                         failed_now += 1;
                         log::warn!("{what} not sent (attempt {attempt}): {}; it is retried next run", failure.reason());
                     }
-                    if let Failure::Unavailable(_) = failure {
-                        break 'pages;
+                    match failure {
+                        Failure::Unavailable(_) | Failure::Lost { timed_out: true, .. } => break 'pages,
+                        Failure::Lost { .. } if lost => break 'pages,
+                        Failure::Lost { .. } => lost = true,
+                        _ => {}
                     }
                 }
             }
@@ -153,6 +187,22 @@ pub fn deliver(
         summary.deferred = summary.waiting.saturating_sub(failed_now);
     }
     Ok(summary)
+}
+
+/// An email goes to the recipients its bot has when it is sent, not those it had when it was
+/// queued: the hourly limit, an outage or a digest's hour can hold it for long, and an owner who
+/// moves a bot's chats to another inbox must get nothing more at the old one. An email about
+/// several bots now routed apart, or about none (a flood summary), keeps the recipients it has.
+fn readdressed(state: &State, routing: &Routing, mut p: Pending) -> Result<Pending> {
+    let bots = state.bots_of_email(&p)?;
+    let mut routes = bots.iter().map(|b| routing.for_bot(b)).map(|s| (&s.to, &s.cc));
+    if let Some(first) = routes.next()
+        && routes.all(|r| r == first)
+    {
+        p.email.to = first.0.iter().cloned().collect();
+        p.email.cc = first.1.iter().cloned().collect();
+    }
+    Ok(p)
 }
 
 /// Syncs what a batched transport wrote, then marks it sent in one transaction; when the sync
@@ -175,7 +225,7 @@ fn mark_batch(
                 written.len()
             );
             for id in written.iter() {
-                state.mark_failed(*id, &format!("syncing to disk: {e}"), false)?;
+                state.mark_failed(*id, &format!("syncing to disk: {e}"), false, false)?;
             }
             summary.sent -= written.len();
         }
@@ -198,12 +248,12 @@ mod tests {
         assert_eq!(allowance(hourly, (4, Some(at(0))), (40, Some(at(0)))), (6, None));
         assert_eq!(
             allowance(hourly, (10, Some(at(5))), (10, Some(at(5)))),
-            (0, Some(at(65))),
-            "an hour after the earliest"
+            (0, Some(at(64))),
+            "an hour (less cron's minute) after the earliest"
         );
         assert_eq!(
             allowance(both, (3, Some(at(50))), (15, Some(at(0)))),
-            (0, Some(at(24 * 60))),
+            (0, Some(at(24 * 60 - 1))),
             "the day's limit binds"
         );
         assert_eq!(allowance(both, (3, Some(at(50))), (12, Some(at(0)))), (3, None));

@@ -6,13 +6,15 @@
 //! any other (a Message-ID from its key and day, retried, never duplicated); an empty one is not
 //! sent.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::classify::ChatState;
-use super::rules::Settings;
+use super::rules::{Routing, Settings};
 use crate::config::Config;
 use crate::mail::notice::{self, Block, Notice};
 use crate::mail::render::visitor_display;
@@ -46,6 +48,22 @@ pub struct Route {
 }
 
 impl Route {
+    /// Where and when `settings`' digest goes now: the bot's recipients, and the digest's time
+    /// and zone. A bot whose digest was turned off since its chats were listed keeps the time
+    /// and zone they were listed for (`listed`), with today's recipients: nothing listed is lost.
+    fn of(settings: &Settings, listed: Option<&Route>) -> Option<Self> {
+        let mailboxes =
+            |list: &[lettre::message::Mailbox]| list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let (at, time_zone) = match (&settings.notify.digest, listed) {
+            (Some(rule), _) if !rule.states.is_empty() => {
+                (rule.at.format("%H:%M").to_string(), settings.time_zone.name().to_owned())
+            }
+            (_, Some(listed)) => (listed.at.clone(), listed.time_zone.clone()),
+            (_, None) => return None,
+        };
+        Some(Route { to: mailboxes(&settings.to), cc: mailboxes(&settings.cc), at, time_zone })
+    }
+
     /// The digest's key in the state: the same recipients, time and zone share one.
     fn key(&self) -> String {
         let text = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", self.to, self.cc, self.at, self.time_zone);
@@ -71,14 +89,7 @@ pub fn listing(
         return None;
     }
     let last_bot = transcript.messages.iter().rev().find(|m| m.author == Author::Bot && !m.ends_flow());
-    let mailboxes =
-        |list: &[lettre::message::Mailbox]| list.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-    let route = Route {
-        to: mailboxes(&settings.to),
-        cc: mailboxes(&settings.cc),
-        at: rule.at.format("%H:%M").to_string(),
-        time_zone: settings.time_zone.name().to_owned(),
-    };
+    let route = Route::of(settings, None)?;
     let entry = Entry {
         identifier: thread::identifier(&conversation.id),
         visitor: visitor_display(&transcript.messages),
@@ -109,17 +120,21 @@ fn due_at(route: &Route, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> 
 
 /// Queues each digest that is due: its time of day has come, and conversations were listed
 /// before it (later ones wait for the next day's). Returns how many. A run that comes after the
-/// time (cron was down at eight) still sends that day's, once.
-pub fn send_due(state: &mut State, config: &Config, now: DateTime<Utc>) -> anyhow::Result<usize> {
+/// time (cron was down at eight) still sends that day's, once. Where and when a listed chat goes
+/// is its bot's settings as they are now, not as they were when it was listed: an owner who
+/// moves a bot's chats to another inbox overnight gets the morning's digest there.
+pub fn send_due(state: &mut State, routing: &Routing, config: &Config, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let mut routes: BTreeMap<String, (Route, Vec<(DigestItem, Entry)>)> = BTreeMap::new();
+    for item in state.digests_waiting()? {
+        let Ok(entry) = serde_json::from_str::<Entry>(&item.entry) else { continue };
+        let Some(route) = Route::of(routing.for_bot(&entry.bot_id), Some(&entry.route)) else { continue };
+        routes.entry(route.key()).or_insert_with(|| (route, Vec::new())).1.push((item, entry));
+    }
     let mut queued = 0;
-    for (key, items) in state.digests_waiting()? {
-        let Some(route) = items.iter().find_map(|i| serde_json::from_str::<Entry>(&i.entry).ok()).map(|e| e.route)
-        else {
-            continue;
-        };
+    for (key, (route, items)) in routes {
         let Some((due, day)) = due_at(&route, now) else { continue };
-        let items: Vec<DigestItem> = items.into_iter().filter(|i| i.listed_at < due).collect();
-        let entries: Vec<Entry> = items.iter().filter_map(|i| serde_json::from_str(&i.entry).ok()).collect();
+        let (items, entries): (Vec<DigestItem>, Vec<Entry>) =
+            items.into_iter().filter(|(i, _)| i.listed_at < due).unzip();
         let day_key = format!("{key}:{day}");
         if now < due || entries.is_empty() || state.has_notice(&day_key)? {
             continue;

@@ -16,31 +16,36 @@ use crate::mail::notice::{self, Block, Notice};
 use crate::mail::thread::Thread;
 use crate::state::{State, Waiting};
 
-/// Summarises what is over the burst. Returns how many emails were listed in summaries.
+/// Summarises what is over the burst among the emails queued since the guard last ran (those
+/// waiting for the hourly limit were judged when they were queued). Returns how many emails
+/// were listed in summaries.
 pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let burst = config.mail.burst as usize;
-    let pending = state.count_pending_chats()?;
+    let pending = state.count_unguarded_chats()?;
     if pending <= burst {
+        state.mark_guarded()?;
         return Ok(0);
     }
-    let excess = state.pending_chats_after(burst)?;
+    let excess = state.unguarded_chats_after(burst)?;
     for (to, cc, rows) in by_recipients(&excess) {
         let key = format!("summary:{}", rows[0].id);
         let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
+        let n = rows.len();
+        let (chats, these) =
+            if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };
         let email = notice::compose(&Notice {
             kind: "digest",
             key: &key,
-            part: &format!("n{}", rows.len()),
+            part: &format!("n{n}"),
             bot: None,
-            title: &format!("{} more chats in one run, listed here", rows.len()),
+            title: &format!("{n} more {chats} in one run, listed here"),
             thread: &Thread::default(),
             body: vec![
                 Block::Paragraph(format!(
                     "This run had {pending} emails about chats to send, more than mail.burst ({burst}): the first \
-                     {burst} went out one by one, and these {} are listed here instead, so the inbox is not flooded. \
+                     {burst} went out one by one, and {these} listed here instead, so the inbox is not flooded. \
                      Each conversation's own thread starts with its next email; `chat-notifier preview IDENTIFIER` \
-                     shows any of them now.",
-                    rows.len()
+                     shows any of them now."
                 )),
                 Block::List(items),
             ],
@@ -53,6 +58,7 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
         let listed: Vec<Waiting> = rows.into_iter().cloned().collect();
         state.atomically(|tx| tx.summarise(&key, &email, &listed))?;
     }
+    state.mark_guarded()?;
     log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
     Ok(excess.len())
 }

@@ -9,7 +9,7 @@ mod decide;
 mod deliver;
 pub mod digest;
 mod flood;
-pub use deliver::{RateLimits, allowance};
+pub use deliver::RateLimits;
 mod ingest;
 pub mod people;
 pub mod rules;
@@ -99,10 +99,10 @@ pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
     let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
-    digest::send_due(&mut state, config, now)?;
+    digest::send_due(&mut state, &routing, config, now)?;
     flood::guard(&mut state, config, now)?;
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
-    let summary = deliver::deliver(&mut state, &mut mailer, config.max_attempts, limits, now)?;
+    let summary = deliver::deliver(&mut state, &mut mailer, &routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     Ok(Some(RunSummary { failed, ..summary }))
 }

@@ -2,10 +2,13 @@
 //! (a server, in read-only transactions). Sources write their queries once, with `?1`-style
 //! placeholders and `rarray(?N)` for a list of ids; PostgreSQL gets them rewritten (`$N` with
 //! the parameter's type, `unnest(...)`). Rows come back as plain cells, whatever the database.
+//! The connection to PostgreSQL is made here too: TLS as libpq's `sslmode` means it (`Tls`),
+//! and the URL shown without what may be secret (`shown_url`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -91,8 +94,9 @@ impl Db {
     }
 
     /// Connects to `url` (a libpq URL without a password) with `password`; TLS as the URL's
-    /// `sslmode` says, certificates checked against the system's roots.
+    /// `sslmode` and `sslrootcert` say, with libpq's meanings (`Tls`).
     pub fn postgres(url: &str, password: Option<&str>) -> Result<Db> {
+        let (url, tls) = Tls::from_url(url)?;
         let mut config: postgres::Config = url.parse().context("not a PostgreSQL URL")?;
         if let Some(password) = password {
             config.password(password);
@@ -100,13 +104,18 @@ impl Db {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut client = config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)).map_err(pg_error)?;
+        // As libpq: sslmode does not apply to Unix-domain sockets (the server has no TLS there).
+        let hosts = config.get_hosts();
+        let local = !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts.iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        config.ssl_mode(if local { postgres::config::SslMode::Disable } else { tls.ssl_mode() });
+        let (connector, why) = tls.connector()?;
+        let mut client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
+            // What the certificate check found, in words, rather than rustls' enum.
+            Some(why) => anyhow::anyhow!("TLS: {why}"),
+            None => pg_error(e),
+        })?;
         // Read only, whatever the role may do: one statement, one snapshot, as on SQLite.
         client.batch_execute("SET default_transaction_read_only = on").map_err(pg_error)?;
         Ok(Db::Postgres(RefCell::new(client)))
@@ -284,12 +293,72 @@ fn postgres_cell(row: &postgres::Row, i: usize, ty: &Type) -> Result<Cell> {
         Type::FLOAT4 => get::<f32>(row, i)?.map_or(Cell::Null, |f| Cell::Real(f.into())),
         Type::FLOAT8 => get::<f64>(row, i)?.map_or(Cell::Null, Cell::Real),
         Type::BOOL => get::<bool>(row, i)?.map_or(Cell::Null, |b| Cell::Int(b.into())),
-        Type::TIMESTAMPTZ => text(get::<chrono::DateTime<chrono::Utc>>(row, i)?.map(|t| t.to_rfc3339())),
-        // A timestamp without a zone is taken as UTC.
-        Type::TIMESTAMP => text(get::<chrono::NaiveDateTime>(row, i)?.map(|t| t.and_utc().to_rfc3339())),
+        // A timestamp without a zone is taken as UTC. What is no time (`infinity`) or beyond
+        // what chrono holds comes as text that is no RFC 3339 time: the source's bad row.
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => text(get::<PgTime>(row, i)?.map(|t| t.rfc3339())),
         Type::JSON | Type::JSONB => text(get::<serde_json::Value>(row, i)?.map(|v| v.to_string())),
         _ => text(get::<String>(row, i)?),
     })
+}
+
+/// A `timestamp` or `timestamptz` as PostgreSQL sends it: microseconds since 2000-01-01 UTC,
+/// `i64::MAX` and `i64::MIN` for `infinity` and `-infinity`. Read raw, since the column holds
+/// years chrono cannot (up to 294276), and one row's odd time must not fail the whole query.
+struct PgTime(i64);
+
+impl<'a> postgres::types::FromSql<'a> for PgTime {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(PgTime(i64::from_be_bytes(raw.try_into().map_err(|_| "a timestamp is 8 bytes")?)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ)
+    }
+}
+
+impl PgTime {
+    /// RFC 3339 in UTC as chrono writes it (`+10000-...` past year 9999); `infinity` and
+    /// `-infinity` as PostgreSQL writes them.
+    fn rfc3339(&self) -> String {
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        match self.0 {
+            i64::MAX => return "infinity".into(),
+            i64::MIN => return "-infinity".into(),
+            _ => {}
+        }
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default().and_time(chrono::NaiveTime::MIN);
+        if let Some(t) = epoch.checked_add_signed(chrono::TimeDelta::microseconds(self.0)) {
+            return t.and_utc().to_rfc3339();
+        }
+        // Past chrono's years: the civil date (proleptic Gregorian, as PostgreSQL counts), from
+        // the days since 0000-03-01 (Howard Hinnant's `civil_from_days`).
+        let (days, micros) = (self.0.div_euclid(MICROS_PER_DAY), self.0.rem_euclid(MICROS_PER_DAY));
+        let z = days + 730_425; // 2000-01-01 is day 730,425 after 0000-03-01.
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (secs, fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let sign = if year < 0 { "-" } else { "+" };
+        let mut out = format!(
+            "{sign}{:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            year.abs(),
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        if fraction > 0 {
+            let digits = format!("{fraction:06}");
+            // As chrono: milliseconds when they say it all, else microseconds.
+            out.push('.');
+            out.push_str(if fraction % 1000 == 0 { &digits[..3] } else { &digits });
+        }
+        out + "+00:00"
+    }
 }
 
 /// SQLite's own words, without the statement rusqlite appends to them.
@@ -323,17 +392,276 @@ fn pg_error(e: postgres::Error) -> anyhow::Error {
     }
 }
 
-/// The URL as it may be shown: without a password, should one be there.
+/// TLS to PostgreSQL as libpq's `sslmode` means it (no `sslmode`: `prefer`, libpq's default).
+/// Only `disable` and `prefer` ever talk in clear, and `prefer` only to a server that says it
+/// has no TLS: a handshake that fails is an error, never a reason to fall back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tls {
+    /// `disable`: plain.
+    Disable,
+    /// `prefer`: TLS without checking the certificate when the server offers it, else plain.
+    Prefer,
+    /// `require`: TLS, the certificate unchecked (anyone on the path can pose as the server).
+    Require,
+    /// `verify-ca` (and `require` with `sslrootcert`, as libpq): TLS, the certificate signed by
+    /// a root of `Roots`, whatever name it bears.
+    VerifyCa(Roots),
+    /// `verify-full`: signed by a root of `Roots`, and for the host connected to.
+    VerifyFull(Roots),
+}
+
+/// Where the roots a certificate is checked against come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Roots {
+    /// The system's (no `sslrootcert`, or `sslrootcert=system`).
+    System,
+    /// The PEM file `sslrootcert` names.
+    File(String),
+}
+
+impl Tls {
+    /// The TLS a URL asks for, and the URL without the parameters read here (the connection's
+    /// parser knows neither `sslrootcert` nor libpq's `verify-*` modes).
+    fn from_url(url: &str) -> Result<(String, Tls)> {
+        let params = crate::config::url_params(url);
+        let last = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.clone());
+        let roots = match last("sslrootcert") {
+            None => None,
+            Some(path) if path == "system" => Some(Roots::System),
+            Some(path) => Some(Roots::File(path)),
+        };
+        let default = if roots == Some(Roots::System) { "verify-full" } else { "prefer" };
+        let tls = match last("sslmode").as_deref().unwrap_or(default) {
+            "disable" => Tls::Disable,
+            "prefer" => Tls::Prefer,
+            "require" => roots.map_or(Tls::Require, Tls::VerifyCa),
+            "verify-ca" => Tls::VerifyCa(roots.unwrap_or(Roots::System)),
+            "verify-full" => Tls::VerifyFull(roots.unwrap_or(Roots::System)),
+            other => anyhow::bail!(
+                "sslmode={other:?} is not one chat-notifier knows: give {}",
+                crate::config::SSL_MODES.join(", ")
+            ),
+        };
+        let kept: Vec<&str> =
+            params.iter().filter(|p| p.key != "sslmode" && p.key != "sslrootcert").map(|p| p.raw).collect();
+        let base = match url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.split('?').next().unwrap_or("")),
+            None => url.to_owned(),
+        };
+        Ok((if kept.is_empty() { base } else { format!("{base}?{}", kept.join("&")) }, tls))
+    }
+
+    fn ssl_mode(&self) -> postgres::config::SslMode {
+        match self {
+            Tls::Disable => postgres::config::SslMode::Disable,
+            Tls::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The connector, and where its certificate check leaves what it found wrong.
+    fn connector(&self) -> Result<(tokio_postgres_rustls::MakeRustlsConnect, Arc<Mutex<Option<String>>>)> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (check, roots) = match self {
+            Tls::Disable | Tls::Prefer | Tls::Require => (Check::Encrypt, None),
+            Tls::VerifyCa(roots) => (Check::Ca, Some(roots)),
+            Tls::VerifyFull(roots) => (Check::Full, Some(roots)),
+        };
+        let (store, named) = match roots {
+            None => (rustls::RootCertStore::empty(), String::new()),
+            Some(Roots::System) => {
+                let mut store = rustls::RootCertStore::empty();
+                store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                (store, "a CA the system trusts".into())
+            }
+            Some(Roots::File(path)) => (root_file(path)?, format!("the CA in sslrootcert {path}")),
+        };
+        let why = Arc::new(Mutex::new(None));
+        let verifier = Verifier { check, roots: store, named, provider: provider.clone(), why: why.clone() };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok((tokio_postgres_rustls::MakeRustlsConnect::new(tls), why))
+    }
+}
+
+/// The certificates of a PEM file, as roots.
+fn root_file(path: &str) -> Result<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).with_context(|| format!("sslrootcert {path}"))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| anyhow::anyhow!("sslrootcert {path}: {e}"))?;
+        store.add(cert).map_err(|e| anyhow::anyhow!("sslrootcert {path}: {e}"))?;
+    }
+    if store.is_empty() {
+        anyhow::bail!("sslrootcert {path}: no certificate in it");
+    }
+    Ok(store)
+}
+
+/// What is checked of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Nothing: the connection is encrypted, the server unproven (libpq's `prefer`, `require`).
+    Encrypt,
+    /// Signed by a root, whatever its name.
+    Ca,
+    /// Signed by a root, and for the host.
+    Full,
+}
+
+/// The server's certificate checked as `sslmode` says; the handshake's signatures always are
+/// (the server holds the certificate's key). What fails is said in words in `why`.
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
+    roots: rustls::RootCertStore,
+    /// The roots, for messages: "the CA in sslrootcert /etc/ssl/pg-root.crt".
+    named: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    why: Arc<Mutex<Option<String>>>,
+}
+
+impl Verifier {
+    fn said(&self, why: String, e: rustls::Error) -> rustls::Error {
+        if let Ok(mut slot) = self.why.lock() {
+            *slot = Some(why);
+        }
+        e
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError as Bad;
+        if self.check == Check::Encrypt {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        let mode = if self.check == Check::Full { "verify-full" } else { "verify-ca" };
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)
+            .map_err(|e| self.said(format!("the server's certificate cannot be read ({e})"), e))?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, algorithms)
+            .map_err(|e| {
+            let why = match &e {
+                rustls::Error::InvalidCertificate(Bad::UnknownIssuer | Bad::BadSignature) => {
+                    let hint = match self.named.starts_with("the CA in") {
+                        true => "",
+                        false => "; give sslrootcert=PATH, the certificate of the CA that signed it",
+                    };
+                    format!("the server's certificate is not signed by {} (sslmode={mode}){hint}", self.named)
+                }
+                other => format!("the server's certificate: {other} (sslmode={mode})"),
+            };
+            self.said(why, e)
+        })?;
+        if self.check == Check::Full {
+            rustls::client::verify_server_name(&cert, server_name).map_err(|e| {
+                let name = server_name.to_str();
+                let names = match &e {
+                    // rustls writes them `DnsName("db")`, `IpAddress(10.0.0.1)`: the names alone.
+                    rustls::Error::InvalidCertificate(Bad::NotValidForNameContext { presented, .. }) => presented
+                        .iter()
+                        .map(|n| {
+                            let inner = n.split_once('(').map_or(n.as_str(), |(_, n)| n.trim_end_matches(')'));
+                            inner.trim_matches('"').to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => String::new(),
+                };
+                let names = if names.is_empty() { String::new() } else { format!(" but for {names}") };
+                let why = format!(
+                    "the server's certificate is not for {name}{names} (sslmode=verify-full checks the host's \
+                     name; verify-ca only the CA)"
+                );
+                self.said(why, e)
+            })?;
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The query parameters whose values are shown with a URL: settings, never secrets. Any other
+/// key's value (`options`, a key this version does not know, a mistyped `passwd`) is left out.
+const SHOWN_PARAMS: [&str; 15] = [
+    "sslmode",
+    "sslrootcert",
+    "sslnegotiation",
+    "connect_timeout",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "channel_binding",
+    "keepalives",
+    "tcp_user_timeout",
+];
+
+/// The URL as it may be shown: without a password, should one be there, and with the value of
+/// each query parameter not in `SHOWN_PARAMS` written `***`.
 pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_owned(),
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => format!("{}@{host}", userinfo.split(':').next().unwrap_or("")),
+        None => authority.to_owned(),
+    };
+    // A first @ past the host (refused by the config) ends the credentials for the connection.
+    if rest.find('@').is_some_and(|at| at > end) {
+        return format!("{scheme}://{authority}/***");
     }
+    let path = path.split('?').next().unwrap_or("");
+    let params = crate::config::url_params(url);
+    if params.is_empty() {
+        return format!("{scheme}://{authority}{path}");
+    }
+    let query: Vec<String> = params
+        .iter()
+        .map(|p| match p.raw.split_once('=') {
+            Some((key, _)) if SHOWN_PARAMS.contains(&p.key.as_str()) => format!("{key}={}", &p.raw[key.len() + 1..]),
+            Some((key, _)) => format!("{key}=***"),
+            None => p.raw.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{authority}{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -353,6 +681,62 @@ mod tests {
         );
     }
 
+    /// PostgreSQL's range of times, written as chrono writes what it can hold and the same way
+    /// past it; `infinity` as PostgreSQL writes it.
+    #[test]
+    fn every_postgres_time_has_a_text() {
+        let micros = |t: &str| {
+            let epoch = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap();
+            (chrono::DateTime::parse_from_rfc3339(t).unwrap() - epoch).num_microseconds().unwrap()
+        };
+        for t in ["2026-11-24T09:00:00+00:00", "2026-11-24T09:00:00.250+00:00", "1999-12-31T23:59:59.000001+00:00"] {
+            assert_eq!(PgTime(micros(t)).rfc3339(), t);
+        }
+        assert_eq!(PgTime(i64::MAX).rfc3339(), "infinity");
+        assert_eq!(PgTime(i64::MIN).rfc3339(), "-infinity");
+        // PostgreSQL's last microsecond, 294276-12-31 23:59:59.999999 UTC, and chrono's last day.
+        assert_eq!(PgTime(9_223_371_331_199_999_999).rfc3339(), "+294276-12-31T23:59:59.999999+00:00");
+        assert_eq!(PgTime(9_223_371_331_200_000_000 - 1_000).rfc3339(), "+294276-12-31T23:59:59.999+00:00");
+        let last = chrono::NaiveDate::MAX.and_hms_opt(12, 0, 0).unwrap().and_utc();
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let past = (last - epoch).num_microseconds().unwrap() + 86_400_000_000;
+        assert_eq!(PgTime(past - 86_400_000_000).rfc3339(), "+262142-12-31T12:00:00+00:00", "chrono's last day");
+        assert_eq!(PgTime(past).rfc3339(), "+262143-01-01T12:00:00+00:00", "the day after, counted here");
+        for t in [PgTime(i64::MAX - 1), PgTime(i64::MIN + 1), PgTime(past)] {
+            assert!(chrono::DateTime::parse_from_rfc3339(&t.rfc3339()).is_err(), "{}", t.rfc3339());
+        }
+    }
+
+    /// `sslmode` and `sslrootcert` as libpq reads them, taken out of the URL the connection's
+    /// parser gets (it knows neither `sslrootcert` nor the `verify-*` modes).
+    #[test]
+    fn sslmode_and_sslrootcert_read_as_libpq_does() {
+        let file = || Roots::File("/r.crt".into());
+        for (url, stripped, tls) in [
+            ("postgresql://h/d", "postgresql://h/d", Tls::Prefer),
+            ("postgresql://h/d?sslmode=disable", "postgresql://h/d", Tls::Disable),
+            (
+                "postgresql://h/d?sslmode=require&application_name=x",
+                "postgresql://h/d?application_name=x",
+                Tls::Require,
+            ),
+            ("postgresql://h/d?sslrootcert=/r.crt&sslmode=require", "postgresql://h/d", Tls::VerifyCa(file())),
+            ("postgresql://h/d?sslmode=prefer&sslrootcert=/r.crt", "postgresql://h/d", Tls::Prefer),
+            ("postgresql://h/d?sslmode=verify-ca", "postgresql://h/d", Tls::VerifyCa(Roots::System)),
+            (
+                "postgresql://u@h:1/d?sslmode=verify-full&sslrootcert=%2Fr.crt",
+                "postgresql://u@h:1/d",
+                Tls::VerifyFull(file()),
+            ),
+            ("postgresql://h/d?sslrootcert=system", "postgresql://h/d", Tls::VerifyFull(Roots::System)),
+            ("postgresql://h/d?sslmode=disable&sslmode=require", "postgresql://h/d", Tls::Require),
+        ] {
+            assert_eq!(Tls::from_url(url).unwrap(), (stripped.to_owned(), tls), "{url}");
+        }
+        let allow = Tls::from_url("postgresql://h/d?sslmode=allow").unwrap_err().to_string();
+        assert!(allow.contains("sslmode=\"allow\" is not one chat-notifier knows"), "{allow}");
+    }
+
     #[test]
     fn urls_are_shown_without_passwords() {
         assert_eq!(
@@ -360,5 +744,17 @@ mod tests {
             "postgresql://bot@db.example.com:5432/rasa?sslmode=require"
         );
         assert_eq!(shown_url("postgresql://bot@db/rasa"), "postgresql://bot@db/rasa");
+        assert_eq!(
+            shown_url(
+                "postgresql://bot@db/rasa?sslmode=verify-full&password=s3cret&options=-c%20x%3Dy&passwd&connect_timeout=5"
+            ),
+            "postgresql://bot@db/rasa?sslmode=verify-full&password=***&options=***&passwd&connect_timeout=5"
+        );
+        assert_eq!(shown_url("postgresql://db/rasa?application_name=me:s3cret@db2"), "postgresql://db/***");
+        assert_eq!(
+            shown_url("postgresql://bot@db/rasa?application_name=me@work"),
+            "postgresql://bot@db/rasa?application_name=me@work"
+        );
+        assert_eq!(shown_url("postgresql://db?pass%77ord=s3cret"), "postgresql://db?pass%77ord=***");
     }
 }

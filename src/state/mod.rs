@@ -236,6 +236,16 @@ CREATE TRIGGER tallies_delete AFTER DELETE ON conversations BEGIN
         held = held - (OLD.held_through > OLD.covered_through AND OLD.last_message <= OLD.held_through);
 END;
 "#,
+    r#"
+-- The last outbox row the flood guard has judged: mail.burst is about the emails one run adds,
+-- not about those an earlier run queued that still wait for the hourly limit.
+ALTER TABLE progress ADD COLUMN guarded_through INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- The failures of an email that count toward max_attempts (a permanent refusal, the connection
+-- lost in its own transaction); attempts counts every try, an outage's too.
+ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
@@ -269,6 +279,21 @@ pub fn lock_path(state_path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Refuses a symbolic link at the state's path, its lock's, or SQLite's `-wal` and `-shm`
+/// beside it: a run would write visitors' details wherever one points, or change the mode of
+/// what it names (as root, any file), and a command that only reads would create SQLite's
+/// files beside the target. Every way of opening the state, and `check`, ask this first.
+pub fn refuse_links(path: &Path) -> Result<()> {
+    refuse_symlink(path, "state")?;
+    refuse_symlink(&lock_path(path), "state lock")?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        refuse_symlink(Path::new(&side), "state")?;
+    }
+    Ok(())
+}
+
 /// A symlink at the state's path could make us write visitors' details wherever it points
 /// (or create its target): refused, with the path.
 fn refuse_symlink(path: &Path, what: &str) -> Result<()> {
@@ -295,8 +320,14 @@ pub struct State {
 
 impl State {
     pub fn open(path: &Path) -> Result<Self> {
-        let shown = path.display();
-        refuse_symlink(path, "state")?;
+        State::open_as(path, path)
+    }
+
+    /// Opens the file at `path`, naming it `shown_as` in errors and notes (a dry run's scratch
+    /// copy is named as the state it copies).
+    fn open_as(path: &Path, shown_as: &Path) -> Result<Self> {
+        let shown = shown_as.display();
+        refuse_links(path)?;
         // Create it owner-only before SQLite does, and make an existing one owner-only: it
         // holds visitors' details. SQLite gives its -wal and -shm files the same permissions.
         let file = OpenOptions::new()
@@ -310,8 +341,9 @@ impl State {
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
-            if let Ok(f) = File::open(&side) {
-                owner_only(&f).with_context(|| format!("state {}: setting mode 0600", Path::new(&side).display()))?;
+            let side = Path::new(&side);
+            if let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(side) {
+                owner_only(&f).with_context(|| format!("state {}: setting mode 0600", side.display()))?;
             }
         }
         let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
@@ -324,16 +356,24 @@ impl State {
         // WAL with synchronous=NORMAL can lose the last commits on power loss, never corrupt:
         // a lost "sent" mark means one re-send with the same Message-ID.
         conn.pragma_update(None, "synchronous", "normal")?;
+        known_version(&conn, shown_as)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
-        Ok(State { conn, path: path.to_owned(), created })
+        Ok(State { conn, path: shown_as.to_owned(), created })
+    }
+
+    /// For commands that only look, where there may be no state yet: None when there is none.
+    pub fn open_if_there(path: &Path) -> Result<Option<Self>> {
+        refuse_links(path)?;
+        if path.exists() { State::open_read_only(path).map(Some) } else { Ok(None) }
     }
 
     /// For commands that only look (status, preview): no file is created, nothing migrated.
     pub fn open_read_only(path: &Path) -> Result<Self> {
+        refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
         compile_once(&conn)?;
-        let version = schema_version(&conn).with_context(|| format!("state {}: reading", path.display()))?;
+        let version = known_version(&conn, path)?;
         if version != MIGRATIONS.len() {
             bail!(
                 "state {}: schema {version}, this chat-notifier reads {}; a run (`chat-notifier run`) upgrades it",
@@ -347,9 +387,10 @@ impl State {
     /// The schema version of the state file at `path`, and the one this build writes: for
     /// `check`, which neither creates nor migrates it.
     pub fn schema_of(path: &Path) -> Result<(usize, usize)> {
+        refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
-        let version = schema_version(&conn).with_context(|| format!("state {}: not a state file", path.display()))?;
+        let version = known_version(&conn, path)?;
         Ok((version, MIGRATIONS.len()))
     }
 
@@ -363,20 +404,20 @@ impl State {
             .context("dry run: creating a scratch copy of the state")?
             .into_temp_path();
         let existed = path.exists();
+        refuse_links(path)?;
         if existed {
-            refuse_symlink(path, "state")?;
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .with_context(|| format!("state {}: opening", path.display()))?;
+            known_version(&source, path)?;
             let mut copy = Connection::open(&scratch)?;
             Backup::new(&source, &mut copy)?
                 .run_to_completion(1024, Duration::ZERO, None)
                 .with_context(|| format!("state {}: copying for a dry run", path.display()))?;
         }
-        let mut state = State::open(&scratch)?;
+        // Errors and notes name the real file, not the copy.
+        let state = State::open_as(&scratch, path)?;
         // Nothing in a scratch copy needs to survive a crash.
         state.conn.execute_batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
-        // Errors and notes name the real file, not the copy.
-        state.path = path.to_owned();
         Ok((state, scratch))
     }
 
@@ -404,6 +445,34 @@ pub struct Tx<'c>(Savepoint<'c>);
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// The schema version of the state at `path`, refused when this chat-notifier cannot read or
+/// upgrade it: a newer one wrote it (this one would misread it, and a run must not write it back
+/// in an older shape), it has tables but no version (another program's database, or one
+/// damaged), or a version no chat-notifier writes.
+fn known_version(conn: &Connection, path: &Path) -> Result<usize> {
+    let shown = path.display();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .with_context(|| format!("state {shown}: reading"))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
+        .with_context(|| format!("state {shown}: reading"))?;
+    match usize::try_from(version) {
+        Ok(v) if v > MIGRATIONS.len() => bail!(
+            "state {shown}: written by a newer chat-notifier (schema {v}, this one knows {}); run that version",
+            MIGRATIONS.len()
+        ),
+        Ok(0) if tables > 0 => {
+            bail!("state {shown}: has tables but no schema version: not a chat-notifier state file, or a damaged one")
+        }
+        Ok(v) => Ok(v),
+        Err(_) => bail!(
+            "state {shown}: schema version {version} is none chat-notifier writes: not a chat-notifier state file, \
+             or a damaged one"
+        ),
+    }
 }
 
 /// Brings the schema up to date; true when the file had none (a first run).

@@ -74,32 +74,22 @@ impl State {
         Ok(out)
     }
 
-    /// The conversations waiting for a digest, by digest key, each key's oldest first.
-    pub fn digests_waiting(&self) -> Result<Vec<(String, Vec<DigestItem>)>> {
+    /// The conversations waiting for a digest, oldest first. Which digest takes each is decided
+    /// when it is sent (`pipeline::digest::send_due`), from the bot's settings then.
+    pub fn digests_waiting(&self) -> Result<Vec<DigestItem>> {
         let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT rowid, conversation_id, digest, entry, listed_at FROM digest_items WHERE sent_in IS NULL \
-             ORDER BY digest, listed_at, rowid",
+            "SELECT rowid, conversation_id, entry, listed_at FROM digest_items WHERE sent_in IS NULL \
+             ORDER BY listed_at, rowid",
         ))?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(2)?,
-                DigestItem {
-                    row: r.get(0)?,
-                    conversation_id: r.get(1)?,
-                    entry: r.get(3)?,
-                    listed_at: millis(r.get(4)?),
-                },
-            ))
+            Ok(DigestItem {
+                row: r.get(0)?,
+                conversation_id: r.get(1)?,
+                entry: r.get(2)?,
+                listed_at: millis(r.get(3)?),
+            })
         });
-        let mut out: Vec<(String, Vec<DigestItem>)> = Vec::new();
-        for row in self.context(rows)? {
-            let (key, item) = self.context(row)?;
-            match out.last_mut() {
-                Some((last, items)) if *last == key => items.push(item),
-                _ => out.push((key, vec![item])),
-            }
-        }
-        Ok(out)
+        self.context(rows)?.map(|row| self.context(row)).collect()
     }
 
     /// Whether the outbox holds any email filed under `key` (a digest of a day, ...).

@@ -13,7 +13,7 @@ use crate::pipeline::classify::ChatState;
 macro_rules! outbox_columns {
     () => {
         "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
-         subject, in_reply_to, refs, text_body, html_body, covers_through, headers"
+         subject, in_reply_to, refs, text_body, html_body, covers_through, headers, refusals"
     };
 }
 pub(super) const PENDING_SQL: &str =
@@ -61,6 +61,9 @@ pub struct Pending {
     /// The last message the email covers.
     pub covers_through: i64,
     pub attempts: u32,
+    /// Of the attempts, those that count toward `max_attempts`: the email's own failures (a
+    /// permanent refusal, the connection lost in its transaction), not an outage's.
+    pub refusals: u32,
     pub email: Email,
 }
 
@@ -119,21 +122,49 @@ pub struct Waiting {
     pub subject: String,
 }
 
-/// Emails about conversations (not notices), by the outbox's state column.
-const CHATS: &str = "state IN ('completed', 'abandoned', 'resumed')";
+/// The emails about conversations waiting to go out that the flood guard has not judged: those
+/// queued since its last run (or by a run that stopped before it).
+const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed') \
+                         AND id > (SELECT guarded_through FROM progress)";
 
 impl State {
-    /// How many emails about conversations wait to go out.
-    pub fn count_pending_chats(&self) -> Result<usize> {
-        let sql = format!("SELECT count(*) FROM outbox WHERE status = 'pending' AND {CHATS}");
+    /// How many emails about conversations the flood guard has not judged yet wait to go out.
+    pub fn count_unguarded_chats(&self) -> Result<usize> {
+        let sql = format!("SELECT count(*) FROM outbox WHERE {UNGUARDED}");
         self.context(self.conn.query_row(&sql, [], |r| r.get(0)))
     }
 
-    /// The emails about conversations waiting to go out after the first `skip`, oldest first.
-    pub fn pending_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
+    /// The bots an outbox email is about, as the state knows them: a chat email's conversation's,
+    /// an alert's, a digest's listed chats'; none for a flood summary (or a conversation whose
+    /// bot the state has not learned).
+    pub fn bots_of_email(&self, p: &Pending) -> Result<Vec<String>> {
+        let sql = match p.kind {
+            Kind::Alert => {
+                return Ok(p.conversation_id.strip_prefix("alert:").map(str::to_owned).into_iter().collect());
+            }
+            Kind::Chat(_) => "SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL",
+            Kind::Digest => {
+                "SELECT DISTINCT json_extract(entry, '$.bot_id') FROM digest_items WHERE sent_in = ?1 \
+                 AND json_extract(entry, '$.bot_id') IS NOT NULL"
+            }
+        };
+        let mut stmt = self.context(self.conn.prepare_cached(sql))?;
+        let rows = stmt.query_map([&p.conversation_id], |r| r.get(0));
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// Everything queued so far has been judged by the flood guard.
+    pub fn mark_guarded(&self) -> Result<()> {
+        let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
+                   WHERE (SELECT max(id) FROM outbox) > guarded_through";
+        self.context(self.conn.execute(sql, [])).map(drop)
+    }
+
+    /// Those emails after the first `skip`, oldest first.
+    pub fn unguarded_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
         let sql = format!(
             "SELECT id, conversation_id, state, message_id, mail_to, mail_cc, subject FROM outbox \
-             WHERE status = 'pending' AND {CHATS} ORDER BY id LIMIT -1 OFFSET ?1"
+             WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?1"
         );
         let mut stmt = self.context(self.conn.prepare(&sql))?;
         let rows = stmt.query_map([skip as i64], |r| {
@@ -182,12 +213,13 @@ impl State {
         })
     }
 
-    /// Records a failed attempt; `park` takes the email out of the retry queue for good.
-    pub fn mark_failed(&self, outbox_id: i64, error: &str, park: bool) -> Result<()> {
+    /// Records a failed attempt, one that `counts` toward `max_attempts` or not; `park` takes the
+    /// email out of the retry queue for good.
+    pub fn mark_failed(&self, outbox_id: i64, error: &str, counts: bool, park: bool) -> Result<()> {
         self.context(self.conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, \
-             status = CASE WHEN ?3 THEN 'parked' ELSE status END WHERE id = ?1",
-            params![outbox_id, error, park],
+            "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + ?3, last_error = ?2, \
+             status = CASE WHEN ?4 THEN 'parked' ELSE status END WHERE id = ?1",
+            params![outbox_id, error, counts, park],
         ))?;
         Ok(())
     }
@@ -253,6 +285,7 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
         kind: Kind::parse(&state).ok_or_else(|| format!("unknown state {state:?}"))?,
         covers_through: int(15)?,
         attempts: int(3)? as u32,
+        refusals: int(17)? as u32,
         email: Email {
             message_id: text(4)?,
             date: millis(int(5)?),

@@ -1,7 +1,10 @@
 //! A throwaway PostgreSQL cluster for one test run: Debian's `postgresql` (`.ci/run` installs
 //! it), `initdb` into a temporary folder, listening on 127.0.0.1 only, run as `nobody` when the
 //! tests run as root (the server refuses root), stopped when the test process exits. Each test
-//! gets a database of its own.
+//! gets a database of its own. TLS is on, as on Debian's default server, with a certificate
+//! for `localhost` and 127.0.0.1 from a CA of the cluster's own (`Cluster::ca_file`), unknown to
+//! the system; plain connections work too, except for the role `TLS_ONLY`, which the server
+//! lets in over TLS only (so a test can tell that a connection was encrypted).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,6 +19,26 @@ pub struct Cluster {
     data: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// The PEM certificate of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+}
+
+/// A superuser the server lets in over TLS only (`hostnossl ... reject` in pg_hba.conf).
+pub const TLS_ONLY: &str = "tls_only";
+
+/// A CA and a certificate it signed for `names` (DNS names or IP addresses): the CA's PEM, the
+/// certificate's PEM and its key's PEM.
+pub fn ca_and_certificate(names: &[&str]) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "chat-notifier test CA");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let mut server = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    server.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("server"));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = server.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
@@ -85,10 +108,30 @@ impl Cluster {
         if !out.status.success() {
             return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
         }
+        // TLS as Debian's server has it on, with a certificate the system does not know.
+        let (ca, cert, key) = ca_and_certificate(&["localhost", "127.0.0.1"]);
+        let ca_file = dir.path().join("ca.crt");
+        let write = |name: &str, text: &str| -> Result<PathBuf, String> {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if unsafe { libc::geteuid() } == 0 {
+                Command::new("chown").args(["nobody:nogroup"]).arg(&path).status().map_err(|e| e.to_string())?;
+            }
+            Ok(path)
+        };
+        write("server.crt", &cert)?;
+        write("server.key", &key)?;
+        std::fs::write(&ca_file, ca).map_err(|e| e.to_string())?;
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+        std::fs::write(&hba, format!("hostnossl all {TLS_ONLY} all reject\n{rules}")).map_err(|e| e.to_string())?;
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
             dir.path().display()
         );
         let out = as_server(&bin.join("pg_ctl"))
@@ -104,7 +147,48 @@ impl Cluster {
             return Err(format!("pg_ctl start: {}{log}", String::from_utf8_lossy(&out.stderr)));
         }
         unsafe { libc::atexit(stop_cluster) };
-        Ok(Cluster { _dir: dir, data, bin, port })
+        let cluster = Cluster { _dir: dir, data, bin, port, ca_file };
+        cluster.admin().batch_execute(&format!("CREATE ROLE {TLS_ONLY} LOGIN SUPERUSER")).map_err(|e| e.to_string())?;
+        Ok(cluster)
+    }
+
+    /// A port in front of the cluster whose "server" answers a TLS request with `answer`:
+    /// `b'N'` as a server without TLS does (then passes the rest through, in clear), `b'S'` and
+    /// then bytes that are no TLS, as a broken one. Connections that ask no TLS pass through.
+    pub fn proxy(&self, answer: u8) -> u16 {
+        use std::io::{Read, Write};
+        const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = self.port;
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let mut first = [0u8; 8];
+                    client.read_exact(&mut first)?;
+                    let mut upstream = std::net::TcpStream::connect(("127.0.0.1", server))?;
+                    if first == SSL_REQUEST {
+                        client.write_all(&[answer])?;
+                        if answer != b'N' {
+                            return client.write_all(b"this is no TLS server hello");
+                        }
+                    } else {
+                        upstream.write_all(&first)?;
+                    }
+                    let (mut down, mut up) = (client.try_clone()?, upstream.try_clone()?);
+                    std::thread::spawn(move || std::io::copy(&mut upstream, &mut down));
+                    std::io::copy(&mut client, &mut up)?;
+                    up.shutdown(std::net::Shutdown::Both)
+                });
+            }
+        });
+        port
+    }
+
+    /// The folder of the server's Unix-domain socket.
+    pub fn socket_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// A new, empty database; its URL.

@@ -70,27 +70,45 @@ impl RasaStore {
 
     /// Appends one event; returns its id.
     pub fn event(&self, sender: &str, when: &str, type_name: &str, body: Value) -> i64 {
-        let timestamp = at(when);
-        let mut data = json!({
-            "event": type_name,
-            "timestamp": timestamp,
-            "metadata": { "model_id": "5f0e0b9c2c4f4a1b9d1e2f3a4b5c6d7e", "assistant_id": "lead-assistant" },
-        });
+        self.event_at(sender, json!(at(when)), type_name, body)
+    }
+
+    /// Appends one event stamped `timestamp` (any JSON value, in the column as SQLite takes
+    /// it: a number, or text such as `'NaN'`, which SQLite keeps as text); returns its id.
+    pub fn event_at(&self, sender: &str, timestamp: Value, type_name: &str, body: Value) -> i64 {
+        // Rasa 3 stamps every event with the model and the assistant; a bot event's metadata
+        // is the response's (`utter_action`) with those added.
+        let mut metadata = json!({ "model_id": "5f0e0b9c2c4f4a1b9d1e2f3a4b5c6d7e", "assistant_id": "lead-assistant" });
+        if let Some(Value::Object(own)) = body.get("metadata") {
+            metadata.as_object_mut().unwrap().extend(own.clone());
+        }
+        let mut data = json!({ "event": type_name, "timestamp": timestamp.clone() });
         data.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        data["metadata"] = metadata;
         let intent = data.pointer("/parse_data/intent/name").and_then(Value::as_str).map(str::to_owned);
         let action = data.get("name").and_then(Value::as_str).map(str::to_owned);
         let data = data.to_string();
+        let column: Option<rusqlite::types::Value> = match &timestamp {
+            Value::Number(n) => n.as_f64().map(rusqlite::types::Value::Real),
+            Value::String(s) => Some(rusqlite::types::Value::Text(s.clone())),
+            _ => None,
+        };
         match &self.store {
             Store::Sqlite(conn) => {
                 conn.execute(
                     "INSERT INTO events (sender_id, type_name, timestamp, intent_name, action_name, data) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![sender, type_name, timestamp, intent, action, data],
+                    params![sender, type_name, column, intent, action, data],
                 )
                 .unwrap();
                 conn.last_insert_rowid()
             }
             Store::Postgres(client) => {
+                let timestamp: Option<f64> = match column {
+                    Some(rusqlite::types::Value::Real(f)) => Some(f),
+                    Some(rusqlite::types::Value::Text(t)) => t.parse().ok(),
+                    _ => None,
+                };
                 let row = client
                     .borrow_mut()
                     .query_one(
@@ -114,7 +132,7 @@ impl RasaStore {
     }
 
     /// A new session, as Rasa starts one: `action_session_start`, `session_started`, then
-    /// `action_listen`.
+    /// `action_listen`. Returns the id of `session_started`.
     pub fn session(&self, sender: &str, when: &str) -> i64 {
         self.event(
             sender,
@@ -125,6 +143,37 @@ impl RasaStore {
         let started = self.event(sender, when, "session_started", json!({}));
         self.action(sender, when, "action_listen");
         started
+    }
+
+    /// A new session started from a channel that sends metadata (Rasa's REST and socket.io
+    /// channels do): Rasa's own slot `session_started_metadata` is set to it before
+    /// `action_session_start` (`MessageProcessor._update_tracker_session`) and again after
+    /// `session_started` (`ActionSessionStart`). Returns the id of `session_started`.
+    pub fn session_from_channel(&self, sender: &str, when: &str, metadata: Value) -> i64 {
+        self.slot(sender, when, "session_started_metadata", metadata.clone());
+        self.event(
+            sender,
+            when,
+            "action",
+            json!({ "name": "action_session_start", "policy": null, "confidence": 1.0 }),
+        );
+        let started = self.event(sender, when, "session_started", json!({}));
+        self.slot(sender, when, "session_started_metadata", metadata);
+        self.action(sender, when, "action_listen");
+        started
+    }
+
+    /// A session begun by a custom `action_session_start` that writes no `session_started`
+    /// (Rasa Pro's store still splits sessions there). Returns the action's id.
+    pub fn custom_session(&self, sender: &str, when: &str) -> i64 {
+        let start = self.event(
+            sender,
+            when,
+            "action",
+            json!({ "name": "action_session_start", "policy": null, "confidence": 1.0 }),
+        );
+        self.action(sender, when, "action_listen");
+        start
     }
 
     pub fn user(&self, sender: &str, when: &str, text: &str, intent: &str) -> i64 {
@@ -151,6 +200,12 @@ impl RasaStore {
     /// The bot says something: the action that utters it, then the `bot` event.
     pub fn say(&self, sender: &str, when: &str, utter: &str, text: &str) -> i64 {
         self.action(sender, when, utter);
+        self.bot(sender, when, utter, text)
+    }
+
+    /// A `bot` event alone, as `ActionBotResponse` writes it: the response's name only in the
+    /// event's metadata (`utter_action`). A form asks its questions so, after `action <form>`.
+    pub fn bot(&self, sender: &str, when: &str, utter: &str, text: &str) -> i64 {
         self.event(
             sender,
             when,
@@ -171,37 +226,75 @@ impl RasaStore {
         self.event(sender, when, "active_loop", json!({ "name": name }))
     }
 
+    /// `lead_form` runs: on its first run it activates; then it validates the slot the visitor
+    /// just filled (`answered`) and asks for the next one (`ask`: the slot, its response and
+    /// text), as `FormAction.run` writes it. Returns the id of the question's `bot` event.
+    pub fn form_runs(&self, sender: &str, when: &str, answered: Option<(&str, &str)>, ask: (&str, &str, &str)) -> i64 {
+        self.action(sender, when, "lead_form");
+        match answered {
+            Some((slot, value)) => {
+                self.slot(sender, when, slot, json!(value));
+            }
+            None => {
+                self.active_loop(sender, when, Some("lead_form"));
+            }
+        }
+        self.slot(sender, when, "requested_slot", json!(ask.0));
+        let asked = self.bot(sender, when, ask.1, ask.2);
+        self.action(sender, when, "action_listen");
+        asked
+    }
+
+    /// The visitor answers the form: the `user` event, then the slot `action_extract_slots`
+    /// fills from it (no `action` event of its own).
+    pub fn answers(&self, sender: &str, when: &str, slot: &str, text: &str) -> i64 {
+        let said = self.user(sender, when, text, "inform");
+        self.slot(sender, when, slot, json!(text));
+        said
+    }
+
     /// A visitor who starts the lead form, gives a name and an email, and leaves at the phone
     /// question. `minute` spaces visitors apart.
     pub fn lead_who_leaves(&self, sender: &str, name: &str, email: &str, minute: u32) {
         let t = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
         self.session(sender, &t(0));
         self.user(sender, &t(1), "hi, I'd like a quote", "request_quote");
-        self.action(sender, &t(2), "lead_form");
-        self.active_loop(sender, &t(2), Some("lead_form"));
-        self.slot(sender, &t(2), "requested_slot", json!("name"));
-        self.say(sender, &t(2), "utter_ask_name", "What's your name?");
-        self.action(sender, &t(3), "action_listen");
-        self.user(sender, &t(10), name, "inform");
-        self.slot(sender, &t(10), "name", json!(name));
-        self.slot(sender, &t(10), "requested_slot", json!("email"));
-        self.say(sender, &t(11), "utter_ask_email", "Your email?");
-        self.action(sender, &t(11), "action_listen");
-        self.user(sender, &t(20), email, "inform");
-        self.slot(sender, &t(20), "email", json!(email));
-        self.slot(sender, &t(20), "requested_slot", json!("phone"));
-        self.say(sender, &t(21), "utter_ask_phone", "And your phone?");
-        self.action(sender, &t(21), "action_listen");
+        self.form_runs(sender, &t(2), None, ("name", "utter_ask_name", "What's your name?"));
+        self.answers(sender, &t(10), "name", name);
+        self.form_runs(sender, &t(11), Some(("name", name)), ("email", "utter_ask_email", "Your email?"));
+        self.answers(sender, &t(20), "email", email);
+        self.form_runs(sender, &t(21), Some(("email", email)), ("phone", "utter_ask_phone", "And your phone?"));
     }
 
-    /// The same visitor back: gives the phone; the form completes and the bot says goodbye.
+    /// The same visitor back: gives the phone; the form validates it, has nothing left to ask
+    /// and deactivates (`active_loop` null right after `action lead_form`); then the bot
+    /// submits the lead and says goodbye.
     pub fn finishes(&self, sender: &str, phone: &str, when: &str) {
-        self.user(sender, when, phone, "inform");
+        self.answers(sender, when, "phone", phone);
+        self.action(sender, when, "lead_form");
         self.slot(sender, when, "phone", json!(phone));
         self.slot(sender, when, "requested_slot", Value::Null);
         self.active_loop(sender, when, None);
         self.action(sender, when, "action_submit_lead");
         self.say(sender, when, "utter_goodbye", "Thanks, we will be in touch!");
+        self.action(sender, when, "action_listen");
+    }
+
+    /// The visitor says "stop" in the middle of the form: nothing fills the requested slot, the
+    /// form rejects its run, and a rule deactivates it (`action_deactivate_loop`), as Rasa writes
+    /// a cancelled form.
+    pub fn stops(&self, sender: &str, when: &str) {
+        self.user(sender, when, "stop", "stop");
+        self.event(
+            sender,
+            when,
+            "action_execution_rejected",
+            json!({ "name": "lead_form", "policy": "RulePolicy", "confidence": 1.0 }),
+        );
+        self.action(sender, when, "action_deactivate_loop");
+        self.active_loop(sender, when, None);
+        self.slot(sender, when, "requested_slot", Value::Null);
+        self.say(sender, when, "utter_ok_stopped", "Okay, I stopped.");
         self.action(sender, when, "action_listen");
     }
 }

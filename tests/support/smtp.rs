@@ -1,6 +1,8 @@
 //! A real SMTP server for the tests: it speaks the protocol over TCP on 127.0.0.1 (greeting,
 //! EHLO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT; PIPELINING offered unless
-//! told not to), records what it accepts, and can be told to fail in the ways real servers do.
+//! told not to), records what it accepts, and can be told to fail in the ways real servers do,
+//! and in the ways hostile ones (or a man in the middle) do: bytes injected before TLS, a
+//! reply a byte at a time, a connection dropped on one email, a Latin-1 refusal.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -49,6 +51,29 @@ pub enum Behavior {
     /// After `messages` on one connection, close it without a word when the next MAIL comes:
     /// a server's limit of messages per connection, or its idle timeout.
     CloseAfter { messages: usize },
+    /// Send these bytes with the 220 to STARTTLS, in the same write, before TLS begins: a man
+    /// in the middle's scripted answers (CVE-2011-0411). Then TLS as usual.
+    InjectAfterStarttls(Vec<u8>),
+    /// Send these bytes with the 354 to DATA, in the same write (a premature "250 queued"),
+    /// then read the message and refuse it with a 554: a server out of step, or an injection.
+    InjectWith354(Vec<u8>),
+    /// Every reply from the greeting on goes a byte at a time, this long between bytes.
+    Dribble(Duration),
+    /// The replies to MAIL, RCPT, DATA and the message go a byte at a time, this long between
+    /// bytes: each answer comes, the whole email's dialogue takes long.
+    DribbleTransaction(Duration),
+    /// Read a message containing the needle, then close the connection without answering (the
+    /// message not taken); accept the others.
+    CloseOnDataContaining(String),
+    /// Read a message containing the needle, then write bytes that are no TLS record under
+    /// the TLS session (a corrupted stream) and close; accept the others. TLS only.
+    CorruptTlsOnDataContaining(String),
+    /// Answer the end of DATA with these bytes (a whole reply line, any encoding) for messages
+    /// containing the needle; accept others.
+    RawReplyToDataContaining { needle: String, reply: Vec<u8> },
+    /// Offer PIPELINING, but read one command at a time and drop whatever came with it: what a
+    /// client pipelined is never answered (RFC 2920 lets a server be this way).
+    DiscardPipelined,
 }
 
 #[derive(Default)]
@@ -68,6 +93,10 @@ struct Shared {
     auth_login: bool,
     /// EHLO unknown: an old server that speaks HELO only.
     no_esmtp: bool,
+    /// SMTPUTF8 offered in EHLO (RFC 6531).
+    smtputf8: bool,
+    /// Every MAIL command as received, parameters included.
+    mail_commands: Vec<String>,
     /// Per command, in the order received: whether the client had sent more before this one
     /// was answered (RFC 2920 pipelining).
     pipelined: Vec<bool>,
@@ -149,6 +178,16 @@ impl SmtpServer {
         self.shared.lock().unwrap().no_esmtp = true;
     }
 
+    /// Offer SMTPUTF8 (RFC 6531) from now on.
+    pub fn offer_smtputf8(&self) {
+        self.shared.lock().unwrap().smtputf8 = true;
+    }
+
+    /// Every MAIL command received, parameters included, in order.
+    pub fn mail_commands(&self) -> Vec<String> {
+        self.shared.lock().unwrap().mail_commands.clone()
+    }
+
     /// Offer the login as AUTH LOGIN only, as some older servers do.
     pub fn offer_auth_login(&self) {
         self.shared.lock().unwrap().auth_login = true;
@@ -186,18 +225,41 @@ fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     implicit: bool,
 ) -> std::io::Result<()> {
-    shared.lock().unwrap().connections += 1;
+    let greeting_behavior = {
+        let mut s = shared.lock().unwrap();
+        s.connections += 1;
+        s.behavior.clone()
+    };
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_nodelay(true)?;
     let plain = stream;
     let mut conn = BufReader::new(match (&tls, implicit) {
         (Some(config), true) => Conn::tls(config, plain)?,
         _ => Conn::Plain(plain),
     });
+    // A pause between the bytes of each reply (`Behavior::Dribble`), when set.
+    let dribble = std::cell::Cell::new(None::<Duration>);
     let reply = |conn: &mut BufReader<Conn>, line: &str| -> std::io::Result<()> {
         let out = conn.get_mut();
-        out.write_all(format!("{line}\r\n").as_bytes())?;
-        out.flush()
+        let bytes = format!("{line}\r\n").into_bytes();
+        match dribble.get() {
+            Some(pause) => {
+                for b in bytes {
+                    out.write_all(&[b])?;
+                    out.flush()?;
+                    thread::sleep(pause);
+                }
+                Ok(())
+            }
+            None => {
+                out.write_all(&bytes)?;
+                out.flush()
+            }
+        }
     };
+    if let Behavior::Dribble(pause) = greeting_behavior {
+        dribble.set(Some(pause));
+    }
     reply(&mut conn, "220 127.0.0.1 test ESMTP ready")?;
     let (mut from, mut rcpts) = (None::<String>, Vec::<String>::new());
     let mut logged_in = false;
@@ -210,13 +272,25 @@ fn serve(
         }
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let (behavior, login, no_pipelining, auth_login, no_esmtp) = {
+        let (behavior, login, no_pipelining, auth_login, no_esmtp, smtputf8) = {
             let mut s = shared.lock().unwrap();
             s.verbs.push(verb.clone());
             s.pipelined.push(!conn.buffer().is_empty());
-            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp)
+            if verb == "MAIL" {
+                s.mail_commands.push(command.clone());
+            }
+            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp, s.smtputf8)
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
+        if let Behavior::DiscardPipelined = behavior {
+            let more = conn.buffer().len();
+            conn.consume(more);
+        }
+        dribble.set(match behavior {
+            Behavior::Dribble(pause) => Some(pause),
+            Behavior::DribbleTransaction(pause) if matches!(verb.as_str(), "MAIL" | "RCPT" | "DATA") => Some(pause),
+            _ => None,
+        });
         match verb.as_str() {
             "EHLO" if no_esmtp => reply(&mut conn, "500 5.5.1 unknown command")?,
             "EHLO" => {
@@ -230,11 +304,21 @@ fn serve(
                 if !no_pipelining {
                     lines.push("250-PIPELINING");
                 }
+                if smtputf8 {
+                    lines.push("250-SMTPUTF8");
+                }
                 lines.push("250 SIZE 20000000");
                 reply(&mut conn, &lines.join("\r\n"))?
             }
             "STARTTLS" if tls.is_some() && !is_tls => {
-                reply(&mut conn, "220 2.0.0 ready to start TLS")?;
+                match &behavior {
+                    Behavior::InjectAfterStarttls(injected) => {
+                        let out = conn.get_mut();
+                        out.write_all(&[b"220 2.0.0 ready to start TLS\r\n".as_slice(), injected].concat())?;
+                        out.flush()?;
+                    }
+                    _ => reply(&mut conn, "220 2.0.0 ready to start TLS")?,
+                }
                 let Conn::Plain(plain) = conn.into_inner() else { unreachable!() };
                 conn = BufReader::new(Conn::tls(tls.as_ref().unwrap(), plain)?);
                 (from, rcpts, logged_in) = (None, Vec::new(), false);
@@ -289,6 +373,8 @@ fn serve(
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 }
                 match behavior {
+                    // The real server, inside TLS, refuses what the injected answers accepted.
+                    Behavior::InjectAfterStarttls(_) => reply(&mut conn, "554 5.7.1 refused")?,
                     // 421: the server closes the connection after saying so (RFC 5321 3.8).
                     Behavior::RejectMail(r) if r.starts_with("421") => {
                         reply(&mut conn, &r)?;
@@ -310,13 +396,30 @@ fn serve(
                 }
             },
             "DATA" if !rcpts.is_empty() => {
-                reply(&mut conn, "354 end with <CRLF>.<CRLF>")?;
+                match &behavior {
+                    Behavior::InjectWith354(injected) => {
+                        let out = conn.get_mut();
+                        out.write_all(&[b"354 end with <CRLF>.<CRLF>\r\n".as_slice(), injected].concat())?;
+                        out.flush()?;
+                    }
+                    _ => reply(&mut conn, "354 end with <CRLF>.<CRLF>")?,
+                }
                 let data = read_data(&mut conn)?;
+                let contains = |needle: &str| String::from_utf8_lossy(&data).contains(needle);
                 match behavior {
-                    Behavior::RejectDataContaining { needle, reply: r }
-                        if String::from_utf8_lossy(&data).contains(&needle) =>
-                    {
-                        reply(&mut conn, &r)?
+                    Behavior::RejectDataContaining { needle, reply: r } if contains(&needle) => reply(&mut conn, &r)?,
+                    Behavior::InjectWith354(_) => reply(&mut conn, "554 5.7.1 message refused")?,
+                    Behavior::CloseOnDataContaining(needle) if contains(&needle) => return Ok(()),
+                    Behavior::CorruptTlsOnDataContaining(needle) if contains(&needle) => {
+                        if let Conn::Tls(tls) = conn.get_mut() {
+                            tls.sock.write_all(b"250 2.0.0 not a TLS record\r\n")?;
+                        }
+                        return Ok(());
+                    }
+                    Behavior::RawReplyToDataContaining { needle, reply: r } if contains(&needle) => {
+                        let out = conn.get_mut();
+                        out.write_all(&r)?;
+                        out.flush()?
                     }
                     other => {
                         if let Behavior::StallAfterData(pause) = &other {

@@ -434,7 +434,11 @@ impl Source for Typebot {
                     text::line(&bot.lossy().unwrap_or_default())
                 )),
                 _ if c[3].int() == Some(1) => Some("an empty answer".to_owned()),
-                (.., None) => Some("no createdAt".to_owned()),
+                // PostgreSQL's `infinity`, or a year past what a time here holds.
+                (.., None) => Some(match c[2].lossy() {
+                    Some(t) => format!("createdAt {:?} is not a time", text::line(&t)),
+                    None => "no createdAt".to_owned(),
+                }),
                 _ => None,
             };
             if let Some(why) = why {

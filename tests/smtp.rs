@@ -1,0 +1,358 @@
+//! The SMTP client against hostile servers and men in the middle: bytes injected before TLS or
+//! ahead of the message, replies dribbled a byte at a time, a connection dropped on one email,
+//! a refusal in Latin-1, a login offered in clear, an internationalised domain, a server that
+//! offers PIPELINING and does not honour it. Each through the built binary, against the test
+//! server on 127.0.0.1 (real TLS where TLS is the point).
+
+mod support;
+
+use std::io::Read;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use support::{Behavior, Fixture, SmtpServer, TlsMode, mails};
+
+const NOW: &str = "2026-11-25T00:00:00Z";
+
+fn transport(f: &Fixture, port: u16, security: &str, timeout: &str) {
+    f.set_transport(&format!(
+        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"\ntimeout = \"{timeout}\"\n\
+         accept_invalid_certs = true\n"
+    ));
+}
+
+fn statuses(f: &Fixture) -> Vec<(String, String, u32)> {
+    f.outbox().into_iter().map(|r| (r.conversation_id, r.status, r.attempts)).collect()
+}
+
+/// Waits for a spawned run to end, at most `bound`; a run still going then is killed and the
+/// test fails. The exit code and stderr.
+fn ends_within(mut child: Child, bound: Duration) -> (i32, String, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            return (status.code().unwrap_or(-1), stderr, started.elapsed());
+        }
+        if started.elapsed() > bound {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the run was still going after {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A man in the middle answers the 220 to STARTTLS and, in the same packet, scripted answers
+/// to what the client sends inside TLS (EHLO, MAIL, RCPT, DATA, the message), while the real
+/// server refuses the MAIL. Read from the buffer kept across the switch, they made the email
+/// count as sent and lost it. Anything buffered when TLS begins drops the connection.
+#[test]
+fn bytes_injected_after_the_220_to_starttls_drop_the_connection() {
+    let server = SmtpServer::start_with(TlsMode::StartTls);
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "starttls", "5s");
+    let injected = b"250 injected hello\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n250 2.0.0 queued\r\n";
+    server.set(Behavior::InjectAfterStarttls(injected.to_vec()));
+
+    let out = f.run_at(NOW, &[], 3);
+    let said = format!(
+        "the server sent data after its 220 to STARTTLS, before TLS began ({} bytes): refusing it (response injection)",
+        injected.len()
+    );
+    assert!(out.stderr.contains(&said), "{}", out.stderr);
+    assert_eq!(server.attempts(), 0, "no MAIL went");
+    assert_eq!(statuses(&f), [("c1".to_owned(), "pending".to_owned(), 1)], "the email waits");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].tls, "over TLS");
+}
+
+/// Over implicit TLS, a server sends "250 queued" with its 354, before the message, then
+/// refuses the message: read as the answer to it, the email counted as sent and was lost. An
+/// answer nothing asked for drops the connection before the message goes.
+#[test]
+fn an_answer_sent_ahead_of_the_message_is_refused_over_implicit_tls() {
+    let server = SmtpServer::start_with(TlsMode::Implicit);
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "tls", "5s");
+    server.set(Behavior::InjectWith354(b"250 2.0.0 queued\r\n".to_vec()));
+
+    let out = f.run_at(NOW, &[], 3);
+    assert!(
+        out.stderr.contains(
+            "the server sent data nothing asked for after its answer to DATA (18 bytes): refusing it (response injection)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(f.outbox()[0].status, "pending", "not counted as sent");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    assert_eq!(server.received().len(), 1);
+    assert!(server.received()[0].tls);
+}
+
+/// Every reply a byte at a time, 300 ms apart, with `timeout = "1s"`: each read gets a byte
+/// well within the timeout, and a per-read timeout never fires (the run held the lock for
+/// minutes). The timeout bounds the whole reply: the run ends soon after it, the email
+/// queued, and the lock free for the next run.
+#[test]
+fn a_server_that_dribbles_its_replies_is_given_up_at_the_timeout() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    transport(&f, server.port(), "none", "1s");
+    server.set(Behavior::Dribble(Duration::from_millis(300)));
+
+    // The greeting alone takes 10 s at this pace; the old client needed minutes per email.
+    let (code, stderr, _) = ends_within(f.spawn(&["run", "--now", NOW]), Duration::from_secs(8));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("did not answer within the timeout"), "{stderr}");
+    assert_eq!(f.outbox()[0].status, "pending");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0); // not 4: the lock was released
+    assert_eq!(mails(&server).len(), 1);
+}
+
+/// Each answer within the timeout (8 bytes, 200 ms apart: 1.4 s of `timeout = "2s"`), but the
+/// email's dialogue as a whole far past it: the timeout bounds the whole email, so a server
+/// cannot stretch a run by answering just in time.
+#[test]
+fn a_whole_emails_dialogue_is_bounded_by_the_timeout() {
+    let server = SmtpServer::start();
+    server.without_pipelining();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    transport(&f, server.port(), "none", "2s");
+    server.set(Behavior::DribbleTransaction(Duration::from_millis(200)));
+
+    // MAIL, RCPT, DATA and the message's answer take some 11 s an email at this pace.
+    let (code, stderr, _) = ends_within(f.spawn(&["run", "--now", NOW]), Duration::from_secs(9));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("did not answer within the timeout"), "{stderr}");
+    assert!(server.received().is_empty());
+    let waiting = statuses(&f);
+    assert_eq!(waiting.iter().filter(|(_, s, _)| s == "pending").count(), 2, "{waiting:?}");
+    assert_eq!(waiting.iter().map(|(_, _, a)| a).sum::<u32>(), 1, "one tried, then the batch stopped: {waiting:?}");
+
+    server.set(Behavior::Accept);
+    f.run_at(NOW, &[], 0);
+    assert_eq!(mails(&server).len(), 2);
+}
+
+/// The server closes the connection on one email's DATA, every time (or, over TLS, corrupts
+/// the stream there). It was "unavailable", no attempt that counts, and oldest first it went
+/// first on every run: nothing was ever delivered. Lost in its own transaction, it is that
+/// email's attempt: the others go on a new connection in the same run, and it is parked after
+/// `max_attempts`. Over plain text and over STARTTLS.
+#[test]
+fn an_email_whose_data_drops_the_connection_is_parked_and_the_others_go() {
+    for (tls, behavior, lost) in [
+        (TlsMode::Plain, Behavior::CloseOnDataContaining("Bad Apple".into()), "the server closed the connection"),
+        (TlsMode::StartTls, Behavior::CloseOnDataContaining("Bad Apple".into()), "close_notify"),
+        (TlsMode::StartTls, Behavior::CorruptTlsOnDataContaining("Bad Apple".into()), "TLS: "),
+    ] {
+        let server = SmtpServer::start_with(tls);
+        let f = Fixture::new(server.port());
+        f.write_config(server.port(), "max_attempts = 2");
+        if tls == TlsMode::StartTls {
+            transport(&f, server.port(), "starttls", "5s");
+        }
+        f.lead_who_leaves("c1", "Bad Apple", "bad@example.com", 0);
+        f.lead_who_leaves("c2", "Jane Doe", "jane@example.com", 1);
+        f.lead_who_leaves("c3", "Sam Lee", "sam@example.com", 2);
+        server.set(behavior.clone());
+
+        let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+        let sent: Vec<String> = mails(&server).iter().map(|m| m.subject.clone()).collect();
+        assert_eq!(sent.len(), 2, "{behavior:?}: the others went in the same run: {sent:?}\n{}", out.stderr);
+        assert!(sent.iter().all(|s| !s.contains("Bad Apple")), "{sent:?}");
+        assert!(server.received().iter().all(|r| r.tls == (tls == TlsMode::StartTls)));
+        let said = "not sent (attempt 1): the connection was lost during this email's transaction: ";
+        assert!(out.stderr.contains(said) && out.stderr.contains(lost), "{behavior:?}: {}", out.stderr);
+        assert_eq!(statuses(&f)[0], ("c1".to_owned(), "pending".to_owned(), 1), "oldest first, tried first");
+
+        let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+        assert!(out.stderr.contains("parked after 2 attempts: the connection was lost"), "{}", out.stderr);
+        assert_eq!(
+            statuses(&f),
+            [("c1", "parked", 2), ("c2", "sent", 1), ("c3", "sent", 1)].map(|(c, s, a)| (
+                c.to_owned(),
+                s.to_owned(),
+                a
+            ))
+        );
+        let out = f.run_at("2026-11-24T10:10:00Z", &[], 0);
+        assert_eq!(out.stderr, "");
+        assert_eq!(mails(&server).len(), 2, "each delivered once");
+    }
+}
+
+/// A refusal whose text is Latin-1 ("refusée"): read as text it was "stream did not contain
+/// valid UTF-8", the server unavailable, the queue blocked. Replies are bytes: the code says
+/// permanent, the text is shown lossily; parked after `max_attempts`, the others go.
+#[test]
+fn a_refusal_in_latin_1_is_a_refusal() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "max_attempts = 2");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    server.set(Behavior::RawReplyToDataContaining {
+        needle: "Jane Doe".into(),
+        reply: b"550 5.7.1 Adresse refus\xe9e \x1b[31m\r\n".to_vec(),
+    });
+
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 3);
+    assert!(
+        out.stderr.contains("not sent (attempt 1): permanent error (550): 5.7.1 Adresse refus\u{FFFD}e \u{FFFD}[31m"),
+        "the text lossily, no escape reaches the terminal: {}",
+        out.stderr
+    );
+    let sent = mails(&server);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].subject.contains("Sam Lee"));
+
+    let out = f.run_at("2026-11-24T10:05:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 refusals: permanent error (550)"), "{}", out.stderr);
+    assert_eq!(statuses(&f)[0], ("c1".to_owned(), "parked".to_owned(), 2));
+}
+
+/// `security = "none"` with a login sent AUTH PLAIN in clear to any host, and `check` said ok.
+/// A login without TLS goes only to this machine (msmtp's rule): elsewhere the config is
+/// refused, by `check` (with or without `--smtp`) and `run` alike, with the reason.
+#[test]
+fn a_login_without_tls_goes_only_to_this_machine() {
+    let server = SmtpServer::start();
+    server.require_login("notifier", "s3cret");
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let login = |host: &str| {
+        f.set_transport(&format!(
+            "kind = \"smtp\"\nhost = \"{host}\"\nport = {}\nsecurity = \"none\"\ntimeout = \"5s\"\n\
+             username = \"notifier\"\npassword_env = \"NOTIFIER_PASSWORD\"\n",
+            server.port()
+        ));
+    };
+    let env = [("NOTIFIER_PASSWORD", "s3cret")];
+
+    login("mail.example.com");
+    for args in [&["check"][..], &["check", "--smtp"], &["run", "--now", NOW]] {
+        let out = f.run_with_env(args, &env);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            said.contains("transport: username: no login without TLS: security = \"none\" would send the password in clear to \"mail.example.com\""),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("s3cret"));
+    }
+    assert_eq!(server.connections(), 0);
+
+    // This machine, by any of its names: the login goes, in clear, where nothing can read it.
+    for host in ["localhost", "::1", "127.0.0.1"] {
+        login(host);
+        let out = f.run_with_env(&["check"], &env);
+        assert_eq!(out.code, 0, "{host}: {}", out.stdout);
+    }
+    let out = f.run_with_env(&["check", "--smtp"], &env);
+    assert!(out.stdout.contains("connected and logged in as notifier"), "{}", out.stdout);
+    let out = f.run_with_env(&["run", "--now", NOW], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(server.received().len(), 1);
+}
+
+/// `from = "...@exämple.com"`: Message-ID and List-Id went out as encoded words (no longer
+/// Message-IDs to a client that threads on them) and From as raw 8-bit. In the IDNA form
+/// (`xn--exmple-cua.com`) wherever ASCII is needed, the envelope too: a 7-bit message, no
+/// SMTPUTF8 needed, a thread that holds.
+#[test]
+fn an_internationalised_domain_goes_out_in_its_idna_form() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    let config = config
+        .replace("notifier@example.com", "notifier@exämple.com")
+        .replace("owner@example.com", "owner@bücher.example");
+    std::fs::write(&f.config, config).unwrap();
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T10:00:00Z", &["--dry-run"], 0);
+    assert!(out.stdout.contains("From: Chat Notifier <notifier@xn--exmple-cua.com>"), "{}", out.stdout);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    f.visitor("c1", "2026-11-24T10:01:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-24T10:01:05Z");
+    f.run_at("2026-11-24T10:02:00Z", &[], 0);
+
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(r.mail_from, "notifier@xn--exmple-cua.com");
+        assert_eq!(r.rcpt_to, ["owner@xn--bcher-kva.example"]);
+    }
+    // Mail::read checks that each is 7-bit, every header line clean.
+    let m = mails(&server);
+    assert!(m[0].message_id.ends_with("@xn--exmple-cua.com"), "{}", m[0].message_id);
+    assert_eq!(m[0].header("From").as_deref(), Some("\"Chat Notifier\" <notifier@xn--exmple-cua.com>"));
+    assert_eq!(m[0].header("To").as_deref(), Some("Owner <owner@xn--bcher-kva.example>"));
+    assert_eq!(m[0].header("List-Id").as_deref(), Some("\"Lead Bot\" <b_lead.chat-notifier.xn--exmple-cua.com>"));
+    assert_eq!(m[1].in_reply_to.as_deref(), Some(m[0].message_id.as_str()), "the second in the first's thread");
+    assert_eq!(m[1].references, [m[0].message_id.clone()]);
+}
+
+/// A local part that is not ASCII can only go with SMTPUTF8 (RFC 6531): where the server does
+/// not offer it, nothing 8-bit is written and the email waits, with the reason; where it does,
+/// MAIL says SMTPUTF8 and the address goes as it is.
+#[test]
+fn an_address_that_needs_smtputf8_goes_only_where_it_is_offered() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("owner@example.com", "zoë@example.com");
+    std::fs::write(&f.config, config).unwrap();
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at(NOW, &[], 3);
+    assert!(
+        out.stderr
+            .contains("the address \"zoë@example.com\" needs SMTPUTF8 (RFC 6531), which the server does not offer"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.attempts(), 0, "no MAIL written");
+    assert_eq!(f.outbox()[0].status, "pending");
+
+    server.offer_smtputf8();
+    f.run_at(NOW, &[], 0);
+    assert_eq!(server.mail_commands(), ["MAIL FROM:<notifier@example.com> SMTPUTF8"]);
+    let received = server.received();
+    assert_eq!(received[0].rcpt_to, ["zoë@example.com"]);
+}
+
+/// A server that offers PIPELINING and reads one command at a time, dropping what came with
+/// it: the pipelined RCPT and DATA are never answered, and every run timed out. After such a
+/// timeout the email is sent again at once, one command at a time, and the rest of the run
+/// goes that way.
+#[test]
+fn a_server_that_offers_pipelining_and_drops_pipelined_commands_gets_one_at_a_time() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+    f.lead_who_leaves("c3", "Ann Bee", "ann@example.com", 2);
+    transport(&f, server.port(), "none", "1s");
+    server.set(Behavior::DiscardPipelined);
+
+    let out = f.run_at(NOW, &["-v"], 0);
+    assert!(out.stderr.contains("sending one command at a time for the rest of this run"), "{}", out.stderr);
+    assert_eq!(mails(&server).len(), 3, "each once");
+    assert_eq!(server.connections(), 2, "the stalled one, then one for the rest");
+    assert!(statuses(&f).iter().all(|(_, s, a)| s == "sent" && *a == 1), "no attempt counted: {:?}", statuses(&f));
+}
