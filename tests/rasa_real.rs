@@ -281,7 +281,6 @@ fn idleness_to_the_microsecond(server: &SmtpServer, (f, rasa, url): (Fixture, Ra
 /// after 60 minutes without a word, the next message starts another: two conversations, two
 /// threads. Rasa's own slot is not something the visitor said: no warning about it.
 #[test]
-#[ignore = "needs issue 21 B4 fix from wt-rasa-events"]
 fn sessions_with_the_channels_metadata_are_two_chats_and_no_warning() {
     let server = SmtpServer::start();
     let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
@@ -354,7 +353,6 @@ fn a_form_completed(server: &SmtpServer, (f, rasa, url): (Fixture, Rasa, String)
 /// "stop" in the middle of the form: Rasa rejects the form (`action_execution_rejected`),
 /// deactivates it (`action_deactivate_loop`, `active_loop` null). Not finished: abandoned.
 #[test]
-#[ignore = "needs issue 21 B5 fix from wt-rasa-events"]
 fn a_form_cancelled_with_stop_is_abandoned_not_finished() {
     let server = SmtpServer::start();
     let Some((f, rasa, url)) = on_sqlite(&server, "complete_on_forms = [\"lead_form\"]") else { return };
@@ -407,7 +405,6 @@ fn slots_with_metadata(server: &SmtpServer, (f, rasa, url): (Fixture, Rasa, Stri
 /// `session_started`: Rasa's store still splits sessions at `action_session_start`. Two
 /// sessions two hours apart are two chats, two threads.
 #[test]
-#[ignore = "needs issue 21 B6 fix from wt-rasa-events"]
 fn sessions_begun_by_a_custom_session_start_are_two_chats() {
     let server = SmtpServer::start();
     let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
@@ -439,7 +436,6 @@ fn sessions_begun_by_a_custom_session_start_are_two_chats() {
 /// what the form asked, not all `lead_form`; the answers that filled a slot are not questions
 /// the visitors asked.
 #[test]
-#[ignore = "needs issue 21 B7 fix from wt-rasa-events"]
 fn the_report_on_a_form_bot_names_each_step_by_what_the_form_asked() {
     let server = SmtpServer::start();
     let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
@@ -466,7 +462,11 @@ fn the_report_on_a_form_bot_names_each_step_by_what_the_form_asked() {
         .map(|s| (s["step"].as_str().unwrap(), s["question"].as_str().unwrap(), s["stopped"].as_u64().unwrap()))
         .collect();
     let questions: Vec<(&str, u64)> = steps.iter().map(|(_, q, n)| (*q, *n)).collect();
-    assert_eq!(questions, [("What's your name?", 1), ("Your email?", 1), ("And your phone?", 1)], "{steps:#?}");
+    assert_eq!(
+        questions,
+        [("What's your name?", 1), ("Your email?", 1), ("And your phone?", 1), ("Thanks, we will be in touch!", 0)],
+        "{steps:#?}"
+    );
     assert!(steps.iter().all(|(s, _, _)| *s != "lead_form"), "{steps:#?}");
     let asked = bot["asks"].to_string();
     for answer in ["Bob Brown", "Cy Cyan", "cy@example.com", "Di Dunn", "555 0100"] {
