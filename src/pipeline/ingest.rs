@@ -5,9 +5,13 @@
 //! that breaks the promise (an export restored from a backup, regenerated with other ids, rows
 //! inserted below the watermark) would make a run silently deaf. So every run checks the row at
 //! the watermark (one primary-key lookup) and the highest id, and once an hour counts the rows
-//! at or below the watermark. When anything differs, one warning says what was found, and the
-//! state is lined up with the source by content (`rebase`): messages an email covered are
-//! recognised by their time, not their id, so nothing is lost and nothing is sent twice.
+//! at or below the watermark. Rows deleted are routine (a visitor's chat erased on request):
+//! below the watermark they change nothing; when they were the newest read, and the store hands
+//! their ids out again (SQLite), reading goes on from the latest message read that is still
+//! there (`erased`), so each new row is read once. When anything else differs, one warning
+//! says what was found, and the state is lined up with the source by content (`rebase`):
+//! messages an email covered are recognised by their time, not their id, so nothing is lost
+//! and nothing is sent twice.
 
 use std::collections::HashMap;
 
@@ -44,6 +48,10 @@ pub enum Continuity {
     /// Nothing wrong, but the state lacks a reference to check against next time (a state
     /// written by an earlier version, or rows deleted below the watermark): record these.
     Adopt { anchor: Option<String>, count: Option<i64> },
+    /// The last rows read are gone, or are other rows now: the newest rows were deleted (a chat
+    /// erased; SQLite hands their ids out again), or the store was restored or regenerated.
+    /// `erased` tells the first from the rest; the reason, for the warning when it is the rest.
+    Tail(String),
     /// The source's ids changed under us; the reason, for the warning.
     Broken(String),
 }
@@ -55,7 +63,7 @@ pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
         return Continuity::Same;
     }
     if now.last_id < w {
-        return Continuity::Broken(format!(
+        return Continuity::Tail(format!(
             "its highest message id is now {}, below {w}, the last one read: it was restored from a backup or regenerated",
             now.last_id
         ));
@@ -63,12 +71,10 @@ pub fn continuity(read: &Progress, now: &Probe) -> Continuity {
     match (&read.anchor, &now.anchor) {
         (None, _) => return Continuity::Adopt { anchor: now.anchor.clone(), count: now.count },
         (Some(_), None) => {
-            return Continuity::Broken(format!(
-                "the message at id {w}, the last one read, is gone: ids were renumbered"
-            ));
+            return Continuity::Tail(format!("the message at id {w}, the last one read, is gone: ids were renumbered"));
         }
         (Some(was), Some(is)) if was != is => {
-            return Continuity::Broken(format!(
+            return Continuity::Tail(format!(
                 "the message at id {w}, the last one read, is another message now: ids were renumbered"
             ));
         }
@@ -96,7 +102,13 @@ pub fn rebase(before: Option<Covered>, messages: &[Message], now: DateTime<Utc>,
         None if last_activity < horizon => (last_message, Some(last_activity), 0),
         None => (0, None, 0),
         Some(Covered { at: Some(at), emails, .. }) => {
-            let through = messages.iter().filter(|m| trusted(m) <= at).map(|m| m.id).max().unwrap_or(0);
+            // At the precision the state keeps (milliseconds; `kept_millis` rounds up, states
+            // before it rounded down): a store's finer stamps (Rasa's microseconds) must not make
+            // a covered message look later than what covered it. One turn is written at once, so
+            // no message of a later turn falls in the same millisecond.
+            let kept = at.timestamp_millis();
+            let through =
+                messages.iter().filter(|m| trusted(m).timestamp_millis() <= kept).map(|m| m.id).max().unwrap_or(0);
             (through, Some(at), emails)
         }
         // Covered before its time was recorded (a state from before): the id is all there is.
@@ -132,7 +144,22 @@ pub fn ingest(
     match continuity(&read, &probe) {
         Continuity::Same => {}
         Continuity::Adopt { anchor, count } => state.atomically(|tx| tx.set_anchor(anchor.as_deref(), count, None))?,
-        Continuity::Broken(why) => {
+        Continuity::Tail(_) if let Some(erased) = erased(source, state, read.watermark, probe.last_id)? => {
+            // Routine (a visitor's chat erased on request): said with -v, not a warning for cron.
+            let n = erased.gone.len();
+            log::info!(
+                "{}: the newest events read, up to id {}, were deleted with {n} conversation{} (a chat erased?); \
+                 reading again from id {}: nothing is lost or sent twice",
+                source.name(),
+                read.watermark,
+                if n == 1 { "" } else { "s" },
+                erased.from + 1,
+            );
+            let anchor = source.anchor_at(erased.from)?.unwrap_or_default();
+            let count = source.count_through(erased.from)?;
+            state.atomically(|tx| tx.rewind(erased.from, &anchor, count, &erased.gone, &erased.reused, now))?;
+        }
+        Continuity::Tail(why) | Continuity::Broken(why) => {
             log::warn!(
                 "{}: {why}; reading it again whole and recognising what was emailed by time, so nothing is lost or sent twice",
                 source.name()
@@ -252,6 +279,61 @@ fn mark_finished(source: &dyn Source, state: &mut State) -> Result<()> {
     }
 }
 
+/// How many conversations a deletion at the end of the store may have taken before it is read
+/// again whole instead (`erased`): an erased visitor's chats, not a store cut back a day.
+const ERASED_MAX: usize = 100;
+
+/// The newest rows read were deleted, and these conversations with them; the store is still the
+/// one read through `from`.
+#[derive(Debug)]
+struct Erased {
+    from: i64,
+    gone: Vec<String>,
+    /// Of those, the names a new chat has now.
+    reused: Vec<String>,
+}
+
+/// Whether the last rows read are gone because they were deleted, conversations whole (a chat
+/// erased: Rasa's `DELETE /conversations/<id>/tracker`), and the store is otherwise the one read:
+/// the latest message read that the store still has, as read (its id, of its conversation), is
+/// where reading goes on; every conversation whose last message read came after it must be gone
+/// from the store entirely. Rows after it are new (ids grow from the highest left, SQLite
+/// reusing the freed ones) or not messages, so reading on from it reads each new one once. A
+/// conversation gone that the store has again must begin after what was read of it: a new chat
+/// on the ids handed out again, named as the erased one was.
+/// None otherwise (a backup restored, ids renumbered, part of a chat gone): `resync`.
+fn erased(source: &dyn Source, state: &State, watermark: i64, last_id: i64) -> Result<Option<Erased>> {
+    let top = watermark.min(last_id);
+    let mut gone: Vec<String> = Vec::new();
+    for (id, last, activity) in state.latest_read(ERASED_MAX + 1)? {
+        if last <= top {
+            // The same message: its id, its conversation, and no later than what was read of
+            // it (a new chat on ids handed out again can have the erased one's name).
+            let found = source.activity_after(last - 1, 1, &Default::default())?;
+            let same = |a: &Activity| {
+                a.id == last && a.conversation_id == id && a.sent_at.timestamp_millis() <= activity.timestamp_millis()
+            };
+            if found.activity.first().is_some_and(same) {
+                let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
+                let mut reused = Vec::new();
+                let present = if ids.is_empty() { Default::default() } else { source.conversations(&ids)? };
+                for (id, c) in present {
+                    // A conversation of that name begins after the last message read of the one
+                    // gone: a new chat named as the erased one was (its ids handed out again).
+                    let Some(before) = state.conversation(&id)? else { continue };
+                    if c.started_at.is_none_or(|t| t.to_utc() <= before.tracked.last_activity) {
+                        return Ok(None);
+                    }
+                    reused.push(id);
+                }
+                return Ok(Some(Erased { from: last, gone, reused }));
+            }
+        }
+        gone.push(id);
+    }
+    Ok(None)
+}
+
 /// Lines the state up with a source whose ids changed: one pass over the whole source, in one
 /// transaction. A one-off, when `continuity` says so.
 fn resync(source: &dyn Source, state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<()> {
@@ -295,12 +377,13 @@ mod tests {
         use Continuity::*;
         let read = progress(100, Some("c1|t"), Some(100));
         let broken = |c: &Continuity| matches!(c, Broken(_));
+        let tail = |c: &Continuity| matches!(c, Tail(_));
         assert_eq!(continuity(&progress(0, None, Some(0)), &probe(5, None, None)), Same);
         assert_eq!(continuity(&read, &probe(150, Some("c1|t"), None)), Same);
         assert_eq!(continuity(&read, &probe(150, Some("c1|t"), Some(100))), Same);
-        assert!(broken(&continuity(&read, &probe(90, None, None))), "restored: max id below the watermark");
-        assert!(broken(&continuity(&read, &probe(150, Some("c9|u"), None))), "renumbered");
-        assert!(broken(&continuity(&read, &probe(150, None, None))), "the row read last is gone");
+        assert!(tail(&continuity(&read, &probe(90, None, None))), "deleted or restored: max id below the watermark");
+        assert!(tail(&continuity(&read, &probe(150, Some("c9|u"), None))), "its id handed out again, or renumbered");
+        assert!(tail(&continuity(&read, &probe(150, None, None))), "the row read last is gone");
         assert!(broken(&continuity(&read, &probe(150, Some("c1|t"), Some(103)))), "inserted below");
         assert_eq!(
             continuity(&read, &probe(150, Some("c1|t"), Some(97))),
@@ -352,5 +435,23 @@ mod tests {
         assert_eq!(old.tracked.covered_through, 503, "never seen, older than the horizon: history");
         let future = [m(7, 10_000_000, Author::Visitor, None)];
         assert_eq!(rebase(None, &future, now, horizon).tracked.last_activity, now, "the future counts as now");
+    }
+
+    #[test]
+    fn rebase_recognises_covered_messages_stamped_finer_than_the_state_keeps() {
+        // Rasa's stamps: microseconds. The email covered through 12:00:00.109600.
+        let t = |micros: i64| DateTime::from_timestamp_micros(1_790_000_000_000_000 + micros).unwrap();
+        let msg = |id: i64, micros: i64| Message { sent_at: t(micros), ..m(id, 0, Author::Visitor, None) };
+        let chat = [msg(1, 0), msg(2, 109_600), msg(3, 90_000_000)];
+        let now = t(100_000_000);
+        let horizon = now - TimeDelta::days(1);
+        let ms = t(109_600).timestamp_millis();
+        for kept in [ms + 1, ms] {
+            // As this version keeps it (rounded up), and as versions before did (rounded down).
+            let at = DateTime::from_timestamp_millis(kept).unwrap();
+            let r = rebase(Some(Covered { at: Some(at), through: 2, emails: 1 }), &chat, now, horizon);
+            assert_eq!(r.tracked.covered_through, 2, "kept as {kept}");
+            assert!(r.tracked.has_uncovered(), "message 3 is new");
+        }
     }
 }

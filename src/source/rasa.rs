@@ -640,7 +640,7 @@ fn time(row: &Row) -> Option<DateTime<Utc>> {
 }
 
 fn seconds(t: f64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_micros((t * 1_000_000.0) as i64)
+    DateTime::from_timestamp_micros((t * 1_000_000.0).round() as i64)
 }
 
 fn conversation_id(sender: &str, start: i64) -> String {

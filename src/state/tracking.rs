@@ -10,6 +10,15 @@ use crate::mail::Email;
 use crate::mail::thread::Thread;
 use crate::pipeline::classify::{ChatState, Seen, Tracked};
 
+/// A message's time as the state keeps it: unix milliseconds, rounded up. Stores stamp finer
+/// (Rasa: float seconds with microseconds); rounded up, a kept time is never earlier than the
+/// message it stands for, so idleness is never reached early and every message an email
+/// covered is at or before the `covered_at` kept for it (`pipeline::ingest::rebase`).
+pub(crate) fn kept_millis(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) { ms } else { ms.saturating_add(1) }
+}
+
 /// The columns `open_row` reads, in its order.
 macro_rules! open_columns {
     () => {
@@ -199,6 +208,18 @@ impl State {
         }
     }
 
+    /// The `limit` conversations whose last message read has the highest ids, highest first,
+    /// with those ids and their last activity: for a run that finds the last rows read gone
+    /// (one pass over the conversations).
+    pub fn latest_read(&self, limit: usize) -> Result<Vec<(String, i64, DateTime<Utc>)>> {
+        let mut stmt = self.context(self.conn.prepare(
+            "SELECT id, last_message, last_activity FROM conversations WHERE last_message > 0 \
+             ORDER BY last_message DESC, id DESC LIMIT ?1",
+        ))?;
+        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, millis(r.get(2)?))));
+        self.context(rows.and_then(Iterator::collect))
+    }
+
     /// How many conversations have messages no email covers (through the open index).
     pub fn count_open(&self) -> Result<usize> {
         self.context(self.conn.query_row(
@@ -265,7 +286,7 @@ impl Tx<'_> {
              last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended",
         )?;
         for (id, s) in seen {
-            upsert.execute(params![id, s.last_message, s.last_activity.timestamp_millis(), s.ended])?;
+            upsert.execute(params![id, s.last_message, kept_millis(s.last_activity), s.ended])?;
         }
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = coalesce(?2, anchor), read_count = read_count + ?3",
@@ -290,7 +311,7 @@ impl Tx<'_> {
                 "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, missing_since = NULL \
                  WHERE id = ?1",
             )?
-            .execute(params![open.id, open.tracked.last_message, open.tracked.last_activity.timestamp_millis()])?;
+            .execute(params![open.id, open.tracked.last_message, kept_millis(open.tracked.last_activity)])?;
         Ok(())
     }
 
@@ -356,7 +377,7 @@ impl Tx<'_> {
             .execute(params![
                 open.id,
                 covers_through,
-                open.tracked.last_activity.timestamp_millis(),
+                kept_millis(open.tracked.last_activity),
                 email.subject,
                 message_id,
                 email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
@@ -380,6 +401,43 @@ impl Tx<'_> {
             "UPDATE progress SET anchor = coalesce(?1, anchor), read_count = coalesce(?2, read_count), \
              audited_at = coalesce(?3, audited_at)",
             params![anchor, read_count, audited_at.map(|t| t.timestamp_millis())],
+        )?;
+        Ok(())
+    }
+
+    /// Lines the state up with a store whose newest rows were deleted, `gone` conversations with
+    /// them: it was read through `from` (`read` rows, the last `anchor`), the rows after are read
+    /// again, and what the state knew of the gone conversations is closed (nothing of them can be
+    /// sent; a new message with one of their ids is new). Those `reused` are another chat now,
+    /// named as the erased one was: forgotten (no thread, no email, no visitor).
+    pub fn rewind(
+        &self,
+        from: i64,
+        anchor: &str,
+        read: i64,
+        gone: &[String],
+        reused: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut close = self.0.prepare_cached(
+            "UPDATE conversations SET last_message = ?2, covered_through = ?2, held_through = 0, ended = 0, \
+             missing_since = NULL WHERE id = ?1",
+        )?;
+        for id in gone {
+            close.execute(params![id, from])?;
+        }
+        let mut forget = self.0.prepare_cached(
+            "UPDATE conversations SET emails = 0, subject = NULL, thread = '', thread_index = NULL, \
+             covered_at = NULL, visitor_id = NULL, bot_id = NULL WHERE id = ?1",
+        )?;
+        for id in reused {
+            forget.execute([id])?;
+        }
+        // Rows read after it that are still there (a commit window's) are read again, and counted.
+        self.0.execute("DELETE FROM recent_ids WHERE id > ?1", [from])?;
+        self.0.execute(
+            "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
+            params![from, anchor, read, now.timestamp_millis()],
         )?;
         Ok(())
     }
@@ -419,10 +477,10 @@ impl Tx<'_> {
             .execute(params![
                 id,
                 t.last_message,
-                t.last_activity.timestamp_millis(),
+                kept_millis(t.last_activity),
                 t.ended,
                 t.covered_through,
-                r.covered_at.map(|c| c.timestamp_millis())
+                r.covered_at.map(kept_millis)
             ])?;
         Ok(())
     }
@@ -450,4 +508,18 @@ fn open_row(r: &Row) -> rusqlite::Result<Open> {
         thread: super::thread(r.get(6)?, &r.get::<_, String>(7)?, r.get(9)?),
         missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_kept_in_milliseconds_never_earlier_than_the_message() {
+        let t = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap();
+        assert_eq!(kept_millis(t(1_795_510_980_109_600)), 1_795_510_980_110);
+        assert_eq!(kept_millis(t(1_795_510_980_109_000)), 1_795_510_980_109, "whole milliseconds stay");
+        assert_eq!(kept_millis(t(1_795_510_980_000_001)), 1_795_510_980_001);
+        assert_eq!(kept_millis(t(-1_500)), -1, "before 1970 too");
+    }
 }

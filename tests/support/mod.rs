@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod rasa;
+pub mod rasa_real;
 pub mod smtp;
 pub mod typebot;
 
