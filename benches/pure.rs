@@ -5,11 +5,10 @@
 use std::hint::black_box;
 
 use chat_notifier::config::Config;
-use chat_notifier::mail::render::{Draft, Limits, Renderer};
-use chat_notifier::mail::thread::Thread;
-use chat_notifier::pipeline::classify::{ChatState, Timing, Tracked, classify};
+use chat_notifier::domain::{Author, ChatState, Conversation, Limits, Message, Transcript, thread::Thread};
+use chat_notifier::mail::render::{Draft, Renderer};
+use chat_notifier::pipeline::classify::{Timing, Tracked, classify};
 use chat_notifier::pipeline::rules::Routing;
-use chat_notifier::source::{Author, Conversation, Message, Transcript};
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

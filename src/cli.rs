@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use log::LevelFilter;
 
-use crate::config::Span;
+use crate::domain::Span;
 
 /// Emails a chatbot's owner one message per new conversation state (completed, abandoned,
 /// resumed), each conversation in its own mail thread. Meant to run from cron every few minutes.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::{env, fmt, fs};
+use std::{env, fs};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::TimeDelta;
@@ -12,8 +12,7 @@ use lettre::message::Mailbox;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::mail::render::Limits;
-use crate::pipeline::classify::ChatState;
+use crate::domain::{ChatState, Limits, Span};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,9 +23,9 @@ pub struct Config {
     pub source: Option<SourceConfig>,
     /// The notifier's own SQLite file.
     pub state: PathBuf,
-    #[serde(default = "Span::thirty_minutes")]
+    #[serde(default = "thirty_minutes")]
     pub abandon_after: Span,
-    #[serde(default = "Span::one_day")]
+    #[serde(default = "one_day")]
     pub first_run_horizon: Span,
     /// A bot whose chats used to arrive and have not for this long raises one alert email.
     pub alert_if_silent: Option<Span>,
@@ -468,7 +467,7 @@ impl TryFrom<TransportTable> for Transport {
                     username: t.username,
                     password_env: t.password_env,
                     password_file: t.password_file,
-                    timeout: t.timeout.unwrap_or_else(Span::thirty_seconds),
+                    timeout: t.timeout.unwrap_or_else(thirty_seconds),
                     accept_invalid_certs: t.accept_invalid_certs.unwrap_or(false),
                 })
             }
@@ -694,65 +693,14 @@ pub fn url_params(url: &str) -> Vec<UrlParam<'_>> {
         .collect()
 }
 
-/// A duration written as `90s`, `30m`, `24h`, `7d` or combined, `1h30m`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub TimeDelta);
-
-impl Span {
-    fn thirty_minutes() -> Self {
-        Span(TimeDelta::minutes(30))
-    }
-    fn one_day() -> Self {
-        Span(TimeDelta::hours(24))
-    }
-    fn thirty_seconds() -> Self {
-        Span(TimeDelta::seconds(30))
-    }
-
-    /// The longest duration accepted: longer ones are typos, and would overflow date arithmetic.
-    pub const MAX_DAYS: i64 = 36_500;
-
-    pub fn parse(s: &str) -> Option<Self> {
-        let mut total = TimeDelta::zero();
-        let mut digits = String::new();
-        for c in s.trim().chars() {
-            if c.is_ascii_digit() {
-                digits.push(c);
-                continue;
-            }
-            let n: i64 = digits.parse().ok()?;
-            digits.clear();
-            let part = match c {
-                's' => TimeDelta::try_seconds(n)?,
-                'm' => TimeDelta::try_minutes(n)?,
-                'h' => TimeDelta::try_hours(n)?,
-                'd' => TimeDelta::try_days(n)?,
-                'w' => TimeDelta::try_weeks(n)?,
-                _ => return None,
-            };
-            total = total.checked_add(&part)?;
-        }
-        (digits.is_empty() && total > TimeDelta::zero() && total <= TimeDelta::days(Self::MAX_DAYS))
-            .then_some(Span(total))
-    }
+fn thirty_minutes() -> Span {
+    Span(TimeDelta::minutes(30))
 }
-
-impl fmt::Debug for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}s", self.0.num_seconds())
-    }
+fn one_day() -> Span {
+    Span(TimeDelta::hours(24))
 }
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Span::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?}: write it like \"90s\", \"30m\", \"24h\", \"7d\" (at most {}d)",
-                Span::MAX_DAYS
-            ))
-        })
-    }
+fn thirty_seconds() -> Span {
+    Span(TimeDelta::seconds(30))
 }
 
 fn utc() -> Tz {
@@ -904,7 +852,7 @@ impl Config {
             .map(|(k, l)| (k.to_owned(), l))
             .chain(bots.map(|(i, k, l)| (format!("bots[{i}].{k}"), l)))
         {
-            if let Some(bad) = list.iter().find(|m| !crate::mail::round_trips(m)) {
+            if let Some(bad) = list.iter().find(|m| !crate::domain::round_trips(m)) {
                 return Err(format!("{key}: {bad} cannot be written in a header and read back; use a plain address"));
             }
         }
@@ -1174,16 +1122,6 @@ path = "outbox"
             let err = error_of(&text);
             assert!(err.contains(key), "error {err:?} should say {key:?}");
             assert!(!err.contains("hunter2"), "{err}");
-        }
-    }
-
-    #[test]
-    fn spans() {
-        assert_eq!(Span::parse("90s"), Some(Span(TimeDelta::seconds(90))));
-        assert_eq!(Span::parse("1h30m"), Some(Span(TimeDelta::minutes(90))));
-        assert_eq!(Span::parse("7d"), Some(Span(TimeDelta::days(7))));
-        for bad in ["", "30", "m", "0m", "5x", "-5m", "99999999999999999999d", "100000000d", "36501d"] {
-            assert_eq!(Span::parse(bad), None, "{bad}");
         }
     }
 }

@@ -10,12 +10,12 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod domain;
 pub mod mail;
 pub mod pipeline;
 pub mod progress;
 pub mod source;
 pub mod state;
-pub mod text;
 
 use anyhow::Result;
 use clap::CommandFactory;

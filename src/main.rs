@@ -2,7 +2,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use chat_notifier::cli::Cli;
-use chat_notifier::{commands, exit, text};
+use chat_notifier::domain::text;
+use chat_notifier::{commands, exit};
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -477,7 +477,7 @@ fn the_report_names_steps_lists_paths_questions_days_and_leads_by_person() {
     assert_eq!(rows.len(), 2, "Bob only: Ana finished on Tuesday, the others left no contact: {rows:?}");
     assert_eq!(rows[1][0], "'=HYPERLINK(\"x\")", "a formula is defused, not evaluated");
     assert_eq!(rows[1][1..5], ["bob@example.com", "", "Lead Bot", "ask_phone"]);
-    assert_eq!(rows[1][6], format!("#{}", chat_notifier::mail::thread::identifier("bob")));
+    assert_eq!(rows[1][6], format!("#{}", chat_notifier::domain::thread::identifier("bob")));
     let table = f.run(&["leads", "--now", "2026-11-24T12:00:00Z"]).stdout;
     assert!(table.lines().nth(1).is_some_and(|l| l.contains("bob@example.com") && l.contains("ask_phone")), "{table}");
 }

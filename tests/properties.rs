@@ -147,10 +147,11 @@ proptest! {
     fn any_field_values_survive_the_outbox(name in name(), address in address()) {
         use chat_notifier::mail::render::{Draft, Renderer};
         use chat_notifier::mail::send;
-        use chat_notifier::mail::thread::Thread;
-        use chat_notifier::pipeline::classify::{ChatState, Tracked};
+        use chat_notifier::domain::thread::Thread;
+        use chat_notifier::domain::ChatState;
+        use chat_notifier::pipeline::classify::Tracked;
         use chat_notifier::pipeline::rules::Routing;
-        use chat_notifier::source::{Author, Conversation, Message, Transcript};
+        use chat_notifier::domain::{Author, Conversation, Message, Transcript};
         use chat_notifier::state::{Open, State};
 
         let f = Fixture::new(1);

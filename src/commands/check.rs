@@ -7,13 +7,13 @@ use anyhow::{Context, Result, bail};
 use chrono::{TimeDelta, Utc};
 
 use crate::config::{self, Config, Transport};
+use crate::domain::{
+    Author as Who, ChatState, Conversation, END_OF_FLOW, Earlier, EarlierField, Message, Person, Transcript,
+    thread::Thread,
+};
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send::Mailer;
-use crate::mail::thread::Thread;
-use crate::pipeline::classify::ChatState;
-use crate::pipeline::people::{Earlier, EarlierField, Person};
 use crate::pipeline::rules::Routing;
-use crate::source::{Author as Who, Conversation, END_OF_FLOW, Message, Transcript};
 use crate::state::State;
 
 pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
@@ -23,7 +23,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
             Ok(detail) => format!("{part:<10} ok      {detail}\n"),
             Err(e) => {
                 failed += 1;
-                format!("{part:<10} FAILED  {}\n", crate::text::line(&format!("{e:#}")))
+                format!("{part:<10} FAILED  {}\n", crate::domain::text::line(&format!("{e:#}")))
             }
         };
         super::print(line)
@@ -61,7 +61,7 @@ fn templates(config: &Config) -> Result<String> {
                 Thread {
                     subject: Some("Earlier [#X]".into()),
                     message_ids: vec!["<a@b>".into()],
-                    index: Some(crate::mail::thread::thread_index("sample", None, Utc::now())),
+                    index: Some(crate::domain::thread::thread_index("sample", None, Utc::now())),
                 },
             ] {
                 let since = if thread.subject.is_some() { 4 } else { 0 };
@@ -186,7 +186,7 @@ fn sample() -> (Conversation, Vec<Message>, Person) {
         conversations: vec![Earlier {
             identifier: "SAMP-LE00-0001".into(),
             bot: "Sample Bot".into(),
-            state: "abandoned".into(),
+            state: Some(ChatState::Abandoned),
             last_activity: start - TimeDelta::days(3),
         }],
         more: 2,

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::report::{Findings, Lead, find};
 use crate::cli::{LeadsArgs, LeadsFormat};
 use crate::config::Config;
-use crate::text::{self, csv_cell};
+use crate::domain::text::{self, csv_cell};
 
 /// `chat-notifier leads`: one line per person who left an email or phone and never finished.
 pub fn leads(config: &Config, args: &LeadsArgs) -> Result<()> {

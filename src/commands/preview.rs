@@ -6,14 +6,13 @@ use chrono::Utc;
 
 use crate::cli::PreviewArgs;
 use crate::config::Config;
-use crate::mail::Email;
+use crate::domain::{Email, Message, Person, Transcript, Wanted, thread::Thread};
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send;
-use crate::mail::thread::Thread;
 use crate::pipeline::classify::{self, Decision, Timing, Tracked};
-use crate::pipeline::people::{self, Person};
+use crate::pipeline::people;
 use crate::pipeline::rules::{self, Routing, Verdict};
-use crate::source::{Message, Source, Transcript, Wanted};
+use crate::source::Source;
 use crate::state::State;
 
 pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
@@ -104,7 +103,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
 
 /// One conversation's transcript, as a run would read it.
 fn transcript(export: &dyn Source, config: &Config, wanted: Wanted) -> Result<Transcript> {
-    let mut read = Transcript::read(export, &[wanted], config.mail.limits().messages)?;
+    let mut read = crate::source::read_transcripts(export, &[wanted], config.mail.limits().messages)?;
     Ok(read.remove(wanted.id).unwrap_or_default())
 }
 

@@ -12,11 +12,12 @@ use serde::Serialize;
 
 use crate::cli::{ReportArgs, ReportFormat, Scope};
 use crate::config::Config;
-use crate::mail::thread;
-use crate::pipeline::people;
+use crate::domain::{
+    Author, Conversation, Message,
+    text::{self, csv_cell},
+    thread,
+};
 use crate::pipeline::rules::Routing;
-use crate::source::{Author, Conversation, Message};
-use crate::text::{self, csv_cell};
 
 /// Ways through a flow listed per bot; free-text questions listed per step.
 const TOP: usize = 10;
@@ -89,7 +90,7 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
         }
     }
     asks.extend(pending);
-    let fields = crate::source::given_fields(messages);
+    let fields = crate::domain::given_fields(messages);
     let end = messages.iter().position(Message::ends_flow);
     let first = messages.first().map(|m| m.sent_at);
     let last = messages.iter().map(|m| m.sent_at).max();
@@ -424,7 +425,7 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
             return Ok(());
         }
         // A person: their visitor id, or the chat alone when that id names nobody.
-        let key = if people::is_person(&conversation.visitor_id) {
+        let key = if crate::domain::is_person(&conversation.visitor_id) {
             format!("v:{}", conversation.visitor_id)
         } else {
             format!("c:{}", conversation.id)
@@ -457,7 +458,7 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
     reports.sort_by(|a, b| b.conversations.cmp(&a.conversations).then(a.bot_id.cmp(&b.bot_id)));
     let mut leads: Vec<Lead> = persons
         .into_values()
-        .filter(|p| !p.completed && p.chats as usize <= people::CROWD)
+        .filter(|p| !p.completed && p.chats as usize <= crate::domain::CROWD)
         .filter_map(|p| {
             let get = |name: &str| p.fields.iter().find(|(n, _)| n == name).map(|(_, v)| text::line(v).into_owned());
             let (email, phone) = (get("email"), get("phone"));

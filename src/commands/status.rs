@@ -10,10 +10,9 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::config::Config;
-use crate::mail::{render, thread};
-use crate::source::{Transcript, Wanted};
+use crate::domain::{Wanted, text, thread};
+use crate::mail::render;
 use crate::state::{Standing, State, StatusRow};
-use crate::text;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -142,7 +141,7 @@ fn notice(key: &str) -> Option<&str> {
 
 /// A column's worth of untrusted text (names, a server's error message), on one line.
 fn cut(s: &str, n: usize) -> String {
-    crate::text::header(s, n.saturating_sub(1))
+    crate::domain::text::header(s, n.saturating_sub(1))
 }
 
 /// The rows listed, with names from the source, a page at a time.
@@ -167,7 +166,7 @@ fn rows(config: &Config, listed: Vec<StatusRow>) -> Result<Vec<Row>> {
         let conversations = export.conversations(&ids)?;
         let wanted: Vec<Wanted> = ids.iter().map(|id| Wanted { id, since: 0, through: i64::MAX }).collect();
         // The visitor's name or address is all a row shows of them: no lines kept.
-        let transcripts = Transcript::read(export.as_ref(), &wanted, 0)?;
+        let transcripts = crate::source::read_transcripts(export.as_ref(), &wanted, 0)?;
         for r in page.iter_mut() {
             if let Some(c) = conversations.get(&r.conversation_id) {
                 r.bot_id = c.bot_id.clone();

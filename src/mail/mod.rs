@@ -7,32 +7,13 @@ pub mod notice;
 pub mod render;
 pub mod send;
 mod smtp;
-pub mod thread;
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
 use lettre::Address;
-use lettre::message::{Mailbox, Mailboxes};
+use lettre::message::Mailbox;
 
-/// An email ready to send, in plain data: what the outbox stores and the transports take.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Email {
-    pub message_id: String,
-    pub date: DateTime<Utc>,
-    pub from: Mailbox,
-    pub to: Mailboxes,
-    pub cc: Mailboxes,
-    pub reply_to: Option<Mailbox>,
-    pub subject: String,
-    pub in_reply_to: Option<String>,
-    pub references: Option<String>,
-    /// Headers for filtering and threading beyond RFC 5322's (`X-Chat-State`, `X-Chat-Bot`,
-    /// `List-Id`, `Thread-Topic`): names from `FILTER_HEADERS`, values header-safe ASCII.
-    pub headers: Vec<(String, String)>,
-    pub text: String,
-    pub html: String,
-}
+use crate::domain::ascii_domain;
 
 /// The headers an owner filters on: Gmail's `list:`, Outlook rules, Sieve.
 pub const FILTER_HEADERS: [&str; 5] = ["X-Chat-State", "X-Chat-Bot", "List-Id", "Thread-Topic", "Thread-Index"];
@@ -51,13 +32,13 @@ pub fn filter_headers(state: &str, bot_id: &str, bot_name: &str, subject: &str, 
         .collect();
     let label = if label.is_empty() { "bot".to_owned() } else { label };
     let list = format!("<b_{label}.chat-notifier.{}>", ascii_domain(domain));
-    let name = crate::text::header(bot_name, 60);
+    let name = crate::domain::text::header(bot_name, 60);
     let list_id = if !name.is_empty() && name.is_ascii() {
         format!("\"{}\" {list}", name.replace(['"', '\\'], ""))
     } else {
         list
     };
-    let ascii = |s: &str| crate::text::header(s, 200).chars().filter(char::is_ascii).collect::<String>();
+    let ascii = |s: &str| crate::domain::text::header(s, 200).chars().filter(char::is_ascii).collect::<String>();
     vec![
         ("X-Chat-State".to_owned(), state.to_owned()),
         ("X-Chat-Bot".to_owned(), ascii(bot_id)),
@@ -65,16 +46,6 @@ pub fn filter_headers(state: &str, bot_id: &str, bot_name: &str, subject: &str, 
         // Outlook's conversation topic: the subject without its reply prefix.
         ("Thread-Topic".to_owned(), subject.strip_prefix("Re: ").unwrap_or(subject).to_owned()),
     ]
-}
-
-/// A domain in the form headers and a server without SMTPUTF8 need: an internationalised one
-/// (`exämple.com`) in its IDNA form (`xn--exmple-cua.com`); an ASCII one exactly as given (the
-/// Message-IDs of existing threads are made from it), as is one IDNA cannot convert.
-pub fn ascii_domain(domain: &str) -> Cow<'_, str> {
-    if domain.is_ascii() {
-        return Cow::Borrowed(domain);
-    }
-    idna::domain_to_ascii(domain).map_or(Cow::Borrowed(domain), Cow::Owned)
 }
 
 /// The mailbox with its domain in IDNA form: an ASCII address wherever the local part is.
@@ -115,13 +86,6 @@ pub fn ascii_message_ids(ids: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Whether a mailbox survives the outbox: written as text and parsed back before it is sent.
-/// lettre accepts addresses it cannot parse back (`x@[127.0.0.1]`, `"a\"b"@x.com`); such a
-/// mailbox must never be queued, or reading the outbox fails for every email after it.
-pub fn round_trips(mailbox: &Mailbox) -> bool {
-    mailbox.to_string().parse::<Mailbox>().is_ok_and(|back| back == *mailbox)
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lettre::message::{Mailbox, Mailboxes};
 use sha2::{Digest, Sha256};
 
-use super::Email;
-use super::thread::{self, Thread};
+use crate::domain::{
+    Email,
+    thread::{self, Thread},
+};
 
 /// A part of a notice's body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use lettre::message::{Mailboxes, MultiPart};
 use lettre::{Message, SendmailTransport, Transport as _};
 
 use crate::config::{Security, Transport};
+use crate::domain::Email;
+use crate::mail::body;
 use crate::mail::smtp::{self, Tls};
-use crate::mail::{Email, body};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -402,7 +403,7 @@ pub fn message(email: &Email) -> Result<Message> {
         // Only the names chat-notifier writes: a stored row cannot add another header.
         if let Some(known) = crate::mail::FILTER_HEADERS.iter().find(|h| **h == name.as_str()) {
             let value = if *known == "List-Id" { ascii_message_ids(value) } else { value.clone() };
-            b = b.raw_header(raw(known, &crate::text::header(&value, 900)));
+            b = b.raw_header(raw(known, &crate::domain::text::header(&value, 900)));
         }
     }
     b.multipart(MultiPart::alternative_plain_html(body::encode(&email.text), body::encode(&email.html)))

@@ -348,7 +348,7 @@ impl Connection {
             Some(address) => {
                 return Err(Error::Other(format!(
                     "the address {:?} needs SMTPUTF8 (RFC 6531), which the server does not offer",
-                    crate::text::header(address, 100)
+                    crate::domain::text::header(address, 100)
                 )));
             }
         };
@@ -456,11 +456,11 @@ impl Connection {
                 return Err(Error::Other(format!("an SMTP answer line longer than {REPLY_LINE} bytes")));
             }
             let text = String::from_utf8_lossy(&line);
-            let text = crate::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
+            let text = crate::domain::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
             let code = line.get(..3).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
             let (Some(code), separator) = (code.filter(|c| (200..600).contains(c)), line.get(3)) else {
                 self.broken = true;
-                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::text::header(&text, 80))));
+                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::domain::text::header(&text, 80))));
             };
             lines.push(text.get(4..).unwrap_or("").to_owned());
             if !matches!(separator, Some(b'-')) {

@@ -5,33 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::source::Activity;
-
-/// The state a notification announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChatState {
-    /// The flow reached its end_conversation step.
-    Completed,
-    /// Idle for `abandon_after` without finishing, and never emailed before.
-    Abandoned,
-    /// Emailed before, came back, said more and went idle again without finishing.
-    Resumed,
-}
-
-impl ChatState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChatState::Completed => "completed",
-            ChatState::Abandoned => "abandoned",
-            ChatState::Resumed => "resumed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed].into_iter().find(|state| state.as_str() == s)
-    }
-}
+use crate::domain::{Activity, ChatState};
 
 /// What the notifier remembers of one conversation between runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +166,7 @@ mod tests {
             id,
             conversation_id: conv.into(),
             sent_at: at(minute),
-            author: crate::source::Author::Bot,
+            author: crate::domain::Author::Bot,
             ends,
         };
         // Timestamps out of order: the latest one counts, not the last read.

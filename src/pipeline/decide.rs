@@ -5,16 +5,16 @@ use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::PAGE;
-use super::classify::{ChatState, Decision, Timing, classify};
+use super::classify::{Decision, Timing, classify};
 use super::digest;
 use super::people;
 use super::rules::{self, Routing, Settings, Verdict};
 use crate::cli::RunArgs;
 use crate::config::Config;
-use crate::mail::Email;
+use crate::domain::{ChatState, Conversation, Email, Transcript, Wanted};
 use crate::mail::render::{Draft, Renderer};
 use crate::progress;
-use crate::source::{Conversation, Source, Transcript, Wanted};
+use crate::source::Source;
 use crate::state::{DueCursor, Open, State};
 
 /// How long messages may wait for their conversations row (a runtime that writes it late)
@@ -178,7 +178,7 @@ fn judge_page<'p>(
         .chain(&orphans)
         .map(|o| Wanted { id: &o.id, since: o.tracked.covered_through, through: o.tracked.last_message })
         .collect();
-    let mut transcripts = Transcript::read(source, &wanted, config.mail.limits().messages)?;
+    let mut transcripts = crate::source::read_transcripts(source, &wanted, config.mail.limits().messages)?;
     for open in orphans {
         let named = rows_named(&transcripts.remove(&open.id).unwrap_or_default());
         let shown = source.name();

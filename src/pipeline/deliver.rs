@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::rules::Routing;
 use super::{PAGE, RunSummary};
+use crate::domain::thread;
 use crate::mail::send::{self, Failure, Mailer};
-use crate::mail::thread;
 use crate::progress;
 use crate::state::{Pending, State, Unreadable};
 

@@ -13,13 +13,14 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::classify::ChatState;
 use super::rules::{Routing, Settings};
 use crate::config::Config;
+use crate::domain::{
+    Author, ChatState, Conversation, Transcript,
+    thread::{self, Thread},
+};
 use crate::mail::notice::{self, Block, Notice};
 use crate::mail::render::visitor_display;
-use crate::mail::thread::{self, Thread};
-use crate::source::{Author, Conversation, Transcript};
 use crate::state::{DigestItem, State};
 
 /// What a digest says of one conversation, recorded when it is listed.
@@ -83,7 +84,7 @@ pub fn listing(
     thread: &Thread,
 ) -> Option<(String, Entry)> {
     let rule = settings.notify.digest.as_ref()?;
-    let fields = crate::source::given_fields(&transcript.messages);
+    let fields = crate::domain::given_fields(&transcript.messages);
     let has_contact = rule.unless_fields.iter().any(|u| fields.iter().any(|(n, _)| n == u));
     if !rule.states.contains(&state) || has_contact || !thread.message_ids.is_empty() {
         return None;
@@ -97,7 +98,7 @@ pub fn listing(
         bot: conversation.bot_name.clone(),
         state: state.as_str().to_owned(),
         step: last_bot.and_then(|m| m.gambit_id.clone()),
-        question: last_bot.map(|m| crate::text::header(&m.body, 120)).filter(|q| !q.is_empty()),
+        question: last_bot.map(|m| crate::domain::text::header(&m.body, 120)).filter(|q| !q.is_empty()),
         fields,
         last_activity: transcript.last_activity.unwrap_or_default().timestamp_millis(),
         route,
@@ -153,7 +154,7 @@ fn compose(
     day: &str,
     config: &Config,
     now: DateTime<Utc>,
-) -> crate::mail::Email {
+) -> crate::domain::Email {
     let tz: Tz = route.time_zone.parse().unwrap_or(Tz::UTC);
     let items = entries
         .iter()

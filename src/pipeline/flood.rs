@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 
 use crate::config::Config;
+use crate::domain::thread::Thread;
 use crate::mail::notice::{self, Block, Notice};
-use crate::mail::thread::Thread;
 use crate::state::{State, Waiting};
 
 /// Summarises what is over the burst among the emails queued since the guard last ran (those

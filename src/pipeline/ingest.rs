@@ -21,8 +21,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::classify::{self, Tracked};
 use super::{INGEST_BATCH, PAGE};
 use crate::config::Config;
+use crate::domain::{Activity, Conversation, Message};
 use crate::progress;
-use crate::source::{Activity, Conversation, Message, Source};
+use crate::source::Source;
 use crate::state::{Covered, Progress, Resync, State};
 
 /// How far ahead of the run's clock a message may be dated before it is not trusted for
@@ -356,7 +357,7 @@ fn resync(source: &dyn Source, state: &mut State, config: &Config, now: DateTime
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Author;
+    use crate::domain::Author;
 
     fn progress(watermark: i64, anchor: Option<&str>, read_count: Option<i64>) -> Progress {
         Progress {

@@ -9,55 +9,9 @@
 //! when a conversation is first judged) and, for the few shown, their transcripts from the
 //! source: a run costs what it emails, never the export's size.
 
-use chrono::{DateTime, Utc};
-
-use crate::mail::thread;
-use crate::pipeline::classify::ChatState;
-use crate::source::{Conversation, Message, Source, Transcript, Wanted};
+use crate::domain::{CROWD, Conversation, Earlier, EarlierField, Message, Person, SHOWN, Wanted, is_person, thread};
+use crate::source::Source;
 use crate::state::{Known, State};
-
-/// Other conversations an email lists; the rest are counted.
-pub const SHOWN: usize = 5;
-/// More conversations than this under one visitor id: not one person.
-pub const CROWD: usize = 50;
-
-/// Ids runtimes write when they have none.
-const PLACEHOLDERS: &[&str] =
-    &["undefined", "null", "none", "nil", "nan", "anonymous", "unknown", "guest", "visitor", "user", "0", "-", "n/a"];
-
-/// Whether a visitor id names someone: not blank, not a placeholder.
-pub fn is_person(visitor_id: &str) -> bool {
-    let id = visitor_id.trim().to_ascii_lowercase();
-    !id.is_empty() && !PLACEHOLDERS.contains(&id.as_str())
-}
-
-/// What is known of a person from their other chats.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Person {
-    /// Their other conversations, newest first, at most `SHOWN`.
-    pub conversations: Vec<Earlier>,
-    /// How many more there are.
-    pub more: usize,
-    /// Each field they gave in those chats, the latest answer, with where it was given.
-    pub fields: Vec<EarlierField>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Earlier {
-    pub identifier: String,
-    pub bot: String,
-    /// "completed", "abandoned", "resumed" (its last email), or "not emailed".
-    pub state: String,
-    pub last_activity: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EarlierField {
-    pub name: String,
-    pub value: String,
-    pub identifier: String,
-    pub given_at: DateTime<Utc>,
-}
 
 /// Pure: the person from their other conversations (newest first, as the state lists them, with
 /// each one's facts and transcript where the source has them) and how many there are in all.
@@ -87,7 +41,7 @@ pub fn person(others: &[(Known, Option<&Conversation>, &[Message])], total: usiz
         .map(|(known, conversation, _)| Earlier {
             identifier: thread::identifier(&known.id),
             bot: conversation.map_or_else(|| known.bot_id.clone().unwrap_or_default(), |c| c.bot_name.clone()),
-            state: known.last_state.map_or("not emailed", ChatState::as_str).to_owned(),
+            state: known.last_state,
             last_activity: known.last_activity,
         })
         .collect();
@@ -108,7 +62,7 @@ pub fn lookup(state: &State, source: &dyn Source, conversation: &Conversation) -
     let facts = source.conversations(&ids)?;
     let wanted: Vec<Wanted> = ids.iter().map(|id| Wanted { id, since: 0, through: i64::MAX }).collect();
     // Fields are all a person's record reads of them: no lines kept.
-    let transcripts = Transcript::read(source, &wanted, 0)?;
+    let transcripts = crate::source::read_transcripts(source, &wanted, 0)?;
     let rows: Vec<(Known, Option<&Conversation>, &[Message])> = others
         .iter()
         .map(|k| (k.clone(), facts.get(&k.id), transcripts.get(&k.id).map_or(&[][..], |t| t.messages.as_slice())))
@@ -119,7 +73,9 @@ pub fn lookup(state: &State, source: &dyn Source, conversation: &Conversation) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Author;
+    use crate::domain::Author;
+    use crate::domain::ChatState;
+    use chrono::{DateTime, Utc};
 
     fn at(day: u32) -> DateTime<Utc> {
         format!("2026-11-{day:02}T10:00:00Z").parse().unwrap()
@@ -152,7 +108,7 @@ mod tests {
         ];
         let p = person(&others, 7);
         assert_eq!(p.more, 5);
-        let states: Vec<&str> = p.conversations.iter().map(|c| c.state.as_str()).collect();
+        let states: Vec<&str> = p.conversations.iter().map(|c| c.state_name()).collect();
         assert_eq!(states, ["not emailed", "completed"]);
         assert_eq!(p.conversations[1].identifier, thread::identifier("mon"));
         let fields: Vec<(&str, &str)> = p.fields.iter().map(|f| (f.name.as_str(), f.value.as_str())).collect();

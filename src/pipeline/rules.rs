@@ -10,8 +10,7 @@ use lettre::message::Mailbox;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Notify};
-use crate::pipeline::classify::ChatState;
-use crate::source::{Message, Transcript};
+use crate::domain::{ChatState, Message, Transcript};
 
 /// Everything that shapes one bot's emails.
 #[derive(Debug, Clone)]
@@ -160,7 +159,7 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &Transcript) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Author;
+    use crate::domain::Author;
     use chrono::{TimeZone, Utc};
 
     fn message(author: Author, field: Option<&str>, body: &str) -> Message {

@@ -101,7 +101,7 @@ pub fn watch(state: &mut State, routing: &Routing, config: &Config, now: DateTim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::thread::Thread;
+    use crate::domain::thread::Thread;
 
     #[test]
     fn the_alarm_rises_once_and_clears_once() {

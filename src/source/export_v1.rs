@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
 use super::sql::{Cell, Db, Param};
-use super::{Activity, Author, Batch, Conversation, Message, Source, Visit, ends_flow};
-use crate::text;
+use super::{Batch, Source, Visit};
+use crate::domain::{Activity, Author, Conversation, Message, ends_flow, text};
 
 pub struct Export {
     db: Db,

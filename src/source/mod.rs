@@ -1,21 +1,19 @@
 //! Where chats come from. Each store a bot runtime keeps its chats in is one module here, and
 //! rows become these domain types at that edge: everything after (classification, rules, state,
 //! mail) works on plain data and never sees SQL. Text from a store is untrusted: it is cleaned
-//! here, once, for every output (`crate::text`).
+//! here, once, for every output (`crate::domain::text`).
 
 pub mod export_v1;
 pub mod rasa;
 pub mod sql;
-pub mod transcript;
 pub mod typebot;
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
-use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::{Config, Location, SourceKind};
-pub use transcript::{Transcript, Wanted};
+use crate::domain::{Activity, Conversation, Message, Reader, Transcript, Wanted};
 
 /// A store of chats, read only. Messages (or events) are numbered by the store with ids that
 /// grow; a run asks for what is new past a watermark, then for the facts and transcripts of
@@ -35,7 +33,7 @@ pub trait Source {
     /// The conversations among `ids` that the store has.
     fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>>;
     /// The messages of conversations, each up to its own last message id, handed to `f` one at a
-    /// time, in order within each conversation (`Transcript::read` keeps what a run needs of
+    /// time, in order within each conversation (`read_transcripts` keeps what a run needs of
     /// them: a long chat is never held whole).
     fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()>;
     /// The highest message id.
@@ -89,92 +87,17 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
     })
 }
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Author {
-    Bot,
-    Visitor,
-    /// Not a chat line: a value the bot recorded about the visitor (Rasa's slots). It gives a
-    /// field, and is never shown in a transcript.
-    Field,
-}
-
-/// The input type of the bot's message on a flow's final step.
-pub const END_OF_FLOW: &str = "end_conversation";
-
-/// The one rule that says a message finishes the chat: the bot's message on the final step.
-pub fn ends_flow(author: Author, input_type: Option<&str>) -> bool {
-    author == Author::Bot && input_type == Some(END_OF_FLOW)
-}
-
-/// What a run needs of a new message to track its conversation: no body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Activity {
-    pub id: i64,
-    pub conversation_id: String,
-    pub sent_at: DateTime<Utc>,
-    pub author: Author,
-    /// The bot's end-of-flow step.
-    pub ends: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conversation {
-    pub id: String,
-    pub bot_id: String,
-    pub bot_name: String,
-    pub visitor_id: String,
-    pub started_at: Option<DateTime<FixedOffset>>,
-    pub page_url: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub id: i64,
-    pub sent_at: DateTime<Utc>,
-    pub author: Author,
-    pub gambit_id: Option<String>,
-    pub input_type: Option<String>,
-    pub field: Option<String>,
-    pub body: String,
-}
-
-impl Message {
-    pub fn ends_flow(&self) -> bool {
-        ends_flow(self.author, self.input_type.as_deref())
-    }
-
-    /// A line of the chat as the visitor saw it: not a recorded field, not a bare marker of
-    /// the flow's end (a store that keeps completion apart from what the bot said).
-    pub fn is_shown(&self) -> bool {
-        self.author != Author::Field && !(self.body.is_empty() && self.ends_flow())
-    }
-
-    /// The visitor's answer to a field, typed or recorded: `(field, value)`.
-    pub fn gives_field(&self) -> Option<(&str, &str)> {
-        match self.author {
-            Author::Visitor | Author::Field => Some((self.field.as_deref()?, self.body.as_str())),
-            Author::Bot => None,
+/// Reads the transcripts of `wanted` from `source`, keeping of each its latest `lines` lines;
+/// one for every conversation asked for (empty where the source has no messages of it).
+pub fn read_transcripts(source: &dyn Source, wanted: &[Wanted], lines: usize) -> Result<HashMap<String, Transcript>> {
+    let mut readers: HashMap<&str, Reader> = wanted.iter().map(|w| (w.id, Reader::new(w.since, lines))).collect();
+    let through: Vec<(&str, i64)> = wanted.iter().map(|w| (w.id, w.through)).collect();
+    source.transcripts(&through, &mut |id, message| {
+        if let Some(reader) = readers.get_mut(id) {
+            reader.push(message);
         }
-    }
-}
-
-/// Each field a visitor gave in these messages, in the order first given, with the latest
-/// non-blank answer (visitors correct typos), trimmed.
-pub fn given_fields(messages: &[Message]) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for (name, value) in messages.iter().filter_map(Message::gives_field) {
-        let value = value.trim();
-        if value.is_empty() {
-            continue;
-        }
-        match fields.iter_mut().find(|(n, _)| n == name) {
-            Some(f) => f.1 = value.to_owned(),
-            None => fields.push((name.to_owned(), value.to_owned())),
-        }
-    }
-    fields
+    })?;
+    Ok(readers.into_iter().map(|(id, r)| (id.to_owned(), r.finish())).collect())
 }
 
 /// A batch of new activity, and how far it reached (bad rows included, so they are reported

@@ -23,9 +23,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::sql::{Cell, Db, Param};
-use super::{Activity, Author, Batch, Conversation, END_OF_FLOW, Message, Source, Visit};
+use super::{Batch, Source, Visit};
 use crate::config::SourceConfig;
-use crate::text;
+use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 
 /// The bot id emails and `[[bots]]` entries use: Rasa's store has one bot.
 pub const BOT_ID: &str = "rasa";

@@ -496,9 +496,9 @@ fn migrate(conn: &mut Connection) -> Result<bool> {
 
 /// A mail thread as the state stores it: the root's subject, the Message-IDs space separated,
 /// the last email's Thread-Index in base64.
-fn thread(subject: Option<String>, message_ids: &str, index: Option<String>) -> crate::mail::thread::Thread {
+fn thread(subject: Option<String>, message_ids: &str, index: Option<String>) -> crate::domain::thread::Thread {
     use base64::Engine as _;
-    crate::mail::thread::Thread {
+    crate::domain::thread::Thread {
         subject,
         message_ids: message_ids.split_whitespace().map(str::to_owned).collect(),
         index: index.and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()),

@@ -11,8 +11,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::outbox::Waiting;
 use super::{Kind, Open, State, Tx, millis};
-use crate::mail::Email;
-use crate::mail::thread::Thread;
+use crate::domain::{Email, thread::Thread};
 
 /// A bot whose chats the silent-source alarm watches, as the state knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,7 @@ use lettre::message::{Mailbox, Mailboxes};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{State, millis};
-use crate::mail::Email;
-use crate::pipeline::classify::ChatState;
+use crate::domain::{ChatState, Email};
 
 /// The outbox columns `pending_row` reads, in its order.
 macro_rules! outbox_columns {

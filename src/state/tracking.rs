@@ -6,9 +6,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{State, Tx, millis};
-use crate::mail::Email;
-use crate::mail::thread::Thread;
-use crate::pipeline::classify::{ChatState, Seen, Tracked};
+use crate::domain::{ChatState, Email, thread::Thread};
+use crate::pipeline::classify::{Seen, Tracked};
 
 /// A message's time as the state keeps it: unix milliseconds, rounded up. Stores stamp finer
 /// (Rasa: float seconds with microseconds); rounded up, a kept time is never earlier than the
@@ -146,7 +145,7 @@ impl State {
     /// `limit`, and how many there are (counted up to `people::CROWD` + 1: beyond that it is
     /// no person). Through the visitor index.
     pub fn others(&self, visitor_id: &str, except: &str, limit: usize) -> Result<(Vec<Known>, usize)> {
-        let crowd = crate::pipeline::people::CROWD;
+        let crowd = crate::domain::CROWD;
         // Counted first, and no further than a crowd: an id on thousands of chats costs no more
         // than one on a few.
         let total: usize = self.context(

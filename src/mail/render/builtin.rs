@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use minijinja::HtmlEscape;
 
 use super::View;
-use crate::pipeline::classify::ChatState;
+use crate::domain::ChatState;
 
 /// How a value from the view is written: as it is (text part) or HTML-escaped the way
 /// minijinja's auto-escaping does it (HTML part).

@@ -19,13 +19,11 @@ use serde::Serialize;
 
 use base64::Engine as _;
 
-use crate::mail::Email;
-use crate::mail::thread::{self, Thread};
-use crate::pipeline::classify::ChatState;
-use crate::pipeline::people::Person;
+use crate::domain::{
+    Author, ChatState, Conversation, Email, HEAD, Limits, Message, Person, Transcript,
+    thread::{self, Thread},
+};
 use crate::pipeline::rules::{Routing, Settings};
-use crate::source::transcript::HEAD;
-use crate::source::{Author, Conversation, Message, Transcript};
 
 /// The built-in templates, compiled into the binary so an installed tool needs no files.
 /// A folder named by the `templates` key replaces any of them by file name.
@@ -42,24 +40,6 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 /// Instructions one template render may run (minijinja's fuel).
 const TEMPLATE_FUEL: u64 = 5_000_000;
-
-/// What one email may carry of a transcript, so that its cost is bounded whatever the chat's
-/// length: a chat of 200,000 messages still makes an email of a few hundred kilobytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Messages shown: the first few (how the chat began) and the latest.
-    pub messages: usize,
-    /// Characters shown of one message; the rest is cut with a note.
-    pub message_chars: usize,
-    /// Bytes of message text one email shows, counted from the latest message back.
-    pub transcript_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { messages: 200, message_chars: 4_000, transcript_bytes: 256 * 1024 }
-    }
-}
 
 /// Characters shown of a field's value: a name or an address is far shorter.
 const FIELD_CHARS: usize = 500;
@@ -354,7 +334,7 @@ impl Renderer {
                     .map(|e| EarlierView {
                         identifier: &e.identifier,
                         bot: &e.bot,
-                        state: &e.state,
+                        state: e.state_name(),
                         date: day(e.last_activity),
                     })
                     .collect(),
@@ -567,7 +547,7 @@ impl Visitor {
     /// Who the subject names: the visitor's name, else their email, else "a visitor".
     fn display(&self) -> String {
         let shown = self.name().or_else(|| self.get("email").map(str::to_owned)).unwrap_or_default();
-        let clean = crate::text::header(&shown, 60);
+        let clean = crate::domain::text::header(&shown, 60);
         if clean.is_empty() { "a visitor".to_owned() } else { clean }
     }
 
@@ -581,10 +561,10 @@ impl Visitor {
             return None;
         }
         let address = Address::from_str(raw).ok()?;
-        let name = self.name().map(|n| crate::text::header(&n, 60)).filter(|n| !n.is_empty());
+        let name = self.name().map(|n| crate::domain::text::header(&n, 60)).filter(|n| !n.is_empty());
         // What cannot be read back from the outbox never goes in: without the name if only
         // the name is the trouble, else no Reply-To at all.
-        [Mailbox::new(name, address.clone()), Mailbox::new(None, address)].into_iter().find(crate::mail::round_trips)
+        [Mailbox::new(name, address.clone()), Mailbox::new(None, address)].into_iter().find(crate::domain::round_trips)
     }
 }
 
@@ -733,7 +713,7 @@ mod tests {
                 sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap(),
                 author: [Author::Bot, Author::Visitor, Author::Field][author as usize],
                 gambit_id: step,
-                input_type: ends.then(|| crate::source::END_OF_FLOW.to_owned()),
+                input_type: ends.then(|| crate::domain::END_OF_FLOW.to_owned()),
                 field,
                 body,
             },
@@ -741,19 +721,19 @@ mod tests {
     }
 
     fn person() -> impl Strategy<Value = Person> {
-        let earlier = (untrusted(), untrusted()).prop_map(|(bot, state)| crate::pipeline::people::Earlier {
+        let state = prop::sample::select(vec![None, Some(ChatState::Abandoned), Some(ChatState::Completed)]);
+        let earlier = (untrusted(), state).prop_map(|(bot, state)| crate::domain::Earlier {
             identifier: "ABCD-EFGH-JKMN".into(),
             bot,
             state,
             last_activity: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         });
-        let field =
-            ("(name|email|city)", untrusted()).prop_map(|(name, value)| crate::pipeline::people::EarlierField {
-                name,
-                value,
-                identifier: "WXYZ-EFGH-JKMN".into(),
-                given_at: Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
-            });
+        let field = ("(name|email|city)", untrusted()).prop_map(|(name, value)| crate::domain::EarlierField {
+            name,
+            value,
+            identifier: "WXYZ-EFGH-JKMN".into(),
+            given_at: Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).unwrap(),
+        });
         (proptest::collection::vec(earlier, 0..3), 0..3usize, proptest::collection::vec(field, 0..3))
             .prop_map(|(conversations, more, fields)| Person { conversations, more, fields })
     }
@@ -795,7 +775,7 @@ mod tests {
             } else {
                 Thread::default()
             };
-            let mut reader = crate::source::transcript::Reader::new(covered_before, messages_limit);
+            let mut reader = crate::domain::Reader::new(covered_before, messages_limit);
             transcript.iter().cloned().for_each(|m| reader.push(m));
             let kept = reader.finish();
             let whole = Transcript::of(transcript, covered_before);

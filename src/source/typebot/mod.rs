@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::sql::{Cell, Db, Param};
-use super::{Activity, Author, Batch, Conversation, END_OF_FLOW, Message, Source, Visit};
+use super::{Batch, Source, Visit};
 use crate::config::{Config, MAPPED_FIELDS};
-use crate::text;
+use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 pub use flow::Flow;
 
 // The queries a run makes: each a primary-key lookup, or one through an index on

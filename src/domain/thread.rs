@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::classify::ChatState;
+use crate::domain::ChatState;
 
 /// Crockford's base32: no I, L, O or U, so an identifier read aloud or retyped survives.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -34,7 +34,7 @@ pub fn message_id(conversation_id: &str, state: ChatState, covers_through: i64, 
     let digest = Sha256::digest(conversation_id.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     // RFC 5322: a Message-ID is ASCII; an internationalised domain in its IDNA form.
-    format!("<chat.{hex}.{}.{covers_through}@{}>", state.as_str(), crate::mail::ascii_domain(domain))
+    format!("<chat.{hex}.{}.{covers_through}@{}>", state.as_str(), crate::domain::ascii_domain(domain))
 }
 
 /// 100-nanosecond ticks from 1601-01-01 (Windows FILETIME) to 1970-01-01.
@@ -99,7 +99,7 @@ fn header_time(index: &[u8]) -> u64 {
 /// made header-safe, cut to fit, and always ending with the identifier. Later emails reuse it
 /// with `Re: `.
 pub fn subject(text: &str, identifier: &str) -> String {
-    let text = crate::text::header(text, MAX_SUBJECT_CHARS);
+    let text = crate::domain::text::header(text, MAX_SUBJECT_CHARS);
     let text = if text.is_empty() { "Chat" } else { &text };
     format!("{text} [#{identifier}]")
 }

@@ -1,14 +1,13 @@
 //! A chat as a run reads it: what an email, a rule, a digest or a person's record can use of
 //! it, in memory bounded by what an email shows, never by the chat's length. Sources hand over
-//! messages one at a time (`Source::transcripts`) and `Reader` keeps what is needed: one chat
+//! messages one at a time (`source::read_transcripts`) and `Reader` keeps what is needed: one chat
 //! of 200,000 messages held as a `Vec<Message>` took a run to 67 MB.
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use super::{Author, Message, Source};
+use super::{Author, Message};
 
 /// How many of a chat's first lines a long transcript keeps: how the chat began.
 pub const HEAD: usize = 3;
@@ -46,19 +45,6 @@ pub struct Wanted<'a> {
 }
 
 impl Transcript {
-    /// Reads the transcripts of `wanted` from `source`, keeping of each its latest `lines` lines;
-    /// one for every conversation asked for (empty where the source has no messages of it).
-    pub fn read(source: &dyn Source, wanted: &[Wanted], lines: usize) -> Result<HashMap<String, Transcript>> {
-        let mut readers: HashMap<&str, Reader> = wanted.iter().map(|w| (w.id, Reader::new(w.since, lines))).collect();
-        let through: Vec<(&str, i64)> = wanted.iter().map(|w| (w.id, w.through)).collect();
-        source.transcripts(&through, &mut |id, message| {
-            if let Some(reader) = readers.get_mut(id) {
-                reader.push(message);
-            }
-        })?;
-        Ok(readers.into_iter().map(|(id, r)| (id.to_owned(), r.finish())).collect())
-    }
-
     /// Every message kept, for a chat at hand (tests, samples).
     pub fn of(messages: impl IntoIterator<Item = Message>, since: i64) -> Transcript {
         let mut reader = Reader::new(since, usize::MAX);
@@ -216,7 +202,7 @@ mod tests {
             sent_at: Utc.with_ymd_and_hms(2026, 11, 24, 9, minute, 0).unwrap(),
             author,
             gambit_id: Some(format!("g{minute}")),
-            input_type: ends.then(|| crate::source::END_OF_FLOW.to_owned()),
+            input_type: ends.then(|| crate::domain::END_OF_FLOW.to_owned()),
             field,
             body,
         })
@@ -258,7 +244,7 @@ mod tests {
             let question = |m: &Message| m.author == Author::Bot && !m.ends_flow();
             prop_assert_eq!(last(&kept, &question), last(&whole, &question));
             prop_assert_eq!(last(&kept, &Message::ends_flow), last(&whole, &Message::ends_flow));
-            prop_assert_eq!(crate::source::given_fields(&kept.messages), crate::source::given_fields(&whole.messages));
+            prop_assert_eq!(crate::domain::given_fields(&kept.messages), crate::domain::given_fields(&whole.messages));
             let every = |t: &Transcript| {
                 let mut seen: Vec<(String, String)> = Vec::new();
                 for (name, value) in t.messages.iter().filter_map(Message::gives_field) {

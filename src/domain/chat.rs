@@ -1,0 +1,122 @@
+//! A chat as every part of chat-notifier speaks of it: its conversation, its messages and who
+//! wrote them, the fields a visitor gave, and the states a notification announces. Sources make
+//! these from their rows; nothing here knows where they came from.
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+/// The state a notification announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatState {
+    /// The flow reached its end_conversation step.
+    Completed,
+    /// Idle for `abandon_after` without finishing, and never emailed before.
+    Abandoned,
+    /// Emailed before, came back, said more and went idle again without finishing.
+    Resumed,
+}
+
+impl ChatState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatState::Completed => "completed",
+            ChatState::Abandoned => "abandoned",
+            ChatState::Resumed => "resumed",
+        }
+    }
+
+    /// Every state, in the order emails and lists name them.
+    pub const ALL: [ChatState; 3] = [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        ChatState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Author {
+    Bot,
+    Visitor,
+    /// Not a chat line: a value the bot recorded about the visitor (Rasa's slots). It gives a
+    /// field, and is never shown in a transcript.
+    Field,
+}
+
+/// The input type of the bot's message on a flow's final step.
+pub const END_OF_FLOW: &str = "end_conversation";
+
+/// The one rule that says a message finishes the chat: the bot's message on the final step.
+pub fn ends_flow(author: Author, input_type: Option<&str>) -> bool {
+    author == Author::Bot && input_type == Some(END_OF_FLOW)
+}
+
+/// What a run needs of a new message to track its conversation: no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub id: i64,
+    pub conversation_id: String,
+    pub sent_at: DateTime<Utc>,
+    pub author: Author,
+    /// The bot's end-of-flow step.
+    pub ends: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub bot_id: String,
+    pub bot_name: String,
+    pub visitor_id: String,
+    pub started_at: Option<DateTime<FixedOffset>>,
+    pub page_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: i64,
+    pub sent_at: DateTime<Utc>,
+    pub author: Author,
+    pub gambit_id: Option<String>,
+    pub input_type: Option<String>,
+    pub field: Option<String>,
+    pub body: String,
+}
+
+impl Message {
+    pub fn ends_flow(&self) -> bool {
+        ends_flow(self.author, self.input_type.as_deref())
+    }
+
+    /// A line of the chat as the visitor saw it: not a recorded field, not a bare marker of
+    /// the flow's end (a store that keeps completion apart from what the bot said).
+    pub fn is_shown(&self) -> bool {
+        self.author != Author::Field && !(self.body.is_empty() && self.ends_flow())
+    }
+
+    /// The visitor's answer to a field, typed or recorded: `(field, value)`.
+    pub fn gives_field(&self) -> Option<(&str, &str)> {
+        match self.author {
+            Author::Visitor | Author::Field => Some((self.field.as_deref()?, self.body.as_str())),
+            Author::Bot => None,
+        }
+    }
+}
+
+/// Each field a visitor gave in these messages, in the order first given, with the latest
+/// non-blank answer (visitors correct typos), trimmed.
+pub fn given_fields(messages: &[Message]) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for (name, value) in messages.iter().filter_map(Message::gives_field) {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match fields.iter_mut().find(|(n, _)| n == name) {
+            Some(f) => f.1 = value.to_owned(),
+            None => fields.push((name.to_owned(), value.to_owned())),
+        }
+    }
+    fields
+}
