@@ -6,10 +6,10 @@ use chrono::Utc;
 
 use crate::cli::PreviewArgs;
 use crate::config::Config;
-use crate::domain::{Email, Message, Person, Transcript, Wanted, thread::Thread};
+use crate::domain::{Email, Message, Person, Tracked, Transcript, Wanted, thread::Thread};
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send;
-use crate::pipeline::classify::{self, Decision, Timing, Tracked};
+use crate::pipeline::classify::{self, Decision, Timing};
 use crate::pipeline::people;
 use crate::pipeline::rules::{self, Routing, Verdict};
 use crate::source::Source;

@@ -10,6 +10,7 @@ mod person;
 mod span;
 pub mod text;
 pub mod thread;
+mod tracked;
 mod transcript;
 
 pub use chat::{Activity, Author, ChatState, Conversation, END_OF_FLOW, Message, ends_flow, given_fields};
@@ -17,4 +18,5 @@ pub use email::{Email, ascii_domain, round_trips};
 pub use person::{CROWD, Earlier, EarlierField, Person, SHOWN, is_person};
 pub use span::{Limits, Span};
 pub use thread::Thread;
+pub use tracked::{Seen, Tracked, fold};
 pub use transcript::{HEAD, Reader, Transcript, Wanted};

@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::classify::{self, Tracked};
 use super::{INGEST_BATCH, PAGE};
 use crate::config::Config;
-use crate::domain::{Activity, Conversation, Message};
+use crate::domain::{Activity, Conversation, Message, Tracked};
 use crate::progress;
 use crate::source::Source;
 use crate::state::{Covered, Progress, Resync, State};
@@ -209,7 +208,7 @@ pub fn ingest(
                 a.sent_at = trusted;
             }
         }
-        let seen = classify::fold(&activity);
+        let seen = crate::domain::fold(&activity);
         let bots = if learn_bots { bot_activity(source, state, &activity)? } else { BotActivity::default() };
         state.atomically(|tx| {
             // The anchor is the row at the watermark: not a late row read behind it.

@@ -6,8 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{State, Tx, millis};
-use crate::domain::{ChatState, Email, thread::Thread};
-use crate::pipeline::classify::{Seen, Tracked};
+use crate::domain::{ChatState, Email, Seen, Tracked, thread::Thread};
 
 /// A message's time as the state keeps it: unix milliseconds, rounded up. Stores stamp finer
 /// (Rasa: float seconds with microseconds); rounded up, a kept time is never earlier than the
