@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use chat_notifier::config::Config;
+use chat_notifier::config::Routing;
 use chat_notifier::domain::{Author, ChatState, Conversation, Limits, Message, Tracked, Transcript, thread::Thread};
 use chat_notifier::mail::render::{Draft, Renderer};
 use chat_notifier::pipeline::classify::{Timing, classify};
-use chat_notifier::pipeline::rules::Routing;
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

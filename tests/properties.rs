@@ -150,7 +150,7 @@ proptest! {
         use chat_notifier::domain::thread::Thread;
         use chat_notifier::domain::ChatState;
         use chat_notifier::domain::Tracked;
-        use chat_notifier::pipeline::rules::Routing;
+        use chat_notifier::config::Routing;
         use chat_notifier::domain::{Author, Conversation, Message, Transcript};
         use chat_notifier::state::{Open, State};
 

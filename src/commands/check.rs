@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use chrono::{TimeDelta, Utc};
 
+use crate::config::Routing;
 use crate::config::{self, Config, Transport};
 use crate::domain::{
     Author as Who, ChatState, Conversation, END_OF_FLOW, Earlier, EarlierField, Message, Person, Transcript,
@@ -13,7 +14,6 @@ use crate::domain::{
 };
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send::Mailer;
-use crate::pipeline::rules::Routing;
 use crate::state::State;
 
 pub fn check(config_path: &Path, smtp: bool) -> Result<()> {

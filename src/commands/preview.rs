@@ -6,12 +6,13 @@ use chrono::Utc;
 
 use crate::cli::PreviewArgs;
 use crate::config::Config;
+use crate::config::Routing;
 use crate::domain::{Email, Message, Person, Tracked, Transcript, Wanted, thread::Thread};
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send;
 use crate::pipeline::classify::{self, Decision, Timing};
 use crate::pipeline::people;
-use crate::pipeline::rules::{self, Routing, Verdict};
+use crate::pipeline::rules::{self, Verdict};
 use crate::source::Source;
 use crate::state::State;
 

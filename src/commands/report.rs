@@ -12,12 +12,12 @@ use serde::Serialize;
 
 use crate::cli::{ReportArgs, ReportFormat, Scope};
 use crate::config::Config;
+use crate::config::Routing;
 use crate::domain::{
     Author, Conversation, Message,
     text::{self, csv_cell},
     thread,
 };
-use crate::pipeline::rules::Routing;
 
 /// Ways through a flow listed per bot; free-text questions listed per step.
 const TOP: usize = 10;

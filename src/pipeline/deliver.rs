@@ -4,8 +4,8 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::rules::Routing;
 use super::{PAGE, RunSummary};
+use crate::config::Routing;
 use crate::domain::thread;
 use crate::mail::send::{self, Failure, Mailer};
 use crate::progress;

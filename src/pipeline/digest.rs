@@ -13,8 +13,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::rules::{Routing, Settings};
 use crate::config::Config;
+use crate::config::{Routing, Settings};
 use crate::domain::{
     Author, ChatState, Conversation, Transcript,
     thread::{self, Thread},

@@ -22,10 +22,10 @@ use chrono::Utc;
 
 use crate::cli::RunArgs;
 use crate::config::Config;
+use crate::config::Routing;
 use crate::mail::render::Renderer;
 use crate::mail::send::Mailer;
 use crate::state::{self, State};
-use rules::Routing;
 
 /// Messages read from the source per statement, and so per state transaction.
 const INGEST_BATCH: usize = 10_000;

@@ -10,8 +10,8 @@
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::rules::Routing;
 use crate::config::Config;
+use crate::config::Routing;
 use crate::mail::notice::{self, Block, Notice};
 use crate::state::{State, Watched};
 

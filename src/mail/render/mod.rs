@@ -19,11 +19,11 @@ use serde::Serialize;
 
 use base64::Engine as _;
 
+use crate::config::{Routing, Settings};
 use crate::domain::{
     Author, ChatState, Conversation, Email, HEAD, Limits, Message, Person, Transcript,
     thread::{self, Thread},
 };
-use crate::pipeline::rules::{Routing, Settings};
 
 /// The built-in templates, compiled into the binary so an installed tool needs no files.
 /// A folder named by the `templates` key replaces any of them by file name.

@@ -1,6 +1,9 @@
 //! The TOML config: parsed and validated once at start, so everything after works on values
 //! known to be good. Every error names the file and the key.
 
+mod routing;
+pub use routing::{Routing, Settings};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
@@ -948,7 +951,7 @@ path = "outbox"
              [[bots]]\nid = \"busy\"\nalert_if_silent = \"2h\"\n[bots.notify]\ndigest = {{ states = [], at = \"08:00\" }}\n",
             MINIMAL.replace("[mail]", "alert_if_silent = \"6h\"\n[mail]")
         );
-        let routing = crate::pipeline::rules::Routing::new(&parse(&text).unwrap());
+        let routing = super::Routing::new(&parse(&text).unwrap());
         let (default, busy) = (routing.for_bot("other"), routing.for_bot("busy"));
         assert_eq!(
             (default.alert_if_silent, busy.alert_if_silent),
