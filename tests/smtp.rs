@@ -678,3 +678,37 @@ fn a_login_in_clear_goes_only_to_an_address_on_this_machine() {
     assert!(out.stderr.contains(&said), "{}", out.stderr);
     assert_eq!(outside.auth_lines(), Vec::<String>::new(), "no AUTH went");
 }
+
+/// A 452 to a RCPT after others were taken, with no enhanced code, is the server's limit on
+/// recipients (RFC 5321 4.5.3.1.10): the email's own failure, never throttling (its words "too
+/// many" made it throttling: every run backed off, exit 0). One with another enhanced code
+/// (4.2.2, a mailbox full) stays a temporary refusal that counts toward nothing.
+#[test]
+fn a_452_to_a_later_recipient_is_a_limit_on_recipients_unless_it_says_otherwise() {
+    for (reply, counts) in [("452 too many recipients in one message", true), ("452 4.2.2 mailbox full", false)] {
+        let server = SmtpServer::start();
+        let f = Fixture::new(server.port());
+        let config = std::fs::read_to_string(&f.config)
+            .unwrap()
+            .replace("\"Owner <owner@example.com>\"", "\"Owner <owner@example.com>\", \"Deputy <deputy@example.com>\"");
+        std::fs::write(&f.config, config).unwrap();
+        f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+        f.lead_who_leaves("c2", "Sam Lee", "sam@example.com", 1);
+        server.set(Behavior::RejectRcptTo { address: "deputy@example.com".into(), reply: reply.into() });
+
+        let out = f.run_at(NOW, &[], 3);
+        assert!(!out.stderr.contains("throttling"), "{reply}: {}", out.stderr);
+        let (said, toward) = if counts {
+            (
+                "too many recipients for the server (452): too many recipients in one message",
+                "1 of max_attempts = 5 failures of its own",
+            )
+        } else {
+            ("transient error (452): 4.2.2 mailbox full", "not its own failure; 0 of max_attempts = 5 so far")
+        };
+        let line = format!("not sent (attempt 1): {said}; it is retried next run ({toward})");
+        assert_eq!(out.stderr.matches(&line).count(), 2, "{reply}: each tried: {}", out.stderr);
+        let expected = if counts { "Integer(1)" } else { "Integer(0)" };
+        assert_eq!(refusals(&f), [expected; 2], "{reply}");
+    }
+}

@@ -406,7 +406,10 @@ impl Connection {
                 // although it offers it. Nothing was taken; one at a time works with it.
                 return Err(Error::Unpipelined(text));
             }
-            if code == 452 && (text.starts_with("4.5.3") || (verbs[k] == "RCPT" && k > 1)) {
+            // A 452 to a RCPT after others were taken is the server's limit on recipients (RFC
+            // 5321 4.5.3.1.10), unless its enhanced code says otherwise (4.2.2 mailbox full).
+            let enhanced = text.as_bytes().get(..2).is_some_and(|b| b[0].is_ascii_digit() && b[1] == b'.');
+            if code == 452 && (text.starts_with("4.5.3") || (verbs[k] == "RCPT" && k > 1 && !enhanced)) {
                 return Err(Error::TooManyRecipients { code, text });
             }
             return Err(Error::Reply { code, text });
