@@ -459,8 +459,8 @@ impl TryFrom<TransportTable> for Transport {
                 if t.security == Some(Security::None) && t.username.is_some() && !is_loopback(&host) {
                     return Err(format!(
                         "username: no login without TLS: security = \"none\" would send the password in clear to \
-                         {host:?}, which is not this machine (only a loopback host, 127.0.0.1, ::1 or localhost, \
-                         may have one); use security = \"starttls\" or \"tls\""
+                         {host:?}, which is not this machine (only a loopback address, 127.0.0.1 or ::1, or \
+                         localhost, written so, may have one); use security = \"starttls\" or \"tls\""
                     ));
                 }
                 Transport::Smtp(Smtp {
@@ -492,17 +492,20 @@ pub enum Security {
 
 /// Pure: whether `host` names this machine (a loopback address, `localhost`), where a login
 /// may go without TLS (msmtp's rule): nothing on the way can read it. By name, never by what
-/// DNS answers.
+/// DNS answers: an IP literal in 127.0.0.0/8, `::1` or `::ffff:127.x.x.x`, or exactly
+/// `localhost` (any case). Not `localhost.`: a name with the root's dot is looked up in DNS
+/// (glibc does not match it in /etc/hosts), where anyone may answer it.
 pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     match literal.parse::<std::net::IpAddr>() {
-        Ok(ip) => {
-            ip.is_loopback()
-                || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-        }
-        Err(_) => host == "localhost",
+        Ok(ip) => is_loopback_ip(ip),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
+}
+
+/// Pure: whether `ip` is this machine's: 127.0.0.0/8, `::1`, or an IPv4-mapped loopback.
+pub fn is_loopback_ip(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
 impl Smtp {

@@ -17,20 +17,23 @@ use crate::mail::smtp::{self, Tls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// The server answered this one email with a refusal; the next may still go.
-    Rejected { permanent: bool, reason: String },
+    /// The server answered this one email with a refusal; the next may still go. `counts`:
+    /// the refusal is the email's own (permanent, or too many recipients for the server) and
+    /// counts toward `max_attempts`; a temporary one does not.
+    Rejected { counts: bool, reason: String },
     /// No email can go now (connection refused, timeout, TLS, server shutting down): stop
     /// the batch, keep everything pending for the next run.
     Unavailable(String),
     /// The connection was lost or timed out in the middle of this email's transaction (after
-    /// the server accepted its MAIL): an attempt for this email, which may be what the server
-    /// cannot take, so that it cannot hold every email behind it for ever. After a timeout the
-    /// batch stops (the next would wait as long); after a closed connection the next email is
-    /// tried on a new one.
+    /// the server accepted its MAIL), or the server broke the protocol there (from its MAIL on:
+    /// garbage, a code the command cannot get, bytes nothing asked for): an attempt for this
+    /// email, which may be what the server cannot take, so that it cannot hold every email
+    /// behind it for ever. After a timeout the batch stops (the next would wait as long);
+    /// otherwise the next email is tried on a new connection.
     Lost { reason: String, timed_out: bool },
-    /// The provider says it is throttling us ("421 4.7.0 Try again later", "450 4.7.28",
-    /// "452 4.5.3 too many recipients"): back off for the rest of the run, and count no attempt
-    /// against the email, which did nothing wrong.
+    /// The provider says it is throttling us ("421 4.7.0 Try again later", "450 4.7.28"): back
+    /// off for the rest of the run, and count no attempt against the email, which did nothing
+    /// wrong. Not "452 4.5.3", too many recipients (RFC 3463): that is the email's own.
     Throttled(String),
 }
 
@@ -154,7 +157,7 @@ impl Mailer {
     /// (stdout closed under a dry run).
     pub fn send(&mut self, email: &Email) -> Result<Result<(), Failure>> {
         // A message that cannot be built now never can: the same data goes in every time.
-        let message = || message(email).map_err(|e| Failure::Rejected { permanent: true, reason: format!("{e:#}") });
+        let message = || message(email).map_err(|e| Failure::Rejected { counts: true, reason: format!("{e:#}") });
         Ok(match self {
             Mailer::Print(out) => {
                 out.write_all(preview(email).as_bytes()).context("writing to stdout")?;
@@ -227,14 +230,21 @@ impl Smtp {
             Err(e @ smtp::Error::Io(_)) if reused && !e.is_timeout() => {
                 self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
             }
-            // The server offers PIPELINING and did not answer a pipelined envelope: nothing was
-            // sent. One command at a time from now on in this run, as RFC 2920 allows it to need.
-            Err(smtp::Error::Stalled(e)) => {
+            // The server offers PIPELINING and did not answer a pipelined envelope, or refused it
+            // as a bad sequence: nothing was sent. One command at a time from now on in this run,
+            // as RFC 2920 allows it to need.
+            Err(e @ (smtp::Error::Stalled(_) | smtp::Error::Unpipelined(_))) => {
                 log::info!(
-                    "the SMTP server offers PIPELINING but did not answer pipelined commands ({e}); \
+                    "the SMTP server offers PIPELINING but did not take pipelined commands ({e}); \
                      sending one command at a time for the rest of this run"
                 );
                 self.pipelining = false;
+                self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
+            }
+            // Bytes came unasked after the email before was answered: said, the connection
+            // dropped, and this email (nothing of it written) goes on a new one.
+            Err(e @ smtp::Error::Unasked(_)) => {
+                log::warn!("{e}; the connection was dropped and the next email goes on a new one");
                 self.attempt(&from, &to, &bytes).map_err(|e| failure(&e))
             }
             sent => sent.map_err(|e| failure(&e)),
@@ -292,7 +302,7 @@ impl Folder {
         })();
         written.map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
-            Failure::Rejected { permanent: false, reason: format!("writing {}: {e}", target.display()) }
+            Failure::Rejected { counts: false, reason: format!("writing {}: {e}", target.display()) }
         })?;
         self.unsynced.push(target);
         Ok(())
@@ -320,7 +330,7 @@ impl Folder {
 }
 
 fn transient(e: &dyn std::error::Error) -> Failure {
-    Failure::Rejected { permanent: false, reason: chain(e) }
+    Failure::Rejected { counts: false, reason: chain(e) }
 }
 
 fn failure(e: &smtp::Error) -> Failure {
@@ -328,8 +338,11 @@ fn failure(e: &smtp::Error) -> Failure {
     if e.is_timeout() {
         reason = format!("the SMTP server did not answer within the timeout ({reason})");
     }
-    if let smtp::Error::Lost(_) = e {
-        return Failure::Lost { reason, timed_out: e.is_timeout() };
+    match e {
+        smtp::Error::Lost(_) | smtp::Error::Violated(_) => return Failure::Lost { reason, timed_out: e.is_timeout() },
+        // The email's own: another email, with fewer recipients, goes.
+        smtp::Error::TooManyRecipients { .. } => return Failure::Rejected { counts: true, reason },
+        _ => {}
     }
     if is_throttling(e.code().map(|c| c.to_string()).as_deref(), &reason) {
         return Failure::Throttled(reason);
@@ -338,20 +351,23 @@ fn failure(e: &smtp::Error) -> Failure {
     if e.code() == Some(421) || !(e.is_permanent() || e.is_transient()) {
         Failure::Unavailable(reason)
     } else {
-        Failure::Rejected { permanent: e.is_permanent(), reason }
+        Failure::Rejected { counts: e.is_permanent(), reason }
     }
 }
 
 /// Pure: whether a temporary refusal is the provider limiting how fast we send: by the
 /// enhanced status codes providers use for it (RFC 3463; "421 4.7.0 Try again later" as Gmail
-/// says it, 4.7.28 unusual rate, 4.5.3 too many recipients), or its words. Greylisting ("451
-/// 4.7.1 ... try again later") is a refusal of that one email, not a limit on the rest.
+/// says it, 4.7.28 unusual rate), or its words. Greylisting ("451 4.7.1 ... try again later")
+/// is a refusal of that one email, not a limit on the rest; too many recipients (4.5.3) is a
+/// limit on one email's size, not on the rate.
 fn is_throttling(code: Option<&str>, reason: &str) -> bool {
     let Some(code) = code.filter(|c| c.starts_with('4')) else { return false };
     let lower = reason.to_ascii_lowercase();
+    if lower.contains(" 4.5.3") || lower.contains("recipient") {
+        return false;
+    }
     (code == "421" && lower.contains(" 4.7.0"))
         || lower.contains(" 4.7.28")
-        || lower.contains(" 4.5.3")
         || ["rate limit", "too many", "throttl"].iter().any(|w| lower.contains(w))
 }
 
@@ -461,8 +477,8 @@ mod tests {
         for (code, text) in [
             ("421", "421 4.7.0 Try again later, closing connection"),
             ("450", "450 4.7.28 Our system has detected an unusual rate of unsolicited mail"),
-            ("452", "452 4.5.3 Too many recipients"),
             ("451", "451 Rate limit exceeded for this sender"),
+            ("421", "421 Too many connections from your IP"),
         ] {
             assert!(is_throttling(Some(code), text), "{text}");
         }
@@ -471,6 +487,8 @@ mod tests {
             ("451", "451 4.7.1 greylisted, try again later"),
             ("550", "550 5.7.1 relaying denied"),
             ("452", "452 4.3.1 insufficient system storage"),
+            ("452", "452 4.5.3 Too many recipients"),
+            ("452", "452 Too many recipients"),
         ] {
             assert!(!is_throttling(Some(code), text), "{text}");
         }

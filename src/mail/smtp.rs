@@ -23,6 +23,9 @@ use rustls::pki_types::ServerName;
 const REPLY_LINE: u64 = 4096;
 /// Lines of one multi-line reply (an EHLO lists a dozen extensions).
 const REPLY_LINES: usize = 100;
+/// Recipients of one transaction: RFC 5321 4.5.3.1.8 has every server take 100; more go in
+/// further transactions of the same message.
+pub const RCPT_LIMIT: usize = 100;
 
 /// What went wrong, as the sending loop needs to tell it apart.
 #[derive(Debug)]
@@ -40,7 +43,27 @@ pub enum Error {
     /// server that reads one command at a time and drops the rest (RFC 2920 lets it). Nothing
     /// of the message was sent; one command at a time works with it.
     Stalled(io::Error),
-    /// Anything else: TLS set-up, a garbled answer, a step the server does not offer.
+    /// The server broke the protocol: an answer that is no SMTP answer (garbage, a line past
+    /// 4096 bytes, too many lines, lines of different codes), a code the command cannot get
+    /// (a 354 to MAIL), bytes nothing asked for (response injection). The connection is dropped;
+    /// before a message's MAIL (greeting, EHLO, STARTTLS, AUTH) the server is unavailable.
+    Protocol(String),
+    /// The server broke the protocol in one message's transaction, from its MAIL on: that
+    /// message's failure, as `Lost`, so that one message the server garbles cannot hold the
+    /// others for ever.
+    Violated(String),
+    /// Bytes nothing asked for were waiting before a message's MAIL went (a late answer to the
+    /// message before, an injection): nothing of this message was written, the connection is
+    /// dropped, and the message may go on a new one.
+    Unasked(String),
+    /// The server offers PIPELINING and refused the pipelined envelope with 503 (bad sequence):
+    /// nothing was taken; one command at a time works with it.
+    Unpipelined(String),
+    /// The server takes fewer recipients than this message has (a 452 4.5.3, or a 452 to a RCPT
+    /// after others were accepted; RFC 5321 4.5.3.1.10): this message's own failure, no limit
+    /// on the rest.
+    TooManyRecipients { code: u16, text: String },
+    /// Anything else: TLS set-up, a step the server does not offer.
     Other(String),
 }
 
@@ -79,6 +102,10 @@ impl fmt::Display for Error {
             Error::Tls(why) => write!(f, "TLS: {why}"),
             Error::Lost(e) => write!(f, "the connection was lost during this email's transaction: {e}"),
             Error::Stalled(e) => write!(f, "no answer to the pipelined MAIL, RCPT and DATA: {e}"),
+            Error::Protocol(why) | Error::Unasked(why) => f.write_str(why),
+            Error::Violated(why) => write!(f, "the server broke the protocol in this email's transaction: {why}"),
+            Error::Unpipelined(text) => write!(f, "the server refused the pipelined MAIL, RCPT and DATA (503): {text}"),
+            Error::TooManyRecipients { code, text } => write!(f, "too many recipients for the server ({code}): {text}"),
             Error::Other(why) => f.write_str(why),
         }
     }
@@ -91,8 +118,25 @@ impl From<io::Error> for Error {
         // rustls reports a bad certificate as an I/O error wrapping its own.
         match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             Some(tls) => Error::Tls(tls.to_string()),
-            None => Error::Io(e),
+            None => Error::Io(in_words(e)),
         }
+    }
+}
+
+/// An I/O error as one line of words: rustls says a connection closed without TLS's goodbye
+/// with a link to its manual, which is no help in a cron mail.
+fn in_words(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    if e.kind() == io::ErrorKind::UnexpectedEof && text.contains("close_notify") {
+        return io::Error::new(
+            e.kind(),
+            "the server closed the connection without ending TLS first (no close_notify): cut off, or a server \
+             that does not close TLS properly",
+        );
+    }
+    match text.find(": http") {
+        Some(at) => io::Error::new(e.kind(), text[..at].to_owned()),
+        None => e,
     }
 }
 
@@ -148,6 +192,9 @@ pub struct Connection {
     /// anything buffered once none is owed was sent unasked.
     owed: usize,
     asked: &'static str,
+    /// The login's secrets as they could come back in a reply (the AUTH argument, the password,
+    /// their base64): masked in any reply text before it is shown or stored.
+    secrets: Vec<String>,
 }
 
 impl Connection {
@@ -159,6 +206,18 @@ impl Connection {
         }
         let deadline = Instant::now() + settings.timeout;
         let tcp = connect(settings.host, settings.port, deadline)?;
+        if settings.login.is_some() && matches!(settings.tls, Tls::None) {
+            // Whatever the name said (`localhost.` is looked up in DNS, and anyone answering it
+            // gets the login): the password goes in clear only to an address on this machine.
+            let peer = tcp.peer_addr()?.ip();
+            if !crate::config::is_loopback_ip(peer) {
+                return Err(Error::Other(format!(
+                    "no login in clear: {:?} is {peer}, not this machine; the password was not sent (use \
+                     security = \"starttls\" or \"tls\")",
+                    settings.host
+                )));
+            }
+        }
         let socket = Socket { tcp, deadline };
         let server = ServerName::try_from(settings.host.to_owned())
             .map_err(|_| Error::Other(format!("TLS: {:?} is not a host name", settings.host)))?;
@@ -175,8 +234,9 @@ impl Connection {
             begun: None,
             owed: 1,
             asked: "the greeting",
+            secrets: Vec::new(),
         };
-        c.expect(220)?;
+        c.expect("the greeting", 220)?;
         let mut offered = c.hello()?;
         if let Tls::Starttls(config) = settings.tls {
             if !offered.iter().any(|e| e == "STARTTLS") {
@@ -184,7 +244,7 @@ impl Connection {
             }
             // Its 220 is the last plain-text byte read: anything buffered after it is refused by
             // `reply_lines` (CVE-2011-0411), and what comes later goes to the TLS handshake.
-            c.command("STARTTLS\r\n", 220, "STARTTLS")?;
+            c.command("STARTTLS\r\n", "STARTTLS", 220)?;
             let Stream::Plain(socket) = std::mem::replace(c.stream.get_mut(), Stream::Closed) else {
                 return Err(Error::Other("STARTTLS on a TLS connection".into()));
             };
@@ -208,11 +268,12 @@ impl Connection {
     /// message before. Nothing is delivered until `send`, with the same envelope, sends the
     /// message; a connection dropped meanwhile delivers nothing.
     pub fn begin(&mut self, from: &str, to: &[&str]) -> Result<(), Error> {
-        if !self.pipelining || self.begun.is_some() || self.broken {
+        if !self.pipelining || self.begun.is_some() || self.broken || self.unasked() > 0 {
+            // Bytes nothing asked for: `send` says so.
             return Ok(());
         }
         // An address that needs SMTPUTF8 where it is not offered: `send` says so.
-        let Ok(commands) = self.envelope(from, to) else { return Ok(()) };
+        let Ok(commands) = self.envelope(from, chunks(to)[0]) else { return Ok(()) };
         self.deadline(self.timeout);
         self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
         self.begun = Some(commands);
@@ -226,26 +287,46 @@ impl Connection {
     /// connection lost once the server accepted MAIL is `Error::Lost`: this message's attempt.
     pub fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(), Error> {
         let begun = self.begun.take();
-        let commands = match self.envelope(from, to) {
-            Ok(commands) => commands,
-            Err(e) => {
-                // Whatever `begin` wrote is waiting for a message: the connection is given up.
-                self.broken |= begun.is_some();
-                return Err(e);
-            }
-        };
-        if begun.as_ref().is_some_and(|b| *b != commands) {
+        if begun.is_none() && self.unasked() > 0 {
+            // Sent after the last answer, before anything asked: never read as this message's.
             self.broken = true;
-            return Err(Error::Other("the envelope begun is not this message's".into()));
+            return Err(Error::Unasked(self.unasked_words()));
         }
-        self.deadline(self.timeout);
-        let mut mail_accepted = false;
-        let result = self.transaction(&commands, begun.is_some(), message, &mut mail_accepted);
-        match result {
-            Err(Error::Io(e)) if mail_accepted => Err(Error::Lost(e)),
-            Err(Error::Tls(why)) if mail_accepted => Err(Error::Lost(io::Error::other(format!("TLS: {why}")))),
-            other => other,
+        // More than 100 recipients: several transactions of the same message.
+        for (i, to) in chunks(to).into_iter().enumerate() {
+            let commands = match self.envelope(from, to) {
+                Ok(commands) => commands,
+                Err(e) => {
+                    // Whatever `begin` wrote is waiting for a message: the connection is given up.
+                    self.broken |= begun.is_some() || i > 0;
+                    return Err(e);
+                }
+            };
+            let begun = match &begun {
+                Some(written) if i == 0 && *written != commands => {
+                    self.broken = true;
+                    return Err(Error::Other("the envelope begun is not this message's".into()));
+                }
+                written => i == 0 && written.is_some(),
+            };
+            self.deadline(self.timeout);
+            // Past the first transaction, part of the message went: any loss is this message's.
+            let mut mail_accepted = i > 0;
+            let result = self.transaction(&commands, begun, message, &mut mail_accepted);
+            match result {
+                Ok(()) => {}
+                Err(Error::Io(e)) if mail_accepted => return Err(Error::Lost(e)),
+                Err(Error::Tls(why)) if mail_accepted => {
+                    return Err(Error::Lost(io::Error::other(format!("TLS: {why}"))));
+                }
+                Err(Error::Protocol(why)) => {
+                    self.broken = true;
+                    return Err(Error::Violated(why));
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     fn transaction(
@@ -255,22 +336,39 @@ impl Connection {
         message: &[u8],
         mail_accepted: &mut bool,
     ) -> Result<(), Error> {
+        let verbs: Vec<&'static str> = (0..commands.len())
+            .map(|i| {
+                if i == 0 {
+                    "MAIL"
+                } else if i + 1 == commands.len() {
+                    "DATA"
+                } else {
+                    "RCPT"
+                }
+            })
+            .collect();
         // Each answer in order; a refusal stops a session without PIPELINING at that command.
         let mut replies = Vec::with_capacity(commands.len());
         if self.pipelining {
             if !begun {
                 self.write(commands.concat().as_bytes(), commands.len(), "DATA")?;
             }
-            for _ in commands {
-                match self.reply() {
+            for verb in &verbs {
+                match self.reply(verb) {
                     Ok(reply) => {
-                        *mail_accepted |= replies.is_empty() && reply.0 == 250;
+                        *mail_accepted |= replies.is_empty() && reply.0 < 300;
                         replies.push(reply);
                     }
+                    // An answer out of step with the command is said as such, whatever came
+                    // before it (a late answer to the message before, read as this MAIL's).
+                    Err(e @ Error::Protocol(_)) => return Err(e),
                     // A server that refuses with 421 closes the connection before answering the
                     // rest: its refusal is the answer ("421 4.7.0 Try again later" is throttling).
                     Err(e) => match replies.into_iter().find(|(code, _)| *code >= 400) {
-                        Some((code, text)) => return Err(Error::Reply { code, text }),
+                        Some((code, text)) => {
+                            self.broken = true;
+                            return Err(Error::Reply { code, text });
+                        }
                         // No answer in time to what went at once: a server that takes one
                         // command at a time. The message was not sent.
                         None => match e {
@@ -281,17 +379,10 @@ impl Connection {
                 }
             }
         } else {
-            for (i, command) in commands.iter().enumerate() {
-                let verb = if i == 0 {
-                    "MAIL"
-                } else if i + 1 == commands.len() {
-                    "DATA"
-                } else {
-                    "RCPT"
-                };
+            for (command, verb) in commands.iter().zip(&verbs) {
                 self.write(command.as_bytes(), 1, verb)?;
-                let reply = self.reply()?;
-                *mail_accepted |= i == 0 && reply.0 == 250;
+                let reply = self.reply(verb)?;
+                *mail_accepted |= replies.is_empty() && reply.0 < 300;
                 let refused = reply.0 >= 400;
                 replies.push(reply);
                 if refused {
@@ -300,28 +391,42 @@ impl Connection {
             }
         }
         let data = replies.len() == commands.len() && replies.last().is_some_and(|r| r.0 == 354);
-        if let Some((code, text)) = replies.iter().find(|(code, _)| !matches!(code, 250..=252 | 354)) {
-            let refusal = Error::Reply { code: *code, text: text.clone() };
-            if data {
+        if let Some(k) = replies.iter().position(|(code, _)| *code >= 400) {
+            let (code, text) = replies[k].clone();
+            if data || (self.pipelining && code == 503) {
                 // A recipient was refused but DATA was taken: whatever is sent now is delivered to
-                // the others. Closing the connection is the one way to abandon the message.
+                // the others. Closing the connection is the one way to abandon the message. After
+                // a 503 to what was pipelined, the server's state is anyone's guess.
                 self.broken = true;
             } else {
                 self.reset();
             }
-            return Err(refusal);
+            if self.pipelining && code == 503 {
+                // Bad sequence, first of all: a server that does not take pipelined commands
+                // although it offers it. Nothing was taken; one at a time works with it.
+                return Err(Error::Unpipelined(text));
+            }
+            // A 452 to a RCPT after others were taken is the server's limit on recipients (RFC
+            // 5321 4.5.3.1.10), unless its enhanced code says otherwise (4.2.2 mailbox full).
+            let enhanced = text.as_bytes().get(..2).is_some_and(|b| b[0].is_ascii_digit() && b[1] == b'.');
+            if code == 452 && (text.starts_with("4.5.3") || (verbs[k] == "RCPT" && k > 1 && !enhanced)) {
+                return Err(Error::TooManyRecipients { code, text });
+            }
+            return Err(Error::Reply { code, text });
         }
         if !data {
-            self.broken = true;
-            return Err(Error::Other("the server did not answer DATA".into()));
+            return Err(Error::Protocol("the server did not answer DATA with 354".into()));
         }
         let mut body = Vec::with_capacity(message.len() + message.len() / 64 + 5);
         stuff(message, &mut body);
         self.write(&body, 1, "the message")?;
-        match self.reply()? {
+        match self.reply("the message")? {
             (200..=299, _) => Ok(()),
             (code, text) => {
-                self.broken |= code == 421 || code < 400;
+                self.broken |= code == 421;
+                if code == 452 && text.starts_with("4.5.3") {
+                    return Err(Error::TooManyRecipients { code, text });
+                }
                 Err(Error::Reply { code, text })
             }
         }
@@ -334,8 +439,13 @@ impl Connection {
             return;
         }
         self.deadline(self.timeout);
-        if self.write(b"QUIT\r\n", 1, "QUIT").is_ok() {
-            let _ = self.reply();
+        match self.write(b"QUIT\r\n", 1, "QUIT") {
+            Ok(()) => {
+                let _ = self.reply("QUIT");
+            }
+            // Everything went already; what came unasked after it is said, not read.
+            Err(e @ Error::Protocol(_)) => log::warn!("{e}; the connection was dropped instead of saying QUIT"),
+            Err(_) => {}
         }
     }
 
@@ -365,7 +475,7 @@ impl Connection {
         let (code, lines) = self.command_lines(&format!("EHLO {name}\r\n"), "EHLO")?;
         match code {
             250 => Ok(lines.iter().skip(1).map(|l| l.to_ascii_uppercase()).collect()),
-            500 | 502 => self.command(&format!("HELO {name}\r\n"), 250, "HELO").map(|()| Vec::new()),
+            500 | 502 => self.command(&format!("HELO {name}\r\n"), "HELO", 250).map(|()| Vec::new()),
             _ => Err(Error::Reply { code, text: lines.join(" ") }),
         }
     }
@@ -377,12 +487,22 @@ impl Connection {
             .flat_map(|m| m[1..].split_whitespace())
             .collect();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let plain = b64(&format!("\0{user}\0{password}"));
+        // A server may echo what it was given ("535 bad credentials: <it>"): never shown.
+        self.secrets = [plain.clone(), b64(&format!("{user}\0{user}\0{password}")), b64(password)]
+            .into_iter()
+            .flat_map(|s| [s.trim_end_matches('=').to_owned(), s])
+            .chain([password.to_owned()])
+            .filter(|s| s.len() >= 4)
+            .collect();
+        // The longest first: a password inside its own base64 is not left half masked.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         if mechanisms.contains(&"PLAIN") {
-            self.command(&format!("AUTH PLAIN {}\r\n", b64(&format!("\0{user}\0{password}"))), 235, "AUTH")
+            self.command(&format!("AUTH PLAIN {plain}\r\n"), "AUTH", 235)
         } else if mechanisms.contains(&"LOGIN") {
-            self.command("AUTH LOGIN\r\n", 334, "AUTH")?;
-            self.command(&format!("{}\r\n", b64(user)), 334, "AUTH")?;
-            self.command(&format!("{}\r\n", b64(password)), 235, "AUTH")
+            self.command("AUTH LOGIN\r\n", "AUTH", 334)?;
+            self.command(&format!("{}\r\n", b64(user)), "AUTH", 334)?;
+            self.command(&format!("{}\r\n", b64(password)), "AUTH", 235)
         } else {
             Err(Error::Other("the server offers neither AUTH PLAIN nor AUTH LOGIN, and the config has a login".into()))
         }
@@ -391,20 +511,22 @@ impl Connection {
     /// RSET after a refused transaction; a connection that cannot even do that is given up.
     fn reset(&mut self) {
         self.deadline(self.timeout);
-        if self.command("RSET\r\n", 250, "RSET").is_err() {
+        if self.command("RSET\r\n", "RSET", 250).is_err() {
             self.broken = true;
         }
     }
 
     /// Writes one command (`verb` names it in errors: never the line, which may be a password).
-    fn command(&mut self, line: &str, expected: u16, verb: &'static str) -> Result<(), Error> {
+    fn command(&mut self, line: &str, verb: &'static str, expected: u16) -> Result<(), Error> {
         self.write(line.as_bytes(), 1, verb)?;
-        self.expect(expected)
+        self.expect(verb, expected)
     }
 
     fn command_lines(&mut self, line: &str, verb: &'static str) -> Result<(u16, Vec<String>), Error> {
         self.write(line.as_bytes(), 1, verb)?;
-        self.reply_lines()
+        let (code, lines) = self.reply_lines()?;
+        self.fits(verb, code)?;
+        Ok((code, lines))
     }
 
     /// The dialogue starting now must end within `within`.
@@ -414,8 +536,8 @@ impl Connection {
         }
     }
 
-    fn expect(&mut self, expected: u16) -> Result<(), Error> {
-        let (code, text) = self.reply()?;
+    fn expect(&mut self, verb: &'static str, expected: u16) -> Result<(), Error> {
+        let (code, text) = self.reply(verb)?;
         if code != expected {
             // 421: the server is closing the connection.
             self.broken |= code == 421 || code < 400;
@@ -424,8 +546,29 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes what asks for `answers` answers, the last of them to `asked`.
+    /// Whether `code` is an answer `verb` can get (RFC 5321 4.3.2): a 3xx only to DATA (354) and
+    /// AUTH (334), never a 2xx to DATA. Anything else is the server out of step, or lying.
+    fn fits(&mut self, verb: &str, code: u16) -> Result<(), Error> {
+        let fits = match code / 100 {
+            2 => verb != "DATA",
+            3 => (verb == "DATA" && code == 354) || (verb == "AUTH" && code == 334),
+            _ => true,
+        };
+        if fits {
+            return Ok(());
+        }
+        self.broken = true;
+        Err(Error::Protocol(format!("the server answered {verb} with {code}, which {verb} cannot get")))
+    }
+
+    /// Writes what asks for `answers` answers, the last of them to `asked`. When no answer was
+    /// owed, anything received since the last was sent unasked: refused before it could be read
+    /// as the answer to this.
     fn write(&mut self, bytes: &[u8], answers: usize, asked: &'static str) -> Result<(), Error> {
+        if self.owed == 0 && self.unasked() > 0 {
+            self.broken = true;
+            return Err(Error::Protocol(self.unasked_words()));
+        }
         self.owed += answers;
         self.asked = asked;
         let stream = self.stream.get_mut();
@@ -433,16 +576,20 @@ impl Connection {
         written.map_err(|e| self.failed(e))
     }
 
-    fn reply(&mut self) -> Result<(u16, String), Error> {
+    /// One reply to `verb`, of a code it can get.
+    fn reply(&mut self, verb: &'static str) -> Result<(u16, String), Error> {
         let (code, lines) = self.reply_lines()?;
+        self.fits(verb, code)?;
         Ok((code, lines.join(" ")))
     }
 
     /// One reply: "250-first", "250-more", "250 last" (RFC 5321 4.2.1). Read as bytes: the
     /// code decides, the text (any encoding, a Latin-1 refusal too) is kept lossily, cleaned
-    /// of control characters. The last answer owed must leave nothing buffered after it.
+    /// of control characters, the login's secrets masked. Every line carries the same code. The
+    /// last answer owed must leave nothing received after it.
     fn reply_lines(&mut self) -> Result<(u16, Vec<String>), Error> {
         let mut lines = Vec::new();
+        let mut first = None;
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -453,15 +600,29 @@ impl Connection {
             }
             if !line.ends_with(b"\n") {
                 self.broken = true;
-                return Err(Error::Other(format!("an SMTP answer line longer than {REPLY_LINE} bytes")));
+                return Err(Error::Protocol(format!("an SMTP answer line longer than {REPLY_LINE} bytes")));
             }
             let text = String::from_utf8_lossy(&line);
-            let text = crate::domain::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
+            let mut text = crate::domain::text::line(text.trim_end_matches(['\r', '\n'])).into_owned();
+            for secret in &self.secrets {
+                text = text.replace(secret.as_str(), "***");
+            }
             let code = line.get(..3).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
             let (Some(code), separator) = (code.filter(|c| (200..600).contains(c)), line.get(3)) else {
                 self.broken = true;
-                return Err(Error::Other(format!("not an SMTP answer: {:?}", crate::domain::text::header(&text, 80))));
+                return Err(Error::Protocol(format!(
+                    "not an SMTP answer: {:?}",
+                    crate::domain::text::header(&text, 80)
+                )));
             };
+            if let Some(first) = first.filter(|f| *f != code) {
+                // RFC 5321 4.2.1: each line of a reply carries its code.
+                self.broken = true;
+                return Err(Error::Protocol(format!(
+                    "an SMTP answer whose lines carry different codes ({first}, then {code})"
+                )));
+            }
+            first = Some(code);
             lines.push(text.get(4..).unwrap_or("").to_owned());
             if !matches!(separator, Some(b'-')) {
                 self.answered()?;
@@ -469,7 +630,7 @@ impl Connection {
             }
             if lines.len() >= REPLY_LINES {
                 self.broken = true;
-                return Err(Error::Other("an SMTP answer of too many lines".into()));
+                return Err(Error::Protocol("an SMTP answer of too many lines".into()));
             }
         }
     }
@@ -480,12 +641,29 @@ impl Connection {
     /// with the 354, before the message). Never read as an answer: the connection is dropped.
     fn answered(&mut self) -> Result<(), Error> {
         self.owed = self.owed.saturating_sub(1);
-        let unasked = self.stream.buffer().len();
-        if self.owed > 0 || unasked == 0 {
+        if self.owed > 0 || self.unasked() == 0 {
             return Ok(());
         }
         self.broken = true;
-        Err(Error::Other(match self.asked {
+        Err(Error::Protocol(self.unasked_words()))
+    }
+
+    /// What was received beyond the answers owed, looked at without waiting: in the buffer,
+    /// decrypted by TLS and not yet read, or waiting in the socket (a later packet).
+    fn unasked(&mut self) -> usize {
+        let buffered = self.stream.buffer().len();
+        buffered
+            + match self.stream.get_mut() {
+                Stream::Plain(socket) => socket.waiting(),
+                Stream::Tls(tls) => tls_waiting(tls),
+                Stream::Closed => 0,
+            }
+    }
+
+    /// The line that says bytes came unasked, and after what.
+    fn unasked_words(&mut self) -> String {
+        let unasked = self.unasked();
+        match self.asked {
             "STARTTLS" => format!(
                 "the server sent data after its 220 to STARTTLS, before TLS began ({unasked} bytes): refusing it \
                  (response injection)"
@@ -494,13 +672,40 @@ impl Connection {
                 "the server sent data nothing asked for after its answer to {asked} ({unasked} bytes): refusing it \
                  (response injection)"
             ),
-        }))
+        }
     }
 
     fn failed(&mut self, e: io::Error) -> Error {
         self.broken = true;
         Error::from(e)
     }
+}
+
+/// The recipients of each transaction: at most `RCPT_LIMIT` in one; none is one transaction.
+fn chunks<'a, 'b>(to: &'a [&'b str]) -> Vec<&'a [&'b str]> {
+    if to.is_empty() { vec![to] } else { to.chunks(RCPT_LIMIT).collect() }
+}
+
+/// Plain text TLS holds or can decrypt now from what the socket has, without waiting; what
+/// is no TLS record counts as received too. TLS's own messages (a session ticket) are none.
+fn tls_waiting(tls: &mut rustls::StreamOwned<rustls::ClientConnection, Socket>) -> usize {
+    if tls.sock.tcp.set_nonblocking(true).is_err() {
+        return 0;
+    }
+    let mut read = 0;
+    // Bounded: each read takes a record's worth at most, and a server could send for ever.
+    for _ in 0..64 {
+        match tls.conn.read_tls(&mut tls.sock.tcp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+        if tls.conn.process_new_packets().is_err() {
+            let _ = tls.sock.tcp.set_nonblocking(false);
+            return read.max(1);
+        }
+    }
+    let _ = tls.sock.tcp.set_nonblocking(false);
+    tls.conn.process_new_packets().map_or(read.max(1), |state| state.plaintext_bytes_to_read())
 }
 
 /// The message as DATA sends it: a dot at the start of a line doubled (RFC 5321 4.5.2), and
@@ -553,6 +758,17 @@ struct Socket {
 }
 
 impl Socket {
+    /// Bytes received and not read, looked at without waiting (0 at the end of the stream).
+    fn waiting(&self) -> usize {
+        if self.tcp.set_nonblocking(true).is_err() {
+            return 0;
+        }
+        let mut buf = [0u8; 4096];
+        let waiting = self.tcp.peek(&mut buf).unwrap_or(0);
+        let _ = self.tcp.set_nonblocking(false);
+        waiting
+    }
+
     fn timed<T>(result: io::Result<T>) -> io::Result<T> {
         result.map_err(|e| {
             if timed_out(&e) {
@@ -707,12 +923,32 @@ mod tests {
 
     #[test]
     fn a_login_without_tls_goes_only_to_a_loopback_host() {
-        for host in ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost."] {
+        for host in [
+            "127.0.0.1",
+            "127.8.9.1",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "LocalHost",
+        ] {
             assert!(crate::config::is_loopback(host), "{host}");
         }
-        for host in
-            ["mail.example.com", "10.0.0.1", "192.168.1.2", "::2", "localhost.example.com", "evil.localhost", ""]
-        {
+        for host in [
+            "mail.example.com",
+            "10.0.0.1",
+            "192.168.1.2",
+            "::2",
+            "localhost.example.com",
+            "evil.localhost",
+            "",
+            "localhost.",
+            "LOCALHOST.",
+            "127.0.0.1.",
+            "[localhost]",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!crate::config::is_loopback(host), "{host}");
         }
     }
@@ -735,6 +971,58 @@ mod tests {
         assert_eq!(late.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5), "no wait past the deadline");
         assert_eq!(socket.write(b"x").unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Bytes that come after the last answer, in a later packet (a late "554" to the message
+    /// before, an injection), are found before the next MAIL is written: never read as its
+    /// answer, nothing of the message written, the connection given up. Deterministic: the
+    /// test waits until the bytes are in the client's socket.
+    #[test]
+    fn bytes_received_after_the_last_answer_stop_the_next_mail_from_going() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (opened, open) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut out = tcp.try_clone().unwrap();
+            let mut lines = BufReader::new(tcp).lines();
+            out.write_all(b"220 ready\r\n").unwrap();
+            assert!(lines.next().unwrap().unwrap().starts_with("EHLO "));
+            out.write_all(b"250 hello\r\n").unwrap();
+            // Once the client is open: after the last answer it was owed, as a later packet.
+            open.recv().unwrap();
+            out.write_all(b"554 5.7.1 late\r\n").unwrap();
+            // Whatever the client writes before closing.
+            lines.map_while(Result::ok).collect::<Vec<String>>()
+        });
+        let settings = Settings {
+            host: "127.0.0.1",
+            port,
+            tls: &Tls::None,
+            timeout: Duration::from_secs(30),
+            login: None,
+            pipelining: true,
+        };
+        let mut c = Connection::open(&settings).unwrap();
+        opened.send(()).unwrap();
+        if let Stream::Plain(socket) = c.stream.get_mut() {
+            // Until the late bytes are in the socket, unread.
+            socket.tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            assert!(socket.tcp.peek(&mut [0u8; 1]).unwrap() > 0);
+        }
+        let sent = c.send("a@example.com", &["b@example.com"], b"Subject: x\r\n\r\nx\r\n");
+        match sent {
+            Err(Error::Unasked(why)) => assert_eq!(
+                why,
+                "the server sent data nothing asked for after its answer to EHLO (16 bytes): refusing it (response \
+                 injection)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.is_broken());
+        c.quit();
+        drop(c);
+        assert_eq!(server.join().unwrap(), Vec::<String>::new(), "no MAIL, no QUIT written");
     }
 
     #[test]

@@ -151,20 +151,35 @@ pub fn deliver(
                 }
                 Err(failure) => {
                     let attempt = p.attempts + 1;
-                    // Refused for good, or the connection lost in its own transaction each time:
-                    // parked, so that the emails behind it (oldest first) go.
+                    // Refused for good, or the connection lost (or the protocol broken) in its own
+                    // transaction each time: parked, so that the emails behind it (oldest first) go.
                     // An outage or a temporary refusal is no fault of the email's: it uses up none.
-                    let counts = matches!(failure, Failure::Rejected { permanent: true, .. } | Failure::Lost { .. });
+                    let counts = matches!(failure, Failure::Rejected { counts: true, .. } | Failure::Lost { .. });
                     let refusals = p.refusals + u32::from(counts);
                     let park = counts && refusals >= max_attempts;
                     state.mark_failed(p.id, failure.reason(), counts, park)?;
                     if park {
-                        let after = if let Failure::Lost { .. } = failure { "attempts" } else { "refusals" };
+                        let after = match (&failure, refusals) {
+                            (Failure::Lost { .. }, 1) => "attempt",
+                            (Failure::Lost { .. }, _) => "attempts",
+                            (_, 1) => "refusal",
+                            _ => "refusals",
+                        };
                         log::error!("{what} parked after {refusals} {after}: {}", failure.reason());
                         summary.parked += 1;
                     } else {
                         failed_now += 1;
-                        log::warn!("{what} not sent (attempt {attempt}): {}; it is retried next run", failure.reason());
+                        // Every try is an attempt; only the email's own failures count toward
+                        // parking it: said, so that "attempt 5" with max_attempts = 3 is no riddle.
+                        let toward = if counts {
+                            format!("{refusals} of max_attempts = {max_attempts} failures of its own")
+                        } else {
+                            format!("not its own failure; {refusals} of max_attempts = {max_attempts} so far")
+                        };
+                        log::warn!(
+                            "{what} not sent (attempt {attempt}): {}; it is retried next run ({toward})",
+                            failure.reason()
+                        );
                     }
                     match failure {
                         Failure::Unavailable(_) | Failure::Lost { timed_out: true, .. } => break 'pages,

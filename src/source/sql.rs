@@ -436,19 +436,12 @@ fn tls_words(e: &rustls::Error) -> &'static str {
 /// a loopback `hostaddr` (a tunnel) is not: the tunnel's far end talks across the network.
 fn nearby(config: &postgres::Config) -> bool {
     let host = |h: &postgres::config::Host| match h {
-        postgres::config::Host::Tcp(name) => {
-            let name = name.trim_end_matches('.');
-            name.eq_ignore_ascii_case("localhost")
-                || name
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
+        // As for SMTP: not `localhost.`, which DNS answers.
+        postgres::config::Host::Tcp(name) => crate::config::is_loopback(name),
         #[cfg(unix)]
         postgres::config::Host::Unix(_) => true,
     };
-    config.get_hosts().iter().all(host) && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
+    config.get_hosts().iter().all(host) && config.get_hostaddrs().iter().all(|ip| crate::config::is_loopback_ip(*ip))
 }
 
 /// TLS to PostgreSQL as libpq's `sslmode` means it. No `sslmode` is libpq's default, `prefer`,
@@ -1184,7 +1177,7 @@ mod tests {
             "postgresql://127.0.0.1/d",
             "postgresql://127.8.9.10:5433/d",
             "postgresql://localhost/d",
-            "postgresql://LOCALHOST./d",
+            "postgresql://LOCALHOST/d",
             "postgresql://[::1]/d",
             "postgresql:///d?host=/run/postgresql",
             "postgresql://localhost,127.0.0.2/d",
@@ -1200,6 +1193,8 @@ mod tests {
             "postgresql://localhost/d?hostaddr=10.0.0.5",
             "postgresql://localhost,db.example.com/d",
             "postgresql://[::ffff:10.0.0.5]/d",
+            "postgresql://localhost./d",
+            "postgresql://LOCALHOST./d",
         ] {
             assert!(!nearby(url), "{url}");
         }

@@ -74,6 +74,16 @@ pub enum Behavior {
     /// Offer PIPELINING, but read one command at a time and drop whatever came with it: what a
     /// client pipelined is never answered (RFC 2920 lets a server be this way).
     DiscardPipelined,
+    /// Offer PIPELINING, and answer a MAIL that came with more commands "250", then "503 bad
+    /// sequence" to each of the rest, unread (taken one at a time, they are served as usual).
+    RefusePipelined,
+    /// Answer `verb` (MAIL, RCPT or DATA) with these bytes instead, then go on as if the usual
+    /// answer had gone (a 354 to MAIL, a 250 to DATA: a server out of step, or lying).
+    Misanswer { verb: String, reply: Vec<u8> },
+    /// Take a message containing the needle, and answer it with a "250" of exactly `size` bytes
+    /// (a multi-line reply) followed, in the same write, by `late`: bytes received that fill the
+    /// client's buffer to its end exactly, the rest waiting in the socket or in TLS, unread.
+    ReplyOfSizeThen { needle: String, size: usize, late: Vec<u8> },
 }
 
 #[derive(Default)]
@@ -100,6 +110,12 @@ struct Shared {
     /// Per command, in the order received: whether the client had sent more before this one
     /// was answered (RFC 2920 pipelining).
     pipelined: Vec<bool>,
+    /// Recipients taken in one transaction; past them, "452 4.5.3 Too many recipients".
+    rcpt_limit: Option<usize>,
+    /// AUTH refused with what it was given in the refusal's text.
+    echo_auth: bool,
+    /// Every AUTH command line as received.
+    auth_lines: Vec<String>,
 }
 
 /// How the server offers TLS, with a self-signed certificate for 127.0.0.1 and localhost.
@@ -123,8 +139,13 @@ impl SmtpServer {
     }
 
     pub fn start_with(tls: TlsMode) -> Self {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), tls)
+    }
+
+    /// Listening on `ip` (one of this machine's addresses, not necessarily loopback).
+    pub fn start_on(ip: std::net::IpAddr, tls: TlsMode) -> Self {
         let tls_config = (tls != TlsMode::Plain).then(self_signed);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_thread = Arc::clone(&shared);
@@ -191,6 +212,21 @@ impl SmtpServer {
     /// Offer the login as AUTH LOGIN only, as some older servers do.
     pub fn offer_auth_login(&self) {
         self.shared.lock().unwrap().auth_login = true;
+    }
+
+    /// Take at most `n` recipients a transaction from now on; "452 4.5.3" to the next.
+    pub fn limit_recipients(&self, n: usize) {
+        self.shared.lock().unwrap().rcpt_limit = Some(n);
+    }
+
+    /// Refuse AUTH with what it was given in the refusal ("535 ... bad credentials: <it>").
+    pub fn echo_auth(&self) {
+        self.shared.lock().unwrap().echo_auth = true;
+    }
+
+    /// Every AUTH command line received.
+    pub fn auth_lines(&self) -> Vec<String> {
+        self.shared.lock().unwrap().auth_lines.clone()
     }
 
     /// Require AUTH PLAIN with these credentials from now on.
@@ -272,19 +308,61 @@ fn serve(
         }
         let command = line.trim_end_matches(['\r', '\n']).to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let (behavior, login, no_pipelining, auth_login, no_esmtp, smtputf8) = {
+        let (behavior, login, no_pipelining, auth_login, no_esmtp, smtputf8, rcpt_limit, echo_auth) = {
             let mut s = shared.lock().unwrap();
             s.verbs.push(verb.clone());
             s.pipelined.push(!conn.buffer().is_empty());
             if verb == "MAIL" {
                 s.mail_commands.push(command.clone());
             }
-            (s.behavior.clone(), s.login.clone(), s.no_pipelining, s.auth_login, s.no_esmtp, s.smtputf8)
+            if verb == "AUTH" {
+                s.auth_lines.push(command.clone());
+            }
+            let s = &*s;
+            (
+                s.behavior.clone(),
+                s.login.clone(),
+                s.no_pipelining,
+                s.auth_login,
+                s.no_esmtp,
+                s.smtputf8,
+                s.rcpt_limit,
+                s.echo_auth,
+            )
         };
         let is_tls = matches!(conn.get_ref(), Conn::Tls(_));
         if let Behavior::DiscardPipelined = behavior {
             let more = conn.buffer().len();
             conn.consume(more);
+        }
+        // The answer this command gets instead of its own (`Behavior::Misanswer`), once it is
+        // served as usual.
+        let misanswer = match &behavior {
+            Behavior::Misanswer { verb: v, reply } if *v == verb => Some(reply.clone()),
+            _ => None,
+        };
+        let reply = |conn: &mut BufReader<Conn>, line: &str| -> std::io::Result<()> {
+            match &misanswer {
+                Some(bytes) => {
+                    let out = conn.get_mut();
+                    out.write_all(bytes)?;
+                    out.flush()
+                }
+                None => reply(conn, line),
+            }
+        };
+        if let Behavior::RefusePipelined = behavior
+            && verb == "MAIL"
+            && !conn.buffer().is_empty()
+        {
+            let rest = String::from_utf8_lossy(conn.buffer()).matches('\n').count();
+            let more = conn.buffer().len();
+            conn.consume(more);
+            let answers = ["250 2.1.0 ok\r\n".to_owned(), "503 5.5.1 bad sequence of commands\r\n".repeat(rest)];
+            let out = conn.get_mut();
+            out.write_all(answers.concat().as_bytes())?;
+            out.flush()?;
+            continue;
         }
         dribble.set(match behavior {
             Behavior::Dribble(pause) => Some(pause),
@@ -332,6 +410,10 @@ fn serve(
             "QUIT" => {
                 reply(&mut conn, "221 bye")?;
                 return Ok(());
+            }
+            "AUTH" if echo_auth => {
+                let given = command.get(5..).unwrap_or("");
+                reply(&mut conn, &format!("535 5.7.8 bad credentials: {given}"))?
             }
             "AUTH" => {
                 let decode = |s: &str| {
@@ -390,6 +472,7 @@ fn serve(
             "RCPT" if from.is_some() => match behavior {
                 Behavior::RejectRcpt(r) => reply(&mut conn, &r)?,
                 Behavior::RejectRcptTo { address: a, reply: r } if address(&command) == a => reply(&mut conn, &r)?,
+                _ if rcpt_limit.is_some_and(|n| rcpts.len() >= n) => reply(&mut conn, "452 4.5.3 Too many recipients")?,
                 _ => {
                     rcpts.push(address(&command));
                     reply(&mut conn, "250 ok")?
@@ -419,6 +502,11 @@ fn serve(
                     Behavior::RawReplyToDataContaining { needle, reply: r } if contains(&needle) => {
                         let out = conn.get_mut();
                         out.write_all(&r)?;
+                        out.flush()?
+                    }
+                    Behavior::ReplyOfSizeThen { needle, size, late } if contains(&needle) => {
+                        let out = conn.get_mut();
+                        out.write_all(&[reply_of_size(size), late].concat())?;
                         out.flush()?
                     }
                     other => {
@@ -500,6 +588,18 @@ fn self_signed() -> Arc<rustls::ServerConfig> {
         .with_single_cert(vec![key.cert.der().clone()], private)
         .unwrap();
     Arc::new(config)
+}
+
+/// A "250" reply of exactly `size` bytes (at least 8): lines of 500 bytes, then the last.
+fn reply_of_size(size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    while size - out.len() > 507 {
+        out.extend_from_slice(format!("250-{}\r\n", "x".repeat(494)).as_bytes());
+    }
+    let last = size - out.len();
+    out.extend_from_slice(format!("250 {}\r\n", "x".repeat(last - 6)).as_bytes());
+    assert_eq!(out.len(), size);
+    out
 }
 
 fn address(command: &str) -> String {
