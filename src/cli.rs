@@ -188,6 +188,13 @@ pub struct RunArgs {
     pub now: Option<DateTime<Utc>>,
 }
 
+impl RunArgs {
+    /// The run the command line asks for.
+    pub fn options(&self) -> crate::pipeline::Options {
+        crate::pipeline::Options { dry_run: self.dry_run, backfill: self.backfill, yes: self.yes, now: self.now }
+    }
+}
+
 impl Cli {
     /// Warnings by default: a cron run with nothing to report prints nothing.
     pub fn log_level(&self) -> LevelFilter {

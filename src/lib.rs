@@ -1,11 +1,19 @@
 //! chat-notifier: reads a chatbot runtime's conversations and emails the owner one message per
 //! new conversation state, each conversation in its own mail thread.
 //!
-//! - `pipeline`: the cron job (ingest, decide, deliver), and the pure decisions it makes;
-//! - `source`: where chats come from, rows to domain types;
-//! - `state`: the notifier's own SQLite file (tracking, outbox, inspection);
-//! - `mail`: threads, templates, transports;
-//! - `commands`: what a person runs by hand (check, status, preview, report, prune).
+//! The modules, from the bottom up; each imports only those below it (`tests/layers.rs`):
+//! - [`domain`]: the vocabulary: the chat, its messages and states, the person, the email and
+//!   its thread, the identifier, durations and limits, text made safe; it imports nothing of
+//!   the crate. [`progress`]: progress bars, for a person at a terminal;
+//! - [`config`]: the TOML file, checked once, and resolved per bot ([`config::Routing`]);
+//! - [`source`]: where chats come from, rows to the vocabulary; [`state`]: the notifier's own
+//!   SQLite file (tracking, outbox, inspection); [`mail`]: templates and transports. Side by
+//!   side: none imports another;
+//! - [`pipeline`]: the cron job (ingest, decide, deliver), and the pure decisions it makes;
+//! - [`cli`]: the command line's definitions;
+//! - [`commands`]: what a person runs by hand ([`check`](commands::check),
+//!   [`status`](commands::status), [`preview`](commands::preview), [`report`](commands::report),
+//!   [`leads`](commands::leads), [`prune`](commands::prune)).
 
 pub mod cli;
 pub mod commands;
@@ -57,7 +65,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     let path = || config::locate(cli.config.as_deref());
     let config = || config::load(&path()?);
     match &cli.command {
-        Command::Run(args) => Ok(pipeline::run_once(&config()?, args)?.map_or(Outcome::Busy, Outcome::Done)),
+        Command::Run(args) => Ok(pipeline::run_once(&config()?, &args.options())?.map_or(Outcome::Busy, Outcome::Done)),
         Command::Check(args) => commands::check::check(&path()?, args.smtp).map(|()| done),
         Command::Prune(args) => commands::prune::prune(&config()?, args).map(busy_or_done),
         Command::Preview(args) => commands::preview::preview(&config()?, args).map(|()| done),

@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::HashMap;
 
-use chat_notifier::cli::RunArgs;
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use support::{Fixture, Mail, Received};
@@ -42,7 +41,7 @@ fn event() -> impl Strategy<Value = Event> {
 
 fn run(f: &Fixture, now: DateTime<Utc>) {
     let config = chat_notifier::config::load(&f.config).unwrap();
-    let args = RunArgs { dry_run: false, backfill: true, yes: true, now: Some(now) };
+    let args = chat_notifier::pipeline::Options { dry_run: false, backfill: true, yes: true, now: Some(now) };
     let summary = chat_notifier::pipeline::run_once(&config, &args).unwrap().expect("no other run holds the lock");
     assert_eq!(summary, chat_notifier::pipeline::RunSummary { sent: summary.sent, ..Default::default() });
 }

@@ -9,7 +9,6 @@ use super::classify::{Decision, Timing, classify};
 use super::digest;
 use super::people;
 use super::rules::{self, Verdict};
-use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::config::{Routing, Settings};
 use crate::domain::{ChatState, Conversation, Email, Transcript, Wanted};
@@ -31,7 +30,7 @@ pub struct Inputs<'a> {
     pub renderer: &'a Renderer,
     pub routing: &'a Routing,
     pub config: &'a Config,
-    pub args: &'a RunArgs,
+    pub args: &'a super::Options,
     pub now: DateTime<Utc>,
 }
 

@@ -20,7 +20,6 @@ use std::time::Instant;
 use anyhow::Result;
 use chrono::Utc;
 
-use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::config::Routing;
 use crate::mail::render::Renderer;
@@ -47,8 +46,21 @@ pub struct RunSummary {
     pub deferred: usize,
 }
 
+/// What one run is asked to do: the command line's `run`, or a test's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Print every email instead of sending it, on a scratch copy of the state.
+    pub dry_run: bool,
+    /// On the first run, also email conversations older than `first_run_horizon`.
+    pub backfill: bool,
+    /// With `backfill`: go ahead without asking even over `mail.burst`.
+    pub yes: bool,
+    /// Act as if it were this instant.
+    pub now: Option<chrono::DateTime<Utc>>,
+}
+
 /// None when another run holds the lock.
-pub fn run_once(config: &Config, args: &RunArgs) -> Result<Option<RunSummary>> {
+pub fn run_once(config: &Config, args: &Options) -> Result<Option<RunSummary>> {
     let now = args.now.unwrap_or_else(Utc::now);
     let started = Instant::now();
     // Everything that can fail for a reason the owner must fix fails here, before any state

@@ -1,7 +1,7 @@
 //! Turns a conversation and a decision into an email: headers from the thread, bodies from
 //! the templates (the built-in ones written out in Rust in `builtin`, an owner's interpreted
 //! by minijinja). Visitor text is untrusted: the HTML templates auto-escape it, and
-//! whatever reaches a header goes through `thread::header_text` first.
+//! whatever reaches a header goes through [`text::header`](crate::domain::text::header) first.
 
 mod builtin;
 
