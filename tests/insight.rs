@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Behavior, Fixture, SmtpServer};
+use support::{Behavior, Fixture, SmtpServer, mails};
 
 #[test]
 fn status_lists_each_conversation_where_it_stands_and_changes_nothing() {
@@ -534,4 +534,27 @@ fn status_keeps_its_columns_with_wide_names() {
         .collect();
     assert_eq!(starts.len(), 5, "{}", out.stdout);
     assert!(starts.iter().all(|&s| s == starts[0]), "{starts:?}\n{}", out.stdout);
+}
+
+#[test]
+fn a_lead_is_named_in_leads_as_in_their_email() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.conversation("ann", "2026-11-24T09:00:00Z");
+    f.bot("ann", "2026-11-24T09:00:00Z", "ask_first", "text", "First name?");
+    f.visitor("ann", "2026-11-24T09:00:10Z", Some("first_name"), "Ann");
+    f.bot("ann", "2026-11-24T09:00:11Z", "ask_last", "text", "Last name?");
+    f.visitor("ann", "2026-11-24T09:00:20Z", Some("last_name"), "Lee");
+    f.bot("ann", "2026-11-24T09:00:21Z", "ask_email", "email", "Email?");
+    f.visitor("ann", "2026-11-24T09:00:30Z", Some("email"), "ann@example.com");
+    // A blank answer later takes nothing back, in the email as in the list.
+    f.visitor("ann", "2026-11-24T09:00:40Z", Some("email"), "  ");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let email = mails(&server).pop().unwrap();
+    assert!(email.subject.starts_with("Lead Bot: chat with Ann Lee [#"), "{}", email.subject);
+    assert_eq!(email.reply_to.as_deref(), Some("ann@example.com"));
+    let leads = f.run(&["leads", "--format", "csv", "--now", "2026-11-24T12:00:00Z"]);
+    let rows = parse_csv(&leads.stdout);
+    assert_eq!(rows.len(), 2, "{}", leads.stdout);
+    assert_eq!(rows[1][0..2], ["Ann Lee", "ann@example.com"], "the name the email gave her");
 }

@@ -378,9 +378,6 @@ impl Tally {
     }
 }
 
-/// The fields a lead shows.
-const LEAD_FIELDS: [&str; 4] = ["name", "full_name", "email", "phone"];
-
 /// The people behind the chats, for the leads list: by visitor, never merging placeholders.
 #[derive(Default)]
 struct Person {
@@ -441,7 +438,7 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
         }
         let when = f.last_activity.unwrap_or(DateTime::UNIX_EPOCH);
         let later = person.latest.as_ref().is_none_or(|(t, ..)| when >= *t);
-        for (name, value) in f.fields.into_iter().filter(|(n, _)| LEAD_FIELDS.contains(&n.as_str())) {
+        for (name, value) in f.fields.into_iter().filter(|(n, _)| crate::domain::LEAD_FIELDS.contains(&n.as_str())) {
             match person.fields.iter_mut().find(|(n, _)| *n == name) {
                 Some(field) if later => field.1 = value,
                 Some(_) => {}
@@ -460,13 +457,14 @@ pub fn find(config: &Config, scope: &Scope, now: DateTime<Utc>, with_leads: bool
         .into_values()
         .filter(|p| !p.completed && p.chats as usize <= crate::domain::CROWD)
         .filter_map(|p| {
-            let get = |name: &str| p.fields.iter().find(|(n, _)| n == name).map(|(_, v)| text::line(v).into_owned());
-            let (email, phone) = (get("email"), get("phone"));
+            let get = |name: &str| p.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            let line = |v: &str| text::line(v).into_owned();
+            let (email, phone) = (get("email").map(line), get("phone").map(line));
             if email.is_none() && phone.is_none() {
                 return None;
             }
             let (last_activity, bot, last_step, id) = p.latest?;
-            let name = get("name").or_else(|| get("full_name"));
+            let name = crate::domain::visitor_name(get).map(|n| line(&n));
             Some(Lead {
                 name,
                 email,

@@ -104,19 +104,47 @@ impl Message {
     }
 }
 
-/// Each field a visitor gave in these messages, in the order first given, with the latest
-/// non-blank answer (visitors correct typos), trimmed.
-pub fn given_fields(messages: &[Message]) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for (name, value) in messages.iter().filter_map(Message::gives_field) {
+/// A field a visitor gave: its latest non-blank answer, trimmed, and when they gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    pub name: String,
+    pub value: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The one rule for what a visitor gave: each field in these messages, in the order first
+/// given, with the latest non-blank answer (visitors correct typos; a blank answer takes
+/// nothing back), trimmed. Emails, rules, digests, people and the report all read it here.
+pub fn given(messages: &[Message]) -> Vec<Given> {
+    let mut fields: Vec<Given> = Vec::new();
+    for m in messages {
+        let Some((name, value)) = m.gives_field() else { continue };
         let value = value.trim();
         if value.is_empty() {
             continue;
         }
-        match fields.iter_mut().find(|(n, _)| n == name) {
-            Some(f) => f.1 = value.to_owned(),
-            None => fields.push((name.to_owned(), value.to_owned())),
+        match fields.iter_mut().find(|f| f.name == name) {
+            Some(f) => (f.value, f.at) = (value.to_owned(), m.sent_at),
+            None => fields.push(Given { name: name.to_owned(), value: value.to_owned(), at: m.sent_at }),
         }
     }
     fields
 }
+
+/// `given` as `(name, value)` pairs.
+pub fn given_fields(messages: &[Message]) -> Vec<(String, String)> {
+    given(messages).into_iter().map(|g| (g.name, g.value)).collect()
+}
+
+/// The visitor's name among the fields they gave: `name`, else `full_name`, else `first_name`
+/// and `last_name` together.
+pub fn visitor_name<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    if let Some(name) = get("name").or_else(|| get("full_name")) {
+        return Some(name.to_owned());
+    }
+    let parts: Vec<&str> = ["first_name", "last_name"].into_iter().filter_map(&get).collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// The fields a lead is: whom to call back, and their name.
+pub const LEAD_FIELDS: [&str; 6] = ["name", "full_name", "first_name", "last_name", "email", "phone"];

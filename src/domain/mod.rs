@@ -13,7 +13,10 @@ pub mod thread;
 mod tracked;
 mod transcript;
 
-pub use chat::{Activity, Author, ChatState, Conversation, END_OF_FLOW, Message, ends_flow, given_fields};
+pub use chat::{
+    Activity, Author, ChatState, Conversation, END_OF_FLOW, Given, LEAD_FIELDS, Message, ends_flow, given,
+    given_fields, visitor_name,
+};
 pub use email::{Email, ascii_domain, round_trips};
 pub use person::{CROWD, Earlier, EarlierField, Person, SHOWN, is_person};
 pub use span::{Limits, Span};

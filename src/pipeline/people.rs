@@ -19,18 +19,14 @@ pub fn person(others: &[(Known, Option<&Conversation>, &[Message])], total: usiz
     let mut fields: Vec<EarlierField> = Vec::new();
     // Oldest first, so a later answer replaces an earlier one.
     for (known, _, transcript) in others.iter().rev() {
-        for m in transcript.iter() {
-            let Some((name, value)) = m.gives_field() else { continue };
-            if value.trim().is_empty() {
-                continue;
-            }
+        for g in crate::domain::given(transcript) {
             let field = EarlierField {
-                name: name.to_owned(),
-                value: value.trim().to_owned(),
                 identifier: thread::identifier(&known.id),
-                given_at: m.sent_at,
+                given_at: g.at,
+                value: g.value,
+                name: g.name,
             };
-            match fields.iter_mut().find(|f| f.name == name) {
+            match fields.iter_mut().find(|f| f.name == field.name) {
                 Some(f) => *f = field,
                 None => fields.push(field),
             }

@@ -2,7 +2,7 @@
 //! reached a new state. Pure.
 
 use crate::config::Settings;
-use crate::domain::{ChatState, Message, Transcript};
+use crate::domain::{ChatState, Transcript};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -23,10 +23,8 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &Transcript) -
     if transcript.visitor_messages < rules.min_visitor_messages as usize {
         return Verdict::Hold(format!("the visitor wrote {} message(s)", transcript.visitor_messages));
     }
-    let given = |field: &String| {
-        let mut given = transcript.messages.iter().filter_map(Message::gives_field);
-        given.any(|(f, value)| f == field && !value.trim().is_empty())
-    };
+    let fields = crate::domain::given(&transcript.messages);
+    let given = |field: &String| fields.iter().any(|g| &g.name == field);
     let missing: Vec<&str> = rules.require_fields.iter().filter(|f| !given(f)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Verdict::Hold(format!("waiting for {}", missing.join(", ")));
@@ -41,7 +39,7 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &Transcript) -
 mod tests {
     use super::*;
     use crate::config::{Notify, Routing};
-    use crate::domain::Author;
+    use crate::domain::{Author, Message};
     use chrono::{TimeDelta, TimeZone, Utc};
     use chrono_tz::Tz;
 

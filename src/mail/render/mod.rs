@@ -510,14 +510,10 @@ struct Visitor {
 
 impl Visitor {
     fn from_transcript(transcript: &[Message]) -> Self {
-        let mut fields: Vec<Field> = Vec::new();
-        for (name, value) in transcript.iter().filter_map(Message::gives_field) {
-            let value = cut(value.trim(), FIELD_CHARS).into_owned();
-            match fields.iter_mut().find(|f| f.name == name) {
-                Some(f) => f.value = value,
-                None => fields.push(Field { name: name.to_owned(), value }),
-            }
-        }
+        let fields = crate::domain::given(transcript)
+            .into_iter()
+            .map(|g| Field { name: g.name, value: cut(&g.value, FIELD_CHARS).into_owned() })
+            .collect();
         Visitor { fields }
     }
 
@@ -537,11 +533,7 @@ impl Visitor {
     }
 
     fn name(&self) -> Option<String> {
-        if let Some(name) = self.get("name").or_else(|| self.get("full_name")) {
-            return Some(name.to_owned());
-        }
-        let parts: Vec<&str> = ["first_name", "last_name"].iter().filter_map(|f| self.get(f)).collect();
-        (!parts.is_empty()).then(|| parts.join(" "))
+        crate::domain::visitor_name(|f| self.get(f))
     }
 
     /// Who the subject names: the visitor's name, else their email, else "a visitor".
