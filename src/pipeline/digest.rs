@@ -30,7 +30,7 @@ pub struct Entry {
     pub visitor: String,
     pub bot_id: String,
     pub bot: String,
-    pub state: String,
+    pub state: ChatState,
     pub step: Option<String>,
     pub question: Option<String>,
     pub fields: Vec<(String, String)>,
@@ -96,7 +96,7 @@ pub fn listing(
         visitor: visitor_display(&transcript.messages),
         bot_id: conversation.bot_id.clone(),
         bot: conversation.bot_name.clone(),
-        state: state.as_str().to_owned(),
+        state,
         step: last_bot.and_then(|m| m.gambit_id.clone()),
         question: last_bot.map(|m| crate::domain::text::header(&m.body, 120)).filter(|q| !q.is_empty()),
         fields,
@@ -159,7 +159,7 @@ fn compose(
     let items = entries
         .iter()
         .map(|e| {
-            let mut line = format!("#{} {}, {}: {}", e.identifier, e.visitor, e.bot, e.state);
+            let mut line = format!("#{} {}, {}: {}", e.identifier, e.visitor, e.bot, e.state.as_str());
             if let Some(step) = &e.step {
                 line.push_str(&format!(" at step {step}"));
             }
