@@ -711,7 +711,10 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap();
             let conversations = plan.iter().find(|l| l.contains("conversations")).unwrap();
-            assert!(conversations.contains("conversations_by_visitor"), "{sql}: {plan:?}");
+            assert!(
+                conversations.starts_with("SEARCH") && conversations.contains("conversations_by_visitor"),
+                "{sql}: {plan:?}"
+            );
         }
     }
 
