@@ -10,6 +10,7 @@
 //!   SQLite file (tracking, outbox, inspection); [`mail`]: templates and transports. Side by
 //!   side: none imports another;
 //! - [`pipeline`]: the cron job (ingest, decide, deliver), and the pure decisions it makes;
+//!   [`report`]: the analytics behind `report` and `leads`, one file per output format;
 //! - [`cli`]: the command line's definitions;
 //! - [`commands`]: what a person runs by hand ([`check`](commands::check),
 //!   [`status`](commands::status), [`preview`](commands::preview), [`report`](commands::report),
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod mail;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod source;
 pub mod state;
 

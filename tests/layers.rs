@@ -4,7 +4,7 @@
 //!
 //! From the bottom: the vocabulary (`domain`) and the progress bars, which import nothing of the
 //! crate; the config; the sources, the state and mail, side by side, none importing another; the
-//! pipeline; the command line; the commands; the crate's root; `main.rs`.
+//! pipeline and the report, side by side; the command line; the commands; the crate's root; `main.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain", "progress"],
     &["config"],
     &["source", "state", "mail"],
-    &["pipeline"],
+    &["pipeline", "report"],
     &["cli"],
     &["commands"],
     &["lib"],
