@@ -473,3 +473,63 @@ fn the_report_on_a_form_bot_names_each_step_by_what_the_form_asked() {
         assert!(!asked.contains(answer), "{answer} filled a slot: {asked}");
     }
 }
+
+/// Chat widgets send Rasa's built-in `/session_start` on a page load: Rasa logs it as a user
+/// message, then starts a session. It is no line of the visitor's: no "resumed" email for a
+/// finished chat, and a session begun by it is a chat only once the visitor writes.
+#[test]
+fn a_page_load_that_starts_a_session_is_not_the_visitor_writing() {
+    let server = SmtpServer::start();
+    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    let start = at("2026-11-24T09:00:00Z", 109_600);
+    let reload = ["action_session_start", "action_listen"];
+    rasa.write(&url, &Steps::new().lead_completes("sue", "Sue Park", "sue@example.com", "+1 555 0100", start));
+    f.run_at("2026-11-24T09:05:00Z", &[], 0);
+    rasa.write(
+        &url,
+        &Steps::new()
+            .user("sue", start + 600.0, "/session_start", "session_start", &reload)
+            .user("sue", start + 660.0, "hi", "greet", &["utter_greet", "action_listen"])
+            // A first visit that only loaded the page.
+            .user("fay", start + 5.0, "/session_start", "session_start", &reload),
+    );
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(warnings(&out), "");
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "Sue's finished chat, and her chat after the reload: {:#?}", subjects(&m));
+    assert!(
+        m.iter().all(|m| !m.text.contains("/session_start")),
+        "{:#?}",
+        m.iter().map(|m| &m.text).collect::<Vec<_>>()
+    );
+    assert!(m.iter().all(|m| !m.subject.starts_with("Re: ")), "no resumed reply: {:#?}", subjects(&m));
+    let hi = m.iter().find(|m| m.text.lines().any(|l| l.ends_with("Visitor: hi"))).expect("the chat after the reload");
+    assert_eq!(hi.header("X-Chat-State").as_deref(), Some("abandoned"));
+}
+
+/// A reminder or an external event (`trigger_intent`) is Rasa's own message, invisible to the
+/// visitor (`EXTERNAL: <intent>`, `is_external`): the bot speaking after it is no visitor back,
+/// and a session it starts has no visitor in it.
+#[test]
+fn a_reminder_is_not_the_visitor_coming_back() {
+    let server = SmtpServer::start();
+    let Some((f, rasa, url)) = on_sqlite(&server, "") else { return };
+    let start = at("2026-11-24T09:00:00Z", 109_600);
+    let remind = ["utter_reminder", "action_listen"];
+    rasa.write(&url, &Steps::new().lead_completes("xena", "Xena Wu", "xena@example.com", "+1 555 0101", start));
+    f.run_at("2026-11-24T09:05:00Z", &[], 0);
+    rasa.write(
+        &url,
+        &Steps::new()
+            .external("xena", start + 2_400.0, "EXTERNAL_reminder", &remind)
+            // Hours later: Rasa starts a session for the reminder itself.
+            .external("xena", start + 10_800.0, "EXTERNAL_reminder", &remind),
+    );
+    let out = f.run_at("2026-11-24T14:00:00Z", &[], 0);
+    assert_eq!(warnings(&out), "");
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "the finished chat only: {:#?}", subjects(&m));
+    assert_eq!(m[0].header("X-Chat-State").as_deref(), Some("completed"));
+    let report = f.run(&["report", "--format", "json", "--now", "2026-11-24T14:00:00Z"]);
+    assert!(!report.stdout.contains("EXTERNAL"), "not something a visitor asked: {}", report.stdout);
+}

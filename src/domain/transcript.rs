@@ -29,6 +29,8 @@ pub struct Transcript {
     pub visitor_messages: usize,
     /// Messages after `since` in the whole chat.
     pub new_messages: usize,
+    /// The visitor's messages after `since` in the whole chat: whether they came back.
+    pub new_visitor_messages: usize,
     /// The latest `sent_at` in the whole chat.
     pub last_activity: Option<DateTime<Utc>>,
 }
@@ -104,6 +106,7 @@ impl Reader {
         counts.lines += usize::from(m.is_shown());
         counts.visitor_messages += usize::from(m.author == Author::Visitor);
         counts.new_messages += usize::from(m.id > self.since);
+        counts.new_visitor_messages += usize::from(m.id > self.since && m.author == Author::Visitor);
         counts.last_activity = counts.last_activity.max(Some(m.sent_at));
 
         let mut moves: Vec<(Option<usize>, usize)> = Vec::with_capacity(4);

@@ -20,6 +20,10 @@ pub fn verdict(settings: &Settings, state: ChatState, transcript: &Transcript) -
     if !rules.on.contains(&state) {
         return Verdict::Hold(format!("{} emails are off", state.as_str()));
     }
+    if state == ChatState::Resumed && transcript.new_visitor_messages == 0 {
+        // The bot spoke again (a reminder, a follow-up): the visitor did not come back.
+        return Verdict::Hold("the visitor wrote nothing since the last email".into());
+    }
     if transcript.visitor_messages < rules.min_visitor_messages as usize {
         return Verdict::Hold(format!("the visitor wrote {} message(s)", transcript.visitor_messages));
     }
@@ -113,6 +117,13 @@ mod tests {
             let v = verdict(&settings(notify.clone()), state, &Transcript::of(transcript.to_vec(), 0));
             assert_eq!(v == send, sends, "row {i}: {v:?}");
         }
+        // Resumed needs the visitor back: since the last email (through message 1) only the bot
+        // spoke (a reminder, a follow-up).
+        let bot_again = [email_only[1].clone(), Message { id: 2, ..message(Author::Bot, None, "Still there?") }];
+        let visitor_again = [bot_again[1].clone(), Message { id: 3, ..message(Author::Visitor, None, "yes!") }];
+        let resumed = |t: &[Message]| verdict(&settings(base.clone()), Resumed, &Transcript::of(t.to_vec(), 1));
+        assert_eq!(resumed(&bot_again), Verdict::Hold("the visitor wrote nothing since the last email".into()));
+        assert_eq!(resumed(&visitor_again), Verdict::Send);
         let disabled = Settings { enabled: false, ..settings(base) };
         assert_eq!(
             verdict(&disabled, Completed, &Transcript::of(with_phone, 0)),

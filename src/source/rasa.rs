@@ -569,6 +569,13 @@ fn decode(row: &Row) -> Result<Event, String> {
     }
     let field = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok(match row.type_name.as_str() {
+        // Rasa's own messages, none of the visitor's: a reminder or an external event
+        // (`EXTERNAL: <intent>`, `is_external`), and the built-in `/session_start` a chat widget
+        // sends on a page load (Rasa logs it, then starts a session).
+        "user" if json.pointer("/metadata/is_external").and_then(Value::as_bool) == Some(true) => Event::Ignored,
+        "user" if json.pointer("/parse_data/intent/name").and_then(Value::as_str) == Some("session_start") => {
+            Event::Ignored
+        }
         "user" => Event::User(field("text").ok_or("a user event without text")?),
         // A bot event may carry only buttons or an image: an empty line then.
         "bot" => Event::Bot(

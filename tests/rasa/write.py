@@ -20,7 +20,15 @@ Each step is one thing Rasa's server does for one sender, ending with the tracke
         "custom_session_start": true, the session starts with the assistant's own
         `action_session_start`, which writes no `session_started`.
     {"sender": S, "at": SECONDS, "actions": [NAME, ...]}
-        Actions without a message (a reminder, an external event).
+        Actions without a message.
+    {"sender": S, "at": SECONDS, "external": INTENT, "actions": [NAME, ...]}
+        A reminder or an external event (`trigger_intent`), as
+        `MessageProcessor.trigger_external_user_uttered` logs it (a new session first when one
+        has expired, as for a message): `UserUttered.create_external`
+        (text `EXTERNAL: INTENT`, metadata `is_external`), then the actions predicted.
+    An action named `action_session_start` in "actions" is Rasa's own: what a message with the
+    built-in `session_start` intent (`/session_start`, sent by chat widgets on a page load)
+    runs, by the rule policy's default rule.
     {"sender": S, "at": SECONDS, "slots": {NAME: VALUE}, "metadata": {...}}
         Slots set by the channel or an action: `SlotSet` events with that metadata.
     {"delete": S}
@@ -86,6 +94,7 @@ responses:
   utter_prices: [{text: "Plans start at $10 a month."}]
   utter_goodbye: [{text: "Thanks, we will be in touch!"}]
   utter_cancelled: [{text: "No problem, maybe later."}]
+  utter_reminder: [{text: "Still interested in a quote?"}]
 actions: [action_submit_lead]
 session_config:
   session_expiration_time: 60
@@ -236,6 +245,8 @@ async def run(scenario):
             run_form(tracker, name)
         elif name == "action_deactivate_loop":
             run_action(tracker, name, [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)])
+        elif name == ACTION_SESSION_START_NAME:
+            start_session(tracker, {}, False)
         elif name in domain.responses:
             run_action(tracker, name, [utter(name)])
         elif name == ACTION_LISTEN_NAME:
@@ -261,10 +272,12 @@ async def run(scenario):
             tracker.model_id = MODEL_ID
             tracker.assistant_id = ASSISTANT_ID
             metadata = step.get("metadata") or {}
-            if "user" in step:
+            if "user" in step or "external" in step:
+                # fetch_tracker_and_update_session, for a message and for an external event alike.
                 last = tracker.get_last_event_for(UserUttered)
                 if not tracker.applied_events() or (last and clock.now - last.timestamp > expiry):
                     start_session(tracker, metadata, step.get("custom_session_start", False))
+            if "user" in step:
                 intent = {"name": step.get("intent", "inform"), "confidence": 0.98}
                 parse = {"text": step["user"], "intent": intent, "entities": [], "intent_ranking": [intent]}
                 message_id = f"{sender}-{len(tracker.events)}"
@@ -276,6 +289,8 @@ async def run(scenario):
                 requested = tracker.get_slot(REQUESTED_SLOT)
                 if tracker.active_loop_name and requested and intent["name"] != "stop":
                     tracker.update_with_events([SlotSet(requested, step["user"])], domain)
+            if "external" in step:
+                tracker.update(UserUttered.create_external(step["external"], [], "rest"), domain)
             for name, value in (step.get("slots") or {}).items():
                 tracker.update(SlotSet(name, value, metadata=metadata), domain)
             for name in step.get("actions") or []:

@@ -84,6 +84,12 @@ impl Steps {
         self
     }
 
+    /// A reminder or an external event (`trigger_intent`) for `intent`, then `actions`.
+    pub fn external(mut self, sender: &str, at: f64, intent: &str, actions: &[&str]) -> Self {
+        self.0.push(json!({ "sender": sender, "at": at, "external": intent, "actions": actions }));
+        self
+    }
+
     /// Slots set with this metadata.
     pub fn slots(mut self, sender: &str, at: f64, slots: Value, metadata: Value) -> Self {
         self.0.push(json!({ "sender": sender, "at": at, "slots": slots, "metadata": metadata }));
