@@ -104,21 +104,27 @@ fn bad_rasa_rows_are_named_and_skipped_and_the_rest_goes_out() {
     let no_text = rasa.event("good", "2026-11-24T09:00:32Z", "user", json!({ "parse_data": {} }));
     let unknown = rasa.event("good", "2026-11-24T09:00:33Z", "teleport", json!({}));
     let ignored = rasa.event("good", "2026-11-24T09:00:34Z", "restart", json!({}));
+    rasa.bot("good", "2026-11-24T09:00:35Z", "utter_anything_else", "Anything else?");
     let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
     let stderr = out.stderr_past_first_run();
     let lines: Vec<&str> = stderr.lines().collect();
     let shown = f.dir.path().join("rasa.db").display().to_string();
     for (row, why) in [
         (not_json, "data is not JSON"),
-        (list, "slot \"interests\" holds a list, not a value a field can show"),
         (no_text, "a user event without text"),
         (unknown, "event type \"teleport\" is not one chat-notifier knows"),
     ] {
         let prefix = format!("chat-notifier: warn: rasa {shown}: events row {row} skipped: ");
         assert!(lines.iter().any(|l| l.starts_with(&prefix) && l.contains(why)), "{prefix}{why} in {lines:#?}");
     }
-    assert_eq!(lines.len(), 4, "{lines:#?} (row {ignored}, a restart, is nothing to report)");
-    assert_eq!(mails(&server).len(), 1, "Jane's email went out");
+    assert_eq!(
+        lines.len(),
+        3,
+        "{lines:#?} (row {ignored}, a restart, and row {list}, a list slot, are nothing to report)"
+    );
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "Jane's email went out");
+    assert!(m[0].text.contains("interests: pricing, demo"), "a list slot's items: {}", m[0].text);
     let out = f.run_at("2026-11-24T11:00:00Z", &[], 0);
     assert_eq!(out.stderr, "", "each reported once");
 }

@@ -592,14 +592,22 @@ fn decode(row: &Row) -> Result<Event, String> {
             if is_internal(&name) {
                 return Ok(Event::Ignored);
             }
+            let scalar = |v: &Value| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                _ => None,
+            };
             let value = match json.get("value") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
-                Some(v) => {
-                    let kind = if v.is_array() { "a list" } else { "an object" };
-                    return Err(format!("slot {:?} holds {kind}, not a value a field can show", text::line(&name)));
-                }
+                // A `list` slot (the products a visitor picked): its items, as the owner reads them.
+                Some(Value::Array(items)) => match items.iter().map(scalar).collect::<Option<Vec<_>>>() {
+                    Some(items) => Some(items.join(", ")),
+                    None => return Ok(Event::Ignored),
+                },
+                // A structure a custom action keeps (an `any` slot): nothing a field can show, and
+                // nothing wrong with the store either, so nothing to report.
+                Some(Value::Object(_)) => return Ok(Event::Ignored),
+                Some(v) => scalar(v),
             };
             Event::Slot(name, value)
         }
@@ -736,8 +744,12 @@ mod tests {
         let bad = |t: &str, d: &str| decode(&row(7, t, d)).unwrap_err();
         assert!(bad("user", "{not json").contains("not JSON"));
         assert!(bad("user", r#"{"event":"user"}"#).contains("without text"));
-        assert!(bad("slot", r#"{"event":"slot","name":"tags","value":["a"]}"#).contains("holds a list"));
-        assert!(bad("slot", r#"{"event":"slot","name":"x","value":{"a":1}}"#).contains("holds an object"));
+        assert_eq!(
+            ok("slot", r#"{"event":"slot","name":"tags","value":["pricing", 2, true]}"#),
+            Event::Slot("tags".into(), Some("pricing, 2, true".into()))
+        );
+        assert_eq!(ok("slot", r#"{"event":"slot","name":"x","value":{"a":1}}"#), Event::Ignored);
+        assert_eq!(ok("slot", r#"{"event":"slot","name":"x","value":[{"a":1}]}"#), Event::Ignored);
         assert!(bad("teleport", r#"{"event":"teleport"}"#).contains("\"teleport\" is not one chat-notifier knows"));
         assert_eq!(bad("flow_completed", r#"{"event":"flow_completed"}"#), "a flow_completed event without a flow_id");
     }
