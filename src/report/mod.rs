@@ -98,7 +98,10 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
     let idle = last.is_some_and(|l| now - l >= abandon_after);
     let completed_at = end.map(|i| messages[i].sent_at);
     Facts {
-        left_contact: fields.iter().any(|(n, _)| matches!(n.as_str(), "email" | "phone")),
+        // Fields in a chat the visitor never wrote in (Rasa carries slots into every new
+        // session, a page load starts one) are no contact left there.
+        left_contact: messages.iter().any(|m| m.author == Author::Visitor)
+            && fields.iter().any(|(n, _)| matches!(n.as_str(), "email" | "phone")),
         steps,
         questions,
         asks,
@@ -313,7 +316,10 @@ impl Tally {
         self.durations.sort_unstable();
         let mut steps: Vec<(String, (u64, u64, u64))> = self.steps.into_iter().collect();
         // Flow order: where a step usually comes in the conversations that reach it.
-        steps.sort_by(|a, b| share(a.1.2, a.1.0).total_cmp(&share(b.1.2, b.1.0)).then(b.1.0.cmp(&a.1.0)));
+        // Steps alike in both are named in order: the same report whatever a map's order.
+        steps.sort_by(|a, b| {
+            share(a.1.2, a.1.0).total_cmp(&share(b.1.2, b.1.0)).then(b.1.0.cmp(&a.1.0)).then(a.0.cmp(&b.0))
+        });
         let worst = steps.iter().map(|(_, (_, stopped, _))| *stopped).max().filter(|&m| m > 0);
         let questions = self.questions;
         let question = |step: &str| -> Option<String> {
@@ -531,6 +537,38 @@ mod tests {
             field: field.map(str::to_owned),
             body: body.into(),
         }
+    }
+
+    /// Steps that tie in flow order and reach come in the same order on every run: the report
+    /// of one store is the same report twice (a map's order put them otherwise each run).
+    #[test]
+    fn steps_that_tie_are_listed_the_same_way_every_time() {
+        let order = |steps: &[usize]| {
+            let mut tally = Tally::default();
+            for &i in steps {
+                let asked = [m(0, Author::Bot, &format!("step_{i:02}"), Some("text"), None, "?")];
+                tally.add(&facts(&asked, TimeDelta::minutes(30), asked[0].sent_at), Tz::UTC);
+            }
+            tally.finish("bot".into()).steps.into_iter().map(|s| s.step).collect::<Vec<_>>()
+        };
+        let forward: Vec<usize> = (0..16).collect();
+        let backward: Vec<usize> = (0..16).rev().collect();
+        let first = order(&forward);
+        assert_eq!(first.len(), 16);
+        assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
+        assert_eq!(order(&backward), first);
+    }
+
+    #[test]
+    fn fields_carried_into_a_chat_the_visitor_never_wrote_in_are_no_lead() {
+        let carried = [
+            m(0, Author::Field, "", None, Some("email"), "sue@example.com"),
+            m(0, Author::Bot, "utter_greet", Some("text"), None, "Hi!"),
+        ];
+        let f = facts(&carried, TimeDelta::minutes(30), carried[0].sent_at + TimeDelta::hours(1));
+        assert!(!f.left_contact, "{f:?}");
+        let wrote = [carried[0].clone(), carried[1].clone(), m(1, Author::Visitor, "utter_greet", None, None, "hi")];
+        assert!(facts(&wrote, TimeDelta::minutes(30), wrote[0].sent_at + TimeDelta::hours(1)).left_contact);
     }
 
     #[test]
