@@ -1,0 +1,303 @@
+//! The `[source]` table: which store, where, and how to read it; what a source URL may be,
+//! and how one is shown without what may hold a secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::secret;
+
+/// The `[source]` table: which store, where, and how to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// A SQLite file (a path, or `sqlite:///path`), or `postgresql://user@host:5432/db?...`.
+    pub url: String,
+    /// Where the PostgreSQL password is: never in the config file (nor the URL).
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Rasa: the name emails give the bot (Rasa's store has none).
+    pub bot_name: Option<String>,
+    /// Rasa: actions whose run means the visitor finished (e.g. "utter_goodbye").
+    #[serde(default)]
+    pub complete_on_actions: Vec<String>,
+    /// Rasa: forms whose deactivation right after they ran means the visitor finished (not
+    /// one cancelled by `action_deactivate_loop`).
+    #[serde(default)]
+    pub complete_on_forms: Vec<String>,
+    /// Rasa Pro (CALM): flows whose `flow_completed` means the visitor finished.
+    #[serde(default)]
+    pub complete_on_flows: Vec<String>,
+    /// Typebot: which of the flow's variables are the visitor's name, email and phone
+    /// (`email = "Work email"`); a field left out is the variable of its own name, in any case.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Export schema v1 (README), written by the runtime for us.
+    Export,
+    /// Rasa's SQL tracker store.
+    Rasa,
+    /// Typebot's PostgreSQL database.
+    Typebot,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Export => "export",
+            SourceKind::Rasa => "rasa",
+            SourceKind::Typebot => "typebot",
+        }
+    }
+}
+
+/// The fields a Typebot owner may map to variables: what emails, rules and people read.
+pub const MAPPED_FIELDS: &[&str] = &["name", "email", "phone"];
+
+pub(super) fn validate_fields(key: &str, fields: &BTreeMap<String, String>) -> Result<(), String> {
+    for (field, variable) in fields {
+        if !MAPPED_FIELDS.contains(&field.as_str()) {
+            return Err(format!("{key}.{field}: not a field chat-notifier reads (name, email, phone)"));
+        }
+        if variable.trim().is_empty() {
+            return Err(format!("{key}.{field}: empty; give the name of a variable of the flow"));
+        }
+    }
+    Ok(())
+}
+
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    /// A libpq-style URL without a password.
+    Postgres(String),
+}
+
+impl SourceConfig {
+    /// The export named by the top-level `export = PATH` shorthand.
+    pub fn export_file(path: &Path) -> Self {
+        SourceConfig {
+            kind: SourceKind::Export,
+            url: path.display().to_string(),
+            password_env: None,
+            password_file: None,
+            bot_name: None,
+            complete_on_actions: Vec::new(),
+            complete_on_forms: Vec::new(),
+            complete_on_flows: Vec::new(),
+            fields: BTreeMap::new(),
+        }
+    }
+
+    pub fn location(&self) -> Location {
+        let url = self.url.trim();
+        if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+            Location::Postgres(url.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url)))
+        }
+    }
+
+    /// The password, from where the config points, when a connection is made.
+    pub fn password(&self) -> Result<Option<String>> {
+        secret("source", self.password_env.as_deref(), self.password_file.as_deref())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.url.trim().is_empty() {
+            return Err("source.url: empty".into());
+        }
+        if let Location::Postgres(url) = self.location() {
+            validate_postgres_url(&url)?;
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err("source.password_env and source.password_file: give one, not both".into());
+        }
+        let (rasa, typebot) = (self.kind == SourceKind::Rasa, self.kind == SourceKind::Typebot);
+        for (key, given, applies) in [
+            ("bot_name", self.bot_name.is_some(), rasa),
+            ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
+            ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
+            ("complete_on_flows", !self.complete_on_flows.is_empty(), rasa),
+            ("fields", !self.fields.is_empty(), typebot),
+        ] {
+            if given && !applies {
+                return Err(format!("source.{key}: does not apply to kind = \"{}\"", self.kind.name()));
+            }
+        }
+        if typebot && matches!(self.location(), Location::Sqlite(_)) {
+            return Err(
+                "source.url: Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot".into()
+            );
+        }
+        validate_fields("source.fields", &self.fields)
+    }
+}
+
+/// The schemes `source.url` may have; anything else with a `://` is refused.
+const SCHEMES: [&str; 3] = ["postgresql", "postgres", "sqlite"];
+
+/// libpq's keywords, the ones a `key=value` connection string starts with or carries.
+const LIBPQ_KEYWORDS: [&str; 12] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "application_name",
+];
+
+/// What `source.url` must be before anything else is read of it: a PostgreSQL URL, a
+/// `sqlite://` path, or a SQLite file's path. What is none of them (a libpq `key=value` string,
+/// `mysql://u:pw@h/db`, `sqlite://u:pw@/x.db`) is refused without being echoed: it may hold a
+/// password, and an error line would print it in full.
+pub(super) fn validate_url_form(url: &str) -> Result<(), String> {
+    const KNOWN: &str = "give postgresql://, postgres://, sqlite:// or a SQLite file's path";
+    let url = url.trim();
+    if url.chars().any(char::is_control) {
+        return Err("source.url: a control character in it".into());
+    }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && !scheme.contains('/')
+    {
+        if !SCHEMES.contains(&scheme) {
+            let grammar = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            return Err(match grammar {
+                true => format!("source.url: {scheme}:// is not a URL chat-notifier reads: {KNOWN}"),
+                false => format!("source.url: not a URL chat-notifier reads: {KNOWN}"),
+            });
+        }
+        if scheme == "sqlite" {
+            if rest.split('/').next().is_some_and(|authority| authority.contains(['@', ':'])) {
+                return Err(
+                    "source.url: sqlite:// takes a file's path, no user, password or host (sqlite:///path/to/file.db)"
+                        .into(),
+                );
+            }
+            if rest.contains(['?', '#']) {
+                return Err("source.url: sqlite:// takes a file's path, no query (?...): the file is opened read \
+                            only, with no settings from the URL"
+                    .into());
+            }
+        }
+        return Ok(());
+    }
+    // libpq allows spaces around the = (`host = db password = x`).
+    let squeezed = url.split('=').map(str::trim).collect::<Vec<_>>().join("=");
+    let keyword = |token: &str| {
+        token.split_once('=').is_some_and(|(key, _)| LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
+    };
+    if squeezed.split_whitespace().any(keyword) {
+        return Err(
+            "source.url: libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, \
+                    and the password in source.password_env or source.password_file"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// `postgresql://user:secret@host/db`: a password written in the URL.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// The `sslmode` values chat-notifier gives libpq's meanings (`allow`, plain first, it has not).
+pub const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
+/// A PostgreSQL URL as chat-notifier connects with it: no password anywhere in it, and an
+/// `sslmode` it knows.
+pub(super) fn validate_postgres_url(url: &str) -> Result<(), String> {
+    const USE: &str = "use source.password_env or source.password_file";
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // The connection's parser ends the user name and password at the first @ anywhere: a
+    // first one past the host would make a password of what is before it.
+    if rest.find('@').is_some_and(|at| at > rest.find(['/', '?']).unwrap_or(rest.len())) {
+        return Err("source.url: an @ after the host: write it as %40".into());
+    }
+    if url_has_password(url) {
+        return Err(format!("source.url: passwords are not read from the config file; {USE}"));
+    }
+    let params = url_params(url);
+    for p in &params {
+        if p.key.chars().any(char::is_control) {
+            let key = p.raw.split('=').next().unwrap_or("");
+            return Err(format!("source.url: a control character in the name of a setting ({key}=)"));
+        }
+        if p.key == "password" || p.key == "sslpassword" {
+            return Err(format!("source.url: passwords are not read from the config file ({}=); {USE}", p.key));
+        }
+        if p.key == "sslmode" && !SSL_MODES.contains(&p.value.as_str()) {
+            return Err(format!(
+                "source.url: sslmode={:?} is not one chat-notifier knows: give {}",
+                p.value,
+                SSL_MODES.join(", ")
+            ));
+        }
+    }
+    let value = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.as_str());
+    // libpq's rule: the system's roots prove a certificate only together with its name.
+    if value("sslrootcert") == Some("system") && value("sslmode").is_some_and(|m| m != "verify-full") {
+        return Err("source.url: sslrootcert=system needs sslmode=verify-full (or no sslmode)".into());
+    }
+    Ok(())
+}
+
+/// A parameter of a PostgreSQL URL's query (`?key=value&...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlParam<'a> {
+    /// `key=value` as written.
+    pub raw: &'a str,
+    /// Percent-decoded, as the connection reads them.
+    pub key: String,
+    pub value: String,
+}
+
+/// The parameters of a PostgreSQL URL's query, in order. The query starts at the first `?`
+/// past the host, as the connection's parser finds it (no @ may follow the host).
+pub fn url_params(url: &str) -> Vec<UrlParam<'_>> {
+    fn decode(s: &str) -> String {
+        let (bytes, mut out, mut i) = (s.as_bytes(), Vec::with_capacity(s.len()), 0);
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((_, query)) = rest.split_once('?') else { return Vec::new() };
+    query
+        .split('&')
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| {
+            let (key, value) = raw.split_once('=').unwrap_or((raw, ""));
+            UrlParam { raw, key: decode(key), value: decode(value) }
+        })
+        .collect()
+}
