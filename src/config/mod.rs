@@ -1,12 +1,14 @@
 //! The TOML config: parsed and validated once at start, so everything after works on values
 //! known to be good. Every error names the file and the key.
 
+mod error;
 mod mail;
 mod notify;
 mod routing;
 mod source;
 mod transport;
 
+pub use error::ConfigError;
 pub use mail::{DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
 pub use routing::{Routing, Settings};
@@ -126,7 +128,7 @@ pub fn load(path: &Path) -> Result<Config> {
 }
 
 /// Parses and type-checks; the error says `line N, key.path: what is wrong` on one line.
-fn parse(text: &str) -> Result<Config, String> {
+fn parse(text: &str) -> Result<Config, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, "", &e))?;
     let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
@@ -135,7 +137,7 @@ fn parse(text: &str) -> Result<Config, String> {
     // `export = PATH` is `[source] kind = "export", url = PATH`: every config written before
     // sources existed stays valid.
     match (config.export.take(), &config.source) {
-        (Some(_), Some(_)) => return Err("export and [source]: give one of them, not both".into()),
+        (Some(_), Some(_)) => return Err(ConfigError::new("export and [source]", "give one of them, not both")),
         (Some(path), None) => config.source = Some(SourceConfig::export_file(&path)),
         (None, _) => {}
     }
@@ -147,18 +149,10 @@ fn parse(text: &str) -> Result<Config, String> {
     Ok(config)
 }
 
-fn describe(text: &str, key: &str, e: &toml::de::Error) -> String {
-    let mut out = String::new();
-    if let Some(span) = e.span() {
-        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-        out.push_str(&format!("line {line}, "));
-    }
-    if !key.is_empty() && key != "." {
-        out.push_str(key);
-        out.push_str(": ");
-    }
-    out.push_str(e.message().trim());
-    out
+fn describe(text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let key = if key == "." { "" } else { key };
+    ConfigError { key: key.to_owned(), line, problem: e.message().trim().to_owned() }
 }
 
 impl Config {
@@ -198,20 +192,23 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.mail.to.is_empty() {
-            return Err("mail.to: at least one recipient is needed".into());
+            return Err(ConfigError::new("mail.to", "at least one recipient is needed"));
         }
         let Some(source) = &self.source else {
-            return Err("source: where are the chats? give `export = PATH` or a [source] table".into());
+            return Err(ConfigError::new("source", "where are the chats? give `export = PATH` or a [source] table"));
         };
         source.validate()?;
         if let Location::Sqlite(path) = source.location()
             && same_file(&self.state, &path)
         {
-            return Err(format!(
-                "state: {} is the source; the state is chat-notifier's own file and must be another one",
-                self.state.display()
+            return Err(ConfigError::new(
+                "state",
+                format!(
+                    "{} is the source; the state is chat-notifier's own file and must be another one",
+                    self.state.display()
+                ),
             ));
         }
         // Addresses are stored in the outbox as text and read back before sending.
@@ -229,7 +226,10 @@ impl Config {
             .chain(bots.map(|(i, k, l)| (format!("bots[{i}].{k}"), l)))
         {
             if let Some(bad) = list.iter().find(|m| !crate::domain::round_trips(m)) {
-                return Err(format!("{key}: {bad} cannot be written in a header and read back; use a plain address"));
+                return Err(ConfigError::new(
+                    key.clone(),
+                    format!("{bad} cannot be written in a header and read back; use a plain address"),
+                ));
             }
         }
         for (key, n) in [
@@ -241,38 +241,38 @@ impl Config {
             ("mail.burst", Some(self.mail.burst as usize)),
         ] {
             if n == Some(0) {
-                return Err(format!("{key}: must be at least 1"));
+                return Err(ConfigError::new(key, "must be at least 1"));
             }
         }
         if self.max_attempts == 0 {
-            return Err("max_attempts: must be at least 1".into());
+            return Err(ConfigError::new("max_attempts", "must be at least 1"));
         }
         if let Some(domain) = &self.mail.message_id_domain
             && (domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')))
         {
-            return Err(format!("mail.message_id_domain: {domain:?} is not a domain name"));
+            return Err(ConfigError::new("mail.message_id_domain", format!("{domain:?} is not a domain name")));
         }
         if let Some(dir) = &self.templates
             && !dir.is_dir()
         {
-            return Err(format!("templates: {} is not a folder", dir.display()));
+            return Err(ConfigError::new("templates", format!("{} is not a folder", dir.display())));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, bot) in self.bots.iter().enumerate() {
             let key = |k: &str| format!("bots[{i}] (id = {:?}).{k}", bot.id);
             if !seen.insert(&bot.id) {
-                return Err(format!("{}: a second entry for the same bot", key("id")));
+                return Err(ConfigError::new(key("id"), "a second entry for the same bot"));
             }
             if bot.to.as_ref().is_some_and(Vec::is_empty) {
-                return Err(format!("{}: at least one recipient is needed", key("to")));
+                return Err(ConfigError::new(key("to"), "at least one recipient is needed"));
             }
             if let Some(dir) = &bot.templates
                 && !dir.is_dir()
             {
-                return Err(format!("{}: {} is not a folder", key("templates"), dir.display()));
+                return Err(ConfigError::new(key("templates"), format!("{} is not a folder", dir.display())));
             }
             if !bot.fields.is_empty() && source.kind != SourceKind::Typebot {
-                return Err(format!("{}: only a Typebot source maps fields", key("fields")));
+                return Err(ConfigError::new(key("fields"), "only a Typebot source maps fields"));
             }
             validate_fields(&key("fields"), &bot.fields)?;
         }
@@ -300,10 +300,42 @@ kind = "folder"
 path = "outbox"
 "#;
 
-    fn error_of(text: &str) -> String {
+    /// The error a config gets, as a value; its one line checked to be one.
+    fn rejected(text: &str) -> ConfigError {
         let err = parse(text).and_then(|c| c.validate().map(|_| c)).expect_err("config should be rejected");
-        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
         err
+    }
+
+    /// The one line an owner reads.
+    fn error_of(text: &str) -> String {
+        rejected(text).to_string()
+    }
+
+    /// Errors are values: a test asks which key and what problem, and where the file says, the
+    /// line; the line an owner reads is rendered from them.
+    #[test]
+    fn errors_name_the_key_the_line_and_the_problem() {
+        let at = |e: ConfigError| (e.line, e.key, e.problem);
+        assert_eq!(
+            at(rejected(&MINIMAL.replace("[mail]\n", "[mail]\nburst = 0\n"))),
+            (None, "mail.burst".to_owned(), "must be at least 1".to_owned())
+        );
+        let security = rejected(
+            &MINIMAL
+                .replace("kind = \"folder\"\npath = \"outbox\"", "kind = \"smtp\"\nhost = \"h\"\nsecurity = \"ssl\""),
+        );
+        assert_eq!((security.key.as_str(), security.line.is_some()), ("transport.security", true));
+        assert!(security.problem.starts_with("unknown variant `ssl`"), "{}", security.problem);
+        assert_eq!(
+            security.to_string(),
+            format!("line {}, transport.security: {}", security.line.unwrap(), security.problem)
+        );
+        let bot = rejected(&format!("{MINIMAL}\n[[bots]]\nid = \"lead\"\nto = []\n"));
+        assert_eq!(
+            (bot.key.as_str(), bot.problem.as_str()),
+            ("bots[0] (id = \"lead\").to", "at least one recipient is needed")
+        );
     }
 
     #[test]
@@ -397,11 +429,14 @@ path = "outbox"
             ("sqlite:///tmp/x.db?password=x", "no query"),
             ("/tmp/x\n.db", "a control character"),
         ] {
-            let err = validate_url_form(url).unwrap_err();
+            let err = validate_url_form(url).unwrap_err().to_string();
             assert!(err.contains(why) && !err.contains(":x@") && !err.contains("=x"), "{url}: {err}");
         }
         let err = source::validate_postgres_url("postgresql://db/x?password%00=s3cret").unwrap_err();
-        assert_eq!(err, "source.url: a control character in the name of a setting (password%00=)");
+        assert_eq!(
+            (err.key.as_str(), err.problem.as_str()),
+            ("source.url", "a control character in the name of a setting (password%00=)")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::secret;
+use super::{ConfigError, secret};
 
 /// The `[source]` table: which store, where, and how to read it.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,13 +61,16 @@ impl SourceKind {
 /// The fields a Typebot owner may map to variables: what emails, rules and people read.
 pub const MAPPED_FIELDS: &[&str] = &["name", "email", "phone"];
 
-pub(super) fn validate_fields(key: &str, fields: &BTreeMap<String, String>) -> Result<(), String> {
+pub(super) fn validate_fields(key: &str, fields: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (field, variable) in fields {
         if !MAPPED_FIELDS.contains(&field.as_str()) {
-            return Err(format!("{key}.{field}: not a field chat-notifier reads (name, email, phone)"));
+            return Err(ConfigError::new(
+                format!("{key}.{field}"),
+                "not a field chat-notifier reads (name, email, phone)",
+            ));
         }
         if variable.trim().is_empty() {
-            return Err(format!("{key}.{field}: empty; give the name of a variable of the flow"));
+            return Err(ConfigError::new(format!("{key}.{field}"), "empty; give the name of a variable of the flow"));
         }
     }
     Ok(())
@@ -111,15 +114,15 @@ impl SourceConfig {
         secret("source", self.password_env.as_deref(), self.password_file.as_deref())
     }
 
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.url.trim().is_empty() {
-            return Err("source.url: empty".into());
+            return Err(ConfigError::new("source.url", "empty"));
         }
         if let Location::Postgres(url) = self.location() {
             validate_postgres_url(&url)?;
         }
         if self.password_env.is_some() && self.password_file.is_some() {
-            return Err("source.password_env and source.password_file: give one, not both".into());
+            return Err(ConfigError::new("source.password_env and source.password_file", "give one, not both"));
         }
         let (rasa, typebot) = (self.kind == SourceKind::Rasa, self.kind == SourceKind::Typebot);
         for (key, given, applies) in [
@@ -130,13 +133,17 @@ impl SourceConfig {
             ("fields", !self.fields.is_empty(), typebot),
         ] {
             if given && !applies {
-                return Err(format!("source.{key}: does not apply to kind = \"{}\"", self.kind.name()));
+                return Err(ConfigError::new(
+                    format!("source.{key}"),
+                    format!("does not apply to kind = \"{}\"", self.kind.name()),
+                ));
             }
         }
         if typebot && matches!(self.location(), Location::Sqlite(_)) {
-            return Err(
-                "source.url: Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot".into()
-            );
+            return Err(ConfigError::new(
+                "source.url",
+                "Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot",
+            ));
         }
         validate_fields("source.fields", &self.fields)
     }
@@ -165,11 +172,11 @@ const LIBPQ_KEYWORDS: [&str; 12] = [
 /// `sqlite://` path, or a SQLite file's path. What is none of them (a libpq `key=value` string,
 /// `mysql://u:pw@h/db`, `sqlite://u:pw@/x.db`) is refused without being echoed: it may hold a
 /// password, and an error line would print it in full.
-pub(super) fn validate_url_form(url: &str) -> Result<(), String> {
+pub(super) fn validate_url_form(url: &str) -> Result<(), ConfigError> {
     const KNOWN: &str = "give postgresql://, postgres://, sqlite:// or a SQLite file's path";
     let url = url.trim();
     if url.chars().any(char::is_control) {
-        return Err("source.url: a control character in it".into());
+        return Err(ConfigError::new("source.url", "a control character in it"));
     }
     if let Some((scheme, rest)) = url.split_once("://")
         && !scheme.contains('/')
@@ -177,22 +184,25 @@ pub(super) fn validate_url_form(url: &str) -> Result<(), String> {
         if !SCHEMES.contains(&scheme) {
             let grammar = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-            return Err(match grammar {
-                true => format!("source.url: {scheme}:// is not a URL chat-notifier reads: {KNOWN}"),
-                false => format!("source.url: not a URL chat-notifier reads: {KNOWN}"),
-            });
+            let problem = match grammar {
+                true => format!("{scheme}:// is not a URL chat-notifier reads: {KNOWN}"),
+                false => format!("not a URL chat-notifier reads: {KNOWN}"),
+            };
+            return Err(ConfigError::new("source.url", problem));
         }
         if scheme == "sqlite" {
             if rest.split('/').next().is_some_and(|authority| authority.contains(['@', ':'])) {
-                return Err(
-                    "source.url: sqlite:// takes a file's path, no user, password or host (sqlite:///path/to/file.db)"
-                        .into(),
-                );
+                return Err(ConfigError::new(
+                    "source.url",
+                    "sqlite:// takes a file's path, no user, password or host (sqlite:///path/to/file.db)",
+                ));
             }
             if rest.contains(['?', '#']) {
-                return Err("source.url: sqlite:// takes a file's path, no query (?...): the file is opened read \
-                            only, with no settings from the URL"
-                    .into());
+                return Err(ConfigError::new(
+                    "source.url",
+                    "sqlite:// takes a file's path, no query (?...): the file is opened read only, with no settings \
+                     from the URL",
+                ));
             }
         }
         return Ok(());
@@ -203,11 +213,11 @@ pub(super) fn validate_url_form(url: &str) -> Result<(), String> {
         token.split_once('=').is_some_and(|(key, _)| LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
     };
     if squeezed.split_whitespace().any(keyword) {
-        return Err(
-            "source.url: libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, \
-                    and the password in source.password_env or source.password_file"
-                .into(),
-        );
+        return Err(ConfigError::new(
+            "source.url",
+            "libpq's key=value form is not read; write a URL, postgresql://user@host:port/dbname, and the password \
+             in source.password_env or source.password_file",
+        ));
     }
     Ok(())
 }
@@ -224,38 +234,43 @@ pub const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "
 
 /// A PostgreSQL URL as chat-notifier connects with it: no password anywhere in it, and an
 /// `sslmode` it knows.
-pub(super) fn validate_postgres_url(url: &str) -> Result<(), String> {
+pub(super) fn validate_postgres_url(url: &str) -> Result<(), ConfigError> {
     const USE: &str = "use source.password_env or source.password_file";
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     // The connection's parser ends the user name and password at the first @ anywhere: a
     // first one past the host would make a password of what is before it.
     if rest.find('@').is_some_and(|at| at > rest.find(['/', '?']).unwrap_or(rest.len())) {
-        return Err("source.url: an @ after the host: write it as %40".into());
+        return Err(ConfigError::new("source.url", "an @ after the host: write it as %40"));
     }
     if url_has_password(url) {
-        return Err(format!("source.url: passwords are not read from the config file; {USE}"));
+        return Err(ConfigError::new("source.url", format!("passwords are not read from the config file; {USE}")));
     }
     let params = url_params(url);
     for p in &params {
         if p.key.chars().any(char::is_control) {
             let key = p.raw.split('=').next().unwrap_or("");
-            return Err(format!("source.url: a control character in the name of a setting ({key}=)"));
+            return Err(ConfigError::new(
+                "source.url",
+                format!("a control character in the name of a setting ({key}=)"),
+            ));
         }
         if p.key == "password" || p.key == "sslpassword" {
-            return Err(format!("source.url: passwords are not read from the config file ({}=); {USE}", p.key));
+            return Err(ConfigError::new(
+                "source.url",
+                format!("passwords are not read from the config file ({}=); {USE}", p.key),
+            ));
         }
         if p.key == "sslmode" && !SSL_MODES.contains(&p.value.as_str()) {
-            return Err(format!(
-                "source.url: sslmode={:?} is not one chat-notifier knows: give {}",
-                p.value,
-                SSL_MODES.join(", ")
+            return Err(ConfigError::new(
+                "source.url",
+                format!("sslmode={:?} is not one chat-notifier knows: give {}", p.value, SSL_MODES.join(", ")),
             ));
         }
     }
     let value = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.as_str());
     // libpq's rule: the system's roots prove a certificate only together with its name.
     if value("sslrootcert") == Some("system") && value("sslmode").is_some_and(|m| m != "verify-full") {
-        return Err("source.url: sslrootcert=system needs sslmode=verify-full (or no sslmode)".into());
+        return Err(ConfigError::new("source.url", "sslrootcert=system needs sslmode=verify-full (or no sslmode)"));
     }
     Ok(())
 }
