@@ -55,7 +55,7 @@ fn templates(config: &Config) -> Result<String> {
     let (conversation, transcript, person) = sample();
     let mut rendered = 0;
     for settings in routing.all() {
-        for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
+        for state in ChatState::ALL {
             for thread in [
                 Thread::default(),
                 Thread {

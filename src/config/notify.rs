@@ -122,7 +122,7 @@ impl NotifyPatch {
 }
 
 fn all_states() -> Vec<ChatState> {
-    vec![ChatState::Completed, ChatState::Abandoned, ChatState::Resumed]
+    ChatState::ALL.to_vec()
 }
 fn one() -> u32 {
     1

@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn state_names_round_trip() {
-        for s in [Completed, Abandoned, Resumed] {
+        for s in ChatState::ALL {
             assert_eq!(ChatState::parse(s.as_str()), Some(s));
         }
         assert_eq!(ChatState::parse("other"), None);

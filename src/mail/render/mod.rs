@@ -176,7 +176,7 @@ impl Renderer {
                 env.add_template_owned(format!("{set}/{name}"), source).map_err(|e| template_error(&display, &e))?;
                 shown.insert(format!("{set}/{name}"), display);
             }
-            for state in [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed] {
+            for state in ChatState::ALL {
                 for ext in ["txt", "html"] {
                     if !interpret_all
                         && custom(&format!("base.{ext}")).is_none()
@@ -775,7 +775,7 @@ mod tests {
                 conversation: &conversation,
                 transcript: &whole,
                 person: &person,
-                state: [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed][state],
+                state: ChatState::ALL[state],
                 thread: &thread,
                 now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
                 from: &"Notifier <n@example.com>".parse().unwrap(),
