@@ -22,11 +22,7 @@ use crate::state::{State, Waiting};
 pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let burst = config.mail.burst as usize;
     let pending = state.count_unguarded_chats()?;
-    if pending <= burst {
-        state.mark_guarded()?;
-        return Ok(0);
-    }
-    let excess = state.unguarded_chats_after(burst)?;
+    let excess = if pending > burst { state.unguarded_chats_after(burst)? } else { Vec::new() };
     for (to, cc, rows) in by_recipients(&excess) {
         let key = format!("summary:{}", rows[0].id);
         let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
@@ -59,7 +55,9 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
         state.atomically(|tx| tx.summarise(&key, &email, &listed))?;
     }
     state.mark_guarded()?;
-    log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
+    if !excess.is_empty() {
+        log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
+    }
     Ok(excess.len())
 }
 
