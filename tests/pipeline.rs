@@ -163,6 +163,17 @@ fn hostile_visitor_text_cannot_touch_headers_or_html() {
     assert!(m.text.contains("<script>alert('x')</script>"), "the text part shows it as typed");
     assert!(m.text.contains(&"A".repeat(3000)), "a long line survives, wrapped by the transfer encoding");
     assert!(m.text.contains("bare\ncarriage return, NUL\u{FFFD} and escape\u{FFFD}[31m"), "{}", m.text);
+    // What the visitor told the bot is one line per field: a line break in an answer cannot
+    // start a line of its own that reads like another field (the transcript below keeps the
+    // visitor's lines as typed).
+    let told: Vec<&str> =
+        m.text.lines().skip_while(|l| *l != "What they told the bot:").skip(1).take_while(|l| !l.is_empty()).collect();
+    assert_eq!(
+        told,
+        ["  name: Eve Bcc: spy@evil.example X-Injected: yes", "  email: eve@example.com Bcc: spy2@evil.example"],
+        "{}",
+        m.text
+    );
 }
 
 #[test]

@@ -93,6 +93,13 @@ impl Shown {
 }
 
 /// At most `max` characters of a message, with a note of how many more there were.
+/// A field's value as an email shows it: one line (a line break in an answer must not start a
+/// line that reads like the email's own), within `FIELD_CHARS`.
+fn field_value(value: &str) -> String {
+    let one_line = crate::domain::text::line(value).split_whitespace().collect::<Vec<_>>().join(" ");
+    cut(&one_line, FIELD_CHARS).into_owned()
+}
+
 fn cut(body: &str, max: usize) -> Cow<'_, str> {
     // No more bytes than `max` is no more characters: most messages, with no walk through them.
     if body.len() <= max {
@@ -512,7 +519,7 @@ impl Visitor {
     fn from_transcript(transcript: &[Message]) -> Self {
         let fields = crate::domain::given(transcript)
             .into_iter()
-            .map(|g| Field { name: g.name, value: cut(&g.value, FIELD_CHARS).into_owned() })
+            .map(|g| Field { name: g.name, value: field_value(&g.value) })
             .collect();
         Visitor { fields }
     }
@@ -522,7 +529,7 @@ impl Visitor {
         let mut fields = self.fields.clone();
         for f in &person.fields {
             if self.get(&f.name).is_none() {
-                fields.push(Field { name: f.name.clone(), value: cut(&f.value, FIELD_CHARS).into_owned() });
+                fields.push(Field { name: f.name.clone(), value: field_value(&f.value) });
             }
         }
         Visitor { fields }
