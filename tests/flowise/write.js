@@ -192,8 +192,8 @@ async function main() {
     // chatflow up again, so its two rows are written for a chatflow that no longer exists.
     await turn(ds, {
         chatflowid: OLD_BOT, chatId: CHAT.inFlight, chatType: 'EXTERNAL',
-        asked: 'Can I return an item?', askedAt: at(t0, 150, 333),
-        answer: 'Yes, within **30 days**.', answeredAt: at(t0, 158, 21)
+        asked: 'Can I return an item?', askedAt: at(t0, -20, 333), // asked before the delete
+        answer: 'Yes, within **30 days**.', answeredAt: at(t0, 2, 21) // answered after it
     })
 
     console.log('lead createdDate as read back:', saved.createdDate, 'process TZ:', Intl.DateTimeFormat().resolvedOptions().timeZone)
