@@ -107,17 +107,9 @@ fn the_emails_about_no_one_conversation() {
 
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    f.set_transport(&format!(
-        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
-         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
-        server.port()
-    ));
-    for (id, name, at) in [("anon1", "Ann", "2026-11-24T10:00:00Z"), ("anon2", "Ben", "2026-11-24T11:00:00Z")] {
-        f.conversation(id, at);
-        f.bot(id, at, "ask_name", "text", "What's your name?");
-        f.visitor(id, at, Some("name"), name);
-        f.bot(id, at, "ask_email", "email", "And your email?");
-    }
+    f.daily_digest(server.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     f.run_at("2026-11-25T08:00:00Z", &[], 0);
     pin(&server, &["digest"]);

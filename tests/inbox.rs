@@ -238,14 +238,6 @@ fn a_backfill_over_the_burst_needs_a_yes() {
     assert_eq!(server.received().len(), 6);
 }
 
-/// A visitor who gives a name only and leaves at the email question.
-fn gives_name_only(f: &Fixture, id: &str, name: &str, at: &str) {
-    f.conversation(id, at);
-    f.bot(id, at, "ask_name", "text", "What's your name?");
-    f.visitor(id, at, Some("name"), name);
-    f.bot(id, at, "ask_email", "email", "And your email?");
-}
-
 #[test]
 fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completion_starts_its_own_thread() {
     let server = SmtpServer::start();
@@ -253,15 +245,11 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
     let config =
         std::fs::read_to_string(&f.config).unwrap().replace("time_zone = \"UTC\"", "time_zone = \"Europe/Berlin\"");
     std::fs::write(&f.config, config).unwrap();
-    f.set_transport(&format!(
-        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
-         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
-        server.port()
-    ));
-    gives_name_only(&f, "anon1", "Ann", "2026-11-24T10:00:00Z");
-    gives_name_only(&f, "anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.daily_digest(server.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
     f.lead_who_leaves("lead", "Lea", "lea@example.com", 5); // left an email: her own email
-    gives_name_only(&f, "done", "Dan", "2026-11-24T11:10:00Z");
+    f.gives_name_only("done", "Dan", "2026-11-24T11:10:00Z");
     f.end("done", "2026-11-24T11:11:00Z"); // completed: not a digest state
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     let subjects = |s: &SmtpServer| mails(s).iter().map(|m| m.subject.clone()).collect::<Vec<_>>();
@@ -292,7 +280,7 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
     assert!(ann.subject.starts_with("Lead Bot: chat with Ann [#") && ann.in_reply_to.is_none(), "{}", ann.subject);
     assert!(ann.text.contains("Visitor: Ann") && !ann.text.contains("new since the last email"), "{}", ann.text);
 
-    gives_name_only(&f, "anon3", "Cy", "2026-11-25T10:00:00Z");
+    f.gives_name_only("anon3", "Cy", "2026-11-25T10:00:00Z");
     f.run_at("2026-11-25T11:00:00Z", &[], 0);
     f.run_at("2026-11-26T07:05:00Z", &[], 0);
     f.run_at("2026-11-27T07:05:00Z", &[], 0);
@@ -314,13 +302,9 @@ fn a_digest_at_eight_local_holds_exactly_the_matching_chats_and_a_later_completi
 fn a_digest_goes_where_the_config_says_when_it_is_sent() {
     let server = SmtpServer::start();
     let f = Fixture::new(server.port());
-    f.set_transport(&format!(
-        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
-         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
-        server.port()
-    ));
-    gives_name_only(&f, "anon1", "Ann", "2026-11-24T10:00:00Z");
-    gives_name_only(&f, "anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.daily_digest(server.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 0, "both listed for the digest");
     // Overnight the owner moves the bot's chats to another inbox and the digest to nine.
@@ -369,11 +353,7 @@ fn an_email_waiting_in_the_outbox_goes_to_the_recipients_its_bot_has_when_it_is_
     let f = Fixture::new(server.port());
     f.write_config(server.port(), "[[bots]]\nid = \"support\"\nto = [\"Help <help@example.com>\"]");
     f.mail_setting("max_per_hour = 1");
-    f.set_transport(&format!(
-        "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n[notify]\n\
-         digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}",
-        server.port()
-    ));
+    f.daily_digest(server.port());
     // Two leads: one goes, the other waits for the hourly limit. A support chat for the digest.
     leads(&f, 2);
     f.conversation_of("support", "s1", "2026-11-24T09:00:00Z");

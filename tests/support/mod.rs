@@ -202,6 +202,22 @@ timeout = "5s"
         self.conn.last_insert_rowid()
     }
 
+    /// A visitor who gives a name only and leaves at the email question.
+    pub fn gives_name_only(&self, id: &str, name: &str, at: &str) {
+        self.conversation(id, at);
+        self.bot(id, at, "ask_name", "text", "What's your name?");
+        self.visitor(id, at, Some("name"), name);
+        self.bot(id, at, "ask_email", "email", "And your email?");
+    }
+
+    /// SMTP to `port` with a digest at 08:00 of the chats abandoned without an email or phone.
+    pub fn daily_digest(&self, port: u16) {
+        self.set_transport(&format!(
+            "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n[notify]\n\
+             digest = {{ states = [\"abandoned\"], unless_fields = [\"email\", \"phone\"], at = \"08:00\" }}"
+        ));
+    }
+
     /// A visitor who gives name and email, then stops at the phone question.
     pub fn lead_who_leaves(&self, id: &str, name: &str, email: &str, minute: u32) {
         let at = |s: u32| format!("2026-11-24T09:{minute:02}:{s:02}Z");
