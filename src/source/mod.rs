@@ -47,6 +47,13 @@ pub trait Source {
     /// Every conversation's messages with ids up to `through`, one conversation at a time, with
     /// its facts when the store has them. Returns how many rows were read.
     fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64>;
+    /// Whether a chat in this store has a last step to reach (a flow's end, a form sent): an LLM
+    /// chat (Flowise, Dify) has none. Such a chat is judged only once it has gone quiet
+    /// (`abandon_after`), never while active: `ChatState::Ended`, or `Completed` where a message
+    /// matched the bot's `complete_on` (its `Activity::ends`), and `Resumed` after an email.
+    fn has_last_step(&self) -> bool {
+        true
+    }
     /// Whether the store marks a chat finished in place, with no message of its own (Typebot's
     /// `isCompleted`): then each run asks `finished_among` of the chats still open.
     fn finishes_in_place(&self) -> bool {
