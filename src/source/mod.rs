@@ -54,6 +54,11 @@ pub trait Source {
     fn has_last_step(&self) -> bool {
         true
     }
+    /// Whether the bot's messages are markdown (an LLM's answers: tables, lists, links), shown
+    /// rendered in an email's HTML part and as written in its text part.
+    fn writes_markdown(&self) -> bool {
+        false
+    }
     /// Whether the store marks a chat finished in place, with no message of its own (Typebot's
     /// `isCompleted`): then each run asks `finished_among` of the chats still open.
     fn finishes_in_place(&self) -> bool {
