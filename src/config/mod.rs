@@ -12,7 +12,9 @@ pub use error::ConfigError;
 pub use mail::{DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
 pub use routing::{Routing, Settings};
-pub use source::{Location, MAPPED_FIELDS, SSL_MODES, SourceConfig, SourceKind, UrlParam, url_params};
+pub use source::{
+    FLOWISE_CHAT_TYPES, Location, MAPPED_FIELDS, SSL_MODES, SourceConfig, SourceKind, UrlParam, url_params,
+};
 use source::{validate_fields, validate_url_form};
 pub use transport::{Security, Smtp, Transport, is_loopback, is_loopback_ip};
 
@@ -275,6 +277,18 @@ impl Config {
                 return Err(ConfigError::new(key("fields"), "only a Typebot source maps fields"));
             }
             validate_fields(&key("fields"), &bot.fields)?;
+            if (bot.complete_on_tools.is_some() || bot.complete_on_phrases.is_some())
+                && source.kind != SourceKind::Flowise
+            {
+                let which = if bot.complete_on_tools.is_some() { "complete_on_tools" } else { "complete_on_phrases" };
+                return Err(ConfigError::new(key(which), "only a Flowise source reads it"));
+            }
+            let none = Vec::new();
+            source::validate_completions(
+                &format!("bots[{i}] (id = {:?})", bot.id),
+                bot.complete_on_tools.as_ref().unwrap_or(&none),
+                bot.complete_on_phrases.as_ref().unwrap_or(&none),
+            )?;
         }
         Ok(())
     }

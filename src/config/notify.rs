@@ -94,6 +94,10 @@ pub struct Bot {
     /// Typebot: this bot's variables for name, email and phone, over `source.fields`.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Flowise: this bot's `complete_on_tools`, replacing the source's.
+    pub complete_on_tools: Option<Vec<String>>,
+    /// Flowise: this bot's `complete_on_phrases`, replacing the source's.
+    pub complete_on_phrases: Option<Vec<String>>,
 }
 
 /// A bot's changes to `[notify]`: each key given replaces the default's.

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
+use chrono_tz::Tz;
+
 use super::{ConfigError, secret};
+use crate::domain::Span;
 
 /// The `[source]` table: which store, where, and how to read it.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,7 +38,25 @@ pub struct SourceConfig {
     /// (`email = "Work email"`); a field left out is the variable of its own name, in any case.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Flowise: which of its chat types are visitors' chats (`ChatType`); default `EXTERNAL`.
+    pub chat_types: Option<Vec<String>>,
+    /// Flowise: a tool (`usedTools[].tool`) whose call in a bot's answer means the chat is done.
+    #[serde(default)]
+    pub complete_on_tools: Vec<String>,
+    /// Flowise: a phrase (any case) whose saying in a bot's answer means the chat is done.
+    #[serde(default)]
+    pub complete_on_phrases: Vec<String>,
+    /// Flowise on PostgreSQL: the Flowise process's zone, in which it stamps messages.
+    pub message_time_zone: Option<Tz>,
+    /// Flowise on PostgreSQL: the database session's zone, in which leads are stamped.
+    pub lead_time_zone: Option<Tz>,
+    /// Flowise on PostgreSQL: how long after its stamp a message may still be inserted (a
+    /// visitor's question is stamped when asked and written after the answer).
+    pub late_writes: Option<Span>,
 }
+
+/// Flowise's chat types (`Interface.ts` `ChatType`).
+pub const FLOWISE_CHAT_TYPES: [&str; 6] = ["INTERNAL", "EXTERNAL", "EVALUATION", "MCP", "SCHEDULED", "WEBHOOK"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +67,8 @@ pub enum SourceKind {
     Rasa,
     /// Typebot's PostgreSQL database.
     Typebot,
+    /// Flowise's database: its SQLite file or PostgreSQL.
+    Flowise,
 }
 
 impl SourceKind {
@@ -54,6 +77,7 @@ impl SourceKind {
             SourceKind::Export => "export",
             SourceKind::Rasa => "rasa",
             SourceKind::Typebot => "typebot",
+            SourceKind::Flowise => "flowise",
         }
     }
 }
@@ -97,6 +121,12 @@ impl SourceConfig {
             complete_on_forms: Vec::new(),
             complete_on_flows: Vec::new(),
             fields: BTreeMap::new(),
+            chat_types: None,
+            complete_on_tools: Vec::new(),
+            complete_on_phrases: Vec::new(),
+            message_time_zone: None,
+            lead_time_zone: None,
+            late_writes: None,
         }
     }
 
@@ -125,7 +155,14 @@ impl SourceConfig {
             return Err(ConfigError::new("source.password_env and source.password_file", "give one, not both"));
         }
         let (rasa, typebot) = (self.kind == SourceKind::Rasa, self.kind == SourceKind::Typebot);
+        let flowise = self.kind == SourceKind::Flowise;
         for (key, given, applies) in [
+            ("chat_types", self.chat_types.is_some(), flowise),
+            ("complete_on_tools", !self.complete_on_tools.is_empty(), flowise),
+            ("complete_on_phrases", !self.complete_on_phrases.is_empty(), flowise),
+            ("message_time_zone", self.message_time_zone.is_some(), flowise),
+            ("lead_time_zone", self.lead_time_zone.is_some(), flowise),
+            ("late_writes", self.late_writes.is_some(), flowise),
             ("bot_name", self.bot_name.is_some(), rasa),
             ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
             ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
@@ -145,8 +182,54 @@ impl SourceConfig {
                 "Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot",
             ));
         }
+        if flowise {
+            self.validate_flowise()?;
+        }
         validate_fields("source.fields", &self.fields)
     }
+
+    fn validate_flowise(&self) -> Result<(), ConfigError> {
+        let sqlite = matches!(self.location(), Location::Sqlite(_));
+        for (key, given) in [
+            ("message_time_zone", self.message_time_zone.is_some()),
+            ("lead_time_zone", self.lead_time_zone.is_some()),
+            ("late_writes", self.late_writes.is_some()),
+        ] {
+            if given && sqlite {
+                return Err(ConfigError::new(
+                    format!("source.{key}"),
+                    "applies to Flowise on PostgreSQL only: on SQLite Flowise writes every time in UTC, \
+                     and rows in the order of their rowids",
+                ));
+            }
+        }
+        if let Some(types) = &self.chat_types {
+            if types.is_empty() {
+                return Err(ConfigError::new("source.chat_types", "empty; give at least one, e.g. [\"EXTERNAL\"]"));
+            }
+            if let Some(bad) = types.iter().find(|t| !FLOWISE_CHAT_TYPES.contains(&t.as_str())) {
+                return Err(ConfigError::new(
+                    "source.chat_types",
+                    format!("{bad:?} is not a Flowise chat type: give {}", FLOWISE_CHAT_TYPES.join(", ")),
+                ));
+            }
+        }
+        validate_completions("source", &self.complete_on_tools, &self.complete_on_phrases)?;
+        if self.late_writes.is_some_and(|s| s.0 <= chrono::TimeDelta::zero()) {
+            return Err(ConfigError::new("source.late_writes", "must be longer than 0s"));
+        }
+        Ok(())
+    }
+}
+
+/// Flowise's `complete_on_tools` and `complete_on_phrases` under `table`: no blank entry.
+pub(super) fn validate_completions(table: &str, tools: &[String], phrases: &[String]) -> Result<(), ConfigError> {
+    for (key, list) in [("complete_on_tools", tools), ("complete_on_phrases", phrases)] {
+        if list.iter().any(|v| v.trim().is_empty()) {
+            return Err(ConfigError::new(format!("{table}.{key}"), "an empty entry: it would match every answer"));
+        }
+    }
+    Ok(())
 }
 
 /// The schemes `source.url` may have; anything else with a `://` is refused.

@@ -153,7 +153,7 @@ impl Source for Export {
                     return Ok(());
                 }
                 batch.rows += 1;
-                batch.ids.push(id);
+                batch.ids.push((id, id));
                 batch.anchor = anchor(&row[1..3]);
                 match activity(row, id) {
                     Ok(a) => {

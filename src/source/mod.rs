@@ -4,6 +4,7 @@
 //! here, once, for every output (`crate::domain::text`).
 
 pub mod export_v1;
+pub mod flowise;
 pub mod rasa;
 pub mod sql;
 pub mod typebot;
@@ -28,7 +29,7 @@ pub trait Source {
     /// far back again; 0 where ids are committed in order (SQLite).
     fn commit_window(&self) -> i64;
     /// Up to `limit` messages with an id above `after`, oldest first, leaving out (neither
-    /// reading nor reporting) the ids in `skip`: those read by an earlier run.
+    /// reading nor reporting) the rows whose key is in `skip`: those read by an earlier run.
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch>;
     /// The conversations among `ids` that the store has.
     fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>>;
@@ -92,6 +93,8 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
         (SourceKind::Rasa, Location::Sqlite(path)) => Box::new(rasa::Rasa::open_sqlite(&path, source)?),
         (SourceKind::Rasa, Location::Postgres(url)) => Box::new(rasa::Rasa::open_postgres(&url, source)?),
         (SourceKind::Typebot, Location::Postgres(url)) => Box::new(typebot::Typebot::open(&url, config)?),
+        (SourceKind::Flowise, Location::Sqlite(path)) => Box::new(flowise::Flowise::open_sqlite(&path, config)?),
+        (SourceKind::Flowise, Location::Postgres(url)) => Box::new(flowise::Flowise::open_postgres(&url, config)?),
         // The config check refuses it first.
         (SourceKind::Typebot, Location::Sqlite(_)) => {
             anyhow::bail!("source.url: Typebot keeps its chats in PostgreSQL")
@@ -124,6 +127,8 @@ pub struct Batch {
     pub anchor: String,
     /// Rows read, bad ones included.
     pub rows: usize,
-    /// Their ids (a source with a commit window remembers them, to read none twice).
-    pub ids: Vec<i64>,
+    /// Their `(id, key)`: the id orders them (the watermark's), the key tells one row from
+    /// another where ids may be shared (Flowise on PostgreSQL: positions by time); elsewhere
+    /// the key is the id. A source with a commit window remembers them, to read none twice.
+    pub ids: Vec<(i64, i64)>,
 }

@@ -427,7 +427,7 @@ impl Source for Rasa {
         let mut sessions: HashMap<String, (i64, Session)> = HashMap::new();
         for row in &rows {
             batch.rows += 1;
-            batch.ids.push(row.id);
+            batch.ids.push((row.id, row.id));
             batch.anchor = anchor(&row.sender, row.timestamp);
             if starts_session(row) {
                 sessions.insert(row.sender.clone(), (row.id, Session::default()));

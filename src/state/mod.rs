@@ -246,6 +246,16 @@ ALTER TABLE progress ADD COLUMN guarded_through INTEGER NOT NULL DEFAULT 0;
 -- lost in its own transaction); attempts counts every try, an outage's too.
 ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- The rows read within a source's commit window, each by its position (what the watermark
+-- orders) and a key of its own: a source read by time (Flowise on PostgreSQL) gives rows
+-- positions that two rows may share, so a row is recognised by its key. Other sources: the key
+-- is the id.
+CREATE TABLE recent_rows (position INTEGER NOT NULL, key INTEGER NOT NULL, PRIMARY KEY (position, key))
+    WITHOUT ROWID;
+INSERT INTO recent_rows (position, key) SELECT id, id FROM recent_ids;
+DROP TABLE recent_ids;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.

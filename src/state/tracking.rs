@@ -133,11 +133,18 @@ impl State {
         ))
     }
 
-    /// The ids read after `after` that a commit window keeps (see `Tx::remember`).
-    pub fn recent_ids(&self, after: i64) -> Result<std::collections::HashSet<i64>> {
-        let mut stmt = self.context(self.conn.prepare_cached("SELECT id FROM recent_ids WHERE id > ?1"))?;
-        let ids = stmt.query_map([after], |r| r.get(0));
-        self.context(ids.and_then(Iterator::collect))
+    /// The keys of the rows read past position `after` that a commit window keeps (see
+    /// `Tx::remember`).
+    pub fn recent_keys(&self, after: i64) -> Result<std::collections::HashSet<i64>> {
+        let mut stmt = self.context(self.conn.prepare_cached("SELECT key FROM recent_rows WHERE position > ?1"))?;
+        let keys = stmt.query_map([after], |r| r.get(0));
+        self.context(keys.and_then(Iterator::collect))
+    }
+
+    /// How many rows read past position `after` a commit window keeps.
+    pub fn recent_count(&self, after: i64) -> Result<i64> {
+        let count = self.conn.query_row("SELECT count(*) FROM recent_rows WHERE position > ?1", [after], |r| r.get(0));
+        self.context(count)
     }
 
     /// The visitor's conversations other than `except`, most recently active first, at most
@@ -258,14 +265,14 @@ impl State {
 }
 
 impl Tx<'_> {
-    /// Remembers the ids of rows read within a commit window of `window` ids behind
+    /// Remembers the rows read, `(position, key)`, within a commit window of `window` behind
     /// `watermark`, and forgets those that fell out of it.
-    pub fn remember(&self, ids: &[i64], watermark: i64, window: i64) -> Result<()> {
-        let mut insert = self.0.prepare_cached("INSERT OR IGNORE INTO recent_ids (id) VALUES (?1)")?;
-        for id in ids.iter().filter(|&&id| id > watermark - window) {
-            insert.execute([id])?;
+    pub fn remember(&self, rows: &[(i64, i64)], watermark: i64, window: i64) -> Result<()> {
+        let mut insert = self.0.prepare_cached("INSERT OR IGNORE INTO recent_rows (position, key) VALUES (?1, ?2)")?;
+        for (position, key) in rows.iter().filter(|(position, _)| *position > watermark - window) {
+            insert.execute([position, key])?;
         }
-        self.0.prepare_cached("DELETE FROM recent_ids WHERE id <= ?1")?.execute([watermark - window])?;
+        self.0.prepare_cached("DELETE FROM recent_rows WHERE position <= ?1")?.execute([watermark - window])?;
         Ok(())
     }
 
@@ -432,7 +439,7 @@ impl Tx<'_> {
             forget.execute([id])?;
         }
         // Rows read after it that are still there (a commit window's) are read again, and counted.
-        self.0.execute("DELETE FROM recent_ids WHERE id > ?1", [from])?;
+        self.0.execute("DELETE FROM recent_rows WHERE position > ?1", [from])?;
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
             params![from, anchor, read, now.timestamp_millis()],

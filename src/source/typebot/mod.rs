@@ -424,7 +424,7 @@ impl Source for Typebot {
             let result = c[1].lossy().unwrap_or_default();
             let at = time(&c[2]);
             batch.rows += 1;
-            batch.ids.push(id);
+            batch.ids.push((id, id));
             batch.anchor = anchor(&result, at);
             let why = match (&c[4], &c[5], &c[6], at) {
                 (Cell::Null, ..) => Some(format!("its result {:?} is not there", text::line(&result))),

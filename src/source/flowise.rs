@@ -1,0 +1,973 @@
+//! Flowise's database (`packages/server/src/database/entities`, both of its dialects), read
+//! only: its SQLite file (`~/.flowise/database.sqlite`) or PostgreSQL (`DATABASE_TYPE=postgres`).
+//!
+//! A conversation is a `chatId` of one chatflow (`chatflowid`), named `{chatflowid}/{chatId}`;
+//! its bot is the chatflow (`chat_flow.name`). The visitor's lines are `userMessage` rows, the
+//! bot's `apiMessage` rows (markdown). Fields are the chat's `lead` rows (name, email, phone) and
+//! the `leadEmail` on the visitor's messages; the person is the email, else the phone, given.
+//! An LLM chat has no last step: it is judged once quiet, and finished (`END_OF_FLOW`) where a
+//! bot answer called a tool of `complete_on_tools` or said a phrase of `complete_on_phrases`.
+//! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N",
+//! N the visitor's messages so far.
+//!
+//! Ids: `chat_message.id` is a uuid, in no order. On SQLite a message's id is its rowid, which
+//! grows with each insert. On PostgreSQL there is nothing ordered but `"createdDate"` (the
+//! Flowise process's wall time, no zone, milliseconds): a message's id is its *position*, the
+//! stored wall time in microseconds since 1970 times 1000 plus a tiebreak in 0..999 from the
+//! uuid, so positions order like `"createdDate"`; two rows may share one, so each row also has
+//! a key (63 bits of its uuid) that tells it apart in the state's memory of rows read. Rows are
+//! read a whole timestamp at a time, so paging is exact, and the commit window (`late_writes`)
+//! covers a question inserted after its answer.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use super::sql::{Cell, Db, Param};
+use super::{Batch, Source, Visit};
+use crate::config::Config;
+use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
+
+/// How long after its stamp a message may still be written, by default: a visitor's question
+/// is stamped when asked and inserted once the LLM has answered (seconds to minutes).
+pub const LATE_WRITES: TimeDelta = TimeDelta::minutes(10);
+/// The step of the lead form, for the report.
+pub const LEAD_FORM: &str = "lead form";
+/// What the widget's lead form says when the chatflow gives it no title (flowise-embed).
+pub const DEFAULT_LEAD_TITLE: &str = "Let us know where we can reach you";
+/// Positions are microseconds times 1000: times from 1970 up to here fit an i64.
+const LAST_ORDERED: &str = "2200-01-01 00:00:00";
+
+/// The columns of a message row, in `Row::read`'s order; `{pos}` is the rowid on SQLite.
+const COLUMNS: &str = r#"m.id, m.role, m.chatflowid, m."chatId", m."chatType", m."createdDate", m.content,
+     m."usedTools", m."leadEmail""#;
+
+/// The queries of one dialect.
+struct Sql {
+    /// Rows past the watermark with whether their chatflow is there.
+    after: String,
+    /// PostgreSQL: rows at one time.
+    at: String,
+    chats: String,
+    leads: String,
+    flow: &'static str,
+    last: &'static str,
+    anchor: String,
+    count: &'static str,
+    everything: String,
+    flows: &'static str,
+    all_leads: &'static str,
+}
+
+fn sqlite_sql() -> Sql {
+    let cols = format!("m.rowid, {COLUMNS}");
+    Sql {
+        after: format!(
+            "SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid \
+             WHERE m.rowid > ?1 ORDER BY m.rowid LIMIT ?2"
+        ),
+        at: String::new(),
+        chats: format!(
+            r#"SELECT {cols}, 1 FROM rarray(?1) AS page CROSS JOIN chat_message m ON m."chatId" = page.value"#
+        ),
+        leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate"
+             FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#
+            .to_owned(),
+        flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
+        last: "SELECT coalesce(max(rowid), 0) FROM chat_message",
+        anchor: format!("SELECT {cols}, 1 FROM chat_message m WHERE m.rowid = ?1"),
+        count: "SELECT count(*) FROM chat_message WHERE rowid <= ?1",
+        everything: format!(
+            r#"SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid
+             WHERE m.rowid <= ?1 ORDER BY m.chatflowid, m."chatId", m.rowid"#
+        ),
+        flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
+        all_leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate" FROM lead l"#,
+    }
+}
+
+fn postgres_sql() -> Sql {
+    // uuid columns as text; the position is computed here from the time and the uuid.
+    let cols = COLUMNS.replacen("m.id,", "0, m.id::text,", 1).replace("m.chatflowid,", "m.chatflowid::text,");
+    let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
+    Sql {
+        after: format!(
+            r#"SELECT {cols}, f.id IS NOT NULL {join}
+             WHERE m."createdDate" > CAST(?1 AS timestamp) AND m."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             ORDER BY m."createdDate" LIMIT ?2"#
+        ),
+        at: format!(r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE m."createdDate" = CAST(?1 AS timestamp)"#),
+        chats: format!(
+            r#"SELECT {cols}, 1 FROM rarray(?1) AS page CROSS JOIN chat_message m ON m."chatId" = page.value"#
+        ),
+        leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate"
+             FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#
+            .to_owned(),
+        flow: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = CAST(?1 AS uuid)"#,
+        last: r#"SELECT max("createdDate") FROM chat_message
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#,
+        anchor: String::new(),
+        count: r#"SELECT count(*) FROM chat_message WHERE "createdDate" < CAST(?1 AS timestamp)"#,
+        everything: format!(
+            r#"SELECT {cols}, f.id IS NOT NULL {join}
+             WHERE m."createdDate" <= CAST(?1 AS timestamp) ORDER BY m.chatflowid, m."chatId", m."createdDate""#
+        ),
+        flows: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f"#,
+        all_leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate" FROM lead l"#,
+    }
+}
+
+/// The queries a run makes on PostgreSQL with parameters of their types (for the query-plan
+/// tests): each through an index once `INDEXES_POSTGRES` exist.
+pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
+    let s = postgres_sql();
+    let t = || Param::Text("2026-12-07 09:00:00".into());
+    let ids = || vec![Param::Texts(vec![])];
+    vec![
+        (s.after, vec![t(), Param::Int(0)]),
+        (s.at, vec![t()]),
+        (s.chats, ids()),
+        (s.leads, ids()),
+        (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
+        (s.last.to_owned(), vec![]),
+    ]
+}
+
+/// The same for SQLite, with `INDEXES_SQLITE`.
+pub fn sqlite_queries() -> Vec<(String, Vec<Param>)> {
+    let s = sqlite_sql();
+    let ids = || vec![Param::Texts(vec![])];
+    vec![
+        (s.after, vec![Param::Int(0), Param::Int(0)]),
+        (s.chats, ids()),
+        (s.leads, ids()),
+        (s.flow.to_owned(), vec![Param::Text(String::new())]),
+        (s.last.to_owned(), vec![]),
+        (s.anchor, vec![Param::Int(0)]),
+        (s.count.to_owned(), vec![Param::Int(0)]),
+    ]
+}
+
+/// What makes each run's queries use an index on PostgreSQL (Flowise's schema indexes
+/// `chatflowid` only): (table, column, statement).
+pub const INDEXES_POSTGRES: [(&str, &str, &str); 3] = [
+    (
+        "chat_message",
+        "createdDate",
+        r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS chat_message_createddate_idx ON chat_message ("createdDate")"#,
+    ),
+    (
+        "chat_message",
+        "chatId",
+        r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS chat_message_chatid_idx ON chat_message ("chatId")"#,
+    ),
+    ("lead", "chatId", r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS lead_chatid_idx ON lead ("chatId")"#),
+];
+
+/// The same on SQLite (new rows are read by rowid, which needs none).
+pub const INDEXES_SQLITE: [(&str, &str, &str); 2] = [
+    ("chat_message", "chatId", r#"CREATE INDEX IF NOT EXISTS chat_message_chatid_idx ON chat_message ("chatId")"#),
+    ("lead", "chatId", r#"CREATE INDEX IF NOT EXISTS lead_chatid_idx ON lead ("chatId")"#),
+];
+
+pub struct Flowise {
+    db: Db,
+    sql: Sql,
+    /// "flowise /root/.flowise/database.sqlite", or the URL without its password.
+    name: String,
+    chat_types: Vec<String>,
+    complete: Completion,
+    /// The zone Flowise stamps messages in (PostgreSQL: the process's; SQLite: UTC).
+    message_zone: Tz,
+    /// The zone leads are stamped in (PostgreSQL: the database session's; SQLite: UTC).
+    lead_zone: Tz,
+    /// PostgreSQL: the late-write window, in positions; SQLite: 0.
+    window: i64,
+    /// Chatflows by id, read once a run; None where there is none.
+    bots: RefCell<HashMap<String, Option<Bot>>>,
+}
+
+/// A bot's own `complete_on_tools` and `complete_on_phrases`, where given.
+type Lists = (Option<Vec<String>>, Option<Vec<String>>);
+
+/// What finishes a chat: the source's lists, and the bots' own (which replace them).
+struct Completion {
+    tools: Vec<String>,
+    phrases: Vec<String>,
+    bots: HashMap<String, Lists>,
+}
+
+impl Completion {
+    /// Whether a bot answer of chatflow `flow` finishes the chat.
+    fn finishes(&self, flow: &str, content: &str, tools: &[String]) -> bool {
+        let own = self.bots.iter().find(|(id, _)| id.eq_ignore_ascii_case(flow)).map(|(_, lists)| lists);
+        let wanted_tools = own.and_then(|o| o.0.as_ref()).unwrap_or(&self.tools);
+        let phrases = own.and_then(|o| o.1.as_ref()).unwrap_or(&self.phrases);
+        let said = content.to_lowercase();
+        wanted_tools.iter().any(|w| tools.iter().any(|t| t == w))
+            || phrases.iter().any(|p| said.contains(&p.trim().to_lowercase()))
+    }
+}
+
+/// A chatflow, as emails and the report need it.
+#[derive(Debug, Clone)]
+struct Bot {
+    name: String,
+    /// The lead form's title, where the chatflow has the form on.
+    lead_form: Option<String>,
+}
+
+/// One `chat_message` row, as read.
+#[derive(Debug, Clone)]
+struct Row {
+    position: i64,
+    key: i64,
+    uuid: String,
+    role: String,
+    flow: String,
+    chat: String,
+    chat_type: String,
+    /// The stored wall time; None: not a time.
+    wall: Option<NaiveDateTime>,
+    raw_time: String,
+    content: String,
+    tools: Option<String>,
+    lead_email: Option<String>,
+    flow_exists: bool,
+}
+
+/// One `lead` row.
+#[derive(Debug, Clone)]
+struct Lead {
+    flow: String,
+    chat: String,
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    at: Option<DateTime<Utc>>,
+}
+
+/// A conversation's rows, as read.
+#[derive(Debug, Default)]
+struct Chat {
+    rows: Vec<Row>,
+    leads: Vec<Lead>,
+}
+
+impl Flowise {
+    pub fn open_sqlite(path: &Path, config: &Config) -> Result<Self> {
+        let name = format!("flowise {}", path.display());
+        if !path.is_file() {
+            bail!("{name}: no such file");
+        }
+        let db = Db::sqlite(path).with_context(|| format!("{name}: opening"))?;
+        Flowise::on(db, sqlite_sql(), name, config)
+    }
+
+    pub fn open_postgres(url: &str, config: &Config) -> Result<Self> {
+        let source = config.source.as_ref().context("no source")?;
+        let name = format!("flowise {}", super::sql::shown_url(url));
+        let db = Db::postgres(url, source.password()?.as_deref()).with_context(|| format!("{name}: connecting"))?;
+        Flowise::on(db, postgres_sql(), name, config)
+    }
+
+    fn on(db: Db, sql: Sql, name: String, config: &Config) -> Result<Self> {
+        let source = config.source.as_ref().context("no source")?;
+        let pg = db.is_postgres();
+        let late = source.late_writes.map_or(LATE_WRITES, |s| s.0);
+        let bots = config
+            .bots
+            .iter()
+            .filter(|b| b.complete_on_tools.is_some() || b.complete_on_phrases.is_some())
+            .map(|b| (b.id.clone(), (b.complete_on_tools.clone(), b.complete_on_phrases.clone())));
+        let flowise = Flowise {
+            db,
+            sql,
+            name,
+            chat_types: source.chat_types.clone().unwrap_or_else(|| vec!["EXTERNAL".to_owned()]),
+            complete: Completion {
+                tools: source.complete_on_tools.clone(),
+                phrases: source.complete_on_phrases.clone(),
+                bots: bots.collect(),
+            },
+            message_zone: if pg { source.message_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
+            lead_zone: if pg { source.lead_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
+            window: if pg { late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000) } else { 0 },
+            bots: RefCell::default(),
+        };
+        flowise.check_schema()?;
+        Ok(flowise)
+    }
+
+    /// One line naming the database and what is missing, before any state is touched.
+    fn check_schema(&self) -> Result<()> {
+        let name = &self.name;
+        let queries = if self.db.is_postgres() { postgres_queries() } else { sqlite_queries() };
+        for (sql, params) in queries {
+            if let Err(why) = self.db.prepare(&sql, &params).with_context(|| name.clone())? {
+                bail!(
+                    "{name}: not a Flowise database this version reads ({why}); it reads Flowise 2.x-3.x's \
+                     chat_message (role, chatflowid, \"chatId\", \"chatType\", \"createdDate\", content, \"usedTools\", \
+                     \"leadEmail\"), lead and chat_flow"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn pg(&self) -> bool {
+        self.db.is_postgres()
+    }
+
+    /// Reads message rows: `c[0]` the rowid (SQLite) or 0, then `COLUMNS`, then whether the
+    /// chatflow is there.
+    fn read_rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+        let mut out = Vec::new();
+        self.db
+            .each(sql, params, |c| {
+                out.push(self.row(c));
+                Ok(())
+            })
+            .with_context(|| format!("{}: reading chat_message", self.name))?;
+        Ok(out)
+    }
+
+    fn row(&self, c: &[Cell]) -> Row {
+        let uuid = c[1].lossy().unwrap_or_default();
+        let raw_time = c[6].lossy().unwrap_or_default();
+        let wall = wall_time(&raw_time);
+        let (hi, lo) = uuid_bits(&uuid);
+        let position =
+            if self.pg() { wall.and_then(|w| position_of(w, lo)).unwrap_or(0) } else { c[0].int().unwrap_or_default() };
+        Row {
+            position,
+            key: if self.pg() { (hi >> 1) as i64 } else { position },
+            uuid,
+            role: c[2].lossy().unwrap_or_default(),
+            flow: c[3].lossy().unwrap_or_default().to_lowercase(),
+            chat: c[4].lossy().unwrap_or_default(),
+            chat_type: c[5].lossy().unwrap_or_default(),
+            wall,
+            raw_time,
+            content: c[7].lossy().unwrap_or_default(),
+            tools: c[8].lossy(),
+            lead_email: c[9].lossy(),
+            flow_exists: c[10].int() == Some(1),
+        }
+    }
+
+    fn read_leads(&self, sql: &str, params: &[Param]) -> Result<Vec<Lead>> {
+        let rows = self.db.rows(sql, params).with_context(|| format!("{}: reading lead", self.name))?;
+        Ok(rows
+            .iter()
+            .map(|c| Lead {
+                flow: c[0].lossy().unwrap_or_default().to_lowercase(),
+                chat: c[1].lossy().unwrap_or_default(),
+                name: c[2].lossy(),
+                email: c[3].lossy(),
+                phone: c[4].lossy(),
+                at: c[5].lossy().as_deref().and_then(wall_time).map(|w| in_zone(self.lead_zone, w)),
+            })
+            .collect())
+    }
+
+    /// A row's time as an instant.
+    fn at(&self, row: &Row) -> Option<DateTime<Utc>> {
+        row.wall.map(|w| in_zone(self.message_zone, w))
+    }
+
+    /// Names a row in a warning: its rowid on SQLite, its id on PostgreSQL.
+    fn shown(&self, row: &Row) -> String {
+        if self.pg() {
+            format!("chat_message row {}", text::line(&row.uuid))
+        } else {
+            format!("chat_message row {} (id {})", row.position, text::line(&row.uuid))
+        }
+    }
+
+    /// Why a row cannot be used, if it cannot (said once, when first read).
+    fn bad(&self, row: &Row) -> Option<String> {
+        if !row.flow_exists {
+            return Some(format!("its chatflow {} is gone (deleted)", text::line(&row.flow)));
+        }
+        if row.role != "userMessage" && row.role != "apiMessage" {
+            return Some(format!("role {:?} is neither userMessage nor apiMessage", text::line(&row.role)));
+        }
+        if row.wall.is_none() || (self.pg() && row.position == 0) {
+            return Some(format!("createdDate {:?} is not a time", text::line(&row.raw_time)));
+        }
+        if let Err(why) = tools(row.tools.as_deref()) {
+            return Some(why);
+        }
+        None
+    }
+
+    /// Whether a row is of a chat this source reads (its chat type).
+    fn wanted(&self, row: &Row) -> bool {
+        self.chat_types.contains(&row.chat_type)
+    }
+
+    fn bot(&self, flow: &str) -> Result<Option<Bot>> {
+        if let Some(bot) = self.bots.borrow().get(flow) {
+            return Ok(bot.clone());
+        }
+        let row = if self.pg() && uuid_bits_exact(flow).is_none() {
+            None
+        } else {
+            self.db
+                .one(self.sql.flow, &[Param::Text(flow.to_owned())])
+                .with_context(|| format!("{}: reading chat_flow", self.name))?
+        };
+        let bot = row.map(|r| bot_of(&r));
+        self.bots.borrow_mut().insert(flow.to_owned(), bot.clone());
+        Ok(bot)
+    }
+
+    /// The rows and leads of conversations, by conversation id.
+    fn chats(&self, ids: &[&str]) -> Result<HashMap<String, Chat>> {
+        let mut wanted: HashSet<(String, String)> = HashSet::new();
+        let mut chat_ids: Vec<String> = Vec::new();
+        for id in ids {
+            let Some((flow, chat)) = parse_id(id) else { continue };
+            wanted.insert((flow.to_lowercase(), chat.to_owned()));
+            chat_ids.push(chat.to_owned());
+        }
+        chat_ids.sort_unstable();
+        chat_ids.dedup();
+        let mut out: HashMap<String, Chat> = HashMap::new();
+        if chat_ids.is_empty() {
+            return Ok(out);
+        }
+        let page = Param::Texts(chat_ids);
+        for row in self.read_rows(&self.sql.chats, std::slice::from_ref(&page))? {
+            if wanted.contains(&(row.flow.clone(), row.chat.clone())) {
+                out.entry(conversation_id(&row.flow, &row.chat)).or_default().rows.push(row);
+            }
+        }
+        for lead in self.read_leads(&self.sql.leads, &[page])? {
+            if let Some(chat) = out.get_mut(&conversation_id(&lead.flow, &lead.chat)) {
+                chat.leads.push(lead);
+            }
+        }
+        for chat in out.values_mut() {
+            chat.rows.sort_by_key(|r| (r.position, r.key));
+        }
+        Ok(out)
+    }
+
+    fn conversation(&self, id: &str, bot: &Bot, chat: &Chat, messages: &[Message]) -> Conversation {
+        let flow = parse_id(id).map(|(f, _)| f).unwrap_or_default();
+        let given = crate::domain::given_fields(messages);
+        let value = |field: &str| {
+            given.iter().find(|(n, v)| n == field && !v.trim().is_empty()).map(|(_, v)| v.trim().to_lowercase())
+        };
+        let first = chat.rows.iter().filter_map(|r| self.at(r)).chain(chat.leads.iter().filter_map(|l| l.at)).min();
+        Conversation {
+            id: id.to_owned(),
+            bot_id: text::line(flow).into_owned(),
+            bot_name: text::line(&bot.name).into_owned(),
+            // Flowise keeps no visitor id: the person is who they said they are.
+            visitor_id: text::line(&value("email").or_else(|| value("phone")).unwrap_or_default()).into_owned(),
+            started_at: first.map(|t| t.fixed_offset()),
+            page_url: None,
+        }
+    }
+
+    /// A chat's messages through position `through`: the lead form, the lead's fields at its
+    /// time, each `leadEmail` as an email field before its message, the visitor's and the
+    /// bot's lines, a bot answer that finishes the chat marked `END_OF_FLOW`.
+    fn messages(&self, bot: &Bot, chat: &Chat, through: i64) -> Vec<Message> {
+        let rows: Vec<(&Row, DateTime<Utc>)> = chat
+            .rows
+            .iter()
+            .filter(|r| r.position <= through && self.wanted(r) && self.bad(r).is_none())
+            .filter_map(|r| Some((r, self.at(r)?)))
+            .collect();
+        let Some(&(first, first_at)) = rows.first() else { return Vec::new() };
+        let mut leads: Vec<&Lead> = chat.leads.iter().collect();
+        leads.sort_by_key(|l| l.at);
+        let field = |id: i64, at: DateTime<Utc>, name: &str, value: &str| Message {
+            id,
+            sent_at: at,
+            author: Author::Field,
+            gambit_id: None,
+            input_type: None,
+            field: Some(name.to_owned()),
+            body: text::body(value.trim()).into_owned(),
+        };
+        let lead_fields = |lead: &Lead, id: i64, at: DateTime<Utc>, out: &mut Vec<Message>| {
+            for (name, value) in [("name", &lead.name), ("email", &lead.email), ("phone", &lead.phone)] {
+                if let Some(v) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+                    out.push(field(id, lead.at.unwrap_or(at), name, v));
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let mut step: Option<String> = None;
+        if let Some(title) = &bot.lead_form {
+            let at = leads.first().and_then(|l| l.at).map_or(first_at, |t| t.min(first_at));
+            out.push(Message {
+                id: first.position,
+                sent_at: at,
+                author: Author::Bot,
+                gambit_id: Some(LEAD_FORM.to_owned()),
+                input_type: None,
+                field: None,
+                body: text::body(title).into_owned(),
+            });
+            step = Some(LEAD_FORM.to_owned());
+        }
+        let mut pending = leads.into_iter().peekable();
+        let mut asked = 0;
+        for &(row, at) in &rows {
+            while let Some(lead) = pending.next_if(|l| l.at.is_none_or(|t| t <= at)) {
+                lead_fields(lead, row.position, at, &mut out);
+            }
+            let message = |author, gambit_id: Option<String>, input_type: Option<&str>| Message {
+                id: row.position,
+                sent_at: at,
+                author,
+                gambit_id,
+                input_type: input_type.map(str::to_owned),
+                field: None,
+                body: text::body(&row.content).into_owned(),
+            };
+            if row.role == "userMessage" {
+                if let Some(email) = row.lead_email.as_deref().filter(|e| !e.trim().is_empty()) {
+                    out.push(field(row.position, at, "email", email));
+                }
+                out.push(message(Author::Visitor, step.clone(), None));
+                asked += 1;
+            } else {
+                let used = tools(row.tools.as_deref()).unwrap_or_default();
+                let ends = self.complete.finishes(&row.flow, &row.content, &used);
+                let here = format!("message {asked}");
+                out.push(message(Author::Bot, Some(here.clone()), ends.then_some(END_OF_FLOW)));
+                step = Some(here);
+            }
+        }
+        let (last, last_at) = rows[rows.len() - 1];
+        for lead in pending {
+            lead_fields(lead, last.position, last_at, &mut out);
+        }
+        out
+    }
+
+    /// PostgreSQL: the rows at one stored time.
+    fn rows_at(&self, wall: NaiveDateTime) -> Result<Vec<Row>> {
+        self.read_rows(&self.sql.at, &[Param::Text(wall_text(wall))])
+    }
+
+    /// Whether leads and their chats' messages disagree by whole hours: the zones are set wrong.
+    fn zone_skew(&self) -> Result<Option<i64>> {
+        let leads = self.read_leads(self.sql.all_leads, &[])?;
+        let mut chats: Vec<String> = leads.iter().map(|l| l.chat.clone()).collect();
+        chats.sort_unstable();
+        chats.dedup();
+        chats.truncate(500);
+        let mut times: HashMap<(String, String), Vec<DateTime<Utc>>> = HashMap::new();
+        for row in self.read_rows(&self.sql.chats, &[Param::Texts(chats)])? {
+            if let Some(at) = self.at(&row) {
+                times.entry((row.flow.clone(), row.chat.clone())).or_default().push(at);
+            }
+        }
+        let mut hours: Vec<i64> = Vec::new();
+        for lead in &leads {
+            let (Some(at), Some(times)) = (lead.at, times.get(&(lead.flow.clone(), lead.chat.clone()))) else {
+                continue;
+            };
+            let Some(gap) = times.iter().map(|t| *t - at).min_by_key(|d| d.num_seconds().abs()) else { continue };
+            // The form is sent seconds to minutes from a message: a gap of whole hours is a zone's.
+            let h = (gap.num_seconds() as f64 / 3600.0).round() as i64;
+            if h != 0 && (gap.num_seconds() - h * 3600).abs() <= 10 * 60 {
+                hours.push(h);
+            } else {
+                hours.push(0);
+            }
+        }
+        hours.sort_unstable();
+        Ok(hours.get(hours.len() / 2).copied().filter(|h| *h != 0))
+    }
+}
+
+/// Pure: the chatflow a `chat_flow` row (id, name, chatbotConfig) describes.
+fn bot_of(r: &[Cell]) -> Bot {
+    let config = r[2].lossy().and_then(|c| serde_json::from_str::<Value>(&c).ok());
+    let leads = config.as_ref().and_then(|c| c.get("leads"));
+    let on = leads.and_then(|l| l.get("status")).and_then(Value::as_bool) == Some(true);
+    let title = leads
+        .and_then(|l| l.get("title"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or(DEFAULT_LEAD_TITLE);
+    Bot {
+        name: r[1].lossy().unwrap_or_else(|| r[0].lossy().unwrap_or_default()),
+        lead_form: on.then(|| title.to_owned()),
+    }
+}
+
+/// Pure: the tools a bot answer called (`usedTools`, a JSON list of `{tool, ...}`), or why the
+/// column cannot be read.
+fn tools(json: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(json) = json.filter(|j| !j.trim().is_empty()) else { return Ok(Vec::new()) };
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Array(list)) => {
+            Ok(list.iter().filter_map(|t| t.get("tool").and_then(Value::as_str)).map(str::to_owned).collect())
+        }
+        Ok(Value::Null) => Ok(Vec::new()),
+        Ok(_) => Err("usedTools is not a list".to_owned()),
+        Err(e) => Err(format!("usedTools is not JSON ({e})")),
+    }
+}
+
+/// Pure: a stored `createdDate` as its wall time: SQLite's text (`2026-12-07 09:12:28.345`, or
+/// with a `T`, or a trailing `Z`), PostgreSQL's as the connection hands it (RFC 3339, the wall
+/// time taken as UTC).
+fn wall_time(s: &str) -> Option<NaiveDateTime> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.naive_utc());
+    }
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+}
+
+/// Pure: a wall time in `zone` as an instant (an hour the clocks skipped: as the hour after;
+/// one they repeated: the first).
+fn in_zone(zone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
+    zone.from_local_datetime(&wall)
+        .earliest()
+        .or_else(|| zone.from_local_datetime(&(wall + TimeDelta::hours(1))).earliest())
+        .map_or_else(|| wall.and_utc(), |t| t.to_utc())
+}
+
+/// Pure: the stored wall time as PostgreSQL reads a timestamp literal.
+fn wall_text(wall: NaiveDateTime) -> String {
+    wall.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// Pure: a row's position from its stored wall time and its uuid's low bits (the tiebreak).
+fn position_of(wall: NaiveDateTime, lo: u64) -> Option<i64> {
+    let micros = wall.and_utc().timestamp_micros();
+    if micros <= 0 {
+        return None;
+    }
+    micros.checked_mul(1000)?.checked_add((lo % 1000) as i64)
+}
+
+/// Pure: the stored wall time of a position.
+fn wall_of(position: i64) -> NaiveDateTime {
+    DateTime::from_timestamp_micros(position.max(0).div_euclid(1000)).unwrap_or_default().naive_utc()
+}
+
+/// Pure: a uuid's two halves; another text hashed (FNV-1a), so any id gives a key.
+fn uuid_bits(id: &str) -> (u64, u64) {
+    uuid_bits_exact(id).unwrap_or_else(|| {
+        let hash = |seed: u64| id.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        (hash(0xcbf2_9ce4_8422_2325), hash(0x84222325cbf29ce4))
+    })
+}
+
+fn uuid_bits_exact(id: &str) -> Option<(u64, u64)> {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let n = u128::from_str_radix(&hex, 16).ok()?;
+    Some(((n >> 64) as u64, n as u64))
+}
+
+fn conversation_id(flow: &str, chat: &str) -> String {
+    format!("{flow}/{chat}")
+}
+
+fn parse_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/')
+}
+
+fn anchor(row: &Row) -> String {
+    format!("{}\u{1f}{}", conversation_id(&row.flow, &row.chat), row.uuid)
+}
+
+impl Source for Flowise {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn describe(&self) -> Result<String> {
+        let count = |sql: &str| self.db.int(sql, &[]).map(Option::unwrap_or_default);
+        let (flows, messages, leads) = (
+            count("SELECT count(*) FROM chat_flow")?,
+            count("SELECT count(*) FROM chat_message")?,
+            count("SELECT count(*) FROM lead")?,
+        );
+        if let Some(hours) = self.zone_skew()? {
+            log::warn!(
+                "{}: leads are stamped {} h {} their chats' messages: Flowise writes messages in its process's \
+                 zone and leads in the database's; set source.message_time_zone and source.lead_time_zone to them",
+                self.name,
+                hours.abs(),
+                if hours > 0 { "before" } else { "after" }
+            );
+        }
+        let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
+        let mut missing = Vec::new();
+        for (table, column, statement) in indexes {
+            if !self.db.has_index(table, column)? {
+                missing.push(format!("{statement};"));
+            }
+        }
+        let index = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; Flowise's schema has no index for the queries each run makes (they scan its tables, slow past a \
+                 few hundred thousand messages); create them once: {}",
+                missing.join(" ")
+            )
+        };
+        Ok(format!(
+            "{} (Flowise): {flows} chatflow(s), {messages} messages, {leads} leads, chat types read: {}{index}",
+            self.name.trim_start_matches("flowise "),
+            self.chat_types.join(", ")
+        ))
+    }
+
+    fn commit_window(&self) -> i64 {
+        self.window
+    }
+
+    fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
+        let mut rows = if self.pg() {
+            // Whole timestamps: the rest of the one at `after`, then a page cut at a whole one.
+            let at = wall_of(after);
+            let mut rows = if after > 0 { self.rows_at(at)? } else { Vec::new() };
+            rows.retain(|r| r.position > after);
+            let mut page = self.read_rows(&self.sql.after, &[Param::Text(wall_text(at)), Param::Int(limit as i64)])?;
+            if page.len() >= limit
+                && let Some(last) = page.last().and_then(|r| r.wall)
+            {
+                page.retain(|r| r.wall != Some(last));
+                page.extend(self.rows_at(last)?);
+            }
+            rows.extend(page);
+            rows.sort_by_key(|r| (r.position, r.key));
+            rows
+        } else {
+            self.read_rows(&self.sql.after, &[Param::Int(after), Param::Int(limit as i64)])?
+        };
+        let mut batch = Batch { through: rows.iter().map(|r| r.position).max(), ..Batch::default() };
+        rows.retain(|r| !skip.contains(&r.key));
+        for row in &rows {
+            batch.rows += 1;
+            batch.ids.push((row.position, row.key));
+            batch.anchor = anchor(row);
+            // Another kind of chat (the builder's own tests, by default): not the owner's visitors.
+            if !self.wanted(row) {
+                continue;
+            }
+            if let Some(why) = self.bad(row) {
+                log::warn!("{}: {} skipped: {why}", self.name, self.shown(row));
+                continue;
+            }
+            let (used, at) = (tools(row.tools.as_deref()).unwrap_or_default(), self.at(row).unwrap_or_default());
+            let bot = row.role == "apiMessage";
+            batch.activity.push(Activity {
+                id: row.position,
+                conversation_id: conversation_id(&row.flow, &row.chat),
+                sent_at: at,
+                author: if bot { Author::Bot } else { Author::Visitor },
+                ends: bot && self.complete.finishes(&row.flow, &row.content, &used),
+            });
+        }
+        Ok(batch)
+    }
+
+    fn conversations(&self, ids: &[&str]) -> Result<HashMap<String, Conversation>> {
+        let mut out = HashMap::new();
+        for (id, chat) in self.chats(ids)? {
+            let Some(flow) = parse_id(&id).map(|(f, _)| f.to_owned()) else { continue };
+            let Some(bot) = self.bot(&flow)? else { continue };
+            let messages = self.messages(&bot, &chat, i64::MAX);
+            if messages.is_empty() {
+                continue;
+            }
+            let conversation = self.conversation(&id, &bot, &chat, &messages);
+            out.insert(id, conversation);
+        }
+        Ok(out)
+    }
+
+    fn transcripts(&self, wanted: &[(&str, i64)], f: &mut dyn FnMut(&str, Message)) -> Result<()> {
+        let ids: Vec<&str> = wanted.iter().map(|(id, _)| *id).collect();
+        let chats = self.chats(&ids)?;
+        for (id, through) in wanted {
+            let (Some(chat), Some((flow, _))) = (chats.get(*id), parse_id(id)) else { continue };
+            let Some(bot) = self.bot(&flow.to_lowercase())? else { continue };
+            self.messages(&bot, chat, *through).into_iter().for_each(|m| f(id, m));
+        }
+        Ok(())
+    }
+
+    fn has_last_step(&self) -> bool {
+        false
+    }
+
+    fn writes_markdown(&self) -> bool {
+        true
+    }
+
+    fn last_message_id(&self) -> Result<i64> {
+        let context = || format!("{}: reading chat_message", self.name);
+        if !self.pg() {
+            return Ok(self.db.int(self.sql.last, &[]).with_context(context)?.unwrap_or(0));
+        }
+        let last = self.db.one(self.sql.last, &[]).with_context(context)?;
+        let Some(wall) = last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) else { return Ok(0) };
+        Ok(self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0))
+    }
+
+    fn anchor_at(&self, id: i64) -> Result<Option<String>> {
+        let rows =
+            if self.pg() { self.rows_at(wall_of(id))? } else { self.read_rows(&self.sql.anchor, &[Param::Int(id)])? };
+        Ok(rows.iter().filter(|r| r.position == id).min_by_key(|r| r.key).map(anchor))
+    }
+
+    fn count_through(&self, id: i64) -> Result<i64> {
+        let context = || format!("{}: counting chat_message", self.name);
+        if !self.pg() {
+            return Ok(self.db.int(self.sql.count, &[Param::Int(id)]).with_context(context)?.unwrap_or(0));
+        }
+        let wall = wall_of(id);
+        let before = self.db.int(self.sql.count, &[Param::Text(wall_text(wall))]).with_context(context)?.unwrap_or(0);
+        Ok(before + self.rows_at(wall)?.iter().filter(|r| r.position <= id).count() as i64)
+    }
+
+    fn about_how_many_conversations(&self) -> u64 {
+        0
+    }
+
+    fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64> {
+        // Flows and leads first: the connection reads one query at a time.
+        let flows: HashMap<String, Bot> = self
+            .db
+            .rows(self.sql.flows, &[])?
+            .iter()
+            .map(|r| (r[0].lossy().unwrap_or_default().to_lowercase(), bot_of(r)))
+            .collect();
+        let mut leads: HashMap<String, Vec<Lead>> = HashMap::new();
+        for lead in self.read_leads(self.sql.all_leads, &[])? {
+            leads.entry(conversation_id(&lead.flow, &lead.chat)).or_default().push(lead);
+        }
+        let param = if self.pg() { Param::Text(wall_text(wall_of(through))) } else { Param::Int(through) };
+        let mut read = 0;
+        let mut current: Option<(String, Chat)> = None;
+        let mut flush = |current: Option<(String, Chat)>| -> Result<()> {
+            let Some((id, mut chat)) = current else { return Ok(()) };
+            let Some(bot) = parse_id(&id).and_then(|(flow, _)| flows.get(flow)) else { return Ok(()) };
+            chat.rows.sort_by_key(|r| (r.position, r.key));
+            chat.leads = leads.remove(&id).unwrap_or_default();
+            let messages = self.messages(bot, &chat, through);
+            if messages.is_empty() {
+                return Ok(());
+            }
+            f(&id, Some(&self.conversation(&id, bot, &chat, &messages)), &messages)
+        };
+        self.db
+            .each(&self.sql.everything, &[param], |c| {
+                read += 1;
+                let row = self.row(c);
+                let id = conversation_id(&row.flow, &row.chat);
+                if current.as_ref().is_none_or(|(current, _)| *current != id) {
+                    flush(current.take())?;
+                    current = Some((id, Chat::default()));
+                }
+                if let Some((_, chat)) = current.as_mut() {
+                    chat.rows.push(row);
+                }
+                Ok(())
+            })
+            .with_context(|| format!("{}: reading chat_message", self.name))?;
+        flush(current)?;
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_like_the_stored_time_and_keys_tell_rows_apart() {
+        let t = |s: &str| wall_time(s).unwrap();
+        let (a, b) =
+            (uuid_bits("34fc9e2b-2207-409c-9902-f2aabe8ce374"), uuid_bits("dbe4e2b3-29a5-4e3f-a74d-cebee98294a4"));
+        let p = |w: &str, bits: (u64, u64)| position_of(t(w), bits.1).unwrap();
+        assert!(p("2026-12-07 09:12:28.345", a) < p("2026-12-07 09:12:28.346", b), "a millisecond apart");
+        assert!(p("2026-12-07 09:12:28.345", b) < p("2026-12-07 09:12:28.346", a));
+        assert_eq!(wall_of(p("2026-12-07 09:12:28.345", a)), t("2026-12-07 09:12:28.345"));
+        assert_ne!(a.0 >> 1, b.0 >> 1);
+        assert_eq!(t("2026-12-07T09:12:28.345+00:00"), t("2026-12-07 09:12:28.345"), "as PostgreSQL's arrive");
+        assert_eq!(t("2026-12-07 09:12:16"), t("2026-12-07T09:12:16.000Z"));
+        assert!(wall_time("yesterday").is_none());
+        assert_eq!(wall_text(t("2026-12-07 09:13:20")), "2026-12-07 09:13:20.000000");
+    }
+
+    #[test]
+    fn zones_turn_wall_times_into_instants() {
+        let w = wall_time("2026-12-07 10:11:21.298").unwrap();
+        assert_eq!(in_zone(chrono_tz::Europe::Berlin, w).to_rfc3339(), "2026-12-07T09:11:21.298+00:00");
+        let fall_back = wall_time("2026-10-25 02:30:00").unwrap();
+        assert_eq!(in_zone(chrono_tz::Europe::Berlin, fall_back).to_rfc3339(), "2026-10-25T00:30:00+00:00");
+        let skipped = wall_time("2026-03-29 02:30:00").unwrap();
+        assert_eq!(in_zone(chrono_tz::Europe::Berlin, skipped).to_rfc3339(), "2026-03-29T01:30:00+00:00");
+    }
+
+    #[test]
+    fn used_tools_and_phrases_finish_a_chat() {
+        assert_eq!(
+            tools(Some(r#"[{"tool":"order_lookup","toolInput":{},"toolOutput":"{}"}]"#)).unwrap(),
+            ["order_lookup"]
+        );
+        assert_eq!(tools(None).unwrap(), Vec::<String>::new());
+        assert!(tools(Some("[{")).unwrap_err().starts_with("usedTools is not JSON"));
+        assert_eq!(tools(Some("{}")).unwrap_err(), "usedTools is not a list");
+        let c = Completion {
+            tools: vec!["book_call".into()],
+            phrases: vec!["Thanks for your ORDER".into()],
+            bots: HashMap::from([("b2".to_owned(), (Some(vec!["order_lookup".into()]), None))]),
+        };
+        assert!(c.finishes("b1", "ok", &["book_call".into()]));
+        assert!(c.finishes("b1", "thanks for your order!", &[]));
+        assert!(!c.finishes("b1", "ok", &["order_lookup".into()]));
+        assert!(c.finishes("B2", "ok", &["order_lookup".into()]), "the bot's list replaces the source's");
+        assert!(!c.finishes("b2", "ok", &["book_call".into()]));
+        assert!(c.finishes("b2", "Thanks for your order", &[]), "phrases still the source's");
+    }
+
+    #[test]
+    fn the_lead_form_is_on_where_the_chatflow_says() {
+        let row = |config: Option<&str>| {
+            vec![
+                Cell::Text(b"f".to_vec()),
+                Cell::Text(b"Lead Bot".to_vec()),
+                config.map_or(Cell::Null, |c| Cell::Text(c.into())),
+            ]
+        };
+        assert_eq!(
+            bot_of(&row(Some(r#"{"leads":{"status":true,"title":"Reach you?"}}"#))).lead_form.as_deref(),
+            Some("Reach you?")
+        );
+        assert_eq!(bot_of(&row(Some(r#"{"leads":{"status":true}}"#))).lead_form.as_deref(), Some(DEFAULT_LEAD_TITLE));
+        assert_eq!(bot_of(&row(Some(r#"{"leads":{"status":false,"title":"x"}}"#))).lead_form, None);
+        assert_eq!(bot_of(&row(Some("{not json"))).lead_form, None);
+        assert_eq!(bot_of(&row(None)).name, "Lead Bot");
+    }
+}
