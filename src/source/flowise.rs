@@ -15,7 +15,7 @@
 //! Flowise process's wall time, no zone, milliseconds): a message's id is its *position*, the
 //! stored wall time in microseconds since 1970 times 1000 plus a tiebreak in 0..999 from the
 //! uuid, so positions order like `"createdDate"`; two rows may share one, so each row also has
-//! a key (63 bits of its uuid) that tells it apart in the state's memory of rows read. Rows are
+//! a key (63 bits mixed from its whole uuid) that tells it apart in the state's memory of rows read. Rows are
 //! read a whole timestamp at a time, so paging is exact, and the commit window (`late_writes`)
 //! covers a question inserted after its answer.
 
@@ -346,7 +346,7 @@ impl Flowise {
             if self.pg() { wall.and_then(|w| position_of(w, lo)).unwrap_or(0) } else { c[0].int().unwrap_or_default() };
         Row {
             position,
-            key: if self.pg() { (hi >> 1) as i64 } else { position },
+            key: if self.pg() { key_of(hi, lo) } else { position },
             uuid,
             role: c[2].lossy().unwrap_or_default(),
             flow: c[3].lossy().unwrap_or_default().to_lowercase(),
@@ -675,6 +675,12 @@ fn uuid_bits(id: &str) -> (u64, u64) {
     })
 }
 
+/// Pure: a row's key, 63 bits of its whole uuid (two uuids that differ anywhere differ here,
+/// but for one pair in 2^63).
+fn key_of(hi: u64, lo: u64) -> i64 {
+    ((hi ^ lo.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 1) as i64
+}
+
 fn uuid_bits_exact(id: &str) -> Option<(u64, u64)> {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 {
@@ -913,7 +919,11 @@ mod tests {
         assert!(p("2026-12-07 09:12:28.345", a) < p("2026-12-07 09:12:28.346", b), "a millisecond apart");
         assert!(p("2026-12-07 09:12:28.345", b) < p("2026-12-07 09:12:28.346", a));
         assert_eq!(wall_of(p("2026-12-07 09:12:28.345", a)), t("2026-12-07 09:12:28.345"));
-        assert_ne!(a.0 >> 1, b.0 >> 1);
+        assert_ne!(key_of(a.0, a.1), key_of(b.0, b.1));
+        let (c, d) =
+            (uuid_bits("00000000-0000-4000-8000-100000000114"), uuid_bits("00000000-0000-4000-8000-100000000308"));
+        assert_ne!(key_of(c.0, c.1), key_of(d.0, d.1), "uuids alike but for their last digits");
+        assert_eq!((c.1 % 1000, d.1 % 1000), (500, 0), "the tiebreaks");
         assert_eq!(t("2026-12-07T09:12:28.345+00:00"), t("2026-12-07 09:12:28.345"), "as PostgreSQL's arrive");
         assert_eq!(t("2026-12-07 09:12:16"), t("2026-12-07T09:12:16.000Z"));
         assert!(wall_time("yesterday").is_none());

@@ -1,0 +1,503 @@
+//! Flowise as a source, through the built binary: its SQLite file and its PostgreSQL database
+//! as Flowise 3.1.4 wrote them (`tests/fixtures/flowise`, `support::flowise`), and further rows
+//! written as Flowise writes them. Each run has a fixed "now": the fixtures' rows are dated
+//! 2026-12-07/08.
+
+mod support;
+
+use chat_notifier::source::flowise as source;
+use support::flowise::{
+    self as fw, GONE, INTERNAL, JANE, JANE_AGAIN, LEAD_BOT, LEAD_TITLE, Msg, ORDER, ORPHAN_LEAD, SUPPORT_BOT,
+};
+use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, mails, pg};
+
+/// Adds text at the end of the config (a `[[bots]]` entry).
+fn append_config(f: &Fixture, text: &str) {
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{config}\n{text}\n")).unwrap();
+}
+
+/// Support Bot's chats finish when the agent looked an order up; the source's own phrase
+/// matches nothing in the fixtures (the bot's list replaces it).
+const SUPPORT_COMPLETES: &str =
+    "[[bots]]\nid = \"7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a02\"\ncomplete_on_tools = [\"order_lookup\"]";
+const SOURCE_COMPLETES: &str = "complete_on_phrases = [\"our sales team will call you\"]";
+
+fn mail_about<'a>(mails: &'a [Mail], needle: &str) -> &'a Mail {
+    mails.iter().find(|m| m.subject.contains(needle)).unwrap_or_else(|| panic!("no mail about {needle}"))
+}
+
+fn skipped(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("skipped")).collect()
+}
+
+/// The fixture's emails, on either database: Jane's chat with her lead's details and the lead
+/// form, Support Bot's chat finished by its tool, the builder's test chat and the orphan lead
+/// silent, the deleted chatflow's messages named once as bad rows; the next day, Jane's new
+/// chat after "clear chat" (no lead row, only `leadEmail`) is hers: the same person.
+fn the_fixture_s_chats_are_emailed(
+    f: &Fixture,
+    server: &SmtpServer,
+    move_day_two: &dyn Fn(bool),
+    gone_rows: [&str; 2],
+) {
+    move_day_two(false);
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let m = mails(server);
+    assert_eq!(m.len(), 2, "Jane's and the order chat; not the builder's test; stderr:\n{}", out.stderr);
+    let jane = mail_about(&m, "Jane Doe");
+    assert!(jane.subject.starts_with("Lead Bot: chat with Jane Doe [#"), "{}", jane.subject);
+    assert_eq!(jane.reply_to.as_deref(), Some("jane@example.com"));
+    assert_eq!(jane.header("X-Chat-Bot").as_deref(), Some(LEAD_BOT));
+    assert_ne!(jane.header("X-Chat-State").as_deref(), Some("completed"), "no complete_on matched");
+    for said in [
+        "name: Jane Doe",
+        "email: jane@example.com",
+        LEAD_TITLE,
+        "Visitor: Hi! How much does the Pro plan cost?",
+        "| **Pro** | $29/mo | 5 |",
+        "Visitor: Is there a discount if I pay yearly?",
+        "> Offer valid for new customers.",
+    ] {
+        assert!(jane.text.contains(said), "{said:?} in\n{}", jane.text);
+    }
+    assert!(!jane.text.contains("phone:"), "the widget's '' is no phone: {}", jane.text);
+    let order = mail_about(&m, "Support Bot");
+    assert_eq!(order.header("X-Chat-State").as_deref(), Some("completed"), "order_lookup was called");
+    assert_eq!(order.header("X-Chat-Bot").as_deref(), Some(SUPPORT_BOT));
+    assert!(order.text.contains("Visitor: Where is my order #1042?"), "{}", order.text);
+    assert!(!m.iter().any(|m| m.text.contains("Olga")), "an orphan lead is no chat");
+    let bad = skipped(&out.stderr);
+    assert_eq!(bad.len(), 2, "{}", out.stderr);
+    for (line, row) in bad.iter().zip(gone_rows) {
+        assert!(
+            line.contains(row) && line.contains("its chatflow 7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a03 is gone"),
+            "{line}"
+        );
+    }
+    assert!(!out.stderr.contains(ORPHAN_LEAD) && !out.stderr.contains(INTERNAL), "silent: {}", out.stderr);
+
+    // The next day, after "clear chat": a new chatId with her leadEmail and no lead row.
+    move_day_two(true);
+    let out = f.run_at("2026-12-08T10:30:00Z", &[], 0);
+    assert!(skipped(&out.stderr).is_empty(), "bad rows are named once: {}", out.stderr);
+    let m = mails(server);
+    assert_eq!(m.len(), 3);
+    let again = &m[2];
+    assert!(
+        again.subject.starts_with("Lead Bot: chat with Jane Doe [#"),
+        "named from her earlier chat: {}",
+        again.subject
+    );
+    assert_eq!(again.reply_to.as_deref(), Some("jane@example.com"), "from leadEmail");
+    assert_ne!(support::identifier(&again.subject), support::identifier(&jane.subject), "a chat of its own");
+    assert!(again.text.contains(support::identifier(&jane.subject)), "the same person: {}", again.text);
+    assert!(again.text.contains("Visitor: Hi again, I'd like to start the Pro trial."), "{}", again.text);
+    let out = f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 3), "nothing more, quietly");
+}
+
+/// Flowise's SQLite file: `move_day_two` keeps the next day's rows out until then (the
+/// generator wrote them before the order chat; Flowise inserts them the next day).
+#[test]
+fn a_sqlite_file_s_chats_are_emailed_with_leads_tools_and_bad_rows_named_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), SOURCE_COMPLETES);
+    append_config(&f, SUPPORT_COMPLETES);
+    let day_two = |now: bool| {
+        let sql = if now {
+            "INSERT INTO chat_message SELECT * FROM day_two; DROP TABLE day_two;"
+        } else {
+            "CREATE TABLE day_two AS SELECT * FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';
+             DELETE FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';"
+        };
+        fw::sqlite_write(&f, sql);
+    };
+    the_fixture_s_chats_are_emailed(&f, &server, &day_two, ["row 13 (id 04a64dfe-", "row 14 (id 248fa2e4-"]);
+}
+
+#[test]
+fn a_postgresql_database_s_chats_are_emailed_with_leads_tools_and_bad_rows_named_once() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), SOURCE_COMPLETES) else { return };
+    append_config(&f, SUPPORT_COMPLETES);
+    let client = std::cell::RefCell::new(client);
+    let day_two = |now: bool| {
+        let sql = if now {
+            "INSERT INTO chat_message SELECT * FROM day_two; DROP TABLE day_two;"
+        } else {
+            "CREATE TABLE day_two AS SELECT * FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';
+             DELETE FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';"
+        };
+        client.borrow_mut().batch_execute(sql).unwrap();
+    };
+    the_fixture_s_chats_are_emailed(
+        &f,
+        &server,
+        &day_two,
+        ["row a2557740-3fa0-4164-85c0-ee660df716e8", "row 3141918a-040d-4cd7-aa6f-5219759491ac"],
+    );
+}
+
+#[test]
+fn the_builder_s_test_chats_are_emailed_only_when_chat_types_asks() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "chat_types = [\"EXTERNAL\", \"INTERNAL\"]");
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert!(m.iter().any(|m| m.text.contains("Visitor: test")), "the INTERNAL chat is read now");
+    assert_eq!(m.len(), 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+}
+
+#[test]
+fn keys_that_do_not_apply_are_refused_naming_them() {
+    for (source, expected) in [
+        ("chat_types = [\"PUBLIC\"]", "source.chat_types: \"PUBLIC\" is not a Flowise chat type"),
+        ("message_time_zone = \"Europe/Berlin\"", "source.message_time_zone: applies to Flowise on PostgreSQL only"),
+        ("lead_time_zone = \"Europe/Berlin\"", "source.lead_time_zone: applies to Flowise on PostgreSQL only"),
+        ("late_writes = \"5m\"", "source.late_writes: applies to Flowise on PostgreSQL only"),
+        ("complete_on_tools = [\" \"]", "source.complete_on_tools: an empty entry"),
+        ("fields = { email = \"E\" }", "source.fields: does not apply to kind = \"flowise\""),
+    ] {
+        let f = fw::sqlite(0, source);
+        let out = f.run(&["check"]);
+        assert_eq!(out.code, 1, "{source}");
+        assert!(
+            out.stdout.contains(expected) || out.stderr.contains(expected),
+            "{source}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    let f = Fixture::new(0);
+    f.use_source("kind = \"rasa\"\nurl = \"rasa.db\"\ncomplete_on_phrases = [\"bye\"]");
+    let out = f.run(&["check"]);
+    assert!(out.stdout.contains("source.complete_on_phrases: does not apply to kind = \"rasa\""), "{}", out.stdout);
+}
+
+#[test]
+fn every_command_works_on_a_flowise_file() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("(Flowise): 2 chatflow(s), 14 messages, 2 leads"), "{}", check.stdout);
+    for statement in source::INDEXES_SQLITE.map(|(_, _, s)| s) {
+        assert!(check.stdout.contains(statement), "{statement} in {}", check.stdout);
+    }
+    let now = ["--now", "2026-12-07T12:00:00Z"];
+    let jane = fw::conversation(LEAD_BOT, JANE);
+    let preview = f.run(&[&["preview", jane.as_str()][..], &now].concat());
+    assert_eq!(preview.code, 0, "{}", preview.stderr);
+    assert!(preview.stdout.contains("Is there a discount if I pay yearly?"), "{}", preview.stdout);
+    f.run_at(now[1], &[], 0);
+    let last = f.run(&["preview", "--last", jane.as_str()]);
+    assert_eq!(last.code, 0, "{}", last.stderr);
+    assert!(last.stdout.contains("Subject: Lead Bot: chat with Jane Doe"), "{}", last.stdout);
+    let status = f.run(&[&["status", "--all"][..], &now].concat());
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(status.stdout.contains("Lead Bot") && status.stdout.contains("Support Bot"), "{}", status.stdout);
+    let report = f.run(&[&["report", "--format", "json"][..], &now].concat());
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    let text = json.to_string();
+    for step in ["lead form", "message 1", "message 2", LEAD_TITLE, "Where is my order #1042?"] {
+        assert!(text.contains(step), "{step} in {text}");
+    }
+    assert!(!text.contains("Olga") && !text.contains("Visitor: test"), "{text}");
+    let leads = f.run(&[&["leads", "--format", "csv"][..], &now].concat());
+    assert_eq!(leads.code, 0, "{}", leads.stderr);
+    assert!(leads.stdout.contains("Jane Doe") && leads.stdout.contains("jane@example.com"), "{}", leads.stdout);
+    assert!(!leads.stdout.contains("olga@example.org"), "an orphan lead: {}", leads.stdout);
+    let table = f.run(&[&["report"][..], &now].concat());
+    assert_eq!(table.code, 0, "{}", table.stderr);
+}
+
+/// A visitor's "clear chat" deletes the newest rows, and SQLite hands their rowids out again to
+/// the next chat: that chat is read once, and the one erased is not emailed.
+#[test]
+fn a_deleted_tail_s_rowids_handed_out_again_are_read_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    // Only Jane's chat and the order chat: rowids 1-4 and 7-10.
+    fw::sqlite_write(
+        &f,
+        &format!("DELETE FROM chat_message WHERE \"chatId\" IN ('{JANE_AGAIN}', '{INTERNAL}', '{GONE}');"),
+    );
+    f.run_at("2026-12-07T11:20:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 1, "Jane; the order chat is still going");
+    // The order chat is cleared; a new chat takes rowids 7 and 8.
+    fw::sqlite_write(&f, &format!("DELETE FROM chat_message WHERE \"chatId\" = '{ORDER}';"));
+    let new_chat = "c0a80001-7777-4a77-8a77-000000000007";
+    for m in [
+        Msg::visitor(
+            "0b7c1d2e-0000-4000-8000-000000000001",
+            SUPPORT_BOT,
+            new_chat,
+            "2026-12-07 11:25:00.100",
+            "Do you ship to Norway?",
+        ),
+        Msg::bot(
+            "0b7c1d2e-0000-4000-8000-000000000002",
+            SUPPORT_BOT,
+            new_chat,
+            "2026-12-07 11:25:04.900",
+            "Yes, in 3-5 days.",
+        ),
+    ] {
+        fw::sqlite_write(&f, &m.insert_sql());
+    }
+    let rowids: Vec<i64> = rusqlite::Connection::open(f.dir.path().join("database.sqlite"))
+        .unwrap()
+        .prepare(&format!("SELECT rowid FROM chat_message WHERE \"chatId\" = '{new_chat}' ORDER BY rowid"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // SQLite gives max(rowid) + 1: the rowids read (up to 10) handed out again.
+    assert_eq!(rowids, [5, 6], "rowids below the last one read");
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{}", out.stderr);
+    assert!(m[1].text.contains("Do you ship to Norway?") && !m[1].text.contains("order #1042"), "{}", m[1].text);
+    f.run_at("2026-12-07T13:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2, "read once");
+}
+
+/// Bad input, each one line naming the row, skipped; every other chat emailed.
+#[test]
+fn bad_rows_are_named_once_and_block_nothing() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let chat = "c0a80001-8888-4a88-8a88-000000000008";
+    let tools = Msg {
+        used_tools: Some("[{\"tool\":"),
+        ..Msg::bot("0b7c1d2e-0000-4000-8000-000000000011", SUPPORT_BOT, chat, "2026-12-07 11:20:00.000", "x")
+    };
+    let role = Msg {
+        role: "systemMessage",
+        ..Msg::bot("0b7c1d2e-0000-4000-8000-000000000012", SUPPORT_BOT, chat, "2026-12-07 11:20:01.000", "y")
+    };
+    let time = Msg::visitor("0b7c1d2e-0000-4000-8000-000000000013", SUPPORT_BOT, chat, "yesterday", "z");
+    let fine =
+        Msg::visitor("0b7c1d2e-0000-4000-8000-000000000014", SUPPORT_BOT, chat, "2026-12-07 11:20:02.000", "Hello?");
+    for m in [&tools, &role, &time, &fine] {
+        fw::sqlite_write(&f, &m.insert_sql());
+    }
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let bad = skipped(&out.stderr);
+    for (row, why) in [
+        ("row 15 (id 0b7c1d2e-0000-4000-8000-000000000011)", "usedTools is not JSON"),
+        (
+            "row 16 (id 0b7c1d2e-0000-4000-8000-000000000012)",
+            "role \"systemMessage\" is neither userMessage nor apiMessage",
+        ),
+        ("row 17 (id 0b7c1d2e-0000-4000-8000-000000000013)", "createdDate \"yesterday\" is not a time"),
+    ] {
+        assert_eq!(bad.iter().filter(|l| l.contains(row) && l.contains(why)).count(), 1, "{row}: {}", out.stderr);
+    }
+    let m = mails(&server);
+    assert_eq!(m.len(), 3, "Jane, the order chat and this one");
+    let this = m.iter().find(|m| m.text.contains("Visitor: Hello?")).unwrap();
+    assert!(!this.text.contains("Visitor: z") && !this.text.contains(": y\n"), "{}", this.text);
+    let out = f.run_at("2026-12-07T13:00:00Z", &[], 0);
+    assert!(skipped(&out.stderr).is_empty(), "named once: {}", out.stderr);
+}
+
+/// Killed after the server took an email and before it was marked sent: the next run sends that
+/// one again (the only duplicate) and the rest once; a run started meanwhile does nothing (4).
+#[test]
+fn killed_between_send_and_mark_resends_only_that_email_and_an_overlapping_run_waits() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    fw::sqlite_write(&f, &format!("DELETE FROM chat_message WHERE \"chatId\" = '{JANE_AGAIN}';"));
+    server.set(Behavior::HangAfterData { accept: 0 });
+    let mut child = f.spawn(&["run", "--now", "2026-12-07T12:00:00Z"]);
+    server.wait_for(1);
+    let overlap = f.run(&["run", "--now", "2026-12-07T12:00:00Z"]);
+    assert_eq!(overlap.code, 4, "{}", overlap.stderr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let in_flight = Mail::read(&server.received()[0]).message_id;
+    server.set(Behavior::Accept);
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    assert_each_once(&server, 2, 1, "");
+    assert_eq!(mails(&server).iter().filter(|m| m.message_id == in_flight).count(), 2);
+    f.run_at("2026-12-07T13:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), 3, "{:?}", mails(&server).iter().map(|m| &m.subject).collect::<Vec<_>>());
+}
+
+/// PostgreSQL has no ordered id: rows are read by "createdDate" with a late-write window. A
+/// visitor's question stamped before its answer but inserted after the answer was read, rows of
+/// one timestamp inserted in separate transactions on both sides of what was read, and rows
+/// inserted out of time order: each read once (the rows read equal the rows there), each chat
+/// emailed once with its whole transcript.
+#[test]
+fn late_questions_equal_timestamps_and_out_of_order_inserts_are_read_exactly_once_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+    let mut write = |m: Msg| client.batch_execute(&m.insert_sql()).unwrap();
+    let (late, tied) = ("c0a80001-9001-4a90-8a90-000000000001", "c0a80001-9002-4a90-8a90-000000000002");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    // A turn as Flowise writes it: the answer first, the question (stamped earlier) after.
+    write(Msg::bot(
+        "00000000-0000-4000-8000-0000000001f4",
+        SUPPORT_BOT,
+        late,
+        "2026-12-08 13:00:07.250",
+        "We open at 9.",
+    ));
+    // Three rows of one millisecond: tiebreaks (the uuid's low 64 bits modulo 1000) 500 now,
+    // then 0 and 999, on either side of it, later.
+    write(Msg::visitor(
+        "00000000-0000-4000-8000-100000000114",
+        SUPPORT_BOT,
+        tied,
+        "2026-12-08 13:00:08.000",
+        "tie 500",
+    ));
+    f.run_at("2026-12-08T13:00:09Z", &[], 0);
+    write(Msg::visitor(
+        "00000000-0000-4000-8000-000000000000",
+        SUPPORT_BOT,
+        late,
+        "2026-12-08 13:00:00.100",
+        "When do you open?",
+    ));
+    write(Msg::visitor("00000000-0000-4000-8000-100000000308", SUPPORT_BOT, tied, "2026-12-08 13:00:08.000", "tie 0"));
+    write(Msg::visitor(
+        "00000000-0000-4000-8000-100000000307",
+        SUPPORT_BOT,
+        tied,
+        "2026-12-08 13:00:08.000",
+        "tie 999",
+    ));
+    f.run_at("2026-12-08T13:00:10Z", &[], 0);
+    // Out of time order: a row stamped 13:05 inserted before one stamped 13:04.
+    write(Msg::bot(
+        "00000000-0000-4000-8000-200000000001",
+        SUPPORT_BOT,
+        tied,
+        "2026-12-08 13:05:00.000",
+        "All three noted.",
+    ));
+    f.run_at("2026-12-08T13:05:01Z", &[], 0);
+    write(Msg::visitor(
+        "00000000-0000-4000-8000-200000000002",
+        SUPPORT_BOT,
+        tied,
+        "2026-12-08 13:04:00.000",
+        "tie again",
+    ));
+    f.run_at("2026-12-08T13:05:02Z", &[], 0);
+    f.run_at("2026-12-08T13:06:00Z", &[], 0);
+    assert_eq!(server.received().len(), before, "nothing judged while the chats are active");
+    let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 2, "{}", out.stderr);
+    let late_mail = m.iter().find(|m| m.text.contains("We open at 9.")).unwrap();
+    assert_eq!(late_mail.text.matches("Visitor: When do you open?").count(), 1, "{}", late_mail.text);
+    let ask = late_mail.text.find("Visitor: When do you open?").unwrap();
+    let answer = late_mail.text.find("Support Bot: We open at 9.").unwrap();
+    assert!(ask < answer, "in the order they were said: {}", late_mail.text);
+    let tied_mail = m.iter().find(|m| m.text.contains("tie 500")).unwrap();
+    for line in
+        ["Visitor: tie 0", "Visitor: tie 500", "Visitor: tie 999", "Visitor: tie again", "Bot: All three noted."]
+    {
+        assert_eq!(tied_mail.text.matches(line).count(), 1, "{line}: {}", tied_mail.text);
+    }
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
+    f.run_at("2026-12-08T15:00:00Z", &[], 0);
+    assert_eq!(server.received().len(), before + 2, "nothing more");
+}
+
+/// The hourly count of the rows at or below the watermark runs while a question is still
+/// being written behind an answer already read: that is no row inserted out of order (no alarm,
+/// no re-reading of everything), and the question is read by this very run.
+#[test]
+fn the_hourly_count_takes_a_question_written_late_for_what_it_is() {
+    let server = SmtpServer::start();
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+    let chat = "c0a80001-9003-4a90-8a90-000000000003";
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let answer =
+        Msg::bot("5b0e4a1c-7d2f-4e8a-9c3b-6f1d2e3a4b5c", SUPPORT_BOT, chat, "2026-12-08 13:00:07.250", "We open at 9.");
+    client.batch_execute(&answer.insert_sql()).unwrap();
+    f.run_at("2026-12-08T13:00:08Z", &[], 0);
+    let question = Msg::visitor(
+        "e2c4f6a8-1b3d-4f5e-8a7c-9d0e1f2a3b4c",
+        SUPPORT_BOT,
+        chat,
+        "2026-12-08 13:00:00.100",
+        "When do you open?",
+    );
+    client.batch_execute(&question.insert_sql()).unwrap();
+    // An hour on: this run counts the rows again, and the chat has gone quiet.
+    let out = f.run_at("2026-12-08T14:00:09Z", &[], 0);
+    assert_eq!(out.stderr, "", "no alarm");
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 1);
+    let text = &m[before].text;
+    assert!(text.find("Visitor: When do you open?").unwrap() < text.find("Bot: We open at 9.").unwrap(), "{text}");
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
+}
+
+fn client_count(f: &Fixture) -> i64 {
+    let url = std::fs::read_to_string(&f.config).unwrap();
+    let url = url.lines().find_map(|l| l.strip_prefix("url = \"")).unwrap().trim_end_matches('"').to_owned();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client.query_one("SELECT count(*) FROM public.chat_message", &[]).unwrap().get(0)
+}
+
+/// With the statements `check` prints in place, no query a run makes scans a table.
+#[test]
+fn no_query_a_run_makes_scans_flowise_s_tables() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let conn = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    for (_, _, statement) in source::INDEXES_SQLITE {
+        conn.execute_batch(statement).unwrap();
+    }
+    rusqlite::vtab::array::load_module(&conn).unwrap();
+    for (sql, _) in source::sqlite_queries() {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound =
+            rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Value::Null, stmt.parameter_count()));
+        let plan: Vec<String> = stmt.query_map(unbound, |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN") && !p.contains("VIRTUAL TABLE")), "{sql}\n{plan:#?}");
+    }
+    let check = f.run(&["check"]);
+    assert!(!check.stdout.contains("CREATE INDEX"), "the indexes are there: {}", check.stdout);
+
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+    let check = f.run(&["check"]);
+    for (_, _, statement) in source::INDEXES_POSTGRES {
+        assert!(check.stdout.contains(statement), "{statement} in {}", check.stdout);
+        client.batch_execute(&statement.replace(" ON ", " ON public.")).unwrap();
+    }
+    client.batch_execute("SET search_path = public").unwrap();
+    for (sql, params) in source::postgres_queries() {
+        let plan = pg::plan(&mut client, &sql, &params);
+        assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
+    }
+    let check = f.run(&["check"]);
+    assert!(!check.stdout.contains("CREATE INDEX"), "{}", check.stdout);
+}
+
+/// On PostgreSQL, messages carry the Flowise process's wall time and leads the database's: with
+/// the zones given wrong, a lead and its chat are whole hours apart, and `check` says so.
+#[test]
+fn check_warns_when_leads_and_messages_disagree_by_whole_hours() {
+    let Some((f, _, _)) = fw::postgres(0, "lead_time_zone = \"America/New_York\"") else { return };
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(check.stderr.contains("leads are stamped 5 h after their chats' messages"), "{}", check.stderr);
+    let Some((f, _, _)) = fw::postgres(0, "") else { return };
+    let check = f.run(&["check"]);
+    assert!(!check.stderr.contains("leads are stamped"), "{}", check.stderr);
+}
