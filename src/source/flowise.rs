@@ -888,8 +888,12 @@ impl Source for Flowise {
         };
         self.db
             .each(&self.sql.everything, &[param], |c| {
-                read += 1;
                 let row = self.row(c);
+                // PostgreSQL: the rows of the last time read past `through` are not read yet.
+                if row.position > through && row.wall.is_some() {
+                    return Ok(());
+                }
+                read += 1;
                 let id = conversation_id(&row.flow, &row.chat);
                 if current.as_ref().is_none_or(|(current, _)| *current != id) {
                     flush(current.take())?;
