@@ -258,6 +258,7 @@ fn a_deleted_tail_s_rowids_handed_out_again_are_read_once() {
     // SQLite gives max(rowid) + 1: the rowids read (up to 10) handed out again.
     assert_eq!(rowids, [5, 6], "rowids below the last one read");
     let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "a chat erased is routine: no warning, no reading everything again");
     let m = mails(&server);
     assert_eq!(m.len(), 2, "{}", out.stderr);
     assert!(m[1].text.contains("Do you ship to Norway?") && !m[1].text.contains("order #1042"), "{}", m[1].text);
@@ -500,4 +501,30 @@ fn check_warns_when_leads_and_messages_disagree_by_whole_hours() {
     let Some((f, _, _)) = fw::postgres(0, "") else { return };
     let check = f.run(&["check"]);
     assert!(!check.stderr.contains("leads are stamped"), "{}", check.stderr);
+}
+
+/// A Flowise process in Berlin with its database in Berlin too writes the fixture's rows an hour
+/// later in wall time: with the zones given, every time is the instant it was (emails in UTC
+/// here), a chat quiet since 11:12 UTC is judged at 12:00 UTC, and `check` finds leads and
+/// messages in step.
+#[test]
+fn wall_times_are_read_in_the_zones_flowise_and_its_database_wrote_them_in() {
+    let server = SmtpServer::start();
+    let zones = "message_time_zone = \"Europe/Berlin\"\nlead_time_zone = \"Europe/Berlin\"";
+    let Some((f, mut client, _)) = fw::postgres(server.port(), zones) else { return };
+    client
+        .batch_execute(
+            "UPDATE chat_message SET \"createdDate\" = \"createdDate\" + interval '1 hour';
+             UPDATE lead SET \"createdDate\" = \"createdDate\" + interval '1 hour';
+             DELETE FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';",
+        )
+        .unwrap();
+    let check = f.run(&["check"]);
+    assert!(!check.stderr.contains("leads are stamped"), "{}", check.stderr);
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "Jane's chat and the order chat, quiet since 11:12 UTC");
+    let jane = mail_about(&m, "Jane Doe");
+    assert!(jane.text.contains("[2026-12-07 09:12] Visitor: Hi! How much does the Pro plan cost?"), "{}", jane.text);
+    assert!(mail_about(&m, "Support Bot").text.contains("[2026-12-07 11:12] Visitor: Where is my order #1042?"));
 }
