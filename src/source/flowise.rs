@@ -112,7 +112,8 @@ fn postgres_sql() -> Sql {
         last: r#"SELECT max("createdDate") FROM chat_message
              WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#,
         anchor: String::new(),
-        count: r#"SELECT count(*) FROM chat_message WHERE "createdDate" < CAST(?1 AS timestamp)"#,
+        count: r#"SELECT count(*) FROM chat_message
+             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#,
         everything: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
              WHERE m."createdDate" <= CAST(?1 AS timestamp) ORDER BY m.chatflowid, m."chatId", m."createdDate""#
@@ -135,6 +136,7 @@ pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
         (s.last.to_owned(), vec![]),
+        (s.count.to_owned(), vec![t()]),
     ]
 }
 
@@ -416,7 +418,7 @@ impl Flowise {
         if let Some(bot) = self.bots.borrow().get(flow) {
             return Ok(bot.clone());
         }
-        let row = if self.pg() && uuid_bits_exact(flow).is_none() {
+        let row = if self.pg() && !canonical_uuid(flow) {
             None
         } else {
             self.db
@@ -690,6 +692,14 @@ fn uuid_bits_exact(id: &str) -> Option<(u64, u64)> {
     Some(((n >> 64) as u64, n as u64))
 }
 
+/// Pure: whether `id` is a uuid as PostgreSQL writes one (8-4-4-4-12 hex digits): the only
+/// chatflow id worth asking PostgreSQL about (any other text fails its cast).
+fn canonical_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 fn conversation_id(flow: &str, chat: &str) -> String {
     format!("{flow}/{chat}")
 }
@@ -843,7 +853,8 @@ impl Source for Flowise {
     fn anchor_at(&self, id: i64) -> Result<Option<String>> {
         let rows =
             if self.pg() { self.rows_at(wall_of(id))? } else { self.read_rows(&self.sql.anchor, &[Param::Int(id)])? };
-        Ok(rows.iter().filter(|r| r.position == id).min_by_key(|r| r.key).map(anchor))
+        // The last of them in the order rows are read, (position, key): the batch's anchor.
+        Ok(rows.iter().filter(|r| r.position == id).max_by_key(|r| r.key).map(anchor))
     }
 
     fn count_through(&self, id: i64) -> Result<i64> {
@@ -889,8 +900,9 @@ impl Source for Flowise {
         self.db
             .each(&self.sql.everything, &[param], |c| {
                 let row = self.row(c);
-                // PostgreSQL: the rows of the last time read past `through` are not read yet.
-                if row.position > through && row.wall.is_some() {
+                // PostgreSQL: the rows of the last time read past `through` are not read yet, and
+                // one at a time no position holds (before 1970) is never read.
+                if self.pg() && (row.position > through || row.position == 0) {
                     return Ok(());
                 }
                 read += 1;
@@ -931,6 +943,11 @@ mod tests {
         assert_eq!(t("2026-12-07T09:12:28.345+00:00"), t("2026-12-07 09:12:28.345"), "as PostgreSQL's arrive");
         assert_eq!(t("2026-12-07 09:12:16"), t("2026-12-07T09:12:16.000Z"));
         assert!(wall_time("yesterday").is_none());
+        assert!(canonical_uuid("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01"));
+        assert!(
+            !canonical_uuid("7f0c2e1a5b7d4c1e9a3f2d6b8e4f1a01")
+                && !canonical_uuid("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a0g")
+        );
         assert_eq!(wall_text(t("2026-12-07 09:13:20")), "2026-12-07 09:13:20.000000");
     }
 
