@@ -528,3 +528,47 @@ fn wall_times_are_read_in_the_zones_flowise_and_its_database_wrote_them_in() {
     assert!(jane.text.contains("[2026-12-07 09:12] Visitor: Hi! How much does the Pro plan cost?"), "{}", jane.text);
     assert!(mail_about(&m, "Support Bot").text.contains("[2026-12-07 11:12] Visitor: Where is my order #1042?"));
 }
+
+/// Visitors' "clear chat" deletes their rows from PostgreSQL: a chat, then the newest one, with
+/// a chat that stays between them. Routine: no warning when the rows go, none at the next hourly
+/// count (the rows remembered within the late-write window include the ones gone), and nothing
+/// emailed about chats that are gone; the chat that stays is emailed once.
+#[test]
+fn chats_cleared_on_postgres_are_routine_at_the_next_runs_and_the_hourly_count() {
+    let server = SmtpServer::start();
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let (x, stays, y) = (
+        "c0a80001-9004-4a90-8a90-000000000004",
+        "c0a80001-9005-4a90-8a90-000000000005",
+        "c0a80001-9006-4a90-8a90-000000000006",
+    );
+    for m in [
+        Msg::visitor("3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e01", SUPPORT_BOT, x, "2026-12-08 13:00:00.000", "x?"),
+        Msg::bot("3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e02", SUPPORT_BOT, x, "2026-12-08 13:00:05.000", "x."),
+        Msg::visitor(
+            "3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e03",
+            SUPPORT_BOT,
+            stays,
+            "2026-12-08 13:00:10.000",
+            "Still here?",
+        ),
+        Msg::bot("3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e04", SUPPORT_BOT, stays, "2026-12-08 13:00:15.000", "Yes."),
+        Msg::visitor("3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e05", SUPPORT_BOT, y, "2026-12-08 13:00:20.000", "y?"),
+        Msg::bot("3c1d5e7f-2a4b-4c6d-8e0f-1a2b3c4d5e06", SUPPORT_BOT, y, "2026-12-08 13:00:25.000", "y."),
+    ] {
+        client.batch_execute(&m.insert_sql()).unwrap();
+    }
+    f.run_at("2026-12-08T13:00:30Z", &[], 0);
+    client.batch_execute(&format!("DELETE FROM chat_message WHERE \"chatId\" IN ('{x}', '{y}')")).unwrap();
+    let out = f.run_at("2026-12-08T13:20:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the newest rows gone: read on from the last one still there");
+    let out = f.run_at("2026-12-08T14:30:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the hourly count");
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 1, "only the chat that stays");
+    assert!(m[before].text.contains("Visitor: Still here?"), "{}", m[before].text);
+    let out = f.run_at("2026-12-08T16:30:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1));
+}

@@ -180,8 +180,16 @@ fn judge_page<'p>(
         .collect();
     let mut transcripts = crate::source::read_transcripts(source, &wanted, config.mail.limits().messages)?;
     for open in orphans {
-        let named = rows_named(&transcripts.remove(&open.id).unwrap_or_default());
+        let transcript = transcripts.remove(&open.id).unwrap_or_default();
         let shown = source.name();
+        if transcript.messages.is_empty() {
+            // Its messages are gone with it: a chat erased (Flowise's "clear chat", a deleted
+            // tracker) before it was judged. Nothing to wait for, nothing to send.
+            log::info!("{shown}: conversation {:?} is gone with all its messages (erased); nothing to send", open.id);
+            settled.push((open, Settle::Cover));
+            continue;
+        }
+        let named = rows_named(&transcript);
         match open.missing_since {
             None => {
                 log::warn!(

@@ -156,7 +156,8 @@ pub fn ingest(
                 erased.from + 1,
             );
             let anchor = source.anchor_at(erased.from)?.unwrap_or_default();
-            let count = source.count_through(erased.from)?;
+            // As the hourly count will take it: rows within the window counted as remembered.
+            let count = audited_count(source, state, erased.from)?;
             state.atomically(|tx| tx.rewind(erased.from, &anchor, count, &erased.gone, &erased.reused, now))?;
         }
         Continuity::Tail(why) | Continuity::Broken(why) => {
@@ -226,8 +227,9 @@ pub fn ingest(
     }
 }
 
-/// The rows at or below `watermark` a run should have read by now: those the store has behind
-/// the commit window, and those read within it (each remembered with its key). A row within the
+/// The rows at or below `watermark` a run should have read by now, to hold against the rows
+/// read (`read_count`): those the store has behind the commit window, and those read within it
+/// (each remembered with its key; one deleted since counts on both sides). A row within the
 /// window not read yet (committed late: normal on PostgreSQL, and for Flowise a visitor's
 /// question written minutes after it was stamped) is read by this run's pass over the window,
 /// not taken for a row inserted out of order; one behind the window is (`Continuity::Broken`).
@@ -238,7 +240,7 @@ fn audited_count(source: &dyn Source, state: &State, watermark: i64) -> Result<i
         return source.count_through(watermark);
     }
     let behind = watermark.saturating_sub(window);
-    Ok(source.count_through(behind)? + state.recent_count(behind)?)
+    Ok(source.count_through(behind)? + state.recent_count(behind, watermark)?)
 }
 
 /// Which bot the messages of a batch are of: each bot's latest message in it (and its name, when

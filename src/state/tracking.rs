@@ -141,9 +141,13 @@ impl State {
         self.context(keys.and_then(Iterator::collect))
     }
 
-    /// How many rows read past position `after` a commit window keeps.
-    pub fn recent_count(&self, after: i64) -> Result<i64> {
-        let count = self.conn.query_row("SELECT count(*) FROM recent_rows WHERE position > ?1", [after], |r| r.get(0));
+    /// How many rows read past position `after`, up to `through`, a commit window keeps.
+    pub fn recent_count(&self, after: i64, through: i64) -> Result<i64> {
+        let count = self.conn.query_row(
+            "SELECT count(*) FROM recent_rows WHERE position > ?1 AND position <= ?2",
+            [after, through],
+            |r| r.get(0),
+        );
         self.context(count)
     }
 
@@ -491,7 +495,12 @@ impl Tx<'_> {
     }
 
     /// Ends a resync: the export is read through `watermark`, `read` rows, its last `anchor`.
+    /// The rows remembered within a commit window are forgotten: some may be gone, and the
+    /// count they take part in (`ingest::audited_count`) would find rows the store no longer
+    /// has. The next run reads the window again (its rows fold in as they did), and the next
+    /// hourly count adopts the rows read.
     pub fn finish_resync(&self, watermark: i64, anchor: &str, read: i64, now: DateTime<Utc>) -> Result<()> {
+        self.0.execute("DELETE FROM recent_rows", [])?;
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
             params![watermark, anchor, read, now.timestamp_millis()],
