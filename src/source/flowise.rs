@@ -983,6 +983,103 @@ mod tests {
         assert!(c.finishes("b2", "Thanks for your order", &[]), "phrases still the source's");
     }
 
+    fn flowise(tools: &[&str]) -> Flowise {
+        Flowise {
+            db: Db::sqlite(Path::new(":memory:")).unwrap(),
+            sql: sqlite_sql(),
+            name: "flowise test".into(),
+            chat_types: vec!["EXTERNAL".into()],
+            complete: Completion {
+                tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+                phrases: vec![],
+                bots: HashMap::new(),
+            },
+            message_zone: Tz::UTC,
+            lead_zone: Tz::UTC,
+            window: 0,
+            bots: RefCell::default(),
+        }
+    }
+
+    fn row(position: i64, role: &str, at: &str, content: &str) -> Row {
+        Row {
+            position,
+            key: position,
+            uuid: format!("u{position}"),
+            role: role.into(),
+            flow: "f".into(),
+            chat: "c".into(),
+            chat_type: "EXTERNAL".into(),
+            wall: wall_time(at),
+            raw_time: at.into(),
+            content: content.into(),
+            tools: None,
+            lead_email: None,
+            flow_exists: true,
+        }
+    }
+
+    #[test]
+    fn a_chat_reads_as_lead_form_fields_and_numbered_turns() {
+        let lead = |at: &str, name: &str, email: &str, phone: &str| Lead {
+            flow: "f".into(),
+            chat: "c".into(),
+            name: Some(name.into()),
+            email: Some(email.into()),
+            phone: Some(phone.into()),
+            at: wall_time(at).map(|w| w.and_utc()),
+        };
+        let chat = Chat {
+            rows: vec![
+                Row {
+                    lead_email: Some("jane@example.com".into()),
+                    ..row(3, "userMessage", "2026-12-07 09:12:28", "Price?")
+                },
+                row(4, "apiMessage", "2026-12-07 09:12:35", "$29"),
+                row(5, "userMessage", "2026-12-07 09:13:20", "Yearly?"),
+                Row {
+                    tools: Some(r#"[{"tool":"book_call"}]"#.into()),
+                    ..row(6, "apiMessage", "2026-12-07 09:13:26", "Booked.")
+                },
+                Row { chat_type: "INTERNAL".into(), ..row(7, "userMessage", "2026-12-07 09:14:00", "not this") },
+                Row { role: "tool".into(), ..row(8, "userMessage", "2026-12-07 09:14:01", "nor this") },
+            ],
+            leads: vec![
+                lead("2026-12-07 09:12:16", "Jane Doe", "jane@example.com", ""),
+                lead("2026-12-07 09:13:00", "", "", "+1 555 0100"),
+            ],
+        };
+        let bot = Bot { name: "Lead Bot".into(), lead_form: Some("Where can we reach you?".into()) };
+        let m = flowise(&["book_call"]).messages(&bot, &chat, i64::MAX);
+        let shown: Vec<(i64, Author, Option<&str>, Option<&str>, &str)> =
+            m.iter().map(|m| (m.id, m.author, m.gambit_id.as_deref(), m.field.as_deref(), m.body.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (3, Author::Bot, Some(LEAD_FORM), None, "Where can we reach you?"),
+                (3, Author::Field, None, Some("name"), "Jane Doe"),
+                (3, Author::Field, None, Some("email"), "jane@example.com"),
+                (3, Author::Field, None, Some("email"), "jane@example.com"),
+                (3, Author::Visitor, Some(LEAD_FORM), None, "Price?"),
+                (4, Author::Bot, Some("message 1"), None, "$29"),
+                (5, Author::Field, None, Some("phone"), "+1 555 0100"),
+                (5, Author::Visitor, Some("message 1"), None, "Yearly?"),
+                (6, Author::Bot, Some("message 2"), None, "Booked."),
+            ]
+        );
+        assert_eq!(m[0].sent_at, wall_time("2026-12-07 09:12:16").unwrap().and_utc(), "the form: at the lead's time");
+        assert!(m[8].ends_flow() && !m[5].ends_flow(), "book_call finishes it");
+        let through = flowise(&[]).messages(&bot, &chat, 4);
+        assert_eq!(through.last().map(|m| m.id), Some(4), "up to the message asked for");
+        assert!(!through.iter().any(Message::ends_flow));
+        let plain = Bot { lead_form: None, ..bot };
+        assert_eq!(
+            flowise(&[]).messages(&plain, &chat, i64::MAX)[3].gambit_id,
+            None,
+            "no form: the first question has no step"
+        );
+    }
+
     #[test]
     fn the_lead_form_is_on_where_the_chatflow_says() {
         let row = |config: Option<&str>| {
