@@ -1051,7 +1051,8 @@ mod tests {
         };
         let bot = Bot { name: "Lead Bot".into(), lead_form: Some("Where can we reach you?".into()) };
         let m = flowise(&["book_call"]).messages(&bot, &chat, i64::MAX);
-        let shown: Vec<(i64, Author, Option<&str>, Option<&str>, &str)> =
+        type Line<'a> = (i64, Author, Option<&'a str>, Option<&'a str>, &'a str);
+        let shown: Vec<Line> =
             m.iter().map(|m| (m.id, m.author, m.gambit_id.as_deref(), m.field.as_deref(), m.body.as_str())).collect();
         assert_eq!(
             shown,
