@@ -572,3 +572,16 @@ fn chats_cleared_on_postgres_are_routine_at_the_next_runs_and_the_hourly_count()
     let out = f.run_at("2026-12-08T16:30:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1));
 }
+
+/// A phrase the bot said finishes the chat (any case), for the one bot that names it.
+#[test]
+fn a_phrase_a_bot_said_finishes_its_chats() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    append_config(&f, &format!("[[bots]]\nid = \"{SUPPORT_BOT}\"\ncomplete_on_phrases = [\"have a NICE day\"]"));
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2);
+    assert_eq!(mail_about(&m, "Support Bot").header("X-Chat-State").as_deref(), Some("completed"));
+    assert_ne!(mail_about(&m, "Jane Doe").header("X-Chat-State").as_deref(), Some("completed"));
+}

@@ -278,8 +278,16 @@ impl Flowise {
         Flowise::on(db, postgres_sql(), name, config)
     }
 
-    fn on(db: Db, sql: Sql, name: String, config: &Config) -> Result<Self> {
+    fn on(db: Db, mut sql: Sql, name: String, config: &Config) -> Result<Self> {
         let source = config.source.as_ref().context("no source")?;
+        // New rows are read for their times and tools; their text (an LLM's answers, long) only
+        // where a phrase may finish a chat.
+        let phrases = !source.complete_on_phrases.is_empty()
+            || config.bots.iter().any(|b| b.complete_on_phrases.as_ref().is_some_and(|p| !p.is_empty()));
+        if !phrases {
+            sql.after = sql.after.replacen("m.content,", "'' AS content,", 1);
+            sql.at = sql.at.replacen("m.content,", "'' AS content,", 1);
+        }
         let pg = db.is_postgres();
         let late = source.late_writes.map_or(LATE_WRITES, |s| s.0);
         let bots = config
