@@ -585,3 +585,18 @@ fn a_phrase_a_bot_said_finishes_its_chats() {
     assert_eq!(mail_about(&m, "Support Bot").header("X-Chat-State").as_deref(), Some("completed"));
     assert_ne!(mail_about(&m, "Jane Doe").header("X-Chat-State").as_deref(), Some("completed"));
 }
+
+/// A chatflow whose `chatbotConfig` is not JSON: one line naming it, its chats emailed without
+/// a lead form.
+#[test]
+fn a_chatbot_config_that_is_not_json_is_named_and_its_chats_still_go() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    fw::sqlite_write(&f, &format!("UPDATE chat_flow SET \"chatbotConfig\" = '{{\"leads\":' WHERE id = '{LEAD_BOT}';"));
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains("chatbotConfig")).collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].contains(&format!("chat_flow {LEAD_BOT}: chatbotConfig is not JSON")), "{}", lines[0]);
+    let jane = mails(&server).into_iter().find(|m| m.subject.contains("Jane Doe")).unwrap();
+    assert!(!jane.text.contains(LEAD_TITLE) && jane.text.contains("email: jane@example.com"), "{}", jane.text);
+}

@@ -433,6 +433,15 @@ impl Flowise {
                 .one(self.sql.flow, &[Param::Text(flow.to_owned())])
                 .with_context(|| format!("{}: reading chat_flow", self.name))?
         };
+        if let Some(why) = row.as_ref().and_then(|r| r[2].lossy()).and_then(|c| serde_json::from_str::<Value>(&c).err())
+        {
+            log::warn!(
+                "{}: chat_flow {}: chatbotConfig is not JSON ({}); its chats are read without a lead form",
+                self.name,
+                text::line(flow),
+                text::line(&why.to_string())
+            );
+        }
         let bot = row.map(|r| bot_of(&r));
         self.bots.borrow_mut().insert(flow.to_owned(), bot.clone());
         Ok(bot)
