@@ -600,3 +600,54 @@ fn a_chatbot_config_that_is_not_json_is_named_and_its_chats_still_go() {
     let jane = mails(&server).into_iter().find(|m| m.subject.contains("Jane Doe")).unwrap();
     assert!(!jane.text.contains(LEAD_TITLE) && jane.text.contains("email: jane@example.com"), "{}", jane.text);
 }
+
+/// Positions follow the stored wall time. When the Flowise process's clocks go back an hour
+/// (Europe/Berlin, 2026-10-25 03:00 CEST to 02:00 CET), a chat written in the repeated hour
+/// lands behind what was read, further than the late-write window: the hourly count finds it,
+/// says so once and reads the store again whole; both chats are emailed, once each. (A wall time
+/// of the repeated hour is ambiguous: it is taken as its first pass.)
+#[test]
+fn a_chat_in_the_hour_the_clocks_repeat_is_found_by_the_hourly_count() {
+    let server = SmtpServer::start();
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "message_time_zone = \"Europe/Berlin\"") else { return };
+    client.batch_execute("DELETE FROM chat_message; DELETE FROM lead;").unwrap();
+    let (first, repeated) = ("c0a80001-9007-4a90-8a90-000000000007", "c0a80001-9008-4a90-8a90-000000000008");
+    // 02:50 CEST = 00:50 UTC.
+    for m in [
+        Msg::visitor("4d2e6f80-3b5c-4d7e-9f10-2b3c4d5e6f01", SUPPORT_BOT, first, "2026-10-25 02:50:00.000", "Before?"),
+        Msg::bot("4d2e6f80-3b5c-4d7e-9f10-2b3c4d5e6f02", SUPPORT_BOT, first, "2026-10-25 02:50:05.000", "Yes."),
+    ] {
+        client.batch_execute(&m.insert_sql()).unwrap();
+    }
+    let out = f.run_at("2026-10-25T00:51:00Z", &[], 0);
+    assert_eq!(out.stderr, "");
+    // 02:10 CET = 01:10 UTC: stored as 02:10, behind 02:50.
+    for m in [
+        Msg::visitor(
+            "4d2e6f80-3b5c-4d7e-9f10-2b3c4d5e6f03",
+            SUPPORT_BOT,
+            repeated,
+            "2026-10-25 02:10:00.000",
+            "After?",
+        ),
+        Msg::bot(
+            "4d2e6f80-3b5c-4d7e-9f10-2b3c4d5e6f04",
+            SUPPORT_BOT,
+            repeated,
+            "2026-10-25 02:10:05.000",
+            "Yes again.",
+        ),
+    ] {
+        client.batch_execute(&m.insert_sql()).unwrap();
+    }
+    let out = f.run_at("2026-10-25T01:11:00Z", &[], 0);
+    assert_eq!(out.stderr.matches("rows were inserted out of id order").count(), 1, "{}", out.stderr);
+    f.run_at("2026-10-25T01:45:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let later = m.iter().find(|m| m.text.contains("Visitor: After?")).unwrap();
+    // A wall time the clocks show twice says not which: it is taken as the first (00:10 UTC).
+    assert!(later.text.contains("[2026-10-25 00:10] Visitor: After?"), "{}", later.text);
+    let out = f.run_at("2026-10-25T04:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2));
+}
