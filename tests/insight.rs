@@ -689,3 +689,85 @@ fn hostile_markdown_in_an_email_runs_nothing_and_loads_nothing_in_a_real_browser
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} bytes", png.len());
     assert_eq!(*requests.lock().unwrap(), ["GET /control.gif HTTP/1.1"], "the email fetched nothing");
 }
+
+/// The report of an LLM bot (no last step): its steps are the lead form and the bot's answers
+/// to the visitor's 1st, 2nd, ... message; "went quiet" where a flow bot's chats stop; completed
+/// only where `complete_on` matched; a lead form filled is a lead even with no message after;
+/// what visitors wrote grouped by their message; an answer that differs per chat is no step's
+/// question. The whole table pinned, the JSON's figures read back, the HTML's words checked.
+#[test]
+fn the_report_of_an_llm_bot_reads_as_turns_that_went_quiet() {
+    let f = Fixture::new(1);
+    let ana = [("name", "Ana Souza"), ("email", "ana@example.com")];
+    let ben = [("name", "Ben"), ("phone", "+1 555 0100")];
+    f.llm_chat("ana", "2026-11-24T09:00:00Z", &ana, &["How much is it?", "Any discount?"], None);
+    f.llm_chat("ben", "2026-11-24T09:00:00Z", &ben, &[], None);
+    f.llm_chat(
+        "cy",
+        "2026-11-24T09:00:00Z",
+        &[("email", "cy@example.com")],
+        &["Can I book a demo?", "thanks"],
+        Some(1),
+    );
+    f.llm_chat("dee", "2026-11-25T11:50:00Z", &[], &["prices?"], None);
+    f.llm_chat("eve", "2026-11-24T09:00:00Z", &[], &["how much  is it?"], None);
+    f.llm_chat("fay", "2026-11-24T09:00:00Z", &[], &["What are your hours?"], None);
+    let findings = f.report_llm_at("2026-11-25T12:00:00Z");
+    let table = chat_notifier::report::table::report(&findings.reports);
+    let expected = "\
+Lead Bot (lead): 6 chats, 1 completed (16.7%), 1 in progress, median time to complete 2m 00s
+  went quiet without completing 4: 0.0% came back later, 0.0% completed later; 2 leads to follow up (left an email or phone, never completed)
+  STEP                       REACHED     QUIET    SHARE  THE BOT SAID
+  lead form                        6         1    16.7%  How can we reach you?
+  message 1                        5         2    40.0%    <- most go quiet here
+  message 2                        2         1    50.0%  
+  most common paths:
+         3 chats,      0 completed: lead form > message 1
+         2 chats,      1 completed: lead form > message 1 > message 2
+         1 chats,      0 completed: lead form
+
+";
+    assert_eq!(table, expected, "got:\n{table}");
+    let bot = &findings.reports[0];
+    assert!(!bot.has_last_step);
+    let asks: Vec<(&str, Vec<(&str, u64)>)> = bot
+        .asks
+        .iter()
+        .map(|a| (a.step.as_str(), a.top.iter().map(|q| (q.text.as_str(), q.count)).collect()))
+        .collect();
+    assert_eq!(
+        asks,
+        [
+            (
+                "message 1",
+                vec![("How much is it?", 2), ("Can I book a demo?", 1), ("What are your hours?", 1), ("prices?", 1)]
+            ),
+            ("message 2", vec![("Any discount?", 1), ("thanks", 1)]),
+        ]
+    );
+    let leads: Vec<(Option<&str>, Option<&str>, Option<&str>)> =
+        findings.leads.iter().map(|l| (l.name.as_deref(), l.email.as_deref(), l.last_step.as_deref())).collect();
+    assert_eq!(
+        leads,
+        [(Some("Ana Souza"), Some("ana@example.com"), Some("message 2")), (Some("Ben"), None, Some("lead form"))]
+    );
+    let json = chat_notifier::report::json::report(&findings.reports, &findings.leads).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["bots"][0]["has_last_step"], false);
+    assert_eq!(json["bots"][0]["abandoned"], 4, "the field keeps its name");
+    let html = chat_notifier::report::html::report(
+        &findings.reports,
+        &findings.leads,
+        "2026-11-25T12:00:00Z".parse().unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .unwrap();
+    for words in
+        ["Went quiet without completing 4", "2 went quiet (40.0%): most go quiet here", "message 1: their first"]
+    {
+        assert!(html.contains(words), "{words:?} in the HTML report");
+    }
+    for flow_words in ["stopped", "most stop here", "Abandoned", "abandoned"] {
+        assert!(!html.contains(flow_words), "{flow_words:?} in an LLM bot's HTML report");
+    }
+}

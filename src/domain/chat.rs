@@ -153,3 +153,11 @@ pub fn visitor_name<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<String>
 
 /// The fields a lead is: whom to call back, and their name.
 pub const LEAD_FIELDS: [&str; 6] = ["name", "full_name", "first_name", "last_name", "email", "phone"];
+
+/// The step of an LLM bot's answer to the visitor's `n`th message (counting from 1), as a
+/// source without a last step names it (`Source::has_last_step`): `message 3`. The report
+/// groups what such a visitor wrote by the same name, so a funnel step and what was asked there
+/// line up.
+pub fn turn(n: usize) -> String {
+    format!("message {n}")
+}

@@ -73,3 +73,31 @@ impl Fixture {
         self.bot(conversation, at, &format!("message {n}"), "text", markdown)
     }
 }
+
+impl Fixture {
+    /// `report` (all bots, since forever) at `now` with the export read as an LLM bot's store.
+    pub fn report_llm_at(&self, now: &str) -> chat_notifier::report::Findings {
+        let config = chat_notifier::config::load(&self.config).unwrap();
+        let source = Llm(chat_notifier::source::open(&config).unwrap());
+        chat_notifier::report::find_in(&config, &source, None, None, now.parse().unwrap(), true).unwrap()
+    }
+
+    /// A chat with an LLM bot whose lead form comes first: the form's fields (none: skipped),
+    /// then each of the visitor's messages with the bot's answer, a minute apart from `start`;
+    /// the answer at `complete_on` (its number) matched the bot's `complete_on`.
+    pub fn llm_chat(&self, id: &str, start: &str, lead: &[(&str, &str)], said: &[&str], complete_on: Option<usize>) {
+        let t0 = chrono::DateTime::parse_from_rfc3339(start).unwrap();
+        let at = |minute: i64| (t0 + chrono::TimeDelta::minutes(minute)).to_rfc3339();
+        self.conversation(id, start);
+        self.bot(id, &at(0), "lead form", "text", "How can we reach you?");
+        for (field, value) in lead {
+            self.visitor(id, &at(0), Some(field), value);
+        }
+        for (i, text) in said.iter().enumerate() {
+            let n = i + 1;
+            self.visitor(id, &at(2 * n as i64 - 1), None, text);
+            let kind = if complete_on == Some(n) { "end_conversation" } else { "text" };
+            self.bot(id, &at(2 * n as i64), &format!("message {n}"), kind, &format!("Answer {n} to {id}: **{text}**"));
+        }
+    }
+}
