@@ -655,6 +655,37 @@ mod tests {
         assert!(!typing.went_idle && typing.in_progress, "may still be typing: not a drop-off");
     }
 
+    /// An LLM chat: its steps are the lead form and the answers (the one that matched
+    /// `complete_on` too), what the visitor wrote is grouped by their message, and a lead form
+    /// filled is a contact left with no message after it.
+    #[test]
+    fn facts_of_an_llm_chat() {
+        let form_only = [
+            m(0, Author::Bot, "lead form", None, None, "How can we reach you?"),
+            m(0, Author::Field, "", None, Some("email"), "ann@example.com"),
+        ];
+        let later = form_only[0].sent_at + TimeDelta::days(1);
+        let f = facts(&form_only, TimeDelta::minutes(30), later, false);
+        assert!(f.left_contact && f.went_idle && !f.completed, "{f:?}");
+        assert!(!facts(&form_only, TimeDelta::minutes(30), later, true).left_contact, "a flow bot's carried slot");
+        let chat = [
+            form_only[0].clone(),
+            form_only[1].clone(),
+            m(1, Author::Visitor, "", None, None, "How much?"),
+            m(2, Author::Bot, "message 1", None, None, "$10."),
+            m(3, Author::Visitor, "", None, None, "Book a demo"),
+            m(4, Author::Bot, "message 2", Some("end_conversation"), None, "Booked."),
+            m(5, Author::Visitor, "", None, None, "thanks"),
+        ];
+        let f = facts(&chat, TimeDelta::minutes(30), later, false);
+        assert_eq!(f.steps, ["lead form", "message 1", "message 2"]);
+        assert_eq!(f.last_step.as_deref(), Some("message 2"));
+        let asks: Vec<(&str, &str)> = f.asks.iter().map(|(s, a)| (s.as_str(), a.as_str())).collect();
+        assert_eq!(asks, [("message 1", "How much?"), ("message 2", "Book a demo"), ("message 3", "thanks")]);
+        assert!(f.completed && !f.went_idle && !f.in_progress && f.left_contact);
+        assert_eq!(f.seconds_to_complete, Some(4 * 60));
+    }
+
     /// Rasa records what a line filled as a field right after it: an answer, not a question.
     /// The last step is where the bot spoke last, not the last new step (the email's step).
     #[test]
