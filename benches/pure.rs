@@ -26,7 +26,7 @@ fn classify_1000(c: &mut Criterion) {
             emails: (i % 2) as u32,
         })
         .collect();
-    let rules = Timing { now: at(100), abandon_after: TimeDelta::minutes(30), baseline_before: None };
+    let rules = Timing { now: at(100), abandon_after: TimeDelta::minutes(30), baseline_before: None, last_step: true };
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(1000));
     group.bench_function("1000 conversations", |b| {
@@ -85,6 +85,8 @@ fn render_50_messages(c: &mut Criterion) {
         thread: &thread,
         now: at(60),
         from: &from,
+        markdown: false,
+        last_step: true,
     };
     let mut group = c.benchmark_group("render");
     group.throughput(Throughput::Elements(1));

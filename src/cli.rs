@@ -9,7 +9,7 @@ use log::LevelFilter;
 use crate::domain::Span;
 
 /// Emails a chatbot's owner one message per new conversation state (completed, abandoned,
-/// resumed), each conversation in its own mail thread. Meant to run from cron every few minutes.
+/// resumed; ended for an LLM bot's), each conversation in its own mail thread. Meant to run from cron every few minutes.
 #[derive(Debug, Parser)]
 #[command(name = "chat-notifier", version, propagate_version = true)]
 pub struct Cli {

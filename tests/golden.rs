@@ -114,3 +114,43 @@ fn the_emails_about_no_one_conversation() {
     f.run_at("2026-11-25T08:00:00Z", &[], 0);
     pin(&server, &["digest"]);
 }
+
+/// An LLM bot's chats (no last step, markdown answers), through the run the binary makes with
+/// such a source (`support::llm`): a lead who asked about prices and went quiet (ended, never
+/// "left midway"), came back the next day (resumed, in the same thread), and a chat the bot
+/// finished (its `complete_on` matched), judged only once quiet.
+#[test]
+fn the_emails_of_an_llm_bot_ended_resumed_and_completed() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.conversation("ana", "2026-11-24T09:00:00Z");
+    f.bot("ana", "2026-11-24T09:00:00Z", "lead form", "text", "Before we start: how can we reach you?");
+    f.visitor("ana", "2026-11-24T09:00:20Z", Some("name"), "Ana Souza");
+    f.visitor("ana", "2026-11-24T09:00:20Z", Some("email"), "ana@example.com");
+    f.visitor("ana", "2026-11-24T09:00:20Z", Some("phone"), "+55 11 91234 5678");
+    f.visitor("ana", "2026-11-24T09:01:00Z", None, "How much is it for a team of 20?");
+    f.answer(
+        "ana",
+        "2026-11-24T09:01:09Z",
+        1,
+        "## Our plans\n\nFor **20 people**, two plans fit:\n\n| Plan | Per seat | 20 seats |\n|:--|--:|--:|\n\
+         | Team | $12 | $240 |\n| Business | $20 | $400 |\n\n- *Team*: chat and email support\n\
+         - *Business*: SSO, audit log and `priority` support\n\n> Prices are per month, billed yearly.\n\n\
+         See [all plans](https://example.com/pricing) or <script>alert('x')</script> \
+         ![a chart](https://tracker.example/open.gif).",
+    );
+    f.conversation("ben", "2026-11-24T09:10:00Z");
+    f.visitor("ben", "2026-11-24T09:10:00Z", None, "Can I book a demo for Thursday?");
+    f.bot("ben", "2026-11-24T09:10:05Z", "message 1", "end_conversation", "Booked: **Thursday 10:00**. See you then!");
+    f.visitor("ben", "2026-11-24T09:10:30Z", None, "Great, thanks");
+    // 09:35: Ben's demo is booked but he wrote 5 minutes ago: nothing yet. Ana is quiet: ended.
+    assert_eq!(f.run_llm_at("2026-11-24T09:35:00Z"), 1);
+    // Ben quiet too now: completed, not ended.
+    assert_eq!(f.run_llm_at("2026-11-24T09:45:00Z"), 1);
+    // Ana comes back the next day with one more question, and goes quiet again.
+    f.visitor("ana", "2026-11-25T14:00:00Z", None, "Is there a discount for nonprofits?");
+    f.answer("ana", "2026-11-25T14:00:06Z", 2, "Yes: **30% off** any plan. Reply with your registration number.");
+    assert_eq!(f.run_llm_at("2026-11-25T14:20:00Z"), 0);
+    assert_eq!(f.run_llm_at("2026-11-25T14:31:00Z"), 1);
+    pin(&server, &["llm-ended", "llm-completed", "llm-resumed"]);
+}

@@ -558,3 +558,216 @@ fn a_lead_is_named_in_leads_as_in_their_email() {
     assert_eq!(rows.len(), 2, "{}", leads.stdout);
     assert_eq!(rows[1][0..2], ["Ann Lee", "ann@example.com"], "the name the email gave her");
 }
+
+/// Requests a local HTTP server receives: what a page loaded from it. Answers 404 to each.
+fn http_recorder() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    // Serves until the test process ends.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+            record.lock().unwrap().push(line.trim().to_owned());
+            let _ = stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+/// An LLM bot's markdown, as hostile as a visitor can talk it into writing, rendered in a real
+/// browser from the email's HTML part: no script runs, no handler fires, nothing is fetched
+/// (a page with a script and an image, loaded the same way first, shows that both would be
+/// seen), links go only to http(s) or mailto, and the page still renders at a phone's width.
+#[test]
+fn hostile_markdown_in_an_email_runs_nothing_and_loads_nothing_in_a_real_browser() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| which(c)) else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is not installed (CI installs it in .ci/run)");
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let (port, requests) = http_recorder();
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
+    let pwn = |how: &str| format!("document.body.setAttribute('data-pwned','{how}')");
+    let hostile = [
+        format!(
+            "# Hi <script>document.title='PWNED'</script>\n\nInline <img src=\"{}\" onerror=\"{}\"> image",
+            url("inline.gif"),
+            pwn("onerror")
+        ),
+        format!(
+            "<div onmouseover=\"x()\">\n<iframe src=\"{}\"></iframe>\n</div>\n\n<script>{}</script>",
+            url("iframe"),
+            pwn("block")
+        ),
+        format!(
+            "<style>@import url({}); body {{ background: url({}) }}</style>\n<link rel=\"stylesheet\" href=\"{}\">",
+            url("import.css"),
+            url("bg.png"),
+            url("link.css")
+        ),
+        format!(
+            "![tracking pixel]({}) [click me](javascript:{}) [data](data:text/html,<script>alert(1)</script>) \
+             <svg onload=\"{}\"></svg> <video poster=\"{}\"></video> <object data=\"{}\"></object> \
+             [ok](https://example.com/ok) <a href=\"javascript:{}\">raw link</a>",
+            url("pixel.gif"),
+            pwn("link"),
+            pwn("svg"),
+            url("poster.jpg"),
+            url("object"),
+            pwn("raw-link")
+        ),
+        ">".repeat(2000) + " deep quote",
+        (0..50).map(|i| format!("{}- level {i}\n", "  ".repeat(i))).collect::<String>(),
+        "|a".repeat(300) + "|\n" + &"|-".repeat(300) + "|\n" + &("|b".repeat(300) + "|\n").repeat(5),
+        "| Plan | Price |\n|---|--:|\n| Team | $12 |".to_owned(),
+    ];
+    f.conversation("eve", "2026-11-24T09:00:00Z");
+    f.visitor("eve", "2026-11-24T09:00:00Z", Some("email"), "eve@example.com");
+    for (i, markdown) in hostile.iter().enumerate() {
+        f.answer("eve", "2026-11-24T09:00:10Z", i + 1, markdown);
+    }
+    assert_eq!(f.run_llm_at("2026-11-24T10:00:00Z"), 1);
+    let html = mails(&server).remove(0).html;
+    assert!(html.contains("the chat has gone quiet"), "an ended chat's email");
+
+    let dir = f.dir.path();
+    let browse = |page: &std::path::Path, extra: &[&str]| {
+        let out = std::process::Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=390,900"])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The control: a page with a script and an image does run and fetch, and it is seen.
+    let control = dir.join("control.html");
+    std::fs::write(
+        &control,
+        format!("<html><head><title>t</title></head><body><script>document.title='RAN'</script><img src=\"{}\"></body></html>", url("control.gif")),
+    )
+    .unwrap();
+    let dom = browse(&control, &["--dump-dom"]);
+    assert!(dom.contains("<title>RAN</title>"), "the control's script ran: {dom}");
+    assert_eq!(*requests.lock().unwrap(), ["GET /control.gif HTTP/1.1"], "the control's image was fetched");
+
+    let page = dir.join("email.html");
+    std::fs::write(&page, &html).unwrap();
+    let dom = browse(&page, &["--dump-dom"]);
+    assert!(
+        dom.contains("<title>Lead Bot: chat with eve@example.com"),
+        "no script ran: {}",
+        &dom[..300.min(dom.len())]
+    );
+    assert!(!dom.contains("data-pwned=\""), "no handler fired");
+    for element in ["<script", "<img", "<iframe", "<style", "<link", "<svg", "<video", "<object", "<div"] {
+        assert!(!dom.contains(element), "no {element} element in the rendered email");
+    }
+    // Text is serialized with `<` as `&lt;`: each `<a ` is an element, its href up to the quote.
+    for tag in dom.split("<a ").skip(1).map(|rest| rest.split('>').next().unwrap_or_default()) {
+        let href = tag.split("href=\"").nth(1).unwrap_or_default();
+        assert!(["http://", "https://", "mailto:"].iter().any(|s| href.starts_with(s)), "a link: <a {tag}>");
+    }
+    assert!(dom.contains("&lt;a href=\"javascript:"), "a raw link in the markdown is text");
+    assert!(dom.contains("<a href=\"https://example.com/ok\""), "a safe link stays a link");
+    assert!(dom.contains(">[image: tracking pixel]</a>"), "an image is a link to it, not loaded");
+    assert!(dom.contains("deep quote") && dom.contains("level 49"), "deep nesting is shown, cut");
+    assert!(dom.matches("<blockquote").count() <= 12 && dom.matches("<ul").count() <= 12, "nesting cut");
+    assert!(dom.contains("<th style=") && dom.contains(">$12</td>"), "a table renders");
+    assert!(dom.contains("|a|a|a"), "a table too large to draw is its text");
+    let shot = dir.join("email.png");
+    browse(&page, &[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of {} bytes", png.len());
+    assert_eq!(*requests.lock().unwrap(), ["GET /control.gif HTTP/1.1"], "the email fetched nothing");
+}
+
+/// The report of an LLM bot (no last step): its steps are the lead form and the bot's answers
+/// to the visitor's 1st, 2nd, ... message; "went quiet" where a flow bot's chats stop; completed
+/// only where `complete_on` matched; a lead form filled is a lead even with no message after;
+/// what visitors wrote grouped by their message; an answer that differs per chat is no step's
+/// question. The whole table pinned, the JSON's figures read back, the HTML's words checked.
+#[test]
+fn the_report_of_an_llm_bot_reads_as_turns_that_went_quiet() {
+    let f = Fixture::new(1);
+    let ana = [("name", "Ana Souza"), ("email", "ana@example.com")];
+    let ben = [("name", "Ben"), ("phone", "+1 555 0100")];
+    f.llm_chat("ana", "2026-11-24T09:00:00Z", &ana, &["How much is it?", "Any discount?"], None);
+    f.llm_chat("ben", "2026-11-24T09:00:00Z", &ben, &[], None);
+    f.llm_chat(
+        "cy",
+        "2026-11-24T09:00:00Z",
+        &[("email", "cy@example.com")],
+        &["Can I book a demo?", "thanks"],
+        Some(1),
+    );
+    f.llm_chat("dee", "2026-11-25T11:50:00Z", &[], &["prices?"], None);
+    f.llm_chat("eve", "2026-11-24T09:00:00Z", &[], &["how much  is it?"], None);
+    f.llm_chat("fay", "2026-11-24T09:00:00Z", &[], &["What are your hours?"], None);
+    let findings = f.report_llm_at("2026-11-25T12:00:00Z");
+    let table = chat_notifier::report::table::report(&findings.reports);
+    let expected = "\
+Lead Bot (lead): 6 chats, 1 completed (16.7%), 1 in progress, median time to complete 2m 00s
+  went quiet without completing 4: 0.0% came back later, 0.0% completed later; 2 leads to follow up (left an email or phone, never completed)
+  STEP                       REACHED     QUIET    SHARE  THE BOT SAID
+  lead form                        6         1    16.7%  How can we reach you?
+  message 1                        5         2    40.0%    <- most go quiet here
+  message 2                        2         1    50.0%  
+  most common paths:
+         3 chats,      0 completed: lead form > message 1
+         2 chats,      1 completed: lead form > message 1 > message 2
+         1 chats,      0 completed: lead form
+
+";
+    assert_eq!(table, expected, "got:\n{table}");
+    let bot = &findings.reports[0];
+    assert!(!bot.has_last_step);
+    let asks: Vec<(&str, Vec<(&str, u64)>)> = bot
+        .asks
+        .iter()
+        .map(|a| (a.step.as_str(), a.top.iter().map(|q| (q.text.as_str(), q.count)).collect()))
+        .collect();
+    assert_eq!(
+        asks,
+        [
+            (
+                "message 1",
+                vec![("How much is it?", 2), ("Can I book a demo?", 1), ("What are your hours?", 1), ("prices?", 1)]
+            ),
+            ("message 2", vec![("Any discount?", 1), ("thanks", 1)]),
+        ]
+    );
+    let leads: Vec<(Option<&str>, Option<&str>, Option<&str>)> =
+        findings.leads.iter().map(|l| (l.name.as_deref(), l.email.as_deref(), l.last_step.as_deref())).collect();
+    assert_eq!(
+        leads,
+        [(Some("Ana Souza"), Some("ana@example.com"), Some("message 2")), (Some("Ben"), None, Some("lead form"))]
+    );
+    let json = chat_notifier::report::json::report(&findings.reports, &findings.leads).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["bots"][0]["has_last_step"], false);
+    assert_eq!(json["bots"][0]["abandoned"], 4, "the field keeps its name");
+    let html = chat_notifier::report::html::report(
+        &findings.reports,
+        &findings.leads,
+        "2026-11-25T12:00:00Z".parse().unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .unwrap();
+    for words in
+        ["Went quiet without completing 4", "2 went quiet (40.0%): most go quiet here", "message 1: their first"]
+    {
+        assert!(html.contains(words), "{words:?} in the HTML report");
+    }
+    for flow_words in ["stopped", "most stop here", "Abandoned", "abandoned"] {
+        assert!(!html.contains(flow_words), "{flow_words:?} in an LLM bot's HTML report");
+    }
+}

@@ -183,7 +183,7 @@ proptest! {
         let thread = Thread::default();
         let draft = Draft {
             conversation: &conversation, transcript: &Transcript::of(transcript, 0), person: &Default::default(), state: ChatState::Abandoned,
-            thread: &thread, now: at, from: &config.mail.from,
+            thread: &thread, now: at, from: &config.mail.from, markdown: false, last_step: true,
         };
         let email = renderer.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
         let open = Open {

@@ -181,3 +181,46 @@ fn prune_also_forgets_conversations_held_back_for_long() {
     assert!(out.stderr.contains("pruned 1 conversation(s)"), "{}", out.stderr);
     assert!(f.tracked().is_empty());
 }
+
+/// `ended` (an LLM bot's chat that went quiet) is a state like the others wherever one is named:
+/// `notify.on`, a bot's own, a digest's `states`; `check` tries an owner's `ended` templates
+/// (finding an error in one, with its file and line); and a flow bot's chats are judged as
+/// before (with `on` naming completed and ended only, its abandoned chat is held back).
+#[test]
+fn the_ended_state_is_accepted_wherever_states_are_named() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let templates = f.dir.path().join("my-templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("ended.txt"),
+        "{% extends \"base.txt\" %}\n{% block headline %}\n{{ visitor.nme }}{% endblock %}\n",
+    )
+    .unwrap();
+    f.write_config(
+        server.port(),
+        "templates = \"my-templates\"\n[notify]\non = [\"completed\", \"ended\"]\n\
+         digest = { states = [\"ended\"], unless_fields = [\"email\"], at = \"08:00\" }\n\
+         [[bots]]\nid = \"support\"\n[bots.notify]\non = [\"ended\", \"resumed\"]",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let line = out.stdout.lines().find(|l| l.starts_with("templates")).unwrap();
+    assert!(line.contains("FAILED") && line.contains("ended.txt") && line.contains("line 3"), "{line}");
+
+    std::fs::write(
+        templates.join("ended.txt"),
+        "{% extends \"base.txt\" %}\n{% block headline %}{{ visitor.display }}: {{ state }}{% endblock %}\n",
+    )
+    .unwrap();
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    f.lead_who_leaves("left", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("done", "Sam Lee", "sam@example.com", 1);
+    f.end("done", "2026-11-24T09:01:30Z");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "the completed chat only: abandoned emails are off");
+    assert!(m[0].text.starts_with("Sam Lee finished the chat with Lead Bot."), "{}", m[0].text);
+}

@@ -73,6 +73,9 @@ fn templates(config: &Config) -> Result<String> {
                     thread: &thread,
                     now: Utc::now(),
                     from: &config.mail.from,
+                    // Both kinds of line, so a template's use of either is tried.
+                    markdown: true,
+                    last_step: true,
                 };
                 renderer.compose(&draft, settings, "example.com").with_context(|| {
                     format!("rendering a {} email for {}", state.as_str(), which(settings.index, config))

@@ -54,6 +54,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             thread: &thread,
             now: sent.email.date,
             from: &sent.email.from,
+            markdown: export.writes_markdown(),
+            last_step: export.has_last_step(),
         };
         let body = renderer.compose(&draft, settings, &domain)?;
         Email { text: body.text, html: body.html, ..sent.email }
@@ -71,11 +73,13 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         let tracked = with_unread(tracked, &transcript);
         // As a run would judge it once the visitor is idle long enough: the note says when.
         let idle = now.max(tracked.last_activity + settings.abandon_after);
-        let timing = Timing { now: idle, abandon_after: settings.abandon_after, baseline_before: None };
+        let last_step = export.has_last_step();
+        let timing = Timing { now: idle, abandon_after: settings.abandon_after, baseline_before: None, last_step };
         let Decision::Notify(chat_state) = classify::classify(&tracked, &timing) else {
             bail!("nothing new since the last email of {id:?} (see --last)");
         };
-        if !tracked.ended && now - tracked.last_activity < settings.abandon_after {
+        // A chat without a last step waits to go quiet even after a `complete_on` match.
+        if (!tracked.ended || !last_step) && now - tracked.last_activity < settings.abandon_after {
             eprintln!(
                 "note: the visitor wrote {} min ago; this goes out once they have been idle for {} min",
                 (now - tracked.last_activity).num_minutes(),
@@ -93,6 +97,8 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
             thread: &thread,
             now,
             from: &config.mail.from,
+            markdown: export.writes_markdown(),
+            last_step,
         };
         renderer.compose(&draft, settings, &domain)?
     };

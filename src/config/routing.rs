@@ -11,6 +11,7 @@ use lettre::message::Mailbox;
 use sha2::{Digest, Sha256};
 
 use super::{Config, Notify};
+use crate::domain::ChatState;
 
 /// Everything that shapes one bot's emails.
 #[derive(Debug, Clone)]
@@ -112,13 +113,19 @@ impl Routing {
 /// The parts of a bot's settings that hold emails back (not recipients or subjects).
 fn rules_of(s: &Settings) -> serde_json::Value {
     let n = &s.notify;
-    let mut on: Vec<&str> = n.on.iter().map(|s| s.as_str()).collect();
+    // `ended` came later, in the default set: written only where it is off, so that the rules
+    // of every config from before it keep their fingerprint (no held chat reopened for it).
+    let mut on: Vec<&str> = n.on.iter().filter(|&&s| s != ChatState::Ended).map(|s| s.as_str()).collect();
     on.sort();
-    serde_json::json!({
+    let mut rules = serde_json::json!({
         "enabled": s.enabled,
         "on": on,
         "require_fields": n.require_fields,
         "require_any_field": n.require_any_field,
         "min_visitor_messages": n.min_visitor_messages,
-    })
+    });
+    if !n.on.contains(&ChatState::Ended) {
+        rules["ended_off"] = serde_json::Value::Bool(true);
+    }
+    rules
 }

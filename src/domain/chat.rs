@@ -14,6 +14,10 @@ pub enum ChatState {
     Abandoned,
     /// Emailed before, came back, said more and went idle again without finishing.
     Resumed,
+    /// A chat without a last step to reach (an LLM bot's: Flowise, Dify) went quiet for
+    /// `abandon_after` without meeting the bot's `complete_on`, and was never emailed before.
+    /// Not a visitor who left midway: there is no midway in such a chat.
+    Ended,
 }
 
 impl ChatState {
@@ -22,11 +26,12 @@ impl ChatState {
             ChatState::Completed => "completed",
             ChatState::Abandoned => "abandoned",
             ChatState::Resumed => "resumed",
+            ChatState::Ended => "ended",
         }
     }
 
     /// Every state, in the order emails and lists name them.
-    pub const ALL: [ChatState; 3] = [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed];
+    pub const ALL: [ChatState; 4] = [ChatState::Completed, ChatState::Abandoned, ChatState::Resumed, ChatState::Ended];
 
     pub fn parse(s: &str) -> Option<Self> {
         ChatState::ALL.into_iter().find(|state| state.as_str() == s)
@@ -148,3 +153,11 @@ pub fn visitor_name<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<String>
 
 /// The fields a lead is: whom to call back, and their name.
 pub const LEAD_FIELDS: [&str; 6] = ["name", "full_name", "first_name", "last_name", "email", "phone"];
+
+/// The step of an LLM bot's answer to the visitor's `n`th message (counting from 1), as a
+/// source without a last step names it (`Source::has_last_step`): `message 3`. The report
+/// groups what such a visitor wrote by the same name, so a funnel step and what was asked there
+/// line up.
+pub fn turn(n: usize) -> String {
+    format!("message {n}")
+}

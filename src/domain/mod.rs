@@ -15,7 +15,7 @@ mod transcript;
 
 pub use chat::{
     Activity, Author, ChatState, Conversation, END_OF_FLOW, Given, LEAD_FIELDS, Message, ends_flow, given,
-    given_fields, visitor_name,
+    given_fields, turn, visitor_name,
 };
 pub use email::{Email, ascii_domain, round_trips};
 pub use person::{CROWD, Earlier, EarlierField, Person, SHOWN, is_person};

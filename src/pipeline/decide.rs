@@ -91,6 +91,7 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         now,
         abandon_after: routing.shortest_abandon_after(),
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
+        last_step: run.source.has_last_step(),
     };
     let (mut failed, mut baselined, mut queued) = (0, 0, 0);
     let mut cursor = DueCursor::start();
@@ -238,6 +239,8 @@ fn judge_page<'p>(
             thread: &open.thread,
             now,
             from: &config.mail.from,
+            markdown: source.writes_markdown(),
+            last_step: source.has_last_step(),
         };
         match renderer.compose(&draft, settings, &config.message_id_domain()) {
             Ok(email) => {

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::config::Routing;
 use crate::mail::render::Renderer;
 use crate::mail::send::Mailer;
+use crate::source::Source;
 use crate::state::{self, State};
 
 /// Messages read from the source per statement, and so per state transaction.
@@ -61,7 +62,6 @@ pub struct Options {
 
 /// None when another run holds the lock.
 pub fn run_once(config: &Config, args: &Options) -> Result<Option<RunSummary>> {
-    let now = args.now.unwrap_or_else(Utc::now);
     let started = Instant::now();
     // Everything that can fail for a reason the owner must fix fails here, before any state
     // is touched: templates, the export, the transport settings.
@@ -70,6 +70,25 @@ pub fn run_once(config: &Config, args: &Options) -> Result<Option<RunSummary>> {
     log::debug!("templates: {:.3?}", started.elapsed());
     let source = crate::source::open(config)?;
     log::debug!("source opened: {:.3?}", started.elapsed());
+    run(config, args, &routing, renderer, source.as_ref())
+}
+
+/// `run_once` on a source already open: a test's own `Source` goes through the same run.
+pub fn run_on(config: &Config, source: &dyn Source, args: &Options) -> Result<Option<RunSummary>> {
+    let routing = Routing::new(config);
+    let renderer = Renderer::new(&routing, config.mail.limits())?;
+    run(config, args, &routing, renderer, source)
+}
+
+fn run(
+    config: &Config,
+    args: &Options,
+    routing: &Routing,
+    renderer: Renderer,
+    source: &dyn Source,
+) -> Result<Option<RunSummary>> {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let started = Instant::now();
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
     let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
@@ -94,10 +113,10 @@ pub fn run_once(config: &Config, args: &Options) -> Result<Option<RunSummary>> {
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let read = ingest::ingest(source.as_ref(), &mut state, config, routing.watches(), now)?;
+    let read = ingest::ingest(source, &mut state, config, routing.watches(), now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     if routing.watches() {
-        watch::watch(&mut state, &routing, config, now)?;
+        watch::watch(&mut state, routing, config, now)?;
     }
     let started = Instant::now();
     let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
@@ -107,14 +126,14 @@ pub fn run_once(config: &Config, args: &Options) -> Result<Option<RunSummary>> {
     if args.backfill && !args.dry_run && !state.progress()?.baseline_done {
         flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
     }
-    let inputs = decide::Inputs { source: source.as_ref(), renderer: &renderer, routing: &routing, config, args, now };
+    let inputs = decide::Inputs { source, renderer: &renderer, routing, config, args, now };
     let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
-    digest::send_due(&mut state, &routing, config, now)?;
+    digest::send_due(&mut state, routing, config, now)?;
     flood::guard(&mut state, config, now)?;
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
-    let summary = deliver::deliver(&mut state, &mut mailer, &routing, config.max_attempts, limits, now)?;
+    let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     Ok(Some(RunSummary { failed, ..summary }))
 }

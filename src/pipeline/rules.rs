@@ -85,6 +85,14 @@ mod tests {
         let routing = Routing::new(&config);
         // sha256 of {"bots":[],"default":{"enabled":true,"min_visitor_messages":1,"on":["abandoned","completed","resumed"],"require_any_field":[],"require_fields":[]}}
         assert_eq!(routing.fingerprint(), "339e003a2828d8247a05f89c6c24b47e");
+        // `ended` joined the default set unseen; turning it off is a change of rules (its held
+        // chats are judged again when it is turned back on).
+        let without_ended: crate::config::Config = toml::from_str(
+            "export = \"e\"\nstate = \"s\"\n[notify]\non = [\"completed\", \"abandoned\", \"resumed\"]\n\
+             [mail]\nfrom = \"n@example.com\"\nto = [\"o@example.com\"]\n[transport]\nkind = \"folder\"\npath = \"o\"\n",
+        )
+        .unwrap();
+        assert_ne!(Routing::new(&without_ended).fingerprint(), routing.fingerprint());
     }
 
     #[test]

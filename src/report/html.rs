@@ -41,7 +41,35 @@ pub fn report(reports: &[BotReport], leads: &[Lead], now: DateTime<Utc>, tz: Tz)
         bars: Vec<Bar<'a>>,
         day_bars: Vec<DayBar<'a>>,
         day_width: f64,
+        /// The words for a bot with a last step, or for an LLM bot's (see
+        /// `BotReport::has_last_step`).
+        words: Words,
     }
+    #[derive(Serialize)]
+    struct Words {
+        idle: &'static str,
+        stopped: &'static str,
+        stop_here: &'static str,
+        asked: &'static str,
+        later: &'static str,
+        asks: &'static str,
+    }
+    const FLOW: Words = Words {
+        idle: "Abandoned",
+        stopped: "stopped",
+        stop_here: "most stop here",
+        asked: "The bot asked",
+        later: "finished later",
+        asks: "What visitors wrote that answered no question, by the step they were at, most frequent first.",
+    };
+    const LLM: Words = Words {
+        idle: "Went quiet without completing",
+        stopped: "went quiet",
+        stop_here: "most go quiet here",
+        asked: "The bot said (where most chats share it)",
+        later: "completed later",
+        asks: "What visitors wrote, by their message (message 1: their first), most frequent first.",
+    };
     // Bars up to 380 px after a 160 px label column, leaving room for the longest right-hand label.
     const WIDTH: f64 = 380.0;
     // The chart over time: 100 px high, days side by side in 560 px.
@@ -85,6 +113,7 @@ pub fn report(reports: &[BotReport], leads: &[Lead], now: DateTime<Utc>, tz: Tz)
                     })
                     .collect(),
                 day_width,
+                words: if r.has_last_step { FLOW } else { LLM },
             }
         })
         .collect();
@@ -101,5 +130,7 @@ pub fn report(reports: &[BotReport], leads: &[Lead], now: DateTime<Utc>, tz: Tz)
         })
         .collect();
     let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
-    Ok(env.get_template("report.html")?.render(minijinja::context! { charts, leads, generated })?)
+    // The page's own words: a flow's, unless its bots are LLM bots (one source: all or none).
+    let last_step = reports.iter().all(|r| r.has_last_step);
+    Ok(env.get_template("report.html")?.render(minijinja::context! { charts, leads, generated, last_step })?)
 }

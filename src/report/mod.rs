@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Routing};
 use crate::domain::{Author, Conversation, Message, text, thread};
+use crate::source::Source;
 
 /// Ways through a flow listed per bot; free-text questions listed per step.
 const TOP: usize = 10;
@@ -53,13 +54,19 @@ pub struct Facts {
     pub fields: Vec<(String, String)>,
 }
 
-/// Pure: the facts of one conversation from its messages in order.
-pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>) -> Facts {
+/// Pure: the facts of one conversation from its messages in order. `last_step`: the source's
+/// chats have a last step (`Source::has_last_step`); an LLM chat has none, and then what the
+/// visitor wrote is grouped by their turn (`domain::turn`: their 1st, 2nd, ... message, the step
+/// of the bot's answer to it), and any email or phone given counts as a contact left (a lead form
+/// is filled before the first message).
+pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>, last_step: bool) -> Facts {
+    let flow = last_step;
     let mut steps: Vec<String> = Vec::new();
     let mut questions: Vec<(String, String)> = Vec::new();
     let mut asks: Vec<(String, String)> = Vec::new();
     let mut at_step: Option<&str> = None;
     let mut last_step: Option<&str> = None;
+    let mut turns = 0;
     // A visitor line is a question unless it gave a field: on the line itself (the export), or
     // as the field recorded right after it (Rasa's slots, filled from the line).
     let mut pending: Option<(String, String)> = None;
@@ -70,7 +77,8 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
         }
         asks.extend(pending.take());
         match m.author {
-            Author::Bot if !m.ends_flow() => {
+            // An LLM's answer that matched `complete_on` is an answer like the others, a turn.
+            Author::Bot if !m.ends_flow() || !flow => {
                 last_step = m.gambit_id.as_deref();
                 if let Some(step) = &m.gambit_id {
                     at_step = Some(step);
@@ -83,7 +91,9 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
                 }
             }
             Author::Visitor if m.field.is_none() && !m.body.trim().is_empty() => {
-                pending = Some((at_step.unwrap_or("").to_owned(), m.body.trim().to_owned()));
+                turns += 1;
+                let step = if flow { at_step.unwrap_or("").to_owned() } else { crate::domain::turn(turns) };
+                pending = Some((step, m.body.trim().to_owned()));
             }
             _ => {}
         }
@@ -99,8 +109,9 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
     let completed_at = end.map(|i| messages[i].sent_at);
     Facts {
         // Fields in a chat the visitor never wrote in (Rasa carries slots into every new
-        // session, a page load starts one) are no contact left there.
-        left_contact: messages.iter().any(|m| m.author == Author::Visitor)
+        // session, a page load starts one) are no contact left there. An LLM source's fields
+        // are what its lead form took: a lead, whether or not a message followed.
+        left_contact: (!flow || messages.iter().any(|m| m.author == Author::Visitor))
             && fields.iter().any(|(n, _)| matches!(n.as_str(), "email" | "phone")),
         steps,
         questions,
@@ -122,6 +133,10 @@ pub fn facts(messages: &[Message], abandon_after: TimeDelta, now: DateTime<Utc>)
 pub struct BotReport {
     pub bot_id: String,
     pub bot_name: String,
+    /// The bot's chats have a last step (a flow's end, a form sent): false for an LLM bot
+    /// (Flowise, Dify), whose steps are the visitor's turns (`message N`), whose "abandoned"
+    /// chats went quiet without a `complete_on` match, and whose outputs word it so.
+    pub has_last_step: bool,
     pub conversations: u64,
     pub completed: u64,
     pub completion_rate: f64,
@@ -244,6 +259,8 @@ impl Frequent {
 #[derive(Default)]
 struct Tally {
     name: String,
+    /// See `BotReport::has_last_step`.
+    last_step: bool,
     conversations: u64,
     completed: u64,
     durations: Vec<i64>,
@@ -322,10 +339,16 @@ impl Tally {
         });
         let worst = steps.iter().map(|(_, (_, stopped, _))| *stopped).max().filter(|&m| m > 0);
         let questions = self.questions;
+        let reached: HashMap<String, u64> =
+            steps.iter().map(|(step, (reached, ..))| (step.clone(), *reached)).collect();
+        let last_step = self.last_step;
         let question = |step: &str| -> Option<String> {
             let texts = questions.get(step)?;
-            let (text, _) = texts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
-            Some(text.clone())
+            let (text, &count) = texts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+            // An LLM's answers differ chat by chat: its most frequent one says nothing of the
+            // step. A text most chats there share (a lead form's title, a greeting) does.
+            let shared = count >= 2 && 2 * count >= reached.get(step).copied().unwrap_or(0);
+            (last_step || shared).then(|| text.clone())
         };
         let mut paths: Vec<PathReport> =
             self.paths.into_iter().map(|(steps, (chats, completed))| PathReport { steps, chats, completed }).collect();
@@ -353,6 +376,7 @@ impl Tally {
         BotReport {
             bot_id,
             bot_name: self.name,
+            has_last_step: self.last_step,
             conversations: self.conversations,
             completed: self.completed,
             completion_rate: share(self.completed, self.conversations),
@@ -416,8 +440,21 @@ pub fn find(
     now: DateTime<Utc>,
     with_leads: bool,
 ) -> Result<Findings> {
-    let routing = Routing::new(config);
     let source = crate::source::open(config)?;
+    find_in(config, source.as_ref(), bot, since, now, with_leads)
+}
+
+/// `find` in a source already open: a test's own `Source` is reported the same way.
+pub fn find_in(
+    config: &Config,
+    source: &dyn Source,
+    bot: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    with_leads: bool,
+) -> Result<Findings> {
+    let routing = Routing::new(config);
+    let last_step = source.has_last_step();
     let mut tallies: HashMap<String, Tally> = HashMap::new();
     let mut contacts: HashMap<String, Contact> = HashMap::new();
     let bar = crate::progress::bar(source.about_how_many_conversations(), "reading chats");
@@ -433,9 +470,10 @@ pub fn find(
             return Ok(());
         }
         let settings = routing.for_bot(&conversation.bot_id);
-        let f = facts(messages, settings.abandon_after, now);
+        let f = facts(messages, settings.abandon_after, now, last_step);
         let tally = tallies.entry(conversation.bot_id.clone()).or_default();
         tally.name.clone_from(&conversation.bot_name);
+        tally.last_step = last_step;
         tally.add(&f, settings.time_zone);
         if !with_leads {
             return Ok(());
@@ -547,7 +585,7 @@ mod tests {
             let mut tally = Tally::default();
             for &i in steps {
                 let asked = [m(0, Author::Bot, &format!("step_{i:02}"), Some("text"), None, "?")];
-                tally.add(&facts(&asked, TimeDelta::minutes(30), asked[0].sent_at), Tz::UTC);
+                tally.add(&facts(&asked, TimeDelta::minutes(30), asked[0].sent_at, true), Tz::UTC);
             }
             tally.finish("bot".into()).steps.into_iter().map(|s| s.step).collect::<Vec<_>>()
         };
@@ -565,10 +603,10 @@ mod tests {
             m(0, Author::Field, "", None, Some("email"), "sue@example.com"),
             m(0, Author::Bot, "utter_greet", Some("text"), None, "Hi!"),
         ];
-        let f = facts(&carried, TimeDelta::minutes(30), carried[0].sent_at + TimeDelta::hours(1));
+        let f = facts(&carried, TimeDelta::minutes(30), carried[0].sent_at + TimeDelta::hours(1), true);
         assert!(!f.left_contact, "{f:?}");
         let wrote = [carried[0].clone(), carried[1].clone(), m(1, Author::Visitor, "utter_greet", None, None, "hi")];
-        assert!(facts(&wrote, TimeDelta::minutes(30), wrote[0].sent_at + TimeDelta::hours(1)).left_contact);
+        assert!(facts(&wrote, TimeDelta::minutes(30), wrote[0].sent_at + TimeDelta::hours(1), true).left_contact);
     }
 
     #[test]
@@ -602,7 +640,7 @@ mod tests {
             m(201, Author::Bot, "done", Some("end_conversation"), None, "Thanks"),
         ];
         let now = chat[7].sent_at + TimeDelta::days(1);
-        let f = facts(&chat, TimeDelta::minutes(30), now);
+        let f = facts(&chat, TimeDelta::minutes(30), now, true);
         assert_eq!(f.steps, ["ask_name", "ask_email", "ask_phone"]);
         assert_eq!(f.questions[1], ("ask_email".into(), "Your email?".into()));
         assert_eq!(f.asks, [("ask_email".to_owned(), "Do you ship to Brazil?".to_owned())]);
@@ -611,10 +649,41 @@ mod tests {
 
         assert_eq!(f.last_step.as_deref(), Some("ask_phone"), "the end of the flow is no step");
 
-        let left = facts(&chat[..5], TimeDelta::minutes(30), now);
+        let left = facts(&chat[..5], TimeDelta::minutes(30), now, true);
         assert!(!left.completed && left.went_idle && !left.came_back && left.left_contact && !left.in_progress);
-        let typing = facts(&chat[..5], TimeDelta::minutes(30), chat[4].sent_at + TimeDelta::minutes(5));
+        let typing = facts(&chat[..5], TimeDelta::minutes(30), chat[4].sent_at + TimeDelta::minutes(5), true);
         assert!(!typing.went_idle && typing.in_progress, "may still be typing: not a drop-off");
+    }
+
+    /// An LLM chat: its steps are the lead form and the answers (the one that matched
+    /// `complete_on` too), what the visitor wrote is grouped by their message, and a lead form
+    /// filled is a contact left with no message after it.
+    #[test]
+    fn facts_of_an_llm_chat() {
+        let form_only = [
+            m(0, Author::Bot, "lead form", None, None, "How can we reach you?"),
+            m(0, Author::Field, "", None, Some("email"), "ann@example.com"),
+        ];
+        let later = form_only[0].sent_at + TimeDelta::days(1);
+        let f = facts(&form_only, TimeDelta::minutes(30), later, false);
+        assert!(f.left_contact && f.went_idle && !f.completed, "{f:?}");
+        assert!(!facts(&form_only, TimeDelta::minutes(30), later, true).left_contact, "a flow bot's carried slot");
+        let chat = [
+            form_only[0].clone(),
+            form_only[1].clone(),
+            m(1, Author::Visitor, "", None, None, "How much?"),
+            m(2, Author::Bot, "message 1", None, None, "$10."),
+            m(3, Author::Visitor, "", None, None, "Book a demo"),
+            m(4, Author::Bot, "message 2", Some("end_conversation"), None, "Booked."),
+            m(5, Author::Visitor, "", None, None, "thanks"),
+        ];
+        let f = facts(&chat, TimeDelta::minutes(30), later, false);
+        assert_eq!(f.steps, ["lead form", "message 1", "message 2"]);
+        assert_eq!(f.last_step.as_deref(), Some("message 2"));
+        let asks: Vec<(&str, &str)> = f.asks.iter().map(|(s, a)| (s.as_str(), a.as_str())).collect();
+        assert_eq!(asks, [("message 1", "How much?"), ("message 2", "Book a demo"), ("message 3", "thanks")]);
+        assert!(f.completed && !f.went_idle && !f.in_progress && f.left_contact);
+        assert_eq!(f.seconds_to_complete, Some(4 * 60));
     }
 
     /// Rasa records what a line filled as a field right after it: an answer, not a question.
@@ -631,7 +700,7 @@ mod tests {
             m(5, Author::Bot, "utter_ask_phone", None, None, "Your phone?"),
             m(6, Author::Visitor, "lead_form", None, None, "do you ship to Brazil?"),
         ];
-        let f = facts(&chat, TimeDelta::minutes(30), chat[7].sent_at + TimeDelta::days(1));
+        let f = facts(&chat, TimeDelta::minutes(30), chat[7].sent_at + TimeDelta::days(1), true);
         assert_eq!(
             f.asks,
             [

@@ -22,17 +22,24 @@ pub fn report(reports: &[BotReport]) -> String {
             r.in_progress,
             duration(r.median_seconds_to_complete)
         );
+        // An LLM bot's chat has no midway to leave: it goes quiet (see BotReport::has_last_step).
+        let (idle, later, stopped, asked, flag) = if r.has_last_step {
+            ("abandoned", "finished later", "STOPPED", "QUESTION", "  <- most stop here")
+        } else {
+            ("went quiet without completing", "completed later", "QUIET", "THE BOT SAID", "  <- most go quiet here")
+        };
         let _ = writeln!(
             out,
-            "  abandoned {}: {} came back later, {} finished later; {} leads to follow up (left an email or phone, never finished)",
+            "  {idle} {}: {} came back later, {} {later}; {} leads to follow up (left an email or phone, never {})",
             r.went_idle,
             percent(r.came_back_share),
             percent(r.finished_later_share),
-            r.leads_to_follow_up
+            r.leads_to_follow_up,
+            if r.has_last_step { "finished" } else { "completed" }
         );
-        let _ = writeln!(out, "  {:<24} {:>9} {:>9} {:>8}  QUESTION", "STEP", "REACHED", "STOPPED", "SHARE");
+        let _ = writeln!(out, "  {:<24} {:>9} {:>9} {:>8}  {asked}", "STEP", "REACHED", stopped, "SHARE");
         for s in &r.steps {
-            let flag = if s.worst { "  <- most stop here" } else { "" };
+            let flag = if s.worst { flag } else { "" };
             let question = s.question.as_deref().map(|q| text::header(q, 50)).unwrap_or_default();
             let _ = writeln!(
                 out,

@@ -123,7 +123,7 @@ pub struct Waiting {
 
 /// The emails about conversations waiting to go out that the flood guard has not judged: those
 /// queued since its last run (or by a run that stopped before it).
-const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed') \
+const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
                          AND id > (SELECT guarded_through FROM progress)";
 
 impl State {
@@ -304,4 +304,15 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
             html: text(14)?,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// An email about a chat in any state counts toward the flood guard's burst.
+    #[test]
+    fn the_flood_guard_sees_every_chat_state() {
+        for state in crate::domain::ChatState::ALL {
+            assert!(super::UNGUARDED.contains(&format!("'{}'", state.as_str())), "{state:?}");
+        }
+    }
 }

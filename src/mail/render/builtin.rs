@@ -62,6 +62,12 @@ fn headline(out: &mut String, v: &View, state: ChatState, put: Put) {
             at_step(out);
             out.push('.');
         }
+        ChatState::Ended => {
+            // Not "left midway": an LLM chat has no midway, and the visitor may come back.
+            out.push_str(" chatted with ");
+            put(out, v.bot.name);
+            out.push_str("; the chat has gone quiet.");
+        }
         ChatState::Resumed => {
             out.push_str(" came back to the chat with ");
             put(out, v.bot.name);
@@ -222,8 +228,16 @@ pub(super) fn html(v: &View, state: ChatState) -> String {
         e(o, &m.at);
         o.push_str("</td>\n<td style=\"padding: 3px 8px 3px 0; font-weight: 600; white-space: nowrap;\">");
         e(o, m.who);
-        o.push_str("</td>\n<td style=\"padding: 3px 0; white-space: pre-wrap;\">");
-        e(o, &m.body);
+        match &m.body_html {
+            Some(html) => {
+                o.push_str("</td>\n<td style=\"padding: 3px 0;\">");
+                o.push_str(html);
+            }
+            None => {
+                o.push_str("</td>\n<td style=\"padding: 3px 0; white-space: pre-wrap;\">");
+                e(o, &m.body);
+            }
+        }
         o.push_str("</td>\n</tr>\n");
     }
     o.push_str("</table>\n<p style=\"color: #59636e; font-size: 12px; margin-top: 16px;\">Sent by chat-notifier.");

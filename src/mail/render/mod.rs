@@ -4,6 +4,7 @@
 //! whatever reaches a header goes through [`text::header`](crate::domain::text::header) first.
 
 mod builtin;
+mod markdown;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +37,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("abandoned.html", include_str!("../../../templates/abandoned.html")),
     ("resumed.txt", include_str!("../../../templates/resumed.txt")),
     ("resumed.html", include_str!("../../../templates/resumed.html")),
+    ("ended.txt", include_str!("../../../templates/ended.txt")),
+    ("ended.html", include_str!("../../../templates/ended.html")),
 ];
 
 /// Instructions one template render may run (minijinja's fuel).
@@ -139,6 +142,11 @@ pub struct Draft<'a> {
     pub thread: &'a Thread,
     pub now: DateTime<Utc>,
     pub from: &'a Mailbox,
+    /// The bot's lines are markdown (`Source::writes_markdown`): rendered in the HTML part.
+    pub markdown: bool,
+    /// The chat has a last step (`Source::has_last_step`): where it stopped is worth naming.
+    /// An LLM chat's "step" is only its message count, and its "question" a whole answer.
+    pub last_step: bool,
 }
 
 impl Renderer {
@@ -309,12 +317,16 @@ impl Renderer {
                     Author::Visitor | Author::Field => "Visitor",
                 },
                 body: cut(&m.body, self.limits.message_chars),
+                body_html: (draft.markdown && m.author == Author::Bot && self.html)
+                    .then(|| markdown::to_html(&cut(&m.body, self.limits.message_chars)))
+                    .flatten(),
                 new: is_new(m),
                 first_new: first_new == Some(i),
                 skipped_before,
             })
             .collect();
-        let last_bot = draft.transcript.messages.iter().rev().find(|m| m.author == Author::Bot);
+        let last_bot =
+            draft.transcript.messages.iter().rev().find(|m| m.author == Author::Bot).filter(|_| draft.last_step);
         View {
             state: draft.state.as_str(),
             came_back,
@@ -489,6 +501,9 @@ struct Line<'a> {
     sender: Author,
     who: &'a str,
     body: Cow<'a, str>,
+    /// The body as HTML, for a bot that writes markdown (see `markdown`): safe to print as it
+    /// is (`|safe`); none for every other line.
+    body_html: Option<String>,
     /// Not covered by an earlier email.
     new: bool,
     /// The first new line, where the templates put their divider.
@@ -656,6 +671,8 @@ mod tests {
             thread: &thread,
             now: Utc::now(),
             from: &"Notifier <n@example.com>".parse().unwrap(),
+            markdown: false,
+            last_step: true,
         };
         let e = r.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
         assert!(!e.html.contains("<script>"), "{}", e.html);
@@ -746,7 +763,9 @@ mod tests {
         #[test]
         fn the_built_in_templates_and_their_rust_agree(
             transcript in proptest::collection::vec(message(), 0..30),
-            state in 0..3usize,
+            state in 0..ChatState::ALL.len(),
+            markdown in any::<bool>(),
+            last_step in any::<bool>(),
             covered_before in 0..14i64,
             replied in any::<bool>(),
             started in any::<bool>(),
@@ -786,6 +805,8 @@ mod tests {
                 thread: &thread,
                 now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
                 from: &"Notifier <n@example.com>".parse().unwrap(),
+                markdown,
+                last_step,
             };
             let settings = routing.for_bot("lead");
             let a = native.compose(&draft, settings, "example.com").unwrap();
@@ -820,6 +841,8 @@ mod tests {
             thread: &Thread::default(),
             now: Utc::now(),
             from: &"Notifier <n@example.com>".parse().unwrap(),
+            markdown: false,
+            last_step: true,
         };
         let e = r.compose(&draft, routing.for_bot("lead"), "example.com").unwrap();
         assert!(e.subject.starts_with("New: Jane ["), "{}", e.subject);
