@@ -7,8 +7,8 @@
 //! the `leadEmail` on the visitor's messages; the person is the email, else the phone, given.
 //! An LLM chat has no last step: it is judged once quiet, and finished (`END_OF_FLOW`) where a
 //! bot answer called a tool of `complete_on_tools` or said a phrase of `complete_on_phrases`.
-//! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N",
-//! N the visitor's messages so far.
+//! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N"
+//! (`domain::turn`), N the visitor's messages so far.
 //!
 //! Ids: `chat_message.id` is a uuid, in no order. On SQLite a message's id is its rowid, which
 //! grows with each insert. On PostgreSQL there is nothing ordered but `"createdDate"` (the
@@ -527,7 +527,6 @@ impl Flowise {
             }
         };
         let mut out = Vec::new();
-        let mut step: Option<String> = None;
         if let Some(title) = &bot.lead_form {
             let at = leads.first().and_then(|l| l.at).map_or(first_at, |t| t.min(first_at));
             out.push(Message {
@@ -539,7 +538,6 @@ impl Flowise {
                 field: None,
                 body: text::body(title).into_owned(),
             });
-            step = Some(LEAD_FORM.to_owned());
         }
         let mut pending = leads.into_iter().peekable();
         let mut asked = 0;
@@ -560,14 +558,12 @@ impl Flowise {
                 if let Some(email) = row.lead_email.as_deref().filter(|e| !e.trim().is_empty()) {
                     out.push(field(row.position, at, "email", email));
                 }
-                out.push(message(Author::Visitor, step.clone(), None));
+                out.push(message(Author::Visitor, None, None));
                 asked += 1;
             } else {
                 let used = tools(row.tools.as_deref()).unwrap_or_default();
                 let ends = self.complete.finishes(&row.flow, &row.content, &used);
-                let here = format!("message {asked}");
-                out.push(message(Author::Bot, Some(here.clone()), ends.then_some(END_OF_FLOW)));
-                step = Some(here);
+                out.push(message(Author::Bot, Some(crate::domain::turn(asked)), ends.then_some(END_OF_FLOW)));
             }
         }
         let (last, last_at) = rows[rows.len() - 1];
@@ -1078,10 +1074,10 @@ mod tests {
                 (3, Author::Field, None, Some("name"), "Jane Doe"),
                 (3, Author::Field, None, Some("email"), "jane@example.com"),
                 (3, Author::Field, None, Some("email"), "jane@example.com"),
-                (3, Author::Visitor, Some(LEAD_FORM), None, "Price?"),
+                (3, Author::Visitor, None, None, "Price?"),
                 (4, Author::Bot, Some("message 1"), None, "$29"),
                 (5, Author::Field, None, Some("phone"), "+1 555 0100"),
-                (5, Author::Visitor, Some("message 1"), None, "Yearly?"),
+                (5, Author::Visitor, None, None, "Yearly?"),
                 (6, Author::Bot, Some("message 2"), None, "Booked."),
             ]
         );
@@ -1091,11 +1087,8 @@ mod tests {
         assert_eq!(through.last().map(|m| m.id), Some(4), "up to the message asked for");
         assert!(!through.iter().any(Message::ends_flow));
         let plain = Bot { lead_form: None, ..bot };
-        assert_eq!(
-            flowise(&[]).messages(&plain, &chat, i64::MAX)[3].gambit_id,
-            None,
-            "no form: the first question has no step"
-        );
+        let m = flowise(&[]).messages(&plain, &chat, i64::MAX);
+        assert_eq!((m[0].author, m[4].gambit_id.as_deref()), (Author::Field, Some("message 1")), "no form");
     }
 
     #[test]
