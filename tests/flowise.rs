@@ -49,7 +49,12 @@ fn the_fixture_s_chats_are_emailed(
     assert!(jane.subject.starts_with("Lead Bot: chat with Jane Doe [#"), "{}", jane.subject);
     assert_eq!(jane.reply_to.as_deref(), Some("jane@example.com"));
     assert_eq!(jane.header("X-Chat-Bot").as_deref(), Some(LEAD_BOT));
-    assert_ne!(jane.header("X-Chat-State").as_deref(), Some("completed"), "no complete_on matched");
+    assert_eq!(jane.header("X-Chat-State").as_deref(), Some("ended"), "no complete_on matched: it went quiet");
+    assert!(
+        jane.html.contains("<table") && jane.html.contains("<strong>Pro</strong>"),
+        "markdown rendered: {}",
+        jane.html
+    );
     for said in [
         "name: Jane Doe",
         "email: jane@example.com",
@@ -573,17 +578,22 @@ fn chats_cleared_on_postgres_are_routine_at_the_next_runs_and_the_hourly_count()
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1));
 }
 
-/// A phrase the bot said finishes the chat (any case), for the one bot that names it.
+/// A phrase the bot said finishes the chat (any case), for the one bot that names it, once the
+/// chat has gone quiet.
 #[test]
 fn a_phrase_a_bot_said_finishes_its_chats() {
     let server = SmtpServer::start();
     let f = fw::sqlite(server.port(), "");
     append_config(&f, &format!("[[bots]]\nid = \"{SUPPORT_BOT}\"\ncomplete_on_phrases = [\"have a NICE day\"]"));
+    // Not the next day's chat yet.
+    fw::sqlite_write(&f, &format!("DELETE FROM chat_message WHERE \"chatId\" = '{JANE_AGAIN}';"));
+    f.run_at("2026-12-07T11:20:00Z", &[], 0);
+    assert_eq!(mails(&server).len(), 1, "Jane's; the order chat matched but is still active (11:12)");
     f.run_at("2026-12-07T12:00:00Z", &[], 0);
     let m = mails(&server);
     assert_eq!(m.len(), 2);
     assert_eq!(mail_about(&m, "Support Bot").header("X-Chat-State").as_deref(), Some("completed"));
-    assert_ne!(mail_about(&m, "Jane Doe").header("X-Chat-State").as_deref(), Some("completed"));
+    assert_eq!(mail_about(&m, "Jane Doe").header("X-Chat-State").as_deref(), Some("ended"));
 }
 
 /// A chatflow whose `chatbotConfig` is not JSON: one line naming it, its chats emailed without
