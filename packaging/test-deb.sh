@@ -151,9 +151,10 @@ dpkg --remove chat-notifier >/dev/null
 [ ! -e /usr/bin/chat-notifier ] || fail "dpkg --remove left the binary"
 dpkg --purge chat-notifier >/dev/null
 trap - EXIT
-# Anything named after the package, anywhere but here, the temporary folders and root's home.
-left=$(find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp \
-  -o -path /root -o -path /work -o -path "$PWD" \) -prune -o -name '*chat-notifier*' -print 2>/dev/null || true)
+# Anything named after the package where packages and their scripts write (dpkg's own records
+# included), temporary files aside.
+left=$(find /etc /usr /var /opt /srv \( -path /var/tmp -o -path /var/cache \) -prune -o -name '*chat-notifier*' -print \
+  2>/dev/null || true)
 [ ! -e /etc/chat-notifier ] && [ ! -e /var/lib/chat-notifier ] && [ ! -e $wants ] && [ -z "$left" ] ||
   fail "dpkg --purge left: $left"
 ! dpkg-statoverride --list | grep -q chat-notifier || fail "dpkg --purge left a statoverride: $(dpkg-statoverride --list)"
