@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proves the Debian package (issue 28) on this machine, as root: lintian, the contents, an
 # install with dpkg -i, --version, `check` as the service user failing on the placeholders
-# only, both units verified, the service's exposure, then a purge that leaves nothing but the
-# system user and group. Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb
+# only, both units verified, the service's exposure, the placeholders filled and a run as the
+# service user, an upgrade that keeps the edits, then a remove and a purge that leaves nothing
+# but the system user and group. Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb
 # (packaging/build-deb.sh prints that path). Installs lintian when missing. Refuses to run
 # where chat-notifier is already installed: it purges what it installed.
 set -euo pipefail
@@ -81,7 +82,7 @@ done
 step "contents: the $(wc -l <<<"$contents") entries listed, conffiles /etc/chat-notifier/{env,notifier.toml}"
 
 # 3. Installed: the user, the modes an owner relies on, nothing enabled or started.
-trap 'dpkg --purge chat-notifier >/dev/null 2>&1 || true' EXIT
+trap 'dpkg --purge chat-notifier >/dev/null 2>&1 || true; rm -rf /srv/test-deb-bot' EXIT
 dpkg -i "$deb" >/dev/null
 getent passwd chat-notifier >/dev/null || fail "no user chat-notifier"
 getent group chat-notifier >/dev/null || fail "no group chat-notifier"
@@ -130,24 +131,54 @@ level=$(grep -o 'Overall exposure level for chat-notifier.service: [0-9.]*' <<<"
 awk -v l="$level" 'BEGIN { exit !(l != "" && l < 3.0) }' || fail "exposure $level: $security"
 step "systemd-analyze security --offline=yes: exposure $level (below 3.0)"
 
-# 7. An upgrade (the same package again) keeps the owner's edit and the timer as enabled,
-# and starts nothing: no run makes a state file.
-echo '# an edit' >>/etc/chat-notifier/notifier.toml
+# 7. An owner fills the placeholders in the one file (here: the bundled example export as the
+# store, emails into a folder under the state's), then `check` passes as the service user and
+# a run as the service's ExecStart runs it writes the emails: the demo's first run, 3 of them.
+bot=/srv/test-deb-bot
+mkdir -p $bot
+python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()' \
+  $bot/export.sqlite examples/export-day1.sql
+chmod 0644 $bot/export.sqlite
+python3 - /etc/chat-notifier/notifier.toml <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+text = text.replace("postgresql://chat-notifier@db.your-domain.invalid:5432/chats?sslmode=verify-full",
+                    "sqlite:///srv/test-deb-bot/export.sqlite")
+text = text.replace("notifier@your-domain.invalid>", "notifier@example.com>")
+text = text.replace("owner@your-domain.invalid>", "owner@example.com>")
+transport = '[transport]\nkind = "folder"\npath = "/var/lib/chat-notifier/outbox"\n\n'
+text, n = re.subn(r"(?ms)^\[transport\]\n.*?(?=^\[notify\])", lambda _: transport, text)
+assert n == 1, "no [transport] table"
+open(path, "w").write(text)
+PY
+as_service() { (cd / && runuser -u chat-notifier -- /usr/bin/chat-notifier --config /etc/chat-notifier/notifier.toml "$@"); }
+check=$(as_service check 2>&1) || fail "check after the edit: $check"
+as_service run --now 2026-11-20T12:00:00Z || fail "run as chat-notifier failed"
+sent=$(find /var/lib/chat-notifier/outbox -name '*.eml' | wc -l)
+[ "$sent" = 3 ] || fail "the run wrote $sent emails, not 3"
+[ "$(stat -c '%a %U' /var/lib/chat-notifier/state.sqlite)" = "600 chat-notifier" ] || fail "state file mode"
+step "the placeholders filled: check passes as chat-notifier, a run wrote $sent emails and state.sqlite (0600)"
+
+# 8. An upgrade (the same package again) keeps the owner's edits and the timer as enabled,
+# and starts nothing: the state and the outbox stay as they were.
 systemctl enable chat-notifier.timer 2>/dev/null
 wants=/etc/systemd/system/timers.target.wants/chat-notifier.timer
 [ -L $wants ] || fail "systemctl enable made no $wants"
+before=$(md5sum /etc/chat-notifier/notifier.toml /var/lib/chat-notifier/state.sqlite)
 dpkg -i "$deb" >/dev/null
-grep -q '^# an edit' /etc/chat-notifier/notifier.toml || fail "the upgrade overwrote the edited config"
+[ "$(md5sum /etc/chat-notifier/notifier.toml /var/lib/chat-notifier/state.sqlite)" = "$before" ] ||
+  fail "the upgrade changed the edited config or the state"
+[ "$(find /var/lib/chat-notifier/outbox -name '*.eml' | wc -l)" = 3 ] || fail "the upgrade ran chat-notifier"
 [ -L $wants ] || fail "the upgrade disabled the timer"
-[ ! -e /var/lib/chat-notifier/state.sqlite ] || fail "the upgrade ran chat-notifier"
 [ "$(stat -c '%a %U:%G' /etc/chat-notifier/notifier.toml)" = "640 root:chat-notifier" ] || fail "modes after upgrade"
-step "upgrade: the edited config kept, the timer still enabled, nothing run"
+step "upgrade: the edited config kept, the timer still enabled, the state untouched, nothing run"
 
-# 8. A remove keeps the config and the state; a purge takes both. What remains is listed.
-runuser -u chat-notifier -- touch /var/lib/chat-notifier/state.sqlite
+# 9. A remove keeps the config and the state; a purge takes both. What remains is listed.
 dpkg --remove chat-notifier >/dev/null
-[ -f /var/lib/chat-notifier/state.sqlite ] && grep -q '^# an edit' /etc/chat-notifier/notifier.toml ||
+[ -f /var/lib/chat-notifier/state.sqlite ] && grep -q '^kind = "folder"' /etc/chat-notifier/notifier.toml ||
   fail "dpkg --remove did not keep the edited config and the state"
+rm -rf $bot
 [ ! -e /usr/bin/chat-notifier ] || fail "dpkg --remove left the binary"
 dpkg --purge chat-notifier >/dev/null
 trap - EXIT
@@ -162,4 +193,4 @@ left=$(find /etc /usr /var /opt /srv \( -path /var/tmp -o -path /var/cache \) -p
 # Kept on purpose, as Debian keeps system users: files the uid owned may still be around.
 getent passwd chat-notifier >/dev/null || fail "the system user went: expected to stay"
 step "dpkg --remove kept the edited config and the state; dpkg --purge left nothing but the user and group chat-notifier"
-step "all 8 steps passed"
+step "all 9 steps passed"
