@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Proves the Debian package (issue 28) on this machine, as root: lintian, the contents, an
 # install with dpkg -i, --version, `check` as the service user failing on the placeholders
-# only, both units verified, the service's exposure, the placeholders filled and a run as the
-# service user, an upgrade that keeps the edits, then a remove and a purge that leaves nothing
+# only, both units verified, the service's exposure, the placeholders filled, the service run
+# under systemd (in a container) and by hand as its user, an upgrade that keeps the edits, then a remove and a purge that leaves nothing
 # but the system user and group. Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb
 # (packaging/build-deb.sh prints that path). Installs lintian when missing. Refuses to run
 # where chat-notifier is already installed: it purges what it installed.
@@ -132,8 +132,8 @@ awk -v l="$level" 'BEGIN { exit !(l != "" && l < 3.0) }' || fail "exposure $leve
 step "systemd-analyze security --offline=yes: exposure $level (below 3.0)"
 
 # 7. An owner fills the placeholders in the one file (here: the bundled example export as the
-# store, emails into a folder under the state's), then `check` passes as the service user and
-# a run as the service's ExecStart runs it writes the emails: the demo's first run, 3 of them.
+# store, emails into a folder under the state's, every chat of it recent enough for a first
+# run to email), then `check` passes as the service user.
 bot=/srv/test-deb-bot
 mkdir -p $bot
 python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(open(sys.argv[2]).read()); c.commit()' \
@@ -143,10 +143,15 @@ python3 - /etc/chat-notifier/notifier.toml <<'PY'
 import re, sys
 path = sys.argv[1]
 text = open(path).read()
-text = text.replace("postgresql://chat-notifier@db.your-domain.invalid:5432/chats?sslmode=verify-full",
-                    "sqlite:///srv/test-deb-bot/export.sqlite")
-text = text.replace("notifier@your-domain.invalid>", "notifier@example.com>")
-text = text.replace("owner@your-domain.invalid>", "owner@example.com>")
+for placeholder, value in [
+    ("postgresql://chat-notifier@db.your-domain.invalid:5432/chats?sslmode=verify-full",
+     "sqlite:///srv/test-deb-bot/export.sqlite"),
+    ("notifier@your-domain.invalid>", "notifier@example.com>"),
+    ("owner@your-domain.invalid>", "owner@example.com>"),
+    ('first_run_horizon = "24h"', 'first_run_horizon = "36500d"'),
+]:
+    assert placeholder in text, placeholder
+    text = text.replace(placeholder, value)
 transport = '[transport]\nkind = "folder"\npath = "/var/lib/chat-notifier/outbox"\n\n'
 text, n = re.subn(r"(?ms)^\[transport\]\n.*?(?=^\[notify\])", lambda _: transport, text)
 assert n == 1, "no [transport] table"
@@ -154,13 +159,63 @@ open(path, "w").write(text)
 PY
 as_service() { (cd / && runuser -u chat-notifier -- /usr/bin/chat-notifier --config /etc/chat-notifier/notifier.toml "$@"); }
 check=$(as_service check 2>&1) || fail "check after the edit: $check"
+step "the placeholders filled: check passes as chat-notifier"
+
+# 8. The service as the timer starts it, under systemd with all its hardening. This machine's
+# systemd is not PID 1, so a container boots it (systemd-nspawn, on a throwaway overlay of this
+# machine's root: the package installed, the config filled), starts chat-notifier.service,
+# reports, and powers off. The run there is a first run at the real time: all 5 chats of the
+# example are over, so 5 emails. Nothing of it reaches this machine but the report.
+command -v systemd-nspawn >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container >/dev/null
+probe=$(mktemp -d)
+mkdir "$probe/out" "$probe/root"
+cat >"$probe/deb-probe.service" <<'UNIT'
+[Unit]
+Description=test-deb: start chat-notifier.service and report
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'exec >/probe-out/report 2>&1; systemctl start chat-notifier.service; \
+  systemctl show -p Result -p ExecMainStatus chat-notifier.service; \
+  echo emails=$(find /var/lib/chat-notifier/outbox -name "*.eml" | wc -l); \
+  stat -c "state=%%a %%U" /var/lib/chat-notifier/state.sqlite; systemctl start chat-notifier.timer; \
+  systemctl show -p ActiveState chat-notifier.timer; systemd-analyze security chat-notifier.service | tail -n 1; \
+  journalctl -u chat-notifier --no-pager -o cat'
+ExecStartPost=/bin/systemctl poweroff
+UNIT
+# shellcheck disable=SC2016 # expanded by the inner shell
+timeout 300 unshare -m sh -c '
+  set -e
+  probe=$1
+  mount --make-rprivate /
+  mount -t tmpfs tmpfs "$probe/root"
+  mkdir "$probe/root/upper" "$probe/root/work" "$probe/root/merged"
+  mount -t overlay overlay -o "lowerdir=/,upperdir=$probe/root/upper,workdir=$probe/root/work" "$probe/root/merged"
+  m=$probe/root/merged
+  cp "$probe/deb-probe.service" "$m/etc/systemd/system/"
+  ln -s ../deb-probe.service "$m/etc/systemd/system/multi-user.target.wants/deb-probe.service"
+  cat /proc/sys/kernel/random/uuid | tr -d - >"$m/etc/machine-id"
+  mkdir "$m/probe-out"
+  exec systemd-nspawn -q -D "$m" --boot --register=no --keep-unit --link-journal=no --console=pipe \
+    --bind="$probe/out:/probe-out"
+' sh "$probe" >"$probe/boot.log" 2>&1 || fail "the container did not boot: $(tail -n 20 "$probe/boot.log")"
+report=$(cat "$probe/out/report" 2>/dev/null || true)
+rm -rf "$probe"
+grep -qx 'Result=success' <<<"$report" && grep -qx 'ExecMainStatus=0' <<<"$report" && grep -qx 'emails=5' <<<"$report" &&
+  grep -qx 'state=600 chat-notifier' <<<"$report" && grep -qx 'ActiveState=active' <<<"$report" ||
+  fail "chat-notifier.service under systemd: $report"
+exposure=$(grep -o 'Overall exposure level for chat-notifier.service: [0-9.]*' <<<"$report" | awk '{ print $NF }')
+step "under systemd (nspawn): chat-notifier.service succeeded as chat-notifier, 5 emails, state 0600, timer active, exposure $exposure"
+
+# 9. A run by hand as the service user, here: the demo's first run at its own time, 4 emails.
 as_service run --now 2026-11-20T12:00:00Z || fail "run as chat-notifier failed"
 sent=$(find /var/lib/chat-notifier/outbox -name '*.eml' | wc -l)
-[ "$sent" = 3 ] || fail "the run wrote $sent emails, not 3"
+[ "$sent" = 4 ] || fail "the run wrote $sent emails, not 4"
 [ "$(stat -c '%a %U' /var/lib/chat-notifier/state.sqlite)" = "600 chat-notifier" ] || fail "state file mode"
-step "the placeholders filled: check passes as chat-notifier, a run wrote $sent emails and state.sqlite (0600)"
+step "a run as chat-notifier wrote $sent emails and state.sqlite (0600)"
 
-# 8. An upgrade (the same package again) keeps the owner's edits and the timer as enabled,
+# 10. An upgrade (the same package again) keeps the owner's edits and the timer as enabled,
 # and starts nothing: the state and the outbox stay as they were.
 systemctl enable chat-notifier.timer 2>/dev/null
 wants=/etc/systemd/system/timers.target.wants/chat-notifier.timer
@@ -169,12 +224,12 @@ before=$(md5sum /etc/chat-notifier/notifier.toml /var/lib/chat-notifier/state.sq
 dpkg -i "$deb" >/dev/null
 [ "$(md5sum /etc/chat-notifier/notifier.toml /var/lib/chat-notifier/state.sqlite)" = "$before" ] ||
   fail "the upgrade changed the edited config or the state"
-[ "$(find /var/lib/chat-notifier/outbox -name '*.eml' | wc -l)" = 3 ] || fail "the upgrade ran chat-notifier"
+[ "$(find /var/lib/chat-notifier/outbox -name '*.eml' | wc -l)" = "$sent" ] || fail "the upgrade ran chat-notifier"
 [ -L $wants ] || fail "the upgrade disabled the timer"
 [ "$(stat -c '%a %U:%G' /etc/chat-notifier/notifier.toml)" = "640 root:chat-notifier" ] || fail "modes after upgrade"
 step "upgrade: the edited config kept, the timer still enabled, the state untouched, nothing run"
 
-# 9. A remove keeps the config and the state; a purge takes both. What remains is listed.
+# 11. A remove keeps the config and the state; a purge takes both. What remains is listed.
 dpkg --remove chat-notifier >/dev/null
 [ -f /var/lib/chat-notifier/state.sqlite ] && grep -q '^kind = "folder"' /etc/chat-notifier/notifier.toml ||
   fail "dpkg --remove did not keep the edited config and the state"
@@ -193,4 +248,4 @@ left=$(find /etc /usr /var /opt /srv \( -path /var/tmp -o -path /var/cache \) -p
 # Kept on purpose, as Debian keeps system users: files the uid owned may still be around.
 getent passwd chat-notifier >/dev/null || fail "the system user went: expected to stay"
 step "dpkg --remove kept the edited config and the state; dpkg --purge left nothing but the user and group chat-notifier"
-step "all 9 steps passed"
+step "all 11 steps passed"
