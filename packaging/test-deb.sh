@@ -4,7 +4,7 @@
 # only, both units verified, the service's exposure, the placeholders filled, the service run
 # under systemd (in a container) and by hand as its user, an upgrade that keeps the edits, then a remove and a purge that leaves nothing
 # but the system user and group. Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb
-# (packaging/build-deb.sh prints that path). Installs lintian when missing. Refuses to run
+# (packaging/build-deb.sh prints that path). Installs lintian and systemd-container when missing. Refuses to run
 # where chat-notifier is already installed: it purges what it installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -166,8 +166,9 @@ step "the placeholders filled: check passes as chat-notifier"
 # machine's root: the package installed, the config filled), starts chat-notifier.service,
 # reports, and powers off. The run there is a first run at the real time: all 5 chats of the
 # example are over, so 5 emails. Nothing of it reaches this machine but the report.
-command -v systemd-nspawn >/dev/null ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container >/dev/null
+if ! command -v systemd-nspawn >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd-container >/dev/null
+fi
 probe=$(mktemp -d)
 mkdir "$probe/out" "$probe/root"
 cat >"$probe/deb-probe.service" <<'UNIT'
