@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=${1:?usage: packaging/test-deb.sh PACKAGE.deb}
+[ -f "$deb" ] || { echo "test-deb: no package $deb" >&2; exit 1; }
 fail() {
   echo "test-deb: $*" >&2
   exit 1
