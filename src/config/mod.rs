@@ -12,7 +12,7 @@ mod transport;
 pub use error::ConfigError;
 pub use mail::{DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
-pub use placeholder::{Placeholders, is_placeholder};
+pub use placeholder::Placeholders;
 pub use routing::{Routing, Settings};
 pub use source::{Location, MAPPED_FIELDS, SSL_MODES, SourceConfig, SourceKind, UrlParam, url_params};
 use source::{validate_fields, validate_url_form};
