@@ -2,9 +2,10 @@
 # Proves the Debian package (issue 28) on this machine, as root: lintian, the contents, an
 # install with dpkg -i, --version, `check` as the service user failing on the placeholders
 # only, both units verified, the service's exposure, the placeholders filled, the service run
-# under systemd (in a container) and by hand as its user, an upgrade that keeps the edits, then a remove and a purge that leaves nothing
-# but the system user and group. Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb
-# (packaging/build-deb.sh prints that path). Installs lintian and systemd-container when missing. Refuses to run
+# under systemd (in a container) and by hand as its user, an upgrade that keeps the edits,
+# then a remove, and a purge that leaves nothing but the system user and group.
+# Usage: packaging/test-deb.sh target/debian/chat-notifier_*.deb (packaging/build-deb.sh
+# prints that path). Installs lintian and systemd-container when missing. Refuses to run
 # where chat-notifier is already installed: it purges what it installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
