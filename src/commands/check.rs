@@ -1,5 +1,6 @@
 //! `chat-notifier check`: everything a run needs, tried without sending or changing anything.
-//! One line per part on stdout; the run fails when any part does.
+//! One line per part on stdout (one per placeholder an owner must fill, see
+//! `config::Placeholders`); the run fails when any part does.
 
 use std::path::Path;
 
@@ -39,9 +40,24 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
         }
     };
     report("templates", templates(&config))?;
-    report("source", crate::source::open(&config).and_then(|s| s.describe()))?;
+    // What the owner has yet to fill: one line each, and never looked up or connected to.
+    let holes = config.placeholders();
+    for hole in holes.mail {
+        report("mail", Err(hole.into()))?;
+    }
+    if holes.source.is_empty() {
+        report("source", crate::source::open(&config).and_then(|s| s.describe()))?;
+    }
+    for hole in holes.source {
+        report("source", Err(hole.into()))?;
+    }
     report("state", state(&config.state))?;
-    report("transport", transport(&config, smtp))?;
+    if holes.transport.is_empty() {
+        report("transport", transport(&config, smtp))?;
+    }
+    for hole in holes.transport {
+        report("transport", Err(hole.into()))?;
+    }
     if failed > 0 {
         bail!("check failed: {failed} part(s) above");
     }

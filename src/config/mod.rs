@@ -4,6 +4,7 @@
 mod error;
 mod mail;
 mod notify;
+mod placeholder;
 mod routing;
 mod source;
 mod transport;
@@ -11,6 +12,7 @@ mod transport;
 pub use error::ConfigError;
 pub use mail::{DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
+pub use placeholder::Placeholders;
 pub use routing::{Routing, Settings};
 pub use source::{
     FLOWISE_CHAT_TYPES, Location, MAPPED_FIELDS, SSL_MODES, SourceConfig, SourceKind, UrlParam, url_params,
