@@ -2,11 +2,12 @@
 # The sources' benchmarks (issues 9 and 14): the same export as bench/run.sh, read as Rasa's
 # tracker store on SQLite (converted event by event into the JSON Rasa writes), as export schema
 # v1 on PostgreSQL, and as Typebot's database (results, answers, a published flow). Incremental (1,000 new messages) and idle runs, each beside its store's own floor:
-# sqlite3, or psql, reading max(id).
+# sqlite3, or psql, reading max(id). Flowise (issue 23): its own tables, on SQLite and on
+# PostgreSQL, the chats with the uuids Flowise gives them.
 #
 #   bench/sources.sh                  # 10k, 100k and 1M conversations
 #   bench/sources.sh 10000 100000     # chosen sizes
-#   STORES="typebot" bench/sources.sh # some stores only (rasa, pg, typebot)
+#   STORES="typebot" bench/sources.sh # some stores only (rasa, pg, typebot, flowise, flowise-pg)
 #
 # Needs what bench/run.sh installs, and postgresql (a throwaway cluster in $BENCH_DIR, run as
 # nobody under root). bench/run.sh calls it last.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-10000 100000 1000000}")
 read -r -a sizes <<<"${sizes[*]}"
-stores=" ${STORES:-rasa pg typebot} "
+stores=" ${STORES:-rasa pg typebot flowise flowise-pg} "
 for tool in sqlite3 hyperfine python3; do command -v "$tool" >/dev/null || { echo "bench/run.sh installs $tool" >&2; exit 1; }; done
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1)" 2>/dev/null || true)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
@@ -210,6 +211,84 @@ for n in "${sizes[@]}"; do
     -c "\\copy \"AnswerV2\" (id, \"createdAt\", \"blockId\", content, \"resultId\") FROM STDIN CSV"
   measure typebot "Typebot" "$(psql -d "$db" -Atc 'select count(*) from "AnswerV2"') answers" \
     "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from \"AnswerV2\"'" " (psql)"
+  fi
+
+  if [[ $stores == *" flowise "* || $stores == *" flowise-pg "* ]]; then
+  # Flowise, as its server writes its chats (tests/fixtures/flowise/README.md): a chatflow per
+  # bot, a chat_message per message (the visitor's userMessage, the bot's apiMessage, each with a
+  # uuid and the chat's uuid chatId), a lead per conversation that gave an email. The rows as
+  # CSV for both databases: EXPORT FROM TO, the messages in (FROM, TO].
+  # KIND N: a uuid v4's shape, unique per kind and number, its first part scattered as random
+  # uuids are (kinds: 1 chatflow, 2 chat, 3 message, 4 lead).
+  uuid() { echo "printf('%08x-%04x-4%03x-8%03x-%012x', ($2 * 2654435761) % 4294967296, $1, ($2 >> 12) & 4095, $2 & 4095, $2)"; }
+  conv="CAST(substr(conversation_id, 6) AS INTEGER)"
+  flows() { sqlite3 -csv "$1" "SELECT $(uuid 1 rowid), name, '{\"nodes\":[],\"edges\":[]}' FROM bots"; }
+  flowise_messages() {
+    sqlite3 -csv "$1" "SELECT $(uuid 3 id), CASE sender WHEN 'bot' THEN 'apiMessage' ELSE 'userMessage' END,
+        (SELECT $(uuid 1 b.rowid) FROM bots b JOIN conversations c ON c.bot_id = b.id WHERE c.id = m.conversation_id),
+        body, strftime('%Y-%m-%d %H:%M:%f', sent_at), 'EXTERNAL', $(uuid 2 "$conv"), 'Buffer Memory', $(uuid 2 "$conv")
+      FROM messages m WHERE id > $2 AND id <= $3 ORDER BY id"
+  }
+  leads() {
+    sqlite3 -csv "$1" "SELECT $(uuid 4 "min(id)"),
+        (SELECT $(uuid 1 b.rowid) FROM bots b JOIN conversations c ON c.bot_id = b.id WHERE c.id = m.conversation_id),
+        $(uuid 2 "$conv"), '', body, '', strftime('%Y-%m-%d %H:%M:%S', min(sent_at))
+      FROM messages m WHERE field = 'email' AND id > $2 AND id <= $3 GROUP BY conversation_id"
+  }
+  message_columns='id, role, chatflowid, content, "createdDate", "chatType", "chatId", "memoryType", "sessionId"'
+  lead_columns='id, chatflowid, "chatId", name, email, phone, "createdDate"'
+  fi
+
+  if [[ $stores == *" flowise "* ]]; then
+  fdb=$work/flowise-$n.sqlite
+  rm -f "$fdb"
+  sqlite3 "$fdb" <tests/fixtures/flowise/sqlite.sql
+  sqlite3 "$fdb" "DELETE FROM chat_message; DELETE FROM lead; DELETE FROM chat_flow"
+  load_flowise_sqlite() { # EXPORT FROM TO
+    flowise_messages "$@" >"$work/fm.csv"; leads "$@" >"$work/fl.csv"
+    sqlite3 "$fdb" ".mode csv" "CREATE TEMP TABLE m (a, b, c, d, e, f, g, h, i)" ".import $work/fm.csv m" \
+      "INSERT INTO chat_message ($message_columns) SELECT * FROM m" \
+      "CREATE TEMP TABLE l (a, b, c, d, e, f, g)" ".import $work/fl.csv l" \
+      "INSERT INTO lead ($lead_columns) SELECT * FROM l"
+  }
+  flows "$base" >"$work/ff.csv"
+  sqlite3 "$fdb" ".mode csv" "CREATE TEMP TABLE f (a, b, c)" ".import $work/ff.csv f" \
+    "INSERT INTO chat_flow (id, name, \"flowData\") SELECT * FROM f"
+  load_flowise_sqlite "$base" 0 "$base_max"
+  config "$work/flowise-$n.toml" "flowise-state-$n.sqlite" "flowise-out-$n" 'kind = "flowise"' "url = \"flowise-$n.sqlite\""
+  # The indexes `check` recommends (Flowise's schema has none on "chatId").
+  "$bin" --config "$work/flowise-$n.toml" check 2>&1 | grep -o 'CREATE INDEX IF NOT EXISTS[^;]*;' | while read -r index; do
+    sqlite3 "$fdb" "$index"
+  done
+  settle flowise
+  load_flowise_sqlite "$work/export-$n.sqlite" "$base_max" 1000000000000
+  measure flowise "Flowise on SQLite" "$(sqlite3 "$fdb" 'select count(*) from chat_message') messages" \
+    "sqlite3 $fdb 'select max(rowid) from chat_message'" ""
+  fi
+
+  if [[ $stores == *" flowise-pg "* ]]; then
+  # Flowise on PostgreSQL: its own schema (the fixture's dump, psql's meta-commands left out),
+  # the rows copied in, the indexes `check` recommends made, settled, then the new rows.
+  db=flowise_$n
+  psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  grep -v '^\\' tests/fixtures/flowise/postgres.sql | psql -d "$db" >/dev/null
+  psql -d "$db" -c "DELETE FROM public.chat_message; DELETE FROM public.lead; DELETE FROM public.chat_flow"
+  copy_flowise() { # EXPORT FROM TO
+    flowise_messages "$@" | psql -d "$db" -c "\\copy public.chat_message ($message_columns) FROM STDIN CSV"
+    leads "$@" | psql -d "$db" -c "\\copy public.lead ($lead_columns) FROM STDIN CSV"
+  }
+  flows "$base" | psql -d "$db" -c "\\copy public.chat_flow (id, name, \"flowData\") FROM STDIN CSV"
+  copy_flowise "$base" 0 "$base_max"
+  config "$work/flowise-pg-$n.toml" "flowise-pg-state-$n.sqlite" "flowise-pg-out-$n" 'kind = "flowise"' \
+    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+  "$bin" --config "$work/flowise-pg-$n.toml" check 2>&1 | grep -o 'CREATE INDEX CONCURRENTLY[^;]*;' | while read -r index; do
+    psql -d "$db" -c "$index"
+  done
+  psql -d "$db" -c "ANALYZE"
+  settle flowise-pg
+  copy_flowise "$work/export-$n.sqlite" "$base_max" 1000000000000
+  measure flowise-pg "Flowise on PostgreSQL" "$(psql -d "$db" -Atc 'select count(*) from public.chat_message') messages" \
+    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(\"createdDate\") from public.chat_message'" " (psql)"
   fi
   tail -6 "$work/table.md"
 done
