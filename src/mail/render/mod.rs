@@ -503,6 +503,14 @@ pub struct Field {
     pub value: String,
 }
 
+/// The messages an email shows of a transcript within `limits`, each cut to `message_chars`,
+/// with how many were left out just before it: what the other destinations show too.
+pub fn shown_messages<'a>(transcript: &'a Transcript, limits: &Limits) -> Vec<(usize, &'a Message, Cow<'a, str>)> {
+    let lines: Vec<&Message> = transcript.messages.iter().filter(|m| m.is_shown()).collect();
+    let shown = Shown::of(&lines, transcript.lines, limits);
+    shown.messages(&lines).map(|(skipped, m)| (skipped, m, cut(&m.body, limits.message_chars))).collect()
+}
+
 /// How a subject names the visitor of this transcript: their name, else email, else "a visitor".
 pub fn visitor_display(transcript: &[Message]) -> String {
     Visitor::from_transcript(transcript).display()

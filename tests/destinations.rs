@@ -1,0 +1,532 @@
+//! Destinations beside email, through the binary, against real HTTP servers on 127.0.0.1: a
+//! signed webhook (the signature verified as the README tells receivers to), a receiver that
+//! fails, throttles, hangs, closes mid-answer or redirects, a kill -9 mid-delivery; a
+//! Slack-compatible Web API that keeps threads. Emails go as before, whatever a destination does.
+
+mod support;
+
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+use support::http::{HttpServer, Reply, Request};
+use support::{Fixture, SmtpServer, identifier, mails};
+
+const SECRET: &str = "whsec_test_secret";
+/// The catch hook's path: a secret, never printed.
+const HOOK_PATH: &str = "/hooks/catch/123/s3cr3tpath";
+
+/// A webhook destination `crm` to `url`, its URL and secret in files; `extra` goes in its table.
+fn webhook_to(f: &Fixture, smtp: u16, url: &str, extra: &str) {
+    std::fs::write(f.dir.path().join("hook.url"), format!("{url}\n")).unwrap();
+    std::fs::write(f.dir.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    f.write_config(
+        smtp,
+        &format!(
+            "[[destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl_file = \"hook.url\"\n\
+             secret_file = \"hook.secret\"\n{extra}\n{}",
+            if extra.contains("timeout") { "" } else { "timeout = \"3s\"\n" }
+        ),
+    );
+}
+
+fn webhook(f: &Fixture, smtp: u16, server: &HttpServer, extra: &str) {
+    webhook_to(f, smtp, &server.url(HOOK_PATH), extra);
+}
+
+/// The rows of a query on the state, each value as text.
+fn rows(f: &Fixture, sql: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open(&f.state).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let rows = stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                    rusqlite::types::Value::Text(s) => s,
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    other => format!("{other:?}"),
+                })
+            })
+            .collect()
+    });
+    rows.unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// HMAC-SHA256, written out here apart from the crate's (RFC 2104).
+fn hmac(key: &[u8], message: &[u8]) -> String {
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let inner = Sha256::new().chain_update(block.map(|b| b ^ 0x36)).chain_update(message).finalize();
+    let outer = Sha256::new().chain_update(block.map(|b| b ^ 0x5c)).chain_update(inner).finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Verifies a request as the README tells receivers to: the `t` and `v1` of the signature
+/// header, an HMAC-SHA256 of `t.body` under the secret, and `t` within five minutes of now.
+/// Returns the document.
+fn verified(r: &Request) -> serde_json::Value {
+    let header = r.header("chat-notifier-signature").expect("a signature header");
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = Some(value),
+            Some(("v1", value)) => v1.push(value),
+            _ => {}
+        }
+    }
+    let t = t.expect("a timestamp");
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(&r.body);
+    assert!(v1.contains(&hmac(SECRET.as_bytes(), &signed).as_str()), "the signature verifies: {header}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((now - t.parse::<i64>().unwrap()).abs() <= 300, "signed now: {t}");
+    let doc = r.json();
+    assert_eq!(r.header("idempotency-key"), doc["id"].as_str(), "the key is the document's id");
+    doc
+}
+
+/// Runs the README's Python receiver code on a request, where python3 is installed.
+fn verified_by_the_readmes_python(r: &Request) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```python\n# verify a chat-notifier webhook").expect("the README's Python example");
+    let code = &readme[start + "```python\n".len()..];
+    let code = &code[..code.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body"), &r.body).unwrap();
+    let driver = format!(
+        "{code}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\n\
+         print('verified' if verify(sys.argv[2], sys.argv[3], body) else 'refused')\n"
+    );
+    std::fs::write(dir.path().join("verify.py"), driver).unwrap();
+    let run = |secret: &str| {
+        Command::new("python3")
+            .arg(dir.path().join("verify.py"))
+            .arg(dir.path().join("body"))
+            .arg(secret)
+            .arg(r.header("chat-notifier-signature").unwrap())
+            .output()
+    };
+    let Ok(out) = run(SECRET) else {
+        assert!(std::env::var_os("CI").is_none(), "python3 is needed under CI");
+        eprintln!("python3 is not installed: the README's Python example is not run");
+        return;
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "verified", "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong = run("whsec_wrong").unwrap();
+    assert_eq!(String::from_utf8_lossy(&wrong.stdout).trim(), "refused");
+}
+
+#[test]
+fn a_signed_webhook_carries_each_state_once_beside_the_emails() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    assert_eq!(out.stderr_past_first_run(), "", "quiet when all goes");
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", HOOK_PATH));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = verified(r);
+    verified_by_the_readmes_python(r);
+    let email = &mails(&smtp)[0];
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["event"], "conversation.abandoned");
+    assert_eq!(doc["state"], "abandoned");
+    assert_eq!(doc["conversation"]["id"], "c1");
+    assert_eq!(doc["conversation"]["identifier"], identifier(&email.subject), "the email's identifier");
+    assert_eq!(doc["conversation"]["page_url"], "https://example.com/pricing");
+    assert_eq!(doc["bot"], serde_json::json!({ "id": "lead", "name": "Lead Bot" }));
+    assert_eq!(doc["visitor"]["display"], "Jane Doe");
+    assert_eq!(
+        doc["visitor"]["fields"],
+        serde_json::json!([{ "name": "name", "value": "Jane Doe" }, { "name": "email", "value": "jane@example.com" }])
+    );
+    assert_eq!((doc["step"].as_str(), doc["question"].as_str()), (Some("ask_phone"), Some("And your phone?")));
+    assert_eq!(doc["transcript"]["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(doc["transcript"]["messages"][1]["sender"], "visitor");
+    assert_eq!(doc["transcript"]["messages"][1]["at"], "2026-11-24T09:00:10Z");
+    assert_eq!(doc["decided_at"], "2026-11-24T09:30:21Z");
+
+    // Nothing new: nothing sent.
+    f.run_at("2026-11-24T10:30:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 1);
+    // Back the next day, finishes: one more, with its own key.
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!((requests.len(), mails(&smtp).len()), (2, 2), "one notification and one email per state");
+    let completed = verified(&requests[1]);
+    assert_eq!(completed["state"], "completed");
+    assert_eq!(completed["conversation"]["came_back"], true);
+    assert_ne!(completed["id"], doc["id"]);
+    let new: Vec<bool> =
+        completed["transcript"]["messages"].as_array().unwrap().iter().map(|m| m["new"].as_bool().unwrap()).collect();
+    assert_eq!(new, [false, false, false, false, false, true, true], "the lines since the last notification are new");
+}
+
+#[test]
+fn a_receiver_that_answers_500_gets_it_again_with_the_same_key_and_body() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    hook.script([Reply::status(500)]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 3);
+    assert_eq!(mails(&smtp).len(), 1, "the email went");
+    let stderr = out.stderr_past_first_run();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("abandoned notification for #")
+            && lines[0].contains("to webhook \"crm\" not sent (attempt 1): http://127.0.0.1:")
+            && lines[0].contains("answered 500")
+            && lines[0].contains("not its own failure"),
+        "{}",
+        lines[0]
+    );
+    assert!(!out.stderr.contains(HOOK_PATH), "the hook's path is a secret: {}", out.stderr);
+    // Within the backoff (a minute after the first try): not tried, and quiet.
+    let out = f.run_at("2026-11-24T09:30:50Z", &[], 0);
+    assert_eq!((hook.requests().len(), out.stderr.as_str()), (1, ""));
+    let status = f.run(&["status", "--now", "2026-11-24T09:30:50Z"]).stdout;
+    assert!(
+        status.contains(
+            "webhook crm: 1 waiting, 0 parked; the next goes at 2026-11-24 09:31 UTC; last error: http://127.0.0.1:"
+        ) && status.contains("answered 500"),
+        "{status}"
+    );
+    f.run_at("2026-11-24T09:35:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].header("idempotency-key"), requests[1].header("idempotency-key"));
+    assert_eq!(requests[0].body, requests[1].body, "the same bytes");
+    verified(&requests[1]);
+    let rows = rows(&f, "SELECT status, attempts, refusals, last_error IS NULL, document IS NULL FROM deliveries");
+    assert_eq!(rows, [["sent", "2", "0", "1", "1"]], "no attempt of its own counted; the document dropped once sent");
+}
+
+#[test]
+fn a_receiver_that_throttles_is_waited_for_as_its_retry_after_says() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    hook.script([Reply::with_header(429, "Retry-After", "3600")]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 0);
+    assert_eq!(hook.requests().len(), 1, "one try, then it backs off");
+    assert_eq!(mails(&smtp).len(), 2, "the emails went");
+    assert!(
+        out.stderr.contains("webhook \"crm\" is throttling") && out.stderr.contains("answered 429"),
+        "{}",
+        out.stderr
+    );
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 1, "within the hour it asked for");
+    let status = f.run(&["status", "--json", "--now", "2026-11-24T10:00:00Z"]).stdout;
+    assert!(status.contains("\"not_before\": \"2026-11-24T10:31:21Z\""), "{status}");
+    f.run_at("2026-11-24T10:32:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 3, "both went, the throttled one again");
+    let rows = rows(&f, "SELECT conversation_id, status, refusals FROM deliveries ORDER BY id");
+    assert_eq!(rows, [["c1", "sent", "0"], ["c2", "sent", "0"]], "throttling counts no attempt");
+}
+
+#[test]
+fn a_slow_receiver_is_given_up_at_the_timeout_and_one_that_closes_mid_answer_is_tried_again() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    // Answers only once released: the run can end only by its deadline.
+    hook.script([Reply::Hold(Box::new(Reply::status(200))), Reply::CloseMidBody]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 3);
+    hook.release();
+    assert!(out.stderr.contains("no complete answer within the timeout"), "{}", out.stderr);
+    assert_eq!(mails(&smtp).len(), 1, "the email went");
+    let out = f.run_at("2026-11-24T09:35:00Z", &[], 3);
+    assert!(out.stderr.contains("the connection closed mid-answer (10 of 100 bytes)"), "{}", out.stderr);
+    let rows = rows(&f, "SELECT status, refusals FROM deliveries");
+    assert_eq!(rows, [["pending", "2"]], "each a try of its own: the receiver may have it");
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    let keys: Vec<_> = hook.requests().iter().map(|r| r.header("idempotency-key").unwrap().to_owned()).collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == keys[0]), "the same key every time: {keys:?}");
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_parks_after_max_attempts() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let elsewhere = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "max_attempts = 2");
+    hook.answer(Reply::with_header(302, "Location", &elsewhere.url("/stolen")));
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 3);
+    assert_eq!(hook.requests().len(), 2, "a refusal of one is no reason to hold the other");
+    assert!(out.stderr.contains("answered 302 (a redirect, not followed"), "{}", out.stderr);
+    assert!(out.stderr.contains("1 of max_attempts = 2 failures of its own"), "{}", out.stderr);
+    let status = f.run(&["status", "--now", "2026-11-24T09:32:00Z"]).stdout;
+    assert!(status.contains("webhook crm: 2 waiting"), "{status}");
+    let out = f.run_at("2026-11-24T09:40:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 failures of its own"), "{}", out.stderr);
+    f.run_at("2026-11-24T09:50:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 4, "parked: not tried again");
+    assert!(elsewhere.requests().is_empty(), "never followed");
+    let status = f.run(&["status", "--now", "2026-11-24T09:50:00Z"]).stdout;
+    assert!(status.contains("webhook crm: 0 waiting, 2 parked"), "{status}");
+}
+
+#[test]
+fn the_inbox_keeps_getting_its_emails_while_the_webhook_is_down() {
+    let smtp = SmtpServer::start();
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::new(smtp.port());
+    webhook_to(&f, smtp.port(), &format!("http://127.0.0.1:{port}{HOOK_PATH}"), "");
+    for i in 0..3 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    let out = f.run_at("2026-11-24T09:33:00Z", &[], 3);
+    assert_eq!(mails(&smtp).len(), 3, "every email went");
+    let stderr = out.stderr_past_first_run();
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "one try, the rest waits: {warnings:#?}");
+    assert!(warnings[0].contains("connection refused"), "{}", warnings[0]);
+    // Up again: everything that waited goes, once.
+    let hook = HttpServer::start();
+    webhook(&f, smtp.port(), &hook, "");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let ids: Vec<String> =
+        hook.requests().iter().map(|r| verified(r)["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["c0", "c1", "c2"], "in the order decided");
+    assert_eq!(mails(&smtp).len(), 3);
+}
+
+#[test]
+fn killed_mid_delivery_the_notification_goes_again_once_with_the_same_key() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "timeout = \"60s\"");
+    hook.script([Reply::Hold(Box::new(Reply::status(200)))]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    let mut child = f.spawn(&["run", "--now", "2026-11-24T09:31:21Z"]);
+    hook.wait_for(1);
+    // The receiver has the first notification; the run waits for its answer.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hook.release();
+    f.run_at("2026-11-24T09:35:00Z", &[], 0);
+    let requests = hook.requests();
+    let keys: Vec<&str> = requests.iter().map(|r| r.header("idempotency-key").unwrap()).collect();
+    assert_eq!(keys.len(), 3, "the one in flight again, the other once");
+    assert_eq!(keys[0], keys[1], "the one in flight goes again with the same key");
+    assert_ne!(keys[1], keys[2]);
+    assert_eq!(requests[0].body, requests[1].body);
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 3, "nothing more");
+}
+
+#[test]
+fn dry_run_shows_the_exact_json_without_secrets_and_changes_nothing() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:00:30Z", &[], 0);
+    let before = f.state_dump();
+    let out = f.run_at("2026-11-24T09:30:21Z", &["--dry-run"], 0);
+    assert!(hook.requests().is_empty() && smtp.received().is_empty(), "nothing sent");
+    assert_eq!(f.state_dump(), before, "nothing changed");
+    assert!(out.stdout.contains("=== webhook \"crm\": abandoned notification for #"), "{}", out.stdout);
+    assert!(out.stdout.contains("Idempotency-Key: cn1_"), "{}", out.stdout);
+    let json = out.stdout.lines().find(|l| l.starts_with("{\"version\":1,")).expect("the document, as sent");
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(doc["state"], "abandoned");
+    assert!(!out.stdout.contains(SECRET) && !out.stdout.contains(HOOK_PATH), "no secret: {}", out.stdout);
+    // The run that sends, sends exactly that.
+    f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    assert_eq!(String::from_utf8(hook.requests()[0].body.clone()).unwrap(), json);
+}
+
+#[test]
+fn check_reaches_the_webhook_without_sending_and_names_a_missing_secret() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    let out = f.run(&["check", "--smtp"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("webhook crm: http://127.0.0.1:"), "{}", out.stdout);
+    assert!(out.stdout.contains("reachable (connected, nothing sent)"), "{}", out.stdout);
+    assert!(hook.requests().is_empty(), "nothing sent");
+    std::fs::remove_file(f.dir.path().join("hook.secret")).unwrap();
+    for args in [&["check"][..], &["run"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        let line = if args == ["check"] {
+            out.stdout.lines().find(|l| l.starts_with("destination FAILED")).expect("the destination's line")
+        } else {
+            out.stderr.trim()
+        };
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert!(line.contains("destinations (name = \"crm\").secret_file: reading "), "{line}");
+        assert!(line.contains("hook.secret"), "{line}");
+    }
+}
+
+// Slack.
+
+/// A Slack destination `sales` on a local Slack-compatible server; `extra` goes in its table.
+fn slack(f: &Fixture, smtp: u16, server: &HttpServer, extra: &str) {
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    f.write_config(
+        smtp,
+        &format!(
+            "[[destinations]]\nname = \"sales\"\nkind = \"slack\"\ntoken_file = \"slack.token\"\n\
+             channel = \"C0LEADS\"\napi_url = \"{}\"\n{extra}\n{}",
+            server.url("/api"),
+            if extra.contains("timeout") { "" } else { "timeout = \"5s\"\n" }
+        ),
+    );
+}
+
+#[test]
+fn each_conversation_is_one_slack_thread_across_its_states() {
+    let smtp = SmtpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    slack(&f, smtp.port(), &api, "reply_broadcast = true");
+    f.lead_who_leaves("c1", "Jane <!channel> Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    f.run_at("2026-11-24T09:31:21Z", &[], 0);
+    // c1 finishes the next day; c2 comes back and leaves again.
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.visitor("c2", "2026-11-25T08:00:00Z", None, "still there?");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    f.run_at("2026-11-25T08:31:00Z", &[], 0);
+    // And c1 comes back after finishing.
+    f.visitor("c1", "2026-11-25T09:00:00Z", None, "one more thing");
+    f.run_at("2026-11-25T09:31:00Z", &[], 0);
+    let posted = api.posted();
+    let states: Vec<(String, Option<String>)> = posted
+        .iter()
+        .map(|p| {
+            let text = p.body["text"].as_str().unwrap().to_owned();
+            (text, p.thread_ts.clone())
+        })
+        .collect();
+    assert_eq!(posted.len(), 5, "{states:#?}");
+    let roots: Vec<&support::http::Posted> = posted.iter().filter(|p| p.thread_ts.is_none()).collect();
+    assert_eq!(roots.len(), 2, "one message per conversation: {states:#?}");
+    let mail = mails(&smtp);
+    for root in &roots {
+        let text = root.body["text"].as_str().unwrap();
+        let id = text.rsplit("[#").next().unwrap().trim_end_matches(']');
+        let replies: Vec<&support::http::Posted> =
+            posted.iter().filter(|p| p.thread_ts.as_deref() == Some(root.ts.as_str())).collect();
+        let conversation = if text.contains("Jane") { "c1" } else { "c2" };
+        assert_eq!(replies.len(), if conversation == "c1" { 2 } else { 1 }, "{states:#?}");
+        assert!(replies.iter().all(|r| r.body["text"].as_str().unwrap().contains(id)), "same identifier in its thread");
+        assert!(mail.iter().any(|m| identifier(&m.subject) == id), "the emails' identifier");
+    }
+    let completed = posted.iter().find(|p| p.body["text"].as_str().unwrap().contains("finished the chat")).unwrap();
+    assert_eq!(completed.body["reply_broadcast"], true, "a completion broadcast");
+    let resumed: Vec<_> = posted.iter().filter(|p| p.body["text"].as_str().unwrap().contains("came back")).collect();
+    assert!(resumed.iter().all(|p| p.body.get("reply_broadcast").is_none()));
+    // What the visitor typed is text, never a mention.
+    let all = serde_json::to_string(&posted.iter().map(|p| &p.body).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains("<!channel>") && all.contains("&lt;!channel&gt;"), "escaped");
+    // Slack's limits: sections within 3000 characters, at most 50 blocks.
+    for p in &posted {
+        let blocks = p.body["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50);
+        for b in blocks {
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(t.chars().count() <= 3000);
+            }
+        }
+    }
+}
+
+#[test]
+fn slack_ratelimited_is_waited_for_and_errors_park_or_wait() {
+    let smtp = SmtpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    slack(&f, smtp.port(), &api, "max_attempts = 1");
+    // A Retry-After of a second: waited for within the run, never dropped.
+    api.script([Reply::Status {
+        status: 429,
+        headers: vec![("Retry-After".into(), "1".into())],
+        body: serde_json::json!({ "ok": false, "error": "ratelimited" }).to_string(),
+    }]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    assert_eq!((api.requests().len(), api.posted().len()), (2, 1), "{}", out.stderr);
+    // A wrong token: Slack's invalid_auth refuses it, parked after max_attempts = 1.
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-wrong\n").unwrap();
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 3);
+    assert!(
+        out.stderr.contains("parked after 1 failures of its own: Slack chat.postMessage at http://127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("invalid_auth") && !out.stderr.contains("xoxb-"), "{}", out.stderr);
+    let check = f.run(&["check", "--smtp"]);
+    assert_eq!(check.code, 1);
+    assert!(
+        check.stdout.contains("destination FAILED  slack sales: Slack auth.test at http://127.0.0.1:"),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("invalid_auth") && !check.stdout.contains("xoxb"), "{}", check.stdout);
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    let check = f.run(&["check", "--smtp"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(check.stdout.contains("slack sales: token valid (auth.test): notifier in Acme"), "{}", check.stdout);
+}
+
+#[test]
+fn killed_mid_post_slack_gets_at_most_one_duplicate_in_the_same_thread() {
+    let smtp = SmtpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    slack(&f, smtp.port(), &api, "timeout = \"60s\"");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    // The reply is posted (Slack has it), and the run is killed before it hears so.
+    let root = api.posted()[0].ts.clone();
+    api.script([Reply::Hold(Box::new(Reply::json(200, serde_json::json!({ "ok": true, "ts": "1790000000.999999" }))))]);
+    let mut child = f.spawn(&["run", "--now", "2026-11-25T08:01:00Z"]);
+    api.wait_for(2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    api.release();
+    f.run_at("2026-11-25T08:05:00Z", &[], 0);
+    let requests: Vec<Request> = api.requests();
+    assert_eq!(requests.len(), 3);
+    let (in_flight, again) = (requests[1].json(), requests[2].json());
+    assert_eq!(in_flight, again, "the same message, the same key");
+    assert_eq!(again["thread_ts"], root.as_str(), "in the conversation's thread");
+    assert_eq!(again["metadata"]["event_payload"]["id"], requests[1].json()["metadata"]["event_payload"]["id"]);
+    assert!(again["metadata"]["event_payload"]["id"].as_str().unwrap().starts_with("cn1_"));
+}
