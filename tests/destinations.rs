@@ -530,3 +530,64 @@ fn killed_mid_post_slack_gets_at_most_one_duplicate_in_the_same_thread() {
     assert_eq!(again["metadata"]["event_payload"]["id"], requests[1].json()["metadata"]["event_payload"]["id"]);
     assert!(again["metadata"]["event_payload"]["id"].as_str().unwrap().starts_with("cn1_"));
 }
+
+/// The webhook's documents pinned whole (`tests/golden/webhook-*.json`, the README's examples):
+/// a public format receivers parse. After an intended change: `GOLDEN_UPDATE=1 cargo test --test
+/// destinations golden`, then read the diff (and the README's examples).
+#[test]
+fn golden_webhook_documents_for_each_state() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    f.visitor("c1", "2026-11-25T09:00:00Z", None, "Can you call after 5 pm?");
+    f.run_at("2026-11-25T09:31:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 3);
+    let update = std::env::var_os("GOLDEN_UPDATE").is_some();
+    for (r, name) in requests.iter().zip(["webhook-abandoned", "webhook-completed", "webhook-resumed"]) {
+        verified(r);
+        // Read as the schema's own type, written back byte for byte: the pretty form pinned
+        // here is the body as sent, in its field order.
+        let doc: chat_notifier::destination::document::Document = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(serde_json::to_vec(&doc).unwrap(), r.body, "the body is the document, exactly");
+        let pretty = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"));
+        if update {
+            std::fs::write(&path, &pretty).unwrap();
+        } else {
+            let golden = std::fs::read_to_string(&path).unwrap_or_default();
+            assert_eq!(pretty, golden, "{name}.json differs (GOLDEN_UPDATE=1 rewrites it for review)");
+        }
+    }
+}
+
+#[test]
+fn the_webhooks_transcript_is_bounded_as_the_emails_are() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    f.mail_setting("transcript_messages = 5\nmessage_chars = 20");
+    f.conversation("c1", "2026-11-24T09:00:00Z");
+    for i in 0..12 {
+        f.visitor("c1", &format!("2026-11-24T09:00:{i:02}Z"), None, &format!("message {i} {}", "x".repeat(30)));
+    }
+    f.run_at("2026-11-24T09:31:00Z", &[], 0);
+    let doc = verified(&hook.requests()[0]);
+    let lines = doc["transcript"]["messages"].as_array().unwrap();
+    let shown: Vec<(u64, &str)> =
+        lines.iter().map(|l| (l["skipped_before"].as_u64().unwrap(), l["body"].as_str().unwrap())).collect();
+    assert_eq!(doc["transcript"]["omitted"], 7);
+    assert_eq!(shown.len(), 5, "{shown:#?}");
+    assert_eq!(shown[0], (0, "message 0 xxxxxxxxxx… (20 more characters not shown)"));
+    assert_eq!(shown[3].0, 7, "the gap after the first three: {shown:#?}");
+    assert!(shown[4].1.starts_with("message 11 "), "the latest: {shown:#?}");
+    let email = &mails(&smtp)[0];
+    assert!(email.text.contains("7 earlier messages not shown"), "the email shows the same: {}", email.text);
+}
