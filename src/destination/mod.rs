@@ -16,7 +16,7 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::config::{DestinationConfig, DestinationKind};
 
@@ -70,7 +70,9 @@ impl Failure {
 pub trait Destination {
     fn name(&self) -> &str;
     fn kind(&self) -> DestinationKind;
-    fn send(&mut self, n: &Outgoing) -> Result<Sent, Failure>;
+    /// The outer error stops the run (stdout closed under a preview); the inner one is the
+    /// notification's.
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>>;
     /// Checks that the destination can be reached and its credentials hold, sending no
     /// notification; says what it found.
     fn check(&mut self) -> Result<String>;
@@ -119,8 +121,11 @@ impl Destination for Preview {
         self.config.kind
     }
 
-    fn send(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
-        let shown = preview(&self.config, n).map_err(|e| Failure::Rejected(format!("{e:#}")))?;
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
+        let shown = match preview(&self.config, n) {
+            Ok(shown) => shown,
+            Err(e) => return Ok(Err(Failure::Rejected(format!("{e:#}")))),
+        };
         let head = format!(
             "=== {} {:?}: {} notification for #{} ===\n",
             self.config.kind.as_str(),
@@ -129,10 +134,8 @@ impl Destination for Preview {
             crate::domain::thread::identifier(n.conversation_id)
         );
         let written = self.out.write_all(head.as_bytes()).and_then(|()| self.out.write_all(shown.as_bytes()));
-        written
-            .and_then(|()| self.out.flush())
-            .map_err(|e| Failure::Unavailable { reason: format!("writing to stdout: {e}"), retry_after: None })?;
-        Ok(Sent::default())
+        written.and_then(|()| self.out.flush()).context("writing to stdout")?;
+        Ok(Ok(Sent::default()))
     }
 
     fn check(&mut self) -> Result<String> {

@@ -49,29 +49,7 @@ pub fn preview(n: &Outgoing) -> String {
 }
 
 impl Webhook {
-    pub fn open(config: &DestinationConfig) -> Result<Self> {
-        let url = Url::parse(&config.secret("url")?)
-            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
-        Ok(Webhook {
-            name: config.name.clone(),
-            url,
-            secret: config.secret("secret")?,
-            timeout: config.timeout(),
-            tls: http::tls_config(),
-        })
-    }
-}
-
-impl Destination for Webhook {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> DestinationKind {
-        DestinationKind::Webhook
-    }
-
-    fn send(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
+    fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
         let now = Utc::now();
         let mut headers = headers(n);
         headers.push((SIGNATURE_HEADER, signature(&self.secret, now.timestamp(), n.document)));
@@ -101,6 +79,32 @@ impl Destination for Webhook {
             }
             Err(http::Error::Lost(e)) => Err(Failure::Lost(format!("{shown}: {e}"))),
         }
+    }
+
+    pub fn open(config: &DestinationConfig) -> Result<Self> {
+        let url = Url::parse(&config.secret("url")?)
+            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
+        Ok(Webhook {
+            name: config.name.clone(),
+            url,
+            secret: config.secret("secret")?,
+            timeout: config.timeout(),
+            tls: http::tls_config(),
+        })
+    }
+}
+
+impl Destination for Webhook {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Webhook
+    }
+
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
+        Ok(self.post(n))
     }
 
     fn check(&mut self) -> Result<String> {

@@ -95,7 +95,7 @@ fn deliver_to(
                 document: &d.document,
                 thread: root.as_deref(),
             };
-            match destination.send(&n) {
+            match destination.send(&n)? {
                 Ok(sent) => {
                     state.mark_delivered(&d, sent.root.as_deref(), now)?;
                     log::info!("sent {what}");
