@@ -86,30 +86,51 @@ fn verified(r: &Request) -> serde_json::Value {
     doc
 }
 
-/// Runs the README's Python receiver code on a request, where python3 is installed.
-fn verified_by_the_readmes_python(r: &Request) {
+/// Runs the README's receiver code (`python` or `js`) on a request, where its interpreter is
+/// installed: it must accept the request, and refuse it under another secret.
+fn verified_by_the_readme(r: &Request, language: &str) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("```python\n# verify a chat-notifier webhook").expect("the README's Python example");
-    let code = &readme[start + "```python\n".len()..];
+    let fence = format!("```{language}\n");
+    let start = readme
+        .match_indices(&fence)
+        .map(|(i, _)| i + fence.len())
+        .find(|&i| {
+            readme[i..].starts_with("# verify a chat-notifier webhook")
+                || readme[i..].starts_with("// verify a chat-notifier webhook")
+        })
+        .expect("the README's example");
+    let code = &readme[start..];
     let code = &code[..code.find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("body"), &r.body).unwrap();
-    let driver = format!(
-        "{code}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\n\
-         print('verified' if verify(sys.argv[2], sys.argv[3], body) else 'refused')\n"
-    );
-    std::fs::write(dir.path().join("verify.py"), driver).unwrap();
+    let (interpreter, driver) = match language {
+        "python" => (
+            "python3",
+            format!(
+                "{code}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\n\
+                 print('verified' if verify(sys.argv[2], sys.argv[3], body) else 'refused')\n"
+            ),
+        ),
+        _ => (
+            "node",
+            format!(
+                "{code}\nconst body = require('fs').readFileSync(process.argv[2]);\n\
+                 console.log(verify(process.argv[3], process.argv[4], body) ? 'verified' : 'refused');\n"
+            ),
+        ),
+    };
+    std::fs::write(dir.path().join("verify"), driver).unwrap();
     let run = |secret: &str| {
-        Command::new("python3")
-            .arg(dir.path().join("verify.py"))
+        Command::new(interpreter)
+            .arg(dir.path().join("verify"))
             .arg(dir.path().join("body"))
             .arg(secret)
             .arg(r.header("chat-notifier-signature").unwrap())
             .output()
     };
     let Ok(out) = run(SECRET) else {
-        assert!(std::env::var_os("CI").is_none(), "python3 is needed under CI");
-        eprintln!("python3 is not installed: the README's Python example is not run");
+        assert!(std::env::var_os("CI").is_none(), "{interpreter} is needed under CI");
+        eprintln!("{interpreter} is not installed: the README's {language} example is not run");
         return;
     };
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "verified", "{}", String::from_utf8_lossy(&out.stderr));
@@ -132,7 +153,8 @@ fn a_signed_webhook_carries_each_state_once_beside_the_emails() {
     assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", HOOK_PATH));
     assert_eq!(r.header("content-type"), Some("application/json"));
     let doc = verified(r);
-    verified_by_the_readmes_python(r);
+    verified_by_the_readme(r, "python");
+    verified_by_the_readme(r, "js");
     let email = &mails(&smtp)[0];
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["event"], "conversation.abandoned");
