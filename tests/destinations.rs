@@ -613,3 +613,50 @@ fn the_webhooks_transcript_is_bounded_as_the_emails_are() {
     let email = &mails(&smtp)[0];
     assert!(email.text.contains("7 earlier messages not shown"), "the email shows the same: {}", email.text);
 }
+
+#[test]
+fn https_verifies_the_certificate_and_never_falls_back_to_plain_text() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start_tls();
+    let f = Fixture::new(smtp.port());
+    webhook_to(&f, smtp.port(), &hook.https_url(HOOK_PATH), "");
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    // A certificate the system does not trust: nothing sent, no attempt counted.
+    let out = f.run_at("2026-11-24T09:30:21Z", &[], 3);
+    assert!(out.stderr.contains("TLS handshake: TLS: invalid peer certificate"), "{}", out.stderr);
+    assert!(hook.requests().is_empty(), "nothing sent, in plain text or otherwise");
+    assert_eq!(rows(&f, "SELECT status, refusals FROM deliveries"), [["pending", "0"]]);
+    // Trusted (the system's roots are where SSL_CERT_FILE says): sent over TLS, once.
+    let roots = f.dir.path().join("roots.pem");
+    std::fs::write(&roots, hook.certificate.as_deref().unwrap()).unwrap();
+    let roots = roots.to_str().unwrap();
+    let out = f.run_with_env(&["run", "--now", "2026-11-24T10:00:00Z"], &[("SSL_CERT_FILE", roots)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 1);
+    verified(&requests[0]);
+    assert_eq!(mails(&smtp).len(), 1);
+}
+
+#[test]
+fn a_destination_taken_out_of_the_config_keeps_what_waits_for_it_and_fails_no_run() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    hook.script([Reply::status(503)]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:30:21Z", &[], 3);
+    f.write_config(smtp.port(), "");
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 5);
+    let out = f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    assert_eq!((mails(&smtp).len(), out.stderr.as_str()), (2, ""), "emails as usual, quietly");
+    let status = f.run(&["status", "--now", "2026-11-24T09:40:00Z"]).stdout;
+    assert!(status.contains("destination (no longer configured) crm: 1 waiting, 0 parked"), "{status}");
+    // Back in the config: it goes.
+    webhook(&f, smtp.port(), &hook, "");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let ids: Vec<String> =
+        hook.requests().iter().map(|r| r.json()["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["c1", "c1"], "c2 was decided while no destination was configured");
+}

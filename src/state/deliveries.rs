@@ -150,11 +150,6 @@ impl State {
         )
     }
 
-    /// Notifications waiting for any destination (not parked).
-    pub fn count_pending_deliveries(&self) -> Result<usize> {
-        self.context(self.conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0)))
-    }
-
     /// Notifications waiting for one destination (not parked).
     pub fn count_pending_deliveries_to(&self, destination: &str) -> Result<usize> {
         self.context(self.conn.query_row(

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -88,6 +88,8 @@ struct Shared {
 pub struct HttpServer {
     port: u16,
     shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// Over TLS: its self-signed certificate, PEM (for SSL_CERT_FILE).
+    pub certificate: Option<String>,
 }
 
 impl HttpServer {
@@ -101,7 +103,27 @@ impl HttpServer {
         Self::start_with(Some(Vec::new()))
     }
 
+    /// Over TLS, with a certificate for 127.0.0.1 and localhost that no client trusts unless
+    /// told to (`certificate`, for SSL_CERT_FILE).
+    pub fn start_tls() -> Self {
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], private)
+            .unwrap();
+        let mut server = Self::listen(None, Some(Arc::new(config)));
+        server.certificate = Some(key.cert.pem());
+        server
+    }
+
     fn start_with(slack: Option<Vec<Posted>>) -> Self {
+        Self::listen(slack, None)
+    }
+
+    fn listen(slack: Option<Vec<Posted>>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new((Mutex::new(Shared { slack, ..Shared::default() }), Condvar::new()));
@@ -109,10 +131,24 @@ impl HttpServer {
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let shared = Arc::clone(&theirs);
-                thread::spawn(move || serve(stream, &shared));
+                let tls = tls.clone();
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    match tls {
+                        None => serve(stream, &shared),
+                        Some(config) => {
+                            let Ok(session) = rustls::ServerConnection::new(config) else { return };
+                            serve(rustls::StreamOwned::new(session, stream), &shared);
+                        }
+                    }
+                });
             }
         });
-        HttpServer { port, shared }
+        HttpServer { port, shared, certificate: None }
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -190,10 +226,10 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
     Some(Request { method, path, headers, body })
 }
 
-fn serve(stream: TcpStream, shared: &Arc<(Mutex<Shared>, Condvar)>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+fn serve(mut stream: impl Read + Write, shared: &Arc<(Mutex<Shared>, Condvar)>) {
+    let mut reader = BufReader::new(&mut stream);
     let Some(request) = read_request(&mut reader) else { return };
+    drop(reader);
     let (lock, cvar) = &**shared;
     let mut reply = {
         let mut s = lock.lock().unwrap();
