@@ -660,3 +660,33 @@ fn a_destination_taken_out_of_the_config_keeps_what_waits_for_it_and_fails_no_ru
         hook.requests().iter().map(|r| r.json()["conversation"]["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["c1", "c1"], "c2 was decided while no destination was configured");
 }
+
+#[test]
+fn a_backoff_holds_the_whole_destination_and_max_per_hour_only_its_own() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "max_per_hour = 2");
+    // c0's refused (its own failure: the others go), c1's finds the receiver down.
+    hook.script([Reply::status(404), Reply::status(503)]);
+    for i in 0..4 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T09:34:00Z", &[], 3);
+    assert_eq!((hook.requests().len(), mails(&smtp).len()), (2, 4), "every email went");
+    // Within the backoff, not even the refused one ahead of it is tried.
+    let out = f.run_at("2026-11-24T09:34:30Z", &[], 0);
+    assert_eq!((hook.requests().len(), out.stderr.as_str()), (2, ""));
+    // Then two an hour, oldest first, counted on this destination's own deliveries.
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    let ids = |hook: &HttpServer| -> Vec<String> {
+        hook.requests().iter().skip(2).map(|r| r.json()["conversation"]["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&hook), ["c0", "c1"]);
+    let status = f.run(&["status", "--json", "--now", "2026-11-24T09:40:00Z"]).stdout;
+    assert!(status.contains("\"pending\": 2"), "{status}");
+    f.run_at("2026-11-24T10:20:00Z", &[], 0);
+    assert_eq!(ids(&hook).len(), 2, "within the hour");
+    f.run_at("2026-11-24T10:40:00Z", &[], 0);
+    assert_eq!(ids(&hook), ["c0", "c1", "c2", "c3"], "in order, each once");
+}

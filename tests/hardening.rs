@@ -633,12 +633,12 @@ fn state_errors_name_the_state_file() {
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 14, this chat-notifier reads 15")),
+        status.stderr.contains(&format!("state {shown}: schema 14, this chat-notifier reads 16")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 14: the next run upgrades it to 15)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 14: the next run upgrades it to 16)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -54,6 +54,9 @@ pub struct DestinationConfig {
     pub timeout: Option<Span>,
     /// Failures of its own before a notification is parked; the top-level `max_attempts` if none.
     pub max_attempts: Option<u32>,
+    /// At most this many notifications an hour (a minute short, as `mail.max_per_hour`); what is
+    /// over waits for later runs, in order.
+    pub max_per_hour: Option<u32>,
     /// Refused with a word of why: secrets never sit in the config file.
     url: Option<toml::Value>,
     secret: Option<toml::Value>,
@@ -140,8 +143,10 @@ impl DestinationConfig {
                 ])?;
             }
         }
-        if self.max_attempts == Some(0) {
-            return Err(ConfigError::new(key("max_attempts"), "must be at least 1"));
+        for (k, n) in [("max_attempts", self.max_attempts), ("max_per_hour", self.max_per_hour)] {
+            if n == Some(0) {
+                return Err(ConfigError::new(key(k), "must be at least 1"));
+            }
         }
         if self.timeout.is_some_and(|t| t.0 > chrono::TimeDelta::minutes(10)) {
             return Err(ConfigError::new(key("timeout"), "at most 10m: a run waits for it under its lock"));

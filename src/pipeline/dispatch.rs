@@ -8,7 +8,8 @@
 //! the others go on; the destination down, it counts nothing and the rest waits for the next
 //! run, not before the server's `Retry-After` or a backoff that doubles with each try (a
 //! minute, two, four, at most an hour); asking for room (429), it counts nothing and the rest
-//! waits for the `Retry-After`; lost after sending, it counts, and the rest waits.
+//! waits for the `Retry-After`; lost after sending, it counts, and the rest waits. A
+//! destination's `max_per_hour` is counted on its own deliveries alone.
 
 use std::collections::HashSet;
 
@@ -21,6 +22,9 @@ use crate::destination::{Destination, Failure, Outgoing};
 use crate::domain::thread;
 use crate::state::State;
 
+/// A destination's `max_per_hour` window: an hour, a minute short (as the emails' limit), so
+/// that an hourly cron gets the whole limit each hour.
+const HOUR: TimeDelta = TimeDelta::minutes(59);
 /// The longest backoff after an outage.
 const BACKOFF_MAX: TimeDelta = TimeDelta::hours(1);
 
@@ -43,13 +47,10 @@ pub fn dispatch(
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
     for destination in destinations.iter_mut() {
-        let max_attempts = config
-            .destinations
-            .iter()
-            .find(|c| c.name == destination.name())
-            .and_then(|c| c.max_attempts)
-            .unwrap_or(config.max_attempts);
-        let one = deliver_to(state, destination.as_mut(), max_attempts, now)?;
+        let settings = config.destinations.iter().find(|c| c.name == destination.name());
+        let max_attempts = settings.and_then(|c| c.max_attempts).unwrap_or(config.max_attempts);
+        let per_hour = settings.and_then(|c| c.max_per_hour);
+        let one = deliver_to(state, destination.as_mut(), max_attempts, per_hour, now)?;
         summary.sent += one.sent;
         summary.parked += one.parked;
         summary.deferred += one.deferred;
@@ -66,6 +67,7 @@ fn deliver_to(
     state: &mut State,
     destination: &mut dyn Destination,
     max_attempts: u32,
+    per_hour: Option<u32>,
     now: DateTime<Utc>,
 ) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
@@ -76,6 +78,17 @@ fn deliver_to(
     // Waiting by design (the server asked for room), not for a failure: all that is left waits.
     let mut waits = false;
     let mut after = 0;
+    // The destination asked for room, or is backed off after an outage: nothing is tried.
+    if let Some(at) = state.destination_waits_until(&name)?.filter(|t| *t > now) {
+        log::info!("{kind} {name:?}: the notifications wait until {}", at.to_rfc3339());
+        return Ok(RunSummary { deferred: state.count_pending_deliveries_to(&name)?, ..summary });
+    }
+    // Its own hourly limit, counted on its own deliveries: one destination's limit never holds
+    // back another's, nor the emails.
+    let mut left = match per_hour {
+        Some(limit) => (limit as usize).saturating_sub(state.delivered_since(&name, now - HOUR)?),
+        None => usize::MAX,
+    };
     'pages: loop {
         let page = state.pending_deliveries(&name, after, PAGE)?;
         let Some(last) = page.last() else { break };
@@ -83,13 +96,13 @@ fn deliver_to(
         for d in page {
             let what =
                 format!("{} notification for #{} to {kind} {name:?}", d.state, thread::identifier(&d.conversation_id));
-            if let Some(at) = d.not_before.filter(|t| *t > now) {
-                log::info!("{kind} {name:?}: the notifications left wait until {}", at.to_rfc3339());
-                waits = true;
-                break 'pages;
-            }
             if held.contains(&d.conversation_id) {
                 continue;
+            }
+            if left == 0 {
+                log::info!("{kind} {name:?}: max_per_hour reached; the notifications left wait for later runs");
+                waits = true;
+                break 'pages;
             }
             let root = state.thread_root(&name, &d.conversation_id)?;
             let n = Outgoing {
@@ -102,6 +115,7 @@ fn deliver_to(
             match destination.send(&n)? {
                 Ok(sent) => {
                     state.mark_delivered(&d, sent.root.as_deref(), now)?;
+                    left = left.saturating_sub(1);
                     log::info!("sent {what}");
                     summary.sent += 1;
                 }

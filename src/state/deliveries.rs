@@ -150,6 +150,26 @@ impl State {
         )
     }
 
+    /// Until when a destination asked for room (or is backed off after an outage): the latest
+    /// `not_before` of what waits for it.
+    pub fn destination_waits_until(&self, destination: &str) -> Result<Option<DateTime<Utc>>> {
+        let latest: Option<i64> = self.context(self.conn.query_row(
+            "SELECT max(not_before) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+            [destination],
+            |r| r.get(0),
+        ))?;
+        Ok(latest.map(millis))
+    }
+
+    /// Notifications delivered to a destination at or after `since`.
+    pub fn delivered_since(&self, destination: &str, since: DateTime<Utc>) -> Result<usize> {
+        self.context(self.conn.query_row(
+            "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'sent' AND sent_at >= ?2",
+            params![destination, since.timestamp_millis()],
+            |r| r.get(0),
+        ))
+    }
+
     /// Notifications waiting for one destination (not parked).
     pub fn count_pending_deliveries_to(&self, destination: &str) -> Result<usize> {
         self.context(self.conn.query_row(
@@ -165,8 +185,8 @@ impl State {
             "SELECT destination, sum(status = 'pending'), sum(status = 'parked'), \
              (SELECT last_error FROM deliveries l WHERE l.destination = d.destination AND l.status = 'pending' \
               ORDER BY id LIMIT 1), \
-             (SELECT not_before FROM deliveries l WHERE l.destination = d.destination AND l.status = 'pending' \
-              ORDER BY id LIMIT 1) \
+             (SELECT max(not_before) FROM deliveries l WHERE l.destination = d.destination \
+              AND l.status = 'pending') \
              FROM deliveries d WHERE status IN ('pending', 'parked') GROUP BY destination ORDER BY destination",
         ))?;
         let rows = stmt.query_map([], |r| {

@@ -270,6 +270,8 @@ CREATE TABLE deliveries (
     UNIQUE (destination, key)
 );
 CREATE INDEX deliveries_waiting ON deliveries (destination, id) WHERE status IN ('pending', 'parked');
+-- What went to a destination lately, for its max_per_hour.
+CREATE INDEX deliveries_sent ON deliveries (destination, sent_at) WHERE status = 'sent';
 -- A conversation's thread at a destination that threads (Slack's thread_ts): what a
 -- Message-ID is to email. Never a secret.
 CREATE TABLE destination_threads (
