@@ -690,3 +690,40 @@ fn a_backoff_holds_the_whole_destination_and_max_per_hour_only_its_own() {
     f.run_at("2026-11-24T10:40:00Z", &[], 0);
     assert_eq!(ids(&hook), ["c0", "c1", "c2", "c3"], "in order, each once");
 }
+
+#[test]
+fn a_slack_incoming_webhook_gets_plain_messages_with_the_identifier_and_no_threads() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("slack.url"), hook.url("/services/T000/B000/XXXX") + "\n").unwrap();
+    f.write_config(
+        smtp.port(),
+        "[[destinations]]\nname = \"alerts\"\nkind = \"slack-webhook\"\nurl_file = \"slack.url\"\nmax_attempts = 1\n",
+    );
+    hook.answer(Reply::Status { status: 200, headers: Vec::new(), body: "ok".into() });
+    f.lead_who_leaves("c1", "Jane <!here> Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:30:21Z", &[], 0);
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 2);
+    let id = identifier(&mails(&smtp)[0].subject).to_owned();
+    for r in &requests {
+        let body = r.json();
+        assert!(body["text"].as_str().unwrap().contains(&format!("[#{id}]")), "{body}");
+        assert!(body.get("thread_ts").is_none() && body.get("channel").is_none(), "{body}");
+        assert!(!r.body.windows(7).any(|w| w == b"<!here>"), "escaped");
+    }
+    // Slack says no_service for a URL revoked: this notification refused, parked at max_attempts.
+    hook.answer(Reply::Status { status: 404, headers: Vec::new(), body: "no_service".into() });
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 40);
+    let out = f.run_at("2026-11-25T08:40:00Z", &[], 3);
+    assert!(
+        out.stderr.contains("parked after 1 failures of its own: Slack incoming webhook http://127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("answered 404: no_service") && !out.stderr.contains("XXXX"), "{}", out.stderr);
+}

@@ -624,10 +624,13 @@ fn state_errors_name_the_state_file() {
     let f = Fixture::new(server.port());
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
-    // A state file one schema version behind (as the previous release wrote it).
+    // A state file as schema 14 wrote it (before refusals and the destinations' tables).
     Connection::open(&f.state)
         .unwrap()
-        .execute_batch("ALTER TABLE outbox DROP COLUMN refusals; PRAGMA user_version = 14;")
+        .execute_batch(
+            "ALTER TABLE outbox DROP COLUMN refusals; DROP TABLE deliveries; DROP TABLE destination_threads; \
+             PRAGMA user_version = 14;",
+        )
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);

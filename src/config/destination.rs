@@ -14,6 +14,9 @@ use crate::domain::Span;
 pub enum DestinationKind {
     Webhook,
     Slack,
+    /// A Slack incoming webhook's URL: plain messages, no threads.
+    #[serde(rename = "slack-webhook")]
+    SlackWebhook,
 }
 
 impl DestinationKind {
@@ -21,6 +24,7 @@ impl DestinationKind {
         match self {
             DestinationKind::Webhook => "webhook",
             DestinationKind::Slack => "slack",
+            DestinationKind::SlackWebhook => "slack-webhook",
         }
     }
 }
@@ -34,7 +38,7 @@ pub struct DestinationConfig {
     pub kind: DestinationKind,
     /// The bots it is for (ids); none: every bot.
     pub bots: Option<Vec<String>>,
-    /// Webhook: where the URL is (a catch hook's URL is a secret).
+    /// Webhook, Slack incoming webhook: where the URL is (a catch hook's URL is a secret).
     pub url_env: Option<String>,
     pub url_file: Option<PathBuf>,
     /// Webhook: the signing secret.
@@ -142,6 +146,18 @@ impl DestinationConfig {
                     ("secret_file", self.secret_file.is_some()),
                 ])?;
             }
+            DestinationKind::SlackWebhook => {
+                one_of("url", &self.url_env, &self.url_file)?;
+                none_of(&[
+                    ("secret_env", self.secret_env.is_some()),
+                    ("secret_file", self.secret_file.is_some()),
+                    ("token_env", self.token_env.is_some()),
+                    ("token_file", self.token_file.is_some()),
+                    ("channel", self.channel.is_some()),
+                    ("api_url", self.api_url.is_some()),
+                    ("reply_broadcast", self.reply_broadcast),
+                ])?;
+            }
         }
         for (k, n) in [("max_attempts", self.max_attempts), ("max_per_hour", self.max_per_hour)] {
             if n == Some(0) {
@@ -224,6 +240,10 @@ path = "outbox"
         assert_eq!(
             problem("name = \"s\"\nkind = \"slack\"\ntoken_env = \"T\"\nchannel = \"C1\"\nsecret_env = \"S\"").1,
             "not a key of a slack"
+        );
+        assert_eq!(
+            problem("name = \"w\"\nkind = \"slack-webhook\"\nurl_env = \"U\"\nchannel = \"C1\"").1,
+            "not a key of a slack-webhook"
         );
         let twice = format!("{hook}\n[[destinations]]\n{hook}");
         assert_eq!(problem(&twice).1, "a second destination with the same name");

@@ -86,6 +86,7 @@ pub fn open(configs: &[DestinationConfig]) -> Result<Vec<Box<dyn Destination>>> 
             Ok(match c.kind {
                 DestinationKind::Webhook => Box::new(webhook::Webhook::open(c)?),
                 DestinationKind::Slack => Box::new(slack::Slack::open(c)?),
+                DestinationKind::SlackWebhook => Box::new(slack::IncomingWebhook::open(c)?),
             })
         })
         .collect()
@@ -96,6 +97,7 @@ pub fn preview(config: &DestinationConfig, n: &Outgoing) -> Result<String> {
     Ok(match config.kind {
         DestinationKind::Webhook => webhook::preview(n),
         DestinationKind::Slack => slack::preview(config, n)?,
+        DestinationKind::SlackWebhook => slack::preview_incoming(n)?,
     })
 }
 

@@ -6,6 +6,10 @@
 //! `Retry-After` when it is short, else the rest goes next run; `ok: false` errors are this
 //! notification refused, except Slack's own failures, which are an outage.
 //!
+//! With only an incoming webhook's URL (`kind = "slack-webhook"`), the same message goes to the
+//! channel the URL was made for, each notification its own: such a URL cannot reply in a
+//! thread.
+//!
 //! Everything from the visitor is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a name cannot
 //! mention `@channel` or make a link, and cut to Slack's sizes.
 
@@ -250,5 +254,94 @@ impl Destination for Slack {
             }
             Err(failure) => bail!("{}", failure.reason()),
         }
+    }
+}
+
+/// The message for an incoming webhook: the same blocks and text, without what only the Web API
+/// takes (the channel, a thread, metadata).
+fn incoming_message(n: &Outgoing) -> Result<Value> {
+    let mut body = message("", false, &Outgoing { thread: None, ..*n })?;
+    if let Some(fields) = body.as_object_mut() {
+        for key in ["channel", "metadata"] {
+            fields.remove(key);
+        }
+    }
+    Ok(body)
+}
+
+/// What `run --dry-run` shows for an incoming webhook: the body, exactly (the URL is a secret).
+pub fn preview_incoming(n: &Outgoing) -> Result<String> {
+    Ok(format!(
+        "POST (the incoming webhook's URL from url_env / url_file)\n\n{}\n",
+        serde_json::to_string_pretty(&incoming_message(n)?)?
+    ))
+}
+
+/// A Slack incoming webhook: plain messages in its channel, no threads.
+pub struct IncomingWebhook {
+    name: String,
+    url: Url,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    last_post: Option<Instant>,
+}
+
+impl IncomingWebhook {
+    pub fn open(config: &DestinationConfig) -> Result<Self> {
+        let url = Url::parse(&config.secret("url")?)
+            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
+        Ok(IncomingWebhook {
+            name: config.name.clone(),
+            url,
+            timeout: config.timeout(),
+            tls: http::tls_config(),
+            last_post: None,
+        })
+    }
+
+    fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
+        let body =
+            incoming_message(n).map_err(|e| Failure::Rejected(format!("its document cannot be read back: {e}")))?;
+        if let Some(last) = self.last_post {
+            std::thread::sleep(PACE.saturating_sub(last.elapsed()));
+        }
+        self.last_post = Some(Instant::now());
+        let shown = format!("Slack incoming webhook {}", self.url.shown());
+        let r = match http::post(&self.url, &[], body.to_string().as_bytes(), self.timeout, &self.tls) {
+            Ok(r) => r,
+            Err(http::Error::Unreachable(e)) => {
+                return Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None });
+            }
+            Err(http::Error::Lost(e)) => return Err(Failure::Lost(format!("{shown}: {e}"))),
+        };
+        let reason = format!("{shown} answered {}: {}", r.status, r.said());
+        let retry = retry_after(r.header("retry-after"), Utc::now());
+        match r.status {
+            200..=299 => Ok(Sent::default()),
+            429 => Err(Failure::Throttled { reason, retry_after: retry }),
+            500..=599 => Err(Failure::Unavailable { reason, retry_after: retry }),
+            _ => Err(Failure::Rejected(reason)),
+        }
+    }
+}
+
+impl Destination for IncomingWebhook {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::SlackWebhook
+    }
+
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
+        Ok(self.post(n))
+    }
+
+    fn check(&mut self) -> Result<String> {
+        http::probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
+            http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
+        })?;
+        Ok(format!("{} reachable (connected, nothing sent)", self.url.shown()))
     }
 }
