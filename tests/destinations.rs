@@ -727,3 +727,58 @@ fn a_slack_incoming_webhook_gets_plain_messages_with_the_identifier_and_no_threa
     );
     assert!(out.stderr.contains("answered 404: no_service") && !out.stderr.contains("XXXX"), "{}", out.stderr);
 }
+
+#[test]
+fn a_silent_bots_alarm_and_all_clear_reach_the_destinations_in_one_slack_thread() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("hook.url"), hook.url(HOOK_PATH) + "\n").unwrap();
+    std::fs::write(f.dir.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    f.write_config(
+        smtp.port(),
+        &format!(
+            "alert_if_silent = \"6h\"\n[[destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl_file = \"hook.url\"\n\
+             secret_file = \"hook.secret\"\n[[destinations]]\nname = \"sales\"\nkind = \"slack\"\n\
+             token_file = \"slack.token\"\nchannel = \"C0LEADS\"\napi_url = \"{}\"\n",
+            api.url("/api")
+        ),
+    );
+    f.conversation("a", "2026-11-24T09:12:00Z");
+    f.visitor("a", "2026-11-24T09:12:00Z", None, "hello?");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    f.run_at("2026-11-24T15:12:00Z", &[], 0);
+    f.run_at("2026-11-24T18:00:00Z", &[], 0);
+    f.conversation("b", "2026-11-25T07:40:00Z");
+    f.visitor("b", "2026-11-25T07:40:00Z", None, "hello?");
+    f.run_at("2026-11-25T07:45:00Z", &[], 0);
+    let alarms: Vec<serde_json::Value> =
+        hook.requests().iter().map(verified).filter(|d| d["event"].as_str().unwrap().starts_with("bot.")).collect();
+    assert_eq!(alarms.len(), 2, "one alarm, never repeated, one all-clear: {alarms:#?}");
+    assert_eq!(alarms[0]["event"], "bot.silent");
+    assert_eq!(alarms[0]["bot"], serde_json::json!({ "id": "lead", "name": "Lead Bot" }));
+    assert_eq!(alarms[0]["silent_since"], "2026-11-24T09:12:00Z");
+    assert_eq!(
+        alarms[0]["message"],
+        "No chats recorded for Lead Bot since 2026-11-24 09:12 (UTC): is the bot or its export stuck?"
+    );
+    assert_eq!(
+        (alarms[1]["event"].as_str(), alarms[1]["back_at"].as_str()),
+        (Some("bot.active"), Some("2026-11-25T07:40:00Z"))
+    );
+    let events: Vec<String> =
+        hook.requests().iter().map(|r| r.header("chat-notifier-event").unwrap().to_owned()).collect();
+    assert!(events.iter().any(|e| e == "bot.silent") && events.iter().any(|e| e == "bot.active"), "{events:?}");
+    let posted = api.posted();
+    let raised =
+        posted.iter().find(|p| p.body["text"].as_str().unwrap().contains("No chats recorded")).expect("the alarm");
+    let cleared =
+        posted.iter().find(|p| p.body["text"].as_str().unwrap().contains("coming in again")).expect("the all-clear");
+    assert_eq!(
+        (raised.thread_ts.as_deref(), cleared.thread_ts.as_deref()),
+        (None, Some(raised.ts.as_str())),
+        "one thread"
+    );
+}

@@ -124,6 +124,52 @@ pub struct LineDoc {
     pub skipped_before: usize,
 }
 
+/// The silent-source alarm's document (schema version 1 too): a bot whose chats stopped coming
+/// (`bot.silent`), or came again (`bot.active`). Filed under `alert:BOT` in place of a
+/// conversation: on Slack, the alarm's raise and its all-clear are one thread, as in the inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertDocument {
+    pub version: u32,
+    pub id: String,
+    /// `bot.silent` or `bot.active`.
+    pub event: String,
+    pub decided_at: String,
+    pub bot: BotDoc,
+    /// The bot's latest message before the silence.
+    pub silent_since: String,
+    /// `bot.active`: the first message after it.
+    pub back_at: Option<String>,
+    /// What the alert email says, in a sentence.
+    pub message: String,
+}
+
+/// The alarm's document: raised (`back` none) or cleared.
+pub fn alert(
+    bot: BotDoc,
+    silent_since: DateTime<Utc>,
+    back: Option<DateTime<Utc>>,
+    message: String,
+    now: DateTime<Utc>,
+) -> AlertDocument {
+    let event = if back.is_some() { "bot.active" } else { "bot.silent" };
+    let seed = format!(
+        "alert\u{1f}{}\u{1f}{event}\u{1f}{}\u{1f}{:?}",
+        bot.id,
+        silent_since.timestamp_millis(),
+        back.map(|b| b.timestamp_millis())
+    );
+    AlertDocument {
+        version: VERSION,
+        id: format!("cn1_{}", super::hex(&Sha256::digest(seed)[..16])),
+        event: event.to_owned(),
+        decided_at: at(now),
+        bot,
+        silent_since: at(silent_since),
+        back_at: back.map(at),
+        message,
+    }
+}
+
 /// What a document is made from: the decision, and what the email of it shows.
 pub struct Facts<'a> {
     pub state: ChatState,

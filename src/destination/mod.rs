@@ -129,11 +129,11 @@ impl Destination for Preview {
             Err(e) => return Ok(Err(Failure::Rejected(format!("{e:#}")))),
         };
         let head = format!(
-            "=== {} {:?}: {} notification for #{} ===\n",
+            "=== {} {:?}: {} notification for {} ===\n",
             self.config.kind.as_str(),
             self.config.name,
             n.state,
-            crate::domain::thread::identifier(n.conversation_id)
+            about(n.conversation_id)
         );
         let written = self.out.write_all(head.as_bytes()).and_then(|()| self.out.write_all(shown.as_bytes()));
         written.and_then(|()| self.out.flush()).context("writing to stdout")?;
@@ -142,6 +142,25 @@ impl Destination for Preview {
 
     fn check(&mut self) -> Result<String> {
         Ok("previewed".into())
+    }
+}
+
+/// The event a notification announces (its document's `event`): `conversation.completed`,
+/// ..., `bot.silent`, `bot.active`.
+pub fn event(n: &Outgoing) -> String {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        event: String,
+    }
+    serde_json::from_str::<Event>(n.document).map_or_else(|_| format!("conversation.{}", n.state), |e| e.event)
+}
+
+/// What a notification is about, for a log line: a conversation's identifier, or the bot an
+/// alarm is about.
+pub fn about(conversation_id: &str) -> String {
+    match conversation_id.strip_prefix("alert:") {
+        Some(bot) => format!("bot {bot:?}"),
+        None => format!("#{}", crate::domain::thread::identifier(conversation_id)),
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::{Result, bail};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::document::Document;
+use super::document::{AlertDocument, Document};
 use super::http::{self, Url};
 use super::{Destination, Failure, Outgoing, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
@@ -144,8 +144,28 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// The alarm's message: one line, in the bot's alarm thread.
+fn alert_message(channel: &str, n: &Outgoing) -> Result<Value> {
+    let a: AlertDocument = serde_json::from_str(n.document)?;
+    let icon = if a.event == "bot.silent" { ":warning:" } else { ":white_check_mark:" };
+    let text = cut(&format!("{icon} {}", escape(&a.message)), TEXT_CHARS);
+    let mut body = json!({
+        "channel": channel,
+        "text": text,
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text, SECTION_CHARS) } }],
+        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": a.id, "state": a.event } },
+    });
+    if let Some(ts) = n.thread {
+        body["thread_ts"] = json!(ts);
+    }
+    Ok(body)
+}
+
 /// The message a notification is, as `chat.postMessage` takes it (the token aside).
 pub fn message(channel: &str, reply_broadcast: bool, n: &Outgoing) -> Result<Value> {
+    if n.state == "alert" {
+        return alert_message(channel, n);
+    }
     let d: Document = serde_json::from_str(n.document)?;
     let identifier = &d.conversation.identifier;
     let what = match d.state.as_str() {

@@ -34,7 +34,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 
 /// The headers a notification goes with, the signature's aside.
 fn headers(n: &Outgoing) -> Vec<(&'static str, String)> {
-    vec![("Idempotency-Key", n.key.to_owned()), ("Chat-Notifier-Event", format!("conversation.{}", n.state))]
+    vec![("Idempotency-Key", n.key.to_owned()), ("Chat-Notifier-Event", super::event(n))]
 }
 
 /// What `run --dry-run` shows: the headers and the exact body, the signature left out (it

@@ -18,8 +18,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{PAGE, RunSummary};
 use crate::config::Config;
-use crate::destination::{Destination, Failure, Outgoing};
-use crate::domain::thread;
+use crate::destination::{Destination, Failure, Outgoing, about};
 use crate::state::State;
 
 /// A destination's `max_per_hour` window: an hour, a minute short (as the emails' limit), so
@@ -94,8 +93,7 @@ fn deliver_to(
         let Some(last) = page.last() else { break };
         after = last.id;
         for d in page {
-            let what =
-                format!("{} notification for #{} to {kind} {name:?}", d.state, thread::identifier(&d.conversation_id));
+            let what = format!("{} notification for {} to {kind} {name:?}", d.state, about(&d.conversation_id));
             if held.contains(&d.conversation_id) {
                 continue;
             }
