@@ -597,6 +597,7 @@ fn the_webhooks_transcript_is_bounded_as_the_emails_are() {
     webhook(&f, smtp.port(), &hook, "");
     f.mail_setting("transcript_messages = 5\nmessage_chars = 20");
     f.conversation("c1", "2026-11-24T09:00:00Z");
+    f.visitor("c1", "2026-11-24T08:59:59Z", Some("company"), &format!("Acme\nInc {}", "y".repeat(100_000)));
     for i in 0..12 {
         f.visitor("c1", &format!("2026-11-24T09:00:{i:02}Z"), None, &format!("message {i} {}", "x".repeat(30)));
     }
@@ -605,13 +606,17 @@ fn the_webhooks_transcript_is_bounded_as_the_emails_are() {
     let lines = doc["transcript"]["messages"].as_array().unwrap();
     let shown: Vec<(u64, &str)> =
         lines.iter().map(|l| (l["skipped_before"].as_u64().unwrap(), l["body"].as_str().unwrap())).collect();
-    assert_eq!(doc["transcript"]["omitted"], 7);
+    assert_eq!(doc["transcript"]["omitted"], 8);
     assert_eq!(shown.len(), 5, "{shown:#?}");
-    assert_eq!(shown[0], (0, "message 0 xxxxxxxxxx… (20 more characters not shown)"));
-    assert_eq!(shown[3].0, 7, "the gap after the first three: {shown:#?}");
+    assert_eq!(shown[0], (0, "Acme\nInc yyyyyyyyyyy… (99989 more characters not shown)"));
+    assert_eq!(shown[1], (0, "message 0 xxxxxxxxxx… (20 more characters not shown)"));
+    let company = doc["visitor"]["fields"][0]["value"].as_str().unwrap();
+    assert!(company.starts_with("Acme Inc yyy") && company.chars().count() < 560, "one line, cut: {company}");
+    assert_eq!(shown[3].0, 8, "the gap after the first three: {shown:#?}");
     assert!(shown[4].1.starts_with("message 11 "), "the latest: {shown:#?}");
     let email = &mails(&smtp)[0];
-    assert!(email.text.contains("7 earlier messages not shown"), "the email shows the same: {}", email.text);
+    assert!(email.text.contains("8 earlier messages not shown"), "the email shows the same: {}", email.text);
+    assert!(email.text.contains(company), "the same field value as the email: {}", email.text);
 }
 
 #[test]

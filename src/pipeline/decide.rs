@@ -299,7 +299,16 @@ fn notes(
         came_back: transcript.since > 0 && !open.thread.message_ids.is_empty(),
         now: run.now,
     };
-    let doc = document::make(&facts);
+    let mut doc = document::make(&facts);
+    // Bounded as the email shows them: a field's value one line of at most 500 characters, the
+    // question cut as a message is.
+    for value in
+        doc.visitor.fields.iter_mut().map(|f| &mut f.value).chain(doc.person.fields.iter_mut().map(|f| &mut f.value))
+    {
+        *value = crate::mail::render::field_value(value);
+    }
+    let limits = run.config.mail.limits();
+    doc.question = doc.question.map(|q| crate::mail::render::cut(&q, limits.message_chars).into_owned());
     let text = serde_json::to_string(&doc)?;
     Ok(serving
         .into_iter()

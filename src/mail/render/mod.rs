@@ -95,12 +95,12 @@ impl Shown {
 /// At most `max` characters of a message, with a note of how many more there were.
 /// A field's value as an email shows it: one line (a line break in an answer must not start a
 /// line that reads like the email's own), within `FIELD_CHARS`.
-fn field_value(value: &str) -> String {
+pub fn field_value(value: &str) -> String {
     let one_line = crate::domain::text::line(value).split_whitespace().collect::<Vec<_>>().join(" ");
     cut(&one_line, FIELD_CHARS).into_owned()
 }
 
-fn cut(body: &str, max: usize) -> Cow<'_, str> {
+pub fn cut(body: &str, max: usize) -> Cow<'_, str> {
     // No more bytes than `max` is no more characters: most messages, with no walk through them.
     if body.len() <= max {
         return Cow::Borrowed(body);
