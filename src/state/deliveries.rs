@@ -22,8 +22,6 @@ pub struct Delivery {
     pub attempts: u32,
     /// Of the attempts, those that count toward `max_attempts`.
     pub refusals: u32,
-    /// Not before this instant: the server asked for room.
-    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// What waits for one destination, for `status`.
@@ -80,8 +78,8 @@ impl State {
     /// A page of the notifications waiting for `destination`, oldest first, after row `after`.
     pub fn pending_deliveries(&self, destination: &str, after: i64, limit: usize) -> Result<Vec<Delivery>> {
         let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals, \
-             not_before FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id \
+            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
+             FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id \
              LIMIT ?3",
         ))?;
         let rows = stmt.query_map(params![destination, after, limit as i64], |r| {
@@ -94,7 +92,6 @@ impl State {
                 document: r.get(5)?,
                 attempts: r.get(6)?,
                 refusals: r.get(7)?,
-                not_before: r.get::<_, Option<i64>>(8)?.map(millis),
             })
         });
         self.context(rows.and_then(Iterator::collect))
