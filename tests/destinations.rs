@@ -787,3 +787,41 @@ fn a_silent_bots_alarm_and_all_clear_reach_the_destinations_in_one_slack_thread(
         "one thread"
     );
 }
+
+#[test]
+fn each_conversation_is_one_discord_forum_post_across_its_states() {
+    let smtp = SmtpServer::start();
+    let discord = HttpServer::discord();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("discord.url"), discord.url("/api/webhooks/42/token") + "\n").unwrap();
+    f.write_config(smtp.port(), "[[destinations]]\nname = \"forum\"\nkind = \"discord\"\nurl_file = \"discord.url\"\n");
+    f.lead_who_leaves("c1", "Jane **@everyone** Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    f.run_at("2026-11-24T09:31:21Z", &[], 0);
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let posted = discord.posted();
+    assert_eq!(posted.len(), 3);
+    let posts: Vec<_> = posted.iter().filter(|p| p.thread_ts.is_none()).collect();
+    assert_eq!(posts.len(), 2, "one forum post per conversation");
+    let jane = posts.iter().find(|p| p.body["thread_name"].as_str().unwrap().contains("Jane")).unwrap();
+    let id = identifier(&mails(&smtp)[0].subject).to_owned();
+    let title = jane.body["thread_name"].as_str().unwrap();
+    assert!(title.ends_with(&format!("[#{id}]")) && title.chars().count() <= 100, "{title}");
+    let reply = posted.iter().find(|p| p.thread_ts.is_some()).unwrap();
+    assert_eq!(reply.channel, jane.channel, "the completion is in Jane's post");
+    assert!(reply.body.get("thread_name").is_none());
+    assert!(reply.body["content"].as_str().unwrap().contains("finished the chat"), "{}", reply.body);
+    for p in &posted {
+        assert_eq!(p.body["allowed_mentions"], serde_json::json!({ "parse": [] }), "pings no one");
+        assert!(p.body["content"].as_str().unwrap().chars().count() <= 2000);
+    }
+    assert!(jane.body["content"].as_str().unwrap().contains("Jane \\*\\*@everyone\\*\\* Doe"), "{}", jane.body);
+    // A webhook deleted in Discord (Unknown Webhook): refused, parked after max_attempts.
+    std::fs::write(f.dir.path().join("discord.url"), discord.url("/api/webhooks/41/gone") + "\n").unwrap();
+    f.lead_who_leaves("c3", "Ann Lee", "ann@example.com", 40);
+    let out = f.run_at("2026-11-25T08:40:00Z", &[], 3);
+    assert!(out.stderr.contains("answered 404") && out.stderr.contains("Unknown Webhook"), "{}", out.stderr);
+    assert!(!out.stderr.contains("gone"), "the URL's token is never shown: {}", out.stderr);
+}

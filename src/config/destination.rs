@@ -17,6 +17,8 @@ pub enum DestinationKind {
     /// A Slack incoming webhook's URL: plain messages, no threads.
     #[serde(rename = "slack-webhook")]
     SlackWebhook,
+    /// A Discord forum channel's webhook: a post per conversation, replies in it.
+    Discord,
 }
 
 impl DestinationKind {
@@ -25,6 +27,7 @@ impl DestinationKind {
             DestinationKind::Webhook => "webhook",
             DestinationKind::Slack => "slack",
             DestinationKind::SlackWebhook => "slack-webhook",
+            DestinationKind::Discord => "discord",
         }
     }
 }
@@ -38,7 +41,7 @@ pub struct DestinationConfig {
     pub kind: DestinationKind,
     /// The bots it is for (ids); none: every bot.
     pub bots: Option<Vec<String>>,
-    /// Webhook, Slack incoming webhook: where the URL is (a catch hook's URL is a secret).
+    /// Webhook, Slack incoming webhook, Discord: where the URL is (a catch hook's URL is a secret).
     pub url_env: Option<String>,
     pub url_file: Option<PathBuf>,
     /// Webhook: the signing secret.
@@ -146,7 +149,7 @@ impl DestinationConfig {
                     ("secret_file", self.secret_file.is_some()),
                 ])?;
             }
-            DestinationKind::SlackWebhook => {
+            DestinationKind::SlackWebhook | DestinationKind::Discord => {
                 one_of("url", &self.url_env, &self.url_file)?;
                 none_of(&[
                     ("secret_env", self.secret_env.is_some()),

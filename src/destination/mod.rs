@@ -9,6 +9,7 @@
 //! attempt counted, the rest waits), lost after it was sent (counts: the receiver may have it,
 //! and the retry carries the same key).
 
+pub mod discord;
 pub mod document;
 pub mod http;
 pub mod slack;
@@ -87,6 +88,7 @@ pub fn open(configs: &[DestinationConfig]) -> Result<Vec<Box<dyn Destination>>> 
                 DestinationKind::Webhook => Box::new(webhook::Webhook::open(c)?),
                 DestinationKind::Slack => Box::new(slack::Slack::open(c)?),
                 DestinationKind::SlackWebhook => Box::new(slack::IncomingWebhook::open(c)?),
+                DestinationKind::Discord => Box::new(discord::Discord::open(c)?),
             })
         })
         .collect()
@@ -98,6 +100,7 @@ pub fn preview(config: &DestinationConfig, n: &Outgoing) -> Result<String> {
         DestinationKind::Webhook => webhook::preview(n),
         DestinationKind::Slack => slack::preview(config, n)?,
         DestinationKind::SlackWebhook => slack::preview_incoming(n)?,
+        DestinationKind::Discord => discord::preview(n)?,
     })
 }
 

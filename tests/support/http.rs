@@ -83,6 +83,9 @@ struct Shared {
     released: bool,
     /// Slack mode: the messages posted.
     slack: Option<Vec<Posted>>,
+    /// Discord mode: the messages posted (`channel` the forum post's id, `thread_ts` set on a
+    /// message in an existing post).
+    discord: Option<Vec<Posted>>,
 }
 
 pub struct HttpServer {
@@ -101,6 +104,13 @@ impl HttpServer {
     /// A Slack-compatible server: `auth.test` and `chat.postMessage` answered as Slack does.
     pub fn slack() -> Self {
         Self::start_with(Some(Vec::new()))
+    }
+
+    /// A Discord forum channel's webhook: `thread_name` starts a post, `thread_id` adds to one.
+    pub fn discord() -> Self {
+        let server = Self::listen(None, None);
+        server.shared.0.lock().unwrap().discord = Some(Vec::new());
+        server
     }
 
     /// Over TLS, with a certificate for 127.0.0.1 and localhost that no client trusts unless
@@ -194,9 +204,10 @@ impl HttpServer {
         s.requests.clone()
     }
 
-    /// Slack mode: the messages posted, in order.
+    /// Slack or Discord mode: the messages posted, in order.
     pub fn posted(&self) -> Vec<Posted> {
-        self.shared.0.lock().unwrap().slack.clone().unwrap_or_default()
+        let s = self.shared.0.lock().unwrap();
+        s.slack.clone().or_else(|| s.discord.clone()).unwrap_or_default()
     }
 }
 
@@ -236,10 +247,11 @@ fn serve(mut stream: impl Read + Write, shared: &Arc<(Mutex<Shared>, Condvar)>) 
         s.requests.push(request.clone());
         cvar.notify_all();
         let scripted = s.script.pop_front();
-        match (scripted, s.slack.is_some()) {
-            (Some(r), _) => r,
-            (None, true) => slack_answer(&mut s, &request),
-            (None, false) => s.default.clone().unwrap_or_else(|| Reply::status(200)),
+        match (scripted, s.slack.is_some(), s.discord.is_some()) {
+            (Some(r), ..) => r,
+            (None, true, _) => slack_answer(&mut s, &request),
+            (None, _, true) => discord_answer(&mut s, &request),
+            (None, ..) => s.default.clone().unwrap_or_else(|| Reply::status(200)),
         }
     };
     let mut out = stream;
@@ -299,4 +311,36 @@ fn slack_answer(s: &mut Shared, request: &Request) -> Reply {
     let ts = format!("1790000000.{:06}", posted.len() + 1);
     posted.push(Posted { channel: channel.clone(), ts: ts.clone(), thread_ts, body });
     Reply::json(200, serde_json::json!({ "ok": true, "channel": channel, "ts": ts }))
+}
+
+/// Discord's answers to a forum channel's webhook: with `?wait=true`, the message created, its
+/// `channel_id` the post it is in (a new one for `thread_name`, else the `thread_id` given, which
+/// must be a post of the forum).
+fn discord_answer(s: &mut Shared, request: &Request) -> Reply {
+    let posted = s.discord.as_mut().unwrap();
+    if !request.path.starts_with("/api/webhooks/42/token") {
+        return Reply::json(404, serde_json::json!({ "message": "Unknown Webhook", "code": 10015 }));
+    }
+    let query = request.path.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}="))).map(str::to_owned);
+    let body = request.json();
+    let id = format!("{}", 1_000 + posted.len());
+    let channel = match (param("thread_id"), body["thread_name"].as_str()) {
+        (Some(thread), _) if posted.iter().any(|p| p.channel == thread && p.thread_ts.is_none()) => thread,
+        (Some(_), _) => return Reply::json(404, serde_json::json!({ "message": "Unknown Channel", "code": 10003 })),
+        (None, Some(_)) => format!("9{id}"),
+        (None, None) => {
+            return Reply::json(
+                400,
+                serde_json::json!({ "message": "Webhooks posted to forum channels must have a thread_name or thread_id", "code": 220001 }),
+            );
+        }
+    };
+    let reply_to = param("thread_id");
+    posted.push(Posted { channel: channel.clone(), ts: id.clone(), thread_ts: reply_to, body });
+    if param("wait").as_deref() == Some("true") {
+        Reply::json(200, serde_json::json!({ "id": id, "channel_id": channel }))
+    } else {
+        Reply::status(204)
+    }
 }
