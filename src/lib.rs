@@ -8,7 +8,7 @@
 //! - [`config`]: the TOML file, checked once, and resolved per bot ([`config::Routing`]);
 //! - [`source`]: where chats come from, rows to the vocabulary; [`state`]: the notifier's own
 //!   SQLite file (tracking, outbox, inspection); [`mail`]: templates and transports;
-//!   [`destination`]: webhooks and Slack beside email. Side by side: none imports another;
+//!   [`destination`]: webhooks, Slack and Discord beside email. Side by side: none imports another;
 //! - [`pipeline`]: the cron job (ingest, decide, deliver), and the pure decisions it makes;
 //!   [`report`]: the analytics behind `report` and `leads`, one file per output format;
 //! - [`cli`]: the command line's definitions;

@@ -825,3 +825,23 @@ fn each_conversation_is_one_discord_forum_post_across_its_states() {
     assert!(out.stderr.contains("answered 404") && out.stderr.contains("Unknown Webhook"), "{}", out.stderr);
     assert!(!out.stderr.contains("gone"), "the URL's token is never shown: {}", out.stderr);
 }
+
+#[test]
+fn prune_keeps_a_conversation_whose_notification_waits_and_removes_its_deliveries_once_gone() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "");
+    hook.answer(Reply::status(503));
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.run_at("2026-11-24T09:30:21Z", &[], 3);
+    let prune = f.run(&["prune", "--older-than", "30d", "--now", "2027-01-15T00:00:00Z"]);
+    assert_eq!(prune.code, 0, "{}", prune.stderr);
+    assert_eq!(f.tracked(), ["c1"], "its notification still waits: kept");
+    hook.answer(Reply::status(200));
+    f.run_at("2027-01-15T00:00:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 2, "it went, late, once");
+    f.run(&["prune", "--older-than", "30d", "--now", "2027-01-15T00:00:00Z"]);
+    assert!(f.tracked().is_empty());
+    assert_eq!(rows(&f, "SELECT count(*) FROM deliveries"), [["0"]], "its deliveries pruned with it");
+}

@@ -1,5 +1,5 @@
 //! Destinations beside email: where a notification goes once it is queued (a signed webhook, a
-//! Slack channel), behind one trait, as transports are for email. What is sent is one JSON
+//! Slack channel, a Discord forum), behind one trait, as transports are for email. What is sent is one JSON
 //! document per notification (`document.rs`, schema version 1), made when the notification is
 //! decided and stored with it, so that every try sends the same bytes under the same
 //! idempotency key; Slack's message is made from that document when it goes.

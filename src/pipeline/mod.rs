@@ -3,7 +3,7 @@
 //! reached a new state, under the owner's rules, each decision queued with its email, or listed
 //! for a digest, in one transaction), the digests due, the flood guard (what is over the burst,
 //! summarised), deliver (send what the outbox holds) and dispatch (what waits for the
-//! destinations beside email: webhooks, Slack).
+//! destinations beside email: webhooks, Slack, Discord).
 
 pub mod classify;
 mod decide;
