@@ -1,9 +1,9 @@
 //! A small blocking HTTP/1.1 client for the destinations: one POST per connection, over TLS
 //! (rustls, the system's roots, never downgraded: no option turns verification off) or plain
 //! TCP to this machine only. Everything the server sends is untrusted and bounded: the whole
-//! request (connect, TLS, sending, the answer) has one deadline however slowly bytes trickle
-//! in, the answer's head is at most 16 KiB and its body is kept up to 64 KiB. Redirects are
-//! answers like any other, never followed.
+//! request (the name's lookup, connect, TLS, sending, the answer) has one deadline however
+//! slowly bytes trickle in, the answer's head is at most 16 KiB and its body is kept up to
+//! 64 KiB. Redirects are answers like any other, never followed.
 //!
 //! Why not a crate (`ureq`): the deadline must hold for the whole exchange and a plain-text
 //! URL must reach only this machine, checked on the address connected to; both are a few lines
@@ -196,7 +196,7 @@ fn host_header(url: &Url) -> String {
 fn open(url: &Url, deadline: Instant, tls: &Arc<rustls::ClientConfig>) -> Result<Stream, Error> {
     let unreachable = |e: io::Error| Error::Unreachable(words(&e, "connecting"));
     let bare = url.host.trim_matches(['[', ']']);
-    let addresses = (bare, url.port).to_socket_addrs().map_err(unreachable)?;
+    let addresses = resolve(bare, url.port, deadline).map_err(unreachable)?;
     let mut last = None;
     let mut tcp = None;
     for address in addresses {
@@ -229,6 +229,25 @@ fn open(url: &Url, deadline: Instant, tls: &Arc<rustls::ClientConfig>) -> Result
         stream.conn.complete_io(&mut stream.sock).map_err(|e| Error::Unreachable(words(&e, "TLS handshake")))?;
     }
     Ok(Stream::Tls(Box::new(stream)))
+}
+
+/// The host's addresses, looked up within the deadline: the system's resolver has no timeout
+/// of its own, so it runs on a thread of its own, left to finish alone if it is too slow.
+fn resolve(host: &str, port: u16, deadline: Instant) -> io::Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    match rx.recv_timeout(remaining(deadline)?) {
+        Ok(found) => found,
+        Err(_) => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("looking up {host}: no answer within the timeout")))
+        }
+    }
 }
 
 fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
