@@ -153,7 +153,8 @@ pub enum ReportFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Also connect to the SMTP server and log in (sends nothing)
+    /// Also connect to the SMTP server and log in, and reach each destination (a webhook's
+    /// server, Slack's auth.test): sends nothing
     #[arg(long)]
     pub smtp: bool,
 }

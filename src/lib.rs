@@ -7,8 +7,8 @@
 //!   the crate. [`progress`]: progress bars, for a person at a terminal;
 //! - [`config`]: the TOML file, checked once, and resolved per bot ([`config::Routing`]);
 //! - [`source`]: where chats come from, rows to the vocabulary; [`state`]: the notifier's own
-//!   SQLite file (tracking, outbox, inspection); [`mail`]: templates and transports. Side by
-//!   side: none imports another;
+//!   SQLite file (tracking, outbox, inspection); [`mail`]: templates and transports;
+//!   [`destination`]: webhooks, Slack and Discord beside email. Side by side: none imports another;
 //! - [`pipeline`]: the cron job (ingest, decide, deliver), and the pure decisions it makes;
 //!   [`report`]: the analytics behind `report` and `leads`, one file per output format;
 //! - [`cli`]: the command line's definitions;
@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod destination;
 pub mod domain;
 pub mod mail;
 pub mod pipeline;

@@ -679,3 +679,32 @@ fn a_chat_in_the_hour_the_clocks_repeat_is_found_by_the_hourly_count() {
     let out = f.run_at("2026-10-25T04:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2));
 }
+
+/// An LLM chat at a destination reads as its email does: the chat went quiet (never "came back
+/// and left again", never "left"), with no "stopped at" (a count of messages and a whole answer
+/// are no question).
+#[test]
+fn a_flowise_chat_reaches_slack_as_a_chat_that_went_quiet() {
+    let server = SmtpServer::start();
+    let api = support::http::HttpServer::slack();
+    let f = fw::sqlite(server.port(), "");
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(
+        &f.config,
+        format!(
+            "{config}\n[[destinations]]\nname = \"sales\"\nkind = \"slack\"\ntoken_file = \"slack.token\"\n\
+             channel = \"C0LEADS\"\napi_url = \"{}\"\ntimeout = \"5s\"\n",
+            api.url("/api")
+        ),
+    )
+    .unwrap();
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    let posted = api.posted();
+    let jane = posted.iter().find(|p| p.body["text"].as_str().unwrap().contains("Jane Doe")).expect("Jane's chat");
+    let text = jane.body["text"].as_str().unwrap();
+    assert!(text.starts_with("Lead Bot: Jane Doe chatted; the chat has gone quiet ["), "{text}");
+    let blocks = jane.body["blocks"].to_string();
+    assert!(!blocks.contains("Stopped at"), "{blocks}");
+    assert_eq!(jane.body["metadata"]["event_payload"]["state"], "ended");
+}

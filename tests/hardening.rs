@@ -624,23 +624,24 @@ fn state_errors_name_the_state_file() {
     let f = Fixture::new(server.port());
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     f.run_at("2026-11-24T10:00:00Z", &[], 0);
-    // A state file one schema version behind (as the previous release wrote it).
+    // A state file as schema 15 wrote it (before the rows read by key and the destinations' tables).
     Connection::open(&f.state)
         .unwrap()
         .execute_batch(
-            "DROP TABLE recent_rows; CREATE TABLE recent_ids (id INTEGER PRIMARY KEY); PRAGMA user_version = 15;",
+            "DROP TABLE recent_rows; CREATE TABLE recent_ids (id INTEGER PRIMARY KEY); \
+             DROP TABLE deliveries; DROP TABLE destination_threads; PRAGMA user_version = 15;",
         )
         .unwrap();
     let shown = f.state.display().to_string();
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 15, this chat-notifier reads 16")),
+        status.stderr.contains(&format!("state {shown}: schema 15, this chat-notifier reads 17")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 15: the next run upgrades it to 16)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 15: the next run upgrades it to 17)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -3,7 +3,7 @@
 //! on an import that points up, or sideways between the modules of one layer.
 //!
 //! From the bottom: the vocabulary (`domain`) and the progress bars, which import nothing of the
-//! crate; the config; the sources, the state and mail, side by side, none importing another; the
+//! crate; the config; the sources, the state, mail and the destinations beside it, side by side, none importing another; the
 //! pipeline and the report, side by side; the command line; the commands; the crate's root; `main.rs`.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["domain", "progress"],
     &["config"],
-    &["source", "state", "mail"],
+    &["source", "state", "mail", "destination"],
     &["pipeline", "report"],
     &["cli"],
     &["commands"],

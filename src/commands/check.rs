@@ -58,6 +58,9 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
     for hole in holes.transport {
         report("transport", Err(hole.into()))?;
     }
+    for destination in &config.destinations {
+        report("destination", self::destination(destination, smtp))?;
+    }
     if failed > 0 {
         bail!("check failed: {failed} part(s) above");
     }
@@ -166,6 +169,19 @@ fn transport(config: &Config, smtp: bool) -> Result<String> {
             probe.map(|_| format!("folder {}", path.display()))
         }
     }
+}
+
+/// A destination's secrets read, and with `--smtp` (which contacts what a run contacts) the
+/// destination reached, nothing sent: a webhook's server connected to (and its TLS
+/// certificate verified), Slack's token tried with `auth.test`.
+fn destination(config: &crate::config::DestinationConfig, contact: bool) -> Result<String> {
+    let mut opened = crate::destination::open(std::slice::from_ref(config))?;
+    let what = format!("{} {}", config.kind.as_str(), config.name);
+    if !contact {
+        return Ok(format!("{what}: secrets read (not contacted: --smtp contacts it, sending nothing)"));
+    }
+    let found = opened[0].check().with_context(|| what.clone())?;
+    Ok(format!("{what}: {found}"))
 }
 
 /// A returning visitor's conversation: every part of every template is exercised.

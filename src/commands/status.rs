@@ -55,12 +55,13 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     // Names and visitors from the source for the ones listed only: what a person reads.
     let rows = if listed.is_empty() { Vec::new() } else { rows(config, listed)? };
     let next_send = next_send(config, now)?;
+    let destinations = destinations(config, state.as_ref())?;
     if args.json {
         let summary: serde_json::Map<String, serde_json::Value> =
             Standing::ALL.iter().map(|s| (s.name().to_owned(), count(s).into())).collect();
         let out = serde_json::json!({
             "summary": summary, "notified_since": since, "next_send": next_send, "conversations": rows,
-            "not_listed": more,
+            "not_listed": more, "destinations": destinations,
         });
         return super::print(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -76,6 +77,17 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
         summary.join(", "),
         since.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z")
     );
+    for d in &destinations {
+        let _ = write!(out, "{} {}: {} waiting, {} parked", d.kind, d.destination, d.pending, d.parked);
+        if let Some(t) = d.not_before.filter(|t| *t > now) {
+            let _ =
+                write!(out, "; the next goes at {}", t.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z"));
+        }
+        if let Some(e) = &d.last_error {
+            let _ = write!(out, "; last error: {}", cut(e, 120));
+        }
+        out.push('\n');
+    }
     if !rows.is_empty() {
         let _ = writeln!(
             out,
@@ -118,6 +130,55 @@ fn of_bot(config: &Config, rows: Vec<StatusRow>, bot: Option<&str>) -> Result<Ve
         .into_iter()
         .filter(|r| r.bot_id.as_deref().or_else(|| learned.get(&r.conversation_id).map(String::as_str)) == Some(bot))
         .collect())
+}
+
+/// What waits for each destination beside email: every configured one, and any the state
+/// still holds notifications for.
+#[derive(Debug, Serialize)]
+struct DestinationRow {
+    kind: &'static str,
+    destination: String,
+    pending: usize,
+    parked: usize,
+    last_error: Option<String>,
+    not_before: Option<DateTime<Utc>>,
+}
+
+fn destinations(config: &Config, state: Option<&State>) -> Result<Vec<DestinationRow>> {
+    let standings = match state {
+        Some(state) => state.destination_standings()?,
+        None => Vec::new(),
+    };
+    let mut rows: Vec<DestinationRow> = config
+        .destinations
+        .iter()
+        .map(|c| DestinationRow {
+            kind: c.kind.as_str(),
+            destination: c.name.clone(),
+            pending: 0,
+            parked: 0,
+            last_error: None,
+            not_before: None,
+        })
+        .collect();
+    for s in standings {
+        let row = match rows.iter_mut().position(|r| r.destination == s.destination) {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(DestinationRow {
+                    kind: "destination (no longer configured)",
+                    destination: s.destination.clone(),
+                    pending: 0,
+                    parked: 0,
+                    last_error: None,
+                    not_before: None,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        (row.pending, row.parked, row.last_error, row.not_before) = (s.pending, s.parked, s.last_error, s.not_before);
+    }
+    Ok(rows)
 }
 
 /// When the next email may go, when the rate limits hold the outbox back now.

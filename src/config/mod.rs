@@ -1,6 +1,7 @@
 //! The TOML config: parsed and validated once at start, so everything after works on values
 //! known to be good. Every error names the file and the key.
 
+mod destination;
 mod error;
 mod mail;
 mod notify;
@@ -9,6 +10,7 @@ mod routing;
 mod source;
 mod transport;
 
+pub use destination::{DestinationConfig, DestinationKind};
 pub use error::ConfigError;
 pub use mail::{DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
@@ -60,6 +62,9 @@ pub struct Config {
     /// Per-bot settings; bots not listed use the defaults above.
     #[serde(default)]
     pub bots: Vec<Bot>,
+    /// Where notifications go beside email: signed webhooks, Slack channels.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
 }
 
 /// A password from an environment variable or the first line of a file; `table` names the
@@ -185,6 +190,9 @@ impl Config {
                 resolve(t);
             }
         }
+        for destination in &mut self.destinations {
+            destination.resolve_paths(base);
+        }
         match &mut self.transport {
             Transport::Folder { path, .. } => resolve(path),
             Transport::Smtp(smtp) => {
@@ -291,6 +299,10 @@ impl Config {
                 bot.complete_on_tools.as_ref().unwrap_or(&none),
                 bot.complete_on_phrases.as_ref().unwrap_or(&none),
             )?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, destination) in self.destinations.iter().enumerate() {
+            destination.validate(i, &mut names)?;
         }
         Ok(())
     }

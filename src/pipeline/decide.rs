@@ -11,6 +11,7 @@ use super::people;
 use super::rules::{self, Verdict};
 use crate::config::Config;
 use crate::config::{Routing, Settings};
+use crate::destination::document;
 use crate::domain::{ChatState, Conversation, Email, Transcript, Wanted};
 use crate::mail::render::{Draft, Renderer};
 use crate::progress;
@@ -43,9 +44,17 @@ enum Settle {
     Hold,
     /// Its conversations row is not there yet: wait for it, noting since when.
     AwaitRow(DateTime<Utc>),
-    Queue(ChatState, Box<Email>),
+    Queue(ChatState, Box<Email>, Vec<Note>),
     /// Listed in the digest of this key (the entry, as JSON) instead of an email of its own.
-    Digest(String, String),
+    Digest(String, String, Vec<Note>),
+}
+
+/// A notification for a destination beside email, queued with the decision.
+struct Note {
+    destination: String,
+    state: ChatState,
+    key: String,
+    document: String,
 }
 
 /// What judging a conversation needs to read next.
@@ -118,8 +127,13 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
                         Settle::Cover => tx.cover(open)?,
                         Settle::Hold => tx.hold(open)?,
                         Settle::AwaitRow(since) => tx.await_row(open, *since)?,
-                        Settle::Queue(chat_state, email) => tx.queue(open, *chat_state, email)?,
-                        Settle::Digest(key, entry) => tx.list_in_digest(open, key, entry, now)?,
+                        Settle::Queue(chat_state, email, _) => tx.queue(open, *chat_state, email)?,
+                        Settle::Digest(key, entry, _) => tx.list_in_digest(open, key, entry, now)?,
+                    }
+                    if let Settle::Queue(.., notes) | Settle::Digest(.., notes) = settle {
+                        for n in notes {
+                            tx.queue_delivery(&n.destination, &open.id, n.state.as_str(), &n.key, &n.document, now)?;
+                        }
                     }
                 }
                 Ok(())
@@ -226,11 +240,25 @@ fn judge_page<'p>(
             settled.push((open, Settle::Hold));
             continue;
         }
-        if let Some((key, entry)) = digest::listing(settings, chat_state, conversation, &transcript, &open.thread) {
-            settled.push((open, Settle::Digest(key, serde_json::to_string(&entry)?)));
+        let listing = digest::listing(settings, chat_state, conversation, &transcript, &open.thread);
+        let serving = config.destinations.iter().any(|d| d.serves(&conversation.bot_id));
+        if let Some((key, entry)) = listing {
+            let notes = match serving {
+                true => notes(
+                    run,
+                    conversation,
+                    chat_state,
+                    &transcript,
+                    &people::lookup(state, source, conversation)?,
+                    open,
+                )?,
+                false => Vec::new(),
+            };
+            settled.push((open, Settle::Digest(key, serde_json::to_string(&entry)?, notes)));
             continue;
         }
         let person = people::lookup(state, source, conversation)?;
+        let notes = notes(run, conversation, chat_state, &transcript, &person, open)?;
         let draft = Draft {
             conversation,
             transcript: &transcript,
@@ -245,7 +273,7 @@ fn judge_page<'p>(
         match renderer.compose(&draft, settings, &config.message_id_domain()) {
             Ok(email) => {
                 bytes += email.text.len() + email.html.len();
-                settled.push((open, Settle::Queue(chat_state, Box::new(email))));
+                settled.push((open, Settle::Queue(chat_state, Box::new(email), notes)));
             }
             Err(e) => {
                 log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
@@ -254,6 +282,55 @@ fn judge_page<'p>(
         }
     }
     Ok(Judgement { settled, identities, later: Vec::new() })
+}
+
+/// The notifications for the destinations that serve the conversation's bot: one JSON document
+/// each (the same for all), made now so that every try sends the same bytes. A digest is the
+/// inbox's way of saying less: a destination gets each notification the rules let through.
+fn notes(
+    run: Inputs,
+    conversation: &Conversation,
+    chat_state: ChatState,
+    transcript: &Transcript,
+    person: &crate::domain::Person,
+    open: &Open,
+) -> Result<Vec<Note>> {
+    let serving: Vec<&str> =
+        run.config.destinations.iter().filter(|d| d.serves(&conversation.bot_id)).map(|d| d.name.as_str()).collect();
+    if serving.is_empty() {
+        return Ok(Vec::new());
+    }
+    let facts = document::Facts {
+        state: chat_state,
+        conversation,
+        transcript,
+        shown: crate::mail::render::shown_messages(transcript, &run.config.mail.limits()),
+        person,
+        visitor_display: crate::mail::render::visitor_display(&transcript.messages),
+        came_back: transcript.since > 0 && !open.thread.message_ids.is_empty(),
+        last_step: run.source.has_last_step(),
+        now: run.now,
+    };
+    let mut doc = document::make(&facts);
+    // Bounded as the email shows them: a field's value one line of at most 500 characters, the
+    // question cut as a message is.
+    for value in
+        doc.visitor.fields.iter_mut().map(|f| &mut f.value).chain(doc.person.fields.iter_mut().map(|f| &mut f.value))
+    {
+        *value = crate::mail::render::field_value(value);
+    }
+    let limits = run.config.mail.limits();
+    doc.question = doc.question.map(|q| crate::mail::render::cut(&q, limits.message_chars).into_owned());
+    let text = serde_json::to_string(&doc)?;
+    Ok(serving
+        .into_iter()
+        .map(|destination| Note {
+            destination: destination.to_owned(),
+            state: chat_state,
+            key: doc.id.clone(),
+            document: text.clone(),
+        })
+        .collect())
 }
 
 /// A page judged: what to write of each conversation, and who each one is with.

@@ -2,12 +2,14 @@
 //! state), watch (the silent-source alarm, on what ingest read), decide (which conversations
 //! reached a new state, under the owner's rules, each decision queued with its email, or listed
 //! for a digest, in one transaction), the digests due, the flood guard (what is over the burst,
-//! summarised) and deliver (send what the outbox holds).
+//! summarised), deliver (send what the outbox holds) and dispatch (what waits for the
+//! destinations beside email: webhooks, Slack, Discord).
 
 pub mod classify;
 mod decide;
 mod deliver;
 pub mod digest;
+mod dispatch;
 mod flood;
 pub use deliver::RateLimits;
 mod ingest;
@@ -22,6 +24,7 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::config::Routing;
+use crate::destination::{Destination, Preview};
 use crate::mail::render::Renderer;
 use crate::mail::send::Mailer;
 use crate::source::Source;
@@ -89,6 +92,17 @@ fn run(
 ) -> Result<Option<RunSummary>> {
     let now = args.now.unwrap_or_else(Utc::now);
     let started = Instant::now();
+    // The destinations' secrets are read now (none for a dry run, which prints what they would
+    // be sent): a missing one stops the run before anything is decided.
+    let mut destinations: Vec<Box<dyn Destination>> = if args.dry_run {
+        config
+            .destinations
+            .iter()
+            .map(|c| -> Box<dyn Destination> { Box::new(Preview::new(c, Box::new(std::io::stdout()))) })
+            .collect()
+    } else {
+        crate::destination::open(&config.destinations)?
+    };
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
     let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
@@ -135,5 +149,12 @@ fn run(
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
     let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
-    Ok(Some(RunSummary { failed, ..summary }))
+    let notified = dispatch::dispatch(&mut state, &mut destinations, config, now)?;
+    Ok(Some(RunSummary {
+        failed,
+        sent: summary.sent + notified.sent,
+        waiting: summary.waiting + notified.waiting,
+        parked: summary.parked + notified.parked,
+        deferred: summary.deferred + notified.deferred,
+    }))
 }

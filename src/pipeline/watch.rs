@@ -1,6 +1,7 @@
 //! The silent-source alarm: a bot whose chats used to arrive, and have not for `alert_if_silent`,
 //! raises one alert email; when chats come in again, one all-clear in the same thread; nothing in
-//! between. A quiet day and a dead runtime look the same in the inbox otherwise.
+//! between. A quiet day and a dead runtime look the same in the inbox otherwise. The
+//! destinations serving the bot get the same, as `bot.silent` and `bot.active`.
 //!
 //! Judged on the store's own times, after this run's ingest: each bot's latest message is the
 //! newest `sent_at` read of its chats, whenever it was read. So a cron that was down does not
@@ -12,6 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::Config;
 use crate::config::Routing;
+use crate::destination::document::{self, BotDoc};
 use crate::mail::notice::{self, Block, Notice};
 use crate::state::{State, Watched};
 
@@ -92,7 +94,33 @@ pub fn watch(state: &mut State, routing: &Routing, config: &Config, now: DateTim
             cc: &settings.cc,
             domain: &config.message_id_domain(),
         });
-        state.atomically(|tx| tx.alarm(&bot.id, silent_since, &email))?;
+        // The destinations serving the bot get the alarm too, queued with it.
+        let doc = match alarm {
+            Alarm::Raise { since } => document::alert(
+                BotDoc { id: bot.id.clone(), name: name.to_owned() },
+                since,
+                None,
+                format!("No chats recorded for {name} since {}: is the bot or its export stuck?", at(since)),
+                now,
+            ),
+            Alarm::Clear { since, back } => document::alert(
+                BotDoc { id: bot.id.clone(), name: name.to_owned() },
+                since,
+                Some(back),
+                format!("Chats are coming in again for {name}: the latest message at {}.", at(back)),
+                now,
+            ),
+        };
+        let text = serde_json::to_string(&doc)?;
+        let serving: Vec<&str> =
+            config.destinations.iter().filter(|d| d.serves(&bot.id)).map(|d| d.name.as_str()).collect();
+        state.atomically(|tx| {
+            tx.alarm(&bot.id, silent_since, &email)?;
+            for destination in &serving {
+                tx.queue_delivery(destination, &key, "alert", &doc.id, &text, now)?;
+            }
+            Ok(())
+        })?;
         queued += 1;
     }
     Ok(queued)

@@ -238,9 +238,12 @@ impl State {
             tx.0.execute(
                 "INSERT INTO settled SELECT id FROM conversations c \
                  WHERE last_message <= max(covered_through, held_through) AND last_activity < ?1 AND NOT EXISTS \
-                 (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending')",
+                 (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending') AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.conversation_id = c.id AND d.status = 'pending')",
                 [before.timestamp_millis()],
             )?;
+            tx.0.execute("DELETE FROM deliveries WHERE conversation_id IN settled", [])?;
+            tx.0.execute("DELETE FROM destination_threads WHERE conversation_id IN settled", [])?;
             let mut emails = tx.0.execute("DELETE FROM outbox WHERE conversation_id IN settled", [])?;
             let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
             // The notices sent before then (digests, summaries, alerts: their threads live in

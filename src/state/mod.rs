@@ -9,6 +9,7 @@
 //! SMTP failure in between leaves it pending, and the next run sends it again with the same
 //! Message-ID.
 
+mod deliveries;
 mod inspect;
 mod notices;
 mod outbox;
@@ -23,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
+pub use deliveries::{Delivery, DestinationStanding};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
@@ -255,6 +257,39 @@ CREATE TABLE recent_rows (position INTEGER NOT NULL, key INTEGER NOT NULL, PRIMA
     WITHOUT ROWID;
 INSERT INTO recent_rows (position, key) SELECT id, id FROM recent_ids;
 DROP TABLE recent_ids;
+"#,
+    r#"
+-- Notifications for the destinations beside email (signed webhooks, Slack): one row per
+-- notification and destination, queued in the transaction that decides it, as an email is in
+-- the outbox; `key` is the idempotency key sent on every try, `document` the JSON sent (dropped
+-- once delivered), `not_before` when a server that asked for room (Retry-After) gets the next.
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    destination     TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    document        TEXT,
+    status          TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    refusals        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    not_before      INTEGER,
+    sent_at         INTEGER,
+    UNIQUE (destination, key)
+);
+CREATE INDEX deliveries_waiting ON deliveries (destination, id) WHERE status IN ('pending', 'parked');
+-- What went to a destination lately, for its max_per_hour.
+CREATE INDEX deliveries_sent ON deliveries (destination, sent_at) WHERE status = 'sent';
+-- A conversation's thread at a destination that threads (Slack's thread_ts): what a
+-- Message-ID is to email. Never a secret.
+CREATE TABLE destination_threads (
+    destination     TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    root            TEXT NOT NULL,
+    PRIMARY KEY (destination, conversation_id)
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this
 
 pub mod flowise;
+pub mod http;
 pub mod llm;
 pub mod pg;
 pub mod rasa;

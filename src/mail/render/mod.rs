@@ -98,12 +98,12 @@ impl Shown {
 /// At most `max` characters of a message, with a note of how many more there were.
 /// A field's value as an email shows it: one line (a line break in an answer must not start a
 /// line that reads like the email's own), within `FIELD_CHARS`.
-fn field_value(value: &str) -> String {
+pub fn field_value(value: &str) -> String {
     let one_line = crate::domain::text::line(value).split_whitespace().collect::<Vec<_>>().join(" ");
     cut(&one_line, FIELD_CHARS).into_owned()
 }
 
-fn cut(body: &str, max: usize) -> Cow<'_, str> {
+pub fn cut(body: &str, max: usize) -> Cow<'_, str> {
     // No more bytes than `max` is no more characters: most messages, with no walk through them.
     if body.len() <= max {
         return Cow::Borrowed(body);
@@ -516,6 +516,14 @@ struct Line<'a> {
 pub struct Field {
     pub name: String,
     pub value: String,
+}
+
+/// The messages an email shows of a transcript within `limits`, each cut to `message_chars`,
+/// with how many were left out just before it: what the other destinations show too.
+pub fn shown_messages<'a>(transcript: &'a Transcript, limits: &Limits) -> Vec<(usize, &'a Message, Cow<'a, str>)> {
+    let lines: Vec<&Message> = transcript.messages.iter().filter(|m| m.is_shown()).collect();
+    let shown = Shown::of(&lines, transcript.lines, limits);
+    shown.messages(&lines).map(|(skipped, m)| (skipped, m, cut(&m.body, limits.message_chars))).collect()
 }
 
 /// How a subject names the visitor of this transcript: their name, else email, else "a visitor".

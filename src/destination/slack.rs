@@ -1,0 +1,363 @@
+//! Slack, with a bot token: a conversation's first notification is a message in the channel
+//! (Block Kit: who, what they gave, where they stopped, a short transcript, the identifier),
+//! each later one a reply in that message's thread (`thread_ts`, kept in the state as a
+//! Message-ID is), a completion optionally broadcast to the channel too. At most one message a
+//! second to the channel (Slack's limit: waited for, never dropped); `ratelimited` waits for its
+//! `Retry-After` when it is short, else the rest goes next run; `ok: false` errors are this
+//! notification refused, except Slack's own failures, which are an outage.
+//!
+//! With only an incoming webhook's URL (`kind = "slack-webhook"`), the same message goes to the
+//! channel the URL was made for, each notification its own: such a URL cannot reply in a
+//! thread.
+//!
+//! Everything from the visitor is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a name cannot
+//! mention `@channel` or make a link, and cut to Slack's sizes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::document::{AlertDocument, Document};
+use super::http::{self, Url};
+use super::{Destination, Failure, Outgoing, Sent, retry_after};
+use crate::config::{DestinationConfig, DestinationKind};
+
+/// Slack's limits: a section's text, a field's, a message's fallback text.
+const SECTION_CHARS: usize = 3000;
+const FIELD_CHARS: usize = 2000;
+const TEXT_CHARS: usize = 4000;
+/// Fields one section shows.
+const FIELDS: usize = 10;
+/// Transcript lines a message shows: the latest.
+const LINES: usize = 8;
+/// One message a second to a channel.
+const PACE: Duration = Duration::from_secs(1);
+/// A `Retry-After` up to this long is waited for within the run.
+const WAIT_AT_MOST: Duration = Duration::from_secs(30);
+
+pub struct Slack {
+    name: String,
+    api: Url,
+    token: String,
+    channel: String,
+    reply_broadcast: bool,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    last_post: Option<Instant>,
+}
+
+impl Slack {
+    fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
+        let body = message(&self.channel, self.reply_broadcast, n)
+            .map_err(|e| Failure::Rejected(format!("its document cannot be read back: {e}")))?;
+        let mut waited = false;
+        loop {
+            if let Some(last) = self.last_post {
+                std::thread::sleep(PACE.saturating_sub(last.elapsed()));
+            }
+            self.last_post = Some(Instant::now());
+            match self.call("chat.postMessage", &body) {
+                Ok(answer) => {
+                    let ts = answer.get("ts").and_then(Value::as_str).map(str::to_owned);
+                    return Ok(Sent { root: if n.thread.is_none() { ts } else { None } });
+                }
+                // A short wait asked for is waited for, once: never dropped.
+                Err(Failure::Throttled { retry_after: Some(wait), .. }) if !waited && wait <= WAIT_AT_MOST => {
+                    std::thread::sleep(wait);
+                    waited = true;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+
+    pub fn open(config: &DestinationConfig) -> Result<Self> {
+        let api = Url::parse(config.api_url())
+            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).api_url: {e}", config.name))?;
+        Ok(Slack {
+            name: config.name.clone(),
+            api,
+            token: config.secret("token")?,
+            channel: config.channel.clone().unwrap_or_default(),
+            reply_broadcast: config.reply_broadcast,
+            timeout: config.timeout(),
+            tls: http::tls_config(),
+            last_post: None,
+        })
+    }
+
+    fn call(&self, method: &str, body: &Value) -> Result<Value, Failure> {
+        let url = self.api.join(method);
+        let shown = format!("Slack {method} at {}", self.api.shown());
+        let headers = [("Authorization", format!("Bearer {}", self.token))];
+        let body = body.to_string();
+        let r = match http::post(&url, &headers, body.as_bytes(), self.timeout, &self.tls) {
+            Ok(r) => r,
+            Err(http::Error::Unreachable(e)) => {
+                return Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None });
+            }
+            Err(http::Error::Lost(e)) => return Err(Failure::Lost(format!("{shown}: {e}"))),
+        };
+        let retry = retry_after(r.header("retry-after"), Utc::now());
+        let answer: Option<Value> = serde_json::from_slice(&r.body).ok();
+        let error = answer
+            .as_ref()
+            .and_then(|a| a.get("error"))
+            .and_then(Value::as_str)
+            .map(|e| crate::domain::text::header(e, 100));
+        match (r.status, &answer) {
+            (200..=299, Some(a)) if a.get("ok") == Some(&Value::Bool(true)) => Ok(a.clone()),
+            (429, _) => Err(Failure::Throttled { reason: format!("{shown}: ratelimited"), retry_after: retry }),
+            (500..=599, _) => {
+                Err(Failure::Unavailable { reason: format!("{shown}: HTTP {}", r.status), retry_after: retry })
+            }
+            (200..=299, Some(_)) => {
+                let error = error.unwrap_or_else(|| "no error named".to_owned());
+                let reason = format!("{shown}: {error}");
+                Err(match error.as_str() {
+                    "ratelimited" => Failure::Throttled { reason, retry_after: retry },
+                    "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+                        Failure::Unavailable { reason, retry_after: retry }
+                    }
+                    _ => Failure::Rejected(reason),
+                })
+            }
+            (200..=299, None) => Err(Failure::Lost(format!("{shown}: an answer that is no JSON: {}", r.said()))),
+            (status, _) => Err(Failure::Rejected(format!("{shown}: HTTP {status}: {}", r.said()))),
+        }
+    }
+}
+
+/// Slack's mrkdwn, made safe: the three characters it reads as markup for links and mentions.
+fn escape(s: &str) -> String {
+    crate::domain::text::body(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// At most `max` characters, with an ellipsis.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if s.chars().count() > max => format!("{}…", &s[..end]),
+        _ => s.to_owned(),
+    }
+}
+
+/// The alarm's message: one line, in the bot's alarm thread.
+fn alert_message(channel: &str, n: &Outgoing) -> Result<Value> {
+    let a: AlertDocument = serde_json::from_str(n.document)?;
+    let icon = if a.event == "bot.silent" { ":warning:" } else { ":white_check_mark:" };
+    let text = cut(&format!("{icon} {}", escape(&a.message)), TEXT_CHARS);
+    let mut body = json!({
+        "channel": channel,
+        "text": text,
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text, SECTION_CHARS) } }],
+        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": a.id, "state": a.event } },
+    });
+    if let Some(ts) = n.thread {
+        body["thread_ts"] = json!(ts);
+    }
+    Ok(body)
+}
+
+/// The message a notification is, as `chat.postMessage` takes it (the token aside).
+pub fn message(channel: &str, reply_broadcast: bool, n: &Outgoing) -> Result<Value> {
+    if n.state == "alert" {
+        return alert_message(channel, n);
+    }
+    let d: Document = serde_json::from_str(n.document)?;
+    let identifier = &d.conversation.identifier;
+    let what = super::document::what_happened(d.state);
+    let headline = format!("{}: {} {what}", escape(&d.bot.name), escape(&d.visitor.display));
+    // The fallback text (notifications, screen readers) is mrkdwn too.
+    let text = cut(&format!("{headline} [#{identifier}]"), TEXT_CHARS);
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": { "type": "mrkdwn", "text": cut(&format!("*{headline}*  `#{identifier}`"), SECTION_CHARS) }
+    })];
+    let fields: Vec<Value> = d
+        .visitor
+        .fields
+        .iter()
+        .take(FIELDS)
+        .map(|f| {
+            let value = crate::domain::text::line(&f.value).split_whitespace().collect::<Vec<_>>().join(" ");
+            json!({ "type": "mrkdwn", "text": cut(&format!("*{}*\n{}", escape(&f.name), escape(&value)), FIELD_CHARS) })
+        })
+        .collect();
+    if !fields.is_empty() {
+        blocks.push(json!({ "type": "section", "fields": fields }));
+    }
+    if d.state.as_str() != "completed"
+        && let Some(question) = &d.question
+    {
+        let step = d.step.as_deref().map(|s| format!(" ({})", escape(s))).unwrap_or_default();
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{ "type": "mrkdwn", "text": cut(&format!("Stopped at{step}: {}", escape(question)), SECTION_CHARS) }]
+        }));
+    }
+    let lines = &d.transcript.messages;
+    let shown = &lines[lines.len().saturating_sub(LINES)..];
+    let mut transcript = String::new();
+    if lines.len() > shown.len() || d.transcript.omitted > 0 {
+        transcript
+            .push_str(&format!("_{} earlier messages not shown_\n", lines.len() - shown.len() + d.transcript.omitted));
+    }
+    for line in shown {
+        let who = if line.sender == "bot" { "Bot" } else { "Visitor" };
+        let body = crate::domain::text::line(&line.body).split_whitespace().collect::<Vec<_>>().join(" ");
+        transcript.push_str(&format!("*{who}:* {}\n", escape(&cut(&body, 300))));
+    }
+    if !transcript.is_empty() {
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(transcript.trim_end(), SECTION_CHARS) } }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": format!("chat-notifier · {} · `#{identifier}`", d.state.as_str()) }]
+    }));
+    let mut body = json!({
+        "channel": channel,
+        "text": text,
+        "blocks": blocks,
+        "unfurl_links": false,
+        "unfurl_media": false,
+        // The idempotency key, where a workflow reading the channel can find it.
+        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": d.id, "state": d.state.as_str() } },
+    });
+    if let Some(ts) = n.thread {
+        body["thread_ts"] = json!(ts);
+        if reply_broadcast && d.state.as_str() == "completed" {
+            body["reply_broadcast"] = json!(true);
+        }
+    }
+    Ok(body)
+}
+
+/// What `run --dry-run` shows: the `chat.postMessage` body, exactly (the token goes in a header).
+pub fn preview(config: &DestinationConfig, n: &Outgoing) -> Result<String> {
+    let body = message(config.channel.as_deref().unwrap_or_default(), config.reply_broadcast, n)?;
+    Ok(format!(
+        "POST {}/chat.postMessage (Authorization: Bearer <token from token_env / token_file>)\n\n{}\n",
+        config.api_url(),
+        serde_json::to_string_pretty(&body)?
+    ))
+}
+
+impl Destination for Slack {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Slack
+    }
+
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
+        Ok(self.post(n))
+    }
+
+    fn check(&mut self) -> Result<String> {
+        match self.call("auth.test", &json!({})) {
+            Ok(answer) => {
+                let get = |k: &str| answer.get(k).and_then(Value::as_str).map(|v| crate::domain::text::header(v, 80));
+                Ok(format!(
+                    "token valid (auth.test): {} in {}",
+                    get("user").unwrap_or_else(|| "a bot".into()),
+                    get("team").unwrap_or_else(|| "its workspace".into())
+                ))
+            }
+            Err(failure) => bail!("{}", failure.reason()),
+        }
+    }
+}
+
+/// The message for an incoming webhook: the same blocks and text, without what only the Web API
+/// takes (the channel, a thread, metadata).
+fn incoming_message(n: &Outgoing) -> Result<Value> {
+    let mut body = message("", false, &Outgoing { thread: None, ..*n })?;
+    if let Some(fields) = body.as_object_mut() {
+        for key in ["channel", "metadata"] {
+            fields.remove(key);
+        }
+    }
+    Ok(body)
+}
+
+/// What `run --dry-run` shows for an incoming webhook: the body, exactly (the URL is a secret).
+pub fn preview_incoming(n: &Outgoing) -> Result<String> {
+    Ok(format!(
+        "POST (the incoming webhook's URL from url_env / url_file)\n\n{}\n",
+        serde_json::to_string_pretty(&incoming_message(n)?)?
+    ))
+}
+
+/// A Slack incoming webhook: plain messages in its channel, no threads.
+pub struct IncomingWebhook {
+    name: String,
+    url: Url,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+    last_post: Option<Instant>,
+}
+
+impl IncomingWebhook {
+    pub fn open(config: &DestinationConfig) -> Result<Self> {
+        let url = Url::parse(&config.secret("url")?)
+            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
+        Ok(IncomingWebhook {
+            name: config.name.clone(),
+            url,
+            timeout: config.timeout(),
+            tls: http::tls_config(),
+            last_post: None,
+        })
+    }
+
+    fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
+        let body =
+            incoming_message(n).map_err(|e| Failure::Rejected(format!("its document cannot be read back: {e}")))?;
+        if let Some(last) = self.last_post {
+            std::thread::sleep(PACE.saturating_sub(last.elapsed()));
+        }
+        self.last_post = Some(Instant::now());
+        let shown = format!("Slack incoming webhook {}", self.url.shown());
+        let r = match http::post(&self.url, &[], body.to_string().as_bytes(), self.timeout, &self.tls) {
+            Ok(r) => r,
+            Err(http::Error::Unreachable(e)) => {
+                return Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None });
+            }
+            Err(http::Error::Lost(e)) => return Err(Failure::Lost(format!("{shown}: {e}"))),
+        };
+        let reason = format!("{shown} answered {}: {}", r.status, r.said());
+        let retry = retry_after(r.header("retry-after"), Utc::now());
+        match r.status {
+            200..=299 => Ok(Sent::default()),
+            429 => Err(Failure::Throttled { reason, retry_after: retry }),
+            500..=599 => Err(Failure::Unavailable { reason, retry_after: retry }),
+            _ => Err(Failure::Rejected(reason)),
+        }
+    }
+}
+
+impl Destination for IncomingWebhook {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::SlackWebhook
+    }
+
+    fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
+        Ok(self.post(n))
+    }
+
+    fn check(&mut self) -> Result<String> {
+        http::probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
+            http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
+        })?;
+        Ok(format!("{} reachable (connected, nothing sent)", self.url.shown()))
+    }
+}

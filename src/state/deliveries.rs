@@ -1,0 +1,200 @@
+//! Deliveries: the outbox of the destinations beside email (webhooks, Slack). One row per
+//! notification and destination, queued in the transaction that decides it, delivered, then
+//! marked; a conversation's thread at a destination that threads (Slack's `thread_ts`).
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{State, Tx, millis};
+
+/// A notification waiting for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub destination: String,
+    pub conversation_id: String,
+    pub state: String,
+    /// The idempotency key: the same on every try.
+    pub key: String,
+    /// The JSON document, as sent.
+    pub document: String,
+    pub attempts: u32,
+    /// Of the attempts, those that count toward `max_attempts`.
+    pub refusals: u32,
+}
+
+/// What waits for one destination, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DestinationStanding {
+    pub destination: String,
+    pub pending: usize,
+    pub parked: usize,
+    /// The oldest waiting notification's last error, if it has one.
+    pub last_error: Option<String>,
+    /// When the next may go, if the server asked for room.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl Tx<'_> {
+    /// Queues a notification for a destination. The key names the notification (conversation,
+    /// state, last message covered); only an export whose ids were renumbered can make one come
+    /// round again, and a new notification must never reuse it: it gets a suffix, in the
+    /// document too.
+    pub fn queue_delivery(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut key = key.to_owned();
+        let mut document = document.to_owned();
+        let taken = |k: &str| -> rusqlite::Result<bool> {
+            self.0
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?1 AND key = ?2)")?
+                .query_row(params![destination, k], |r| r.get(0))
+        };
+        let mut n = 1;
+        while taken(&key)? {
+            n += 1;
+            let next = format!("{key}.{n}");
+            document = document.replacen(&format!("\"{key}\""), &format!("\"{next}\""), 1);
+            key = next;
+        }
+        self.0
+            .prepare_cached(
+                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document])?;
+        Ok(())
+    }
+}
+
+impl State {
+    /// A page of the notifications waiting for `destination`, oldest first, after row `after`.
+    pub fn pending_deliveries(&self, destination: &str, after: i64, limit: usize) -> Result<Vec<Delivery>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
+             FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id \
+             LIMIT ?3",
+        ))?;
+        let rows = stmt.query_map(params![destination, after, limit as i64], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                destination: r.get(1)?,
+                conversation_id: r.get(2)?,
+                state: r.get(3)?,
+                key: r.get(4)?,
+                document: r.get(5)?,
+                attempts: r.get(6)?,
+                refusals: r.get(7)?,
+            })
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// Marks a notification delivered, and records the thread it started (Slack's message
+    /// `ts`), in one transaction.
+    pub fn mark_delivered(&mut self, d: &Delivery, root: Option<&str>, at: DateTime<Utc>) -> Result<()> {
+        self.atomically(|tx| {
+            tx.0.prepare_cached(
+                "UPDATE deliveries SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+                 not_before = NULL, document = NULL WHERE id = ?1",
+            )?
+            .execute(params![d.id, at.timestamp_millis()])?;
+            if let Some(root) = root {
+                tx.0.prepare_cached(
+                    "INSERT OR IGNORE INTO destination_threads (destination, conversation_id, root) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![d.destination, d.conversation_id, root])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a failed try, one that `counts` toward `max_attempts` or not, and when the next
+    /// may be made; `park` takes it out of the queue for good.
+    pub fn mark_delivery_failed(
+        &self,
+        id: i64,
+        error: &str,
+        counts: bool,
+        park: bool,
+        not_before: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        self.context(self.conn.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, refusals = refusals + ?3, last_error = ?2, \
+             not_before = ?5, status = CASE WHEN ?4 THEN 'parked' ELSE status END WHERE id = ?1",
+            params![id, error, counts, park, not_before.map(|t| t.timestamp_millis())],
+        ))?;
+        Ok(())
+    }
+
+    /// The thread a conversation has at a destination, if its first notification went.
+    pub fn thread_root(&self, destination: &str, conversation_id: &str) -> Result<Option<String>> {
+        self.context(
+            self.conn
+                .query_row(
+                    "SELECT root FROM destination_threads WHERE destination = ?1 AND conversation_id = ?2",
+                    params![destination, conversation_id],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )
+    }
+
+    /// Until when a destination asked for room (or is backed off after an outage): the latest
+    /// `not_before` of what waits for it.
+    pub fn destination_waits_until(&self, destination: &str) -> Result<Option<DateTime<Utc>>> {
+        let latest: Option<i64> = self.context(self.conn.query_row(
+            "SELECT max(not_before) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+            [destination],
+            |r| r.get(0),
+        ))?;
+        Ok(latest.map(millis))
+    }
+
+    /// Notifications delivered to a destination at or after `since`.
+    pub fn delivered_since(&self, destination: &str, since: DateTime<Utc>) -> Result<usize> {
+        self.context(self.conn.query_row(
+            "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'sent' AND sent_at >= ?2",
+            params![destination, since.timestamp_millis()],
+            |r| r.get(0),
+        ))
+    }
+
+    /// Notifications waiting for one destination (not parked).
+    pub fn count_pending_deliveries_to(&self, destination: &str) -> Result<usize> {
+        self.context(self.conn.query_row(
+            "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+            [destination],
+            |r| r.get(0),
+        ))
+    }
+
+    /// What waits for each destination that has anything waiting or parked.
+    pub fn destination_standings(&self) -> Result<Vec<DestinationStanding>> {
+        let mut stmt = self.context(self.conn.prepare(
+            "SELECT destination, sum(status = 'pending'), sum(status = 'parked'), \
+             (SELECT last_error FROM deliveries l WHERE l.destination = d.destination AND l.status = 'pending' \
+              ORDER BY id LIMIT 1), \
+             (SELECT max(not_before) FROM deliveries l WHERE l.destination = d.destination \
+              AND l.status = 'pending') \
+             FROM deliveries d WHERE status IN ('pending', 'parked') GROUP BY destination ORDER BY destination",
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DestinationStanding {
+                destination: r.get(0)?,
+                pending: r.get(1)?,
+                parked: r.get(2)?,
+                last_error: r.get(3)?,
+                not_before: r.get::<_, Option<i64>>(4)?.map(millis),
+            })
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+}
