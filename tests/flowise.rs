@@ -7,7 +7,8 @@ mod support;
 
 use chat_notifier::source::flowise as source;
 use support::flowise::{
-    self as fw, GONE, INTERNAL, JANE, JANE_AGAIN, LEAD_BOT, LEAD_TITLE, Msg, ORDER, ORPHAN_LEAD, SUPPORT_BOT,
+    self as fw, GONE, INTERNAL, JANE, JANE_AGAIN, LEAD_BOT, LEAD_TITLE, Msg, NewLead, OLD_BOT, ORDER, ORPHAN_LEAD,
+    SUPPORT_BOT,
 };
 use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, mails, pg};
 
@@ -453,11 +454,16 @@ fn the_hourly_count_takes_a_question_written_late_for_what_it_is() {
     assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
 }
 
+/// The rows a run reads on PostgreSQL: messages and leads.
 fn client_count(f: &Fixture) -> i64 {
     let url = std::fs::read_to_string(&f.config).unwrap();
     let url = url.lines().find_map(|l| l.strip_prefix("url = \"")).unwrap().trim_end_matches('"').to_owned();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client.query_one("SELECT count(*) FROM public.chat_message", &[]).unwrap().get(0)
+    // Leads are rows of the time-ordered stream too.
+    client
+        .query_one("SELECT (SELECT count(*) FROM public.chat_message) + (SELECT count(*) FROM public.lead)", &[])
+        .unwrap()
+        .get(0)
 }
 
 /// With the statements `check` prints in place, no query a run makes scans a table.
@@ -678,4 +684,112 @@ fn a_chat_in_the_hour_the_clocks_repeat_is_found_by_the_hourly_count() {
     assert!(later.text.contains("[2026-10-25 00:10] Visitor: After?"), "{}", later.text);
     let out = f.run_at("2026-10-25T04:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2));
+}
+
+/// The widget's lead form comes before the first message: a visitor who fills it and closes the
+/// tab leaves a `lead` row and no message. On PostgreSQL that chat is emailed once quiet, as
+/// *ended*, with the form and what they gave; when they write later, the chat goes on in the
+/// same thread (*resumed*). A lead given later in a chat already emailed is new activity: the
+/// next email carries it. An orphan lead stays silent; every row (leads too) is read once, and
+/// the hourly counts find nothing amiss.
+#[test]
+fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    let lead = |id, bot, chat, name, email, phone, at| NewLead { id, bot, chat, name, email, phone, at };
+    client
+        .batch_execute(
+            &lead(
+                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+                LEAD_BOT,
+                lena,
+                "Lena Lead",
+                "lena@example.com",
+                "",
+                "2026-12-08 13:00:00.123456",
+            )
+            .insert_sql(),
+        )
+        .unwrap();
+    let out = f.run_at("2026-12-08T13:05:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before), "not judged while active");
+    let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 1, "the lead alone is a chat; stderr:\n{}", out.stderr);
+    let first = &m[before];
+    assert!(first.subject.starts_with("Lead Bot: chat with Lena Lead [#"), "{}", first.subject);
+    assert_eq!(first.header("X-Chat-State").as_deref(), Some("ended"));
+    assert_eq!(first.reply_to.as_deref(), Some("lena@example.com"));
+    for said in [LEAD_TITLE, "name: Lena Lead", "email: lena@example.com"] {
+        assert!(first.text.contains(said), "{said:?} in\n{}", first.text);
+    }
+    assert!(!first.text.contains("phone:"), "{}", first.text);
+
+    // She comes back and asks; meanwhile an orphan lead (its chatflow deleted), and Jane gives
+    // her phone in her chat of this morning, emailed at noon.
+    client
+        .batch_execute(&format!(
+            "{}{}{}{}",
+            Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 15:00:09.000", "Sure, when?")
+                .insert_sql(),
+            Msg::visitor(
+                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02",
+                LEAD_BOT,
+                lena,
+                "2026-12-08 15:00:01.000",
+                "Can I book a demo?"
+            )
+            .insert_sql(),
+            lead(
+                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04",
+                OLD_BOT,
+                "c0a80001-9011-4a90-8a90-000000000011",
+                "Otto Orphan",
+                "otto@example.org",
+                "",
+                "2026-12-08 15:00:02.5",
+            )
+            .insert_sql(),
+            lead(
+                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05",
+                LEAD_BOT,
+                JANE_AGAIN,
+                "Jane Doe",
+                "jane@example.com",
+                "+1 555 0100",
+                "2026-12-08 15:00:03"
+            )
+            .insert_sql(),
+        ))
+        .unwrap();
+    let out = f.run_at("2026-12-08T15:01:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1), "active; the hourly count");
+    let out = f.run_at("2026-12-08T15:40:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the orphan lead is silent");
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let again = m[before + 1..].iter().find(|m| m.subject.contains("Lena Lead")).expect("Lena's chat again");
+    assert_eq!(again.subject, format!("Re: {}", first.subject));
+    assert_eq!(again.in_reply_to.as_deref(), Some(first.message_id.as_str()), "in her thread");
+    assert_eq!(again.header("X-Chat-State").as_deref(), Some("resumed"));
+    assert!(again.text.contains("Visitor: Can I book a demo?"), "{}", again.text);
+    // Her chat of this morning (no lead row then: named by its leadEmail), emailed at noon.
+    let jane = m[before + 1..].iter().find(|m| m.subject.contains("jane@example.com")).expect("Jane's chat again");
+    let noon = m[..before].iter().find(|m| m.subject.contains("jane@example.com")).expect("emailed at noon");
+    assert_eq!(jane.subject, format!("Re: {}", noon.subject), "in that chat's thread");
+    assert_eq!(jane.header("X-Chat-State").as_deref(), Some("resumed"));
+    assert!(jane.text.contains("phone: +1 555 0100"), "the lead given later: {}", jane.text);
+    assert!(!m.iter().any(|m| m.text.contains("Otto")), "an orphan lead is no chat");
+
+    let out = f.run_at("2026-12-08T18:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 3), "nothing more, quietly");
+    let rows: i64 = client
+        .query_one("SELECT (SELECT count(*) FROM public.chat_message) + (SELECT count(*) FROM public.lead)", &[])
+        .unwrap()
+        .get(0);
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({rows})"), "every message and lead read exactly once");
 }
