@@ -272,7 +272,8 @@ fn a_deleted_tail_s_rowids_handed_out_again_are_read_once() {
     assert_eq!(server.received().len(), 2, "read once");
 }
 
-/// Bad input, each one line naming the row, skipped; every other chat emailed.
+/// Bad input, each one line naming the row, skipped; every other chat emailed. A row whose
+/// time is none has no place among rows read by time: `check` names it.
 #[test]
 fn bad_rows_are_named_once_and_block_nothing() {
     let server = SmtpServer::start();
@@ -300,10 +301,20 @@ fn bad_rows_are_named_once_and_block_nothing() {
             "row 16 (id 0b7c1d2e-0000-4000-8000-000000000012)",
             "role \"systemMessage\" is neither userMessage nor apiMessage",
         ),
-        ("row 17 (id 0b7c1d2e-0000-4000-8000-000000000013)", "createdDate \"yesterday\" is not a time"),
     ] {
         assert_eq!(bad.iter().filter(|l| l.contains(row) && l.contains(why)).count(), 1, "{row}: {}", out.stderr);
     }
+    // Rows are read by time: one with no time has no place among them. `check` names it.
+    assert!(!out.stderr.contains("0b7c1d2e-0000-4000-8000-000000000013"), "{}", out.stderr);
+    let check = f.run(&["check"]);
+    assert!(
+        check.stderr.contains(
+            "1 chat_message row(s) have a createdDate that is no time, never read (the first: row 17 (id \
+             0b7c1d2e-0000-4000-8000-000000000013), createdDate \"yesterday\")"
+        ),
+        "{}",
+        check.stderr
+    );
     let m = mails(&server);
     assert_eq!(m.len(), 3, "Jane, the order chat and this one");
     let this = m.iter().find(|m| m.text.contains("Visitor: Hello?")).unwrap();
@@ -687,37 +698,31 @@ fn a_chat_in_the_hour_the_clocks_repeat_is_found_by_the_hourly_count() {
 }
 
 /// The widget's lead form comes before the first message: a visitor who fills it and closes the
-/// tab leaves a `lead` row and no message. On PostgreSQL that chat is emailed once quiet, as
-/// *ended*, with the form and what they gave; when they write later, the chat goes on in the
-/// same thread (*resumed*). A lead given later in a chat already emailed is new activity: the
-/// next email carries it. An orphan lead stays silent; every row (leads too) is read once, and
-/// the hourly counts find nothing amiss.
-#[test]
-fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_postgres() {
-    let server = SmtpServer::start();
-    let Some((f, mut client, _)) = fw::postgres(server.port(), "") else { return };
+/// tab leaves a `lead` row and no message. That chat is emailed once quiet, as *ended*, with the
+/// form and what they gave; when they write later, the chat goes on in the same thread
+/// (*resumed*). A lead given later in a chat already emailed is new activity: the next email
+/// carries it. An orphan lead stays silent; every row (leads too) is read once, and the hourly
+/// counts find nothing amiss. `write` runs SQL as Flowise would; `times` are the two leads'
+/// `createdDate`s as the database's default stamps them; `rows` counts messages and leads.
+fn a_lead_alone_is_a_chat(
+    f: &Fixture,
+    server: &SmtpServer,
+    write: &dyn Fn(&str),
+    times: [&str; 3],
+    rows: &dyn Fn() -> i64,
+) {
     f.run_at("2026-12-08T12:00:00Z", &[], 0);
     let before = server.received().len();
     let lena = "c0a80001-9010-4a90-8a90-000000000010";
     let lead = |id, bot, chat, name, email, phone, at| NewLead { id, bot, chat, name, email, phone, at };
-    client
-        .batch_execute(
-            &lead(
-                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
-                LEAD_BOT,
-                lena,
-                "Lena Lead",
-                "lena@example.com",
-                "",
-                "2026-12-08 13:00:00.123456",
-            )
+    write(
+        &lead("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01", LEAD_BOT, lena, "Lena Lead", "lena@example.com", "", times[0])
             .insert_sql(),
-        )
-        .unwrap();
+    );
     let out = f.run_at("2026-12-08T13:05:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before), "not judged while active");
     let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
-    let m = mails(&server);
+    let m = mails(server);
     assert_eq!(m.len(), before + 1, "the lead alone is a chat; stderr:\n{}", out.stderr);
     let first = &m[before];
     assert!(first.subject.starts_with("Lead Bot: chat with Lena Lead [#"), "{}", first.subject);
@@ -728,48 +733,47 @@ fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_
     }
     assert!(!first.text.contains("phone:"), "{}", first.text);
 
-    // She comes back and asks; meanwhile an orphan lead (its chatflow deleted), and Jane gives
-    // her phone in her chat of this morning, emailed at noon.
-    client
-        .batch_execute(&format!(
-            "{}{}{}{}",
-            Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 15:00:09.000", "Sure, when?")
-                .insert_sql(),
-            Msg::visitor(
-                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02",
-                LEAD_BOT,
-                lena,
-                "2026-12-08 15:00:01.000",
-                "Can I book a demo?"
-            )
+    // She comes back and asks (the question written after the answer, as Flowise does);
+    // meanwhile an orphan lead (its chatflow deleted), and Jane gives her phone in her chat of
+    // this morning, emailed at noon.
+    write(&format!(
+        "{}{}{}{}",
+        Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 15:00:09.000", "Sure, when?")
             .insert_sql(),
-            lead(
-                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04",
-                OLD_BOT,
-                "c0a80001-9011-4a90-8a90-000000000011",
-                "Otto Orphan",
-                "otto@example.org",
-                "",
-                "2026-12-08 15:00:02.5",
-            )
-            .insert_sql(),
-            lead(
-                "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05",
-                LEAD_BOT,
-                JANE_AGAIN,
-                "Jane Doe",
-                "jane@example.com",
-                "+1 555 0100",
-                "2026-12-08 15:00:03"
-            )
-            .insert_sql(),
-        ))
-        .unwrap();
+        Msg::visitor(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02",
+            LEAD_BOT,
+            lena,
+            "2026-12-08 15:00:01.000",
+            "Can I book a demo?"
+        )
+        .insert_sql(),
+        lead(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04",
+            OLD_BOT,
+            "c0a80001-9011-4a90-8a90-000000000011",
+            "Otto Orphan",
+            "otto@example.org",
+            "",
+            times[1],
+        )
+        .insert_sql(),
+        lead(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05",
+            LEAD_BOT,
+            JANE_AGAIN,
+            "Jane Doe",
+            "jane@example.com",
+            "+1 555 0100",
+            times[2]
+        )
+        .insert_sql(),
+    ));
     let out = f.run_at("2026-12-08T15:01:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1), "active; the hourly count");
     let out = f.run_at("2026-12-08T15:40:00Z", &[], 0);
     assert_eq!(out.stderr, "", "the orphan lead is silent");
-    let m = mails(&server);
+    let m = mails(server);
     assert_eq!(m.len(), before + 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
     let again = m[before + 1..].iter().find(|m| m.subject.contains("Lena Lead")).expect("Lena's chat again");
     assert_eq!(again.subject, format!("Re: {}", first.subject));
@@ -786,10 +790,32 @@ fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_
 
     let out = f.run_at("2026-12-08T18:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 3), "nothing more, quietly");
-    let rows: i64 = client
-        .query_one("SELECT (SELECT count(*) FROM public.chat_message) + (SELECT count(*) FROM public.lead)", &[])
-        .unwrap()
-        .get(0);
     let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
-    assert_eq!(*read, format!("Integer({rows})"), "every message and lead read exactly once");
+    assert_eq!(*read, format!("Integer({})", rows()), "every message and lead read exactly once");
+}
+
+#[test]
+fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let path = f.dir.path().join("database.sqlite");
+    let rows = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let sql = "SELECT (SELECT count(*) FROM chat_message) + (SELECT count(*) FROM lead)";
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    // SQLite's datetime('now'): UTC, no fraction.
+    let times = ["2026-12-08 13:00:00", "2026-12-08 15:00:02", "2026-12-08 15:00:03"];
+    a_lead_alone_is_a_chat(&f, &server, &|sql| fw::sqlite_write(&f, sql), times, &rows);
+}
+
+#[test]
+fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    let rows = || client_count(&f);
+    // PostgreSQL's now(): microseconds.
+    let times = ["2026-12-08 13:00:00.123456", "2026-12-08 15:00:02.5", "2026-12-08 15:00:03"];
+    a_lead_alone_is_a_chat(&f, &server, &|sql| client.borrow_mut().batch_execute(sql).unwrap(), times, &rows);
 }

@@ -10,33 +10,38 @@
 //! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N"
 //! (`domain::turn`), N the visitor's messages so far.
 //!
-//! Ids: `chat_message.id` is a uuid, in no order. On SQLite a message's id is its rowid, which
-//! grows with each insert. On PostgreSQL there is nothing ordered but `"createdDate"` (the
-//! Flowise process's wall time, no zone, milliseconds): a message's id is its *position*, the
-//! stored wall time in microseconds since 1970 times 1000 plus a tiebreak in 0..999 from the
-//! uuid, so positions order like `"createdDate"`; two rows may share one, so each row also has
-//! a key (63 bits mixed from its whole uuid) that tells it apart in the state's memory of rows read. Rows are
-//! read a whole timestamp at a time, so paging is exact, and the commit window (`late_writes`)
-//! covers a question inserted after its answer.
+//! Ids: `chat_message.id` is a uuid, in no order, and nothing is ordered but `"createdDate"`
+//! (no zone; PostgreSQL: the Flowise process's wall time; SQLite: UTC text, milliseconds): a
+//! row's id is its *position*, the stored wall time in microseconds since 1970 times 1000 plus a
+//! tiebreak in 0..999 from the uuid, so positions order like `"createdDate"`; two rows may share
+//! one, so each row also has a key (63 bits mixed from its whole uuid) that tells it apart in the
+//! state's memory of rows read. Rows are read a whole timestamp at a time, so paging is exact,
+//! and the commit window (`late_writes`) covers a question inserted after its answer. On SQLite
+//! times are compared as `sqlite_time` writes them (text in one form, milliseconds), which an
+//! index on that expression serves (`INDEXES_SQLITE`); a row whose time is none has no place and
+//! is never read (`check` names it).
 //!
 //! Leads: the widget's lead form comes before the first message, so a `lead` row may be all a
-//! chat has (the visitor filled the form and left), and a lead may come after an email. On
-//! PostgreSQL a lead is a row of the same time-ordered stream: its position is its time turned
-//! from the leads' zone into the messages' (the wall time a message of that instant carries)
-//! plus its uuid's tiebreak, its key from its uuid; it is read with the messages (a page of
-//! each table, cut at the earlier whole timestamp where one is full), left out when read before,
+//! chat has (the visitor filled the form and left), and a lead may come after an email. A lead is
+//! a row of the same time-ordered stream: its position is its time turned from the leads' zone
+//! into the messages' (the wall time a message of that instant carries; on SQLite both are UTC)
+//! plus its uuid's tiebreak, its key from its uuid; it is read with the messages (a page of each
+//! table, cut at the earlier whole timestamp where one is full), left out when read before,
 //! anchored, counted by the hourly count and re-read by a resync as they are. So a lead sits
 //! among its chat's messages in time order: an email's `covered_through` covers it or not as it
 //! covers a message, and one given after an email is past it, new activity. Its fields are the
 //! visitor's answers to the form (author `Visitor`, a field each: they count as the visitor
-//! writing), activity of its chat where the chatflow is there (an orphan lead is passed over).
-//! Where either zone's clocks go back (DST), a lead of the repeated hour may land behind what
-//! was read, as a message does: the hourly count finds it.
-//! On SQLite a message's id is its rowid, and a lead has no place in that sequence: the two
-//! tables share no order but time, and a message's time is not its insertion order (a question
-//! is stamped before its answer and inserted after), so an id from the messages around a lead
-//! would change when a late question comes. There leads are read with their chat's messages only,
-//! each at the id of the chat's first message at or after its time.
+//! writing), activity of its chat where the chatflow is there (an orphan lead is passed over)
+//! and the chat is of a type read. Where either zone's clocks go back (DST), a lead of the
+//! repeated hour may land behind what was read, as a message does: the hourly count finds it.
+//!
+//! Why time on SQLite too, not rowids: the two tables share no order but time. A message's
+//! rowid is no place for a lead, and a lead's id made from the rowids of the messages around it
+//! would change when a question stamped before it is inserted after it (late writes are normal),
+//! or need the state to remember when it was first seen; ids that change break `covered_through`
+//! and the anchor. With positions by time, a deleted tail's rowids handed out again change
+//! nothing (a row is its time and uuid, not its rowid), and a lead is ordered among messages as
+//! on PostgreSQL.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -73,51 +78,61 @@ const LEAD_COLUMNS: &str = r#"l.id, l.chatflowid, l."chatId", l.name, l.email, l
 struct Sql {
     /// Rows past the watermark with whether their chatflow is there.
     after: String,
-    /// PostgreSQL: rows at one time.
+    /// Rows at one time.
     at: String,
     chats: String,
     leads: String,
     flow: &'static str,
-    last: &'static str,
-    anchor: String,
-    count: &'static str,
+    last: String,
+    count: String,
     everything: String,
     flows: &'static str,
     all_leads: String,
-    /// PostgreSQL: leads past a time, leads at one time, the latest lead's time, leads before
-    /// a time (leads are rows of the time-ordered stream there).
+    /// Leads past a time, leads at one time, the latest lead's time, leads before a time:
+    /// leads are rows of the time-ordered stream.
     leads_after: String,
     leads_at: String,
-    lead_last: &'static str,
-    lead_count: &'static str,
+    lead_last: String,
+    lead_count: String,
+}
+
+/// SQLite: a stored time as its text with milliseconds (`2026-12-07 09:12:28.345`), whatever
+/// way it was written (a lead's has no fraction; a `T`, a `Z`); NULL where it is no time.
+fn sqlite_time(alias: &str) -> String {
+    format!(r#"strftime('%Y-%m-%d %H:%M:%f', {alias}."createdDate")"#)
 }
 
 fn sqlite_sql() -> Sql {
     let cols = format!("m.rowid, {COLUMNS}");
+    let (tm, tl) = (sqlite_time("m"), sqlite_time("l"));
+    let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
+    // Times from 1970 up to `LAST_ORDERED`: what a position holds.
+    let ordered = |t: &str| format!("{t} > '1970-01-01 00:00:00.000' AND {t} < '2200-01-01 00:00:00.000'");
     Sql {
         after: format!(
-            "SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid \
-             WHERE m.rowid > ?1 ORDER BY m.rowid LIMIT ?2"
+            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {} ORDER BY {tm} LIMIT ?2",
+            ordered(&tm)
         ),
-        at: String::new(),
+        at: format!("SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} = ?1"),
         // `IN`, not a join from the list: through the index where there is one (check's), else
         // one pass over the table for the whole page of chats, not one per chat.
         chats: format!(r#"SELECT {cols}, 1 FROM chat_message m WHERE m."chatId" IN rarray(?1)"#),
         leads: format!(r#"SELECT {LEAD_COLUMNS} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
         flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
-        last: "SELECT coalesce(max(rowid), 0) FROM chat_message",
-        anchor: format!("SELECT {cols}, 1 FROM chat_message m WHERE m.rowid = ?1"),
-        count: "SELECT count(*) FROM chat_message WHERE rowid <= ?1",
+        last: format!("SELECT max({tm}) FROM chat_message m WHERE {}", ordered(&tm)),
+        count: format!("SELECT count(*) FROM chat_message m WHERE {} AND {tm} < ?1", ordered(&tm)),
         everything: format!(
-            r#"SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid
-             WHERE m.rowid <= ?1 ORDER BY m.chatflowid, m."chatId", m.rowid"#
+            r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} <= ?1 ORDER BY m.chatflowid, m."chatId", {tm}"#
         ),
         flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
         all_leads: format!("SELECT {LEAD_COLUMNS} FROM lead l"),
-        leads_after: String::new(),
-        leads_at: String::new(),
-        lead_last: "",
-        lead_count: "",
+        leads_after: format!(
+            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {} ORDER BY {tl} LIMIT ?2",
+            ordered(&tl)
+        ),
+        leads_at: format!("SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} = ?1"),
+        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {}", ordered(&tl)),
+        lead_count: format!("SELECT count(*) FROM lead l WHERE {} AND {tl} < ?1", ordered(&tl)),
     }
 }
 
@@ -139,10 +154,11 @@ fn postgres_sql() -> Sql {
         leads: format!(r#"SELECT {lead_cols} FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#),
         flow: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = CAST(?1 AS uuid)"#,
         last: r#"SELECT max("createdDate") FROM chat_message
-             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#,
-        anchor: String::new(),
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+            .to_owned(),
         count: r#"SELECT count(*) FROM chat_message
-             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#,
+             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
+            .to_owned(),
         everything: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
              WHERE m."createdDate" <= CAST(?1 AS timestamp) ORDER BY m.chatflowid, m."chatId", m."createdDate""#
@@ -155,9 +171,12 @@ fn postgres_sql() -> Sql {
              ORDER BY l."createdDate" LIMIT ?2"#
         ),
         leads_at: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."createdDate" = CAST(?1 AS timestamp)"#),
-        lead_last: r#"SELECT max("createdDate") FROM lead WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#,
+        lead_last:
+            r#"SELECT max("createdDate") FROM lead WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+                .to_owned(),
         lead_count: r#"SELECT count(*) FROM lead
-             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#,
+             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
+            .to_owned(),
     }
 }
 
@@ -173,27 +192,32 @@ pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
-        (s.last.to_owned(), vec![]),
-        (s.count.to_owned(), vec![t()]),
+        (s.last, vec![]),
+        (s.count, vec![t()]),
         (s.leads_after, vec![t(), Param::Int(0)]),
         (s.leads_at, vec![t()]),
-        (s.lead_last.to_owned(), vec![]),
-        (s.lead_count.to_owned(), vec![t()]),
+        (s.lead_last, vec![]),
+        (s.lead_count, vec![t()]),
     ]
 }
 
 /// The same for SQLite, with `INDEXES_SQLITE`.
 pub fn sqlite_queries() -> Vec<(String, Vec<Param>)> {
     let s = sqlite_sql();
+    let t = || Param::Text("2026-12-07 09:00:00.000".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![Param::Int(0), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0)]),
+        (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text(String::new())]),
-        (s.last.to_owned(), vec![]),
-        (s.anchor, vec![Param::Int(0)]),
-        (s.count.to_owned(), vec![Param::Int(0)]),
+        (s.last, vec![]),
+        (s.count, vec![t()]),
+        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_at, vec![t()]),
+        (s.lead_last, vec![]),
+        (s.lead_count, vec![t()]),
     ]
 }
 
@@ -214,10 +238,21 @@ pub const INDEXES_POSTGRES: [(&str, &str, &str); 4] = [
     ("lead", "createdDate", r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS lead_createddate_idx ON lead ("createdDate")"#),
 ];
 
-/// The same on SQLite (new rows are read by rowid, which needs none).
-pub const INDEXES_SQLITE: [(&str, &str, &str); 2] = [
+/// The same on SQLite, where times are text in more than one form: the time as the queries
+/// read it (`sqlite_time`), an index on an expression.
+pub const INDEXES_SQLITE: [(&str, &str, &str); 4] = [
+    (
+        "chat_message",
+        "strftime",
+        r#"CREATE INDEX IF NOT EXISTS chat_message_createddate_idx ON chat_message (strftime('%Y-%m-%d %H:%M:%f', "createdDate"))"#,
+    ),
     ("chat_message", "chatId", r#"CREATE INDEX IF NOT EXISTS chat_message_chatid_idx ON chat_message ("chatId")"#),
     ("lead", "chatId", r#"CREATE INDEX IF NOT EXISTS lead_chatid_idx ON lead ("chatId")"#),
+    (
+        "lead",
+        "strftime",
+        r#"CREATE INDEX IF NOT EXISTS lead_createddate_idx ON lead (strftime('%Y-%m-%d %H:%M:%f', "createdDate"))"#,
+    ),
 ];
 
 pub struct Flowise {
@@ -272,6 +307,8 @@ struct Bot {
 struct Row {
     position: i64,
     key: i64,
+    /// SQLite: its rowid, to name it; PostgreSQL: 0.
+    rowid: i64,
     uuid: String,
     role: String,
     flow: String,
@@ -373,7 +410,7 @@ impl Flowise {
             },
             message_zone: if pg { source.message_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             lead_zone: if pg { source.lead_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
-            window: if pg { late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000) } else { 0 },
+            window: late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000),
             bots: RefCell::default(),
         };
         flowise.check_schema()?;
@@ -416,13 +453,12 @@ impl Flowise {
     fn row(&self, c: &[Cell]) -> Row {
         let uuid = c[1].lossy().unwrap_or_default();
         let raw_time = c[6].lossy().unwrap_or_default();
-        let wall = wall_time(&raw_time);
+        let wall = wall_time(&raw_time).map(|w| self.stored(w));
         let (hi, lo) = uuid_bits(&uuid);
-        let position =
-            if self.pg() { wall.and_then(|w| position_of(w, lo)).unwrap_or(0) } else { c[0].int().unwrap_or_default() };
         Row {
-            position,
-            key: if self.pg() { key_of(hi, lo) } else { position },
+            position: wall.and_then(|w| position_of(w, lo)).unwrap_or(0),
+            key: key_of(hi, lo),
+            rowid: c[0].int().unwrap_or_default(),
             uuid,
             role: c[2].lossy().unwrap_or_default(),
             flow: c[3].lossy().unwrap_or_default().to_lowercase(),
@@ -446,7 +482,7 @@ impl Flowise {
                 let uuid = c[0].lossy().unwrap_or_default();
                 let at = c[6].lossy().as_deref().and_then(wall_time).map(|w| in_zone(self.lead_zone, w));
                 // Its time as the messages' zone writes it: its place among them.
-                let wall = at.filter(|_| self.pg()).map(|t| t.with_timezone(&self.message_zone).naive_local());
+                let wall = at.map(|t| self.stored(t.with_timezone(&self.message_zone).naive_local()));
                 let (hi, lo) = uuid_bits(&uuid);
                 Lead {
                     position: wall.and_then(|w| position_of(w, lo)).unwrap_or(0),
@@ -464,7 +500,22 @@ impl Flowise {
             .collect())
     }
 
-    /// PostgreSQL: a wall time of the messages' zone as the leads' zone writes the same instant.
+    /// A wall time at the precision the queries compare times at: SQLite's text, milliseconds
+    /// (`sqlite_time`); PostgreSQL's timestamps, microseconds.
+    fn stored(&self, wall: NaiveDateTime) -> NaiveDateTime {
+        if self.pg() {
+            return wall;
+        }
+        let nanos = wall.and_utc().timestamp_subsec_nanos();
+        wall - TimeDelta::nanoseconds(i64::from(nanos % 1_000_000))
+    }
+
+    /// A wall time as a query's parameter.
+    fn time(&self, wall: NaiveDateTime) -> Param {
+        Param::Text(if self.pg() { wall_text(wall) } else { wall.format("%Y-%m-%d %H:%M:%S%.3f").to_string() })
+    }
+
+    /// A wall time of the messages' zone as the leads' zone writes the same instant.
     fn lead_wall(&self, wall: NaiveDateTime) -> NaiveDateTime {
         in_zone(self.message_zone, wall).with_timezone(&self.lead_zone).naive_local()
     }
@@ -492,7 +543,7 @@ impl Flowise {
 
     /// PostgreSQL: the leads whose position is at the messages' wall time `wall`.
     fn leads_at(&self, wall: NaiveDateTime) -> Result<Vec<Lead>> {
-        let mut leads = self.read_leads(&self.sql.leads_at, &[Param::Text(wall_text(self.lead_wall(wall)))])?;
+        let mut leads = self.read_leads(&self.sql.leads_at, &[self.time(self.lead_wall(wall))])?;
         leads.retain(|l| l.wall == Some(wall));
         Ok(leads)
     }
@@ -507,7 +558,7 @@ impl Flowise {
         if self.pg() {
             format!("chat_message row {}", text::line(&row.uuid))
         } else {
-            format!("chat_message row {} (id {})", row.position, text::line(&row.uuid))
+            format!("chat_message row {} (id {})", row.rowid, text::line(&row.uuid))
         }
     }
 
@@ -519,7 +570,7 @@ impl Flowise {
         if row.role != "userMessage" && row.role != "apiMessage" {
             return Some(format!("role {:?} is neither userMessage nor apiMessage", text::line(&row.role)));
         }
-        if row.wall.is_none() || (self.pg() && row.position == 0) {
+        if row.wall.is_none() || row.position == 0 {
             return Some(format!("createdDate {:?} is not a time", text::line(&row.raw_time)));
         }
         if let Err(why) = tools(row.tools.as_deref()) {
@@ -582,7 +633,7 @@ impl Flowise {
         for lead in self.read_leads(&self.sql.leads, &[page])? {
             let id = conversation_id(&lead.flow, &lead.chat);
             // PostgreSQL: a lead is a row of its chat, which may have no message yet.
-            if self.pg() && wanted.contains(&(lead.flow.clone(), lead.chat.clone())) {
+            if wanted.contains(&(lead.flow.clone(), lead.chat.clone())) {
                 out.entry(id).or_default().leads.push(lead);
             } else if let Some(chat) = out.get_mut(&id) {
                 chat.leads.push(lead);
@@ -629,31 +680,25 @@ impl Flowise {
         if rows.is_empty() && chat.rows.iter().any(|r| !self.wanted(r)) {
             return Vec::new();
         }
-        let pg = self.pg();
-        let mut leads: Vec<&Lead> =
-            chat.leads.iter().filter(|l| !pg || (l.position > 0 && l.position <= through)).collect();
-        if pg {
-            leads.sort_by_key(|l| (l.position, l.key));
-        } else {
-            leads.sort_by_key(|l| l.at);
-        }
+        let mut leads: Vec<(&Lead, DateTime<Utc>)> = chat
+            .leads
+            .iter()
+            .filter(|l| l.position > 0 && l.position <= through)
+            .filter_map(|l| Some((l, l.at?)))
+            .collect();
+        leads.sort_by_key(|(l, _)| (l.position, l.key));
         let (first_id, first_at) = match (rows.first(), leads.first()) {
-            (Some(&(row, at)), Some(lead)) if pg => {
-                (row.position.min(lead.position), lead.at.map_or(at, |t| t.min(at)))
-            }
-            (Some(&(row, at)), lead) => (row.position, lead.and_then(|l| l.at).map_or(at, |t| t.min(at))),
-            (None, Some(lead)) if pg => match lead.at {
-                Some(at) => (lead.position, at),
-                None => return Vec::new(),
-            },
-            (None, _) => return Vec::new(),
+            (Some(&(row, at)), Some(&(lead, lead_at))) => (row.position.min(lead.position), at.min(lead_at)),
+            (Some(&(row, at)), None) => (row.position, at),
+            (None, Some(&(lead, at))) => (lead.position, at),
+            (None, None) => return Vec::new(),
         };
-        let lead_fields = |lead: &Lead, id: i64, at: DateTime<Utc>, out: &mut Vec<Message>| {
+        let lead_fields = |(lead, at): (&Lead, DateTime<Utc>), out: &mut Vec<Message>| {
             for (name, value) in [("name", &lead.name), ("email", &lead.email), ("phone", &lead.phone)] {
                 if let Some(v) = value.as_deref().filter(|v| !v.trim().is_empty()) {
                     out.push(Message {
-                        id,
-                        sent_at: lead.at.unwrap_or(at),
+                        id: lead.position,
+                        sent_at: at,
                         author: Author::Visitor,
                         gambit_id: None,
                         input_type: None,
@@ -678,11 +723,8 @@ impl Flowise {
         let mut pending = leads.into_iter().peekable();
         let mut asked = 0;
         for &(row, at) in &rows {
-            let before = |l: &&Lead| {
-                if pg { (l.position, l.key) < (row.position, row.key) } else { l.at.is_none_or(|t| t <= at) }
-            };
-            while let Some(lead) = pending.next_if(before) {
-                lead_fields(lead, if pg { lead.position } else { row.position }, at, &mut out);
+            while let Some(lead) = pending.next_if(|(l, _)| (l.position, l.key) < (row.position, row.key)) {
+                lead_fields(lead, &mut out);
             }
             let message = |author, gambit_id: Option<String>, input_type: Option<&str>| Message {
                 id: row.position,
@@ -709,16 +751,15 @@ impl Flowise {
                 out.push(message(Author::Bot, Some(crate::domain::turn(asked)), ends.then_some(END_OF_FLOW)));
             }
         }
-        let (last_id, last_at) = rows.last().map_or((first_id, first_at), |&(r, at)| (r.position, at));
         for lead in pending {
-            lead_fields(lead, if pg { lead.position } else { last_id }, last_at, &mut out);
+            lead_fields(lead, &mut out);
         }
         out
     }
 
     /// PostgreSQL: the rows at one stored time.
     fn rows_at(&self, wall: NaiveDateTime) -> Result<Vec<Row>> {
-        self.read_rows(&self.sql.at, &[Param::Text(wall_text(wall))])
+        self.read_rows(&self.sql.at, &[self.time(wall)])
     }
 
     /// Whether leads and their chats' messages disagree by whole hours: the zones are set wrong.
@@ -893,10 +934,38 @@ impl Source for Flowise {
                 if hours > 0 { "before" } else { "after" }
             );
         }
+        if !self.pg() {
+            // Read by time: a row whose time is none is in no place of the stream, never read.
+            let sql = format!(
+                "SELECT m.rowid, m.id, m.\"createdDate\" FROM chat_message m WHERE {} IS NULL ORDER BY m.rowid",
+                sqlite_time("m")
+            );
+            let rows = self.db.rows(&sql, &[]).with_context(|| format!("{}: reading chat_message", self.name))?;
+            if let Some(first) = rows.first() {
+                log::warn!(
+                    "{}: {} chat_message row(s) have a createdDate that is no time, never read (the first: row {} (id {}), \
+                     createdDate {:?})",
+                    self.name,
+                    rows.len(),
+                    first[0].int().unwrap_or_default(),
+                    text::line(&first[1].lossy().unwrap_or_default()),
+                    text::line(&first[2].lossy().unwrap_or_default())
+                );
+            }
+        }
         let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
         let mut missing = Vec::new();
         for (table, column, statement) in indexes {
-            if !self.db.has_index(table, column)? {
+            let there = if *column == "strftime" {
+                // An index on the time as the queries read it.
+                let sql =
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND instr(sql, ?2) > 0";
+                let expression = Param::Text(r#"strftime('%Y-%m-%d %H:%M:%f', "createdDate")"#.to_owned());
+                self.db.int(sql, &[Param::Text((*table).to_owned()), expression])?.unwrap_or(0) > 0
+            } else {
+                self.db.has_index(table, column)?
+            };
+            if !there {
                 missing.push(format!("{statement};"));
             }
         }
@@ -921,7 +990,7 @@ impl Source for Flowise {
     }
 
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
-        let (mut rows, mut leads) = if self.pg() {
+        let (mut rows, mut leads) = {
             // Whole timestamps: the rest of the one at `after`, then a page of each table cut at a
             // whole one, the earlier of the two where a page is full.
             let at = wall_of(after);
@@ -929,10 +998,10 @@ impl Source for Flowise {
                 if after > 0 { (self.rows_at(at)?, self.leads_at(at)?) } else { (Vec::new(), Vec::new()) };
             rows.retain(|r| r.position > after);
             leads.retain(|l| l.position > after);
-            let mut page = self.read_rows(&self.sql.after, &[Param::Text(wall_text(at)), Param::Int(limit as i64)])?;
+            let mut page = self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64)])?;
             let lead_after = if after > 0 { self.lead_wall(at) } else { NaiveDateTime::default() };
-            let mut lead_page = self
-                .read_leads(&self.sql.leads_after, &[Param::Text(wall_text(lead_after)), Param::Int(limit as i64)])?;
+            let mut lead_page =
+                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64)])?;
             lead_page.retain(|l| l.position > after);
             let full = |n: usize, last: Option<NaiveDateTime>| last.filter(|_| n >= limit);
             let cut = [
@@ -951,8 +1020,6 @@ impl Source for Flowise {
             rows.extend(page);
             leads.extend(lead_page);
             (rows, leads)
-        } else {
-            (self.read_rows(&self.sql.after, &[Param::Int(after), Param::Int(limit as i64)])?, Vec::new())
         };
         let through = rows.iter().map(|r| r.position).chain(leads.iter().map(|l| l.position)).max();
         let mut batch = Batch { through, ..Batch::default() };
@@ -1042,30 +1109,20 @@ impl Source for Flowise {
 
     fn last_message_id(&self) -> Result<i64> {
         let context = || format!("{}: reading chat_message", self.name);
-        if !self.pg() {
-            return Ok(self.db.int(self.sql.last, &[]).with_context(context)?.unwrap_or(0));
-        }
-        let last = self.db.one(self.sql.last, &[]).with_context(context)?;
+        let last = self.db.one(&self.sql.last, &[]).with_context(context)?;
         let message = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
             Some(wall) => self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0),
             None => 0,
         };
-        let last = self.db.one(self.sql.lead_last, &[]).with_context(|| format!("{}: reading lead", self.name))?;
-        let lead = match last.and_then(|r| r[0].lossy()) {
-            Some(wall) => self.read_leads(&self.sql.leads_at, &[Param::Text(wall)])?.iter().map(|l| l.position).max(),
+        let last = self.db.one(&self.sql.lead_last, &[]).with_context(|| format!("{}: reading lead", self.name))?;
+        let lead = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
+            Some(wall) => self.read_leads(&self.sql.leads_at, &[self.time(wall)])?.iter().map(|l| l.position).max(),
             None => None,
         };
         Ok(message.max(lead.unwrap_or(0)))
     }
 
     fn anchor_at(&self, id: i64) -> Result<Option<String>> {
-        if !self.pg() {
-            return Ok(self
-                .read_rows(&self.sql.anchor, &[Param::Int(id)])?
-                .iter()
-                .find(|r| r.position == id)
-                .map(anchor));
-        }
         let rows = self.rows_at(wall_of(id))?.into_iter().map(Entry::Message);
         let entries: Vec<Entry> = rows.chain(self.leads_at(wall_of(id))?.into_iter().map(Entry::Lead)).collect();
         // The last of them in the order rows are read, (position, key): the batch's anchor.
@@ -1077,14 +1134,11 @@ impl Source for Flowise {
 
     fn count_through(&self, id: i64) -> Result<i64> {
         let context = || format!("{}: counting chat_message", self.name);
-        if !self.pg() {
-            return Ok(self.db.int(self.sql.count, &[Param::Int(id)]).with_context(context)?.unwrap_or(0));
-        }
         let wall = wall_of(id);
-        let before = self.db.int(self.sql.count, &[Param::Text(wall_text(wall))]).with_context(context)?.unwrap_or(0);
+        let before = self.db.int(&self.sql.count, &[self.time(wall)]).with_context(context)?.unwrap_or(0);
         let leads = self
             .db
-            .int(self.sql.lead_count, &[Param::Text(wall_text(self.lead_wall(wall)))])
+            .int(&self.sql.lead_count, &[self.time(self.lead_wall(wall))])
             .with_context(|| format!("{}: counting lead", self.name))?
             .unwrap_or(0);
         let at = self.rows_at(wall)?.iter().filter(|r| r.position <= id).count()
@@ -1108,10 +1162,10 @@ impl Source for Flowise {
         // PostgreSQL: leads are rows of the stream; those through `through` are read here.
         let mut read = 0;
         for lead in self.read_leads(&self.sql.all_leads, &[])? {
-            read += i64::from(self.pg() && lead.position > 0 && lead.position <= through);
+            read += i64::from(lead.position > 0 && lead.position <= through);
             leads.entry(conversation_id(&lead.flow, &lead.chat)).or_default().push(lead);
         }
-        let param = if self.pg() { Param::Text(wall_text(wall_of(through))) } else { Param::Int(through) };
+        let param = self.time(wall_of(through));
         let mut current: Option<(String, Chat)> = None;
         let mut flush = |current: Option<(String, Chat)>| -> Result<()> {
             let Some((id, mut chat)) = current else { return Ok(()) };
@@ -1129,7 +1183,7 @@ impl Source for Flowise {
                 let row = self.row(c);
                 // PostgreSQL: the rows of the last time read past `through` are not read yet, and
                 // one at a time no position holds (before 1970) is never read.
-                if self.pg() && (row.position > through || row.position == 0) {
+                if row.position > through || row.position == 0 {
                     return Ok(());
                 }
                 read += 1;
@@ -1145,7 +1199,7 @@ impl Source for Flowise {
             })
             .with_context(|| format!("{}: reading chat_message", self.name))?;
         flush(current)?;
-        if self.pg() {
+        {
             // Chats of a lead alone (no message yet), in id order as the rest.
             let mut alone: Vec<(String, Vec<Lead>)> = leads.into_iter().collect();
             alone.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1245,6 +1299,7 @@ mod tests {
         Row {
             position,
             key: position,
+            rowid: position,
             uuid: format!("u{position}"),
             role: role.into(),
             flow: "f".into(),
@@ -1261,11 +1316,13 @@ mod tests {
 
     #[test]
     fn a_chat_reads_as_lead_form_fields_and_numbered_turns() {
-        let lead = |at: &str, name: &str, email: &str, phone: &str| Lead {
+        // Leads at their own positions, among the rows': (2, 0) before the first, (4, 5) between
+        // rows 4 and 5.
+        let lead = |(position, key): (i64, i64), at: &str, name: &str, email: &str, phone: &str| Lead {
             uuid: "l".into(),
-            position: 0,
-            key: 0,
-            wall: None,
+            position,
+            key,
+            wall: wall_time(at),
             flow: "f".into(),
             chat: "c".into(),
             name: Some(name.into()),
@@ -1289,8 +1346,8 @@ mod tests {
                 Row { role: "tool".into(), ..row(8, "userMessage", "2026-12-07 09:14:01", "nor this") },
             ],
             leads: vec![
-                lead("2026-12-07 09:12:16", "Jane Doe", "jane@example.com", ""),
-                lead("2026-12-07 09:13:00", "", "", "+1 555 0100"),
+                lead((2, 0), "2026-12-07 09:12:16", "Jane Doe", "jane@example.com", ""),
+                lead((4, 5), "2026-12-07 09:13:00", "", "", "+1 555 0100"),
             ],
         };
         let bot = Bot { name: "Lead Bot".into(), lead_form: Some("Where can we reach you?".into()) };
@@ -1301,13 +1358,13 @@ mod tests {
         assert_eq!(
             shown,
             [
-                (3, Author::Bot, Some(LEAD_FORM), None, "Where can we reach you?"),
-                (3, Author::Visitor, None, Some("name"), "Jane Doe"),
-                (3, Author::Visitor, None, Some("email"), "jane@example.com"),
+                (2, Author::Bot, Some(LEAD_FORM), None, "Where can we reach you?"),
+                (2, Author::Visitor, None, Some("name"), "Jane Doe"),
+                (2, Author::Visitor, None, Some("email"), "jane@example.com"),
                 (3, Author::Field, None, Some("email"), "jane@example.com"),
                 (3, Author::Visitor, None, None, "Price?"),
                 (4, Author::Bot, Some("message 1"), None, "$29"),
-                (5, Author::Visitor, None, Some("phone"), "+1 555 0100"),
+                (4, Author::Visitor, None, Some("phone"), "+1 555 0100"),
                 (5, Author::Visitor, None, None, "Yearly?"),
                 (6, Author::Bot, Some("message 2"), None, "Booked."),
             ]
@@ -1316,6 +1373,19 @@ mod tests {
         assert!(m[8].ends_flow() && !m[5].ends_flow(), "book_call finishes it");
         let through = flowise(&[]).messages(&bot, &chat, 4);
         assert_eq!(through.last().map(|m| m.id), Some(4), "up to the message asked for");
+        assert_eq!(through.last().map(|m| m.body.as_str()), Some("+1 555 0100"), "a lead is a row at its position");
+        let alone = Chat { rows: Vec::new(), leads: chat.leads.clone() };
+        let m = flowise(&[]).messages(&bot, &alone, 3);
+        let shown: Vec<(i64, Author, &str)> = m.iter().map(|m| (m.id, m.author, m.body.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (2, Author::Bot, "Where can we reach you?"),
+                (2, Author::Visitor, "Jane Doe"),
+                (2, Author::Visitor, "jane@example.com")
+            ],
+            "a lead with no message yet: the form and what it took"
+        );
         assert!(!through.iter().any(Message::ends_flow));
         let plain = Bot { lead_form: None, ..bot };
         let m = flowise(&[]).messages(&plain, &chat, i64::MAX);
