@@ -791,6 +791,16 @@ fn a_lead_alone_is_a_chat(
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 3), "nothing more, quietly");
     let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
     assert_eq!(*read, format!("Integer({})", rows()), "every message and lead read exactly once");
+    let now = ["--now", "2026-12-08T18:00:00Z"];
+    let leads = f.run(&[&["leads", "--format", "csv"][..], &now].concat());
+    assert_eq!(leads.code, 0, "{}", leads.stderr);
+    assert!(leads.stdout.contains("Lena Lead") && leads.stdout.contains("lena@example.com"), "{}", leads.stdout);
+    assert!(!leads.stdout.contains("otto@example.org"), "an orphan lead: {}", leads.stdout);
+    let report = f.run(&[&["report", "--format", "json"][..], &now].concat());
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    // Among the report's leads, and not among what visitors ask: a lead is no question.
+    assert_eq!(report.stdout.matches("\"name\": \"Lena Lead\"").count(), 1, "{}", report.stdout);
+    assert_eq!(report.stdout.matches("Lena Lead").count(), 1, "{}", report.stdout);
 }
 
 #[test]
