@@ -865,3 +865,42 @@ fn a_question_written_after_its_answer_is_read_once_and_in_order_on_sqlite() {
     let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
     assert_eq!(*read, format!("Integer({rows})"), "every row read exactly once");
 }
+
+/// More rows than one page of each table (10,000), leads and messages at the very same times:
+/// each page of both is cut at one whole timestamp, and every row is read exactly once (the
+/// hourly count after agrees). The builder's chats and orphan leads: read, silent.
+#[test]
+fn pages_of_leads_and_messages_at_the_same_times_read_every_row_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let n = 12_000;
+    let at = "strftime('%Y-%m-%d %H:%M:%S', '2026-12-08 13:00:00', '+' || (i / 2) || ' seconds')";
+    fw::sqlite_write(
+        &f,
+        &format!(
+            r#"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+               INSERT INTO lead (id, chatflowid, name, email, phone, "chatId", "createdDate")
+               SELECT printf('00000000-0000-4000-8000-%012d', i), '{OLD_BOT}', 'Otto', 'otto@example.org', '',
+                      printf('c0a80001-9100-4a91-8a91-%012d', i), {at} FROM n;
+               WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+               INSERT INTO chat_message (id, role, chatflowid, content, "createdDate", "chatType", "chatId",
+                      "memoryType", "sessionId")
+               SELECT printf('00000000-0000-4000-9000-%012d', i), 'userMessage', '{SUPPORT_BOT}', 'test',
+                      {at} || '.000', 'INTERNAL', printf('c0a80001-9200-4a92-8a92-%012d', i / 3), 'Buffer Memory',
+                      printf('c0a80001-9200-4a92-8a92-%012d', i / 3) FROM n;"#
+        ),
+    );
+    let out = f.run_at("2026-12-08T17:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "silent");
+    let conn = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT (SELECT count(*) FROM chat_message) + (SELECT count(*) FROM lead)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2 * n + 16);
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({rows})"), "every row read exactly once");
+    assert!(!mails(&server).iter().any(|m| m.text.contains("Otto") || m.text.contains("Visitor: test")));
+    let out = f.run_at("2026-12-08T18:30:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the hourly count agrees");
+}
