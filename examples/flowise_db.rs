@@ -24,9 +24,8 @@ fn main() -> Result<()> {
         "day1" => {
             let _ = std::fs::remove_file(path);
             let db = Connection::open(path)?;
-            let schema =
-                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flowise/sqlite.sql"))
-                    .context("the Flowise schema")?;
+            let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flowise/sqlite.sql"))
+                .context("the Flowise schema")?;
             // Flowise turns SQLite's foreign keys on; the dump creates its tables in name order.
             db.execute_batch("PRAGMA foreign_keys = OFF")?;
             db.execute_batch(&schema)?;
