@@ -266,7 +266,7 @@ pub struct Flowise {
     message_zone: Tz,
     /// The zone leads are stamped in (PostgreSQL: the database session's; SQLite: UTC).
     lead_zone: Tz,
-    /// PostgreSQL: the late-write window, in positions; SQLite: 0.
+    /// The late-write window, in positions.
     window: i64,
     /// Chatflows by id, read once a run; None where there is none.
     bots: RefCell<HashMap<String, Option<Bot>>>,
@@ -327,11 +327,10 @@ struct Row {
 #[derive(Debug, Clone)]
 struct Lead {
     uuid: String,
-    /// PostgreSQL: its position in the time-ordered stream, from its time in the messages'
-    /// zone (0: none); SQLite: 0, leads are not read as rows of their own there.
+    /// Its position in the time-ordered stream, from its time in the messages' zone (0: none).
     position: i64,
     key: i64,
-    /// PostgreSQL: its time as the messages' zone writes it (the wall of its position).
+    /// Its time as the messages' zone writes it (the wall of its position).
     wall: Option<NaiveDateTime>,
     flow: String,
     chat: String,
@@ -541,7 +540,7 @@ impl Flowise {
         Ok(out)
     }
 
-    /// PostgreSQL: the leads whose position is at the messages' wall time `wall`.
+    /// The leads whose position is at the messages' wall time `wall`.
     fn leads_at(&self, wall: NaiveDateTime) -> Result<Vec<Lead>> {
         let mut leads = self.read_leads(&self.sql.leads_at, &[self.time(self.lead_wall(wall))])?;
         leads.retain(|l| l.wall == Some(wall));
@@ -632,7 +631,7 @@ impl Flowise {
         }
         for lead in self.read_leads(&self.sql.leads, &[page])? {
             let id = conversation_id(&lead.flow, &lead.chat);
-            // PostgreSQL: a lead is a row of its chat, which may have no message yet.
+            // A lead is a row of its chat, which may have no message yet.
             if wanted.contains(&(lead.flow.clone(), lead.chat.clone())) {
                 out.entry(id).or_default().leads.push(lead);
             } else if let Some(chat) = out.get_mut(&id) {
@@ -757,7 +756,7 @@ impl Flowise {
         out
     }
 
-    /// PostgreSQL: the rows at one stored time.
+    /// The rows at one stored time.
     fn rows_at(&self, wall: NaiveDateTime) -> Result<Vec<Row>> {
         self.read_rows(&self.sql.at, &[self.time(wall)])
     }
@@ -1159,7 +1158,7 @@ impl Source for Flowise {
             .map(|r| (r[0].lossy().unwrap_or_default().to_lowercase(), bot_of(r)))
             .collect();
         let mut leads: HashMap<String, Vec<Lead>> = HashMap::new();
-        // PostgreSQL: leads are rows of the stream; those through `through` are read here.
+        // Leads are rows of the stream; those through `through` are read here.
         let mut read = 0;
         for lead in self.read_leads(&self.sql.all_leads, &[])? {
             read += i64::from(lead.position > 0 && lead.position <= through);
@@ -1181,7 +1180,7 @@ impl Source for Flowise {
         self.db
             .each(&self.sql.everything, &[param], |c| {
                 let row = self.row(c);
-                // PostgreSQL: the rows of the last time read past `through` are not read yet, and
+                // The rows of the last time read past `through` are not read yet, and
                 // one at a time no position holds (before 1970) is never read.
                 if row.position > through || row.position == 0 {
                     return Ok(());
