@@ -904,3 +904,42 @@ fn pages_of_leads_and_messages_at_the_same_times_read_every_row_once() {
     let out = f.run_at("2026-12-08T18:30:00Z", &[], 0);
     assert_eq!(out.stderr, "", "the hourly count agrees");
 }
+
+/// A row inserted far behind what was read (beyond `late_writes`) is found by the hourly count,
+/// which reads the store again whole: a chat that is a lead alone, emailed before, is recognised
+/// (not emailed again), leads are counted with the messages, and the row found is emailed once.
+#[test]
+fn reading_the_store_again_whole_keeps_a_lead_alone_emailed_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    let lead = NewLead {
+        id: "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+        bot: LEAD_BOT,
+        chat: lena,
+        name: "Lena Lead",
+        email: "lena@example.com",
+        phone: "",
+        at: "2026-12-08 13:00:00",
+    };
+    fw::sqlite_write(&f, &lead.insert_sql());
+    f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    assert_eq!(server.received().len(), before + 1);
+    let behind = Msg::visitor(
+        "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a06",
+        SUPPORT_BOT,
+        "c0a80001-9012-4a90-8a90-000000000012",
+        "2026-12-08 11:00:00.000",
+        "Written long after it was stamped",
+    );
+    fw::sqlite_write(&f, &behind.insert_sql());
+    let out = f.run_at("2026-12-08T14:50:00Z", &[], 0);
+    assert_eq!(out.stderr.matches("rows were inserted out of id order").count(), 1, "{}", out.stderr);
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 2, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(m[before + 1].text.contains("Visitor: Written long after it was stamped"), "{}", m[before + 1].text);
+    let out = f.run_at("2026-12-08T16:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 2), "nothing more, quietly");
+}
