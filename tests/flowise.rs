@@ -943,3 +943,53 @@ fn reading_the_store_again_whole_keeps_a_lead_alone_emailed_once() {
     let out = f.run_at("2026-12-08T16:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 2), "nothing more, quietly");
 }
+
+/// Leads stamped in the database's zone and messages in the Flowise process's, both not UTC and
+/// not each other's: a lead takes its place among the messages by the instant it was given,
+/// is read once (the hourly count agrees) and its chat is judged by that instant.
+#[test]
+fn a_lead_in_the_database_s_zone_sits_among_messages_in_the_process_s_zone() {
+    let server = SmtpServer::start();
+    let zones = "message_time_zone = \"Europe/Berlin\"\nlead_time_zone = \"America/New_York\"";
+    let Some((f, mut client, _)) = fw::postgres(server.port(), zones) else { return };
+    client.batch_execute("DELETE FROM chat_message; DELETE FROM lead;").unwrap();
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    // 13:00:00.5 UTC as New York writes it, then a turn at 13:00:05 and 13:00:09 UTC as Berlin does.
+    let lead = NewLead {
+        id: "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+        bot: LEAD_BOT,
+        chat: lena,
+        name: "Lena Lead",
+        email: "lena@example.com",
+        phone: "",
+        at: "2026-12-08 08:00:00.5",
+    };
+    client.batch_execute(&lead.insert_sql()).unwrap();
+    let out = f.run_at("2026-12-08T13:00:02Z", &[], 0);
+    assert_eq!(out.stderr, "", "the lead is not ahead of the clock");
+    for m in [
+        Msg::visitor("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02", LEAD_BOT, lena, "2026-12-08 14:00:05.000", "A demo?"),
+        Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 14:00:09.000", "Sure."),
+    ] {
+        client.batch_execute(&m.insert_sql()).unwrap();
+    }
+    f.run_at("2026-12-08T13:00:10Z", &[], 0);
+    f.run_at("2026-12-08T13:29:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "quiet since 13:00:09 UTC only");
+    let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "{}", out.stderr);
+    let text = &m[0].text;
+    let (form, name, asked) = (
+        text.find(&format!("] Lead Bot: {LEAD_TITLE}")).unwrap(),
+        text.find("] Visitor: Lena Lead").unwrap(),
+        text.find("] Visitor: A demo?").unwrap(),
+    );
+    assert!(form < name && name < asked, "the form and its answers before her question: {text}");
+    assert!(text.contains("Chat started: 2026-12-08 13:00"), "at the lead's instant: {text}");
+    let out = f.run_at("2026-12-08T15:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "the hourly count agrees");
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
+}
