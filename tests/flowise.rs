@@ -7,7 +7,8 @@ mod support;
 
 use chat_notifier::source::flowise as source;
 use support::flowise::{
-    self as fw, GONE, INTERNAL, JANE, JANE_AGAIN, LEAD_BOT, LEAD_TITLE, Msg, ORDER, ORPHAN_LEAD, SUPPORT_BOT,
+    self as fw, GONE, INTERNAL, JANE, JANE_AGAIN, LEAD_BOT, LEAD_TITLE, Msg, NewLead, OLD_BOT, ORDER, ORPHAN_LEAD,
+    SUPPORT_BOT,
 };
 use support::{Behavior, Fixture, Mail, SmtpServer, assert_each_once, mails, pg};
 
@@ -160,7 +161,6 @@ fn keys_that_do_not_apply_are_refused_naming_them() {
         ("chat_types = [\"PUBLIC\"]", "source.chat_types: \"PUBLIC\" is not a Flowise chat type"),
         ("message_time_zone = \"Europe/Berlin\"", "source.message_time_zone: applies to Flowise on PostgreSQL only"),
         ("lead_time_zone = \"Europe/Berlin\"", "source.lead_time_zone: applies to Flowise on PostgreSQL only"),
-        ("late_writes = \"5m\"", "source.late_writes: applies to Flowise on PostgreSQL only"),
         ("complete_on_tools = [\" \"]", "source.complete_on_tools: an empty entry"),
         ("fields = { email = \"E\" }", "source.fields: does not apply to kind = \"flowise\""),
     ] {
@@ -271,7 +271,8 @@ fn a_deleted_tail_s_rowids_handed_out_again_are_read_once() {
     assert_eq!(server.received().len(), 2, "read once");
 }
 
-/// Bad input, each one line naming the row, skipped; every other chat emailed.
+/// Bad input, each one line naming the row, skipped; every other chat emailed. A row whose
+/// time is none has no place among rows read by time: `check` names it.
 #[test]
 fn bad_rows_are_named_once_and_block_nothing() {
     let server = SmtpServer::start();
@@ -299,10 +300,20 @@ fn bad_rows_are_named_once_and_block_nothing() {
             "row 16 (id 0b7c1d2e-0000-4000-8000-000000000012)",
             "role \"systemMessage\" is neither userMessage nor apiMessage",
         ),
-        ("row 17 (id 0b7c1d2e-0000-4000-8000-000000000013)", "createdDate \"yesterday\" is not a time"),
     ] {
         assert_eq!(bad.iter().filter(|l| l.contains(row) && l.contains(why)).count(), 1, "{row}: {}", out.stderr);
     }
+    // Rows are read by time: one with no time has no place among them. `check` names it.
+    assert!(!out.stderr.contains("0b7c1d2e-0000-4000-8000-000000000013"), "{}", out.stderr);
+    let check = f.run(&["check"]);
+    assert!(
+        check.stderr.contains(
+            "1 chat_message row(s) have a createdDate that is no time, never read (the first: row 17 (id \
+             0b7c1d2e-0000-4000-8000-000000000013), createdDate \"yesterday\")"
+        ),
+        "{}",
+        check.stderr
+    );
     let m = mails(&server);
     assert_eq!(m.len(), 3, "Jane, the order chat and this one");
     let this = m.iter().find(|m| m.text.contains("Visitor: Hello?")).unwrap();
@@ -453,11 +464,16 @@ fn the_hourly_count_takes_a_question_written_late_for_what_it_is() {
     assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
 }
 
+/// The rows a run reads on PostgreSQL: messages and leads.
 fn client_count(f: &Fixture) -> i64 {
     let url = std::fs::read_to_string(&f.config).unwrap();
     let url = url.lines().find_map(|l| l.strip_prefix("url = \"")).unwrap().trim_end_matches('"').to_owned();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client.query_one("SELECT count(*) FROM public.chat_message", &[]).unwrap().get(0)
+    // Leads are rows of the time-ordered stream too.
+    client
+        .query_one("SELECT (SELECT count(*) FROM public.chat_message) + (SELECT count(*) FROM public.lead)", &[])
+        .unwrap()
+        .get(0)
 }
 
 /// With the statements `check` prints in place, no query a run makes scans a table.
@@ -707,4 +723,302 @@ fn a_flowise_chat_reaches_slack_as_a_chat_that_went_quiet() {
     let blocks = jane.body["blocks"].to_string();
     assert!(!blocks.contains("Stopped at"), "{blocks}");
     assert_eq!(jane.body["metadata"]["event_payload"]["state"], "ended");
+}
+
+/// The widget's lead form comes before the first message: a visitor who fills it and closes the
+/// tab leaves a `lead` row and no message. That chat is emailed once quiet, as *ended*, with the
+/// form and what they gave; when they write later, the chat goes on in the same thread
+/// (*resumed*). A lead given later in a chat already emailed is new activity: the next email
+/// carries it. An orphan lead stays silent; every row (leads too) is read once, and the hourly
+/// counts find nothing amiss. `write` runs SQL as Flowise would; `times` are the two leads'
+/// `createdDate`s as the database's default stamps them; `rows` counts messages and leads.
+fn a_lead_alone_is_a_chat(
+    f: &Fixture,
+    server: &SmtpServer,
+    write: &dyn Fn(&str),
+    times: [&str; 3],
+    rows: &dyn Fn() -> i64,
+) {
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    let lead = |id, bot, chat, name, email, phone, at| NewLead { id, bot, chat, name, email, phone, at };
+    write(
+        &lead("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01", LEAD_BOT, lena, "Lena Lead", "lena@example.com", "", times[0])
+            .insert_sql(),
+    );
+    let out = f.run_at("2026-12-08T13:05:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before), "not judged while active");
+    let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    let m = mails(server);
+    assert_eq!(m.len(), before + 1, "the lead alone is a chat; stderr:\n{}", out.stderr);
+    let first = &m[before];
+    assert!(first.subject.starts_with("Lead Bot: chat with Lena Lead [#"), "{}", first.subject);
+    assert_eq!(first.header("X-Chat-State").as_deref(), Some("ended"));
+    assert_eq!(first.reply_to.as_deref(), Some("lena@example.com"));
+    for said in [LEAD_TITLE, "name: Lena Lead", "email: lena@example.com"] {
+        assert!(first.text.contains(said), "{said:?} in\n{}", first.text);
+    }
+    assert!(!first.text.contains("phone:"), "{}", first.text);
+
+    // She comes back and asks (the question written after the answer, as Flowise does);
+    // meanwhile an orphan lead (its chatflow deleted), and Jane gives her phone in her chat of
+    // this morning, emailed at noon.
+    write(&format!(
+        "{}{}{}{}",
+        Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 15:00:09.000", "Sure, when?")
+            .insert_sql(),
+        Msg::visitor(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02",
+            LEAD_BOT,
+            lena,
+            "2026-12-08 15:00:01.000",
+            "Can I book a demo?"
+        )
+        .insert_sql(),
+        lead(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04",
+            OLD_BOT,
+            "c0a80001-9011-4a90-8a90-000000000011",
+            "Otto Orphan",
+            "otto@example.org",
+            "",
+            times[1],
+        )
+        .insert_sql(),
+        lead(
+            "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05",
+            LEAD_BOT,
+            JANE_AGAIN,
+            "Jane Doe",
+            "jane@example.com",
+            "+1 555 0100",
+            times[2]
+        )
+        .insert_sql(),
+    ));
+    let out = f.run_at("2026-12-08T15:01:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 1), "active; the hourly count");
+    let out = f.run_at("2026-12-08T15:40:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the orphan lead is silent");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let again = m[before + 1..].iter().find(|m| m.subject.contains("Lena Lead")).expect("Lena's chat again");
+    assert_eq!(again.subject, format!("Re: {}", first.subject));
+    assert_eq!(again.in_reply_to.as_deref(), Some(first.message_id.as_str()), "in her thread");
+    assert_eq!(again.header("X-Chat-State").as_deref(), Some("resumed"));
+    assert!(again.text.contains("Visitor: Can I book a demo?"), "{}", again.text);
+    // Her chat of this morning (no lead row then: named by its leadEmail), emailed at noon.
+    let jane = m[before + 1..].iter().find(|m| m.subject.contains("jane@example.com")).expect("Jane's chat again");
+    let noon = m[..before].iter().find(|m| m.subject.contains("jane@example.com")).expect("emailed at noon");
+    assert_eq!(jane.subject, format!("Re: {}", noon.subject), "in that chat's thread");
+    assert_eq!(jane.header("X-Chat-State").as_deref(), Some("resumed"));
+    assert!(jane.text.contains("phone: +1 555 0100"), "the lead given later: {}", jane.text);
+    assert!(!m.iter().any(|m| m.text.contains("Otto")), "an orphan lead is no chat");
+
+    let out = f.run_at("2026-12-08T18:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 3), "nothing more, quietly");
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({})", rows()), "every message and lead read exactly once");
+    let now = ["--now", "2026-12-08T18:00:00Z"];
+    let leads = f.run(&[&["leads", "--format", "csv"][..], &now].concat());
+    assert_eq!(leads.code, 0, "{}", leads.stderr);
+    assert!(leads.stdout.contains("Lena Lead") && leads.stdout.contains("lena@example.com"), "{}", leads.stdout);
+    assert!(!leads.stdout.contains("otto@example.org"), "an orphan lead: {}", leads.stdout);
+    let report = f.run(&[&["report", "--format", "json"][..], &now].concat());
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    // Among the report's leads, and not among what visitors ask: a lead is no question.
+    assert_eq!(report.stdout.matches("\"name\": \"Lena Lead\"").count(), 1, "{}", report.stdout);
+    assert_eq!(report.stdout.matches("Lena Lead").count(), 1, "{}", report.stdout);
+}
+
+#[test]
+fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let path = f.dir.path().join("database.sqlite");
+    let rows = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let sql = "SELECT (SELECT count(*) FROM chat_message) + (SELECT count(*) FROM lead)";
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    // SQLite's datetime('now'): UTC, no fraction.
+    let times = ["2026-12-08 13:00:00", "2026-12-08 15:00:02", "2026-12-08 15:00:03"];
+    a_lead_alone_is_a_chat(&f, &server, &|sql| fw::sqlite_write(&f, sql), times, &rows);
+}
+
+#[test]
+fn a_lead_with_no_message_yet_is_emailed_once_quiet_and_its_chat_goes_on_in_the_thread_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    let rows = || client_count(&f);
+    // PostgreSQL's now(): microseconds.
+    let times = ["2026-12-08 13:00:00.123456", "2026-12-08 15:00:02.5", "2026-12-08 15:00:03"];
+    a_lead_alone_is_a_chat(&f, &server, &|sql| client.borrow_mut().batch_execute(sql).unwrap(), times, &rows);
+}
+
+/// On SQLite too rows are read by time: a question stamped before its answer and inserted after
+/// it, past a run, is read once (within `late_writes`), shown before the answer, and the hourly
+/// count takes it for what it is (no alarm).
+#[test]
+fn a_question_written_after_its_answer_is_read_once_and_in_order_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let chat = "c0a80001-9003-4a90-8a90-000000000003";
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let answer =
+        Msg::bot("5b0e4a1c-7d2f-4e8a-9c3b-6f1d2e3a4b5c", SUPPORT_BOT, chat, "2026-12-08 13:00:07.250", "We open at 9.");
+    fw::sqlite_write(&f, &answer.insert_sql());
+    f.run_at("2026-12-08T13:00:08Z", &[], 0);
+    let question = Msg::visitor(
+        "e2c4f6a8-1b3d-4f5e-8a7c-9d0e1f2a3b4c",
+        SUPPORT_BOT,
+        chat,
+        "2026-12-08 13:00:00.100",
+        "When do you open?",
+    );
+    fw::sqlite_write(&f, &question.insert_sql());
+    let out = f.run_at("2026-12-08T14:00:09Z", &[], 0);
+    assert_eq!(out.stderr, "", "no alarm");
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 1);
+    let text = &m[before].text;
+    assert_eq!(text.matches("Visitor: When do you open?").count(), 1, "{text}");
+    assert!(text.find("Visitor: When do you open?").unwrap() < text.find("Bot: We open at 9.").unwrap(), "{text}");
+    let conn = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT (SELECT count(*) FROM chat_message) + (SELECT count(*) FROM lead)", [], |r| r.get(0))
+        .unwrap();
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({rows})"), "every row read exactly once");
+}
+
+/// More rows than one page of each table (10,000), leads and messages at the very same times:
+/// each page of both is cut at one whole timestamp, and every row is read exactly once (the
+/// hourly count after agrees). The builder's chats and orphan leads: read, silent.
+#[test]
+fn pages_of_leads_and_messages_at_the_same_times_read_every_row_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let n = 12_000;
+    let at = "strftime('%Y-%m-%d %H:%M:%S', '2026-12-08 13:00:00', '+' || (i / 2) || ' seconds')";
+    fw::sqlite_write(
+        &f,
+        &format!(
+            r#"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+               INSERT INTO lead (id, chatflowid, name, email, phone, "chatId", "createdDate")
+               SELECT printf('00000000-0000-4000-8000-%012d', i), '{OLD_BOT}', 'Otto', 'otto@example.org', '',
+                      printf('c0a80001-9100-4a91-8a91-%012d', i), {at} FROM n;
+               WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+               INSERT INTO chat_message (id, role, chatflowid, content, "createdDate", "chatType", "chatId",
+                      "memoryType", "sessionId")
+               SELECT printf('00000000-0000-4000-9000-%012d', i), 'userMessage', '{SUPPORT_BOT}', 'test',
+                      {at} || '.000', 'INTERNAL', printf('c0a80001-9200-4a92-8a92-%012d', i / 3), 'Buffer Memory',
+                      printf('c0a80001-9200-4a92-8a92-%012d', i / 3) FROM n;"#
+        ),
+    );
+    let out = f.run_at("2026-12-08T17:00:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "silent");
+    let conn = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT (SELECT count(*) FROM chat_message) + (SELECT count(*) FROM lead)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2 * n + 16);
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({rows})"), "every row read exactly once");
+    assert!(!mails(&server).iter().any(|m| m.text.contains("Otto") || m.text.contains("Visitor: test")));
+    let out = f.run_at("2026-12-08T18:30:00Z", &[], 0);
+    assert_eq!(out.stderr, "", "the hourly count agrees");
+}
+
+/// A row inserted far behind what was read (beyond `late_writes`) is found by the hourly count,
+/// which reads the store again whole: a chat that is a lead alone, emailed before, is recognised
+/// (not emailed again), leads are counted with the messages, and the row found is emailed once.
+#[test]
+fn reading_the_store_again_whole_keeps_a_lead_alone_emailed_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    let lead = NewLead {
+        id: "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+        bot: LEAD_BOT,
+        chat: lena,
+        name: "Lena Lead",
+        email: "lena@example.com",
+        phone: "",
+        at: "2026-12-08 13:00:00",
+    };
+    fw::sqlite_write(&f, &lead.insert_sql());
+    f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    assert_eq!(server.received().len(), before + 1);
+    let behind = Msg::visitor(
+        "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a06",
+        SUPPORT_BOT,
+        "c0a80001-9012-4a90-8a90-000000000012",
+        "2026-12-08 11:00:00.000",
+        "Written long after it was stamped",
+    );
+    fw::sqlite_write(&f, &behind.insert_sql());
+    let out = f.run_at("2026-12-08T14:50:00Z", &[], 0);
+    assert_eq!(out.stderr.matches("rows were inserted out of id order").count(), 1, "{}", out.stderr);
+    let m = mails(&server);
+    assert_eq!(m.len(), before + 2, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(m[before + 1].text.contains("Visitor: Written long after it was stamped"), "{}", m[before + 1].text);
+    let out = f.run_at("2026-12-08T16:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", before + 2), "nothing more, quietly");
+}
+
+/// Leads stamped in the database's zone and messages in the Flowise process's, both not UTC and
+/// not each other's: a lead takes its place among the messages by the instant it was given,
+/// is read once (the hourly count agrees) and its chat is judged by that instant.
+#[test]
+fn a_lead_in_the_database_s_zone_sits_among_messages_in_the_process_s_zone() {
+    let server = SmtpServer::start();
+    let zones = "message_time_zone = \"Europe/Berlin\"\nlead_time_zone = \"America/New_York\"";
+    let Some((f, mut client, _)) = fw::postgres(server.port(), zones) else { return };
+    client.batch_execute("DELETE FROM chat_message; DELETE FROM lead;").unwrap();
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let lena = "c0a80001-9010-4a90-8a90-000000000010";
+    // 13:00:00.5 UTC as New York writes it, then a turn at 13:00:05 and 13:00:09 UTC as Berlin does.
+    let lead = NewLead {
+        id: "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+        bot: LEAD_BOT,
+        chat: lena,
+        name: "Lena Lead",
+        email: "lena@example.com",
+        phone: "",
+        at: "2026-12-08 08:00:00.5",
+    };
+    client.batch_execute(&lead.insert_sql()).unwrap();
+    let out = f.run_at("2026-12-08T13:00:02Z", &[], 0);
+    assert_eq!(out.stderr, "", "the lead is not ahead of the clock");
+    for m in [
+        Msg::visitor("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02", LEAD_BOT, lena, "2026-12-08 14:00:05.000", "A demo?"),
+        Msg::bot("8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, lena, "2026-12-08 14:00:09.000", "Sure."),
+    ] {
+        client.batch_execute(&m.insert_sql()).unwrap();
+    }
+    f.run_at("2026-12-08T13:00:10Z", &[], 0);
+    f.run_at("2026-12-08T13:29:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "quiet since 13:00:09 UTC only");
+    let out = f.run_at("2026-12-08T13:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "{}", out.stderr);
+    let text = &m[0].text;
+    let (form, name, asked) = (
+        text.find(&format!("] Lead Bot: {LEAD_TITLE}")).unwrap(),
+        text.find("] Visitor: Lena Lead").unwrap(),
+        text.find("] Visitor: A demo?").unwrap(),
+    );
+    assert!(form < name && name < asked, "the form and its answers before her question: {text}");
+    assert!(text.contains("Chat started: 2026-12-08 13:00"), "at the lead's instant: {text}");
+    let out = f.run_at("2026-12-08T15:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "the hourly count agrees");
+    let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
+    assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
 }

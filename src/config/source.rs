@@ -190,16 +190,13 @@ impl SourceConfig {
 
     fn validate_flowise(&self) -> Result<(), ConfigError> {
         let sqlite = matches!(self.location(), Location::Sqlite(_));
-        for (key, given) in [
-            ("message_time_zone", self.message_time_zone.is_some()),
-            ("lead_time_zone", self.lead_time_zone.is_some()),
-            ("late_writes", self.late_writes.is_some()),
-        ] {
+        for (key, given) in
+            [("message_time_zone", self.message_time_zone.is_some()), ("lead_time_zone", self.lead_time_zone.is_some())]
+        {
             if given && sqlite {
                 return Err(ConfigError::new(
                     format!("source.{key}"),
-                    "applies to Flowise on PostgreSQL only: on SQLite Flowise writes every time in UTC, \
-                     and rows in the order of their rowids",
+                    "applies to Flowise on PostgreSQL only: on SQLite Flowise writes every time in UTC",
                 ));
             }
         }

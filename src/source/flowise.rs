@@ -10,14 +10,38 @@
 //! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N"
 //! (`domain::turn`), N the visitor's messages so far.
 //!
-//! Ids: `chat_message.id` is a uuid, in no order. On SQLite a message's id is its rowid, which
-//! grows with each insert. On PostgreSQL there is nothing ordered but `"createdDate"` (the
-//! Flowise process's wall time, no zone, milliseconds): a message's id is its *position*, the
-//! stored wall time in microseconds since 1970 times 1000 plus a tiebreak in 0..999 from the
-//! uuid, so positions order like `"createdDate"`; two rows may share one, so each row also has
-//! a key (63 bits mixed from its whole uuid) that tells it apart in the state's memory of rows read. Rows are
-//! read a whole timestamp at a time, so paging is exact, and the commit window (`late_writes`)
-//! covers a question inserted after its answer.
+//! Ids: `chat_message.id` is a uuid, in no order, and nothing is ordered but `"createdDate"`
+//! (no zone; PostgreSQL: the Flowise process's wall time; SQLite: UTC text, milliseconds): a
+//! row's id is its *position*, the stored wall time in microseconds since 1970 times 1000 plus a
+//! tiebreak in 0..999 from the uuid, so positions order like `"createdDate"`; two rows may share
+//! one, so each row also has a key (63 bits mixed from its whole uuid) that tells it apart in the
+//! state's memory of rows read. Rows are read a whole timestamp at a time, so paging is exact,
+//! and the commit window (`late_writes`) covers a question inserted after its answer. On SQLite
+//! times are compared as `sqlite_time` writes them (text in one form, milliseconds), which an
+//! index on that expression serves (`INDEXES_SQLITE`); a row whose time is none has no place and
+//! is never read (`check` names it).
+//!
+//! Leads: the widget's lead form comes before the first message, so a `lead` row may be all a
+//! chat has (the visitor filled the form and left), and a lead may come after an email. A lead is
+//! a row of the same time-ordered stream: its position is its time turned from the leads' zone
+//! into the messages' (the wall time a message of that instant carries; on SQLite both are UTC)
+//! plus its uuid's tiebreak, its key from its uuid; it is read with the messages (a page of each
+//! table, cut at the earlier whole timestamp where one is full), left out when read before,
+//! anchored, counted by the hourly count and re-read by a resync as they are. So a lead sits
+//! among its chat's messages in time order: an email's `covered_through` covers it or not as it
+//! covers a message, and one given after an email is past it, new activity. Its fields are the
+//! visitor's answers to the form (author `Visitor`, a field each: they count as the visitor
+//! writing), activity of its chat where the chatflow is there (an orphan lead is passed over)
+//! and the chat is of a type read. Where either zone's clocks go back (DST), a lead of the
+//! repeated hour may land behind what was read, as a message does: the hourly count finds it.
+//!
+//! Why time on SQLite too, not rowids: the two tables share no order but time. A message's
+//! rowid is no place for a lead, and a lead's id made from the rowids of the messages around it
+//! would change when a question stamped before it is inserted after it (late writes are normal),
+//! or need the state to remember when it was first seen; ids that change break `covered_through`
+//! and the anchor. With positions by time, a deleted tail's rowids handed out again change
+//! nothing (a row is its time and uuid, not its rowid), and a lead is ordered among messages as
+//! on PostgreSQL.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -47,47 +71,68 @@ const LAST_ORDERED: &str = "2200-01-01 00:00:00";
 const COLUMNS: &str = r#"m.id, m.role, m.chatflowid, m."chatId", m."chatType", m."createdDate", m.content,
      m."usedTools", m."leadEmail""#;
 
+/// The columns of a lead row, in `Flowise::read_leads`'s order.
+const LEAD_COLUMNS: &str = r#"l.id, l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate""#;
+
 /// The queries of one dialect.
 struct Sql {
     /// Rows past the watermark with whether their chatflow is there.
     after: String,
-    /// PostgreSQL: rows at one time.
+    /// Rows at one time.
     at: String,
     chats: String,
     leads: String,
     flow: &'static str,
-    last: &'static str,
-    anchor: String,
-    count: &'static str,
+    last: String,
+    count: String,
     everything: String,
     flows: &'static str,
-    all_leads: &'static str,
+    all_leads: String,
+    /// Leads past a time, leads at one time, the latest lead's time, leads before a time:
+    /// leads are rows of the time-ordered stream.
+    leads_after: String,
+    leads_at: String,
+    lead_last: String,
+    lead_count: String,
+}
+
+/// SQLite: a stored time as its text with milliseconds (`2026-12-07 09:12:28.345`), whatever
+/// way it was written (a lead's has no fraction; a `T`, a `Z`); NULL where it is no time.
+fn sqlite_time(alias: &str) -> String {
+    format!(r#"strftime('%Y-%m-%d %H:%M:%f', {alias}."createdDate")"#)
 }
 
 fn sqlite_sql() -> Sql {
     let cols = format!("m.rowid, {COLUMNS}");
+    let (tm, tl) = (sqlite_time("m"), sqlite_time("l"));
+    let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
+    // Times from 1970 up to `LAST_ORDERED`: what a position holds.
+    let ordered = |t: &str| format!("{t} > '1970-01-01 00:00:00.000' AND {t} < '2200-01-01 00:00:00.000'");
     Sql {
         after: format!(
-            "SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid \
-             WHERE m.rowid > ?1 ORDER BY m.rowid LIMIT ?2"
+            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {} ORDER BY {tm} LIMIT ?2",
+            ordered(&tm)
         ),
-        at: String::new(),
+        at: format!("SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} = ?1"),
         // `IN`, not a join from the list: through the index where there is one (check's), else
         // one pass over the table for the whole page of chats, not one per chat.
         chats: format!(r#"SELECT {cols}, 1 FROM chat_message m WHERE m."chatId" IN rarray(?1)"#),
-        leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate"
-             FROM lead l WHERE l."chatId" IN rarray(?1)"#
-            .to_owned(),
+        leads: format!(r#"SELECT {LEAD_COLUMNS} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
         flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
-        last: "SELECT coalesce(max(rowid), 0) FROM chat_message",
-        anchor: format!("SELECT {cols}, 1 FROM chat_message m WHERE m.rowid = ?1"),
-        count: "SELECT count(*) FROM chat_message WHERE rowid <= ?1",
+        last: format!("SELECT max({tm}) FROM chat_message m WHERE {}", ordered(&tm)),
+        count: format!("SELECT count(*) FROM chat_message m WHERE {} AND {tm} < ?1", ordered(&tm)),
         everything: format!(
-            r#"SELECT {cols}, f.id IS NOT NULL FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid
-             WHERE m.rowid <= ?1 ORDER BY m.chatflowid, m."chatId", m.rowid"#
+            r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} <= ?1 ORDER BY m.chatflowid, m."chatId", {tm}"#
         ),
         flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
-        all_leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate" FROM lead l"#,
+        all_leads: format!("SELECT {LEAD_COLUMNS} FROM lead l"),
+        leads_after: format!(
+            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {} ORDER BY {tl} LIMIT ?2",
+            ordered(&tl)
+        ),
+        leads_at: format!("SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} = ?1"),
+        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {}", ordered(&tl)),
+        lead_count: format!("SELECT count(*) FROM lead l WHERE {} AND {tl} < ?1", ordered(&tl)),
     }
 }
 
@@ -95,6 +140,7 @@ fn postgres_sql() -> Sql {
     // uuid columns as text; the position is computed here from the time and the uuid.
     let cols = COLUMNS.replacen("m.id,", "0, m.id::text,", 1).replace("m.chatflowid,", "m.chatflowid::text,");
     let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
+    let lead_cols = LEAD_COLUMNS.replacen("l.id,", "l.id::text,", 1);
     Sql {
         after: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
@@ -105,21 +151,32 @@ fn postgres_sql() -> Sql {
         chats: format!(
             r#"SELECT {cols}, 1 FROM rarray(?1) AS page CROSS JOIN chat_message m ON m."chatId" = page.value"#
         ),
-        leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate"
-             FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#
-            .to_owned(),
+        leads: format!(r#"SELECT {lead_cols} FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#),
         flow: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = CAST(?1 AS uuid)"#,
         last: r#"SELECT max("createdDate") FROM chat_message
-             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#,
-        anchor: String::new(),
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+            .to_owned(),
         count: r#"SELECT count(*) FROM chat_message
-             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#,
+             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
+            .to_owned(),
         everything: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
              WHERE m."createdDate" <= CAST(?1 AS timestamp) ORDER BY m.chatflowid, m."chatId", m."createdDate""#
         ),
         flows: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f"#,
-        all_leads: r#"SELECT l.chatflowid, l."chatId", l.name, l.email, l.phone, l."createdDate" FROM lead l"#,
+        all_leads: format!("SELECT {lead_cols} FROM lead l"),
+        leads_after: format!(
+            r#"SELECT {lead_cols} FROM lead l
+             WHERE l."createdDate" > CAST(?1 AS timestamp) AND l."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             ORDER BY l."createdDate" LIMIT ?2"#
+        ),
+        leads_at: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."createdDate" = CAST(?1 AS timestamp)"#),
+        lead_last:
+            r#"SELECT max("createdDate") FROM lead WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+                .to_owned(),
+        lead_count: r#"SELECT count(*) FROM lead
+             WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
+            .to_owned(),
     }
 }
 
@@ -135,29 +192,38 @@ pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
-        (s.last.to_owned(), vec![]),
-        (s.count.to_owned(), vec![t()]),
+        (s.last, vec![]),
+        (s.count, vec![t()]),
+        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_at, vec![t()]),
+        (s.lead_last, vec![]),
+        (s.lead_count, vec![t()]),
     ]
 }
 
 /// The same for SQLite, with `INDEXES_SQLITE`.
 pub fn sqlite_queries() -> Vec<(String, Vec<Param>)> {
     let s = sqlite_sql();
+    let t = || Param::Text("2026-12-07 09:00:00.000".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![Param::Int(0), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0)]),
+        (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text(String::new())]),
-        (s.last.to_owned(), vec![]),
-        (s.anchor, vec![Param::Int(0)]),
-        (s.count.to_owned(), vec![Param::Int(0)]),
+        (s.last, vec![]),
+        (s.count, vec![t()]),
+        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_at, vec![t()]),
+        (s.lead_last, vec![]),
+        (s.lead_count, vec![t()]),
     ]
 }
 
 /// What makes each run's queries use an index on PostgreSQL (Flowise's schema indexes
 /// `chatflowid` only): (table, column, statement).
-pub const INDEXES_POSTGRES: [(&str, &str, &str); 3] = [
+pub const INDEXES_POSTGRES: [(&str, &str, &str); 4] = [
     (
         "chat_message",
         "createdDate",
@@ -169,12 +235,24 @@ pub const INDEXES_POSTGRES: [(&str, &str, &str); 3] = [
         r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS chat_message_chatid_idx ON chat_message ("chatId")"#,
     ),
     ("lead", "chatId", r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS lead_chatid_idx ON lead ("chatId")"#),
+    ("lead", "createdDate", r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS lead_createddate_idx ON lead ("createdDate")"#),
 ];
 
-/// The same on SQLite (new rows are read by rowid, which needs none).
-pub const INDEXES_SQLITE: [(&str, &str, &str); 2] = [
+/// The same on SQLite, where times are text in more than one form: the time as the queries
+/// read it (`sqlite_time`), an index on an expression.
+pub const INDEXES_SQLITE: [(&str, &str, &str); 4] = [
+    (
+        "chat_message",
+        "strftime",
+        r#"CREATE INDEX IF NOT EXISTS chat_message_createddate_idx ON chat_message (strftime('%Y-%m-%d %H:%M:%f', "createdDate"))"#,
+    ),
     ("chat_message", "chatId", r#"CREATE INDEX IF NOT EXISTS chat_message_chatid_idx ON chat_message ("chatId")"#),
     ("lead", "chatId", r#"CREATE INDEX IF NOT EXISTS lead_chatid_idx ON lead ("chatId")"#),
+    (
+        "lead",
+        "strftime",
+        r#"CREATE INDEX IF NOT EXISTS lead_createddate_idx ON lead (strftime('%Y-%m-%d %H:%M:%f', "createdDate"))"#,
+    ),
 ];
 
 pub struct Flowise {
@@ -188,7 +266,7 @@ pub struct Flowise {
     message_zone: Tz,
     /// The zone leads are stamped in (PostgreSQL: the database session's; SQLite: UTC).
     lead_zone: Tz,
-    /// PostgreSQL: the late-write window, in positions; SQLite: 0.
+    /// The late-write window, in positions.
     window: i64,
     /// Chatflows by id, read once a run; None where there is none.
     bots: RefCell<HashMap<String, Option<Bot>>>,
@@ -229,6 +307,8 @@ struct Bot {
 struct Row {
     position: i64,
     key: i64,
+    /// SQLite: its rowid, to name it; PostgreSQL: 0.
+    rowid: i64,
     uuid: String,
     role: String,
     flow: String,
@@ -246,12 +326,34 @@ struct Row {
 /// One `lead` row.
 #[derive(Debug, Clone)]
 struct Lead {
+    uuid: String,
+    /// Its position in the time-ordered stream, from its time in the messages' zone (0: none).
+    position: i64,
+    key: i64,
+    /// Its time as the messages' zone writes it (the wall of its position).
+    wall: Option<NaiveDateTime>,
     flow: String,
     chat: String,
     name: Option<String>,
     email: Option<String>,
     phone: Option<String>,
     at: Option<DateTime<Utc>>,
+}
+
+/// A row of the time-ordered stream (PostgreSQL): a message or a lead.
+enum Entry {
+    Message(Row),
+    Lead(Lead),
+}
+
+impl Entry {
+    /// (position, key): the order rows are read in, and what tells one from another.
+    fn order(&self) -> (i64, i64) {
+        match self {
+            Entry::Message(r) => (r.position, r.key),
+            Entry::Lead(l) => (l.position, l.key),
+        }
+    }
 }
 
 /// A conversation's rows, as read.
@@ -307,7 +409,7 @@ impl Flowise {
             },
             message_zone: if pg { source.message_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             lead_zone: if pg { source.lead_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
-            window: if pg { late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000) } else { 0 },
+            window: late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000),
             bots: RefCell::default(),
         };
         flowise.check_schema()?;
@@ -350,13 +452,12 @@ impl Flowise {
     fn row(&self, c: &[Cell]) -> Row {
         let uuid = c[1].lossy().unwrap_or_default();
         let raw_time = c[6].lossy().unwrap_or_default();
-        let wall = wall_time(&raw_time);
+        let wall = wall_time(&raw_time).map(|w| self.stored(w));
         let (hi, lo) = uuid_bits(&uuid);
-        let position =
-            if self.pg() { wall.and_then(|w| position_of(w, lo)).unwrap_or(0) } else { c[0].int().unwrap_or_default() };
         Row {
-            position,
-            key: if self.pg() { key_of(hi, lo) } else { position },
+            position: wall.and_then(|w| position_of(w, lo)).unwrap_or(0),
+            key: key_of(hi, lo),
+            rowid: c[0].int().unwrap_or_default(),
             uuid,
             role: c[2].lossy().unwrap_or_default(),
             flow: c[3].lossy().unwrap_or_default().to_lowercase(),
@@ -371,19 +472,79 @@ impl Flowise {
         }
     }
 
+    /// Reads lead rows: `LEAD_COLUMNS`.
     fn read_leads(&self, sql: &str, params: &[Param]) -> Result<Vec<Lead>> {
         let rows = self.db.rows(sql, params).with_context(|| format!("{}: reading lead", self.name))?;
         Ok(rows
             .iter()
-            .map(|c| Lead {
-                flow: c[0].lossy().unwrap_or_default().to_lowercase(),
-                chat: c[1].lossy().unwrap_or_default(),
-                name: c[2].lossy(),
-                email: c[3].lossy(),
-                phone: c[4].lossy(),
-                at: c[5].lossy().as_deref().and_then(wall_time).map(|w| in_zone(self.lead_zone, w)),
+            .map(|c| {
+                let uuid = c[0].lossy().unwrap_or_default();
+                let at = c[6].lossy().as_deref().and_then(wall_time).map(|w| in_zone(self.lead_zone, w));
+                // Its time as the messages' zone writes it: its place among them.
+                let wall = at.map(|t| self.stored(t.with_timezone(&self.message_zone).naive_local()));
+                let (hi, lo) = uuid_bits(&uuid);
+                Lead {
+                    position: wall.and_then(|w| position_of(w, lo)).unwrap_or(0),
+                    key: key_of(hi, lo),
+                    wall,
+                    uuid,
+                    flow: c[1].lossy().unwrap_or_default().to_lowercase(),
+                    chat: c[2].lossy().unwrap_or_default(),
+                    name: c[3].lossy(),
+                    email: c[4].lossy(),
+                    phone: c[5].lossy(),
+                    at,
+                }
             })
             .collect())
+    }
+
+    /// A wall time at the precision the queries compare times at: SQLite's text, milliseconds
+    /// (`sqlite_time`); PostgreSQL's timestamps, microseconds.
+    fn stored(&self, wall: NaiveDateTime) -> NaiveDateTime {
+        if self.pg() {
+            return wall;
+        }
+        let nanos = wall.and_utc().timestamp_subsec_nanos();
+        wall - TimeDelta::nanoseconds(i64::from(nanos % 1_000_000))
+    }
+
+    /// A wall time as a query's parameter.
+    fn time(&self, wall: NaiveDateTime) -> Param {
+        Param::Text(if self.pg() { wall_text(wall) } else { wall.format("%Y-%m-%d %H:%M:%S%.3f").to_string() })
+    }
+
+    /// A wall time of the messages' zone as the leads' zone writes the same instant.
+    fn lead_wall(&self, wall: NaiveDateTime) -> NaiveDateTime {
+        in_zone(self.message_zone, wall).with_timezone(&self.lead_zone).naive_local()
+    }
+
+    /// Of the chats of `leads`, those a lead makes activity of: their chatflow is there, and
+    /// their messages (if any yet) are of a chat type read.
+    fn lead_chats(&self, leads: &[Lead]) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for lead in leads {
+            if self.bot(&lead.flow)?.is_some() {
+                out.insert(conversation_id(&lead.flow, &lead.chat));
+            }
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&str> = out.iter().map(String::as_str).collect();
+        let mut kinds: HashMap<String, bool> = HashMap::new();
+        for (id, chat) in self.chats(&ids)? {
+            kinds.insert(id, chat.rows.is_empty() || chat.rows.iter().any(|r| self.wanted(r)));
+        }
+        out.retain(|id| kinds.get(id).copied().unwrap_or(true));
+        Ok(out)
+    }
+
+    /// The leads whose position is at the messages' wall time `wall`.
+    fn leads_at(&self, wall: NaiveDateTime) -> Result<Vec<Lead>> {
+        let mut leads = self.read_leads(&self.sql.leads_at, &[self.time(self.lead_wall(wall))])?;
+        leads.retain(|l| l.wall == Some(wall));
+        Ok(leads)
     }
 
     /// A row's time as an instant.
@@ -396,7 +557,7 @@ impl Flowise {
         if self.pg() {
             format!("chat_message row {}", text::line(&row.uuid))
         } else {
-            format!("chat_message row {} (id {})", row.position, text::line(&row.uuid))
+            format!("chat_message row {} (id {})", row.rowid, text::line(&row.uuid))
         }
     }
 
@@ -408,7 +569,7 @@ impl Flowise {
         if row.role != "userMessage" && row.role != "apiMessage" {
             return Some(format!("role {:?} is neither userMessage nor apiMessage", text::line(&row.role)));
         }
-        if row.wall.is_none() || (self.pg() && row.position == 0) {
+        if row.wall.is_none() || row.position == 0 {
             return Some(format!("createdDate {:?} is not a time", text::line(&row.raw_time)));
         }
         if let Err(why) = tools(row.tools.as_deref()) {
@@ -469,7 +630,11 @@ impl Flowise {
             }
         }
         for lead in self.read_leads(&self.sql.leads, &[page])? {
-            if let Some(chat) = out.get_mut(&conversation_id(&lead.flow, &lead.chat)) {
+            let id = conversation_id(&lead.flow, &lead.chat);
+            // A lead is a row of its chat, which may have no message yet.
+            if wanted.contains(&(lead.flow.clone(), lead.chat.clone())) {
+                out.entry(id).or_default().leads.push(lead);
+            } else if let Some(chat) = out.get_mut(&id) {
                 chat.leads.push(lead);
             }
         }
@@ -497,9 +662,12 @@ impl Flowise {
         }
     }
 
-    /// A chat's messages through position `through`: the lead form, the lead's fields at its
-    /// time, each `leadEmail` as an email field before its message, the visitor's and the
-    /// bot's lines, a bot answer that finishes the chat marked `END_OF_FLOW`.
+    /// A chat's messages through position `through`: the lead form, each lead's fields (the
+    /// visitor's answers to the form), each `leadEmail` as an email field before its message,
+    /// the visitor's and the bot's lines, a bot answer that finishes the chat marked
+    /// `END_OF_FLOW`. On PostgreSQL a lead is a row of the chat at its own position (a chat may
+    /// be its lead alone); on SQLite its fields take the id of the chat's first message at or
+    /// after its time (else its last), and a chat with no message is not read.
     fn messages(&self, bot: &Bot, chat: &Chat, through: i64) -> Vec<Message> {
         let rows: Vec<(&Row, DateTime<Utc>)> = chat
             .rows
@@ -507,31 +675,43 @@ impl Flowise {
             .filter(|r| r.position <= through && self.wanted(r) && self.bad(r).is_none())
             .filter_map(|r| Some((r, self.at(r)?)))
             .collect();
-        let Some(&(first, first_at)) = rows.first() else { return Vec::new() };
-        let mut leads: Vec<&Lead> = chat.leads.iter().collect();
-        leads.sort_by_key(|l| l.at);
-        let field = |id: i64, at: DateTime<Utc>, name: &str, value: &str| Message {
-            id,
-            sent_at: at,
-            author: Author::Field,
-            gambit_id: None,
-            input_type: None,
-            field: Some(name.to_owned()),
-            body: text::body(value.trim()).into_owned(),
+        // Another kind of chat (the builder's own tests, by default): its leads neither.
+        if rows.is_empty() && chat.rows.iter().any(|r| !self.wanted(r)) {
+            return Vec::new();
+        }
+        let mut leads: Vec<(&Lead, DateTime<Utc>)> = chat
+            .leads
+            .iter()
+            .filter(|l| l.position > 0 && l.position <= through)
+            .filter_map(|l| Some((l, l.at?)))
+            .collect();
+        leads.sort_by_key(|(l, _)| (l.position, l.key));
+        let (first_id, first_at) = match (rows.first(), leads.first()) {
+            (Some(&(row, at)), Some(&(lead, lead_at))) => (row.position.min(lead.position), at.min(lead_at)),
+            (Some(&(row, at)), None) => (row.position, at),
+            (None, Some(&(lead, at))) => (lead.position, at),
+            (None, None) => return Vec::new(),
         };
-        let lead_fields = |lead: &Lead, id: i64, at: DateTime<Utc>, out: &mut Vec<Message>| {
+        let lead_fields = |(lead, at): (&Lead, DateTime<Utc>), out: &mut Vec<Message>| {
             for (name, value) in [("name", &lead.name), ("email", &lead.email), ("phone", &lead.phone)] {
                 if let Some(v) = value.as_deref().filter(|v| !v.trim().is_empty()) {
-                    out.push(field(id, lead.at.unwrap_or(at), name, v));
+                    out.push(Message {
+                        id: lead.position,
+                        sent_at: at,
+                        author: Author::Visitor,
+                        gambit_id: None,
+                        input_type: None,
+                        field: Some(name.to_owned()),
+                        body: text::body(v.trim()).into_owned(),
+                    });
                 }
             }
         };
         let mut out = Vec::new();
         if let Some(title) = &bot.lead_form {
-            let at = leads.first().and_then(|l| l.at).map_or(first_at, |t| t.min(first_at));
             out.push(Message {
-                id: first.position,
-                sent_at: at,
+                id: first_id,
+                sent_at: first_at,
                 author: Author::Bot,
                 gambit_id: Some(LEAD_FORM.to_owned()),
                 input_type: None,
@@ -542,8 +722,8 @@ impl Flowise {
         let mut pending = leads.into_iter().peekable();
         let mut asked = 0;
         for &(row, at) in &rows {
-            while let Some(lead) = pending.next_if(|l| l.at.is_none_or(|t| t <= at)) {
-                lead_fields(lead, row.position, at, &mut out);
+            while let Some(lead) = pending.next_if(|(l, _)| (l.position, l.key) < (row.position, row.key)) {
+                lead_fields(lead, &mut out);
             }
             let message = |author, gambit_id: Option<String>, input_type: Option<&str>| Message {
                 id: row.position,
@@ -556,7 +736,11 @@ impl Flowise {
             };
             if row.role == "userMessage" {
                 if let Some(email) = row.lead_email.as_deref().filter(|e| !e.trim().is_empty()) {
-                    out.push(field(row.position, at, "email", email));
+                    out.push(Message {
+                        field: Some("email".to_owned()),
+                        body: text::body(email.trim()).into_owned(),
+                        ..message(Author::Field, None, None)
+                    });
                 }
                 out.push(message(Author::Visitor, None, None));
                 asked += 1;
@@ -566,21 +750,20 @@ impl Flowise {
                 out.push(message(Author::Bot, Some(crate::domain::turn(asked)), ends.then_some(END_OF_FLOW)));
             }
         }
-        let (last, last_at) = rows[rows.len() - 1];
         for lead in pending {
-            lead_fields(lead, last.position, last_at, &mut out);
+            lead_fields(lead, &mut out);
         }
         out
     }
 
-    /// PostgreSQL: the rows at one stored time.
+    /// The rows at one stored time.
     fn rows_at(&self, wall: NaiveDateTime) -> Result<Vec<Row>> {
-        self.read_rows(&self.sql.at, &[Param::Text(wall_text(wall))])
+        self.read_rows(&self.sql.at, &[self.time(wall)])
     }
 
     /// Whether leads and their chats' messages disagree by whole hours: the zones are set wrong.
     fn zone_skew(&self) -> Result<Option<i64>> {
-        let leads = self.read_leads(self.sql.all_leads, &[])?;
+        let leads = self.read_leads(&self.sql.all_leads, &[])?;
         let mut chats: Vec<String> = leads.iter().map(|l| l.chat.clone()).collect();
         chats.sort_unstable();
         chats.dedup();
@@ -725,6 +908,10 @@ fn anchor(row: &Row) -> String {
     format!("{}\u{1f}{}", conversation_id(&row.flow, &row.chat), row.uuid)
 }
 
+fn lead_anchor(lead: &Lead) -> String {
+    format!("{}\u{1f}lead {}", conversation_id(&lead.flow, &lead.chat), lead.uuid)
+}
+
 impl Source for Flowise {
     fn name(&self) -> String {
         self.name.clone()
@@ -746,10 +933,38 @@ impl Source for Flowise {
                 if hours > 0 { "before" } else { "after" }
             );
         }
+        if !self.pg() {
+            // Read by time: a row whose time is none is in no place of the stream, never read.
+            let sql = format!(
+                "SELECT m.rowid, m.id, m.\"createdDate\" FROM chat_message m WHERE {} IS NULL ORDER BY m.rowid",
+                sqlite_time("m")
+            );
+            let rows = self.db.rows(&sql, &[]).with_context(|| format!("{}: reading chat_message", self.name))?;
+            if let Some(first) = rows.first() {
+                log::warn!(
+                    "{}: {} chat_message row(s) have a createdDate that is no time, never read (the first: row {} (id {}), \
+                     createdDate {:?})",
+                    self.name,
+                    rows.len(),
+                    first[0].int().unwrap_or_default(),
+                    text::line(&first[1].lossy().unwrap_or_default()),
+                    text::line(&first[2].lossy().unwrap_or_default())
+                );
+            }
+        }
         let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
         let mut missing = Vec::new();
         for (table, column, statement) in indexes {
-            if !self.db.has_index(table, column)? {
+            let there = if *column == "strftime" {
+                // An index on the time as the queries read it.
+                let sql =
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND instr(sql, ?2) > 0";
+                let expression = Param::Text(r#"strftime('%Y-%m-%d %H:%M:%f', "createdDate")"#.to_owned());
+                self.db.int(sql, &[Param::Text((*table).to_owned()), expression])?.unwrap_or(0) > 0
+            } else {
+                self.db.has_index(table, column)?
+            };
+            if !there {
                 missing.push(format!("{statement};"));
             }
         }
@@ -774,29 +989,67 @@ impl Source for Flowise {
     }
 
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
-        let mut rows = if self.pg() {
-            // Whole timestamps: the rest of the one at `after`, then a page cut at a whole one.
+        let (mut rows, mut leads) = {
+            // Whole timestamps: the rest of the one at `after`, then a page of each table cut at a
+            // whole one, the earlier of the two where a page is full.
             let at = wall_of(after);
-            let mut rows = if after > 0 { self.rows_at(at)? } else { Vec::new() };
+            let (mut rows, mut leads) =
+                if after > 0 { (self.rows_at(at)?, self.leads_at(at)?) } else { (Vec::new(), Vec::new()) };
             rows.retain(|r| r.position > after);
-            let mut page = self.read_rows(&self.sql.after, &[Param::Text(wall_text(at)), Param::Int(limit as i64)])?;
-            if page.len() >= limit
-                && let Some(last) = page.last().and_then(|r| r.wall)
-            {
-                page.retain(|r| r.wall != Some(last));
-                page.extend(self.rows_at(last)?);
+            leads.retain(|l| l.position > after);
+            let mut page = self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64)])?;
+            let lead_after = if after > 0 { self.lead_wall(at) } else { NaiveDateTime::default() };
+            let mut lead_page =
+                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64)])?;
+            lead_page.retain(|l| l.position > after);
+            let full = |n: usize, last: Option<NaiveDateTime>| last.filter(|_| n >= limit);
+            let cut = [
+                full(page.len(), page.last().and_then(|r| r.wall)),
+                full(lead_page.len(), lead_page.iter().filter_map(|l| l.wall).max()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(cut) = cut {
+                page.retain(|r| r.wall.is_some_and(|w| w < cut));
+                lead_page.retain(|l| l.wall.is_some_and(|w| w < cut));
+                page.extend(self.rows_at(cut)?);
+                lead_page.extend(self.leads_at(cut)?);
             }
             rows.extend(page);
-            rows.sort_by_key(|r| (r.position, r.key));
-            rows
-        } else {
-            self.read_rows(&self.sql.after, &[Param::Int(after), Param::Int(limit as i64)])?
+            leads.extend(lead_page);
+            (rows, leads)
         };
-        let mut batch = Batch { through: rows.iter().map(|r| r.position).max(), ..Batch::default() };
+        let through = rows.iter().map(|r| r.position).chain(leads.iter().map(|l| l.position)).max();
+        let mut batch = Batch { through, ..Batch::default() };
         rows.retain(|r| !skip.contains(&r.key));
-        for row in &rows {
+        leads.retain(|l| !skip.contains(&l.key));
+        // Leads are the visitor's answers to the form: activity of their chat where its chatflow
+        // is there (an orphan lead is passed over without a word) and the chat is of a type read.
+        let lead_chats = self.lead_chats(&leads)?;
+        let mut entries: Vec<Entry> =
+            rows.into_iter().map(Entry::Message).chain(leads.into_iter().map(Entry::Lead)).collect();
+        entries.sort_by_key(|e| e.order());
+        for entry in &entries {
             batch.rows += 1;
-            batch.ids.push((row.position, row.key));
+            batch.ids.push(entry.order());
+            let row = match entry {
+                Entry::Lead(lead) => {
+                    batch.anchor = lead_anchor(lead);
+                    let id = conversation_id(&lead.flow, &lead.chat);
+                    if let (Some(at), true) = (lead.at, lead_chats.contains(&id)) {
+                        batch.activity.push(Activity {
+                            id: lead.position,
+                            conversation_id: id,
+                            sent_at: at,
+                            author: Author::Visitor,
+                            ends: false,
+                        });
+                    }
+                    continue;
+                }
+                Entry::Message(row) => row,
+            };
             batch.anchor = anchor(row);
             // Another kind of chat (the builder's own tests, by default): not the owner's visitors.
             if !self.wanted(row) {
@@ -855,29 +1108,41 @@ impl Source for Flowise {
 
     fn last_message_id(&self) -> Result<i64> {
         let context = || format!("{}: reading chat_message", self.name);
-        if !self.pg() {
-            return Ok(self.db.int(self.sql.last, &[]).with_context(context)?.unwrap_or(0));
-        }
-        let last = self.db.one(self.sql.last, &[]).with_context(context)?;
-        let Some(wall) = last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) else { return Ok(0) };
-        Ok(self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0))
+        let last = self.db.one(&self.sql.last, &[]).with_context(context)?;
+        let message = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
+            Some(wall) => self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0),
+            None => 0,
+        };
+        let last = self.db.one(&self.sql.lead_last, &[]).with_context(|| format!("{}: reading lead", self.name))?;
+        let lead = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
+            Some(wall) => self.read_leads(&self.sql.leads_at, &[self.time(wall)])?.iter().map(|l| l.position).max(),
+            None => None,
+        };
+        Ok(message.max(lead.unwrap_or(0)))
     }
 
     fn anchor_at(&self, id: i64) -> Result<Option<String>> {
-        let rows =
-            if self.pg() { self.rows_at(wall_of(id))? } else { self.read_rows(&self.sql.anchor, &[Param::Int(id)])? };
+        let rows = self.rows_at(wall_of(id))?.into_iter().map(Entry::Message);
+        let entries: Vec<Entry> = rows.chain(self.leads_at(wall_of(id))?.into_iter().map(Entry::Lead)).collect();
         // The last of them in the order rows are read, (position, key): the batch's anchor.
-        Ok(rows.iter().filter(|r| r.position == id).max_by_key(|r| r.key).map(anchor))
+        Ok(entries.iter().filter(|e| e.order().0 == id).max_by_key(|e| e.order()).map(|e| match e {
+            Entry::Message(r) => anchor(r),
+            Entry::Lead(l) => lead_anchor(l),
+        }))
     }
 
     fn count_through(&self, id: i64) -> Result<i64> {
         let context = || format!("{}: counting chat_message", self.name);
-        if !self.pg() {
-            return Ok(self.db.int(self.sql.count, &[Param::Int(id)]).with_context(context)?.unwrap_or(0));
-        }
         let wall = wall_of(id);
-        let before = self.db.int(self.sql.count, &[Param::Text(wall_text(wall))]).with_context(context)?.unwrap_or(0);
-        Ok(before + self.rows_at(wall)?.iter().filter(|r| r.position <= id).count() as i64)
+        let before = self.db.int(&self.sql.count, &[self.time(wall)]).with_context(context)?.unwrap_or(0);
+        let leads = self
+            .db
+            .int(&self.sql.lead_count, &[self.time(self.lead_wall(wall))])
+            .with_context(|| format!("{}: counting lead", self.name))?
+            .unwrap_or(0);
+        let at = self.rows_at(wall)?.iter().filter(|r| r.position <= id).count()
+            + self.leads_at(wall)?.iter().filter(|l| l.position <= id).count();
+        Ok(before + leads + at as i64)
     }
 
     fn about_how_many_conversations(&self) -> u64 {
@@ -893,11 +1158,13 @@ impl Source for Flowise {
             .map(|r| (r[0].lossy().unwrap_or_default().to_lowercase(), bot_of(r)))
             .collect();
         let mut leads: HashMap<String, Vec<Lead>> = HashMap::new();
-        for lead in self.read_leads(self.sql.all_leads, &[])? {
+        // Leads are rows of the stream; those through `through` are read here.
+        let mut read = 0;
+        for lead in self.read_leads(&self.sql.all_leads, &[])? {
+            read += i64::from(lead.position > 0 && lead.position <= through);
             leads.entry(conversation_id(&lead.flow, &lead.chat)).or_default().push(lead);
         }
-        let param = if self.pg() { Param::Text(wall_text(wall_of(through))) } else { Param::Int(through) };
-        let mut read = 0;
+        let param = self.time(wall_of(through));
         let mut current: Option<(String, Chat)> = None;
         let mut flush = |current: Option<(String, Chat)>| -> Result<()> {
             let Some((id, mut chat)) = current else { return Ok(()) };
@@ -913,9 +1180,9 @@ impl Source for Flowise {
         self.db
             .each(&self.sql.everything, &[param], |c| {
                 let row = self.row(c);
-                // PostgreSQL: the rows of the last time read past `through` are not read yet, and
+                // The rows of the last time read past `through` are not read yet, and
                 // one at a time no position holds (before 1970) is never read.
-                if self.pg() && (row.position > through || row.position == 0) {
+                if row.position > through || row.position == 0 {
                     return Ok(());
                 }
                 read += 1;
@@ -931,6 +1198,19 @@ impl Source for Flowise {
             })
             .with_context(|| format!("{}: reading chat_message", self.name))?;
         flush(current)?;
+        {
+            // Chats of a lead alone (no message yet), in id order as the rest.
+            let mut alone: Vec<(String, Vec<Lead>)> = leads.into_iter().collect();
+            alone.sort_by(|a, b| a.0.cmp(&b.0));
+            for (id, leads) in alone {
+                let Some(bot) = parse_id(&id).and_then(|(flow, _)| flows.get(flow)) else { continue };
+                let chat = Chat { rows: Vec::new(), leads };
+                let messages = self.messages(bot, &chat, through);
+                if !messages.is_empty() {
+                    f(&id, Some(&self.conversation(&id, bot, &chat, &messages)), &messages)?;
+                }
+            }
+        }
         Ok(read)
     }
 }
@@ -1018,6 +1298,7 @@ mod tests {
         Row {
             position,
             key: position,
+            rowid: position,
             uuid: format!("u{position}"),
             role: role.into(),
             flow: "f".into(),
@@ -1034,7 +1315,13 @@ mod tests {
 
     #[test]
     fn a_chat_reads_as_lead_form_fields_and_numbered_turns() {
-        let lead = |at: &str, name: &str, email: &str, phone: &str| Lead {
+        // Leads at their own positions, among the rows': (2, 0) before the first, (4, 5) between
+        // rows 4 and 5.
+        let lead = |(position, key): (i64, i64), at: &str, name: &str, email: &str, phone: &str| Lead {
+            uuid: "l".into(),
+            position,
+            key,
+            wall: wall_time(at),
             flow: "f".into(),
             chat: "c".into(),
             name: Some(name.into()),
@@ -1058,8 +1345,8 @@ mod tests {
                 Row { role: "tool".into(), ..row(8, "userMessage", "2026-12-07 09:14:01", "nor this") },
             ],
             leads: vec![
-                lead("2026-12-07 09:12:16", "Jane Doe", "jane@example.com", ""),
-                lead("2026-12-07 09:13:00", "", "", "+1 555 0100"),
+                lead((2, 0), "2026-12-07 09:12:16", "Jane Doe", "jane@example.com", ""),
+                lead((4, 5), "2026-12-07 09:13:00", "", "", "+1 555 0100"),
             ],
         };
         let bot = Bot { name: "Lead Bot".into(), lead_form: Some("Where can we reach you?".into()) };
@@ -1070,13 +1357,13 @@ mod tests {
         assert_eq!(
             shown,
             [
-                (3, Author::Bot, Some(LEAD_FORM), None, "Where can we reach you?"),
-                (3, Author::Field, None, Some("name"), "Jane Doe"),
-                (3, Author::Field, None, Some("email"), "jane@example.com"),
+                (2, Author::Bot, Some(LEAD_FORM), None, "Where can we reach you?"),
+                (2, Author::Visitor, None, Some("name"), "Jane Doe"),
+                (2, Author::Visitor, None, Some("email"), "jane@example.com"),
                 (3, Author::Field, None, Some("email"), "jane@example.com"),
                 (3, Author::Visitor, None, None, "Price?"),
                 (4, Author::Bot, Some("message 1"), None, "$29"),
-                (5, Author::Field, None, Some("phone"), "+1 555 0100"),
+                (4, Author::Visitor, None, Some("phone"), "+1 555 0100"),
                 (5, Author::Visitor, None, None, "Yearly?"),
                 (6, Author::Bot, Some("message 2"), None, "Booked."),
             ]
@@ -1085,10 +1372,23 @@ mod tests {
         assert!(m[8].ends_flow() && !m[5].ends_flow(), "book_call finishes it");
         let through = flowise(&[]).messages(&bot, &chat, 4);
         assert_eq!(through.last().map(|m| m.id), Some(4), "up to the message asked for");
+        assert_eq!(through.last().map(|m| m.body.as_str()), Some("+1 555 0100"), "a lead is a row at its position");
+        let alone = Chat { rows: Vec::new(), leads: chat.leads.clone() };
+        let m = flowise(&[]).messages(&bot, &alone, 3);
+        let shown: Vec<(i64, Author, &str)> = m.iter().map(|m| (m.id, m.author, m.body.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (2, Author::Bot, "Where can we reach you?"),
+                (2, Author::Visitor, "Jane Doe"),
+                (2, Author::Visitor, "jane@example.com")
+            ],
+            "a lead with no message yet: the form and what it took"
+        );
         assert!(!through.iter().any(Message::ends_flow));
         let plain = Bot { lead_form: None, ..bot };
         let m = flowise(&[]).messages(&plain, &chat, i64::MAX);
-        assert_eq!((m[0].author, m[4].gambit_id.as_deref()), (Author::Field, Some("message 1")), "no form");
+        assert_eq!((m[0].author, m[4].gambit_id.as_deref()), (Author::Visitor, Some("message 1")), "no form");
     }
 
     #[test]

@@ -125,3 +125,34 @@ pub fn postgres(port: u16, extra: &str) -> Option<(Fixture, postgres::Client, St
     f.use_source(&format!("kind = \"flowise\"\nurl = \"{url}\"\n{extra}"));
     Some((f, client, url))
 }
+
+/// A lead as `services/leads` `createLead` saves it: only `chatflowid`, `name`, `email`,
+/// `phone`, `chatId` given (the widget posts `''` for a field its form does not ask), the id a
+/// uuid and `createdDate` the database's default: given here, at the time that default would
+/// have stamped (the database's `TimeZone`; SQLite: UTC, no fraction), so the tests' clock is
+/// fixed.
+pub struct NewLead<'a> {
+    pub id: &'a str,
+    pub bot: &'a str,
+    pub chat: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub phone: &'a str,
+    pub at: &'a str,
+}
+
+impl NewLead<'_> {
+    pub fn insert_sql(&self) -> String {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        format!(
+            r#"INSERT INTO lead (id, chatflowid, name, email, phone, "chatId", "createdDate") VALUES ({}, {}, {}, {}, {}, {}, {});"#,
+            q(self.id),
+            q(self.bot),
+            q(self.name),
+            q(self.email),
+            q(self.phone),
+            q(self.chat),
+            q(self.at)
+        )
+    }
+}
