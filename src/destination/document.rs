@@ -170,6 +170,75 @@ pub fn alert(
     }
 }
 
+/// The flood guard's document (schema version 1 too, `"event": "summary"`): one run had more
+/// notifications about chats for this destination than its `burst`; the first `burst` went one
+/// by one, and these are listed here instead, never sent one by one. Filed under `summary:N` in
+/// place of a conversation; its `id` is its own idempotency key, from the notifications it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryDocument {
+    pub version: u32,
+    pub id: String,
+    /// `summary`.
+    pub event: String,
+    pub decided_at: String,
+    /// The destination's `burst`.
+    pub burst: u32,
+    /// Notifications about chats the run had for this destination: `burst` went one by one.
+    pub queued: usize,
+    /// What the summary says, in a sentence.
+    pub message: String,
+    /// The notifications listed, in the order decided.
+    pub conversations: Vec<SummaryItem>,
+}
+
+/// One notification a summary lists in its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryItem {
+    /// The conversation's id and identifier, as a notification's `conversation` has them.
+    pub id: String,
+    pub identifier: String,
+    pub state: ChatState,
+    pub bot: BotDoc,
+    /// The visitor's name, else email, else "a visitor".
+    pub visitor: String,
+    /// The idempotency key the notification would have had: a receiver that has it already
+    /// (it went before a crash) can tell.
+    pub notification_id: String,
+}
+
+/// The summary's idempotency key: from the keys of the notifications it lists, the same on every
+/// try and every run.
+pub fn summary_key(listed: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"summary");
+    for key in listed {
+        hash.update([0x1f]);
+        hash.update(key.as_bytes());
+    }
+    format!("cn1_{}", super::hex(&hash.finalize()[..16]))
+}
+
+/// The summary's document: `items` in order, of `queued` in the run, over `burst`.
+pub fn summary(items: Vec<SummaryItem>, burst: u32, queued: usize, now: DateTime<Utc>) -> SummaryDocument {
+    let keys: Vec<&str> = items.iter().map(|i| i.notification_id.as_str()).collect();
+    let n = items.len();
+    let (chats, these) = if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };
+    SummaryDocument {
+        version: VERSION,
+        id: summary_key(&keys),
+        event: "summary".to_owned(),
+        decided_at: at(now),
+        burst,
+        queued,
+        message: format!(
+            "{n} more {chats} in one run: {queued} notifications about chats, more than burst ({burst}); the first \
+             {burst} went one by one, and {these} listed here instead. Each conversation's next notification \
+             goes as usual."
+        ),
+        conversations: items,
+    }
+}
+
 /// What the visitor did, as a chat message's headline says it after their name.
 pub fn what_happened(state: ChatState) -> &'static str {
     match state {
