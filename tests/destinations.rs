@@ -988,3 +988,30 @@ fn a_burst_over_a_slack_destinations_burst_is_one_message_listing_the_rest() {
     assert_eq!(posted[3].thread_ts, None, "its first message at Slack");
     assert!(posted[3].body["text"].as_str().unwrap().contains("finished the chat"), "{:?}", posted[3].body);
 }
+
+#[test]
+fn what_waits_for_a_destinations_hourly_limit_does_not_count_toward_its_burst() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "max_per_hour = 2\nburst = 3");
+    // One new chat every 20 minutes for four hours: three an hour, two delivered an hour, so a
+    // backlog builds, but no run ever queues more than one new notification.
+    let mut now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().to_utc();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for i in 0..12u32 {
+        let id = format!("c{i}");
+        f.conversation(&id, &at(now - chrono::TimeDelta::minutes(45)));
+        f.visitor(&id, &at(now - chrono::TimeDelta::minutes(45)), Some("email"), &format!("v{i}@example.com"));
+        f.run_at(&at(now), &[], 0);
+        now += chrono::TimeDelta::minutes(20);
+    }
+    assert_eq!(rows(&f, "SELECT count(*) FROM deliveries WHERE status = 'summarised'"), [["0"]]);
+    for hour in 0..6 {
+        f.run_at(&at(now + chrono::TimeDelta::hours(hour)), &[], 0);
+    }
+    let ids: Vec<String> =
+        hook.requests().iter().map(|r| verified(r)["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    assert_eq!(ids, expected, "every chat once, in order, none summarised");
+}
