@@ -1015,3 +1015,129 @@ fn what_waits_for_a_destinations_hourly_limit_does_not_count_toward_its_burst() 
     let expected: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
     assert_eq!(ids, expected, "every chat once, in order, none summarised");
 }
+
+// Digests, per destination.
+
+#[test]
+fn a_destination_with_digest_true_gets_the_bots_digest_in_one_notification_and_the_others_each_chat_at_once() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("hook.url"), format!("{}\n", hook.url(HOOK_PATH))).unwrap();
+    std::fs::write(f.dir.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    std::fs::write(f.dir.path().join("daily.url"), format!("{}\n", hook.url("/daily"))).unwrap();
+    f.write_config(
+        smtp.port(),
+        &format!(
+            "[[destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl_file = \"hook.url\"\n\
+             secret_file = \"hook.secret\"\ntimeout = \"3s\"\n\
+             [[destinations]]\nname = \"daily\"\nkind = \"webhook\"\nurl_file = \"daily.url\"\n\
+             secret_file = \"hook.secret\"\ntimeout = \"3s\"\ndigest = true\n\
+             [[destinations]]\nname = \"sales\"\nkind = \"slack\"\ntoken_file = \"slack.token\"\n\
+             channel = \"C0LEADS\"\napi_url = \"{}\"\ntimeout = \"5s\"\ndigest = true\n",
+            api.url("/api")
+        ),
+    );
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.lead_who_leaves("lead", "Lea", "lea@example.com", 5); // left an email: her own email
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let crm = |hook: &HttpServer| -> Vec<String> {
+        let to_crm = hook.requests().into_iter().filter(|r| r.path == HOOK_PATH);
+        to_crm.map(|r| verified(&r)["conversation"]["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let daily = |hook: &HttpServer| -> Vec<serde_json::Value> {
+        hook.requests().iter().filter(|r| r.path == "/daily").map(verified).collect()
+    };
+    let mut at_once = crm(&hook);
+    at_once.sort();
+    assert_eq!(at_once, ["anon1", "anon2", "lead"], "the webhook: each chat at once");
+    let posted = api.posted();
+    assert_eq!(posted.len(), 1, "Slack: Lea's alone, the others wait for the digest");
+    assert!(posted[0].body["text"].as_str().unwrap().contains("Lea"));
+
+    f.run_at("2026-11-25T07:59:00Z", &[], 0);
+    assert_eq!(api.posted().len(), 1, "not yet eight");
+    f.run_at("2026-11-25T08:00:00Z", &[], 0);
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    let m = mails(&smtp);
+    let digest = m.iter().find(|m| m.subject.starts_with("Digest for 2026-11-25: 2 chats")).expect("the digest email");
+    let posted = api.posted();
+    assert_eq!(posted.len(), 2, "one digest message, once");
+    let message = &posted[1];
+    assert_eq!(
+        (message.body["text"].as_str(), message.thread_ts.as_deref()),
+        (Some("Digest for 2026-11-25: 2 chats"), None)
+    );
+    assert_eq!(message.body["metadata"]["event_payload"]["state"], "digest");
+    let blocks = serde_json::to_string(&message.body["blocks"]).unwrap();
+    for line in digest.text.lines().filter(|l| l.starts_with("- #")) {
+        let id = line[3..].split_whitespace().next().unwrap();
+        assert!(blocks.contains(&format!("`#{id}`")), "{id} in {blocks}");
+    }
+    assert!(blocks.contains("Ann") && blocks.contains("Ben") && !blocks.contains(" Lea,"), "{blocks}");
+    assert_eq!(crm(&hook).len(), 3, "the webhook without digest got nothing more");
+    let docs = daily(&hook);
+    let events: Vec<&str> = docs.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["conversation.abandoned", "digest"], "the webhook with digest = true: Lea's, then the digest");
+    assert_eq!(docs[0]["conversation"]["id"], "lead");
+    let docs = &docs[1..];
+    assert_eq!((docs[0]["version"].as_u64(), docs[0]["event"].as_str()), (Some(1), Some("digest")));
+    assert_eq!(
+        (docs[0]["day"].as_str(), docs[0]["title"].as_str()),
+        (Some("2026-11-25"), Some("Digest for 2026-11-25: 2 chats"))
+    );
+    let listed: Vec<&str> =
+        docs[0]["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["anon1", "anon2"]);
+    assert_eq!(
+        rows(&f, "SELECT destination, state, status FROM deliveries WHERE conversation_id = 'anon1' ORDER BY id"),
+        [["crm", "abandoned", "sent"], ["daily", "abandoned", "summarised"], ["sales", "abandoned", "summarised"]]
+    );
+
+    // Ann comes back and finishes: her own notification everywhere, her first message at Slack.
+    f.visitor("anon1", "2026-11-25T09:00:00Z", Some("email"), "ann@example.com");
+    f.end("anon1", "2026-11-25T09:00:01Z");
+    f.run_at("2026-11-25T09:01:00Z", &[], 0);
+    let posted = api.posted();
+    assert_eq!(posted.len(), 3);
+    assert!(posted[2].body["text"].as_str().unwrap().contains("Ann finished the chat"), "{:?}", posted[2].body);
+    assert_eq!(posted[2].thread_ts, None);
+    assert_eq!(crm(&hook).last().map(String::as_str), Some("anon1"));
+    assert_eq!((crm(&hook).len(), daily(&hook).len()), (4, 3), "a completion is no digest state: at once");
+    assert_eq!(daily(&hook)[2]["event"], "conversation.completed");
+}
+
+#[test]
+fn killed_mid_digest_the_destinations_digest_goes_again_once_with_the_same_key() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "digest = true\ntimeout = \"60s\"");
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 0, "both wait for the digest");
+    hook.script([Reply::Hold(Box::new(Reply::status(200)))]);
+    let mut child = f.spawn(&["run", "--now", "2026-11-25T08:00:00Z"]);
+    hook.wait_for(1);
+    // The receiver has the digest; the run waits for its answer.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hook.release();
+    f.run_at("2026-11-25T08:05:00Z", &[], 0);
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 2, "the digest in flight again, once");
+    let (in_flight, again) = (verified(&requests[0]), verified(&requests[1]));
+    assert_eq!(in_flight["event"], "digest");
+    assert_eq!(requests[0].header("idempotency-key"), requests[1].header("idempotency-key"), "the same key");
+    assert_eq!(requests[0].body, requests[1].body, "the same body");
+    assert_eq!(again["conversations"].as_array().unwrap().len(), 2);
+    let digests = mails(&smtp).into_iter().filter(|m| m.subject.starts_with("Digest for 2026-11-25")).count();
+    assert_eq!(digests, 1, "the email's digest once");
+}

@@ -67,6 +67,10 @@ pub struct DestinationConfig {
     /// The flood guard, as `mail.burst` is the inbox's: more notifications about chats than this
     /// in one run, and the first `burst` go one by one, the rest in one summary notification.
     pub burst: Option<u32>,
+    /// A chat its bot lists in the inbox's digest (`notify.digest`) comes here in one digest
+    /// notification at the digest's time, not at once (the default: a CRM wants each lead now).
+    #[serde(default)]
+    pub digest: bool,
     /// Refused with a word of why: secrets never sit in the config file.
     url: Option<toml::Value>,
     secret: Option<toml::Value>,

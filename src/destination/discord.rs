@@ -12,7 +12,7 @@ use anyhow::Result;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::document::{AlertDocument, Document, SummaryDocument};
+use super::document::{AlertDocument, Document, Listing};
 use super::http::{self, Url};
 use super::{Destination, Failure, Outgoing, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
@@ -56,12 +56,13 @@ fn cut(s: &str, max: usize) -> String {
 
 /// The body a notification is posted with; `thread_name` when it starts the post.
 pub fn message(n: &Outgoing) -> Result<Value> {
-    let (title, content) = if n.state == "summary" {
-        // The flood guard's summary: one post listing the chats, as many as a message holds.
-        let s: SummaryDocument = serde_json::from_str(n.document)?;
+    let (title, content) = if n.state == "summary" || n.state == "digest" {
+        // The flood guard's summary, or a digest: one post listing the chats, as many as a
+        // message holds.
+        let s: Listing = serde_json::from_str(n.document)?;
         let count = s.conversations.len();
-        let title = format!("{count} more chat{} in one run", if count == 1 { "" } else { "s" });
-        let mut content = format!("**{title}, listed here**\n{}\n", escape(&s.message));
+        let title = one_line(&s.title);
+        let mut content = format!("**{}**\n{}\n", escape(&title), escape(&s.message));
         let room = CONTENT_CHARS - 120;
         for (i, item) in s.conversations.iter().enumerate() {
             let line = format!(

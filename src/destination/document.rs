@@ -181,6 +181,8 @@ pub struct SummaryDocument {
     /// `summary`.
     pub event: String,
     pub decided_at: String,
+    /// A line saying what it is: `5 more chats in one run, listed here`.
+    pub title: String,
     /// The destination's `burst`.
     pub burst: u32,
     /// Notifications about chats the run had for this destination: `burst` went one by one.
@@ -228,6 +230,7 @@ pub fn summary(items: Vec<SummaryItem>, burst: u32, queued: usize, now: DateTime
         id: summary_key(&keys),
         event: "summary".to_owned(),
         decided_at: at(now),
+        title: format!("{n} more {chats} in one run, listed here"),
         burst,
         queued,
         message: format!(
@@ -237,6 +240,56 @@ pub fn summary(items: Vec<SummaryItem>, burst: u32, queued: usize, now: DateTime
         ),
         conversations: items,
     }
+}
+
+/// The digest's document for a destination that takes its bot's digest (`digest = true`; schema
+/// version 1, `"event": "digest"`): the chats the inbox's digest of `day` lists that this
+/// destination serves, each one's notification held for it. Filed under the digest's key; its
+/// `id` comes from the notifications it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestDocument {
+    pub version: u32,
+    pub id: String,
+    /// `digest`.
+    pub event: String,
+    pub decided_at: String,
+    /// `Digest for 2026-11-25: 2 chats`.
+    pub title: String,
+    /// The digest's day, in its time zone.
+    pub day: String,
+    pub message: String,
+    pub conversations: Vec<SummaryItem>,
+}
+
+/// A digest's document: `items` in order, the digest of `day`.
+pub fn digest(items: Vec<SummaryItem>, day: &str, now: DateTime<Utc>) -> DigestDocument {
+    let mut keys: Vec<&str> = vec!["digest", day];
+    keys.extend(items.iter().map(|i| i.notification_id.as_str()));
+    let n = items.len();
+    let chats = if n == 1 { "chat" } else { "chats" };
+    DigestDocument {
+        version: VERSION,
+        id: summary_key(&keys),
+        event: "digest".to_owned(),
+        decided_at: at(now),
+        title: format!("Digest for {day}: {n} {chats}"),
+        day: day.to_owned(),
+        message: format!(
+            "{n} {chats} since the last digest, listed here instead of one notification each (notify.digest; this \
+             destination has digest = true). One that comes back and finishes, or leaves a contact, gets its own."
+        ),
+        conversations: items,
+    }
+}
+
+/// What a message shows of a document that lists chats (a flood summary, a digest).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listing {
+    pub id: String,
+    pub event: String,
+    pub title: String,
+    pub message: String,
+    pub conversations: Vec<SummaryItem>,
 }
 
 /// What the visitor did, as a chat message's headline says it after their name.

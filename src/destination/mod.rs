@@ -164,6 +164,7 @@ pub fn about(conversation_id: &str) -> String {
     match conversation_id.strip_prefix("alert:") {
         Some(bot) => format!("bot {bot:?}"),
         None if conversation_id.starts_with("summary:") => "the chats over the burst".to_owned(),
+        None if conversation_id.starts_with("digest:") => "the chats in the digest".to_owned(),
         None => format!("#{}", crate::domain::thread::identifier(conversation_id)),
     }
 }

@@ -20,7 +20,7 @@ use anyhow::{Result, bail};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::document::{self, AlertDocument, Document, SummaryDocument};
+use super::document::{self, AlertDocument, Document, Listing};
 use super::http::{self, Url};
 use super::{Destination, Failure, Outgoing, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
@@ -163,12 +163,13 @@ fn alert_message(channel: &str, n: &Outgoing) -> Result<Value> {
     Ok(body)
 }
 
-/// The flood guard's summary: one message in the channel listing the chats (never a thread per
-/// chat), as many as Slack's blocks hold, then how many more (all are in the document's list).
+/// The flood guard's summary, or a digest: one message in the channel listing the chats (never a
+/// thread per chat), as many as Slack's blocks hold, then how many more (all are in the
+/// document's list).
 fn summary_message(channel: &str, n: &Outgoing) -> Result<Value> {
-    let s: SummaryDocument = serde_json::from_str(n.document)?;
+    let s: Listing = serde_json::from_str(n.document)?;
     let count = s.conversations.len();
-    let headline = format!("{count} more chat{} in one run, listed here", if count == 1 { "" } else { "s" });
+    let headline = escape(&s.title);
     let mut blocks = vec![
         json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*{headline}*") } }),
         json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": cut(&escape(&s.message), SECTION_CHARS) }] }),
@@ -210,7 +211,7 @@ fn summary_message(channel: &str, n: &Outgoing) -> Result<Value> {
         "blocks": blocks,
         "unfurl_links": false,
         "unfurl_media": false,
-        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": s.id, "state": "summary" } },
+        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": s.id, "state": s.event } },
     });
     if let Some(ts) = n.thread {
         body["thread_ts"] = json!(ts);
@@ -223,7 +224,7 @@ pub fn message(channel: &str, reply_broadcast: bool, n: &Outgoing) -> Result<Val
     if n.state == "alert" {
         return alert_message(channel, n);
     }
-    if n.state == "summary" {
+    if n.state == "summary" || n.state == "digest" {
         return summary_message(channel, n);
     }
     let d: Document = serde_json::from_str(n.document)?;
@@ -456,6 +457,6 @@ mod tests {
         let discord = crate::destination::discord::message(&n).unwrap();
         let content = discord["content"].as_str().unwrap();
         assert!(content.chars().count() <= 2000 && content.contains("more: `chat-notifier status`"), "{content}");
-        assert_eq!(discord["thread_name"], "3000 more chats in one run");
+        assert_eq!(discord["thread_name"], "3000 more chats in one run, listed here");
     }
 }

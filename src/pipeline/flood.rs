@@ -80,11 +80,13 @@ pub fn guard_destinations(state: &mut State, config: &Config, now: DateTime<Utc>
         }
         let excess = state.unguarded_deliveries_after(&destination.name, burst as usize)?;
         let Some(first) = excess.first() else { continue };
-        let items = excess.iter().map(summary_item).collect();
+        let items = excess.iter().map(listed_item).collect();
         let doc = document::summary(items, burst, pending, now);
         let text = serde_json::to_string(&doc)?;
         let filed = format!("summary:{}", first.id);
-        state.atomically(|tx| tx.summarise_deliveries(&destination.name, &filed, &doc.id, &text, &excess, now))?;
+        state.atomically(|tx| {
+            tx.summarise_deliveries(&destination.name, &filed, "summary", &doc.id, &text, &excess, now)
+        })?;
         log::info!(
             "flood guard: {} notifications for {} {:?} over its burst ({burst}) listed in a summary",
             excess.len(),
@@ -98,9 +100,9 @@ pub fn guard_destinations(state: &mut State, config: &Config, now: DateTime<Utc>
     Ok(listed)
 }
 
-/// Pure: what a summary says of a notification it lists, from its document (a document that
-/// cannot be read back is still listed, by its conversation's id).
-fn summary_item(d: &Delivery) -> SummaryItem {
+/// Pure: what a summary (or a destination's digest) says of a notification it lists, from its
+/// document (a document that cannot be read back is still listed, by its conversation's id).
+pub fn listed_item(d: &Delivery) -> SummaryItem {
     let state = ChatState::parse(&d.state).unwrap_or(ChatState::Ended);
     match serde_json::from_str::<Document>(&d.document) {
         Ok(doc) => SummaryItem {

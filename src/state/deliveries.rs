@@ -50,6 +50,35 @@ impl Tx<'_> {
         document: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.insert_delivery(destination, conversation_id, state, key, document, now, "pending")
+    }
+
+    /// Records a notification for a destination that takes the bot's digest (`digest = true`):
+    /// held (`digest`) until the digest it is listed in is queued, then listed in the digest's
+    /// notification (`digest_deliveries`), never sent one by one.
+    pub fn hold_delivery_for_digest(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.insert_delivery(destination, conversation_id, state, key, document, now, "digest")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_delivery(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        now: DateTime<Utc>,
+        status: &str,
+    ) -> Result<()> {
         let mut key = key.to_owned();
         let mut document = document.to_owned();
         let taken = |k: &str| -> rusqlite::Result<bool> {
@@ -66,10 +95,10 @@ impl Tx<'_> {
         }
         self.0
             .prepare_cached(
-                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document])?;
+            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document, status])?;
         Ok(())
     }
 }
@@ -84,19 +113,22 @@ impl Tx<'_> {
     /// Queues the flood guard's summary for `destination`, filed under `conversation_id`
     /// (`summary:...`) with its own idempotency key, in place of the notifications `listed`, which
     /// are never sent one by one: a conversation's thread there starts with its next one.
+    /// A digest's notification (`state` `digest`) lists the notifications held for it the same way.
+    #[allow(clippy::too_many_arguments)]
     pub fn summarise_deliveries(
         &self,
         destination: &str,
         conversation_id: &str,
+        state: &str,
         key: &str,
         document: &str,
         listed: &[Delivery],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.queue_delivery(destination, conversation_id, "summary", key, document, now)?;
+        self.queue_delivery(destination, conversation_id, state, key, document, now)?;
         let mut mark = self.0.prepare_cached(
             "UPDATE deliveries SET status = 'summarised', last_error = 'listed in ' || ?2, document = NULL \
-             WHERE id = ?1 AND status = 'pending'",
+             WHERE id = ?1 AND status IN ('pending', 'digest')",
         )?;
         for d in listed {
             mark.execute(params![d.id, key])?;
@@ -132,6 +164,33 @@ impl State {
             })
         });
         self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// The notifications held for the digest of these listed conversations ((conversation,
+    /// listed at): a notification held with its listing, in the same transaction), oldest first.
+    pub fn deliveries_held_for_digest(&self, listed: &[(String, DateTime<Utc>)]) -> Result<Vec<Delivery>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
+             FROM deliveries WHERE status = 'digest' AND conversation_id = ?1 AND created_at = ?2 ORDER BY id",
+        ))?;
+        let mut out = Vec::new();
+        for (conversation, at) in listed {
+            let rows = stmt.query_map(params![conversation, at.timestamp_millis()], |r| {
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    conversation_id: r.get(2)?,
+                    state: r.get(3)?,
+                    key: r.get(4)?,
+                    document: r.get(5)?,
+                    attempts: r.get(6)?,
+                    refusals: r.get(7)?,
+                })
+            });
+            out.extend(self.context(rows.and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>))?);
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
     }
 
     /// Everything queued for the destinations so far has been judged by their flood guard.
