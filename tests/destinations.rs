@@ -1141,3 +1141,21 @@ fn killed_mid_digest_the_destinations_digest_goes_again_once_with_the_same_key()
     let digests = mails(&smtp).into_iter().filter(|m| m.subject.starts_with("Digest for 2026-11-25")).count();
     assert_eq!(digests, 1, "the email's digest once");
 }
+
+#[test]
+fn prune_keeps_a_conversation_whose_notification_waits_for_a_destinations_digest() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "digest = true");
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let out = f.run(&["prune", "--older-than", "1h", "--now", "2026-11-24T23:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.run_at("2026-11-25T08:00:00Z", &[], 0);
+    let docs: Vec<serde_json::Value> = hook.requests().iter().map(verified).collect();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["event"], "digest");
+    assert_eq!(docs[0]["conversations"][0]["id"], "anon1", "{:#}", docs[0]);
+}
