@@ -845,3 +845,317 @@ fn prune_keeps_a_conversation_whose_notification_waits_and_removes_its_deliverie
     assert!(f.tracked().is_empty());
     assert_eq!(rows(&f, "SELECT count(*) FROM deliveries"), [["0"]], "its deliveries pruned with it");
 }
+
+// The flood guard, per destination.
+
+/// A webhook's summary, verified: the listed conversations' ids, in order.
+fn listed_ids(summary: &serde_json::Value) -> Vec<String> {
+    summary["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_burst_over_a_webhooks_burst_goes_as_the_first_ones_and_one_summary_beside_the_emails_own_guard() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "burst = 3");
+    f.mail_setting("burst = 5");
+    for i in 0..8 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let docs: Vec<serde_json::Value> = hook.requests().iter().map(verified).collect();
+    assert_eq!(docs.len(), 4, "three one by one and one summary: {}", out.stderr);
+    let one_by_one: Vec<&str> = docs[..3].iter().map(|d| d["conversation"]["id"].as_str().unwrap()).collect();
+    assert_eq!(one_by_one, ["c0", "c1", "c2"]);
+    let summary = &docs[3];
+    assert_eq!((summary["version"].as_u64(), summary["event"].as_str()), (Some(1), Some("summary")));
+    assert_eq!(hook.requests()[3].header("chat-notifier-event"), Some("summary"));
+    assert_eq!((summary["burst"].as_u64(), summary["queued"].as_u64()), (Some(3), Some(8)));
+    assert_eq!(listed_ids(summary), ["c3", "c4", "c5", "c6", "c7"], "exactly the rest, in order");
+    let first = &summary["conversations"][0];
+    assert_eq!((first["state"].as_str(), first["visitor"].as_str()), (Some("abandoned"), Some("Visitor 3")));
+    assert_eq!(first["bot"], serde_json::json!({ "id": "lead", "name": "Lead Bot" }));
+    assert!(first["notification_id"].as_str().unwrap().starts_with("cn1_"));
+    // The emails' own guard, on mail.burst, as before: five one by one and one summary email.
+    let m = mails(&smtp);
+    assert_eq!(m.len(), 6);
+    assert!(m[5].subject.starts_with("3 more chats in one run, listed here"), "{}", m[5].subject);
+    assert_eq!(identifier(&m[3].subject), first["identifier"].as_str().unwrap(), "the emails' identifiers");
+    // What the summary lists is marked so, and never goes one by one.
+    let marked = rows(
+        &f,
+        "SELECT conversation_id FROM deliveries WHERE status = 'summarised' AND last_error LIKE 'listed in cn1_%' \
+         ORDER BY id",
+    );
+    assert_eq!(marked.concat(), ["c3", "c4", "c5", "c6", "c7"]);
+    f.run_at("2026-11-24T10:30:00Z", &[], 0);
+    f.run_at("2026-11-24T11:30:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 4, "nothing listed goes later");
+    // A listed conversation that comes back and finishes gets its own notification.
+    f.visitor("c4", "2026-11-24T12:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c4", "2026-11-24T12:00:01Z");
+    f.run_at("2026-11-24T12:01:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 5);
+    let back = verified(&requests[4]);
+    assert_eq!((back["conversation"]["id"].as_str(), back["state"].as_str()), (Some("c4"), Some("completed")));
+}
+
+#[test]
+fn at_its_burst_a_destination_gets_each_one_by_one_and_the_default_burst_is_mail_bursts_default() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    // mail.burst = 2 is the inbox's: the webhook keeps the default (50).
+    webhook(&f, smtp.port(), &hook, "");
+    f.mail_setting("burst = 2");
+    for i in 0..4 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let events: Vec<String> =
+        hook.requests().iter().map(|r| verified(r)["event"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(events, ["conversation.abandoned"; 4]);
+    assert_eq!(mails(&smtp).len(), 3, "the inbox's own guard: two and a summary");
+    // A burst of 0 is refused, naming the key.
+    webhook(&f, smtp.port(), &hook, "burst = 0");
+    let check = f.run(&["check"]);
+    assert!(check.stdout.contains("destinations[0] (name = \"crm\").burst: must be at least 1"), "{}", check.stdout);
+}
+
+#[test]
+fn killed_mid_summary_the_summary_goes_again_once_with_the_same_key() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "burst = 1\ntimeout = \"60s\"");
+    hook.script([Reply::status(200), Reply::Hold(Box::new(Reply::status(200)))]);
+    for i in 0..3 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    let mut child = f.spawn(&["run", "--now", "2026-11-24T10:00:00Z"]);
+    hook.wait_for(2);
+    // The receiver has the summary; the run waits for its answer.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hook.release();
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    f.run_at("2026-11-24T10:10:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 3, "the summary in flight again, once; nothing else");
+    let (in_flight, again) = (verified(&requests[1]), verified(&requests[2]));
+    assert_eq!(in_flight["event"], "summary");
+    assert_eq!(requests[1].header("idempotency-key"), requests[2].header("idempotency-key"), "the same key");
+    assert_eq!(requests[1].body, requests[2].body, "the same body");
+    assert_eq!(listed_ids(&again), ["c1", "c2"]);
+    assert_eq!(
+        rows(&f, "SELECT count(*) FROM deliveries WHERE state = 'summary'"),
+        [["1"]],
+        "one summary, never a second for the same chats"
+    );
+}
+
+#[test]
+fn a_burst_over_a_slack_destinations_burst_is_one_message_listing_the_rest() {
+    let smtp = SmtpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    slack(&f, smtp.port(), &api, "burst = 2");
+    for i in 0..5 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor <!here> {i}"), &format!("v{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let posted = api.posted();
+    assert_eq!(posted.len(), 3, "two chats and one summary");
+    assert!(posted.iter().all(|p| p.thread_ts.is_none()), "no thread per listed chat");
+    let summary = &posted[2];
+    assert_eq!(summary.body["text"], "3 more chats in one run, listed here");
+    assert_eq!(summary.body["metadata"]["event_payload"]["state"], "summary");
+    let all = serde_json::to_string(&summary.body["blocks"]).unwrap();
+    let m = mails(&smtp);
+    for (i, mail) in m.iter().enumerate() {
+        let listed = all.contains(&format!("`#{}`", identifier(&mail.subject)));
+        assert_eq!(listed, i >= 2, "chat {i}: {all}");
+    }
+    assert!(!all.contains("<!here>") && all.contains("&lt;!here&gt;"), "escaped: {all}");
+    // A listed chat that comes back starts its own thread.
+    f.visitor("c3", "2026-11-24T12:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c3", "2026-11-24T12:00:01Z");
+    f.run_at("2026-11-24T12:01:00Z", &[], 0);
+    let posted = api.posted();
+    assert_eq!(posted.len(), 4);
+    assert_eq!(posted[3].thread_ts, None, "its first message at Slack");
+    assert!(posted[3].body["text"].as_str().unwrap().contains("finished the chat"), "{:?}", posted[3].body);
+}
+
+#[test]
+fn what_waits_for_a_destinations_hourly_limit_does_not_count_toward_its_burst() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "max_per_hour = 2\nburst = 3");
+    // One new chat every 20 minutes for four hours: three an hour, two delivered an hour, so a
+    // backlog builds, but no run ever queues more than one new notification.
+    let mut now = chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().to_utc();
+    let at = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for i in 0..12u32 {
+        let id = format!("c{i}");
+        f.conversation(&id, &at(now - chrono::TimeDelta::minutes(45)));
+        f.visitor(&id, &at(now - chrono::TimeDelta::minutes(45)), Some("email"), &format!("v{i}@example.com"));
+        f.run_at(&at(now), &[], 0);
+        now += chrono::TimeDelta::minutes(20);
+    }
+    assert_eq!(rows(&f, "SELECT count(*) FROM deliveries WHERE status = 'summarised'"), [["0"]]);
+    for hour in 0..6 {
+        f.run_at(&at(now + chrono::TimeDelta::hours(hour)), &[], 0);
+    }
+    let ids: Vec<String> =
+        hook.requests().iter().map(|r| verified(r)["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    assert_eq!(ids, expected, "every chat once, in order, none summarised");
+}
+
+// Digests, per destination.
+
+#[test]
+fn a_destination_with_digest_true_gets_the_bots_digest_in_one_notification_and_the_others_each_chat_at_once() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("hook.url"), format!("{}\n", hook.url(HOOK_PATH))).unwrap();
+    std::fs::write(f.dir.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(f.dir.path().join("slack.token"), "xoxb-test-token\n").unwrap();
+    std::fs::write(f.dir.path().join("daily.url"), format!("{}\n", hook.url("/daily"))).unwrap();
+    f.write_config(
+        smtp.port(),
+        &format!(
+            "[[destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl_file = \"hook.url\"\n\
+             secret_file = \"hook.secret\"\ntimeout = \"3s\"\n\
+             [[destinations]]\nname = \"daily\"\nkind = \"webhook\"\nurl_file = \"daily.url\"\n\
+             secret_file = \"hook.secret\"\ntimeout = \"3s\"\ndigest = true\n\
+             [[destinations]]\nname = \"sales\"\nkind = \"slack\"\ntoken_file = \"slack.token\"\n\
+             channel = \"C0LEADS\"\napi_url = \"{}\"\ntimeout = \"5s\"\ndigest = true\n",
+            api.url("/api")
+        ),
+    );
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.lead_who_leaves("lead", "Lea", "lea@example.com", 5); // left an email: her own email
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let crm = |hook: &HttpServer| -> Vec<String> {
+        let to_crm = hook.requests().into_iter().filter(|r| r.path == HOOK_PATH);
+        to_crm.map(|r| verified(&r)["conversation"]["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let daily = |hook: &HttpServer| -> Vec<serde_json::Value> {
+        hook.requests().iter().filter(|r| r.path == "/daily").map(verified).collect()
+    };
+    let mut at_once = crm(&hook);
+    at_once.sort();
+    assert_eq!(at_once, ["anon1", "anon2", "lead"], "the webhook: each chat at once");
+    let posted = api.posted();
+    assert_eq!(posted.len(), 1, "Slack: Lea's alone, the others wait for the digest");
+    assert!(posted[0].body["text"].as_str().unwrap().contains("Lea"));
+
+    f.run_at("2026-11-25T07:59:00Z", &[], 0);
+    assert_eq!(api.posted().len(), 1, "not yet eight");
+    f.run_at("2026-11-25T08:00:00Z", &[], 0);
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    let m = mails(&smtp);
+    let digest = m.iter().find(|m| m.subject.starts_with("Digest for 2026-11-25: 2 chats")).expect("the digest email");
+    let posted = api.posted();
+    assert_eq!(posted.len(), 2, "one digest message, once");
+    let message = &posted[1];
+    assert_eq!(
+        (message.body["text"].as_str(), message.thread_ts.as_deref()),
+        (Some("Digest for 2026-11-25: 2 chats"), None)
+    );
+    assert_eq!(message.body["metadata"]["event_payload"]["state"], "digest");
+    let blocks = serde_json::to_string(&message.body["blocks"]).unwrap();
+    for line in digest.text.lines().filter(|l| l.starts_with("- #")) {
+        let id = line[3..].split_whitespace().next().unwrap();
+        assert!(blocks.contains(&format!("`#{id}`")), "{id} in {blocks}");
+    }
+    assert!(blocks.contains("Ann") && blocks.contains("Ben") && !blocks.contains(" Lea,"), "{blocks}");
+    assert_eq!(crm(&hook).len(), 3, "the webhook without digest got nothing more");
+    let docs = daily(&hook);
+    let events: Vec<&str> = docs.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["conversation.abandoned", "digest"], "the webhook with digest = true: Lea's, then the digest");
+    assert_eq!(docs[0]["conversation"]["id"], "lead");
+    let docs = &docs[1..];
+    assert_eq!((docs[0]["version"].as_u64(), docs[0]["event"].as_str()), (Some(1), Some("digest")));
+    assert_eq!(
+        (docs[0]["day"].as_str(), docs[0]["title"].as_str()),
+        (Some("2026-11-25"), Some("Digest for 2026-11-25: 2 chats"))
+    );
+    let listed: Vec<&str> =
+        docs[0]["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["anon1", "anon2"]);
+    assert_eq!(
+        rows(&f, "SELECT destination, state, status FROM deliveries WHERE conversation_id = 'anon1' ORDER BY id"),
+        [["crm", "abandoned", "sent"], ["daily", "abandoned", "summarised"], ["sales", "abandoned", "summarised"]]
+    );
+
+    // Ann comes back and finishes: her own notification everywhere, her first message at Slack.
+    f.visitor("anon1", "2026-11-25T09:00:00Z", Some("email"), "ann@example.com");
+    f.end("anon1", "2026-11-25T09:00:01Z");
+    f.run_at("2026-11-25T09:01:00Z", &[], 0);
+    let posted = api.posted();
+    assert_eq!(posted.len(), 3);
+    assert!(posted[2].body["text"].as_str().unwrap().contains("Ann finished the chat"), "{:?}", posted[2].body);
+    assert_eq!(posted[2].thread_ts, None);
+    assert_eq!(crm(&hook).last().map(String::as_str), Some("anon1"));
+    assert_eq!((crm(&hook).len(), daily(&hook).len()), (4, 3), "a completion is no digest state: at once");
+    assert_eq!(daily(&hook)[2]["event"], "conversation.completed");
+}
+
+#[test]
+fn killed_mid_digest_the_destinations_digest_goes_again_once_with_the_same_key() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "digest = true\ntimeout = \"60s\"");
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.gives_name_only("anon2", "Ben", "2026-11-24T11:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    assert_eq!(hook.requests().len(), 0, "both wait for the digest");
+    hook.script([Reply::Hold(Box::new(Reply::status(200)))]);
+    let mut child = f.spawn(&["run", "--now", "2026-11-25T08:00:00Z"]);
+    hook.wait_for(1);
+    // The receiver has the digest; the run waits for its answer.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hook.release();
+    f.run_at("2026-11-25T08:05:00Z", &[], 0);
+    f.run_at("2026-11-25T08:30:00Z", &[], 0);
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 2, "the digest in flight again, once");
+    let (in_flight, again) = (verified(&requests[0]), verified(&requests[1]));
+    assert_eq!(in_flight["event"], "digest");
+    assert_eq!(requests[0].header("idempotency-key"), requests[1].header("idempotency-key"), "the same key");
+    assert_eq!(requests[0].body, requests[1].body, "the same body");
+    assert_eq!(again["conversations"].as_array().unwrap().len(), 2);
+    let digests = mails(&smtp).into_iter().filter(|m| m.subject.starts_with("Digest for 2026-11-25")).count();
+    assert_eq!(digests, 1, "the email's digest once");
+}
+
+#[test]
+fn prune_keeps_a_conversation_whose_notification_waits_for_a_destinations_digest() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "digest = true");
+    f.daily_digest(smtp.port());
+    f.gives_name_only("anon1", "Ann", "2026-11-24T10:00:00Z");
+    f.run_at("2026-11-24T12:00:00Z", &[], 0);
+    let out = f.run(&["prune", "--older-than", "1h", "--now", "2026-11-24T23:00:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    f.run_at("2026-11-25T08:00:00Z", &[], 0);
+    let docs: Vec<serde_json::Value> = hook.requests().iter().map(verified).collect();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["event"], "digest");
+    assert_eq!(docs[0]["conversations"][0]["id"], "anon1", "{:#}", docs[0]);
+}

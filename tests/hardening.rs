@@ -636,12 +636,12 @@ fn state_errors_name_the_state_file() {
     let status = f.run(&["status"]);
     assert_eq!(status.code, 1);
     assert!(
-        status.stderr.contains(&format!("state {shown}: schema 15, this chat-notifier reads 17")),
+        status.stderr.contains(&format!("state {shown}: schema 15, this chat-notifier reads 18")),
         "{}",
         status.stderr
     );
     let check = f.run(&["check"]);
-    assert!(check.stdout.contains(&format!("{shown} (schema 15: the next run upgrades it to 17)")), "{}", check.stdout);
+    assert!(check.stdout.contains(&format!("{shown} (schema 15: the next run upgrades it to 18)")), "{}", check.stdout);
     f.visitor("c1", "2026-11-24T11:00:00Z", None, "back");
     f.run_at("2026-11-24T12:00:00Z", &[], 0);
     assert_eq!(server.received().len(), 2, "upgraded and running");

@@ -64,6 +64,13 @@ pub struct DestinationConfig {
     /// At most this many notifications an hour (a minute short, as `mail.max_per_hour`); what is
     /// over waits for later runs, in order.
     pub max_per_hour: Option<u32>,
+    /// The flood guard, as `mail.burst` is the inbox's: more notifications about chats than this
+    /// in one run, and the first `burst` go one by one, the rest in one summary notification.
+    pub burst: Option<u32>,
+    /// A chat its bot lists in the inbox's digest (`notify.digest`) comes here in one digest
+    /// notification at the digest's time, not at once (the default: a CRM wants each lead now).
+    #[serde(default)]
+    pub digest: bool,
     /// Refused with a word of why: secrets never sit in the config file.
     url: Option<toml::Value>,
     secret: Option<toml::Value>,
@@ -78,6 +85,12 @@ impl DestinationConfig {
     /// Whether notifications about `bot_id`'s chats go here.
     pub fn serves(&self, bot_id: &str) -> bool {
         self.bots.as_ref().is_none_or(|bots| bots.iter().any(|b| b == bot_id))
+    }
+
+    /// Its flood guard's burst: its own `burst`, else `mail.burst`'s default (not the inbox's
+    /// setting: a Slack channel's or a CRM's tolerance is not the inbox's).
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(super::DEFAULT_BURST)
     }
 
     pub fn api_url(&self) -> &str {
@@ -162,7 +175,8 @@ impl DestinationConfig {
                 ])?;
             }
         }
-        for (k, n) in [("max_attempts", self.max_attempts), ("max_per_hour", self.max_per_hour)] {
+        for (k, n) in [("max_attempts", self.max_attempts), ("max_per_hour", self.max_per_hour), ("burst", self.burst)]
+        {
             if n == Some(0) {
                 return Err(ConfigError::new(key(k), "must be at least 1"));
             }

@@ -41,6 +41,9 @@ impl Mail {
     }
 }
 
+/// `mail.burst`'s default, a destination's `burst`'s too.
+pub const DEFAULT_BURST: u32 = 50;
+
 fn fifty() -> u32 {
-    50
+    DEFAULT_BURST
 }

@@ -12,7 +12,7 @@ mod transport;
 
 pub use destination::{DestinationConfig, DestinationKind};
 pub use error::ConfigError;
-pub use mail::{DEFAULT_SUBJECT, Mail};
+pub use mail::{DEFAULT_BURST, DEFAULT_SUBJECT, Mail};
 pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
 pub use placeholder::Placeholders;
 pub use routing::{Routing, Settings};

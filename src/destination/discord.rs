@@ -12,7 +12,7 @@ use anyhow::Result;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::document::{AlertDocument, Document};
+use super::document::{AlertDocument, Document, Listing};
 use super::http::{self, Url};
 use super::{Destination, Failure, Outgoing, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
@@ -56,7 +56,33 @@ fn cut(s: &str, max: usize) -> String {
 
 /// The body a notification is posted with; `thread_name` when it starts the post.
 pub fn message(n: &Outgoing) -> Result<Value> {
-    let (title, content) = if n.state == "alert" {
+    let (title, content) = if n.state == "summary" || n.state == "digest" {
+        // The flood guard's summary, or a digest: one post listing the chats, as many as a
+        // message holds.
+        let s: Listing = serde_json::from_str(n.document)?;
+        let count = s.conversations.len();
+        let title = one_line(&s.title);
+        let mut content = format!("**{}**\n{}\n", escape(&title), escape(&s.message));
+        let room = CONTENT_CHARS - 120;
+        for (i, item) in s.conversations.iter().enumerate() {
+            let line = format!(
+                "- `#{}` {}, {}: {}\n",
+                item.identifier.replace('`', ""),
+                escape(&cut(&one_line(&item.visitor), 100)),
+                escape(&cut(&one_line(&item.bot.name), 100)),
+                super::document::what_happened(item.state)
+            );
+            if content.chars().count() + line.chars().count() > room {
+                content.push_str(&format!(
+                    "*…and {} more: `chat-notifier status` lists them, `chat-notifier preview IDENTIFIER` shows any*",
+                    count - i
+                ));
+                break;
+            }
+            content.push_str(&line);
+        }
+        (title, content)
+    } else if n.state == "alert" {
         let a: AlertDocument = serde_json::from_str(n.document)?;
         let icon = if a.event == "bot.silent" { "⚠️" } else { "✅" };
         (format!("{}: no chats recorded", a.bot.name), format!("{icon} {}", escape(&a.message)))

@@ -170,6 +170,128 @@ pub fn alert(
     }
 }
 
+/// The flood guard's document (schema version 1 too, `"event": "summary"`): one run had more
+/// notifications about chats for this destination than its `burst`; the first `burst` went one
+/// by one, and these are listed here instead, never sent one by one. Filed under `summary:N` in
+/// place of a conversation; its `id` is its own idempotency key, from the notifications it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryDocument {
+    pub version: u32,
+    pub id: String,
+    /// `summary`.
+    pub event: String,
+    pub decided_at: String,
+    /// A line saying what it is: `5 more chats in one run, listed here`.
+    pub title: String,
+    /// The destination's `burst`.
+    pub burst: u32,
+    /// Notifications about chats the run had for this destination: `burst` went one by one.
+    pub queued: usize,
+    /// What the summary says, in a sentence.
+    pub message: String,
+    /// The notifications listed, in the order decided.
+    pub conversations: Vec<SummaryItem>,
+}
+
+/// One notification a summary lists in its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryItem {
+    /// The conversation's id and identifier, as a notification's `conversation` has them.
+    pub id: String,
+    pub identifier: String,
+    pub state: ChatState,
+    pub bot: BotDoc,
+    /// The visitor's name, else email, else "a visitor".
+    pub visitor: String,
+    /// The idempotency key the notification would have had: a receiver that has it already
+    /// (it went before a crash) can tell.
+    pub notification_id: String,
+}
+
+/// The summary's idempotency key: from the keys of the notifications it lists, the same on every
+/// try and every run.
+pub fn summary_key(listed: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"summary");
+    for key in listed {
+        hash.update([0x1f]);
+        hash.update(key.as_bytes());
+    }
+    format!("cn1_{}", super::hex(&hash.finalize()[..16]))
+}
+
+/// The summary's document: `items` in order, of `queued` in the run, over `burst`.
+pub fn summary(items: Vec<SummaryItem>, burst: u32, queued: usize, now: DateTime<Utc>) -> SummaryDocument {
+    let keys: Vec<&str> = items.iter().map(|i| i.notification_id.as_str()).collect();
+    let n = items.len();
+    let (chats, these) = if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };
+    SummaryDocument {
+        version: VERSION,
+        id: summary_key(&keys),
+        event: "summary".to_owned(),
+        decided_at: at(now),
+        title: format!("{n} more {chats} in one run, listed here"),
+        burst,
+        queued,
+        message: format!(
+            "{n} more {chats} in one run: {queued} notifications about chats, more than burst ({burst}); the first \
+             {burst} went one by one, and {these} listed here instead. Each conversation's next notification \
+             goes as usual."
+        ),
+        conversations: items,
+    }
+}
+
+/// The digest's document for a destination that takes its bot's digest (`digest = true`; schema
+/// version 1, `"event": "digest"`): the chats the inbox's digest of `day` lists that this
+/// destination serves, each one's notification held for it. Filed under the digest's key; its
+/// `id` comes from the notifications it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestDocument {
+    pub version: u32,
+    pub id: String,
+    /// `digest`.
+    pub event: String,
+    pub decided_at: String,
+    /// `Digest for 2026-11-25: 2 chats`.
+    pub title: String,
+    /// The digest's day, in its time zone.
+    pub day: String,
+    pub message: String,
+    pub conversations: Vec<SummaryItem>,
+}
+
+/// A digest's document: `items` in order, the digest of `day`.
+pub fn digest(items: Vec<SummaryItem>, day: &str, now: DateTime<Utc>) -> DigestDocument {
+    let mut keys: Vec<&str> = vec!["digest", day];
+    keys.extend(items.iter().map(|i| i.notification_id.as_str()));
+    let n = items.len();
+    let chats = if n == 1 { "chat" } else { "chats" };
+    DigestDocument {
+        version: VERSION,
+        id: summary_key(&keys),
+        event: "digest".to_owned(),
+        decided_at: at(now),
+        title: format!("Digest for {day}: {n} {chats}"),
+        day: day.to_owned(),
+        message: format!(
+            "{n} {chats} since the last digest, listed here instead of one notification each (notify.digest; this \
+             destination has digest = true). One that comes back and finishes, or leaves a contact, gets its own."
+        ),
+        conversations: items,
+    }
+}
+
+/// What a message shows of a document that lists chats (a flood summary, a digest).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listing {
+    pub id: String,
+    pub event: String,
+    pub title: String,
+    pub message: String,
+    pub conversations: Vec<SummaryItem>,
+}
+
 /// What the visitor did, as a chat message's headline says it after their name.
 pub fn what_happened(state: ChatState) -> &'static str {
     match state {

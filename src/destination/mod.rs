@@ -158,11 +158,13 @@ pub fn event(n: &Outgoing) -> String {
     serde_json::from_str::<Event>(n.document).map_or_else(|_| format!("conversation.{}", n.state), |e| e.event)
 }
 
-/// What a notification is about, for a log line: a conversation's identifier, or the bot an
-/// alarm is about.
+/// What a notification is about, for a log line: a conversation's identifier, the bot an alarm
+/// is about, or a flood summary.
 pub fn about(conversation_id: &str) -> String {
     match conversation_id.strip_prefix("alert:") {
         Some(bot) => format!("bot {bot:?}"),
+        None if conversation_id.starts_with("summary:") => "the chats over the burst".to_owned(),
+        None if conversation_id.starts_with("digest:") => "the chats in the digest".to_owned(),
         None => format!("#{}", crate::domain::thread::identifier(conversation_id)),
     }
 }

@@ -20,7 +20,7 @@ use anyhow::{Result, bail};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::document::{AlertDocument, Document};
+use super::document::{self, AlertDocument, Document, Listing};
 use super::http::{self, Url};
 use super::{Destination, Failure, Outgoing, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
@@ -31,6 +31,8 @@ const FIELD_CHARS: usize = 2000;
 const TEXT_CHARS: usize = 4000;
 /// Fields one section shows.
 const FIELDS: usize = 10;
+/// Blocks a flood summary fills with its list, within Slack's 50 a message.
+const SUMMARY_BLOCKS: usize = 45;
 /// Transcript lines a message shows: the latest.
 const LINES: usize = 8;
 /// One message a second to a channel.
@@ -161,14 +163,73 @@ fn alert_message(channel: &str, n: &Outgoing) -> Result<Value> {
     Ok(body)
 }
 
+/// The flood guard's summary, or a digest: one message in the channel listing the chats (never a
+/// thread per chat), as many as Slack's blocks hold, then how many more (all are in the
+/// document's list).
+fn summary_message(channel: &str, n: &Outgoing) -> Result<Value> {
+    let s: Listing = serde_json::from_str(n.document)?;
+    let count = s.conversations.len();
+    let headline = escape(&s.title);
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": format!("*{headline}*") } }),
+        json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": cut(&escape(&s.message), SECTION_CHARS) }] }),
+    ];
+    let mut section = String::new();
+    let mut shown = 0;
+    for item in &s.conversations {
+        let visitor = crate::domain::text::line(&item.visitor).split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = format!(
+            "• `#{}` {}, {}: {}\n",
+            escape(&item.identifier),
+            escape(&cut(&visitor, 100)),
+            escape(&cut(&item.bot.name, 100)),
+            document::what_happened(item.state)
+        );
+        if section.chars().count() + line.chars().count() > SECTION_CHARS {
+            if blocks.len() >= SUMMARY_BLOCKS {
+                break;
+            }
+            blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": section.trim_end() } }));
+            section.clear();
+        }
+        section.push_str(&line);
+        shown += 1;
+    }
+    if !section.is_empty() {
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": section.trim_end() } }));
+    }
+    if shown < count {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{ "type": "mrkdwn", "text": format!("…and {} more: `chat-notifier status` lists them, \
+                `chat-notifier preview IDENTIFIER` shows any", count - shown) }]
+        }));
+    }
+    let mut body = json!({
+        "channel": channel,
+        "text": headline,
+        "blocks": blocks,
+        "unfurl_links": false,
+        "unfurl_media": false,
+        "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": s.id, "state": s.event } },
+    });
+    if let Some(ts) = n.thread {
+        body["thread_ts"] = json!(ts);
+    }
+    Ok(body)
+}
+
 /// The message a notification is, as `chat.postMessage` takes it (the token aside).
 pub fn message(channel: &str, reply_broadcast: bool, n: &Outgoing) -> Result<Value> {
     if n.state == "alert" {
         return alert_message(channel, n);
     }
+    if n.state == "summary" || n.state == "digest" {
+        return summary_message(channel, n);
+    }
     let d: Document = serde_json::from_str(n.document)?;
     let identifier = &d.conversation.identifier;
-    let what = super::document::what_happened(d.state);
+    let what = document::what_happened(d.state);
     let headline = format!("{}: {} {what}", escape(&d.bot.name), escape(&d.visitor.display));
     // The fallback text (notifications, screen readers) is mrkdwn too.
     let text = cut(&format!("{headline} [#{identifier}]"), TEXT_CHARS);
@@ -359,5 +420,43 @@ impl Destination for IncomingWebhook {
             http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
         })?;
         Ok(format!("{} reachable (connected, nothing sent)", self.url.shown()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::document::{BotDoc, SummaryItem, summary};
+    use crate::domain::ChatState;
+
+    /// A summary of thousands of chats stays within Slack's sizes, and says how many it could
+    /// not show; Discord's within its 2,000 characters.
+    #[test]
+    fn a_long_flood_summary_stays_within_slacks_and_discords_limits() {
+        let items = (0..3000)
+            .map(|i| SummaryItem {
+                id: format!("c{i}"),
+                identifier: format!("ID{i:04}"),
+                state: ChatState::Abandoned,
+                bot: BotDoc { id: "lead".into(), name: "Lead Bot".into() },
+                visitor: format!("Visitor {i} {}", "x".repeat(200)),
+                notification_id: format!("cn1_{i}"),
+            })
+            .collect();
+        let now = "2026-11-24T10:00:00Z".parse().unwrap();
+        let text = serde_json::to_string(&summary(items, 50, 3050, now)).unwrap();
+        let n = Outgoing { conversation_id: "summary:1", state: "summary", key: "k", document: &text, thread: None };
+        let body = message("C1", false, &n).unwrap();
+        let blocks = body["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50, "{}", blocks.len());
+        assert!(blocks.iter().all(|b| b["text"]["text"].as_str().is_none_or(|t| t.chars().count() <= SECTION_CHARS)));
+        let shown = serde_json::to_string(blocks).unwrap().matches("`#ID").count();
+        let more = blocks.last().unwrap()["elements"][0]["text"].as_str().unwrap();
+        assert!(more.starts_with(&format!("…and {} more", 3000 - shown)), "{more}");
+        assert!(shown > 100, "{shown}");
+        let discord = crate::destination::discord::message(&n).unwrap();
+        let content = discord["content"].as_str().unwrap();
+        assert!(content.chars().count() <= 2000 && content.contains("more: `chat-notifier status`"), "{content}");
+        assert_eq!(discord["thread_name"], "3000 more chats in one run, listed here");
     }
 }

@@ -55,6 +55,8 @@ struct Note {
     state: ChatState,
     key: String,
     document: String,
+    /// Held for the bot's digest: the destination takes it (`digest = true`).
+    for_digest: bool,
 }
 
 /// What judging a conversation needs to read next.
@@ -132,7 +134,13 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
                     }
                     if let Settle::Queue(.., notes) | Settle::Digest(.., notes) = settle {
                         for n in notes {
-                            tx.queue_delivery(&n.destination, &open.id, n.state.as_str(), &n.key, &n.document, now)?;
+                            let (id, state) = (&open.id, n.state.as_str());
+                            match n.for_digest {
+                                true => {
+                                    tx.hold_delivery_for_digest(&n.destination, id, state, &n.key, &n.document, now)?
+                                }
+                                false => tx.queue_delivery(&n.destination, id, state, &n.key, &n.document, now)?,
+                            }
                         }
                     }
                 }
@@ -243,7 +251,7 @@ fn judge_page<'p>(
         let listing = digest::listing(settings, chat_state, conversation, &transcript, &open.thread);
         let serving = config.destinations.iter().any(|d| d.serves(&conversation.bot_id));
         if let Some((key, entry)) = listing {
-            let notes = match serving {
+            let mut notes = match serving {
                 true => notes(
                     run,
                     conversation,
@@ -254,6 +262,10 @@ fn judge_page<'p>(
                 )?,
                 false => Vec::new(),
             };
+            // A destination that takes the digest gets this chat in it, not at once.
+            for n in &mut notes {
+                n.for_digest = config.destinations.iter().any(|d| d.name == n.destination && d.digest);
+            }
             settled.push((open, Settle::Digest(key, serde_json::to_string(&entry)?, notes)));
             continue;
         }
@@ -285,8 +297,9 @@ fn judge_page<'p>(
 }
 
 /// The notifications for the destinations that serve the conversation's bot: one JSON document
-/// each (the same for all), made now so that every try sends the same bytes. A digest is the
-/// inbox's way of saying less: a destination gets each notification the rules let through.
+/// each (the same for all), made now so that every try sends the same bytes. A chat listed in
+/// the inbox's digest goes to each destination at once, but to one that takes the digest
+/// (`digest = true`), which gets it in the digest's notification.
 fn notes(
     run: Inputs,
     conversation: &Conversation,
@@ -329,6 +342,7 @@ fn notes(
             state: chat_state,
             key: doc.id.clone(),
             document: text.clone(),
+            for_digest: false,
         })
         .collect())
 }

@@ -4,7 +4,8 @@
 //! conversation is covered; if it comes back and finishes, or leaves a contact field, it gets its
 //! own email, starting its own thread with everything so far. A digest is one outbox email like
 //! any other (a Message-ID from its key and day, retried, never duplicated); an empty one is not
-//! sent.
+//! sent. A destination that takes the digest (`digest = true`) gets, queued with it, one
+//! notification listing the chats it serves, each one's notification held for it until then.
 
 use std::collections::BTreeMap;
 
@@ -15,13 +16,14 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::config::{Routing, Settings};
+use crate::destination::document;
 use crate::domain::{
     Author, ChatState, Conversation, Transcript,
     thread::{self, Thread},
 };
 use crate::mail::notice::{self, Block, Notice};
 use crate::mail::render::visitor_display;
-use crate::state::{DigestItem, State};
+use crate::state::{Delivery, DigestItem, State};
 
 /// What a digest says of one conversation, recorded when it is listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +143,28 @@ pub fn send_due(state: &mut State, routing: &Routing, config: &Config, now: Date
             continue;
         }
         let email = compose(&entries, &route, &day_key, &day, config, now);
-        state.atomically(|tx| tx.queue_digest(&day_key, &email, &items))?;
+        // The destinations that take the digest: one notification each, listing the chats held
+        // for it, queued with the email.
+        let listed: Vec<(String, DateTime<Utc>)> =
+            items.iter().map(|i| (i.conversation_id.clone(), i.listed_at)).collect();
+        let mut held: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+        for d in state.deliveries_held_for_digest(&listed)? {
+            held.entry(d.destination.clone()).or_default().push(d);
+        }
+        let notes: Vec<(String, String, String, Vec<Delivery>)> = held
+            .into_iter()
+            .map(|(destination, rows)| {
+                let doc = document::digest(rows.iter().map(super::flood::listed_item).collect(), &day, now);
+                Ok((destination, doc.id.clone(), serde_json::to_string(&doc)?, rows))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        state.atomically(|tx| {
+            tx.queue_digest(&day_key, &email, &items)?;
+            for (destination, key, text, rows) in &notes {
+                tx.summarise_deliveries(destination, &day_key, "digest", key, text, rows, now)?;
+            }
+            Ok(())
+        })?;
         queued += 1;
     }
     Ok(queued)

@@ -4,6 +4,9 @@
 //! hundreds of emails in a minute is one nobody reads, and a provider that sees it may start
 //! refusing or flagging the sender. The summarised emails are never sent; each conversation's
 //! own thread starts with its next email, and `preview` shows any of them now.
+//!
+//! Each destination beside email has the same guard on its own `burst` (`guard_destinations`):
+//! a Slack channel or a CRM flooded is no better read than an inbox.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -12,9 +15,11 @@ use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 
 use crate::config::Config;
+use crate::destination::document::{self, BotDoc, Document, SummaryItem};
+use crate::domain::ChatState;
 use crate::domain::thread::Thread;
 use crate::mail::notice::{self, Block, Notice};
-use crate::state::{State, Waiting};
+use crate::state::{Delivery, State, Waiting};
 
 /// Summarises what is over the burst among the emails queued since the guard last ran (those
 /// waiting for the hourly limit were judged when they were queued). Returns how many emails
@@ -59,6 +64,64 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
         log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
     }
     Ok(excess.len())
+}
+
+/// The same guard for each destination beside email, on its own `burst`: what a run queued for
+/// it about chats over the burst is listed in one summary notification (`"event": "summary"`),
+/// queued in the transaction that marks the listed ones `summarised`, never sent one by one.
+/// Returns how many notifications were listed in summaries.
+pub fn guard_destinations(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
+    let mut listed = 0;
+    for destination in &config.destinations {
+        let burst = destination.burst();
+        let pending = state.count_unguarded_deliveries(&destination.name)?;
+        if pending <= burst as usize {
+            continue;
+        }
+        let excess = state.unguarded_deliveries_after(&destination.name, burst as usize)?;
+        let Some(first) = excess.first() else { continue };
+        let items = excess.iter().map(listed_item).collect();
+        let doc = document::summary(items, burst, pending, now);
+        let text = serde_json::to_string(&doc)?;
+        let filed = format!("summary:{}", first.id);
+        state.atomically(|tx| {
+            tx.summarise_deliveries(&destination.name, &filed, "summary", &doc.id, &text, &excess, now)
+        })?;
+        log::info!(
+            "flood guard: {} notifications for {} {:?} over its burst ({burst}) listed in a summary",
+            excess.len(),
+            destination.kind.as_str(),
+            destination.name
+        );
+        listed += excess.len();
+    }
+    // Those of a destination taken out of the config are judged too: they wait for it, one by one.
+    state.mark_deliveries_guarded()?;
+    Ok(listed)
+}
+
+/// Pure: what a summary (or a destination's digest) says of a notification it lists, from its
+/// document (a document that cannot be read back is still listed, by its conversation's id).
+pub fn listed_item(d: &Delivery) -> SummaryItem {
+    let state = ChatState::parse(&d.state).unwrap_or(ChatState::Ended);
+    match serde_json::from_str::<Document>(&d.document) {
+        Ok(doc) => SummaryItem {
+            id: doc.conversation.id,
+            identifier: doc.conversation.identifier,
+            state: doc.state,
+            bot: doc.bot,
+            visitor: doc.visitor.display,
+            notification_id: d.key.clone(),
+        },
+        Err(_) => SummaryItem {
+            id: d.conversation_id.clone(),
+            identifier: crate::domain::thread::identifier(&d.conversation_id),
+            state,
+            bot: BotDoc { id: String::new(), name: String::new() },
+            visitor: "a visitor".to_owned(),
+            notification_id: d.key.clone(),
+        },
+    }
 }
 
 /// Pure: the emails grouped by recipients, in order of their first email.

@@ -146,6 +146,7 @@ fn run(
     let started = Instant::now();
     digest::send_due(&mut state, routing, config, now)?;
     flood::guard(&mut state, config, now)?;
+    flood::guard_destinations(&mut state, config, now)?;
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
     let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());

@@ -50,6 +50,35 @@ impl Tx<'_> {
         document: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.insert_delivery(destination, conversation_id, state, key, document, now, "pending")
+    }
+
+    /// Records a notification for a destination that takes the bot's digest (`digest = true`):
+    /// held (`digest`) until the digest it is listed in is queued, then listed in the digest's
+    /// notification (`digest_deliveries`), never sent one by one.
+    pub fn hold_delivery_for_digest(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.insert_delivery(destination, conversation_id, state, key, document, now, "digest")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_delivery(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        now: DateTime<Utc>,
+        status: &str,
+    ) -> Result<()> {
         let mut key = key.to_owned();
         let mut document = document.to_owned();
         let taken = |k: &str| -> rusqlite::Result<bool> {
@@ -66,15 +95,111 @@ impl Tx<'_> {
         }
         self.0
             .prepare_cached(
-                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document])?;
+            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document, status])?;
+        Ok(())
+    }
+}
+
+/// The notifications about chats waiting for a destination that the flood guard has not judged:
+/// those queued since its last run (or by a run that stopped before it).
+const UNGUARDED: &str = "destination = ?1 AND status = 'pending' \
+                         AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
+                         AND id > (SELECT guarded_through FROM deliveries_guard WHERE id = 1)";
+
+impl Tx<'_> {
+    /// Queues the flood guard's summary for `destination`, filed under `conversation_id`
+    /// (`summary:...`) with its own idempotency key, in place of the notifications `listed`, which
+    /// are never sent one by one: a conversation's thread there starts with its next one.
+    /// A digest's notification (`state` `digest`) lists the notifications held for it the same way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn summarise_deliveries(
+        &self,
+        destination: &str,
+        conversation_id: &str,
+        state: &str,
+        key: &str,
+        document: &str,
+        listed: &[Delivery],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.queue_delivery(destination, conversation_id, state, key, document, now)?;
+        let mut mark = self.0.prepare_cached(
+            "UPDATE deliveries SET status = 'summarised', last_error = 'listed in ' || ?2, document = NULL \
+             WHERE id = ?1 AND status IN ('pending', 'digest')",
+        )?;
+        for d in listed {
+            mark.execute(params![d.id, key])?;
+        }
         Ok(())
     }
 }
 
 impl State {
+    /// How many notifications about chats the flood guard has not judged wait for `destination`.
+    pub fn count_unguarded_deliveries(&self, destination: &str) -> Result<usize> {
+        let sql = format!("SELECT count(*) FROM deliveries WHERE {UNGUARDED}");
+        self.context(self.conn.query_row(&sql, [destination], |r| r.get(0)))
+    }
+
+    /// Those notifications after the first `skip`, oldest first.
+    pub fn unguarded_deliveries_after(&self, destination: &str, skip: usize) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
+             FROM deliveries WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?2"
+        );
+        let mut stmt = self.context(self.conn.prepare(&sql))?;
+        let rows = stmt.query_map(params![destination, skip as i64], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                destination: r.get(1)?,
+                conversation_id: r.get(2)?,
+                state: r.get(3)?,
+                key: r.get(4)?,
+                document: r.get(5)?,
+                attempts: r.get(6)?,
+                refusals: r.get(7)?,
+            })
+        });
+        self.context(rows.and_then(Iterator::collect))
+    }
+
+    /// The notifications held for the digest of these listed conversations ((conversation,
+    /// listed at): a notification held with its listing, in the same transaction), oldest first.
+    pub fn deliveries_held_for_digest(&self, listed: &[(String, DateTime<Utc>)]) -> Result<Vec<Delivery>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
+             FROM deliveries WHERE status = 'digest' AND conversation_id = ?1 AND created_at = ?2 ORDER BY id",
+        ))?;
+        let mut out = Vec::new();
+        for (conversation, at) in listed {
+            let rows = stmt.query_map(params![conversation, at.timestamp_millis()], |r| {
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    conversation_id: r.get(2)?,
+                    state: r.get(3)?,
+                    key: r.get(4)?,
+                    document: r.get(5)?,
+                    attempts: r.get(6)?,
+                    refusals: r.get(7)?,
+                })
+            });
+            out.extend(self.context(rows.and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>))?);
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    /// Everything queued for the destinations so far has been judged by their flood guard.
+    pub fn mark_deliveries_guarded(&self) -> Result<()> {
+        let sql = "UPDATE deliveries_guard SET guarded_through = (SELECT max(id) FROM deliveries) \
+                   WHERE (SELECT max(id) FROM deliveries) > guarded_through";
+        self.context(self.conn.execute(sql, [])).map(drop)
+    }
+
     /// A page of the notifications waiting for `destination`, oldest first, after row `after`.
     pub fn pending_deliveries(&self, destination: &str, after: i64, limit: usize) -> Result<Vec<Delivery>> {
         let mut stmt = self.context(self.conn.prepare_cached(

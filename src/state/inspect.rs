@@ -228,7 +228,8 @@ impl State {
     }
 
     /// Deletes conversations whose every message is covered or held back, idle since before
-    /// `before`, with no email waiting, and their email records. Returns (conversations, emails)
+    /// `before`, with no email or notification waiting (one held for a destination's digest
+    /// too), and their email records. Returns (conversations, emails)
     /// deleted. A maintenance step: it reads the whole conversations table.
     pub fn prune(&mut self, before: DateTime<Utc>) -> Result<(usize, usize)> {
         self.atomically(|tx| {
@@ -239,7 +240,7 @@ impl State {
                 "INSERT INTO settled SELECT id FROM conversations c \
                  WHERE last_message <= max(covered_through, held_through) AND last_activity < ?1 AND NOT EXISTS \
                  (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending') AND NOT EXISTS \
-                 (SELECT 1 FROM deliveries d WHERE d.conversation_id = c.id AND d.status = 'pending')",
+                 (SELECT 1 FROM deliveries d WHERE d.conversation_id = c.id AND d.status IN ('pending', 'digest'))",
                 [before.timestamp_millis()],
             )?;
             tx.0.execute("DELETE FROM deliveries WHERE conversation_id IN settled", [])?;

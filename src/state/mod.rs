@@ -291,6 +291,19 @@ CREATE TABLE destination_threads (
     PRIMARY KEY (destination, conversation_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The last deliveries row the destinations' flood guard has judged (each destination's `burst`
+-- is about the notifications one run adds, as mail.burst is, never about those an earlier run
+-- queued that still wait); what was queued before this version is judged already. A table of
+-- one row, not a progress column, so that a state taken back to an earlier schema by hand
+-- migrates again. A notification listed in a summary instead of going one by one is
+-- 'summarised'.
+CREATE TABLE IF NOT EXISTS deliveries_guard (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    guarded_through INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO deliveries_guard (id, guarded_through) SELECT 1, coalesce(max(id), 0) FROM deliveries;
+"#,
 ];
 
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
