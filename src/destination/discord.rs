@@ -5,7 +5,6 @@
 //! embed no link, escape Discord's markdown in what the visitor wrote, and stay within its
 //! 2,000 characters; a post's title within 100.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -141,23 +140,13 @@ pub fn preview(n: &Outgoing) -> Result<String> {
 
 pub struct Discord {
     name: String,
-    url: Url,
-    timeout: Duration,
-    tls: Arc<rustls::ClientConfig>,
+    endpoint: http::Endpoint,
     last_post: Option<Instant>,
 }
 
 impl Discord {
     pub fn open(config: &DestinationConfig) -> Result<Self> {
-        let url = Url::parse(&config.secret("url")?)
-            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
-        Ok(Discord {
-            name: config.name.clone(),
-            url,
-            timeout: config.timeout(),
-            tls: http::tls_config(),
-            last_post: None,
-        })
+        Ok(Discord { name: config.name.clone(), endpoint: http::Endpoint::open(config)?, last_post: None })
     }
 
     fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
@@ -169,14 +158,15 @@ impl Discord {
                 format!("wait=true&thread_id={}", thread.chars().filter(char::is_ascii_digit).collect::<String>())
             }
         };
-        let separator = if self.url.target.contains('?') { '&' } else { '?' };
-        let url = Url { target: format!("{}{separator}{query}", self.url.target), ..self.url.clone() };
+        let separator = if self.endpoint.url.target.contains('?') { '&' } else { '?' };
+        let url =
+            Url { target: format!("{}{separator}{query}", self.endpoint.url.target), ..self.endpoint.url.clone() };
         if let Some(last) = self.last_post {
             std::thread::sleep(PACE.saturating_sub(last.elapsed()));
         }
         self.last_post = Some(Instant::now());
-        let shown = format!("Discord webhook {}", self.url.shown());
-        let r = match http::post(&url, &[], body.to_string().as_bytes(), self.timeout, &self.tls) {
+        let shown = format!("Discord webhook {}", self.endpoint.url.shown());
+        let r = match http::post(&url, &[], body.to_string().as_bytes(), self.endpoint.timeout, &self.endpoint.tls) {
             Ok(r) => r,
             Err(http::Error::Unreachable(e)) => {
                 return Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None });
@@ -222,9 +212,6 @@ impl Destination for Discord {
     }
 
     fn check(&mut self) -> Result<String> {
-        http::probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
-            http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
-        })?;
-        Ok(format!("{} reachable (connected, nothing sent)", self.url.shown()))
+        self.endpoint.probe()
     }
 }

@@ -182,6 +182,34 @@ pub fn post(
     read_response(&mut BufReader::new(stream)).map_err(|e| Error::Lost(words(&e, "reading the answer")))
 }
 
+/// Where a destination whose URL is its secret posts (a webhook, a Slack incoming webhook, a
+/// Discord webhook): the URL from `url_env` / `url_file`, the deadline, TLS.
+pub struct Endpoint {
+    pub url: Url,
+    pub timeout: Duration,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Endpoint {
+    pub fn open(config: &crate::config::DestinationConfig) -> anyhow::Result<Self> {
+        let url = Url::parse(&config.secret("url")?)
+            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
+        Ok(Endpoint { url, timeout: config.timeout(), tls: tls_config() })
+    }
+
+    /// What `check` says: the server reached (TLS verified), nothing sent.
+    pub fn probe(&self) -> anyhow::Result<String> {
+        probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
+            Error::Unreachable(e) | Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
+        })?;
+        Ok(format!(
+            "{} reachable (connected{}, nothing sent)",
+            self.url.shown(),
+            if self.url.tls { " and TLS verified" } else { "" }
+        ))
+    }
+}
+
 /// Opens a connection (and TLS) to `url`'s server and closes it: whether it can be reached,
 /// sending nothing.
 pub fn probe(url: &Url, timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> Result<(), Error> {

@@ -357,23 +357,13 @@ pub fn preview_incoming(n: &Outgoing) -> Result<String> {
 /// A Slack incoming webhook: plain messages in its channel, no threads.
 pub struct IncomingWebhook {
     name: String,
-    url: Url,
-    timeout: Duration,
-    tls: Arc<rustls::ClientConfig>,
+    endpoint: http::Endpoint,
     last_post: Option<Instant>,
 }
 
 impl IncomingWebhook {
     pub fn open(config: &DestinationConfig) -> Result<Self> {
-        let url = Url::parse(&config.secret("url")?)
-            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
-        Ok(IncomingWebhook {
-            name: config.name.clone(),
-            url,
-            timeout: config.timeout(),
-            tls: http::tls_config(),
-            last_post: None,
-        })
+        Ok(IncomingWebhook { name: config.name.clone(), endpoint: http::Endpoint::open(config)?, last_post: None })
     }
 
     fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
@@ -383,8 +373,14 @@ impl IncomingWebhook {
             std::thread::sleep(PACE.saturating_sub(last.elapsed()));
         }
         self.last_post = Some(Instant::now());
-        let shown = format!("Slack incoming webhook {}", self.url.shown());
-        let r = match http::post(&self.url, &[], body.to_string().as_bytes(), self.timeout, &self.tls) {
+        let shown = format!("Slack incoming webhook {}", self.endpoint.url.shown());
+        let r = match http::post(
+            &self.endpoint.url,
+            &[],
+            body.to_string().as_bytes(),
+            self.endpoint.timeout,
+            &self.endpoint.tls,
+        ) {
             Ok(r) => r,
             Err(http::Error::Unreachable(e)) => {
                 return Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None });
@@ -416,10 +412,7 @@ impl Destination for IncomingWebhook {
     }
 
     fn check(&mut self) -> Result<String> {
-        http::probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
-            http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
-        })?;
-        Ok(format!("{} reachable (connected, nothing sent)", self.url.shown()))
+        self.endpoint.probe()
     }
 }
 

@@ -5,13 +5,10 @@
 //! `Retry-After` honoured); any other answer, a redirect included (never followed), is this
 //! notification refused, counted toward `max_attempts`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::Result;
 use chrono::Utc;
 
-use super::http::{self, Url};
+use super::http;
 use super::{Destination, Failure, Outgoing, Sent, hex, hmac_sha256, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
 
@@ -20,10 +17,8 @@ pub const SIGNATURE_HEADER: &str = "Chat-Notifier-Signature";
 
 pub struct Webhook {
     name: String,
-    url: Url,
+    endpoint: http::Endpoint,
     secret: String,
-    timeout: Duration,
-    tls: Arc<rustls::ClientConfig>,
 }
 
 /// `t=TIMESTAMP,v1=HEX`: the signature of `body` sent at `timestamp` (Unix seconds).
@@ -53,8 +48,9 @@ impl Webhook {
         let now = Utc::now();
         let mut headers = headers(n);
         headers.push((SIGNATURE_HEADER, signature(&self.secret, now.timestamp(), n.document)));
-        let shown = self.url.shown();
-        match http::post(&self.url, &headers, n.document.as_bytes(), self.timeout, &self.tls) {
+        let shown = self.endpoint.url.shown();
+        match http::post(&self.endpoint.url, &headers, n.document.as_bytes(), self.endpoint.timeout, &self.endpoint.tls)
+        {
             Ok(r) if (200..300).contains(&r.status) => Ok(Sent::default()),
             Ok(r) => {
                 let said = r.said();
@@ -82,14 +78,10 @@ impl Webhook {
     }
 
     pub fn open(config: &DestinationConfig) -> Result<Self> {
-        let url = Url::parse(&config.secret("url")?)
-            .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
         Ok(Webhook {
             name: config.name.clone(),
-            url,
+            endpoint: http::Endpoint::open(config)?,
             secret: config.secret("secret")?,
-            timeout: config.timeout(),
-            tls: http::tls_config(),
         })
     }
 }
@@ -108,14 +100,7 @@ impl Destination for Webhook {
     }
 
     fn check(&mut self) -> Result<String> {
-        http::probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
-            http::Error::Unreachable(e) | http::Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
-        })?;
-        Ok(format!(
-            "{} reachable (connected{}, nothing sent)",
-            self.url.shown(),
-            if self.url.tls { " and TLS verified" } else { "" }
-        ))
+        self.endpoint.probe()
     }
 }
 

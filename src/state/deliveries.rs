@@ -105,6 +105,23 @@ impl Tx<'_> {
 
 /// The notifications about chats waiting for a destination that the flood guard has not judged:
 /// those queued since its last run (or by a run that stopped before it).
+/// A notification's columns, in `delivery`'s order.
+const DELIVERY: &str = "id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals";
+
+/// A notification as `DELIVERY` reads it.
+fn delivery(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        destination: r.get(1)?,
+        conversation_id: r.get(2)?,
+        state: r.get(3)?,
+        key: r.get(4)?,
+        document: r.get(5)?,
+        attempts: r.get(6)?,
+        refusals: r.get(7)?,
+    })
+}
+
 const UNGUARDED: &str = "destination = ?1 AND status = 'pending' \
                          AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
                          AND id > (SELECT guarded_through FROM deliveries_guard WHERE id = 1)";
@@ -146,47 +163,22 @@ impl State {
 
     /// Those notifications after the first `skip`, oldest first.
     pub fn unguarded_deliveries_after(&self, destination: &str, skip: usize) -> Result<Vec<Delivery>> {
-        let sql = format!(
-            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
-             FROM deliveries WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?2"
-        );
+        let sql = format!("SELECT {DELIVERY} FROM deliveries WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?2");
         let mut stmt = self.context(self.conn.prepare(&sql))?;
-        let rows = stmt.query_map(params![destination, skip as i64], |r| {
-            Ok(Delivery {
-                id: r.get(0)?,
-                destination: r.get(1)?,
-                conversation_id: r.get(2)?,
-                state: r.get(3)?,
-                key: r.get(4)?,
-                document: r.get(5)?,
-                attempts: r.get(6)?,
-                refusals: r.get(7)?,
-            })
-        });
+        let rows = stmt.query_map(params![destination, skip as i64], delivery);
         self.context(rows.and_then(Iterator::collect))
     }
 
     /// The notifications held for the digest of these listed conversations ((conversation,
     /// listed at): a notification held with its listing, in the same transaction), oldest first.
     pub fn deliveries_held_for_digest(&self, listed: &[(String, DateTime<Utc>)]) -> Result<Vec<Delivery>> {
-        let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
-             FROM deliveries WHERE status = 'digest' AND conversation_id = ?1 AND created_at = ?2 ORDER BY id",
-        ))?;
+        let sql = format!(
+            "SELECT {DELIVERY} FROM deliveries WHERE status = 'digest' AND conversation_id = ?1 AND created_at = ?2 ORDER BY id"
+        );
+        let mut stmt = self.context(self.conn.prepare_cached(&sql))?;
         let mut out = Vec::new();
         for (conversation, at) in listed {
-            let rows = stmt.query_map(params![conversation, at.timestamp_millis()], |r| {
-                Ok(Delivery {
-                    id: r.get(0)?,
-                    destination: r.get(1)?,
-                    conversation_id: r.get(2)?,
-                    state: r.get(3)?,
-                    key: r.get(4)?,
-                    document: r.get(5)?,
-                    attempts: r.get(6)?,
-                    refusals: r.get(7)?,
-                })
-            });
+            let rows = stmt.query_map(params![conversation, at.timestamp_millis()], delivery);
             out.extend(self.context(rows.and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>))?);
         }
         out.sort_by_key(|d| d.id);
@@ -202,23 +194,11 @@ impl State {
 
     /// A page of the notifications waiting for `destination`, oldest first, after row `after`.
     pub fn pending_deliveries(&self, destination: &str, after: i64, limit: usize) -> Result<Vec<Delivery>> {
-        let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals \
-             FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id \
-             LIMIT ?3",
-        ))?;
-        let rows = stmt.query_map(params![destination, after, limit as i64], |r| {
-            Ok(Delivery {
-                id: r.get(0)?,
-                destination: r.get(1)?,
-                conversation_id: r.get(2)?,
-                state: r.get(3)?,
-                key: r.get(4)?,
-                document: r.get(5)?,
-                attempts: r.get(6)?,
-                refusals: r.get(7)?,
-            })
-        });
+        let sql = format!(
+            "SELECT {DELIVERY} FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id LIMIT ?3"
+        );
+        let mut stmt = self.context(self.conn.prepare_cached(&sql))?;
+        let rows = stmt.query_map(params![destination, after, limit as i64], delivery);
         self.context(rows.and_then(Iterator::collect))
     }
 
