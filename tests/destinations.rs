@@ -411,6 +411,69 @@ fn check_reaches_the_webhook_without_sending_and_names_a_missing_secret() {
     }
 }
 
+/// Every file of the state (the database, and its journal if one is left), as text.
+fn state_bytes(f: &Fixture) -> String {
+    let mut all = String::new();
+    for suffix in ["", "-wal", "-journal"] {
+        let mut path = f.state.clone().into_os_string();
+        path.push(suffix);
+        if let Ok(bytes) = std::fs::read(&path) {
+            all.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    all
+}
+
+#[test]
+fn a_receiver_that_echoes_its_request_gets_no_secret_into_logs_status_or_the_state() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook_to(&f, smtp.port(), &hook.url(&format!("{HOOK_PATH}?token=QSECRETVALUE42")), "max_attempts = 2");
+    hook.answer(Reply::Echo { status: 400, slack: false });
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 3);
+    let sent = hook.requests();
+    let signature = sent[0].header("chat-notifier-signature").unwrap().to_owned();
+    let v1 = signature.rsplit("v1=").next().unwrap().to_owned();
+    let secrets = ["s3cr3tpath", "QSECRETVALUE42", SECRET, &signature, &v1];
+    let clean = |what: &str, text: &str| {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret:?}: {text}");
+        }
+    };
+    // What the receiver said is still shown, its secrets masked.
+    assert!(out.stderr.contains("answered 400: bad request to *** sig *** auth"), "{}", out.stderr);
+    clean("the run's warning", &out.stderr);
+    let status = f.run(&["status", "--now", "2026-11-24T09:32:00Z"]).stdout;
+    assert!(status.contains("bad request to ***"), "{status}");
+    clean("status", &status);
+    let json = f.run(&["status", "--json", "--now", "2026-11-24T09:32:00Z"]).stdout;
+    assert!(json.contains("bad request to ***"), "{json}");
+    clean("status --json", &json);
+    let out = f.run_at("2026-11-24T09:40:00Z", &[], 3);
+    assert!(out.stderr.contains("parked after 2 failures of its own"), "{}", out.stderr);
+    clean("the run's error", &out.stderr);
+    let stored = rows(&f, "SELECT last_error FROM deliveries");
+    assert!(stored[0][0].contains("bad request to ***"), "{stored:?}");
+    clean("the state", &state_bytes(&f));
+
+    // Slack, naming the token in its error, to a message and to check's auth.test.
+    let api = HttpServer::slack();
+    let f = Fixture::new(smtp.port());
+    slack(&f, smtp.port(), &api, "max_attempts = 1");
+    api.script([Reply::Echo { status: 200, slack: true }, Reply::Echo { status: 200, slack: true }]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 3);
+    assert!(out.stderr.contains("invalid_auth: Bearer ***"), "{}", out.stderr);
+    assert!(!out.stderr.contains("xoxb-test-token"), "{}", out.stderr);
+    assert!(!state_bytes(&f).contains("xoxb-test-token"), "the token is stored in the state");
+    let check = f.run(&["check", "--smtp"]);
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(check.stdout.contains("invalid_auth: Bearer ***"), "{}", check.stdout);
+    assert!(!check.stdout.contains("xoxb-test-token") && !check.stderr.contains("xoxb-test-token"), "{}", check.stdout);
+}
+
 // Slack.
 
 /// A Slack destination `sales` on a local Slack-compatible server; `extra` goes in its table.

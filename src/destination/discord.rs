@@ -174,7 +174,7 @@ impl Discord {
             Err(http::Error::Lost(e)) => return Err(Failure::Lost(format!("{shown}: {e}"))),
         };
         let answer: Option<Value> = serde_json::from_slice(&r.body).ok();
-        let reason = format!("{shown} answered {}: {}", r.status, r.said());
+        let reason = format!("{shown} answered {}: {}", r.status, r.said(&self.endpoint.secrets));
         // Discord says how long to wait in a header, and in the body (seconds, fractional).
         let retry = retry_after(r.header("retry-after"), Utc::now()).or_else(|| {
             let secs = answer.as_ref()?.get("retry_after")?.as_f64()?;
@@ -208,7 +208,7 @@ impl Destination for Discord {
     }
 
     fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
-        Ok(self.post(n))
+        Ok(self.post(n).map_err(|failure| failure.masked(&self.endpoint.secrets)))
     }
 
     fn check(&mut self) -> Result<String> {

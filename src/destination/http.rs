@@ -123,10 +123,15 @@ impl Response {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    /// The start of the body as one line of text, for an error.
-    pub fn said(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
-        crate::domain::text::line(&text).split_whitespace().collect::<Vec<_>>().join(" ")
+    /// The start of the body as one line of text, for an error, the destination's secrets
+    /// masked in the whole body before it is cut (a secret cut in two would show its start).
+    pub fn said(&self, secrets: &super::Secrets) -> String {
+        let text = secrets.mask(&String::from_utf8_lossy(&self.body));
+        let text = crate::domain::text::line(&text).split_whitespace().collect::<Vec<_>>().join(" ");
+        match text.char_indices().nth(200) {
+            Some((end, _)) => text[..end].to_owned(),
+            None => text,
+        }
     }
 }
 
@@ -188,19 +193,25 @@ pub struct Endpoint {
     pub url: Url,
     pub timeout: Duration,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The URL's path and query, masked in what its server says.
+    pub secrets: super::Secrets,
 }
 
 impl Endpoint {
     pub fn open(config: &crate::config::DestinationConfig) -> anyhow::Result<Self> {
         let url = Url::parse(&config.secret("url")?)
             .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).url_env / url_file: {e}", config.name))?;
-        Ok(Endpoint { url, timeout: config.timeout(), tls: tls_config() })
+        let mut secrets = super::Secrets::default();
+        secrets.add_url(&url);
+        Ok(Endpoint { url, timeout: config.timeout(), tls: tls_config(), secrets })
     }
 
     /// What `check` says: the server reached (TLS verified), nothing sent.
     pub fn probe(&self) -> anyhow::Result<String> {
         probe(&self.url, self.timeout, &self.tls).map_err(|e| match e {
-            Error::Unreachable(e) | Error::Lost(e) => anyhow::anyhow!("{}: {e}", self.url.shown()),
+            Error::Unreachable(e) | Error::Lost(e) => {
+                anyhow::anyhow!("{}: {}", self.url.shown(), self.secrets.mask(&e))
+            }
         })?;
         Ok(format!(
             "{} reachable (connected{}, nothing sent)",

@@ -65,6 +65,72 @@ impl Failure {
             Failure::Rejected(reason) | Failure::Lost(reason) => reason,
         }
     }
+
+    /// The same failure, each of the destination's secrets in its reason written `***`.
+    pub fn masked(self, secrets: &Secrets) -> Failure {
+        match self {
+            Failure::Unavailable { reason, retry_after } => {
+                Failure::Unavailable { reason: secrets.mask(&reason), retry_after }
+            }
+            Failure::Throttled { reason, retry_after } => {
+                Failure::Throttled { reason: secrets.mask(&reason), retry_after }
+            }
+            Failure::Rejected(reason) => Failure::Rejected(secrets.mask(&reason)),
+            Failure::Lost(reason) => Failure::Lost(secrets.mask(&reason)),
+        }
+    }
+}
+
+/// A destination's secrets (its URL's path and query, a token, a signing secret, the signature
+/// a request carried), written `***` wherever a server's answer repeats them, before the text is
+/// logged, shown or stored: a receiver that echoes its request must not put them in a cron mail
+/// or the state (as the SMTP client masks echoed credentials).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// Parts of a URL's path or query at least this long are masked on their own too (a catch
+    /// hook's token echoed without the rest of the path); shorter ones (`api`, `hooks`) only
+    /// within the whole.
+    const PART_MIN: usize = 8;
+
+    pub fn add(&mut self, secret: &str) {
+        let secret = secret.trim();
+        if !secret.is_empty() && !self.0.iter().any(|s| s == secret) {
+            self.0.push(secret.to_owned());
+            // Longest first: a secret is never left half-masked by a shorter one inside it.
+            self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// A URL's path and query: the whole, the path and the query each, and each long part of them.
+    pub fn add_url(&mut self, url: &http::Url) {
+        if url.target.trim_matches(['/', '?']).is_empty() {
+            return;
+        }
+        self.add(&url.target);
+        let (path, query) = url.target.split_once('?').unwrap_or((&url.target, ""));
+        if !path.trim_matches('/').is_empty() {
+            self.add(path.trim_end_matches('/'));
+        }
+        self.add(query);
+        for part in path.split('/').chain(query.split(['&', '=', ';'])) {
+            if part.len() >= Self::PART_MIN {
+                self.add(part);
+            }
+        }
+    }
+
+    /// `text`, each secret in it written `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.0 {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
 }
 
 /// One destination, ready to send.
@@ -208,6 +274,20 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_whole_and_in_their_long_parts() {
+        let mut secrets = Secrets::default();
+        secrets.add_url(&http::Url::parse("https://h.example/hooks/SUPERSECRETPATH?k=QSECRETVALUE").unwrap());
+        secrets.add("xoxb-TOKENSECRET-123");
+        secrets.add("");
+        let said = "400 bad request to /hooks/SUPERSECRETPATH?k=QSECRETVALUE; path /hooks/SUPERSECRETPATH; \
+                    QSECRETVALUE alone; Bearer xoxb-TOKENSECRET-123; hooks are fine";
+        assert_eq!(secrets.mask(said), "400 bad request to ***; path ***; *** alone; Bearer ***; hooks are fine");
+        let mut none = Secrets::default();
+        none.add_url(&http::Url::parse("http://127.0.0.1:9/").unwrap());
+        assert_eq!(none.mask("a / b"), "a / b", "a bare / is no secret");
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::document::{self, AlertDocument, Document, Listing};
 use super::http::{self, Url};
-use super::{Destination, Failure, Outgoing, Sent, retry_after};
+use super::{Destination, Failure, Outgoing, Secrets, Sent, retry_after};
 use crate::config::{DestinationConfig, DestinationKind};
 
 /// Slack's limits: a section's text, a field's, a message's fallback text.
@@ -44,6 +44,8 @@ pub struct Slack {
     name: String,
     api: Url,
     token: String,
+    /// The token and the API URL's path, masked in what Slack says.
+    secrets: Secrets,
     channel: String,
     reply_broadcast: bool,
     timeout: Duration,
@@ -79,10 +81,15 @@ impl Slack {
     pub fn open(config: &DestinationConfig) -> Result<Self> {
         let api = Url::parse(config.api_url())
             .map_err(|e| anyhow::anyhow!("destinations (name = {:?}).api_url: {e}", config.name))?;
+        let token = config.secret("token")?;
+        let mut secrets = Secrets::default();
+        secrets.add(&token);
+        secrets.add_url(&api);
         Ok(Slack {
             name: config.name.clone(),
             api,
-            token: config.secret("token")?,
+            token,
+            secrets,
             channel: config.channel.clone().unwrap_or_default(),
             reply_broadcast: config.reply_broadcast,
             timeout: config.timeout(),
@@ -109,7 +116,7 @@ impl Slack {
             .as_ref()
             .and_then(|a| a.get("error"))
             .and_then(Value::as_str)
-            .map(|e| crate::domain::text::header(e, 100));
+            .map(|e| crate::domain::text::header(&self.secrets.mask(e), 100));
         match (r.status, &answer) {
             (200..=299, Some(a)) if a.get("ok") == Some(&Value::Bool(true)) => Ok(a.clone()),
             (429, _) => Err(Failure::Throttled { reason: format!("{shown}: ratelimited"), retry_after: retry }),
@@ -127,8 +134,10 @@ impl Slack {
                     _ => Failure::Rejected(reason),
                 })
             }
-            (200..=299, None) => Err(Failure::Lost(format!("{shown}: an answer that is no JSON: {}", r.said()))),
-            (status, _) => Err(Failure::Rejected(format!("{shown}: HTTP {status}: {}", r.said()))),
+            (200..=299, None) => {
+                Err(Failure::Lost(format!("{shown}: an answer that is no JSON: {}", r.said(&self.secrets))))
+            }
+            (status, _) => Err(Failure::Rejected(format!("{shown}: HTTP {status}: {}", r.said(&self.secrets)))),
         }
     }
 }
@@ -316,20 +325,25 @@ impl Destination for Slack {
     }
 
     fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
-        Ok(self.post(n))
+        Ok(self.post(n).map_err(|failure| failure.masked(&self.secrets)))
     }
 
     fn check(&mut self) -> Result<String> {
         match self.call("auth.test", &json!({})) {
             Ok(answer) => {
-                let get = |k: &str| answer.get(k).and_then(Value::as_str).map(|v| crate::domain::text::header(v, 80));
+                let get = |k: &str| {
+                    answer
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .map(|v| crate::domain::text::header(&self.secrets.mask(v), 80))
+                };
                 Ok(format!(
                     "token valid (auth.test): {} in {}",
                     get("user").unwrap_or_else(|| "a bot".into()),
                     get("team").unwrap_or_else(|| "its workspace".into())
                 ))
             }
-            Err(failure) => bail!("{}", failure.reason()),
+            Err(failure) => bail!("{}", failure.masked(&self.secrets).reason()),
         }
     }
 }
@@ -387,7 +401,7 @@ impl IncomingWebhook {
             }
             Err(http::Error::Lost(e)) => return Err(Failure::Lost(format!("{shown}: {e}"))),
         };
-        let reason = format!("{shown} answered {}: {}", r.status, r.said());
+        let reason = format!("{shown} answered {}: {}", r.status, r.said(&self.endpoint.secrets));
         let retry = retry_after(r.header("retry-after"), Utc::now());
         match r.status {
             200..=299 => Ok(Sent::default()),
@@ -408,7 +422,7 @@ impl Destination for IncomingWebhook {
     }
 
     fn send(&mut self, n: &Outgoing) -> Result<Result<Sent, Failure>> {
-        Ok(self.post(n))
+        Ok(self.post(n).map_err(|failure| failure.masked(&self.endpoint.secrets)))
     }
 
     fn check(&mut self) -> Result<String> {

@@ -47,13 +47,25 @@ impl Webhook {
     fn post(&mut self, n: &Outgoing) -> Result<Sent, Failure> {
         let now = Utc::now();
         let mut headers = headers(n);
-        headers.push((SIGNATURE_HEADER, signature(&self.secret, now.timestamp(), n.document)));
+        let signed = signature(&self.secret, now.timestamp(), n.document);
+        // What the server may echo: the URL's path, the secret, this request's signature (whole,
+        // and its HMAC alone).
+        let mut secrets = self.endpoint.secrets.clone();
+        secrets.add(&self.secret);
+        secrets.add(&signed);
+        secrets.add(signed.rsplit("v1=").next().unwrap_or_default());
+        headers.push((SIGNATURE_HEADER, signed));
         let shown = self.endpoint.url.shown();
-        match http::post(&self.endpoint.url, &headers, n.document.as_bytes(), self.endpoint.timeout, &self.endpoint.tls)
-        {
+        let sent = match http::post(
+            &self.endpoint.url,
+            &headers,
+            n.document.as_bytes(),
+            self.endpoint.timeout,
+            &self.endpoint.tls,
+        ) {
             Ok(r) if (200..300).contains(&r.status) => Ok(Sent::default()),
             Ok(r) => {
-                let said = r.said();
+                let said = r.said(&secrets);
                 let reason = format!(
                     "{shown} answered {}{}",
                     r.status,
@@ -74,7 +86,8 @@ impl Webhook {
                 Err(Failure::Unavailable { reason: format!("{shown}: {e}"), retry_after: None })
             }
             Err(http::Error::Lost(e)) => Err(Failure::Lost(format!("{shown}: {e}"))),
-        }
+        };
+        sent.map_err(|failure| failure.masked(&secrets))
     }
 
     pub fn open(config: &DestinationConfig) -> Result<Self> {

@@ -45,6 +45,13 @@ pub enum Reply {
     Hold(Box<Reply>),
     /// A head announcing 100 bytes, 10 of them, then the connection closed.
     CloseMidBody,
+    /// A receiver that repeats the request in its answer, as a careless one does: `status` with
+    /// `bad request to PATH sig SIGNATURE auth AUTHORIZATION`, or (`slack`) 200 with Slack's
+    /// `{"ok": false, "error": "invalid_auth: AUTHORIZATION"}`.
+    Echo {
+        status: u16,
+        slack: bool,
+    },
 }
 
 impl Reply {
@@ -254,6 +261,21 @@ fn serve(mut stream: impl Read + Write, shared: &Arc<(Mutex<Shared>, Condvar)>) 
             (None, ..) => s.default.clone().unwrap_or_else(|| Reply::status(200)),
         }
     };
+    if let Reply::Echo { status, slack } = reply {
+        let header = |name: &str| request.header(name).unwrap_or_default().to_owned();
+        reply = if slack {
+            let error = format!("invalid_auth: {}", header("authorization"));
+            Reply::json(status, serde_json::json!({ "ok": false, "error": error }))
+        } else {
+            let body = format!(
+                "bad request to {} sig {} auth {}",
+                request.path,
+                header("chat-notifier-signature"),
+                header("authorization")
+            );
+            Reply::Status { status, headers: Vec::new(), body }
+        };
+    }
     let mut out = stream;
     if let Reply::Hold(then) = reply {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -278,7 +300,7 @@ fn serve(mut stream: impl Read + Write, shared: &Arc<(Mutex<Shared>, Condvar)>) 
         Reply::CloseMidBody => {
             let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
         }
-        Reply::Hold(_) => {}
+        Reply::Hold(_) | Reply::Echo { .. } => {}
     }
     let _ = out.flush();
 }
