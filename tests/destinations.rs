@@ -589,6 +589,64 @@ fn slack_ratelimited_is_waited_for_and_errors_park_or_wait() {
 }
 
 #[test]
+fn a_slack_answer_without_a_usable_ts_is_delivered_once_and_the_later_ones_go_on_their_own_saying_so() {
+    let smtp = SmtpServer::start();
+    for answer in [
+        serde_json::json!({ "ok": true, "channel": "C0LEADS", "ts": format!("1790000000.000001\r\nX: {}", "9".repeat(5000)) }),
+        serde_json::json!({ "ok": true, "channel": "C0LEADS" }),
+    ] {
+        let api = HttpServer::slack();
+        let f = Fixture::new(smtp.port());
+        slack(&f, smtp.port(), &api, "");
+        api.script([Reply::json(200, answer.clone())]);
+        f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+        let out = f.run_at("2026-11-24T09:31:21Z", &[], 0);
+        assert_eq!(api.requests().len(), 1, "{answer}: {}", out.stderr);
+        assert!(out.stderr.contains("delivered, but Slack answered ok"), "{}", out.stderr);
+        assert!(out.stderr.contains("later notifications there go as messages of their own"), "{}", out.stderr);
+        let roots = rows(&f, "SELECT root FROM destination_threads");
+        assert!(roots.iter().all(|r| r[0].len() <= 32 && !r[0].contains('\n')), "stored as-is: {roots:?}");
+        // Jane finishes, then comes back: each goes, once, as a message of its own that says why.
+        f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+        f.end("c1", "2026-11-25T08:00:01Z");
+        let out = f.run_at("2026-11-25T08:01:00Z", &[], 0);
+        f.visitor("c1", "2026-11-25T09:00:00Z", None, "one more thing");
+        let again = f.run_at("2026-11-25T09:31:00Z", &[], 0);
+        let posted = api.posted();
+        assert_eq!(posted.len(), 2, "{}{}", out.stderr, again.stderr);
+        assert_eq!(api.requests().len(), 3, "never posted twice");
+        for p in &posted {
+            assert!(p.thread_ts.is_none(), "{:?}", p.thread_ts);
+            assert!(p.body.to_string().contains("could not keep this chat's thread here"), "{}", p.body);
+        }
+        assert!(!again.stderr.contains("delivered, but"), "said once: {}", again.stderr);
+    }
+}
+
+#[test]
+fn a_discord_answer_without_the_posts_id_is_delivered_once_and_the_later_ones_go_on_their_own_saying_so() {
+    let smtp = SmtpServer::start();
+    let discord = HttpServer::discord();
+    let f = Fixture::new(smtp.port());
+    std::fs::write(f.dir.path().join("discord.url"), discord.url("/api/webhooks/42/token") + "\n").unwrap();
+    f.write_config(smtp.port(), "[[destinations]]\nname = \"forum\"\nkind = \"discord\"\nurl_file = \"discord.url\"\n");
+    discord.script([Reply::status(204)]);
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    let out = f.run_at("2026-11-24T09:31:21Z", &[], 0);
+    assert_eq!(discord.requests().len(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("delivered, but Discord webhook http://127.0.0.1:"), "{}", out.stderr);
+    assert!(out.stderr.contains("answered 204 without the post's id"), "{}", out.stderr);
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    let posted = discord.posted();
+    assert_eq!((discord.requests().len(), posted.len()), (2, 1));
+    let content = posted[0].body["content"].as_str().unwrap();
+    assert!(content.contains("could not keep this chat's thread here"), "{content}");
+    assert!(posted[0].body["content"].as_str().unwrap().chars().count() <= 2000);
+}
+
+#[test]
 fn killed_mid_post_slack_gets_at_most_one_duplicate_in_the_same_thread() {
     let smtp = SmtpServer::start();
     let api = HttpServer::slack();

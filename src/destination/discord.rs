@@ -112,6 +112,7 @@ pub fn message(n: &Outgoing) -> Result<Value> {
         let title = format!("{}: {} [#{identifier}]", d.bot.name, one_line(&d.visitor.display));
         (title, content)
     };
+    let content = if n.thread_lost { format!("*{}*\n{content}", super::THREAD_LOST_NOTE) } else { content };
     let mut body = json!({
         "content": cut(content.trim_end(), CONTENT_CHARS),
         "allowed_mentions": { "parse": [] },
@@ -182,14 +183,25 @@ impl Discord {
         });
         match r.status {
             200..=299 => {
-                let root = match n.thread {
-                    Some(_) => None,
-                    // The post's id is the channel its first message is in.
-                    None => {
-                        answer.as_ref().and_then(|a| a.get("channel_id")).and_then(Value::as_str).map(str::to_owned)
+                if n.thread.is_some() || n.thread_lost {
+                    return Ok(Sent::default());
+                }
+                // The post's id is the channel its first message is in: a Discord id (digits),
+                // never anything else an answer says.
+                let id = answer.as_ref().and_then(|a| a.get("channel_id")).and_then(Value::as_str);
+                Ok(match id {
+                    Some(id) if (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) => {
+                        Sent { root: Some(id.to_owned()), unthreaded: None }
                     }
-                };
-                Ok(Sent { root })
+                    Some(_) => Sent {
+                        root: None,
+                        unthreaded: Some(format!("{shown} answered {} with a post id that is no Discord id", r.status)),
+                    },
+                    None => Sent {
+                        root: None,
+                        unthreaded: Some(format!("{shown} answered {} without the post's id", r.status)),
+                    },
+                })
             }
             429 => Err(Failure::Throttled { reason, retry_after: retry }),
             500..=599 => Err(Failure::Unavailable { reason, retry_after: retry }),

@@ -32,13 +32,23 @@ pub struct Outgoing<'a> {
     pub document: &'a str,
     /// The thread the conversation has at this destination (Slack's `ts` of its first message).
     pub thread: Option<&'a str>,
+    /// The conversation's first notification went, but no usable thread came back: this one goes
+    /// as a message of its own, saying so.
+    pub thread_lost: bool,
 }
 
 /// A notification delivered; the thread it started, where the destination threads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
     pub root: Option<String>,
+    /// A first notification delivered whose answer gave no usable thread (Slack's `ok: true`
+    /// without a `ts` of Slack's form, Discord's 204 without the post's id): why, in words.
+    pub unthreaded: Option<String>,
 }
+
+/// The note a notification carries when its conversation's thread was lost at a destination.
+pub const THREAD_LOST_NOTE: &str = "chat-notifier could not keep this chat's thread here (the first message's answer gave no thread id): \
+     its notifications come as messages of their own";
 
 /// Why a notification did not go, as the delivery loop needs to tell it apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -65,8 +65,18 @@ impl Slack {
             self.last_post = Some(Instant::now());
             match self.call("chat.postMessage", &body) {
                 Ok(answer) => {
-                    let ts = answer.get("ts").and_then(Value::as_str).map(str::to_owned);
-                    return Ok(Sent { root: if n.thread.is_none() { ts } else { None } });
+                    if n.thread.is_some() || n.thread_lost {
+                        return Ok(Sent::default());
+                    }
+                    // The thread's root, only in Slack's form: an answer never stores anything else.
+                    return Ok(match answer.get("ts").and_then(Value::as_str) {
+                        Some(ts) if usable_ts(ts) => Sent { root: Some(ts.to_owned()), unthreaded: None },
+                        Some(_) => Sent {
+                            root: None,
+                            unthreaded: Some("Slack answered ok with a ts that is not Slack's (digits.digits)".into()),
+                        },
+                        None => Sent { root: None, unthreaded: Some("Slack answered ok without a ts".into()) },
+                    });
                 }
                 // A short wait asked for is waited for, once: never dropped.
                 Err(Failure::Throttled { retry_after: Some(wait), .. }) if !waited && wait <= WAIT_AT_MOST => {
@@ -142,6 +152,12 @@ impl Slack {
     }
 }
 
+/// A message's `ts` as Slack writes it (`1790000000.000100`): digits, a dot, digits, bounded.
+fn usable_ts(ts: &str) -> bool {
+    let digits = |s: &str| (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    ts.split_once('.').is_some_and(|(seconds, micros)| digits(seconds) && digits(micros))
+}
+
 /// Slack's mrkdwn, made safe: the three characters it reads as markup for links and mentions.
 fn escape(s: &str) -> String {
     crate::domain::text::body(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -160,10 +176,15 @@ fn alert_message(channel: &str, n: &Outgoing) -> Result<Value> {
     let a: AlertDocument = serde_json::from_str(n.document)?;
     let icon = if a.event == "bot.silent" { ":warning:" } else { ":white_check_mark:" };
     let text = cut(&format!("{icon} {}", escape(&a.message)), TEXT_CHARS);
+    let mut blocks =
+        vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text, SECTION_CHARS) } })];
+    if n.thread_lost {
+        blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": super::THREAD_LOST_NOTE }] }));
+    }
     let mut body = json!({
         "channel": channel,
         "text": text,
-        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text, SECTION_CHARS) } }],
+        "blocks": blocks,
         "metadata": { "event_type": "chat_notifier_notification", "event_payload": { "id": a.id, "state": a.event } },
     });
     if let Some(ts) = n.thread {
@@ -287,6 +308,9 @@ pub fn message(channel: &str, reply_broadcast: bool, n: &Outgoing) -> Result<Val
         "type": "context",
         "elements": [{ "type": "mrkdwn", "text": format!("chat-notifier · {} · `#{identifier}`", d.state.as_str()) }]
     }));
+    if n.thread_lost {
+        blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": super::THREAD_LOST_NOTE }] }));
+    }
     let mut body = json!({
         "channel": channel,
         "text": text,
@@ -433,6 +457,15 @@ impl Destination for IncomingWebhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_ts_of_slacks_form_is_a_thread() {
+        assert!(usable_ts("1790000000.000100"));
+        for bad in ["", "1790000000", "1790000000.", ".1", "1790000000.0001\r\nX", "1e9.1", &"9".repeat(40)] {
+            assert!(!usable_ts(bad), "{bad:?}");
+        }
+        assert!(!usable_ts(&format!("1.{}", "0".repeat(17))), "bounded");
+    }
     use crate::destination::document::{BotDoc, SummaryItem, summary};
     use crate::domain::ChatState;
 
@@ -452,7 +485,14 @@ mod tests {
             .collect();
         let now = "2026-11-24T10:00:00Z".parse().unwrap();
         let text = serde_json::to_string(&summary(items, 50, 3050, now)).unwrap();
-        let n = Outgoing { conversation_id: "summary:1", state: "summary", key: "k", document: &text, thread: None };
+        let n = Outgoing {
+            conversation_id: "summary:1",
+            state: "summary",
+            key: "k",
+            document: &text,
+            thread: None,
+            thread_lost: false,
+        };
         let body = message("C1", false, &n).unwrap();
         let blocks = body["blocks"].as_array().unwrap();
         assert!(blocks.len() <= 50, "{}", blocks.len());

@@ -20,6 +20,7 @@ use super::{PAGE, RunSummary};
 use crate::config::Config;
 use crate::destination::{Destination, Failure, Outgoing, about};
 use crate::state::State;
+use crate::state::THREAD_LOST;
 
 /// A destination's `max_per_hour` window: an hour, a minute short (as the emails' limit), so
 /// that an hourly cron gets the whole limit each hour.
@@ -103,16 +104,34 @@ fn deliver_to(
                 break 'pages;
             }
             let root = state.thread_root(&name, &d.conversation_id)?;
+            let thread_lost = root.as_deref() == Some(THREAD_LOST);
             let n = Outgoing {
                 conversation_id: &d.conversation_id,
                 state: &d.state,
                 key: &d.key,
                 document: &d.document,
-                thread: root.as_deref(),
+                thread: root.as_deref().filter(|_| !thread_lost),
+                thread_lost,
             };
             match destination.send(&n)? {
                 Ok(sent) => {
-                    state.mark_delivered(&d, sent.root.as_deref(), now)?;
+                    // A first notification delivered without a usable thread: delivered (never
+                    // sent twice), said once, and the thread marked lost so that the later ones
+                    // go as messages of their own saying so, never starting a thread unseen.
+                    // A summary or a digest is one message: it has no later ones.
+                    let one_message =
+                        d.conversation_id.starts_with("summary:") || d.conversation_id.starts_with("digest:");
+                    let root = match &sent.unthreaded {
+                        Some(why) if root.is_none() && !one_message => {
+                            log::warn!(
+                                "{what} delivered, but {why}: its conversation's later notifications there go as \
+                                 messages of their own, not in a thread"
+                            );
+                            Some(THREAD_LOST.to_owned())
+                        }
+                        _ => sent.root,
+                    };
+                    state.mark_delivered(&d, root.as_deref(), now)?;
                     left = left.saturating_sub(1);
                     log::info!("sent {what}");
                     summary.sent += 1;

@@ -8,6 +8,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{State, Tx, millis};
 
+/// The root recorded for a conversation whose first notification went but whose answer gave no
+/// usable thread (`destination_threads.root`): its later notifications go as messages of their
+/// own, and no later answer starts a thread in its place.
+pub const THREAD_LOST: &str = "";
+
 /// A notification waiting for one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
