@@ -11,7 +11,8 @@ DEMO_WEBHOOK_SECRET=whsec_demo_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 export DEMO_WEBHOOK_SECRET
 notifier="target/debug/chat-notifier --config examples/webhook.toml"
 
-# The README's verification function, then a receiver that prints each notification.
+# The README's verification function, then a receiver that verifies each request before reading
+# it and prints each notification: a chat's state, a flood summary or digest, a bot's alarm.
 sed -n '/^# verify a chat-notifier webhook$/,/^```$/p' README.md | sed '$d' > "$dir/receiver.py"
 cat >> "$dir/receiver.py" <<'PY'
 import json, os, sys
@@ -19,17 +20,39 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 SECRET = os.environ["DEMO_WEBHOOK_SECRET"]
 
+def describe(doc, key):
+    """One notification in words: a chat's state, a flood summary or digest, a bot's alarm."""
+    event = doc.get("event", "?")
+    if "conversations" in doc:  # "summary" (the flood guard) or "digest": a list of chats
+        chats = doc["conversations"]
+        listed = ", ".join(f"#{c['identifier']} {c['state']}" for c in chats[:10])
+        more = f" and {len(chats) - 10} more" if len(chats) > 10 else ""
+        return f"received {event}: {doc.get('title', '')}, key {key}\n    {len(chats)} chats: {listed}{more}"
+    if event.startswith("bot."):  # "bot.silent", "bot.active": the silent-source alarm
+        return f"received {event} ({doc['bot']['name']}), key {key}\n    {doc.get('message', '')}"
+    fields = ", ".join(f"{f['name']}: {f['value']}" for f in doc["visitor"]["fields"]) or "none"
+    return (f"received {event} #{doc['conversation']['identifier']} ({doc['bot']['name']}, "
+            f"{doc['visitor']['display']}), key {key}\n    fields: {fields}; "
+            f"{len(doc['transcript']['messages'])} messages")
+
 class Receiver(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        ok = verify(SECRET, self.headers.get("Chat-Notifier-Signature", ""), body)
-        doc = json.loads(body)
-        fields = ", ".join(f"{f['name']}: {f['value']}" for f in doc["visitor"]["fields"]) or "none"
-        print(f"received {doc['event']} #{doc['conversation']['identifier']} ({doc['bot']['name']}, "
-              f"{doc['visitor']['display']}), signature {'verified' if ok else 'WRONG'}, "
-              f"key {self.headers.get('Idempotency-Key')}\n    fields: {fields}; "
-              f"{len(doc['transcript']['messages'])} messages", flush=True)
-        self.send_response(200 if ok else 401)
+        # Verify first, on the raw bytes: nothing of a body whose signature fails is read.
+        if not verify(SECRET, self.headers.get("Chat-Notifier-Signature", ""), body):
+            print("refused a request whose signature does not verify (401)", flush=True)
+            return self.answer(401)
+        key = self.headers.get("Idempotency-Key")
+        try:
+            print(describe(json.loads(body), key), flush=True)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # Signed, so it is chat-notifier's: taken (a 2xx; an error would only bring it back
+            # until parked), said.
+            print(f"received a document this receiver does not know ({e!r}), key {key}", flush=True)
+        self.answer(200)
+
+    def answer(self, status):
+        self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -138,6 +138,97 @@ fn verified_by_the_readme(r: &Request, language: &str) {
     assert_eq!(String::from_utf8_lossy(&wrong.stdout).trim(), "refused");
 }
 
+/// `examples/demo-webhook.sh`'s receiver (the README's Python function, then its handler),
+/// started on 127.0.0.1 under `SECRET`, printing to `log`: its URL, or none where Python is not
+/// installed.
+fn demo_receiver(dir: &std::path::Path, log: &std::path::Path) -> Option<(std::process::Child, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let verify = &readme[readme.find("# verify a chat-notifier webhook\n").expect("the README's example")..];
+    let verify = &verify[..verify.find("```").unwrap()];
+    let script = std::fs::read_to_string(format!("{root}/examples/demo-webhook.sh")).unwrap();
+    let handler = &script[script.find("<<'PY'\n").expect("the receiver's heredoc") + 7..];
+    let handler = &handler[..handler.find("\nPY\n").unwrap()];
+    std::fs::write(dir.join("receiver.py"), format!("{verify}\n{handler}\n")).unwrap();
+    let url_file = dir.join("demo.url");
+    let spawned = Command::new("python3")
+        .arg(dir.join("receiver.py"))
+        .arg(&url_file)
+        .env("DEMO_WEBHOOK_SECRET", SECRET)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(dir.join("receiver.err")).unwrap())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        assert!(std::env::var_os("CI").is_none(), "python3 is needed under CI");
+        eprintln!("python3 is not installed: the demo's receiver is not run");
+        return None;
+    };
+    // The receiver writes its URL once it listens (renamed into place): waited for, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return Some((child, url.trim().to_owned()));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the receiver exited {status}: {}", std::fs::read_to_string(dir.join("receiver.err")).unwrap());
+        }
+        assert!(std::time::Instant::now() < deadline, "the receiver did not start within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_demo_receiver_verifies_first_and_takes_every_documented_event() {
+    let smtp = SmtpServer::start();
+    let f = Fixture::new(smtp.port());
+    let log = f.dir.path().join("received.log");
+    let Some((mut receiver, url)) = demo_receiver(f.dir.path(), &log) else { return };
+    std::fs::write(f.dir.path().join("hook.url"), format!("{url}\n")).unwrap();
+    std::fs::write(f.dir.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    f.write_config(
+        smtp.port(),
+        "alert_if_silent = \"6h\"\n[[destinations]]\nname = \"crm\"\nkind = \"webhook\"\nurl_file = \"hook.url\"\n\
+         secret_file = \"hook.secret\"\nburst = 2\nmax_attempts = 1\ntimeout = \"30s\"\n",
+    );
+    for i in 0..4 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i);
+    }
+    // Two chats one by one and a summary of the rest; then the bot falls silent: its alarm.
+    for now in ["2026-11-24T10:00:00Z", "2026-11-24T15:12:00Z", "2026-11-24T18:00:00Z"] {
+        let out = f.run_at(now, &[], 0);
+        assert!(!out.stderr.contains("not sent") && !out.stderr.contains("parked"), "{now}: {}", out.stderr);
+    }
+    let status = f.run(&["status", "--now", "2026-11-24T18:01:00Z"]).stdout;
+    assert!(status.contains("webhook crm: 0 waiting, 0 parked"), "nothing waits or is parked: {status}");
+    // A request whose signature fails is refused before its body is read, whatever the body.
+    let mut stream =
+        std::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    use std::io::{Read, Write};
+    let body = "not json at all";
+    write!(
+        stream,
+        "POST /hooks/catch/demo HTTP/1.1\r\nHost: x\r\nChat-Notifier-Signature: t=1,v1=00\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+    let received = std::fs::read_to_string(&log).unwrap();
+    let errors = std::fs::read_to_string(f.dir.path().join("receiver.err")).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 401"), "answer {answer:?}; receiver: {errors}");
+    for event in
+        ["received conversation.abandoned #", "received summary: 2 more chats", "received bot.silent (Lead Bot)"]
+    {
+        assert!(received.contains(event), "{event}: {received}{errors}");
+    }
+    assert!(received.contains("refused a request whose signature does not verify"), "{received}");
+    assert!(!errors.contains("Traceback"), "{errors}");
+}
+
 #[test]
 fn a_signed_webhook_carries_each_state_once_beside_the_emails() {
     let smtp = SmtpServer::start();
