@@ -402,6 +402,37 @@ fn a_redirect_is_not_followed_and_parks_after_max_attempts() {
 }
 
 #[test]
+fn status_lists_each_parked_notification_with_its_conversation_and_reason() {
+    let smtp = SmtpServer::start();
+    let hook = HttpServer::start();
+    let f = Fixture::new(smtp.port());
+    webhook(&f, smtp.port(), &hook, "max_attempts = 1");
+    hook.answer(Reply::status(410));
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    f.run_at("2026-11-24T09:31:21Z", &[], 3);
+    let ids: Vec<String> = mails(&smtp).iter().map(|m| identifier(&m.subject).to_owned()).collect();
+    assert_eq!(ids.len(), 2);
+    let status = f.run(&["status", "--now", "2026-11-24T09:40:00Z"]).stdout;
+    assert!(status.contains("webhook crm: 0 waiting, 2 parked"), "{status}");
+    for id in &ids {
+        let line = status.lines().find(|l| l.contains(&format!("#{id}"))).unwrap_or_else(|| panic!("#{id}: {status}"));
+        assert!(line.starts_with("  parked: abandoned notification for #"), "{line}");
+        assert!(line.contains("answered 410"), "{line}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&f.run(&["status", "--json", "--now", "2026-11-24T09:40:00Z"]).stdout).unwrap();
+    let parked = json["destinations"][0]["parked_notifications"].as_array().expect("listed");
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    for p in parked {
+        assert_eq!(p["state"], "abandoned");
+        assert!(ids.iter().any(|id| p["about"] == format!("#{id}")), "{p}");
+        assert!(["c1", "c2"].contains(&p["conversation_id"].as_str().unwrap()), "{p}");
+        assert!(p["reason"].as_str().unwrap().contains("answered 410"), "{p}");
+    }
+}
+
+#[test]
 fn the_inbox_keeps_getting_its_emails_while_the_webhook_is_down() {
     let smtp = SmtpServer::start();
     // A port nobody listens on: bound, then closed.

@@ -87,6 +87,13 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
             let _ = write!(out, "; last error: {}", cut(e, 120));
         }
         out.push('\n');
+        for p in &d.parked_notifications {
+            let why = p.reason.as_deref().map(|e| cut(e, 120)).unwrap_or_else(|| "no error recorded".into());
+            let _ = writeln!(out, "  parked: {} notification for {}: {why}", p.state, p.about);
+        }
+        if d.parked > d.parked_notifications.len() {
+            let _ = writeln!(out, "  ... and {} more parked", d.parked - d.parked_notifications.len());
+        }
     }
     if !rows.is_empty() {
         let _ = writeln!(
@@ -142,6 +149,21 @@ struct DestinationRow {
     parked: usize,
     last_error: Option<String>,
     not_before: Option<DateTime<Utc>>,
+    /// The latest parked notifications (at most `PARKED_LISTED`), for someone to act on.
+    parked_notifications: Vec<ParkedRow>,
+}
+
+/// Parked notifications `status` lists for each destination: the latest.
+const PARKED_LISTED: usize = 20;
+
+/// A parked notification as `status` shows it.
+#[derive(Debug, Serialize)]
+struct ParkedRow {
+    conversation_id: String,
+    /// What it is about: `#IDENTIFIER`, a bot's alarm, a summary or digest.
+    about: String,
+    state: String,
+    reason: Option<String>,
 }
 
 fn destinations(config: &Config, state: Option<&State>) -> Result<Vec<DestinationRow>> {
@@ -159,6 +181,7 @@ fn destinations(config: &Config, state: Option<&State>) -> Result<Vec<Destinatio
             parked: 0,
             last_error: None,
             not_before: None,
+            parked_notifications: Vec::new(),
         })
         .collect();
     for s in standings {
@@ -172,11 +195,26 @@ fn destinations(config: &Config, state: Option<&State>) -> Result<Vec<Destinatio
                     parked: 0,
                     last_error: None,
                     not_before: None,
+                    parked_notifications: Vec::new(),
                 });
                 rows.last_mut().expect("just pushed")
             }
         };
         (row.pending, row.parked, row.last_error, row.not_before) = (s.pending, s.parked, s.last_error, s.not_before);
+        if s.parked > 0
+            && let Some(state) = state
+        {
+            row.parked_notifications = state
+                .parked_deliveries(&s.destination, PARKED_LISTED)?
+                .into_iter()
+                .map(|p| ParkedRow {
+                    about: crate::destination::about(&p.conversation_id),
+                    conversation_id: p.conversation_id,
+                    state: p.state,
+                    reason: p.reason,
+                })
+                .collect();
+        }
     }
     Ok(rows)
 }

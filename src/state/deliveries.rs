@@ -13,6 +13,15 @@ use super::{State, Tx, millis};
 /// own, and no later answer starts a thread in its place.
 pub const THREAD_LOST: &str = "";
 
+/// A notification parked at a destination (refused `max_attempts` times), for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParkedDelivery {
+    pub conversation_id: String,
+    pub state: String,
+    /// Why: the last failure's words.
+    pub reason: Option<String>,
+}
+
 /// A notification waiting for one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -284,6 +293,18 @@ impl State {
             [destination],
             |r| r.get(0),
         ))
+    }
+
+    /// The notifications parked at `destination`, the latest first, at most `limit`.
+    pub fn parked_deliveries(&self, destination: &str, limit: usize) -> Result<Vec<ParkedDelivery>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT conversation_id, state, last_error FROM deliveries WHERE destination = ?1 AND status = 'parked' \
+             ORDER BY id DESC LIMIT ?2",
+        ))?;
+        let rows = stmt.query_map(params![destination, limit as i64], |r| {
+            Ok(ParkedDelivery { conversation_id: r.get(0)?, state: r.get(1)?, reason: r.get(2)? })
+        });
+        self.context(rows.and_then(Iterator::collect))
     }
 
     /// What waits for each destination that has anything waiting or parked.

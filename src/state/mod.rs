@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
-pub use deliveries::{Delivery, DestinationStanding, THREAD_LOST};
+pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
