@@ -44,7 +44,7 @@ pub struct Slack {
     name: String,
     api: Url,
     token: String,
-    /// The token and the API URL's path, masked in what Slack says.
+    /// The token, masked in what Slack says (the API URL is no secret).
     secrets: Secrets,
     channel: String,
     reply_broadcast: bool,
@@ -94,7 +94,6 @@ impl Slack {
         let token = config.secret("token")?;
         let mut secrets = Secrets::default();
         secrets.add(&token);
-        secrets.add_url(&api);
         Ok(Slack {
             name: config.name.clone(),
             api,
