@@ -1022,3 +1022,88 @@ fn a_lead_in_the_database_s_zone_sits_among_messages_in_the_process_s_zone() {
     let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
     assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
 }
+
+/// A row dated ahead of the clock (a Flowise host's clock set wrong, a row written by hand):
+/// left for the run when its time has come, so the watermark never jumps ahead of the clock;
+/// the chats written meanwhile are emailed when they go quiet, each once.
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(
+    f: &Fixture,
+    server: &SmtpServer,
+    write: &dyn Fn(&str),
+) {
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    // Every run's stderr, held to be empty at the end (what was sent is asserted first).
+    let mut said = String::new();
+    let mut run = |now: &str| said.push_str(&f.run_at(now, &[], 0).stderr);
+    let (ahead, b, c) = (
+        "c0a80001-9020-4a90-8a90-000000000020",
+        "c0a80001-9021-4a90-8a90-000000000021",
+        "c0a80001-9022-4a90-8a90-000000000022",
+    );
+    write(&format!(
+        "{}{}{}",
+        Msg::visitor(
+            "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+            LEAD_BOT,
+            ahead,
+            "2026-12-08 14:30:00.000",
+            "two hours ahead"
+        )
+        .insert_sql(),
+        Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02", LEAD_BOT, b, "2026-12-08 12:01:00.000", "Chat B asks")
+            .insert_sql(),
+        Msg::bot("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, b, "2026-12-08 12:01:05.000", "B answered")
+            .insert_sql(),
+    ));
+    run("2026-12-08T12:02:00Z");
+    assert_eq!(server.received().len(), before, "active");
+    write(&format!(
+        "{}{}",
+        Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04", LEAD_BOT, c, "2026-12-08 12:20:00.000", "Chat C asks")
+            .insert_sql(),
+        Msg::bot("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05", LEAD_BOT, c, "2026-12-08 12:20:05.000", "C answered")
+            .insert_sql(),
+    ));
+    run("2026-12-08T12:40:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 1, "B went quiet");
+    assert!(m[before].text.contains("Visitor: Chat B asks"), "{}", m[before].text);
+    run("2026-12-08T12:55:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 2, "C went quiet at 12:50: emailed now, not at the hourly count");
+    assert!(m[before + 1].text.contains("Visitor: Chat C asks"), "{}", m[before + 1].text);
+    for now in ["2026-12-08T13:10:00Z", "2026-12-08T14:00:00Z"] {
+        run(now);
+        assert_eq!(server.received().len(), before + 2, "nothing new at {now}");
+    }
+    // Its time has come: read, and emailed once quiet.
+    run("2026-12-08T14:35:00Z");
+    assert_eq!(server.received().len(), before + 2, "active at 14:35");
+    run("2026-12-08T15:10:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(m[before + 2].text.contains("Visitor: two hours ahead"), "{}", m[before + 2].text);
+    run("2026-12-08T18:00:00Z");
+    assert_eq!(server.received().len(), before + 3, "nothing more");
+    assert_eq!(said, "", "every run quiet: no row read ahead of the clock, no resync");
+}
+
+#[test]
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(&f, &server, &|sql| {
+        fw::sqlite_write(&f, sql)
+    });
+}
+
+#[test]
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(&f, &server, &|sql| {
+        client.borrow_mut().batch_execute(sql).unwrap()
+    });
+}

@@ -43,12 +43,12 @@
 //! nothing (a row is its time and uuid, not its rowid), and a lead is ordered among messages as
 //! on PostgreSQL.
 
-use std::cell::RefCell;
+use std::cell::{Cell as Slot, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
@@ -110,7 +110,7 @@ fn sqlite_sql() -> Sql {
     let ordered = |t: &str| format!("{t} > '1970-01-01 00:00:00.000' AND {t} < '2200-01-01 00:00:00.000'");
     Sql {
         after: format!(
-            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {} ORDER BY {tm} LIMIT ?2",
+            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {tm} <= ?3 AND {} ORDER BY {tm} LIMIT ?2",
             ordered(&tm)
         ),
         at: format!("SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} = ?1"),
@@ -119,7 +119,7 @@ fn sqlite_sql() -> Sql {
         chats: format!(r#"SELECT {cols}, 1 FROM chat_message m WHERE m."chatId" IN rarray(?1)"#),
         leads: format!(r#"SELECT {LEAD_COLUMNS} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
         flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
-        last: format!("SELECT max({tm}) FROM chat_message m WHERE {}", ordered(&tm)),
+        last: format!("SELECT max({tm}) FROM chat_message m WHERE {} AND {tm} <= ?1", ordered(&tm)),
         count: format!("SELECT count(*) FROM chat_message m WHERE {} AND {tm} < ?1", ordered(&tm)),
         everything: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} <= ?1 ORDER BY m.chatflowid, m."chatId", {tm}"#
@@ -127,11 +127,11 @@ fn sqlite_sql() -> Sql {
         flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
         all_leads: format!("SELECT {LEAD_COLUMNS} FROM lead l"),
         leads_after: format!(
-            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {} ORDER BY {tl} LIMIT ?2",
+            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {tl} <= ?3 AND {} ORDER BY {tl} LIMIT ?2",
             ordered(&tl)
         ),
         leads_at: format!("SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} = ?1"),
-        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {}", ordered(&tl)),
+        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {} AND {tl} <= ?1", ordered(&tl)),
         lead_count: format!("SELECT count(*) FROM lead l WHERE {} AND {tl} < ?1", ordered(&tl)),
     }
 }
@@ -144,7 +144,8 @@ fn postgres_sql() -> Sql {
     Sql {
         after: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
-             WHERE m."createdDate" > CAST(?1 AS timestamp) AND m."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             WHERE m."createdDate" > CAST(?1 AS timestamp) AND m."createdDate" <= CAST(?3 AS timestamp)
+             AND m."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
              ORDER BY m."createdDate" LIMIT ?2"#
         ),
         at: format!(r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE m."createdDate" = CAST(?1 AS timestamp)"#),
@@ -154,7 +155,7 @@ fn postgres_sql() -> Sql {
         leads: format!(r#"SELECT {lead_cols} FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#),
         flow: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = CAST(?1 AS uuid)"#,
         last: r#"SELECT max("createdDate") FROM chat_message
-             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp) AND "createdDate" <= CAST(?1 AS timestamp)"#
             .to_owned(),
         count: r#"SELECT count(*) FROM chat_message
              WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
@@ -167,13 +168,14 @@ fn postgres_sql() -> Sql {
         all_leads: format!("SELECT {lead_cols} FROM lead l"),
         leads_after: format!(
             r#"SELECT {lead_cols} FROM lead l
-             WHERE l."createdDate" > CAST(?1 AS timestamp) AND l."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             WHERE l."createdDate" > CAST(?1 AS timestamp) AND l."createdDate" <= CAST(?3 AS timestamp)
+             AND l."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
              ORDER BY l."createdDate" LIMIT ?2"#
         ),
         leads_at: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."createdDate" = CAST(?1 AS timestamp)"#),
-        lead_last:
-            r#"SELECT max("createdDate") FROM lead WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
-                .to_owned(),
+        lead_last: r#"SELECT max("createdDate") FROM lead
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp) AND "createdDate" <= CAST(?1 AS timestamp)"#
+            .to_owned(),
         lead_count: r#"SELECT count(*) FROM lead
              WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
             .to_owned(),
@@ -187,16 +189,16 @@ pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
     let t = || Param::Text("2026-12-07 09:00:00".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![t(), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0), t()]),
         (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
-        (s.last, vec![]),
+        (s.last, vec![t()]),
         (s.count, vec![t()]),
-        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_after, vec![t(), Param::Int(0), t()]),
         (s.leads_at, vec![t()]),
-        (s.lead_last, vec![]),
+        (s.lead_last, vec![t()]),
         (s.lead_count, vec![t()]),
     ]
 }
@@ -207,16 +209,16 @@ pub fn sqlite_queries() -> Vec<(String, Vec<Param>)> {
     let t = || Param::Text("2026-12-07 09:00:00.000".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![t(), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0), t()]),
         (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text(String::new())]),
-        (s.last, vec![]),
+        (s.last, vec![t()]),
         (s.count, vec![t()]),
-        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_after, vec![t(), Param::Int(0), t()]),
         (s.leads_at, vec![t()]),
-        (s.lead_last, vec![]),
+        (s.lead_last, vec![t()]),
         (s.lead_count, vec![t()]),
     ]
 }
@@ -268,6 +270,11 @@ pub struct Flowise {
     lead_zone: Tz,
     /// The late-write window, in positions.
     window: i64,
+    /// The same, as a time.
+    late: TimeDelta,
+    /// The latest stored wall time (of the messages' zone) a run reads: the run's clock plus
+    /// the late-write window (`Source::read_until`); rows stamped after wait for a later run.
+    until: Slot<NaiveDateTime>,
     /// Chatflows by id, read once a run; None where there is none.
     bots: RefCell<HashMap<String, Option<Bot>>>,
 }
@@ -410,6 +417,8 @@ impl Flowise {
             message_zone: if pg { source.message_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             lead_zone: if pg { source.lead_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             window: late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000),
+            late,
+            until: Slot::new(last_ordered()),
             bots: RefCell::default(),
         };
         flowise.check_schema()?;
@@ -823,6 +832,12 @@ fn tools(json: Option<&str>) -> Result<Vec<String>, String> {
     }
 }
 
+/// The latest wall time a position holds (`LAST_ORDERED`, exclusive): what is read where no
+/// clock was told.
+fn last_ordered() -> NaiveDateTime {
+    wall_time(LAST_ORDERED).unwrap_or_default() - TimeDelta::milliseconds(1)
+}
+
 /// Pure: a stored `createdDate` as its wall time: SQLite's text (`2026-12-07 09:12:28.345`, or
 /// with a `T`, or a trailing `Z`), PostgreSQL's as the connection hands it (RFC 3339, the wall
 /// time taken as UTC).
@@ -988,6 +1003,18 @@ impl Source for Flowise {
         self.window
     }
 
+    fn read_until(&self, clock: DateTime<Utc>) {
+        // Within the late-write window ahead of the clock (a host's clock a little ahead): a row
+        // written after this run is stamped no earlier than the clock, so no further back than the
+        // window from what this run reads; it is read by the next run's pass over the window.
+        // Where the clocks went back within the hour, the latest wall time shown is of the hour
+        // before: a bound that moves back would hold back rows already stamped.
+        let at = (clock + self.late).naive_utc();
+        let offset = |t: NaiveDateTime| self.message_zone.offset_from_utc_datetime(&t).fix().local_minus_utc();
+        let ahead = offset(at).max(offset(at - TimeDelta::hours(1)));
+        self.until.set(self.stored(at + TimeDelta::seconds(i64::from(ahead))).min(last_ordered()));
+    }
+
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
         let (mut rows, mut leads) = {
             // Whole timestamps: the rest of the one at `after`, then a page of each table cut at a
@@ -997,10 +1024,13 @@ impl Source for Flowise {
                 if after > 0 { (self.rows_at(at)?, self.leads_at(at)?) } else { (Vec::new(), Vec::new()) };
             rows.retain(|r| r.position > after);
             leads.retain(|l| l.position > after);
-            let mut page = self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64)])?;
+            let until = self.until.get();
+            let mut page =
+                self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64), self.time(until)])?;
             let lead_after = if after > 0 { self.lead_wall(at) } else { NaiveDateTime::default() };
+            let lead_until = self.time(self.lead_wall(until));
             let mut lead_page =
-                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64)])?;
+                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64), lead_until])?;
             lead_page.retain(|l| l.position > after);
             let full = |n: usize, last: Option<NaiveDateTime>| last.filter(|_| n >= limit);
             let cut = [
@@ -1108,12 +1138,16 @@ impl Source for Flowise {
 
     fn last_message_id(&self) -> Result<i64> {
         let context = || format!("{}: reading chat_message", self.name);
-        let last = self.db.one(&self.sql.last, &[]).with_context(context)?;
+        let until = self.until.get();
+        let last = self.db.one(&self.sql.last, &[self.time(until)]).with_context(context)?;
         let message = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
             Some(wall) => self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0),
             None => 0,
         };
-        let last = self.db.one(&self.sql.lead_last, &[]).with_context(|| format!("{}: reading lead", self.name))?;
+        let last = self
+            .db
+            .one(&self.sql.lead_last, &[self.time(self.lead_wall(until))])
+            .with_context(|| format!("{}: reading lead", self.name))?;
         let lead = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
             Some(wall) => self.read_leads(&self.sql.leads_at, &[self.time(wall)])?.iter().map(|l| l.position).max(),
             None => None,
@@ -1290,6 +1324,8 @@ mod tests {
             message_zone: Tz::UTC,
             lead_zone: Tz::UTC,
             window: 0,
+            late: TimeDelta::zero(),
+            until: Slot::new(last_ordered()),
             bots: RefCell::default(),
         }
     }
