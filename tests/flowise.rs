@@ -1107,3 +1107,46 @@ fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice_on_post
         client.borrow_mut().batch_execute(sql).unwrap()
     });
 }
+
+/// A row dated years ahead is named by `check` as the other bad rows are (its rowid and id on
+/// SQLite, its id on PostgreSQL), and left unread by runs until its time.
+fn check_names_a_row_dated_far_ahead(f: &Fixture, write: &dyn Fn(&str), named: &str) {
+    let id = "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10";
+    write(
+        &Msg::visitor(id, LEAD_BOT, "c0a80001-9023-4a90-8a90-000000000023", "2099-01-01 00:00:00.000", "far")
+            .insert_sql(),
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line =
+        out.stderr.lines().find(|l| l.contains("ahead of the clock")).unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        line.contains(named) && line.contains("2099-01-01 00:00:00") && line.contains("1 chat_message row"),
+        "{line}"
+    );
+    let out = f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    assert!(!out.stderr.contains("ahead"), "runs leave it for its time: {}", out.stderr);
+}
+
+#[test]
+fn check_names_a_row_dated_far_ahead_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    check_names_a_row_dated_far_ahead(
+        &f,
+        &|sql| fw::sqlite_write(&f, sql),
+        "row 15 (id 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10)",
+    );
+}
+
+#[test]
+fn check_names_a_row_dated_far_ahead_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    check_names_a_row_dated_far_ahead(
+        &f,
+        &|sql| client.borrow_mut().batch_execute(sql).unwrap(),
+        "row 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10",
+    );
+}

@@ -60,6 +60,8 @@ use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 /// How long after its stamp a message may still be written, by default: a visitor's question
 /// is stamped when asked and inserted once the LLM has answered (seconds to minutes).
 pub const LATE_WRITES: TimeDelta = TimeDelta::minutes(10);
+/// How far ahead of the clock `check` names a row's time (a runtime's clock set wrong).
+const FAR_AHEAD: TimeDelta = TimeDelta::days(1);
 /// The step of the lead form, for the report.
 pub const LEAD_FORM: &str = "lead form";
 /// What the widget's lead form says when the chatflow gives it no title (flowise-embed).
@@ -770,6 +772,41 @@ impl Flowise {
         self.read_rows(&self.sql.at, &[self.time(wall)])
     }
 
+    /// Names the message rows stamped more than a day ahead of `clock` (a host's clock set
+    /// wrong, a row written by hand): runs read each only once its time has come.
+    fn name_rows_far_ahead(&self, clock: DateTime<Utc>) -> Result<()> {
+        let wall = self.stored((clock + FAR_AHEAD).with_timezone(&self.message_zone).naive_local());
+        let (time, id) =
+            if self.pg() { (r#"m."createdDate""#.to_owned(), "m.id::text") } else { (sqlite_time("m"), "m.id") };
+        let cast = if self.pg() { "CAST(?1 AS timestamp)" } else { "?1" };
+        let rowid = if self.pg() { "0" } else { "m.rowid" };
+        let sql = format!(
+            r#"SELECT {rowid}, {id}, m."createdDate", count(*) OVER () FROM chat_message m WHERE {time} > {cast}
+             ORDER BY {time} LIMIT 1"#
+        );
+        let context = || format!("{}: reading chat_message", self.name);
+        let Some(first) = self.db.one(&sql, &[self.time(wall)]).with_context(context)? else { return Ok(()) };
+        let uuid = text::line(&first[1].lossy().unwrap_or_default()).into_owned();
+        let row = if self.pg() {
+            format!("row {uuid}")
+        } else {
+            format!("row {} (id {uuid})", first[0].int().unwrap_or_default())
+        };
+        log::warn!(
+            "{}: {} chat_message row(s) are stamped more than a day ahead of the clock, each read only once its time \
+             has come (the first: {row}, createdDate {})",
+            self.name,
+            first[3].int().unwrap_or_default(),
+            // As stored: PostgreSQL's timestamp arrives as RFC 3339, its wall time taken as UTC.
+            first[2]
+                .lossy()
+                .as_deref()
+                .and_then(wall_time)
+                .map_or_else(String::new, |w| w.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        );
+        Ok(())
+    }
+
     /// Whether leads and their chats' messages disagree by whole hours: the zones are set wrong.
     fn zone_skew(&self) -> Result<Option<i64>> {
         let leads = self.read_leads(&self.sql.all_leads, &[])?;
@@ -967,6 +1004,7 @@ impl Source for Flowise {
                 );
             }
         }
+        self.name_rows_far_ahead(Utc::now())?;
         let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
         let mut missing = Vec::new();
         for (table, column, statement) in indexes {
