@@ -206,7 +206,9 @@ fn every_command_works_on_a_flowise_file() {
     assert_eq!(report.code, 0, "{}", report.stderr);
     let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
     let text = json.to_string();
-    for step in ["lead form", "message 1", "message 2", LEAD_TITLE, "Where is my order #1042?"] {
+    // The form's title is said by one chat only (the other, after "clear chat", had no form):
+    // no text most chats share, so the report quotes none.
+    for step in ["lead form", "message 1", "message 2", "Where is my order #1042?"] {
         assert!(text.contains(step), "{step} in {text}");
     }
     assert!(!text.contains("Olga") && !text.contains("Visitor: test"), "{text}");
@@ -1149,4 +1151,36 @@ fn check_names_a_row_dated_far_ahead_on_postgres() {
         &|sql| client.borrow_mut().batch_execute(sql).unwrap(),
         "row 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10",
     );
+}
+
+/// The lead form's line is a chat's only where the chat has a lead: the widget shows the form
+/// once, and keeps the lead in the browser after "clear chat" (Jane's chat of the next day has
+/// her `leadEmail` and no lead row), so that chat never saw the form.
+#[test]
+fn the_lead_form_line_is_only_in_a_chat_with_a_lead() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    // The next day's chat is inserted the next day, as in the fixture's story.
+    fw::sqlite_write(
+        &f,
+        "CREATE TABLE day_two AS SELECT * FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';
+         DELETE FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';",
+    );
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    fw::sqlite_write(&f, "INSERT INTO chat_message SELECT * FROM day_two; DROP TABLE day_two;");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    let first = m.iter().find(|m| m.text.contains("How much does the Pro plan cost?")).expect("Jane's first chat");
+    assert!(first.text.contains(LEAD_TITLE), "her lead: the form {}", first.text);
+    let again = m.iter().find(|m| m.text.contains("Hi again")).expect("Jane's chat after clear chat");
+    assert!(!again.text.contains(LEAD_TITLE), "no lead row, no form: {}", again.text);
+    let report = f.run(&["report", "--now", "2026-12-08T12:00:00Z"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let reached: Vec<&str> = report
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("lead form"))
+        .map(|l| l.split_whitespace().nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(reached, ["1"], "one of Lead Bot's two chats saw the form:\n{}", report.stdout);
 }

@@ -7,7 +7,8 @@
 //! the `leadEmail` on the visitor's messages; the person is the email, else the phone, given.
 //! An LLM chat has no last step: it is judged once quiet, and finished (`END_OF_FLOW`) where a
 //! bot answer called a tool of `complete_on_tools` or said a phrase of `complete_on_phrases`.
-//! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N"
+//! Steps, for the report: the lead form (where the bot has it on and the chat has a lead: the
+//! widget shows the form once, and keeps a lead after "clear chat") and each answer as "message N"
 //! (`domain::turn`), N the visitor's messages so far.
 //!
 //! Ids: `chat_message.id` is a uuid, in no order, and nothing is ordered but `"createdDate"`
@@ -673,7 +674,7 @@ impl Flowise {
         }
     }
 
-    /// A chat's messages through position `through`: the lead form, each lead's fields (the
+    /// A chat's messages through position `through`: the lead form (where it has a lead), each lead's fields (the
     /// visitor's answers to the form), each `leadEmail` as an email field before its message,
     /// the visitor's and the bot's lines, a bot answer that finishes the chat marked
     /// `END_OF_FLOW`. On PostgreSQL a lead is a row of the chat at its own position (a chat may
@@ -719,7 +720,9 @@ impl Flowise {
             }
         };
         let mut out = Vec::new();
-        if let Some(title) = &bot.lead_form {
+        // The form where the chat has a lead: the widget shows it once, and after "clear chat"
+        // keeps the lead in the browser and shows it no more (flowise-embed).
+        if let Some(title) = bot.lead_form.as_ref().filter(|_| !leads.is_empty()) {
             out.push(Message {
                 id: first_id,
                 sent_at: first_at,
