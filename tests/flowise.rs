@@ -1184,3 +1184,29 @@ fn the_lead_form_line_is_only_in_a_chat_with_a_lead() {
         .collect();
     assert_eq!(reached, ["1"], "one of Lead Bot's two chats saw the form:\n{}", report.stdout);
 }
+
+/// Flowise writing (a transaction holding its SQLite file past the busy timeout) is no other
+/// database: run and check say the file is locked, and the next run reads it.
+#[test]
+fn a_locked_sqlite_file_is_said_to_be_locked_and_the_next_run_goes_on() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let writer = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for args in [&["check"][..], &["run", "--now", "2026-12-07T12:00:00Z"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        let line = said.lines().find(|l| l.contains("database.sqlite")).unwrap_or_else(|| panic!("{args:?}: {said}"));
+        assert!(line.contains("is locked") && !line.contains("not a Flowise database"), "{args:?}: {line}");
+    }
+    assert_eq!(server.received().len(), 0);
+    writer.execute_batch("COMMIT").unwrap();
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    assert_eq!(
+        (out.stderr.lines().filter(|l| l.contains("locked")).count(), mails(&server).len()),
+        (0, 2),
+        "{}",
+        out.stderr
+    );
+}
