@@ -1210,3 +1210,42 @@ fn a_locked_sqlite_file_is_said_to_be_locked_and_the_next_run_goes_on() {
         out.stderr
     );
 }
+
+/// A chatflow deleted (Flowise deletes its messages with it) while a turn was being answered:
+/// the chat read last is gone, and the rows written for it after are named once each in the
+/// run that finds them (not again by the look for what was erased), and never after.
+#[test]
+fn rows_of_a_chatflow_deleted_before_they_were_written_are_named_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let chat = "c0a80001-9024-4a90-8a90-000000000024";
+    let row =
+        |id, at, role: fn(&'static str, &'static str, &'static str, &'static str, &'static str) -> Msg<'static>| {
+            role(id, SUPPORT_BOT, chat, at, "words").insert_sql()
+        };
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "{}{}",
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a21", "2026-12-08 12:01:00.000", Msg::visitor),
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a22", "2026-12-08 12:01:05.000", Msg::bot)
+        ),
+    );
+    let mut said = f.run_at("2026-12-08T12:02:00Z", &[], 0).stderr;
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "DELETE FROM chat_flow WHERE id = '{SUPPORT_BOT}'; DELETE FROM chat_message WHERE chatflowid = '{SUPPORT_BOT}';{}{}",
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a23", "2026-12-08 12:03:00.000", Msg::visitor),
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a24", "2026-12-08 12:03:05.000", Msg::bot)
+        ),
+    );
+    for now in ["2026-12-08T12:05:00Z", "2026-12-08T12:40:00Z", "2026-12-08T14:00:00Z"] {
+        said.push_str(&f.run_at(now, &[], 0).stderr);
+    }
+    for row in ["9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a23", "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a24"] {
+        assert_eq!(said.lines().filter(|l| l.contains(row) && l.contains("is gone")).count(), 1, "{row}: {said}");
+    }
+    assert_eq!(said.lines().count(), 2, "{said}");
+}

@@ -278,6 +278,9 @@ pub struct Flowise {
     /// The latest stored wall time (of the messages' zone) a run reads: the run's clock plus
     /// the late-write window (`Source::read_until`); rows stamped after wait for a later run.
     until: Slot<NaiveDateTime>,
+    /// The keys of the bad rows named this run: a row read again within the run (the look for
+    /// what was erased, then the reading on from there) is named once.
+    named: RefCell<HashSet<i64>>,
     /// Chatflows by id, read once a run; None where there is none.
     bots: RefCell<HashMap<String, Option<Bot>>>,
 }
@@ -422,6 +425,7 @@ impl Flowise {
             window: late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000),
             late,
             until: Slot::new(last_ordered()),
+            named: RefCell::default(),
             bots: RefCell::default(),
         };
         flowise.check_schema()?;
@@ -1127,7 +1131,9 @@ impl Source for Flowise {
                 continue;
             }
             if let Some(why) = self.bad(row) {
-                log::warn!("{}: {} skipped: {why}", self.name, self.shown(row));
+                if self.named.borrow_mut().insert(row.key) {
+                    log::warn!("{}: {} skipped: {why}", self.name, self.shown(row));
+                }
                 continue;
             }
             let (used, at) = (tools(row.tools.as_deref()).unwrap_or_default(), self.at(row).unwrap_or_default());
@@ -1367,6 +1373,7 @@ mod tests {
             window: 0,
             late: TimeDelta::zero(),
             until: Slot::new(last_ordered()),
+            named: RefCell::default(),
             bots: RefCell::default(),
         }
     }
