@@ -1249,3 +1249,43 @@ fn rows_of_a_chatflow_deleted_before_they_were_written_are_named_once() {
     }
     assert_eq!(said.lines().count(), 2, "{said}");
 }
+
+/// A `createdDate` SQLite reads as a time but not in Flowise's form (a date alone, a Julian day
+/// as a REAL): read at the time SQLite reads (the place the queries order it at), and named by
+/// `check`.
+#[test]
+fn a_created_date_in_another_form_is_read_at_its_time_and_named_by_check() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let (day, julian) = ("c0a80001-9025-4a90-8a90-000000000025", "c0a80001-9026-4a90-8a90-000000000026");
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "{}{}",
+            Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a31", LEAD_BOT, day, "2026-12-09", "A date alone")
+                .insert_sql(),
+            // 2461384.0: 2026-12-09 12:00 UTC.
+            Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a32", LEAD_BOT, julian, "2026-12-08", "A Julian day")
+                .insert_sql()
+                .replace("'2026-12-08'", "2461384.0"),
+        ),
+    );
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stderr.contains("2 chat_message row(s) have a createdDate not in Flowise's form")
+            && check.stderr.contains("row 15 (id 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a31), createdDate \"2026-12-09\""),
+        "{}",
+        check.stderr
+    );
+    let mut said = String::new();
+    for now in ["2026-12-09T00:05:00Z", "2026-12-09T12:01:00Z", "2026-12-09T13:00:00Z"] {
+        said.push_str(&f.run_at(now, &[], 0).stderr);
+    }
+    let m = mails(&server);
+    for text in ["Visitor: A date alone", "Visitor: A Julian day"] {
+        assert_eq!(m.iter().filter(|m| m.text.contains(text)).count(), 1, "{text}: {said}");
+    }
+    assert_eq!(said, "", "read as any row");
+}

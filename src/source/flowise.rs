@@ -19,8 +19,12 @@
 //! state's memory of rows read. Rows are read a whole timestamp at a time, so paging is exact,
 //! and the commit window (`late_writes`) covers a question inserted after its answer. On SQLite
 //! times are compared as `sqlite_time` writes them (text in one form, milliseconds), which an
-//! index on that expression serves (`INDEXES_SQLITE`); a row whose time is none has no place and
-//! is never read (`check` names it).
+//! index on that expression serves (`INDEXES_SQLITE`), and a row's position is from that same
+//! text, so a time in another form SQLite reads (a date alone, a Julian day) is read at the place
+//! the queries order it at (`check` names such rows); a row whose time is none has no place and
+//! is never read (`check` names it). No row stamped ahead of the run's clock (beyond the
+//! late-write window) is read (`Source::read_until`): it waits for its time, so the watermark
+//! never runs ahead of rows still to be written (`check` names those a day ahead).
 //!
 //! Leads: the widget's lead form comes before the first message, so a `lead` row may be all a
 //! chat has (the visitor filled the form and left), and a lead may come after an email. A lead is
@@ -106,8 +110,12 @@ fn sqlite_time(alias: &str) -> String {
 }
 
 fn sqlite_sql() -> Sql {
-    let cols = format!("m.rowid, {COLUMNS}");
     let (tm, tl) = (sqlite_time("m"), sqlite_time("l"));
+    // A row's time as the queries order it (a date alone, a Julian day: SQLite's reading of
+    // it), the stored text where that is none (to name it).
+    let read_as = |alias: &str, t: &str| format!(r#"coalesce({t}, {alias}."createdDate")"#);
+    let cols = format!("m.rowid, {COLUMNS}").replace(r#"m."createdDate""#, &read_as("m", &tm));
+    let lead_cols = LEAD_COLUMNS.replace(r#"l."createdDate""#, &read_as("l", &tl));
     let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
     // Times from 1970 up to `LAST_ORDERED`: what a position holds.
     let ordered = |t: &str| format!("{t} > '1970-01-01 00:00:00.000' AND {t} < '2200-01-01 00:00:00.000'");
@@ -120,7 +128,7 @@ fn sqlite_sql() -> Sql {
         // `IN`, not a join from the list: through the index where there is one (check's), else
         // one pass over the table for the whole page of chats, not one per chat.
         chats: format!(r#"SELECT {cols}, 1 FROM chat_message m WHERE m."chatId" IN rarray(?1)"#),
-        leads: format!(r#"SELECT {LEAD_COLUMNS} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
+        leads: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
         flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
         last: format!("SELECT max({tm}) FROM chat_message m WHERE {} AND {tm} <= ?1", ordered(&tm)),
         count: format!("SELECT count(*) FROM chat_message m WHERE {} AND {tm} < ?1", ordered(&tm)),
@@ -128,12 +136,12 @@ fn sqlite_sql() -> Sql {
             r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} <= ?1 ORDER BY m.chatflowid, m."chatId", {tm}"#
         ),
         flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
-        all_leads: format!("SELECT {LEAD_COLUMNS} FROM lead l"),
+        all_leads: format!("SELECT {lead_cols} FROM lead l"),
         leads_after: format!(
-            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {tl} <= ?3 AND {} ORDER BY {tl} LIMIT ?2",
+            "SELECT {lead_cols} FROM lead l WHERE {tl} > ?1 AND {tl} <= ?3 AND {} ORDER BY {tl} LIMIT ?2",
             ordered(&tl)
         ),
-        leads_at: format!("SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} = ?1"),
+        leads_at: format!("SELECT {lead_cols} FROM lead l WHERE {tl} = ?1"),
         lead_last: format!("SELECT max({tl}) FROM lead l WHERE {} AND {tl} <= ?1", ordered(&tl)),
         lead_count: format!("SELECT count(*) FROM lead l WHERE {} AND {tl} < ?1", ordered(&tl)),
     }
@@ -1012,6 +1020,30 @@ impl Source for Flowise {
             }
         }
         self.name_rows_far_ahead(Utc::now())?;
+        if !self.pg() {
+            // A time SQLite reads but Flowise never writes (a date alone, a number): read at
+            // SQLite's reading of it, named so the owner knows what writes such rows.
+            let tm = sqlite_time("m");
+            let sql = format!(
+                r#"SELECT m.rowid, m.id, m."createdDate", {tm}, count(*) OVER () FROM chat_message m
+                 WHERE {tm} IS NOT NULL AND (typeof(m."createdDate") <> 'text' OR m."createdDate"
+                   NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*')
+                 ORDER BY m.rowid LIMIT 1"#
+            );
+            let first = self.db.one(&sql, &[]).with_context(|| format!("{}: reading chat_message", self.name))?;
+            if let Some(first) = first {
+                log::warn!(
+                    "{}: {} chat_message row(s) have a createdDate not in Flowise's form, read at the time SQLite \
+                     reads in it (the first: row {} (id {}), createdDate {:?}, read as {})",
+                    self.name,
+                    first[4].int().unwrap_or_default(),
+                    first[0].int().unwrap_or_default(),
+                    text::line(&first[1].lossy().unwrap_or_default()),
+                    text::line(&first[2].lossy().unwrap_or_default()),
+                    text::line(&first[3].lossy().unwrap_or_default())
+                );
+            }
+        }
         let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
         let mut missing = Vec::new();
         for (table, column, statement) in indexes {
