@@ -206,7 +206,9 @@ fn every_command_works_on_a_flowise_file() {
     assert_eq!(report.code, 0, "{}", report.stderr);
     let json: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
     let text = json.to_string();
-    for step in ["lead form", "message 1", "message 2", LEAD_TITLE, "Where is my order #1042?"] {
+    // The form's title is said by one chat only (the other, after "clear chat", had no form):
+    // no text most chats share, so the report quotes none.
+    for step in ["lead form", "message 1", "message 2", "Where is my order #1042?"] {
         assert!(text.contains(step), "{step} in {text}");
     }
     assert!(!text.contains("Olga") && !text.contains("Visitor: test"), "{text}");
@@ -1021,4 +1023,269 @@ fn a_lead_in_the_database_s_zone_sits_among_messages_in_the_process_s_zone() {
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "the hourly count agrees");
     let read = &f.state_rows("SELECT read_count FROM progress")[0][0];
     assert_eq!(*read, format!("Integer({})", client_count(&f)), "every row read exactly once");
+}
+
+/// A row dated ahead of the clock (a Flowise host's clock set wrong, a row written by hand):
+/// left for the run when its time has come, so the watermark never jumps ahead of the clock;
+/// the chats written meanwhile are emailed when they go quiet, each once.
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(
+    f: &Fixture,
+    server: &SmtpServer,
+    write: &dyn Fn(&str),
+) {
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let before = server.received().len();
+    // Every run's stderr, held to be empty at the end (what was sent is asserted first).
+    let mut said = String::new();
+    let mut run = |now: &str| said.push_str(&f.run_at(now, &[], 0).stderr);
+    let (ahead, b, c) = (
+        "c0a80001-9020-4a90-8a90-000000000020",
+        "c0a80001-9021-4a90-8a90-000000000021",
+        "c0a80001-9022-4a90-8a90-000000000022",
+    );
+    write(&format!(
+        "{}{}{}",
+        Msg::visitor(
+            "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a01",
+            LEAD_BOT,
+            ahead,
+            "2026-12-08 14:30:00.000",
+            "two hours ahead"
+        )
+        .insert_sql(),
+        Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a02", LEAD_BOT, b, "2026-12-08 12:01:00.000", "Chat B asks")
+            .insert_sql(),
+        Msg::bot("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a03", LEAD_BOT, b, "2026-12-08 12:01:05.000", "B answered")
+            .insert_sql(),
+    ));
+    run("2026-12-08T12:02:00Z");
+    assert_eq!(server.received().len(), before, "active");
+    write(&format!(
+        "{}{}",
+        Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a04", LEAD_BOT, c, "2026-12-08 12:20:00.000", "Chat C asks")
+            .insert_sql(),
+        Msg::bot("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a05", LEAD_BOT, c, "2026-12-08 12:20:05.000", "C answered")
+            .insert_sql(),
+    ));
+    run("2026-12-08T12:40:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 1, "B went quiet");
+    assert!(m[before].text.contains("Visitor: Chat B asks"), "{}", m[before].text);
+    run("2026-12-08T12:55:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 2, "C went quiet at 12:50: emailed now, not at the hourly count");
+    assert!(m[before + 1].text.contains("Visitor: Chat C asks"), "{}", m[before + 1].text);
+    for now in ["2026-12-08T13:10:00Z", "2026-12-08T14:00:00Z"] {
+        run(now);
+        assert_eq!(server.received().len(), before + 2, "nothing new at {now}");
+    }
+    // Its time has come: read, and emailed once quiet.
+    run("2026-12-08T14:35:00Z");
+    assert_eq!(server.received().len(), before + 2, "active at 14:35");
+    run("2026-12-08T15:10:00Z");
+    let m = mails(server);
+    assert_eq!(m.len(), before + 3, "{:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    assert!(m[before + 2].text.contains("Visitor: two hours ahead"), "{}", m[before + 2].text);
+    run("2026-12-08T18:00:00Z");
+    assert_eq!(server.received().len(), before + 3, "nothing more");
+    assert_eq!(said, "", "every run quiet: no row read ahead of the clock, no resync");
+}
+
+#[test]
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(&f, &server, &|sql| {
+        fw::sqlite_write(&f, sql)
+    });
+}
+
+#[test]
+fn a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    a_row_ahead_of_the_clock_delays_no_other_chat_and_sends_nothing_twice(&f, &server, &|sql| {
+        client.borrow_mut().batch_execute(sql).unwrap()
+    });
+}
+
+/// A row dated years ahead is named by `check` as the other bad rows are (its rowid and id on
+/// SQLite, its id on PostgreSQL), and left unread by runs until its time.
+fn check_names_a_row_dated_far_ahead(f: &Fixture, write: &dyn Fn(&str), named: &str) {
+    let id = "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10";
+    write(
+        &Msg::visitor(id, LEAD_BOT, "c0a80001-9023-4a90-8a90-000000000023", "2099-01-01 00:00:00.000", "far")
+            .insert_sql(),
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line =
+        out.stderr.lines().find(|l| l.contains("ahead of the clock")).unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(
+        line.contains(named) && line.contains("2099-01-01 00:00:00") && line.contains("1 chat_message row"),
+        "{line}"
+    );
+    let out = f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    assert!(!out.stderr.contains("ahead"), "runs leave it for its time: {}", out.stderr);
+}
+
+#[test]
+fn check_names_a_row_dated_far_ahead_on_sqlite() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    check_names_a_row_dated_far_ahead(
+        &f,
+        &|sql| fw::sqlite_write(&f, sql),
+        "row 15 (id 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10)",
+    );
+}
+
+#[test]
+fn check_names_a_row_dated_far_ahead_on_postgres() {
+    let server = SmtpServer::start();
+    let Some((f, client, _)) = fw::postgres(server.port(), "") else { return };
+    let client = std::cell::RefCell::new(client);
+    check_names_a_row_dated_far_ahead(
+        &f,
+        &|sql| client.borrow_mut().batch_execute(sql).unwrap(),
+        "row 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a10",
+    );
+}
+
+/// The lead form's line is a chat's only where the chat has a lead: the widget shows the form
+/// once, and keeps the lead in the browser after "clear chat" (Jane's chat of the next day has
+/// her `leadEmail` and no lead row), so that chat never saw the form.
+#[test]
+fn the_lead_form_line_is_only_in_a_chat_with_a_lead() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    // The next day's chat is inserted the next day, as in the fixture's story.
+    fw::sqlite_write(
+        &f,
+        "CREATE TABLE day_two AS SELECT * FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';
+         DELETE FROM chat_message WHERE \"chatId\" = 'c0a80001-2222-4a22-8a22-000000000002';",
+    );
+    f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    fw::sqlite_write(&f, "INSERT INTO chat_message SELECT * FROM day_two; DROP TABLE day_two;");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let m = mails(&server);
+    let first = m.iter().find(|m| m.text.contains("How much does the Pro plan cost?")).expect("Jane's first chat");
+    assert!(first.text.contains(LEAD_TITLE), "her lead: the form {}", first.text);
+    let again = m.iter().find(|m| m.text.contains("Hi again")).expect("Jane's chat after clear chat");
+    assert!(!again.text.contains(LEAD_TITLE), "no lead row, no form: {}", again.text);
+    let report = f.run(&["report", "--now", "2026-12-08T12:00:00Z"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let reached: Vec<&str> = report
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("lead form"))
+        .map(|l| l.split_whitespace().nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(reached, ["1"], "one of Lead Bot's two chats saw the form:\n{}", report.stdout);
+}
+
+/// Flowise writing (a transaction holding its SQLite file past the busy timeout) is no other
+/// database: run and check say the file is locked, and the next run reads it.
+#[test]
+fn a_locked_sqlite_file_is_said_to_be_locked_and_the_next_run_goes_on() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    let writer = rusqlite::Connection::open(f.dir.path().join("database.sqlite")).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for args in [&["check"][..], &["run", "--now", "2026-12-07T12:00:00Z"]] {
+        let out = f.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {}{}", out.stdout, out.stderr);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        let line = said.lines().find(|l| l.contains("database.sqlite")).unwrap_or_else(|| panic!("{args:?}: {said}"));
+        assert!(line.contains("is locked") && !line.contains("not a Flowise database"), "{args:?}: {line}");
+    }
+    assert_eq!(server.received().len(), 0);
+    writer.execute_batch("COMMIT").unwrap();
+    let out = f.run_at("2026-12-07T12:00:00Z", &[], 0);
+    assert_eq!(
+        (out.stderr.lines().filter(|l| l.contains("locked")).count(), mails(&server).len()),
+        (0, 2),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A chatflow deleted (Flowise deletes its messages with it) while a turn was being answered:
+/// the chat read last is gone, and the rows written for it after are named once each in the
+/// run that finds them (not again by the look for what was erased), and never after.
+#[test]
+fn rows_of_a_chatflow_deleted_before_they_were_written_are_named_once() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let chat = "c0a80001-9024-4a90-8a90-000000000024";
+    let row =
+        |id, at, role: fn(&'static str, &'static str, &'static str, &'static str, &'static str) -> Msg<'static>| {
+            role(id, SUPPORT_BOT, chat, at, "words").insert_sql()
+        };
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "{}{}",
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a21", "2026-12-08 12:01:00.000", Msg::visitor),
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a22", "2026-12-08 12:01:05.000", Msg::bot)
+        ),
+    );
+    let mut said = f.run_at("2026-12-08T12:02:00Z", &[], 0).stderr;
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "DELETE FROM chat_flow WHERE id = '{SUPPORT_BOT}'; DELETE FROM chat_message WHERE chatflowid = '{SUPPORT_BOT}';{}{}",
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a23", "2026-12-08 12:03:00.000", Msg::visitor),
+            row("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a24", "2026-12-08 12:03:05.000", Msg::bot)
+        ),
+    );
+    for now in ["2026-12-08T12:05:00Z", "2026-12-08T12:40:00Z", "2026-12-08T14:00:00Z"] {
+        said.push_str(&f.run_at(now, &[], 0).stderr);
+    }
+    for row in ["9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a23", "9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a24"] {
+        assert_eq!(said.lines().filter(|l| l.contains(row) && l.contains("is gone")).count(), 1, "{row}: {said}");
+    }
+    assert_eq!(said.lines().count(), 2, "{said}");
+}
+
+/// A `createdDate` SQLite reads as a time but not in Flowise's form (a date alone, a Julian day
+/// as a REAL): read at the time SQLite reads (the place the queries order it at), and named by
+/// `check`.
+#[test]
+fn a_created_date_in_another_form_is_read_at_its_time_and_named_by_check() {
+    let server = SmtpServer::start();
+    let f = fw::sqlite(server.port(), "");
+    f.run_at("2026-12-08T12:00:00Z", &[], 0);
+    let (day, julian) = ("c0a80001-9025-4a90-8a90-000000000025", "c0a80001-9026-4a90-8a90-000000000026");
+    fw::sqlite_write(
+        &f,
+        &format!(
+            "{}{}",
+            Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a31", LEAD_BOT, day, "2026-12-09", "A date alone")
+                .insert_sql(),
+            // 2461384.0: 2026-12-09 12:00 UTC.
+            Msg::visitor("9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a32", LEAD_BOT, julian, "2026-12-08", "A Julian day")
+                .insert_sql()
+                .replace("'2026-12-08'", "2461384.0"),
+        ),
+    );
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stderr.contains("2 chat_message row(s) have a createdDate not in Flowise's form")
+            && check.stderr.contains("row 15 (id 9e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a31), createdDate \"2026-12-09\""),
+        "{}",
+        check.stderr
+    );
+    let mut said = String::new();
+    for now in ["2026-12-09T00:05:00Z", "2026-12-09T12:01:00Z", "2026-12-09T13:00:00Z"] {
+        said.push_str(&f.run_at(now, &[], 0).stderr);
+    }
+    let m = mails(&server);
+    for text in ["Visitor: A date alone", "Visitor: A Julian day"] {
+        assert_eq!(m.iter().filter(|m| m.text.contains(text)).count(), 1, "{text}: {said}");
+    }
+    assert_eq!(said, "", "read as any row");
 }

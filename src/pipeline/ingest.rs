@@ -134,6 +134,7 @@ pub fn ingest(
     learn_bots: bool,
     now: DateTime<Utc>,
 ) -> Result<usize> {
+    source.read_until(now);
     let read = state.progress()?;
     let audit = now - read.audited_at >= AUDIT_EVERY && read.watermark > 0;
     let probe = Probe {

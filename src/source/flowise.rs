@@ -7,7 +7,8 @@
 //! the `leadEmail` on the visitor's messages; the person is the email, else the phone, given.
 //! An LLM chat has no last step: it is judged once quiet, and finished (`END_OF_FLOW`) where a
 //! bot answer called a tool of `complete_on_tools` or said a phrase of `complete_on_phrases`.
-//! Steps, for the report: the lead form (where the bot has it on) and each answer as "message N"
+//! Steps, for the report: the lead form (where the bot has it on and the chat has a lead: the
+//! widget shows the form once, and keeps a lead after "clear chat") and each answer as "message N"
 //! (`domain::turn`), N the visitor's messages so far.
 //!
 //! Ids: `chat_message.id` is a uuid, in no order, and nothing is ordered but `"createdDate"`
@@ -18,8 +19,12 @@
 //! state's memory of rows read. Rows are read a whole timestamp at a time, so paging is exact,
 //! and the commit window (`late_writes`) covers a question inserted after its answer. On SQLite
 //! times are compared as `sqlite_time` writes them (text in one form, milliseconds), which an
-//! index on that expression serves (`INDEXES_SQLITE`); a row whose time is none has no place and
-//! is never read (`check` names it).
+//! index on that expression serves (`INDEXES_SQLITE`), and a row's position is from that same
+//! text, so a time in another form SQLite reads (a date alone, a Julian day) is read at the place
+//! the queries order it at (`check` names such rows); a row whose time is none has no place and
+//! is never read (`check` names it). No row stamped ahead of the run's clock (beyond the
+//! late-write window) is read (`Source::read_until`): it waits for its time, so the watermark
+//! never runs ahead of rows still to be written (`check` names those a day ahead).
 //!
 //! Leads: the widget's lead form comes before the first message, so a `lead` row may be all a
 //! chat has (the visitor filled the form and left), and a lead may come after an email. A lead is
@@ -43,12 +48,12 @@
 //! nothing (a row is its time and uuid, not its rowid), and a lead is ordered among messages as
 //! on PostgreSQL.
 
-use std::cell::RefCell;
+use std::cell::{Cell as Slot, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
@@ -60,6 +65,8 @@ use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 /// How long after its stamp a message may still be written, by default: a visitor's question
 /// is stamped when asked and inserted once the LLM has answered (seconds to minutes).
 pub const LATE_WRITES: TimeDelta = TimeDelta::minutes(10);
+/// How far ahead of the clock `check` names a row's time (a runtime's clock set wrong).
+const FAR_AHEAD: TimeDelta = TimeDelta::days(1);
 /// The step of the lead form, for the report.
 pub const LEAD_FORM: &str = "lead form";
 /// What the widget's lead form says when the chatflow gives it no title (flowise-embed).
@@ -103,35 +110,39 @@ fn sqlite_time(alias: &str) -> String {
 }
 
 fn sqlite_sql() -> Sql {
-    let cols = format!("m.rowid, {COLUMNS}");
     let (tm, tl) = (sqlite_time("m"), sqlite_time("l"));
+    // A row's time as the queries order it (a date alone, a Julian day: SQLite's reading of
+    // it), the stored text where that is none (to name it).
+    let read_as = |alias: &str, t: &str| format!(r#"coalesce({t}, {alias}."createdDate")"#);
+    let cols = format!("m.rowid, {COLUMNS}").replace(r#"m."createdDate""#, &read_as("m", &tm));
+    let lead_cols = LEAD_COLUMNS.replace(r#"l."createdDate""#, &read_as("l", &tl));
     let join = "FROM chat_message m LEFT JOIN chat_flow f ON f.id = m.chatflowid";
     // Times from 1970 up to `LAST_ORDERED`: what a position holds.
     let ordered = |t: &str| format!("{t} > '1970-01-01 00:00:00.000' AND {t} < '2200-01-01 00:00:00.000'");
     Sql {
         after: format!(
-            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {} ORDER BY {tm} LIMIT ?2",
+            "SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} > ?1 AND {tm} <= ?3 AND {} ORDER BY {tm} LIMIT ?2",
             ordered(&tm)
         ),
         at: format!("SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} = ?1"),
         // `IN`, not a join from the list: through the index where there is one (check's), else
         // one pass over the table for the whole page of chats, not one per chat.
         chats: format!(r#"SELECT {cols}, 1 FROM chat_message m WHERE m."chatId" IN rarray(?1)"#),
-        leads: format!(r#"SELECT {LEAD_COLUMNS} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
+        leads: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."chatId" IN rarray(?1)"#),
         flow: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = ?1"#,
-        last: format!("SELECT max({tm}) FROM chat_message m WHERE {}", ordered(&tm)),
+        last: format!("SELECT max({tm}) FROM chat_message m WHERE {} AND {tm} <= ?1", ordered(&tm)),
         count: format!("SELECT count(*) FROM chat_message m WHERE {} AND {tm} < ?1", ordered(&tm)),
         everything: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE {tm} <= ?1 ORDER BY m.chatflowid, m."chatId", {tm}"#
         ),
         flows: r#"SELECT f.id, f.name, f."chatbotConfig" FROM chat_flow f"#,
-        all_leads: format!("SELECT {LEAD_COLUMNS} FROM lead l"),
+        all_leads: format!("SELECT {lead_cols} FROM lead l"),
         leads_after: format!(
-            "SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} > ?1 AND {} ORDER BY {tl} LIMIT ?2",
+            "SELECT {lead_cols} FROM lead l WHERE {tl} > ?1 AND {tl} <= ?3 AND {} ORDER BY {tl} LIMIT ?2",
             ordered(&tl)
         ),
-        leads_at: format!("SELECT {LEAD_COLUMNS} FROM lead l WHERE {tl} = ?1"),
-        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {}", ordered(&tl)),
+        leads_at: format!("SELECT {lead_cols} FROM lead l WHERE {tl} = ?1"),
+        lead_last: format!("SELECT max({tl}) FROM lead l WHERE {} AND {tl} <= ?1", ordered(&tl)),
         lead_count: format!("SELECT count(*) FROM lead l WHERE {} AND {tl} < ?1", ordered(&tl)),
     }
 }
@@ -144,7 +155,8 @@ fn postgres_sql() -> Sql {
     Sql {
         after: format!(
             r#"SELECT {cols}, f.id IS NOT NULL {join}
-             WHERE m."createdDate" > CAST(?1 AS timestamp) AND m."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             WHERE m."createdDate" > CAST(?1 AS timestamp) AND m."createdDate" <= CAST(?3 AS timestamp)
+             AND m."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
              ORDER BY m."createdDate" LIMIT ?2"#
         ),
         at: format!(r#"SELECT {cols}, f.id IS NOT NULL {join} WHERE m."createdDate" = CAST(?1 AS timestamp)"#),
@@ -154,7 +166,7 @@ fn postgres_sql() -> Sql {
         leads: format!(r#"SELECT {lead_cols} FROM rarray(?1) AS page CROSS JOIN lead l ON l."chatId" = page.value"#),
         flow: r#"SELECT f.id::text, f.name, f."chatbotConfig" FROM chat_flow f WHERE f.id = CAST(?1 AS uuid)"#,
         last: r#"SELECT max("createdDate") FROM chat_message
-             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp) AND "createdDate" <= CAST(?1 AS timestamp)"#
             .to_owned(),
         count: r#"SELECT count(*) FROM chat_message
              WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
@@ -167,13 +179,14 @@ fn postgres_sql() -> Sql {
         all_leads: format!("SELECT {lead_cols} FROM lead l"),
         leads_after: format!(
             r#"SELECT {lead_cols} FROM lead l
-             WHERE l."createdDate" > CAST(?1 AS timestamp) AND l."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
+             WHERE l."createdDate" > CAST(?1 AS timestamp) AND l."createdDate" <= CAST(?3 AS timestamp)
+             AND l."createdDate" < CAST('{LAST_ORDERED}' AS timestamp)
              ORDER BY l."createdDate" LIMIT ?2"#
         ),
         leads_at: format!(r#"SELECT {lead_cols} FROM lead l WHERE l."createdDate" = CAST(?1 AS timestamp)"#),
-        lead_last:
-            r#"SELECT max("createdDate") FROM lead WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp)"#
-                .to_owned(),
+        lead_last: r#"SELECT max("createdDate") FROM lead
+             WHERE "createdDate" < CAST('2200-01-01 00:00:00' AS timestamp) AND "createdDate" <= CAST(?1 AS timestamp)"#
+            .to_owned(),
         lead_count: r#"SELECT count(*) FROM lead
              WHERE "createdDate" > CAST('1970-01-01 00:00:00' AS timestamp) AND "createdDate" < CAST(?1 AS timestamp)"#
             .to_owned(),
@@ -187,16 +200,16 @@ pub fn postgres_queries() -> Vec<(String, Vec<Param>)> {
     let t = || Param::Text("2026-12-07 09:00:00".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![t(), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0), t()]),
         (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text("7f0c2e1a-5b7d-4c1e-9a3f-2d6b8e4f1a01".into())]),
-        (s.last, vec![]),
+        (s.last, vec![t()]),
         (s.count, vec![t()]),
-        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_after, vec![t(), Param::Int(0), t()]),
         (s.leads_at, vec![t()]),
-        (s.lead_last, vec![]),
+        (s.lead_last, vec![t()]),
         (s.lead_count, vec![t()]),
     ]
 }
@@ -207,16 +220,16 @@ pub fn sqlite_queries() -> Vec<(String, Vec<Param>)> {
     let t = || Param::Text("2026-12-07 09:00:00.000".into());
     let ids = || vec![Param::Texts(vec![])];
     vec![
-        (s.after, vec![t(), Param::Int(0)]),
+        (s.after, vec![t(), Param::Int(0), t()]),
         (s.at, vec![t()]),
         (s.chats, ids()),
         (s.leads, ids()),
         (s.flow.to_owned(), vec![Param::Text(String::new())]),
-        (s.last, vec![]),
+        (s.last, vec![t()]),
         (s.count, vec![t()]),
-        (s.leads_after, vec![t(), Param::Int(0)]),
+        (s.leads_after, vec![t(), Param::Int(0), t()]),
         (s.leads_at, vec![t()]),
-        (s.lead_last, vec![]),
+        (s.lead_last, vec![t()]),
         (s.lead_count, vec![t()]),
     ]
 }
@@ -268,6 +281,14 @@ pub struct Flowise {
     lead_zone: Tz,
     /// The late-write window, in positions.
     window: i64,
+    /// The same, as a time.
+    late: TimeDelta,
+    /// The latest stored wall time (of the messages' zone) a run reads: the run's clock plus
+    /// the late-write window (`Source::read_until`); rows stamped after wait for a later run.
+    until: Slot<NaiveDateTime>,
+    /// The keys of the bad rows named this run: a row read again within the run (the look for
+    /// what was erased, then the reading on from there) is named once.
+    named: RefCell<HashSet<i64>>,
     /// Chatflows by id, read once a run; None where there is none.
     bots: RefCell<HashMap<String, Option<Bot>>>,
 }
@@ -410,6 +431,9 @@ impl Flowise {
             message_zone: if pg { source.message_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             lead_zone: if pg { source.lead_time_zone.unwrap_or(Tz::UTC) } else { Tz::UTC },
             window: late.num_microseconds().unwrap_or(i64::MAX / 1000).saturating_mul(1000),
+            late,
+            until: Slot::new(last_ordered()),
+            named: RefCell::default(),
             bots: RefCell::default(),
         };
         flowise.check_schema()?;
@@ -662,7 +686,7 @@ impl Flowise {
         }
     }
 
-    /// A chat's messages through position `through`: the lead form, each lead's fields (the
+    /// A chat's messages through position `through`: the lead form (where it has a lead), each lead's fields (the
     /// visitor's answers to the form), each `leadEmail` as an email field before its message,
     /// the visitor's and the bot's lines, a bot answer that finishes the chat marked
     /// `END_OF_FLOW`. On PostgreSQL a lead is a row of the chat at its own position (a chat may
@@ -708,7 +732,9 @@ impl Flowise {
             }
         };
         let mut out = Vec::new();
-        if let Some(title) = &bot.lead_form {
+        // The form where the chat has a lead: the widget shows it once, and after "clear chat"
+        // keeps the lead in the browser and shows it no more (flowise-embed).
+        if let Some(title) = bot.lead_form.as_ref().filter(|_| !leads.is_empty()) {
             out.push(Message {
                 id: first_id,
                 sent_at: first_at,
@@ -759,6 +785,41 @@ impl Flowise {
     /// The rows at one stored time.
     fn rows_at(&self, wall: NaiveDateTime) -> Result<Vec<Row>> {
         self.read_rows(&self.sql.at, &[self.time(wall)])
+    }
+
+    /// Names the message rows stamped more than a day ahead of `clock` (a host's clock set
+    /// wrong, a row written by hand): runs read each only once its time has come.
+    fn name_rows_far_ahead(&self, clock: DateTime<Utc>) -> Result<()> {
+        let wall = self.stored((clock + FAR_AHEAD).with_timezone(&self.message_zone).naive_local());
+        let (time, id) =
+            if self.pg() { (r#"m."createdDate""#.to_owned(), "m.id::text") } else { (sqlite_time("m"), "m.id") };
+        let cast = if self.pg() { "CAST(?1 AS timestamp)" } else { "?1" };
+        let rowid = if self.pg() { "0" } else { "m.rowid" };
+        let sql = format!(
+            r#"SELECT {rowid}, {id}, m."createdDate", count(*) OVER () FROM chat_message m WHERE {time} > {cast}
+             ORDER BY {time} LIMIT 1"#
+        );
+        let context = || format!("{}: reading chat_message", self.name);
+        let Some(first) = self.db.one(&sql, &[self.time(wall)]).with_context(context)? else { return Ok(()) };
+        let uuid = text::line(&first[1].lossy().unwrap_or_default()).into_owned();
+        let row = if self.pg() {
+            format!("row {uuid}")
+        } else {
+            format!("row {} (id {uuid})", first[0].int().unwrap_or_default())
+        };
+        log::warn!(
+            "{}: {} chat_message row(s) are stamped more than a day ahead of the clock, each read only once its time \
+             has come (the first: {row}, createdDate {})",
+            self.name,
+            first[3].int().unwrap_or_default(),
+            // As stored: PostgreSQL's timestamp arrives as RFC 3339, its wall time taken as UTC.
+            first[2]
+                .lossy()
+                .as_deref()
+                .and_then(wall_time)
+                .map_or_else(String::new, |w| w.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        );
+        Ok(())
     }
 
     /// Whether leads and their chats' messages disagree by whole hours: the zones are set wrong.
@@ -821,6 +882,12 @@ fn tools(json: Option<&str>) -> Result<Vec<String>, String> {
         Ok(_) => Err("usedTools is not a list".to_owned()),
         Err(e) => Err(format!("usedTools is not JSON ({e})")),
     }
+}
+
+/// The latest wall time a position holds (`LAST_ORDERED`, exclusive): what is read where no
+/// clock was told.
+fn last_ordered() -> NaiveDateTime {
+    wall_time(LAST_ORDERED).unwrap_or_default() - TimeDelta::milliseconds(1)
 }
 
 /// Pure: a stored `createdDate` as its wall time: SQLite's text (`2026-12-07 09:12:28.345`, or
@@ -952,6 +1019,31 @@ impl Source for Flowise {
                 );
             }
         }
+        self.name_rows_far_ahead(Utc::now())?;
+        if !self.pg() {
+            // A time SQLite reads but Flowise never writes (a date alone, a number): read at
+            // SQLite's reading of it, named so the owner knows what writes such rows.
+            let tm = sqlite_time("m");
+            let sql = format!(
+                r#"SELECT m.rowid, m.id, m."createdDate", {tm}, count(*) OVER () FROM chat_message m
+                 WHERE {tm} IS NOT NULL AND (typeof(m."createdDate") <> 'text' OR m."createdDate"
+                   NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]*')
+                 ORDER BY m.rowid LIMIT 1"#
+            );
+            let first = self.db.one(&sql, &[]).with_context(|| format!("{}: reading chat_message", self.name))?;
+            if let Some(first) = first {
+                log::warn!(
+                    "{}: {} chat_message row(s) have a createdDate not in Flowise's form, read at the time SQLite \
+                     reads in it (the first: row {} (id {}), createdDate {:?}, read as {})",
+                    self.name,
+                    first[4].int().unwrap_or_default(),
+                    first[0].int().unwrap_or_default(),
+                    text::line(&first[1].lossy().unwrap_or_default()),
+                    text::line(&first[2].lossy().unwrap_or_default()),
+                    text::line(&first[3].lossy().unwrap_or_default())
+                );
+            }
+        }
         let indexes: &[(&str, &str, &str)] = if self.pg() { &INDEXES_POSTGRES } else { &INDEXES_SQLITE };
         let mut missing = Vec::new();
         for (table, column, statement) in indexes {
@@ -988,6 +1080,18 @@ impl Source for Flowise {
         self.window
     }
 
+    fn read_until(&self, clock: DateTime<Utc>) {
+        // Within the late-write window ahead of the clock (a host's clock a little ahead): a row
+        // written after this run is stamped no earlier than the clock, so no further back than the
+        // window from what this run reads; it is read by the next run's pass over the window.
+        // Where the clocks went back within the hour, the latest wall time shown is of the hour
+        // before: a bound that moves back would hold back rows already stamped.
+        let at = (clock + self.late).naive_utc();
+        let offset = |t: NaiveDateTime| self.message_zone.offset_from_utc_datetime(&t).fix().local_minus_utc();
+        let ahead = offset(at).max(offset(at - TimeDelta::hours(1)));
+        self.until.set(self.stored(at + TimeDelta::seconds(i64::from(ahead))).min(last_ordered()));
+    }
+
     fn activity_after(&self, after: i64, limit: usize, skip: &HashSet<i64>) -> Result<Batch> {
         let (mut rows, mut leads) = {
             // Whole timestamps: the rest of the one at `after`, then a page of each table cut at a
@@ -997,10 +1101,13 @@ impl Source for Flowise {
                 if after > 0 { (self.rows_at(at)?, self.leads_at(at)?) } else { (Vec::new(), Vec::new()) };
             rows.retain(|r| r.position > after);
             leads.retain(|l| l.position > after);
-            let mut page = self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64)])?;
+            let until = self.until.get();
+            let mut page =
+                self.read_rows(&self.sql.after, &[self.time(at), Param::Int(limit as i64), self.time(until)])?;
             let lead_after = if after > 0 { self.lead_wall(at) } else { NaiveDateTime::default() };
+            let lead_until = self.time(self.lead_wall(until));
             let mut lead_page =
-                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64)])?;
+                self.read_leads(&self.sql.leads_after, &[self.time(lead_after), Param::Int(limit as i64), lead_until])?;
             lead_page.retain(|l| l.position > after);
             let full = |n: usize, last: Option<NaiveDateTime>| last.filter(|_| n >= limit);
             let cut = [
@@ -1056,7 +1163,9 @@ impl Source for Flowise {
                 continue;
             }
             if let Some(why) = self.bad(row) {
-                log::warn!("{}: {} skipped: {why}", self.name, self.shown(row));
+                if self.named.borrow_mut().insert(row.key) {
+                    log::warn!("{}: {} skipped: {why}", self.name, self.shown(row));
+                }
                 continue;
             }
             let (used, at) = (tools(row.tools.as_deref()).unwrap_or_default(), self.at(row).unwrap_or_default());
@@ -1108,12 +1217,16 @@ impl Source for Flowise {
 
     fn last_message_id(&self) -> Result<i64> {
         let context = || format!("{}: reading chat_message", self.name);
-        let last = self.db.one(&self.sql.last, &[]).with_context(context)?;
+        let until = self.until.get();
+        let last = self.db.one(&self.sql.last, &[self.time(until)]).with_context(context)?;
         let message = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
             Some(wall) => self.rows_at(wall)?.iter().map(|r| r.position).max().unwrap_or(0),
             None => 0,
         };
-        let last = self.db.one(&self.sql.lead_last, &[]).with_context(|| format!("{}: reading lead", self.name))?;
+        let last = self
+            .db
+            .one(&self.sql.lead_last, &[self.time(self.lead_wall(until))])
+            .with_context(|| format!("{}: reading lead", self.name))?;
         let lead = match last.and_then(|r| r[0].lossy()).as_deref().and_then(wall_time) {
             Some(wall) => self.read_leads(&self.sql.leads_at, &[self.time(wall)])?.iter().map(|l| l.position).max(),
             None => None,
@@ -1290,6 +1403,9 @@ mod tests {
             message_zone: Tz::UTC,
             lead_zone: Tz::UTC,
             window: 0,
+            late: TimeDelta::zero(),
+            until: Slot::new(last_ordered()),
+            named: RefCell::default(),
             bots: RefCell::default(),
         }
     }

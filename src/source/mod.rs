@@ -12,6 +12,7 @@ pub mod typebot;
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Location, SourceKind};
 use crate::domain::{Activity, Conversation, Message, Reader, Transcript, Wanted};
@@ -69,6 +70,11 @@ pub trait Source {
     fn finished_among(&self, _open: &[&str]) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// The run's clock, told before anything is read. A store whose ids are times (Flowise's
+    /// positions) reads no row stamped ahead of it (beyond its own tolerance): such a row is
+    /// left for the run when its time has come, so the watermark never runs ahead of the rows
+    /// still to be written. Nothing for a store whose ids are counters.
+    fn read_until(&self, _clock: DateTime<Utc>) {}
 }
 
 /// What `Source::each_conversation` calls with each conversation.

@@ -143,6 +143,18 @@ impl Db {
             Db::Sqlite(conn) => match conn.prepare_cached(sql) {
                 Ok(_) => Ok(Ok(())),
                 Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => Err(sqlite_error(e)),
+                // Its runtime writing, past the busy timeout: transient, not another schema.
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    ) =>
+                {
+                    Err(anyhow::anyhow!(
+                        "the database is locked (its runtime is writing to it, holding it past the busy timeout); \
+                         the next run reads it"
+                    ))
+                }
                 Err(e) => Ok(Err(format!("{:#}", sqlite_error(e)))),
             },
             Db::Postgres(client) => {
