@@ -218,16 +218,7 @@ impl DestinationConfig {
 
 #[cfg(test)]
 mod tests {
-    const BASE: &str = r#"
-export = "export.sqlite"
-state = "state.sqlite"
-[mail]
-from = "Notifier <n@example.com>"
-to = ["owner@example.com"]
-[transport]
-kind = "folder"
-path = "outbox"
-"#;
+    use super::super::tests::MINIMAL as BASE;
 
     fn problem(destination: &str) -> (String, String) {
         let text = format!("{BASE}\n[[destinations]]\n{destination}");

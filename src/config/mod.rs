@@ -317,7 +317,8 @@ mod tests {
     use super::*;
     use crate::domain::ChatState;
 
-    const MINIMAL: &str = r#"
+    /// The least config there is; other modules' tests start from it too.
+    pub(super) const MINIMAL: &str = r#"
 export = "export.sqlite"
 state = "state.sqlite"
 [mail]
