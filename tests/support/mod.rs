@@ -7,6 +7,7 @@ pub mod flowise;
 pub mod http;
 pub mod llm;
 pub mod pg;
+pub mod pgbouncer;
 pub mod rasa;
 pub mod rasa_real;
 pub mod smtp;

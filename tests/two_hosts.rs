@@ -1,0 +1,450 @@
+//! Two hosts, one state: two processes with two configs and two working folders run `run` in
+//! loops, as cron on two machines would, against one state while the bot runtime adds chats,
+//! through the built binary and a real SMTP server that counts emails by Message-ID. The state
+//! is a parameter: a SQLite file (two processes on one host: the lock file must give the same
+//! guarantees) or PostgreSQL through PgBouncer in transaction mode (two hosts: the lease row).
+//! Every email exactly once; a host SIGKILLed mid-send replaced by the other, at most the email
+//! in flight twice, with its Message-ID; PgBouncer stopped and started again mid-run; two hosts
+//! starting on an empty database at the same instant. Every wait is bounded; nothing passes
+//! or fails on how fast the machine is.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{Behavior, Mail, SmtpServer, assert_each_once, mails};
+
+/// Every chat is a lead who left at the phone question on the morning before this.
+const NOW: &str = "2026-11-25T00:00:00Z";
+
+/// How long a test waits for what must happen (emails, a takeover past the lease): far past
+/// what it takes on a busy machine; reached only when something is wrong.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// Where the hosts keep their state: the setting their configs share.
+enum StateAt {
+    /// One SQLite file both processes name (two processes on one host).
+    Sqlite(PathBuf),
+}
+
+impl StateAt {
+    fn setting(&self) -> String {
+        match self {
+            StateAt::Sqlite(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// The shared export, the two hosts' configs and the SMTP server they send to.
+struct Hosts {
+    root: tempfile::TempDir,
+    export: PathBuf,
+    configs: [PathBuf; 2],
+    server: SmtpServer,
+    state: StateAt,
+}
+
+/// One run of a host: how it ended and what it said.
+#[derive(Debug)]
+struct RunRecord {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stderr: String,
+}
+
+/// A host's cron: `run` again and again until told to stop.
+struct Looper {
+    stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<Child>>>,
+    handle: JoinHandle<Vec<RunRecord>>,
+}
+
+impl Hosts {
+    fn new(state: impl FnOnce(&Path) -> StateAt) -> Hosts {
+        let root = tempfile::tempdir().unwrap();
+        let export = root.path().join("export.sqlite");
+        let conn = rusqlite::Connection::open(&export).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        conn.execute_batch(support::SCHEMA_V1).unwrap();
+        let server = SmtpServer::start();
+        let state = state(root.path());
+        let configs = ["host-a", "host-b"].map(|host| {
+            let dir = root.path().join(host);
+            std::fs::create_dir(&dir).unwrap();
+            let config = dir.join("notifier.toml");
+            // The same settings on both hosts; a slow server is waited for (a host is killed
+            // while it waits, not given up on).
+            std::fs::write(
+                &config,
+                format!(
+                    "export = {export:?}\nstate = {state:?}\ntime_zone = \"UTC\"\n\n[mail]\n\
+                     from = \"Chat Notifier <notifier@example.com>\"\nto = [\"Owner <owner@example.com>\"]\n\
+                     burst = 100000\n\n[transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+                     security = \"none\"\ntimeout = \"120s\"\n",
+                    export = export.display().to_string(),
+                    state = state.setting(),
+                    port = server.port(),
+                ),
+            )
+            .unwrap();
+            config
+        });
+        Hosts { root, export, configs, server, state }
+    }
+
+    /// `chat-notifier --config <host's> ARGS`, from the host's folder, stderr to a file.
+    fn command(&self, host: usize, args: &[&str]) -> Command {
+        let mut c = Command::new(support::bin());
+        c.arg("--config").arg(&self.configs[host]).args(args);
+        c.current_dir(self.configs[host].parent().unwrap()).stdin(Stdio::null()).stdout(Stdio::null());
+        c
+    }
+
+    /// One run on `host`, waited for.
+    fn run(&self, host: usize) -> RunRecord {
+        let out = self.command(host, &["run", "--now", NOW]).stderr(Stdio::piped()).output().unwrap();
+        RunRecord {
+            code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts `host`'s loop of runs.
+    fn start(&self, host: usize) -> Looper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let current = Arc::new(Mutex::new(None::<Child>));
+        let (stop2, current2) = (stop.clone(), current.clone());
+        let dir = self.configs[host].parent().unwrap().to_owned();
+        let mut command = self.command(host, &["run", "--now", NOW]);
+        let handle = std::thread::spawn(move || {
+            let mut records = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                let err_path = dir.join(format!("run-{}.err", records.len()));
+                command.stderr(std::fs::File::create(&err_path).unwrap());
+                *current2.lock().unwrap() = Some(command.spawn().unwrap());
+                let status = loop {
+                    // Held while looked at: a child is killed only before it was reaped.
+                    if let Some(status) = current2.lock().unwrap().as_mut().unwrap().try_wait().unwrap() {
+                        break status;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                current2.lock().unwrap().take();
+                records.push(RunRecord {
+                    code: status.code(),
+                    signal: std::os::unix::process::ExitStatusExt::signal(&status),
+                    stderr: std::fs::read_to_string(&err_path).unwrap(),
+                });
+            }
+            records
+        });
+        Looper { stop, current, handle }
+    }
+
+    /// Adds `n` chats to the export, one transaction each, as the bot runtime would while the
+    /// hosts run; from a thread of its own.
+    fn writer(&self, first: usize, n: usize) -> JoinHandle<()> {
+        let export = self.export.clone();
+        std::thread::spawn(move || {
+            let mut conn = rusqlite::Connection::open(&export).unwrap();
+            conn.busy_timeout(Duration::from_secs(60)).unwrap();
+            for i in first..first + n {
+                add_lead(&mut conn, i);
+                // Chats arrive over a while, between and during runs.
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    }
+
+    /// Waits until `n` distinct emails arrived; panics past `PATIENCE`.
+    fn wait_for_distinct(&self, n: usize, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let distinct: std::collections::HashSet<String> =
+                mails(&self.server).into_iter().map(|m| m.message_id).collect();
+            if distinct.len() >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {} of {n} emails arrived", distinct.len());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The host whose run is in the middle of an SMTP conversation with the test's server: the
+    /// one of the running children holding a connection to its port.
+    fn sending(&self, loopers: &[&Looper]) -> Option<usize> {
+        let port = format!("{:04X}", self.server.port());
+        let mut inodes = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // Connected (01) to the server's port, from the client's side.
+                if f.len() > 9 && f[2].ends_with(&format!(":{port}")) && f[3] == "01" {
+                    inodes.push(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+        loopers.iter().position(|l| {
+            let Some(pid) = l.current.lock().unwrap().as_ref().map(Child::id) else { return false };
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| inodes.iter().any(|i| Path::new(i) == t)))
+        })
+    }
+}
+
+impl Looper {
+    /// Stops the loop after the run under way; every run's record.
+    fn finish(self) -> Vec<RunRecord> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+
+    /// The host dies: its run under way SIGKILLed, no run after it. Every run's record.
+    fn die(self) -> Vec<RunRecord> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(child) = self.current.lock().unwrap().as_mut() {
+            child.kill().unwrap();
+        }
+        self.handle.join().unwrap()
+    }
+}
+
+/// A visitor who gives name and email, then leaves at the phone question: one abandoned email.
+fn add_lead(conn: &mut rusqlite::Connection, i: usize) {
+    let id = format!("c{i:04}");
+    let at = |s: u32| format!("2026-11-24T{:02}:{:02}:{s:02}Z", 8 + i / 60 % 12, i % 60);
+    let tx = conn.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO conversations VALUES (?1, 'lead', ?2, ?3, 'https://example.com/pricing')",
+        rusqlite::params![id, format!("visitor-{id}"), at(0)],
+    )
+    .unwrap();
+    let name = format!("Visitor {i}");
+    for (s, sender, gambit, input, field, body) in [
+        (0, "bot", Some("ask_name"), Some("text"), None, "What's your name?"),
+        (10, "visitor", None, None, Some("name"), name.as_str()),
+        (11, "bot", Some("ask_email"), Some("email"), None, "Your email?"),
+        (20, "visitor", None, None, Some("email"), "v@example.com"),
+        (21, "bot", Some("ask_phone"), Some("phone"), None, "And your phone?"),
+    ] {
+        tx.execute(
+            "INSERT INTO messages (conversation_id, sent_at, sender, gambit_id, input_type, field, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![id, at(s), sender, gambit, input, field, body],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// What a run may say besides nothing: the first run's note, and that the other host holds the
+/// lock (or lease).
+fn expected_line(line: &str) -> bool {
+    line.starts_with(support::FIRST_RUN) || line.contains("another run is in progress")
+}
+
+/// Every run ended by itself, 0 or 4 (the other host's run holds the state), saying nothing
+/// else; some of each host's runs did the work.
+fn assert_clean(host: &str, records: &[RunRecord]) {
+    assert!(!records.is_empty(), "{host} ran");
+    for r in records {
+        assert!(matches!(r.code, Some(0 | 4)), "{host}: a run ended {r:?}");
+        for line in r.stderr.lines() {
+            assert!(expected_line(line), "{host}: {line:?} in {r:?}");
+        }
+    }
+}
+
+/// Two hosts in loops while chats arrive: every email exactly once.
+fn every_email_once(hosts: &Hosts) {
+    let n = 80;
+    let (a, b) = (hosts.start(0), hosts.start(1));
+    let writer = hosts.writer(0, n);
+    writer.join().unwrap();
+    hosts.wait_for_distinct(n, "while both hosts run");
+    let (ra, rb) = (a.finish(), b.finish());
+    assert_clean("host a", &ra);
+    assert_clean("host b", &rb);
+    // Both took their turns: each host sent, or found the other one's run holding the state.
+    assert!(ra.iter().chain(&rb).any(|r| r.code == Some(4)), "the hosts met: {} + {} runs", ra.len(), rb.len());
+    for host in 0..2 {
+        let last = hosts.run(host);
+        assert_eq!(last.code, Some(0), "{last:?}");
+    }
+    assert_each_once(&hosts.server, n, 0, "two hosts in loops");
+}
+
+/// A host SIGKILLed while the SMTP server holds its email (taken, not answered): the other
+/// host takes over (after the lease, on PostgreSQL) and sends the rest; only the email in
+/// flight goes twice, with its Message-ID. Returns how long the takeover took.
+fn killed_mid_send(hosts: &Hosts) -> Duration {
+    let n = 60;
+    let accepted_before = 10;
+    hosts.server.set(Behavior::HangAfterData { accept: accepted_before });
+    let (a, b) = (hosts.start(0), hosts.start(1));
+    let writer = hosts.writer(0, n);
+    wait_received(&hosts.server, accepted_before + 1);
+    let in_flight = Mail::read(&hosts.server.received()[accepted_before]).message_id;
+    // The run holding the email is found among the two hosts' (it waits for the answer until
+    // its 120 s timeout, far past this).
+    let deadline = Instant::now() + PATIENCE;
+    let sender = loop {
+        if let Some(host) = hosts.sending(&[&a, &b]) {
+            break host;
+        }
+        assert!(Instant::now() < deadline, "no host's run holds the connection to the SMTP server");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (dead, alive) = if sender == 0 { (a, b) } else { (b, a) };
+    let dead_records = dead.die();
+    let killed_at = Instant::now();
+    assert_eq!(dead_records.last().and_then(|r| r.signal), Some(libc::SIGKILL), "{:?}", dead_records.last());
+    hosts.server.set(Behavior::Accept);
+    writer.join().unwrap();
+    // The first email after the kill comes from the host left.
+    let before = hosts.server.received().len();
+    let deadline = Instant::now() + PATIENCE;
+    while hosts.server.received().len() == before {
+        assert!(Instant::now() < deadline, "the host left never took over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let takeover = killed_at.elapsed();
+    hosts.wait_for_distinct(n, "after the kill");
+    let alive_records = alive.finish();
+    assert_clean("the host left", &alive_records);
+    assert_clean("the host killed, before", &dead_records[..dead_records.len() - 1]);
+    let last = hosts.run(1 - sender);
+    assert_eq!(last.code, Some(0), "{last:?}");
+    assert_each_once(&hosts.server, n, 1, "one host killed mid-send");
+    let twice: Vec<String> = {
+        let all = mails(&hosts.server);
+        let mut ids: Vec<String> = all.iter().map(|m| m.message_id.clone()).collect();
+        ids.sort();
+        ids.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0].clone()).collect()
+    };
+    assert_eq!(twice, vec![in_flight], "the email in flight at the kill went twice, no other");
+    takeover
+}
+
+/// Waits (up to `PATIENCE`) until the server has received `n` messages.
+fn wait_received(server: &SmtpServer, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while server.received().len() < n {
+        assert!(Instant::now() < deadline, "the server received {} of {n}", server.received().len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Two hosts start their first run on an empty state at the same instant: the schema is made
+/// once, both runs end cleanly, the chats go once.
+fn starting_together(make: &dyn Fn(&Path) -> StateAt, rounds: usize) -> Vec<Hosts> {
+    (0..rounds)
+        .map(|_| {
+            let hosts = Hosts::new(make);
+            let mut conn = rusqlite::Connection::open(&hosts.export).unwrap();
+            for i in 0..5 {
+                add_lead(&mut conn, i);
+            }
+            // Both started, then both let go at once: the closest two cron jobs come.
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let runs: Vec<JoinHandle<RunRecord>> = (0..2)
+                .map(|host| {
+                    let mut command = hosts.command(host, &["run", "--now", NOW]);
+                    command.stderr(Stdio::piped());
+                    let go = go.clone();
+                    std::thread::spawn(move || {
+                        go.wait();
+                        let out = command.output().unwrap();
+                        RunRecord {
+                            code: out.status.code(),
+                            signal: None,
+                            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                        }
+                    })
+                })
+                .collect();
+            let records: Vec<RunRecord> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_clean("two hosts starting together", &records);
+            assert!(records.iter().any(|r| r.code == Some(0)), "one of them ran: {records:?}");
+            let last = hosts.run(0);
+            assert_eq!(last.code, Some(0), "{last:?}");
+            assert_each_once(&hosts.server, 5, 0, "two hosts starting together");
+            hosts
+        })
+        .collect()
+}
+
+// ---- SQLite: two processes on one host, one state file, the lock file between them ----
+
+fn sqlite(dir: &Path) -> StateAt {
+    StateAt::Sqlite(dir.join("state.sqlite"))
+}
+
+#[test]
+fn sqlite_two_processes_in_loops_send_every_email_once() {
+    every_email_once(&Hosts::new(sqlite));
+}
+
+#[test]
+fn sqlite_a_process_killed_mid_send_is_replaced_and_only_its_email_goes_twice() {
+    let takeover = killed_mid_send(&Hosts::new(sqlite));
+    eprintln!("sqlite: the other process sent {takeover:.1?} after the kill");
+}
+
+#[test]
+fn sqlite_two_processes_starting_on_no_state_make_it_once() {
+    for hosts in starting_together(&sqlite, 5) {
+        let StateAt::Sqlite(path) = &hosts.state;
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 18, "every migration, once");
+        drop(hosts.root);
+    }
+}
+
+// ---- PgBouncer, as the PostgreSQL scenarios put it between the hosts and the state ----
+
+/// The support itself: queries go through in transaction mode; stopped, a connection through it
+/// fails; started again, on the same port, they go through again.
+#[test]
+fn pgbouncer_passes_queries_in_transaction_mode_and_restarts_on_its_port() {
+    let Some(mut bouncer) = support::pgbouncer::start() else { return };
+    let cluster = support::pg::cluster().unwrap();
+    let url = bouncer.in_front_of(&cluster.database());
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // Transaction mode: a session's server connection is not its own, so a session-level
+    // advisory lock taken through it is not held for the session (what the state must avoid).
+    let one: i32 = client.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+    let mut admin = postgres::Client::connect(&bouncer.url("pgbouncer"), postgres::NoTls).expect("PgBouncer's console");
+    let pools = admin.simple_query("SHOW POOLS").unwrap();
+    let modes: Vec<String> = pools
+        .iter()
+        .filter_map(|m| match m {
+            // The console's own pool ("pgbouncer") aside.
+            postgres::SimpleQueryMessage::Row(r) if r.get("database") != Some("pgbouncer") => {
+                r.get("pool_mode").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!modes.is_empty() && modes.iter().all(|m| m == "transaction"), "{modes:?}");
+    let port = bouncer.port;
+    bouncer.stop();
+    assert!(client.query_one("SELECT 1", &[]).is_err(), "the connection dropped with PgBouncer");
+    assert!(postgres::Client::connect(&url, postgres::NoTls).is_err(), "nothing answers on {port}");
+    bouncer.restart();
+    assert_eq!(bouncer.port, port);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let one: i32 = client.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+}
