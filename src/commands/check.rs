@@ -51,7 +51,13 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
     for hole in holes.source {
         report("source", Err(hole.into()))?;
     }
-    report("state", state(&config.state))?;
+    report(
+        "state",
+        match config.state_at() {
+            crate::state::At::File(path) => state(&path),
+            at => State::check_postgres(&at, &config.settings_fingerprint()),
+        },
+    )?;
     if holes.transport.is_empty() {
         report("transport", transport(&config, smtp))?;
     }

@@ -11,12 +11,13 @@ use crate::state::{self, State};
 
 /// False when another run holds the lock (nothing was changed).
 pub fn prune(config: &Config, args: &PruneArgs) -> Result<bool> {
-    let Some(_lock) = state::try_lock(&config.state)? else {
+    let at = config.state_at();
+    let Some(_lock) = state::try_lock(&at)? else {
         log::warn!("another run is in progress; prune exits without changing anything");
         return Ok(false);
     };
     let before = args.now.unwrap_or_else(Utc::now) - args.older_than.0;
-    let (conversations, emails) = State::open(&config.state)?.prune(before)?;
+    let (conversations, emails) = State::open_at(&at)?.prune(before)?;
     log::info!("pruned {conversations} conversation(s) idle since before {before} and {emails} email record(s)");
     Ok(true)
 }

@@ -30,7 +30,7 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let state = State::open_if_there(&config.state)?;
+    let state = State::open_if_there_at(&config.state_at())?;
     let (counts, listed, total) = match &state {
         None => (HashMap::new(), Vec::new(), 0),
         // The default view: counts and the most urgent, without reading every conversation.
@@ -222,10 +222,12 @@ fn destinations(config: &Config, state: Option<&State>) -> Result<Vec<Destinatio
 /// When the next email may go, when the rate limits hold the outbox back now.
 fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
     let limits = crate::pipeline::RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
-    if (limits.per_hour.is_none() && limits.per_day.is_none()) || !config.state.exists() {
+    if limits.per_hour.is_none() && limits.per_day.is_none() {
         return Ok(None);
     }
-    let state = State::open_read_only(&config.state)?;
+    let Some(state) = State::open_if_there_at(&config.state_at())? else {
+        return Ok(None);
+    };
     if state.count_pending()? == 0 {
         return Ok(None);
     }

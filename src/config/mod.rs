@@ -39,8 +39,16 @@ pub struct Config {
     pub export: Option<PathBuf>,
     /// Where the chats are: the bot runtime's store, read only.
     pub source: Option<SourceConfig>,
-    /// The notifier's own SQLite file.
+    /// The notifier's own state: a SQLite file (the default), or a PostgreSQL database
+    /// (`postgresql://user@host/db`), which several hosts may share (`state_at`).
     pub state: PathBuf,
+    /// Where a PostgreSQL state's password is: never in the config file (nor the URL), as for
+    /// `[source]`.
+    pub state_password_env: Option<String>,
+    pub state_password_file: Option<PathBuf>,
+    /// How long a PostgreSQL state's run lease lasts unless the run renews it (every third of
+    /// it): a host that dies mid-run is replaced this long after its last renewal.
+    pub state_lease: Option<Span>,
     #[serde(default = "thirty_minutes")]
     pub abandon_after: Span,
     #[serde(default = "one_day")]
@@ -70,14 +78,23 @@ pub struct Config {
 /// A password from an environment variable or the first line of a file; `table` names the
 /// config table in errors.
 fn secret(table: &str, var: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
+    read_secret(&format!("{table}.password_env"), &format!("{table}.password_file"), var, file)
+}
+
+/// A password from an environment variable or the first line of a file, errors naming the keys
+/// that point there.
+pub(crate) fn read_secret(
+    env_key: &str,
+    file_key: &str,
+    var: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>> {
     if let Some(var) = var {
-        let value =
-            env::var(var).with_context(|| format!("{table}.password_env: environment variable {var} is not set"))?;
+        let value = env::var(var).with_context(|| format!("{env_key}: environment variable {var} is not set"))?;
         return Ok(Some(value));
     }
     if let Some(path) = file {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("{table}.password_file: reading {}", path.display()))?;
+        let text = fs::read_to_string(path).with_context(|| format!("{file_key}: reading {}", path.display()))?;
         return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
     }
     Ok(None)
@@ -181,7 +198,12 @@ impl Config {
                 resolve(p);
             }
         }
-        resolve(&mut self.state);
+        if self.state_url().is_none() {
+            resolve(&mut self.state);
+        }
+        if let Some(p) = &mut self.state_password_file {
+            resolve(p);
+        }
         if let Some(t) = &mut self.templates {
             resolve(t);
         }
@@ -212,7 +234,30 @@ impl Config {
             return Err(ConfigError::new("source", "where are the chats? give `export = PATH` or a [source] table"));
         };
         source.validate()?;
+        match self.state_url() {
+            Some(url) => source::validate_postgres_url_of("state", "state_password_env or state_password_file", url)?,
+            None if self.state_password_env.is_some() || self.state_password_file.is_some() => {
+                let key = if self.state_password_env.is_some() { "state_password_env" } else { "state_password_file" };
+                return Err(ConfigError::new(
+                    key,
+                    "only a PostgreSQL state (state = \"postgresql://...\") has a password",
+                ));
+            }
+            None => {}
+        }
+        if let Some(lease) = self.state_lease {
+            if self.state_url().is_none() {
+                return Err(ConfigError::new("state_lease", "only a PostgreSQL state has a run lease"));
+            }
+            if lease.0 < TimeDelta::seconds(3) {
+                return Err(ConfigError::new("state_lease", "at least 3s (it is renewed every third of it)"));
+            }
+        }
+        if self.state_password_env.is_some() && self.state_password_file.is_some() {
+            return Err(ConfigError::new("state_password_env and state_password_file", "give one, not both"));
+        }
         if let Location::Sqlite(path) = source.location()
+            && self.state_url().is_none()
             && same_file(&self.state, &path)
         {
             return Err(ConfigError::new(
@@ -305,6 +350,57 @@ impl Config {
             destination.validate(i, &mut names)?;
         }
         Ok(())
+    }
+
+    /// A fingerprint of the settings that decide which emails go, to whom and how they read:
+    /// the rules (`Routing::fingerprint`), the mail settings and addresses, the notify
+    /// defaults, every bot's settings, the timings, and the templates' contents. Hosts sharing a
+    /// state should agree on it (`pipeline` says so in one line when they do not).
+    pub fn settings_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(Routing::new(self).fingerprint());
+        h.update(format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+            self.mail,
+            self.notify,
+            self.bots,
+            self.abandon_after.0,
+            self.alert_if_silent.map(|s| s.0),
+            self.first_run_horizon.0,
+            self.time_zone,
+            self.max_attempts
+        ));
+        let dirs = self.templates.iter().chain(self.bots.iter().filter_map(|b| b.templates.as_ref()));
+        for dir in dirs {
+            let mut files: Vec<PathBuf> =
+                fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+            files.sort();
+            for file in files {
+                h.update(file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default());
+                h.update(fs::read(&file).unwrap_or_default());
+            }
+        }
+        h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The state's PostgreSQL URL, when the state is on PostgreSQL.
+    pub fn state_url(&self) -> Option<&str> {
+        let s = self.state.to_str()?.trim();
+        (s.starts_with("postgresql://") || s.starts_with("postgres://")).then_some(s)
+    }
+
+    /// Where the state is, with what it takes to open it.
+    pub fn state_at(&self) -> crate::state::At {
+        match self.state_url() {
+            Some(url) => crate::state::At::Postgres {
+                url: url.to_owned(),
+                password_env: self.state_password_env.clone(),
+                password_file: self.state_password_file.clone(),
+                lease: self.state_lease.and_then(|s| s.0.to_std().ok()).unwrap_or(crate::state::lease::DEFAULT_LENGTH),
+            },
+            None => crate::state::At::File(self.state.clone()),
+        }
     }
 
     pub fn message_id_domain(&self) -> String {

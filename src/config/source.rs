@@ -315,15 +315,22 @@ pub const SSL_MODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "
 /// A PostgreSQL URL as chat-notifier connects with it: no password anywhere in it, and an
 /// `sslmode` it knows.
 pub(super) fn validate_postgres_url(url: &str) -> Result<(), ConfigError> {
-    const USE: &str = "use source.password_env or source.password_file";
+    validate_postgres_url_of("source.url", "source.password_env or source.password_file", url)
+}
+
+/// `validate_postgres_url` for the URL at config key `key`, whose password goes in `password_keys`.
+pub(super) fn validate_postgres_url_of(key: &str, password_keys: &str, url: &str) -> Result<(), ConfigError> {
+    let use_keys = format!("use {password_keys}");
+    #[allow(non_snake_case)]
+    let USE = use_keys.as_str();
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     // The connection's parser ends the user name and password at the first @ anywhere: a
     // first one past the host would make a password of what is before it.
     if rest.find('@').is_some_and(|at| at > rest.find(['/', '?']).unwrap_or(rest.len())) {
-        return Err(ConfigError::new("source.url", "an @ after the host: write it as %40"));
+        return Err(ConfigError::new(key, "an @ after the host: write it as %40"));
     }
     if url_has_password(url) {
-        return Err(ConfigError::new("source.url", format!("passwords are not read from the config file; {USE}")));
+        return Err(ConfigError::new(key, format!("passwords are not read from the config file; {USE}")));
     }
     let params = url_params(url);
     for p in &params {
@@ -350,7 +357,7 @@ pub(super) fn validate_postgres_url(url: &str) -> Result<(), ConfigError> {
     let value = |key: &str| params.iter().rev().find(|p| p.key == key).map(|p| p.value.as_str());
     // libpq's rule: the system's roots prove a certificate only together with its name.
     if value("sslrootcert") == Some("system") && value("sslmode").is_some_and(|m| m != "verify-full") {
-        return Err(ConfigError::new("source.url", "sslrootcert=system needs sslmode=verify-full (or no sslmode)"));
+        return Err(ConfigError::new(key, "sslrootcert=system needs sslmode=verify-full (or no sslmode)"));
     }
     Ok(())
 }

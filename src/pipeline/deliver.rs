@@ -124,6 +124,8 @@ pub fn deliver(
                 log::info!("rate limit reached: the emails left wait in the outbox; the next may go {at}");
                 break 'pages;
             }
+            // A run whose lease lapsed (a long pause) stops here: another host may be sending.
+            state.may_send()?;
             match mailer.send(&p.email)? {
                 Ok(()) => {
                     if batched {

@@ -113,6 +113,8 @@ fn deliver_to(
                 thread: root.as_deref().filter(|_| !thread_lost),
                 thread_lost,
             };
+            // A run whose lease lapsed (a long pause) stops here: another host may be sending.
+            state.may_send()?;
             match destination.send(&n)? {
                 Ok(sent) => {
                     // A first notification delivered without a usable thread: delivered (never

@@ -105,25 +105,27 @@ fn run(
     };
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
+    let at = config.state_at();
     let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
-        let (state, scratch) = State::scratch_copy(&config.state)?;
+        let (state, scratch) = State::scratch_copy_at(&at)?;
         (
             state,
             Mailer::Print(Box::new(std::io::BufWriter::new(std::io::stdout()))),
             renderer.text_only(),
             None,
-            Some(scratch),
+            scratch,
         )
     } else {
         let mailer = Mailer::from_config(&config.transport)?;
-        let Some(lock) = state::try_lock(&config.state)? else {
-            log::warn!(
-                "another run is in progress (lock {} is held); this run exits without sending",
-                state::lock_path(&config.state).display()
-            );
+        let Some(lock) = state::try_lock(&at)? else {
+            log::warn!("another run is in progress ({}); this run exits without sending", state::lock_name(&at));
             return Ok(None);
         };
-        (State::open(&config.state)?, mailer, renderer, Some(lock), None)
+        let mut state = State::open_at(&at)?;
+        // On a shared state (PostgreSQL), each email and notification waits for the lease.
+        state.guard_with(lock.watch());
+        state.record_run(&config.settings_fingerprint())?;
+        (state, mailer, renderer, Some(lock), None)
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();

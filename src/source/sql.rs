@@ -96,37 +96,7 @@ impl Db {
     /// Connects to `url` (a libpq URL without a password) with `password`; TLS as the URL's
     /// `sslmode` and `sslrootcert` say, with libpq's meanings (`Tls`).
     pub fn postgres(url: &str, password: Option<&str>) -> Result<Db> {
-        let (stripped, _) = Tls::from_url(url, true)?;
-        let mut config: postgres::Config = stripped.parse().context("not a PostgreSQL URL")?;
-        // No sslmode: libpq's prefer on this machine, require across a network (`Tls`).
-        let nearby = nearby(&config);
-        let (_, tls) = Tls::from_url(url, nearby)?;
-        let defaulted = !nearby && !crate::config::url_params(url).iter().any(|p| p.key == "sslmode");
-        if let Some(password) = password {
-            config.password(password);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        // As libpq: sslmode does not apply to Unix-domain sockets (the server has no TLS there).
-        let hosts = config.get_hosts();
-        let local = !hosts.is_empty()
-            && config.get_hostaddrs().is_empty()
-            && hosts.iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
-        config.ssl_mode(if local { postgres::config::SslMode::Disable } else { tls.ssl_mode() });
-        let (connector, why) = tls.connector()?;
-        let mut client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
-            // What the certificate check found, in words, rather than rustls' enum.
-            Some(why) => anyhow::anyhow!("TLS: {why}"),
-            None => match pg_error(e) {
-                // tokio-postgres's words for a server that answered "no TLS here".
-                e if defaulted && e.to_string().contains("server does not support TLS") => anyhow::anyhow!(
-                    "the server does not offer TLS, which chat-notifier asks of a host across a network when \
-                     source.url gives no sslmode: add sslmode=disable to source.url if the network to it is trusted"
-                ),
-                e => e,
-            },
-        })?;
+        let mut client = connect_postgres(url, password, "source.url")?;
         // Read only, whatever the role may do: one statement, one snapshot, as on SQLite.
         client.batch_execute("SET default_transaction_read_only = on").map_err(pg_error)?;
         Ok(Db::Postgres(RefCell::new(client)))
@@ -255,6 +225,44 @@ impl Db {
         };
         Ok(self.int(sql, &[Param::Text(table.into()), Param::Text(column.into())])?.unwrap_or(0) > 0)
     }
+}
+
+/// Connects to PostgreSQL at `url` (a libpq URL without a password) with `password`; TLS as the
+/// URL's `sslmode` and `sslrootcert` say, with libpq's meanings (`Tls`). `key` is the config key
+/// the URL is at, for the advice an error gives. Sources and a PostgreSQL state connect here.
+pub fn connect_postgres(url: &str, password: Option<&str>, key: &str) -> Result<postgres::Client> {
+    let (stripped, _) = Tls::from_url(url, true)?;
+    let mut config: postgres::Config = stripped.parse().context("not a PostgreSQL URL")?;
+    // No sslmode: libpq's prefer on this machine, require across a network (`Tls`).
+    let nearby = nearby(&config);
+    let (_, tls) = Tls::from_url(url, nearby)?;
+    let defaulted = !nearby && !crate::config::url_params(url).iter().any(|p| p.key == "sslmode");
+    if let Some(password) = password {
+        config.password(password);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    // As libpq: sslmode does not apply to Unix-domain sockets (the server has no TLS there).
+    let hosts = config.get_hosts();
+    let local = !hosts.is_empty()
+        && config.get_hostaddrs().is_empty()
+        && hosts.iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+    config.ssl_mode(if local { postgres::config::SslMode::Disable } else { tls.ssl_mode() });
+    let (connector, why) = tls.connector()?;
+    let client = config.connect(connector).map_err(|e| match why.lock().ok().and_then(|mut w| w.take()) {
+        // What the certificate check found, in words, rather than rustls' enum.
+        Some(why) => anyhow::anyhow!("TLS: {why}"),
+        None => match pg_error(e) {
+            // tokio-postgres's words for a server that answered "no TLS here".
+            e if defaulted && e.to_string().contains("server does not support TLS") => anyhow::anyhow!(
+                "the server does not offer TLS, which chat-notifier asks of a host across a network when \
+                     {key} gives no sslmode: add sslmode=disable to {key} if the network to it is trusted"
+            ),
+            e => e,
+        },
+    })?;
+    Ok(client)
 }
 
 /// `?N` becomes `$N` cast to its parameter's type (so an int4 column compares with an int8
@@ -397,7 +405,7 @@ fn sqlite_error(e: rusqlite::Error) -> anyhow::Error {
 }
 
 /// The server's message and its detail, on one line.
-fn pg_error(e: postgres::Error) -> anyhow::Error {
+pub(crate) fn pg_error(e: postgres::Error) -> anyhow::Error {
     match e.as_db_error() {
         Some(db) => anyhow::anyhow!("{}{}", db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default()),
         None => {

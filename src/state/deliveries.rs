@@ -2,11 +2,10 @@
 //! notification and destination, queued in the transaction that decides it, delivered, then
 //! marked; a conversation's thread at a destination that threads (Slack's `thread_ts`).
 
+use super::db::{Row, args};
+use super::{State, Tx, millis};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
-
-use super::{State, Tx, millis};
 
 /// The root recorded for a conversation whose first notification went but whose answer gave no
 /// usable thread (`destination_threads.root`): its later notifications go as messages of their
@@ -95,10 +94,11 @@ impl Tx<'_> {
     ) -> Result<()> {
         let mut key = key.to_owned();
         let mut document = document.to_owned();
-        let taken = |k: &str| -> rusqlite::Result<bool> {
-            self.0
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?1 AND key = ?2)")?
-                .query_row(params![destination, k], |r| r.get(0))
+        let taken = |k: &str| -> Result<bool> {
+            self.0.one(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?1 AND key = ?2)",
+                args![destination, k],
+            )
         };
         let mut n = 1;
         while taken(&key)? {
@@ -107,12 +107,11 @@ impl Tx<'_> {
             document = document.replacen(&format!("\"{key}\""), &format!("\"{next}\""), 1);
             key = next;
         }
-        self.0
-            .prepare_cached(
-                "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document, status) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![destination, conversation_id, state, key, now.timestamp_millis(), document, status])?;
+        self.0.execute(
+            "INSERT INTO deliveries (destination, conversation_id, state, key, created_at, document, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            args![destination, conversation_id, state, key, now.timestamp_millis(), document, status],
+        )?;
         Ok(())
     }
 }
@@ -123,7 +122,7 @@ impl Tx<'_> {
 const DELIVERY: &str = "id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals";
 
 /// A notification as `DELIVERY` reads it.
-fn delivery(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+fn delivery(r: &Row) -> Result<Delivery> {
     Ok(Delivery {
         id: r.get(0)?,
         destination: r.get(1)?,
@@ -157,12 +156,12 @@ impl Tx<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.queue_delivery(destination, conversation_id, state, key, document, now)?;
-        let mut mark = self.0.prepare_cached(
-            "UPDATE deliveries SET status = 'summarised', last_error = 'listed in ' || ?2, document = NULL \
-             WHERE id = ?1 AND status IN ('pending', 'digest')",
-        )?;
         for d in listed {
-            mark.execute(params![d.id, key])?;
+            self.0.execute(
+                "UPDATE deliveries SET status = 'summarised', last_error = 'listed in ' || ?2, document = NULL \
+                 WHERE id = ?1 AND status IN ('pending', 'digest')",
+                args![d.id, key],
+            )?;
         }
         Ok(())
     }
@@ -172,15 +171,13 @@ impl State {
     /// How many notifications about chats the flood guard has not judged wait for `destination`.
     pub fn count_unguarded_deliveries(&self, destination: &str) -> Result<usize> {
         let sql = format!("SELECT count(*) FROM deliveries WHERE {UNGUARDED}");
-        self.context(self.conn.query_row(&sql, [destination], |r| r.get(0)))
+        self.context(self.conn.one(&sql, args![destination]))
     }
 
     /// Those notifications after the first `skip`, oldest first.
     pub fn unguarded_deliveries_after(&self, destination: &str, skip: usize) -> Result<Vec<Delivery>> {
         let sql = format!("SELECT {DELIVERY} FROM deliveries WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?2");
-        let mut stmt = self.context(self.conn.prepare(&sql))?;
-        let rows = stmt.query_map(params![destination, skip as i64], delivery);
-        self.context(rows.and_then(Iterator::collect))
+        self.context(self.conn.query_map(&sql, args![destination, skip as i64], delivery))
     }
 
     /// The notifications held for the digest of these listed conversations ((conversation,
@@ -189,11 +186,13 @@ impl State {
         let sql = format!(
             "SELECT {DELIVERY} FROM deliveries WHERE status = 'digest' AND conversation_id = ?1 AND created_at = ?2 ORDER BY id"
         );
-        let mut stmt = self.context(self.conn.prepare_cached(&sql))?;
         let mut out = Vec::new();
         for (conversation, at) in listed {
-            let rows = stmt.query_map(params![conversation, at.timestamp_millis()], delivery);
-            out.extend(self.context(rows.and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>))?);
+            out.extend(self.context(self.conn.query_map(
+                &sql,
+                args![conversation, at.timestamp_millis()],
+                delivery,
+            ))?);
         }
         out.sort_by_key(|d| d.id);
         Ok(out)
@@ -203,7 +202,7 @@ impl State {
     pub fn mark_deliveries_guarded(&self) -> Result<()> {
         let sql = "UPDATE deliveries_guard SET guarded_through = (SELECT max(id) FROM deliveries) \
                    WHERE (SELECT max(id) FROM deliveries) > guarded_through";
-        self.context(self.conn.execute(sql, [])).map(drop)
+        self.context(self.conn.execute(sql, args![])).map(drop)
     }
 
     /// A page of the notifications waiting for `destination`, oldest first, after row `after`.
@@ -211,25 +210,23 @@ impl State {
         let sql = format!(
             "SELECT {DELIVERY} FROM deliveries WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id LIMIT ?3"
         );
-        let mut stmt = self.context(self.conn.prepare_cached(&sql))?;
-        let rows = stmt.query_map(params![destination, after, limit as i64], delivery);
-        self.context(rows.and_then(Iterator::collect))
+        self.context(self.conn.query_map(&sql, args![destination, after, limit as i64], delivery))
     }
 
     /// Marks a notification delivered, and records the thread it started (Slack's message
     /// `ts`), in one transaction.
     pub fn mark_delivered(&mut self, d: &Delivery, root: Option<&str>, at: DateTime<Utc>) -> Result<()> {
         self.atomically(|tx| {
-            tx.0.prepare_cached(
+            tx.0.execute(
                 "UPDATE deliveries SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
                  not_before = NULL, document = NULL WHERE id = ?1",
-            )?
-            .execute(params![d.id, at.timestamp_millis()])?;
+                args![d.id, at.timestamp_millis()],
+            )?;
             if let Some(root) = root {
-                tx.0.prepare_cached(
+                tx.0.execute(
                     "INSERT OR IGNORE INTO destination_threads (destination, conversation_id, root) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![d.destination, d.conversation_id, root])?;
+                    args![d.destination, d.conversation_id, root],
+                )?;
             }
             Ok(())
         })
@@ -248,84 +245,80 @@ impl State {
         self.context(self.conn.execute(
             "UPDATE deliveries SET attempts = attempts + 1, refusals = refusals + ?3, last_error = ?2, \
              not_before = ?5, status = CASE WHEN ?4 THEN 'parked' ELSE status END WHERE id = ?1",
-            params![id, error, counts, park, not_before.map(|t| t.timestamp_millis())],
+            args![id, error, i64::from(counts), park, not_before.map(|t| t.timestamp_millis())],
         ))?;
         Ok(())
     }
 
     /// The thread a conversation has at a destination, if its first notification went.
     pub fn thread_root(&self, destination: &str, conversation_id: &str) -> Result<Option<String>> {
-        self.context(
-            self.conn
-                .query_row(
-                    "SELECT root FROM destination_threads WHERE destination = ?1 AND conversation_id = ?2",
-                    params![destination, conversation_id],
-                    |r| r.get(0),
-                )
-                .optional(),
-        )
+        self.context(self.conn.query_opt(
+            "SELECT root FROM destination_threads WHERE destination = ?1 AND conversation_id = ?2",
+            args![destination, conversation_id],
+            |r| r.get(0),
+        ))
     }
 
     /// Until when a destination asked for room (or is backed off after an outage): the latest
     /// `not_before` of what waits for it.
     pub fn destination_waits_until(&self, destination: &str) -> Result<Option<DateTime<Utc>>> {
-        let latest: Option<i64> = self.context(self.conn.query_row(
+        let latest: Option<i64> = self.context(self.conn.one(
             "SELECT max(not_before) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
-            [destination],
-            |r| r.get(0),
+            args![destination],
         ))?;
         Ok(latest.map(millis))
     }
 
     /// Notifications delivered to a destination at or after `since`.
     pub fn delivered_since(&self, destination: &str, since: DateTime<Utc>) -> Result<usize> {
-        self.context(self.conn.query_row(
+        self.context(self.conn.one(
             "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'sent' AND sent_at >= ?2",
-            params![destination, since.timestamp_millis()],
-            |r| r.get(0),
+            args![destination, since.timestamp_millis()],
         ))
     }
 
     /// Notifications waiting for one destination (not parked).
     pub fn count_pending_deliveries_to(&self, destination: &str) -> Result<usize> {
-        self.context(self.conn.query_row(
-            "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
-            [destination],
-            |r| r.get(0),
-        ))
+        self.context(
+            self.conn.one(
+                "SELECT count(*) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+                args![destination],
+            ),
+        )
     }
 
     /// The notifications parked at `destination`, the latest first, at most `limit`.
     pub fn parked_deliveries(&self, destination: &str, limit: usize) -> Result<Vec<ParkedDelivery>> {
-        let mut stmt = self.context(self.conn.prepare_cached(
+        let rows = self.conn.query_map(
             "SELECT conversation_id, state, last_error FROM deliveries WHERE destination = ?1 AND status = 'parked' \
              ORDER BY id DESC LIMIT ?2",
-        ))?;
-        let rows = stmt.query_map(params![destination, limit as i64], |r| {
-            Ok(ParkedDelivery { conversation_id: r.get(0)?, state: r.get(1)?, reason: r.get(2)? })
-        });
-        self.context(rows.and_then(Iterator::collect))
+            args![destination, limit as i64],
+            |r| Ok(ParkedDelivery { conversation_id: r.get(0)?, state: r.get(1)?, reason: r.get(2)? }),
+        );
+        self.context(rows)
     }
 
     /// What waits for each destination that has anything waiting or parked.
     pub fn destination_standings(&self) -> Result<Vec<DestinationStanding>> {
-        let mut stmt = self.context(self.conn.prepare(
-            "SELECT destination, sum(status = 'pending'), sum(status = 'parked'), \
+        let rows = self.conn.query_map(
+            "SELECT destination, count(*) FILTER (WHERE status = 'pending'), \
+             count(*) FILTER (WHERE status = 'parked'), \
              (SELECT last_error FROM deliveries l WHERE l.destination = d.destination AND l.status = 'pending' \
               ORDER BY id LIMIT 1), \
              (SELECT max(not_before) FROM deliveries l WHERE l.destination = d.destination \
               AND l.status = 'pending') \
              FROM deliveries d WHERE status IN ('pending', 'parked') GROUP BY destination ORDER BY destination",
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            Ok(DestinationStanding {
-                destination: r.get(0)?,
-                pending: r.get(1)?,
-                parked: r.get(2)?,
-                last_error: r.get(3)?,
-                not_before: r.get::<_, Option<i64>>(4)?.map(millis),
-            })
-        });
-        self.context(rows.and_then(Iterator::collect))
+            args![],
+            |r| {
+                Ok(DestinationStanding {
+                    destination: r.get(0)?,
+                    pending: r.get(1)?,
+                    parked: r.get(2)?,
+                    last_error: r.get(3)?,
+                    not_before: r.get::<Option<i64>>(4)?.map(millis),
+                })
+            },
+        );
+        self.context(rows)
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::db::{Bind, Row, args};
 use super::{State, millis};
 use crate::domain::thread;
 
@@ -97,7 +98,7 @@ pub(super) const WAITING_EMAILS_SQL: &str = "SELECT o.conversation_id, CASE WHEN
 pub(super) const COUNTED: [(Standing, &str, &str); 2] =
     [(Standing::Waiting, OPEN, "open"), (Standing::Held, HELD, "held")];
 
-fn status_row(r: &rusqlite::Row) -> rusqlite::Result<StatusRow> {
+fn status_row(r: &Row) -> Result<StatusRow> {
     let standing: String = r.get(1)?;
     Ok(StatusRow {
         conversation_id: r.get(0)?,
@@ -129,15 +130,15 @@ impl State {
     /// Every conversation that is not simply settled (see `Standing`), most urgent first,
     /// then most recent; "notified" means an email sent since `since`.
     pub fn status_rows(&self, since: DateTime<Utc>) -> Result<Vec<StatusRow>> {
-        let mut stmt = self.context(self.conn.prepare(&format!(
+        let sql = format!(
             "SELECT id, 'waiting', last_activity, emails, NULL, bot_id FROM conversations WHERE {OPEN} \
              UNION ALL SELECT id, 'held', last_activity, emails, NULL, bot_id FROM conversations WHERE {HELD} \
              UNION ALL {WAITING_EMAILS_SQL} \
              UNION ALL SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id \
                FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' AND o.sent_at >= ?1",
-        )))?;
-        let raw = stmt.query_map([since.timestamp_millis()], status_row);
-        Ok(dedupe(self.context(raw.and_then(Iterator::collect))?))
+        );
+        let raw = self.conn.query_map(&sql, args![since.timestamp_millis()], status_row);
+        Ok(dedupe(self.context(raw)?))
     }
 
     /// What `status` shows by default: how many conversations stand where (each under its most
@@ -145,9 +146,7 @@ impl State {
     /// reading every one: counts through the partial indexes, the rows listed a range of each.
     pub fn status_page(&self, since: DateTime<Utc>, limit: usize) -> Result<StatusPage> {
         let since = since.timestamp_millis();
-        let count = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<usize> {
-            self.context(self.conn.query_row(sql, params, |r| r.get(0)))
-        };
+        let count = |sql: &str, params: &[&dyn Bind]| -> Result<usize> { self.context(self.conn.one(sql, params)) };
         // The sent emails of the week whose conversations stand nowhere more urgent.
         let notified = format!(
             "FROM outbox o JOIN conversations c ON c.id = o.conversation_id WHERE o.status = 'sent' \
@@ -190,18 +189,16 @@ impl State {
             self.status_query(&listed("held", "conversations_held", HELD, "last_activity DESC"), &[&left(&rows)])?,
         );
         let sql = format!(
-            "SELECT o.conversation_id, 'notified', c.last_activity, c.emails, NULL, c.bot_id {notified} \
-             GROUP BY o.conversation_id ORDER BY c.last_activity DESC LIMIT ?2"
+            "SELECT o.conversation_id, 'notified', max(c.last_activity), max(c.emails), NULL, max(c.bot_id) \
+             {notified} GROUP BY o.conversation_id ORDER BY max(c.last_activity) DESC LIMIT ?2"
         );
         rows.extend(self.status_query(&sql, &[&since, &left(&rows)])?);
         rows.truncate(limit);
         Ok(StatusPage { counts, rows })
     }
 
-    fn status_query(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<StatusRow>> {
-        let mut stmt = self.context(self.conn.prepare(sql))?;
-        let rows = stmt.query_map(params, status_row);
-        self.context(rows.and_then(Iterator::collect))
+    fn status_query(&self, sql: &str, params: &[&dyn Bind]) -> Result<Vec<StatusRow>> {
+        self.context(self.conn.query_map(sql, params, status_row))
     }
 
     pub fn summary(&self) -> Result<Summary> {
@@ -209,7 +206,7 @@ impl State {
             "SELECT (SELECT count(*) FROM conversations), \
              (SELECT count(*) FROM outbox WHERE status = 'pending'), \
              (SELECT count(*) FROM outbox WHERE status = 'parked')",
-            [],
+            args![],
             |r| Ok(Summary { conversations: r.get(0)?, waiting: r.get(1)?, parked: r.get(2)? }),
         ))
     }
@@ -217,14 +214,8 @@ impl State {
     /// The conversation whose identifier (the one in its subject) is `identifier`. A scan of
     /// the conversations: for commands run by hand.
     pub fn find_by_identifier(&self, identifier: &str) -> Result<Option<String>> {
-        let mut stmt = self.context(self.conn.prepare("SELECT id FROM conversations"))?;
-        for id in self.context(stmt.query_map([], |r| r.get::<_, String>(0)))? {
-            let id = self.context(id)?;
-            if thread::identifier(&id) == identifier {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
+        let ids = self.context(self.conn.query_map("SELECT id FROM conversations", args![], |r| r.get::<String>(0)))?;
+        Ok(ids.into_iter().find(|id| thread::identifier(id) == identifier))
     }
 
     /// Deletes conversations whose every message is covered or held back, idle since before
@@ -233,20 +224,24 @@ impl State {
     /// deleted. A maintenance step: it reads the whole conversations table.
     pub fn prune(&mut self, before: DateTime<Utc>) -> Result<(usize, usize)> {
         self.atomically(|tx| {
-            tx.0.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY) WITHOUT ROWID; DELETE FROM settled;",
-            )?;
+            tx.0.batch(if tx.0.is_postgres() {
+                "CREATE TEMP TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY) ON COMMIT DROP; DELETE FROM settled;"
+            } else {
+                "CREATE TEMP TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY) WITHOUT ROWID; DELETE FROM settled;"
+            })?;
             tx.0.execute(
                 "INSERT INTO settled SELECT id FROM conversations c \
                  WHERE last_message <= max(covered_through, held_through) AND last_activity < ?1 AND NOT EXISTS \
                  (SELECT 1 FROM outbox o WHERE o.conversation_id = c.id AND o.status = 'pending') AND NOT EXISTS \
                  (SELECT 1 FROM deliveries d WHERE d.conversation_id = c.id AND d.status IN ('pending', 'digest'))",
-                [before.timestamp_millis()],
+                args![before.timestamp_millis()],
             )?;
-            tx.0.execute("DELETE FROM deliveries WHERE conversation_id IN settled", [])?;
-            tx.0.execute("DELETE FROM destination_threads WHERE conversation_id IN settled", [])?;
-            let mut emails = tx.0.execute("DELETE FROM outbox WHERE conversation_id IN settled", [])?;
-            let conversations = tx.0.execute("DELETE FROM conversations WHERE id IN settled", [])?;
+            tx.0.execute("DELETE FROM deliveries WHERE conversation_id IN (SELECT id FROM settled)", args![])?;
+            tx.0.execute("DELETE FROM destination_threads WHERE conversation_id IN (SELECT id FROM settled)", args![])?;
+            let mut emails =
+                tx.0.execute("DELETE FROM outbox WHERE conversation_id IN (SELECT id FROM settled)", args![])?;
+            let conversations =
+                tx.0.execute("DELETE FROM conversations WHERE id IN (SELECT id FROM settled)", args![])?;
             // The notices sent before then (digests, summaries, alerts: their threads live in
             // `bots`), and what digests sent then listed.
             emails += tx.0.execute(
@@ -254,11 +249,11 @@ impl State {
                  AND (conversation_id LIKE 'digest:%' OR conversation_id LIKE 'summary:%' \
                       OR conversation_id LIKE 'alert:%') \
                  AND conversation_id NOT IN (SELECT id FROM conversations)",
-                [before.timestamp_millis()],
+                args![before.timestamp_millis()],
             )?;
             tx.0.execute(
                 "DELETE FROM digest_items WHERE sent_in IS NOT NULL AND listed_at < ?1",
-                [before.timestamp_millis()],
+                args![before.timestamp_millis()],
             )?;
             Ok((conversations, emails))
         })
@@ -289,7 +284,10 @@ mod tests {
             ("old", 5, -20_000, false, 5, 0),
         ];
         for (id, last, minute, ended, covered, held) in rows {
-            state.conn.execute(conversation, rusqlite::params![id, last, at(minute), ended, covered, held]).unwrap();
+            state
+                .conn
+                .execute(conversation, super::super::db::args![id, last, at(minute), ended, covered, held])
+                .unwrap();
         }
         let outbox = "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, status, \
                       attempts, sent_at, mail_from, mail_to, mail_cc, subject) VALUES (?1, 'abandoned', 5, ?2, ?3, ?4, \
@@ -306,7 +304,7 @@ mod tests {
         {
             state
                 .conn
-                .execute(outbox, rusqlite::params![id, format!("<m{i}@x>"), at(0), status, attempts, sent])
+                .execute(outbox, super::super::db::args![id, format!("<m{i}@x>"), at(0), status, attempts, sent])
                 .unwrap();
         }
         let since = millis(at(0));

@@ -1,6 +1,8 @@
-//! The notifier's own SQLite file: what each conversation's emails have covered, the thread
+//! The notifier's own state, a SQLite file (the default) or a PostgreSQL database several hosts
+//! share (`db.rs` runs the same statements on either, `pg.rs` keeps PostgreSQL's schema,
+//! `lease.rs` its run lease): what each conversation's emails have covered, the thread
 //! each belongs to, and the outbox through which every email passes. Never the export. All SQL
-//! on the state file lives in this module: `tracking` (what a run folds in and decides),
+//! on the state lives in this module: `tracking` (what a run folds in and decides),
 //! `notices` (the alarms, digests and summaries that are about no one conversation), `outbox`
 //! (what is sent), `inspect` (what the hand-run commands read).
 //!
@@ -9,10 +11,13 @@
 //! SMTP failure in between leaves it pending, and the next run sends it again with the same
 //! Message-ID.
 
+pub(crate) mod db;
 mod deliveries;
 mod inspect;
+pub mod lease;
 mod notices;
 mod outbox;
+mod pg;
 mod tracking;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -22,7 +27,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::backup::Backup;
-use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use db::{Conn, args};
 
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
@@ -306,13 +313,102 @@ INSERT OR IGNORE INTO deliveries_guard (id, guarded_through) SELECT 1, coalesce(
 "#,
 ];
 
-/// Held for a whole run; the OS releases it when the process ends, however it ends.
-pub struct RunLock {
-    _file: File,
+/// Where the state is: a SQLite file (the default), or a PostgreSQL database that several hosts
+/// may share (`state = "postgresql://..."`, its password from `state_password_env` or
+/// `state_password_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    File(PathBuf),
+    Postgres {
+        url: String,
+        password_env: Option<String>,
+        password_file: Option<PathBuf>,
+        /// How long the run lease lasts unless renewed (`lease.rs`).
+        lease: Duration,
+    },
 }
 
-/// `None` when another run holds the lock.
-pub fn try_lock(state_path: &Path) -> Result<Option<RunLock>> {
+impl At {
+    /// As errors and notes name it: the file's path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            At::File(path) => path.display().to_string(),
+            At::Postgres { url, .. } => crate::source::sql::shown_url(url),
+        }
+    }
+
+    fn connect(&self) -> Result<postgres::Client> {
+        let At::Postgres { url, password_env, password_file, .. } = self else {
+            bail!("state {}: not a PostgreSQL state", self.shown());
+        };
+        let password = crate::config::read_secret(
+            "state_password_env",
+            "state_password_file",
+            password_env.as_deref(),
+            password_file.as_deref(),
+        )?;
+        crate::source::sql::connect_postgres(url, password.as_deref(), "state")
+            .with_context(|| format!("state {}: connecting", self.shown()))
+    }
+}
+
+/// Held for a whole run. A file lock: the OS releases it when the process ends, however it
+/// ends. A lease (PostgreSQL): released when dropped, and lapsed when its holder stops
+/// renewing it (`lease.rs`).
+pub struct RunLock {
+    held: Held,
+}
+
+enum Held {
+    File { _file: File },
+    Lease(lease::Lease),
+}
+
+impl RunLock {
+    /// Keeps the lock: for a file, always held (Ok(true)); for a lease, extended, and false when
+    /// it was lost (it lapsed, or another holder took it): the run must stop sending.
+    pub fn renew(&mut self) -> Result<bool> {
+        match &mut self.held {
+            Held::File { .. } => Ok(true),
+            Held::Lease(lease) => lease.renew(),
+        }
+    }
+
+    /// What a run checks before each email or notification: none for a file lock.
+    pub fn watch(&self) -> Option<lease::Watch> {
+        match &self.held {
+            Held::File { .. } => None,
+            Held::Lease(lease) => Some(lease.watch()),
+        }
+    }
+}
+
+/// `None` when another run holds the lock (or the lease).
+pub fn try_lock(at: &At) -> Result<Option<RunLock>> {
+    match at {
+        At::File(state_path) => try_lock_file(state_path),
+        At::Postgres { lease, .. } => {
+            let client = at.connect()?;
+            let shown = at.shown();
+            let taken = lease::Lease::try_take(client, shown.clone(), *lease)
+                .with_context(|| format!("state {shown}: taking the run lease"))?;
+            Ok(taken.map(|lease| RunLock { held: Held::Lease(lease) }))
+        }
+    }
+}
+
+/// What holds the lock, in words, for the line a run that finds it held prints.
+pub fn lock_name(at: &At) -> String {
+    match at {
+        At::File(path) => format!("lock {} is held", lock_path(path).display()),
+        At::Postgres { .. } => match at.connect().and_then(|mut c| lease::holder(&mut c)) {
+            Ok(Some(h)) => format!("the lease in {} is held by {}", at.shown(), h.describe()),
+            _ => format!("the lease in {} is held", at.shown()),
+        },
+    }
+}
+
+fn try_lock_file(state_path: &Path) -> Result<Option<RunLock>> {
     let path = lock_path(state_path);
     refuse_symlink(&path, "state lock")?;
     let file = OpenOptions::new()
@@ -325,7 +421,7 @@ pub fn try_lock(state_path: &Path) -> Result<Option<RunLock>> {
         .with_context(|| format!("state lock {}: opening", path.display()))?;
     owner_only(&file).with_context(|| format!("state lock {}: setting mode 0600", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Ok(()) => Ok(Some(RunLock { held: Held::File { _file: file } })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("state lock {}: locking", path.display())),
     }
@@ -370,15 +466,44 @@ fn owner_only(file: &File) -> std::io::Result<()> {
 }
 
 pub struct State {
-    conn: Connection,
+    conn: Conn,
+    /// As errors and notes name the state: the file's path, or the URL without its password.
     path: PathBuf,
     /// The file had no schema when opened: this run is its first.
     pub created: bool,
+    /// A dry run's PostgreSQL state: its copies live in one transaction that is never
+    /// committed, and each `atomically` is a savepoint within it.
+    scratch: bool,
+    /// The run's lease, checked before each email or notification is sent (`may_send`).
+    lease: Option<lease::Watch>,
 }
 
 impl State {
     pub fn open(path: &Path) -> Result<Self> {
         State::open_as(path, path)
+    }
+
+    /// Opens the state wherever it is, creating or upgrading its schema.
+    pub fn open_at(at: &At) -> Result<Self> {
+        match at {
+            At::File(path) => State::open(path),
+            At::Postgres { .. } => {
+                let mut client = at.connect()?;
+                let shown = at.shown();
+                let created = pg::migrate(&mut client).with_context(|| format!("state {shown}: migrating"))?;
+                Ok(State::of_pg(client, &shown, created))
+            }
+        }
+    }
+
+    fn of_pg(client: postgres::Client, shown: &str, created: bool) -> Self {
+        State {
+            conn: Conn::Pg(Box::new(std::cell::RefCell::new(db::PgConn::new(client)))),
+            path: PathBuf::from(shown),
+            created,
+            scratch: false,
+            lease: None,
+        }
     }
 
     /// Opens the file at `path`, naming it `shown_as` in errors and notes (a dry run's scratch
@@ -406,6 +531,7 @@ impl State {
         }
         let mut conn = Connection::open(path).with_context(|| format!("state {shown}: opening"))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         compile_once(&conn)?;
         conn.pragma_update(None, "journal_mode", "wal").map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) => anyhow::anyhow!("state {shown}: not a chat-notifier state file"),
@@ -416,7 +542,7 @@ impl State {
         conn.pragma_update(None, "synchronous", "normal")?;
         known_version(&conn, shown_as)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
-        Ok(State { conn, path: shown_as.to_owned(), created })
+        Ok(State { conn: Conn::Sqlite(conn), path: shown_as.to_owned(), created, scratch: false, lease: None })
     }
 
     /// For commands that only look, where there may be no state yet: None when there is none.
@@ -425,11 +551,36 @@ impl State {
         if path.exists() { State::open_read_only(path).map(Some) } else { Ok(None) }
     }
 
+    /// `open_if_there`, wherever the state is: for PostgreSQL, none when no run has created its
+    /// schema yet.
+    pub fn open_if_there_at(at: &At) -> Result<Option<Self>> {
+        match at {
+            At::File(path) => State::open_if_there(path),
+            At::Postgres { .. } => {
+                let mut client = at.connect()?;
+                let shown = at.shown();
+                match pg::known_version(&mut client).with_context(|| format!("state {shown}: reading"))? {
+                    None => Ok(None),
+                    Some(v) if v == MIGRATIONS.len() => Ok(Some(State::of_pg(client, &shown, false))),
+                    Some(v) if v > MIGRATIONS.len() => bail!(
+                        "state {shown}: written by a newer chat-notifier (schema {v}, this one knows {})",
+                        MIGRATIONS.len()
+                    ),
+                    Some(v) => bail!(
+                        "state {shown}: schema {v}, this chat-notifier reads {}; a run (`chat-notifier run`) upgrades it",
+                        MIGRATIONS.len()
+                    ),
+                }
+            }
+        }
+    }
+
     /// For commands that only look (status, preview): no file is created, nothing migrated.
     pub fn open_read_only(path: &Path) -> Result<Self> {
         refuse_links(path)?;
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("state {}: opening", path.display()))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         compile_once(&conn)?;
         let version = known_version(&conn, path)?;
         if version != MIGRATIONS.len() {
@@ -439,7 +590,16 @@ impl State {
                 MIGRATIONS.len()
             );
         }
-        Ok(State { conn, path: path.to_owned(), created: false })
+        Ok(State { conn: Conn::Sqlite(conn), path: path.to_owned(), created: false, scratch: false, lease: None })
+    }
+
+    /// `open_read_only`, wherever the state is.
+    pub fn open_read_only_at(at: &At) -> Result<Self> {
+        match at {
+            At::File(path) => State::open_read_only(path),
+            At::Postgres { .. } => State::open_if_there_at(at)?
+                .with_context(|| format!("state {}: no schema yet (the first run creates it)", at.shown())),
+        }
     }
 
     /// The schema version of the state file at `path`, and the one this build writes: for
@@ -450,6 +610,41 @@ impl State {
             .with_context(|| format!("state {}: opening", path.display()))?;
         let version = known_version(&conn, path)?;
         Ok((version, MIGRATIONS.len()))
+    }
+
+    /// What `check` says of a PostgreSQL state, changing nothing: its URL (without password),
+    /// its schema version, the run lease's holder, and the last run's host and settings beside
+    /// this host's (`this_host`, `Config::settings_fingerprint`).
+    pub fn check_postgres(at: &At, this_host: &str) -> Result<String> {
+        let shown = at.shown();
+        let mut client = at.connect()?;
+        let version = match pg::known_version(&mut client).with_context(|| format!("state {shown}: reading"))? {
+            None => return Ok(format!("{shown} (no schema yet: the first run creates it)")),
+            Some(v) if v > MIGRATIONS.len() => bail!(
+                "state {shown}: written by a newer chat-notifier (schema {v}, this one knows {})",
+                MIGRATIONS.len()
+            ),
+            Some(v) if v < MIGRATIONS.len() => {
+                return Ok(format!("{shown} (schema {v}: the next run upgrades it to {})", MIGRATIONS.len()));
+            }
+            Some(v) => v,
+        };
+        let lease = lease::holder(&mut client).with_context(|| format!("state {shown}: reading the lease"))?;
+        let last = pg::last_run(&mut client).with_context(|| format!("state {shown}: reading the last run"))?;
+        let state = State::of_pg(client, &shown, false);
+        let s = state.summary()?;
+        let mut line = format!(
+            "{shown} (PostgreSQL, schema {version}; {} conversations, {} emails waiting, {} parked; lease: {}",
+            s.conversations,
+            s.waiting,
+            s.parked,
+            lease.map_or_else(|| "never taken".to_owned(), |h| h.describe()),
+        );
+        if let Some((host, fingerprint, at)) = last {
+            line.push_str(&format!("; last run on {host} at {at} with settings {fingerprint}"));
+        }
+        line.push_str(&format!("; this host's settings {this_host})"));
+        Ok(line)
     }
 
     /// A throwaway copy of the state at `path` (empty when there is none yet), for a dry run:
@@ -475,31 +670,127 @@ impl State {
         // Errors and notes name the real file, not the copy.
         let state = State::open_as(&scratch, path)?;
         // Nothing in a scratch copy needs to survive a crash.
-        state.conn.execute_batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
+        state.conn.batch("PRAGMA journal_mode = memory; PRAGMA synchronous = off;")?;
         Ok((state, scratch))
+    }
+
+    /// `scratch_copy`, wherever the state is. On PostgreSQL the copy is a set of temporary
+    /// tables (which the session finds before the real ones) made in one transaction that is
+    /// rolled back when the run ends: the real tables are only read, and nothing of them is
+    /// locked against a real run on another host.
+    pub fn scratch_copy_at(at: &At) -> Result<(Self, Option<tempfile::TempPath>)> {
+        match at {
+            At::File(path) => State::scratch_copy(path).map(|(s, p)| (s, Some(p))),
+            At::Postgres { .. } => {
+                let mut client = at.connect()?;
+                let shown = at.shown();
+                // A state not created yet: the copy is of an empty one.
+                pg::migrate(&mut client).with_context(|| format!("state {shown}: migrating"))?;
+                pg::scratch(&mut client).with_context(|| format!("state {shown}: copying for a dry run"))?;
+                let mut state = State::of_pg(client, &shown, false);
+                state.scratch = true;
+                let created = !state.progress()?.baseline_done && state.progress()?.watermark == 0;
+                state.created = created;
+                Ok((state, None))
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    pub fn is_postgres(&self) -> bool {
+        self.conn.is_postgres()
+    }
+
+    /// Records this run's host and settings fingerprint on a shared (PostgreSQL) state; when
+    /// the last run was on another host with other settings, says so in one line. Nothing on a
+    /// SQLite file, which one host has.
+    pub fn record_run(&mut self, fingerprint: &str) -> Result<()> {
+        if !self.conn.is_postgres() {
+            return Ok(());
+        }
+        let me = lease::host();
+        let last = self.context(self.conn.query_opt(
+            "SELECT host, fingerprint, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM last_run WHERE id = 1",
+            args![],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
+        ))?;
+        if let Some((host, theirs, at)) = last
+            && host != me
+            && theirs != fingerprint
+        {
+            log::warn!(
+                "state {}: this host ({me}) runs with settings {fingerprint}, the last run on {host} at {at} with \
+                 {theirs}: the hosts sharing this state have different configs",
+                self.path.display()
+            );
+        }
+        self.context(self.conn.execute(
+            "INSERT INTO last_run AS l (id, host, fingerprint, at) VALUES (1, ?1, ?2, now()) \
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, fingerprint = excluded.fingerprint, at = excluded.at",
+            args![me, fingerprint],
+        ))?;
+        Ok(())
+    }
+
+    /// Checks the run's lease before each email or notification is sent.
+    pub fn guard_with(&mut self, lease: Option<lease::Watch>) {
+        self.lease = lease;
+    }
+
+    /// Whether this run may still send: always for a file lock; for a lease, while it holds
+    /// (an error naming the state when another host may have taken over).
+    pub fn may_send(&self) -> Result<()> {
+        match &self.lease {
+            Some(watch) if !watch.holds() => bail!(
+                "state {}: this run's lease lapsed or was taken over (a long pause?); it stops before sending \
+                 more, and the run holding the lease now sends what is left",
+                self.path.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `f` as one transaction: all of it is committed, or none.
     pub fn atomically<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
         let shown = self.path.display().to_string();
-        let tx = Tx(self.conn.savepoint().with_context(|| format!("state {shown}: starting a transaction"))?);
-        let out = f(&tx).with_context(|| format!("state {shown}"))?;
-        tx.0.commit().with_context(|| format!("state {shown}: committing"))?;
-        Ok(out)
+        let (begin, commit, rollback) = match (&self.conn, self.scratch) {
+            (Conn::Pg(_), false) => ("BEGIN", "COMMIT", "ROLLBACK"),
+            _ => {
+                ("SAVEPOINT chat_notifier", "RELEASE chat_notifier", "ROLLBACK TO chat_notifier; RELEASE chat_notifier")
+            }
+        };
+        self.conn.batch(begin).with_context(|| format!("state {shown}: starting a transaction"))?;
+        let tx = Tx(&self.conn);
+        match f(&tx) {
+            Ok(out) => match self.conn.batch(commit) {
+                Ok(()) => Ok(out),
+                Err(e) => {
+                    let _ = self.conn.batch(rollback);
+                    Err(e.context(format!("state {shown}: committing")))
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.batch(rollback);
+                Err(e.context(format!("state {shown}")))
+            }
+        }
     }
 
-    /// Adds the state file's path to an error, which otherwise names only the statement.
-    fn context<T>(&self, result: rusqlite::Result<T>) -> Result<T> {
+    /// Adds the state's name to an error, which otherwise names only the statement.
+    fn context<T>(&self, result: Result<T>) -> Result<T> {
         result.with_context(|| format!("state {}", self.path.display()))
     }
 }
 
+/// Statements kept compiled per SQLite connection: every one a run uses, without evictions.
+const STATEMENTS: usize = 128;
+
 /// The writes of one transaction; see `State::atomically`.
-pub struct Tx<'c>(Savepoint<'c>);
+pub struct Tx<'c>(&'c Conn);
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<usize> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
@@ -518,10 +809,9 @@ fn known_version(conn: &Connection, path: &Path) -> Result<usize> {
         .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
         .with_context(|| format!("state {shown}: reading"))?;
     match usize::try_from(version) {
-        Ok(v) if v > MIGRATIONS.len() => bail!(
-            "state {shown}: written by a newer chat-notifier (schema {v}, this one knows {}); run that version",
-            MIGRATIONS.len()
-        ),
+        Ok(v) if v > MIGRATIONS.len() => {
+            bail!("state {shown}: written by a newer chat-notifier (schema {v}, this one knows {})", MIGRATIONS.len())
+        }
         Ok(0) if tables > 0 => {
             bail!("state {shown}: has tables but no schema version: not a chat-notifier state file, or a damaged one")
         }
@@ -606,7 +896,7 @@ mod tests {
                 for i in 0..20 {
                     tx.0.execute(
                         "INSERT INTO conversations (id, last_message, last_activity, visitor_id) VALUES (?1, 1, 0, ?2)",
-                        rusqlite::params![format!("c{i}"), format!("v{}", i % 5)],
+                        db::args![format!("c{i}"), format!("v{}", i % 5)],
                     )?;
                 }
                 Ok(())
@@ -617,7 +907,7 @@ mod tests {
             assert_eq!((others.len(), total), (3, 3));
         }
         for sql in [tracking::OTHERS_COUNT_SQL, tracking::OTHERS_SQL] {
-            let stmt = state.conn.prepare_cached(sql).unwrap();
+            let stmt = state.conn.sqlite().unwrap().prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
     }
@@ -787,10 +1077,11 @@ mod tests {
     fn second_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.sqlite");
-        let first = try_lock(&state).unwrap();
+        let at = At::File(state);
+        let first = try_lock(&at).unwrap();
         assert!(first.is_some());
-        assert!(try_lock(&state).unwrap().is_none());
+        assert!(try_lock(&at).unwrap().is_none());
         drop(first);
-        assert!(try_lock(&state).unwrap().is_some());
+        assert!(try_lock(&at).unwrap().is_some());
     }
 }

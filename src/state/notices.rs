@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
-use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
-
+use super::db::args;
 use super::outbox::Waiting;
 use super::{Kind, Open, State, Tx, millis};
 use crate::domain::{Email, thread::Thread};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 
 /// A bot whose chats the silent-source alarm watches, as the state knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,30 +41,25 @@ pub fn alert_key(bot_id: &str) -> String {
 
 impl State {
     pub fn watched(&self) -> Result<Vec<Watched>> {
-        let mut stmt =
-            self.context(self.conn.prepare_cached(
-                "SELECT id, name, last_activity, silent_since, subject, thread, thread_index FROM bots",
-            ))?;
-        let rows = stmt.query_map([], |r| {
+        let sql = "SELECT id, name, last_activity, silent_since, subject, thread, thread_index FROM bots";
+        let rows = self.conn.query_map(sql, args![], |r| {
             Ok(Watched {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 last_activity: millis(r.get(2)?),
-                silent_since: r.get::<_, Option<i64>>(3)?.map(millis),
-                thread: super::thread(r.get(4)?, &r.get::<_, String>(5)?, r.get(6)?),
+                silent_since: r.get::<Option<i64>>(3)?.map(millis),
+                thread: super::thread(r.get(4)?, &r.get::<String>(5)?, r.get(6)?),
             })
         });
-        self.context(rows.and_then(Iterator::collect))
+        self.context(rows)
     }
 
     /// The bots of those of `ids` whose bot the state knows.
     pub fn bots_of(&self, ids: &[&str]) -> Result<HashMap<String, String>> {
-        let mut stmt = self.context(
-            self.conn.prepare_cached("SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL"),
-        )?;
+        let sql = "SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL";
         let mut out = HashMap::new();
         for id in ids {
-            let bot: Option<String> = self.context(stmt.query_row([id], |r| r.get(0)).optional())?;
+            let bot: Option<String> = self.context(self.conn.query_opt(sql, args![id], |r| r.get(0)))?;
             if let Some(bot) = bot {
                 out.insert((*id).to_owned(), bot);
             }
@@ -76,11 +70,9 @@ impl State {
     /// The conversations waiting for a digest, oldest first. Which digest takes each is decided
     /// when it is sent (`pipeline::digest::send_due`), from the bot's settings then.
     pub fn digests_waiting(&self) -> Result<Vec<DigestItem>> {
-        let mut stmt = self.context(self.conn.prepare_cached(
-            "SELECT rowid, conversation_id, entry, listed_at FROM digest_items WHERE sent_in IS NULL \
-             ORDER BY listed_at, rowid",
-        ))?;
-        let rows = stmt.query_map([], |r| {
+        let sql = "SELECT rowid, conversation_id, entry, listed_at FROM digest_items WHERE sent_in IS NULL \
+                   ORDER BY listed_at, rowid";
+        let rows = self.conn.query_map(sql, args![], |r| {
             Ok(DigestItem {
                 row: r.get(0)?,
                 conversation_id: r.get(1)?,
@@ -88,89 +80,82 @@ impl State {
                 listed_at: millis(r.get(3)?),
             })
         });
-        self.context(rows)?.map(|row| self.context(row)).collect()
+        self.context(rows)
     }
 
     /// Whether the outbox holds any email filed under `key` (a digest of a day, ...).
     pub fn has_notice(&self, key: &str) -> Result<bool> {
-        self.context(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = ?1)",
-            [key],
-            |r| r.get(0),
-        ))
+        self.context(self.conn.one("SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = ?1)", args![key]))
     }
 }
 
 impl Tx<'_> {
     /// Records that a bot's chats were active at `at` (the latest wins), and its name.
     pub fn bot_active(&self, id: &str, name: Option<&str>, at: DateTime<Utc>) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO bots (id, name, last_activity) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
-                 name = coalesce(excluded.name, name), last_activity = max(last_activity, excluded.last_activity)",
-            )?
-            .execute(params![id, name, at.timestamp_millis()])?;
+        self.0.execute(
+            "INSERT INTO bots AS b (id, name, last_activity) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+             name = coalesce(excluded.name, b.name), last_activity = max(b.last_activity, excluded.last_activity)",
+            args![id, name, at.timestamp_millis()],
+        )?;
         Ok(())
     }
 
     /// Queues a bot's alert (`silent_since`: the latest message's time) or its all-clear (none),
     /// in the bot's alarm thread.
     pub fn alarm(&self, bot: &str, silent_since: Option<DateTime<Utc>>, email: &Email) -> Result<()> {
-        super::outbox::insert(&self.0, &alert_key(bot), Kind::Alert, 0, &email.message_id, email)?;
-        self.0
-            .prepare_cached(
-                "UPDATE bots SET silent_since = ?2, subject = coalesce(subject, ?3), \
-                 thread = ltrim(thread || ' ' || ?4), thread_index = coalesce(?5, thread_index) WHERE id = ?1",
-            )?
-            .execute(params![
+        super::outbox::insert(self.0, &alert_key(bot), Kind::Alert, 0, &email.message_id, email)?;
+        self.0.execute(
+            "UPDATE bots SET silent_since = ?2, subject = coalesce(subject, ?3), \
+             thread = ltrim(thread || ' ' || ?4), thread_index = coalesce(?5, thread_index) WHERE id = ?1",
+            args![
                 bot,
                 silent_since.map(|t| t.timestamp_millis()),
                 email.subject,
                 email.message_id,
                 email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
-            ])?;
+            ],
+        )?;
         Ok(())
     }
 
     /// Lists a conversation in the digest `key` instead of emailing it, and marks everything
     /// read of it covered: it is emailed on its own only if it comes back with more.
     pub fn list_in_digest(&self, open: &Open, key: &str, entry: &str, now: DateTime<Utc>) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO digest_items (conversation_id, digest, listed_at, entry) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![open.id, key, now.timestamp_millis(), entry])?;
+        self.0.execute(
+            "INSERT INTO digest_items (conversation_id, digest, listed_at, entry) VALUES (?1, ?2, ?3, ?4)",
+            args![open.id, key, now.timestamp_millis(), entry],
+        )?;
         self.cover(open)
     }
 
     /// Queues the flood guard's summary filed under `key` in place of the emails `listed`,
     /// which are never sent: each conversation's thread then starts with its next email.
     pub fn summarise(&self, key: &str, email: &Email, listed: &[Waiting]) -> Result<()> {
-        super::outbox::insert(&self.0, key, Kind::Digest, 0, &email.message_id, email)?;
-        let mut mark = self.0.prepare_cached(
-            "UPDATE outbox SET status = 'summarised', last_error = 'listed in ' || ?2, text_body = NULL, \
-             html_body = NULL WHERE id = ?1 AND status = 'pending'",
-        )?;
-        let mut unthread = self.0.prepare_cached(
-            "UPDATE conversations SET thread = trim(replace(' ' || thread || ' ', ' ' || ?2 || ' ', ' ')) WHERE id = ?1",
-        )?;
-        let mut restart = self.0.prepare_cached(
-            "UPDATE conversations SET subject = NULL, thread_index = NULL WHERE id = ?1 AND thread = ''",
-        )?;
+        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email)?;
         for w in listed {
-            mark.execute(params![w.id, email.message_id])?;
-            unthread.execute(params![w.conversation_id, w.message_id])?;
-            restart.execute([&w.conversation_id])?;
+            self.0.execute(
+                "UPDATE outbox SET status = 'summarised', last_error = 'listed in ' || ?2, text_body = NULL, \
+                 html_body = NULL WHERE id = ?1 AND status = 'pending'",
+                args![w.id, email.message_id],
+            )?;
+            self.0.execute(
+                "UPDATE conversations SET thread = trim(replace(' ' || thread || ' ', ' ' || ?2 || ' ', ' ')) \
+                 WHERE id = ?1",
+                args![w.conversation_id, w.message_id],
+            )?;
+            self.0.execute(
+                "UPDATE conversations SET subject = NULL, thread_index = NULL WHERE id = ?1 AND thread = ''",
+                args![w.conversation_id],
+            )?;
         }
         Ok(())
     }
 
     /// Queues a digest filed under `key` and marks its items as sent in it, as one step.
     pub fn queue_digest(&self, key: &str, email: &Email, items: &[DigestItem]) -> Result<()> {
-        super::outbox::insert(&self.0, key, Kind::Digest, 0, &email.message_id, email)?;
-        let mut mark = self.0.prepare_cached("UPDATE digest_items SET sent_in = ?2 WHERE rowid = ?1")?;
+        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email)?;
         for item in items {
-            mark.execute(params![item.row, key])?;
+            self.0.execute("UPDATE digest_items SET sent_in = ?2 WHERE rowid = ?1", args![item.row, key])?;
         }
         Ok(())
     }

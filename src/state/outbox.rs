@@ -1,12 +1,11 @@
 //! The outbox: every email passes through it, pending until the transport takes it.
 
+use super::db::{Conn, Row, args};
+use super::{State, millis};
+use crate::domain::{ChatState, Email};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, Mailboxes};
-use rusqlite::{OptionalExtension, Row, params};
-
-use super::{State, millis};
-use crate::domain::{ChatState, Email};
 
 /// The outbox columns `pending_row` reads, in its order.
 macro_rules! outbox_columns {
@@ -76,35 +75,35 @@ pub struct Unreadable {
 }
 
 pub(super) fn insert(
-    tx: &rusqlite::Connection,
+    tx: &Conn,
     conversation_id: &str,
     kind: Kind,
     covers_through: i64,
     message_id: &str,
     email: &Email,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+) -> Result<()> {
+    tx.execute(
         "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, mail_from, \
          mail_to, mail_cc, reply_to, subject, in_reply_to, refs, text_body, html_body, headers) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        conversation_id,
-        kind.as_str(),
-        covers_through,
-        message_id,
-        email.date.timestamp_millis(),
-        email.from.to_string(),
-        email.to.to_string(),
-        email.cc.to_string(),
-        email.reply_to.as_ref().map(ToString::to_string),
-        email.subject,
-        email.in_reply_to,
-        email.references,
-        email.text,
-        email.html,
-        serde_json::to_string(&email.headers).unwrap_or_default(),
-    ])?;
+        args![
+            conversation_id,
+            kind.as_str(),
+            covers_through,
+            message_id,
+            email.date.timestamp_millis(),
+            email.from.to_string(),
+            email.to.to_string(),
+            email.cc.to_string(),
+            email.reply_to.as_ref().map(ToString::to_string),
+            email.subject,
+            email.in_reply_to,
+            email.references,
+            email.text,
+            email.html,
+            serde_json::to_string(&email.headers).unwrap_or_default(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -130,7 +129,7 @@ impl State {
     /// How many emails about conversations the flood guard has not judged yet wait to go out.
     pub fn count_unguarded_chats(&self) -> Result<usize> {
         let sql = format!("SELECT count(*) FROM outbox WHERE {UNGUARDED}");
-        self.context(self.conn.query_row(&sql, [], |r| r.get(0)))
+        self.context(self.conn.one(&sql, args![]))
     }
 
     /// The bots an outbox email is about, as the state knows them: a chat email's conversation's,
@@ -142,21 +141,23 @@ impl State {
                 return Ok(p.conversation_id.strip_prefix("alert:").map(str::to_owned).into_iter().collect());
             }
             Kind::Chat(_) => "SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL",
+            Kind::Digest if self.conn.is_postgres() => {
+                "SELECT DISTINCT entry::jsonb ->> 'bot_id' FROM digest_items WHERE sent_in = ?1 \
+                 AND entry::jsonb ->> 'bot_id' IS NOT NULL"
+            }
             Kind::Digest => {
                 "SELECT DISTINCT json_extract(entry, '$.bot_id') FROM digest_items WHERE sent_in = ?1 \
                  AND json_extract(entry, '$.bot_id') IS NOT NULL"
             }
         };
-        let mut stmt = self.context(self.conn.prepare_cached(sql))?;
-        let rows = stmt.query_map([&p.conversation_id], |r| r.get(0));
-        self.context(rows.and_then(Iterator::collect))
+        self.context(self.conn.query_map(sql, args![p.conversation_id], |r| r.get(0)))
     }
 
     /// Everything queued so far has been judged by the flood guard.
     pub fn mark_guarded(&self) -> Result<()> {
         let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
                    WHERE (SELECT max(id) FROM outbox) > guarded_through";
-        self.context(self.conn.execute(sql, [])).map(drop)
+        self.context(self.conn.execute(sql, args![])).map(drop)
     }
 
     /// Those emails after the first `skip`, oldest first.
@@ -165,8 +166,7 @@ impl State {
             "SELECT id, conversation_id, state, message_id, mail_to, mail_cc, subject FROM outbox \
              WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?1"
         );
-        let mut stmt = self.context(self.conn.prepare(&sql))?;
-        let rows = stmt.query_map([skip as i64], |r| {
+        let rows = self.conn.query_map(&sql, args![skip as i64], |r| {
             Ok(Waiting {
                 id: r.get(0)?,
                 conversation_id: r.get(1)?,
@@ -177,21 +177,20 @@ impl State {
                 subject: r.get(6)?,
             })
         });
-        self.context(rows.and_then(Iterator::collect))
+        self.context(rows)
     }
 
     /// A page of the emails waiting to go out, oldest first, after outbox id `after`; a row
     /// that cannot be read back comes as `Unreadable`, in its place.
     pub fn pending(&self, after: i64, limit: usize) -> Result<Vec<Result<Pending, Unreadable>>> {
-        let mut stmt = self.context(self.conn.prepare_cached(PENDING_SQL))?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
+        let rows = self.conn.query_map(PENDING_SQL, args![after, limit as i64], |r| {
             Ok(pending_row(r).map_err(|e| Unreadable {
                 id: r.get(0).unwrap_or_default(),
                 conversation_id: r.get(1).unwrap_or_default(),
                 reason: e.to_string(),
             }))
         });
-        self.context(rows.and_then(Iterator::collect))
+        self.context(rows)
     }
 
     pub fn mark_sent(&mut self, outbox_id: i64, at: DateTime<Utc>) -> Result<()> {
@@ -201,12 +200,12 @@ impl State {
     /// Marks a batch sent, in one transaction (`Mailer::marks_in_batches`).
     pub fn mark_all_sent(&mut self, outbox_ids: &[i64], at: DateTime<Utc>) -> Result<()> {
         self.atomically(|tx| {
-            let mut stmt = tx.0.prepare_cached(
-                "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
-                 text_body = NULL, html_body = NULL WHERE id = ?1",
-            )?;
             for id in outbox_ids {
-                stmt.execute(params![id, at.timestamp_millis()])?;
+                tx.0.execute(
+                    "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+                     text_body = NULL, html_body = NULL WHERE id = ?1",
+                    args![id, at.timestamp_millis()],
+                )?;
             }
             Ok(())
         })
@@ -218,7 +217,7 @@ impl State {
         self.context(self.conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + ?3, last_error = ?2, \
              status = CASE WHEN ?4 THEN 'parked' ELSE status END WHERE id = ?1",
-            params![outbox_id, error, counts, park],
+            args![outbox_id, error, i64::from(counts), park],
         ))?;
         Ok(())
     }
@@ -228,34 +227,32 @@ impl State {
     pub fn sent_since(&self, since: DateTime<Utc>) -> Result<(usize, Option<DateTime<Utc>>)> {
         self.context(self.conn.query_row(
             "SELECT count(*), min(sent_at) FROM outbox WHERE status = 'sent' AND sent_at >= ?1",
-            [since.timestamp_millis()],
-            |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(millis))),
+            args![since.timestamp_millis()],
+            |r| Ok((r.get(0)?, r.get::<Option<i64>>(1)?.map(millis))),
         ))
     }
 
     /// Records why an email waits without counting an attempt (the provider is throttling).
     pub fn mark_deferred(&self, outbox_id: i64, why: &str) -> Result<()> {
-        self.context(self.conn.execute("UPDATE outbox SET last_error = ?2 WHERE id = ?1", params![outbox_id, why]))?;
+        self.context(self.conn.execute("UPDATE outbox SET last_error = ?2 WHERE id = ?1", args![outbox_id, why]))?;
         Ok(())
     }
 
     pub fn count_pending(&self) -> Result<usize> {
-        self.context(self.conn.query_row("SELECT count(*) FROM outbox WHERE status = 'pending'", [], |r| r.get(0)))
+        self.context(self.conn.one("SELECT count(*) FROM outbox WHERE status = 'pending'", args![]))
     }
 
     /// The last email sent for a conversation, and what the email before it covered (0 if none).
     pub fn last_sent(&self, conversation_id: &str) -> Result<Option<(Pending, i64)>> {
-        let last = self.conn.query_row(LAST_SENT_SQL, [conversation_id], |r| {
-            Ok(pending_row(r)
-                .map_err(|e| anyhow::anyhow!("outbox row {}: {e}", r.get::<_, i64>(0).unwrap_or_default())))
+        let last = self.conn.query_opt(LAST_SENT_SQL, args![conversation_id], |r| {
+            Ok(pending_row(r).map_err(|e| anyhow::anyhow!("outbox row {}: {e}", r.get::<i64>(0).unwrap_or_default())))
         });
-        let Some(last) = self.context(last.optional())?.transpose()? else {
+        let Some(last) = self.context(last)?.transpose()? else {
             return Ok(None);
         };
-        let before: i64 = self.context(self.conn.query_row(
+        let before: i64 = self.context(self.conn.one(
             "SELECT coalesce(max(covers_through), 0) FROM outbox WHERE conversation_id = ?1 AND id < ?2",
-            params![conversation_id, last.id],
-            |r| r.get(0),
+            args![conversation_id, last.id],
         ))?;
         Ok(Some((last, before)))
     }
@@ -263,7 +260,7 @@ impl State {
 
 /// An outbox row as an email; the error says which column could not be read back.
 fn pending_row(r: &Row) -> Result<Pending, String> {
-    let get = |i: usize| -> Result<Option<String>, String> { r.get(i).map_err(|e| format!("column {i}: {e}")) };
+    let get = |i: usize| -> Result<Option<String>, String> { r.get(i).map_err(|e| format!("column {i}: {e:#}")) };
     let text = |i: usize| -> Result<String, String> { Ok(get(i)?.unwrap_or_default()) };
     let mailbox = |i: usize, name: &str| -> Result<Mailbox, String> {
         let s = text(i)?;
@@ -276,7 +273,7 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
         }
         s.parse().map_err(|e| format!("{name} {s:?} cannot be read back: {e}"))
     };
-    let int = |i: usize| -> Result<i64, String> { r.get(i).map_err(|e| format!("column {i}: {e}")) };
+    let int = |i: usize| -> Result<i64, String> { r.get(i).map_err(|e| format!("column {i}: {e:#}")) };
     let state = text(2)?;
     Ok(Pending {
         id: int(0)?,

@@ -1,12 +1,11 @@
 //! What a run folds in and decides: the watermark, each conversation's progress, and the
 //! writes that record a decision.
 
-use anyhow::Result;
-use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
-
+use super::db::{Row, args};
 use super::{State, Tx, millis};
 use crate::domain::{ChatState, Email, Seen, Tracked, thread::Thread};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 
 /// A message's time as the state keeps it: unix milliseconds, rounded up. Stores stamp finer
 /// (Rasa: float seconds with microseconds); rounded up, a kept time is never earlier than the
@@ -27,7 +26,7 @@ macro_rules! open_columns {
 
 /// How many other conversations a visitor has, counted no further than `limit` (`State::others`).
 pub const OTHERS_COUNT_SQL: &str =
-    "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3)";
+    "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE visitor_id = ?1 AND id <> ?2 LIMIT ?3) AS others";
 /// A visitor's other conversations, most recently active first, with their last email's state.
 pub const OTHERS_SQL: &str = "SELECT id, bot_id, last_activity, \
      (SELECT state FROM outbox o WHERE o.conversation_id = c.id ORDER BY o.id DESC LIMIT 1) \
@@ -120,7 +119,7 @@ impl State {
     pub fn progress(&self) -> Result<Progress> {
         self.context(self.conn.query_row(
             "SELECT watermark, baseline_done, anchor, read_count, audited_at FROM progress",
-            [],
+            args![],
             |r| {
                 Ok(Progress {
                     watermark: r.get(0)?,
@@ -136,18 +135,15 @@ impl State {
     /// The keys of the rows read past position `after` that a commit window keeps (see
     /// `Tx::remember`).
     pub fn recent_keys(&self, after: i64) -> Result<std::collections::HashSet<i64>> {
-        let mut stmt = self.context(self.conn.prepare_cached("SELECT key FROM recent_rows WHERE position > ?1"))?;
-        let keys = stmt.query_map([after], |r| r.get(0));
-        self.context(keys.and_then(Iterator::collect))
+        let keys = self.conn.query_map("SELECT key FROM recent_rows WHERE position > ?1", args![after], |r| r.get(0));
+        Ok(self.context(keys)?.into_iter().collect())
     }
 
     /// How many rows read past position `after`, up to `through`, a commit window keeps.
     pub fn recent_count(&self, after: i64, through: i64) -> Result<i64> {
-        let count = self.conn.query_row(
-            "SELECT count(*) FROM recent_rows WHERE position > ?1 AND position <= ?2",
-            [after, through],
-            |r| r.get(0),
-        );
+        let count = self
+            .conn
+            .one("SELECT count(*) FROM recent_rows WHERE position > ?1 AND position <= ?2", args![after, through]);
         self.context(count)
     }
 
@@ -158,24 +154,20 @@ impl State {
         let crowd = crate::domain::CROWD;
         // Counted first, and no further than a crowd: an id on thousands of chats costs no more
         // than one on a few.
-        let total: usize = self.context(
-            self.conn
-                .prepare_cached(OTHERS_COUNT_SQL)
-                .and_then(|mut stmt| stmt.query_row(params![visitor_id, except, (crowd + 1) as i64], |r| r.get(0))),
-        )?;
+        let total: usize =
+            self.context(self.conn.one(OTHERS_COUNT_SQL, args![visitor_id, except, (crowd + 1) as i64]))?;
         if total == 0 || total > crowd {
             return Ok((Vec::new(), total));
         }
-        let mut stmt = self.context(self.conn.prepare_cached(OTHERS_SQL))?;
-        let rows = stmt.query_map(params![visitor_id, except, limit as i64], |r| {
+        let rows = self.conn.query_map(OTHERS_SQL, args![visitor_id, except, limit as i64], |r| {
             Ok(Known {
                 id: r.get(0)?,
                 bot_id: r.get(1)?,
                 last_activity: millis(r.get(2)?),
-                last_state: r.get::<_, Option<String>>(3)?.as_deref().and_then(ChatState::parse),
+                last_state: r.get::<Option<String>>(3)?.as_deref().and_then(ChatState::parse),
             })
         });
-        Ok((self.context(rows.and_then(Iterator::collect))?, total))
+        Ok((self.context(rows)?, total))
     }
 
     /// The next page of the conversations with uncovered messages that may be due (ended, or
@@ -191,15 +183,13 @@ impl State {
         loop {
             let page: Vec<Open> = match &cursor {
                 DueCursor::Ended { after } => {
-                    let mut stmt = self.context(self.conn.prepare_cached(ENDED_SQL))?;
-                    let rows = stmt.query_map(params![after, limit as i64], open_row);
-                    self.context(rows.and_then(Iterator::collect))?
+                    self.context(self.conn.query_map(ENDED_SQL, args![after, limit as i64], open_row))?
                 }
-                DueCursor::Idle { after: (at, id) } => {
-                    let mut stmt = self.context(self.conn.prepare_cached(IDLE_SQL))?;
-                    let rows = stmt.query_map(params![id, limit as i64, idle_since.timestamp_millis(), at], open_row);
-                    self.context(rows.and_then(Iterator::collect))?
-                }
+                DueCursor::Idle { after: (at, id) } => self.context(self.conn.query_map(
+                    IDLE_SQL,
+                    args![id, limit as i64, idle_since.timestamp_millis(), at],
+                    open_row,
+                ))?,
             };
             match (page.last(), &cursor) {
                 (Some(last), DueCursor::Ended { .. }) => {
@@ -221,34 +211,32 @@ impl State {
     /// with those ids and their last activity: for a run that finds the last rows read gone
     /// (one pass over the conversations).
     pub fn latest_read(&self, limit: usize) -> Result<Vec<(String, i64, DateTime<Utc>)>> {
-        let mut stmt = self.context(self.conn.prepare(
+        let rows = self.conn.query_map(
             "SELECT id, last_message, last_activity FROM conversations WHERE last_message > 0 \
              ORDER BY last_message DESC, id DESC LIMIT ?1",
-        ))?;
-        let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, millis(r.get(2)?))));
-        self.context(rows.and_then(Iterator::collect))
+            args![limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, millis(r.get(2)?))),
+        );
+        self.context(rows)
     }
 
     /// How many conversations have messages no email covers (through the open index).
     pub fn count_open(&self) -> Result<usize> {
-        self.context(self.conn.query_row(
+        self.context(self.conn.one(
             "SELECT count(*) FROM conversations WHERE last_message > covered_through AND last_message > held_through",
-            [],
-            |r| r.get(0),
+            args![],
         ))
     }
 
     /// A page of the open conversations not known to have ended, in id order after `after`
     /// (through the open index).
     pub fn unfinished(&self, after: &str, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self.context(self.conn.prepare_cached(UNFINISHED_SQL))?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| r.get(0));
-        self.context(rows.and_then(Iterator::collect))
+        self.context(self.conn.query_map(UNFINISHED_SQL, args![after, limit as i64], |r| r.get(0)))
     }
 
     /// What the state knows of one conversation, whatever it stands.
     pub fn conversation(&self, id: &str) -> Result<Option<Open>> {
-        self.context(self.conn.query_row(concat!(open_columns!(), "WHERE id = ?1"), [id], open_row).optional())
+        self.context(self.conn.query_opt(concat!(open_columns!(), "WHERE id = ?1"), args![id], open_row))
     }
 
     /// When the rules that hold emails back differ from the last run's, makes every held
@@ -256,13 +244,14 @@ impl State {
     /// many were reopened; a full read of the conversations, once per change of rules.
     pub fn reopen_held_if_rules_changed(&mut self, fingerprint: &str) -> Result<usize> {
         self.atomically(|tx| {
-            let stored: Option<String> = tx.0.query_row("SELECT rules FROM progress", [], |r| r.get(0))?;
+            let stored: Option<String> = tx.0.one("SELECT rules FROM progress", args![])?;
             if stored.as_deref() == Some(fingerprint) {
                 return Ok(0);
             }
-            let reopened =
-                tx.0.execute("UPDATE conversations SET held_through = 0 WHERE held_through > covered_through", [])?;
-            tx.0.execute("UPDATE progress SET rules = ?1", [fingerprint])?;
+            let reopened = tx
+                .0
+                .execute("UPDATE conversations SET held_through = 0 WHERE held_through > covered_through", args![])?;
+            tx.0.execute("UPDATE progress SET rules = ?1", args![fingerprint])?;
             Ok(reopened)
         })
     }
@@ -272,11 +261,11 @@ impl Tx<'_> {
     /// Remembers the rows read, `(position, key)`, within a commit window of `window` behind
     /// `watermark`, and forgets those that fell out of it.
     pub fn remember(&self, rows: &[(i64, i64)], watermark: i64, window: i64) -> Result<()> {
-        let mut insert = self.0.prepare_cached("INSERT OR IGNORE INTO recent_rows (position, key) VALUES (?1, ?2)")?;
         for (position, key) in rows.iter().filter(|(position, _)| *position > watermark - window) {
-            insert.execute([position, key])?;
+            self.0
+                .execute("INSERT OR IGNORE INTO recent_rows (position, key) VALUES (?1, ?2)", args![position, key])?;
         }
-        self.0.prepare_cached("DELETE FROM recent_rows WHERE position <= ?1")?.execute([watermark - window])?;
+        self.0.execute("DELETE FROM recent_rows WHERE position <= ?1", args![watermark - window])?;
         Ok(())
     }
 
@@ -289,38 +278,40 @@ impl Tx<'_> {
         anchor: Option<&str>,
         read: usize,
     ) -> Result<()> {
-        let mut upsert = self.0.prepare_cached(
+        let upsert = if self.0.is_postgres() {
+            "INSERT INTO conversations AS c (id, last_message, last_activity, ended) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET last_message = max(c.last_message, excluded.last_message), \
+             last_activity = max(c.last_activity, excluded.last_activity), ended = c.ended OR excluded.ended"
+        } else {
             "INSERT INTO conversations (id, last_message, last_activity, ended) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (id) DO UPDATE SET last_message = max(last_message, excluded.last_message), \
-             last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended",
-        )?;
+             last_activity = max(last_activity, excluded.last_activity), ended = ended OR excluded.ended"
+        };
         for (id, s) in seen {
-            upsert.execute(params![id, s.last_message, kept_millis(s.last_activity), s.ended])?;
+            self.0.execute(upsert, args![id, s.last_message, kept_millis(s.last_activity), s.ended])?;
         }
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = coalesce(?2, anchor), read_count = read_count + ?3",
-            params![watermark, anchor, read as i64],
+            args![watermark, anchor, read as i64],
         )?;
         Ok(())
     }
 
     /// Marks conversations ended: the store says they finished.
     pub fn mark_ended(&self, ids: &[String]) -> Result<()> {
-        let mut stmt = self.0.prepare_cached("UPDATE conversations SET ended = 1 WHERE id = ?1")?;
         for id in ids {
-            stmt.execute([id])?;
+            self.0.execute("UPDATE conversations SET ended = TRUE WHERE id = ?1", args![id])?;
         }
         Ok(())
     }
 
     /// Marks everything read of a conversation covered without an email.
     pub fn cover(&self, open: &Open) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, missing_since = NULL \
+        self.0.execute(
+            "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = FALSE, missing_since = NULL \
                  WHERE id = ?1",
-            )?
-            .execute(params![open.id, open.tracked.last_message, kept_millis(open.tracked.last_activity)])?;
+            args![open.id, open.tracked.last_message, kept_millis(open.tracked.last_activity)],
+        )?;
         Ok(())
     }
 
@@ -328,28 +319,29 @@ impl Tx<'_> {
     /// an empty one (a store that learns who the visitor is as the chat goes, Typebot) is
     /// replaced when a later look knows it.
     pub fn identify(&self, id: &str, visitor_id: &str, bot_id: &str) -> Result<()> {
-        self.0
-            .prepare_cached(
-                "UPDATE conversations SET visitor_id = ?2, bot_id = ?3 \
+        self.0.execute(
+            "UPDATE conversations SET visitor_id = ?2, bot_id = ?3 \
                  WHERE id = ?1 AND (visitor_id IS NULL OR (visitor_id = '' AND ?2 <> ''))",
-            )?
-            .execute(params![id, visitor_id, bot_id])?;
+            args![id, visitor_id, bot_id],
+        )?;
         Ok(())
     }
 
     /// Records that the rules hold this conversation back, as judged through its last message.
     pub fn hold(&self, open: &Open) -> Result<()> {
-        self.0
-            .prepare_cached("UPDATE conversations SET held_through = ?2, missing_since = NULL WHERE id = ?1")?
-            .execute(params![open.id, open.tracked.last_message])?;
+        self.0.execute(
+            "UPDATE conversations SET held_through = ?2, missing_since = NULL WHERE id = ?1",
+            args![open.id, open.tracked.last_message],
+        )?;
         Ok(())
     }
 
     /// Records when a conversation's messages were first seen without its conversations row.
     pub fn await_row(&self, open: &Open, since: DateTime<Utc>) -> Result<()> {
-        self.0
-            .prepare_cached("UPDATE conversations SET missing_since = ?2 WHERE id = ?1")?
-            .execute(params![open.id, since.timestamp_millis()])?;
+        self.0.execute(
+            "UPDATE conversations SET missing_since = ?2 WHERE id = ?1",
+            args![open.id, since.timestamp_millis()],
+        )?;
         Ok(())
     }
 
@@ -360,42 +352,38 @@ impl Tx<'_> {
         let mut message_id = email.message_id.clone();
         // Ids are per (conversation, state, last message covered): only an export whose ids
         // were renumbered can make one come round again. A new email must never reuse it.
-        let taken = |id: &str| -> rusqlite::Result<bool> {
-            self.0
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE message_id = ?1)")?
-                .query_row([id], |r| r.get(0))
+        let taken = |id: &str| -> Result<bool> {
+            self.0.one("SELECT EXISTS (SELECT 1 FROM outbox WHERE message_id = ?1)", args![id])
         };
         if taken(&message_id)? {
             message_id = message_id.replacen('@', &format!(".{}@", open.tracked.emails + 1), 1);
         }
-        super::outbox::insert(&self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email)?;
+        super::outbox::insert(self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email)?;
         // Its own email now says all a waiting digest would: it leaves the digest.
-        self.0
-            .prepare_cached(
-                "UPDATE digest_items SET sent_in = 'own email' WHERE conversation_id = ?1 AND sent_in IS NULL",
-            )?
-            .execute([&open.id])?;
+        self.0.execute(
+            "UPDATE digest_items SET sent_in = 'own email' WHERE conversation_id = ?1 AND sent_in IS NULL",
+            args![&open.id],
+        )?;
         // The thread's subject is fixed by its first email; a reply stores its "Re: " form
         // nowhere, so every reply carries the root subject exactly once prefixed.
-        self.0
-            .prepare_cached(
-                "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = 0, emails = emails + 1, \
+        self.0.execute(
+            "UPDATE conversations SET covered_through = ?2, covered_at = ?3, ended = FALSE, emails = emails + 1, \
                  missing_since = NULL, subject = coalesce(subject, ?4), thread = ltrim(thread || ' ' || ?5), \
                  thread_index = coalesce(?6, thread_index) WHERE id = ?1",
-            )?
-            .execute(params![
+            args![
                 open.id,
                 covers_through,
                 kept_millis(open.tracked.last_activity),
                 email.subject,
                 message_id,
                 email.headers.iter().find(|(name, _)| name == "Thread-Index").map(|(_, v)| v)
-            ])?;
+            ],
+        )?;
         Ok(())
     }
 
     pub fn finish_baseline(&self) -> Result<()> {
-        self.0.execute("UPDATE progress SET baseline_done = 1", [])?;
+        self.0.execute("UPDATE progress SET baseline_done = TRUE", args![])?;
         Ok(())
     }
 
@@ -409,7 +397,7 @@ impl Tx<'_> {
         self.0.execute(
             "UPDATE progress SET anchor = coalesce(?1, anchor), read_count = coalesce(?2, read_count), \
              audited_at = coalesce(?3, audited_at)",
-            params![anchor, read_count, audited_at.map(|t| t.timestamp_millis())],
+            args![anchor, read_count, audited_at.map(|t| t.timestamp_millis())],
         )?;
         Ok(())
     }
@@ -428,25 +416,25 @@ impl Tx<'_> {
         reused: &[String],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut close = self.0.prepare_cached(
-            "UPDATE conversations SET last_message = ?2, covered_through = ?2, held_through = 0, ended = 0, \
-             missing_since = NULL WHERE id = ?1",
-        )?;
         for id in gone {
-            close.execute(params![id, from])?;
+            self.0.execute(
+                "UPDATE conversations SET last_message = ?2, covered_through = ?2, held_through = 0, ended = FALSE, \
+                 missing_since = NULL WHERE id = ?1",
+                args![id, from],
+            )?;
         }
-        let mut forget = self.0.prepare_cached(
-            "UPDATE conversations SET emails = 0, subject = NULL, thread = '', thread_index = NULL, \
-             covered_at = NULL, visitor_id = NULL, bot_id = NULL WHERE id = ?1",
-        )?;
         for id in reused {
-            forget.execute([id])?;
+            self.0.execute(
+                "UPDATE conversations SET emails = 0, subject = NULL, thread = '', thread_index = NULL, \
+                 covered_at = NULL, visitor_id = NULL, bot_id = NULL WHERE id = ?1",
+                args![id],
+            )?;
         }
         // Rows read after it that are still there (a commit window's) are read again, and counted.
-        self.0.execute("DELETE FROM recent_rows WHERE position > ?1", [from])?;
+        self.0.execute("DELETE FROM recent_rows WHERE position > ?1", args![from])?;
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
-            params![from, anchor, read, now.timestamp_millis()],
+            args![from, anchor, read, now.timestamp_millis()],
         )?;
         Ok(())
     }
@@ -456,41 +444,39 @@ impl Tx<'_> {
     /// one, those the export still holds. A full write of the conversations, once per such event.
     pub fn begin_resync(&self) -> Result<()> {
         self.0.execute(
-            "UPDATE conversations SET last_message = covered_through, held_through = 0, ended = 0, missing_since = NULL",
-            [],
+            "UPDATE conversations SET last_message = covered_through, held_through = 0, ended = FALSE, \
+             missing_since = NULL",
+            args![],
         )?;
         Ok(())
     }
 
     /// What the state knew of a conversation before a resync: its covered time and id.
     pub fn covered(&self, id: &str) -> Result<Option<Covered>> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT covered_at, covered_through, emails FROM conversations WHERE id = ?1")?
-            .query_row([id], |r| {
-                Ok(Covered { at: r.get::<_, Option<i64>>(0)?.map(millis), through: r.get(1)?, emails: r.get(2)? })
-            })
-            .optional()?)
+        self.0.query_opt(
+            "SELECT covered_at, covered_through, emails FROM conversations WHERE id = ?1",
+            args![id],
+            |r| Ok(Covered { at: r.get::<Option<i64>>(0)?.map(millis), through: r.get(1)?, emails: r.get(2)? }),
+        )
     }
 
     /// Writes what a resync found of one conversation.
     pub fn rebase(&self, id: &str, r: &Resync) -> Result<()> {
         let t = &r.tracked;
-        self.0
-            .prepare_cached(
-                "INSERT INTO conversations (id, last_message, last_activity, ended, covered_through, covered_at) \
+        self.0.execute(
+            "INSERT INTO conversations (id, last_message, last_activity, ended, covered_through, covered_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET last_message = excluded.last_message, \
                  last_activity = excluded.last_activity, ended = excluded.ended, \
                  covered_through = excluded.covered_through, covered_at = excluded.covered_at",
-            )?
-            .execute(params![
+            args![
                 id,
                 t.last_message,
                 kept_millis(t.last_activity),
                 t.ended,
                 t.covered_through,
                 r.covered_at.map(kept_millis)
-            ])?;
+            ],
+        )?;
         Ok(())
     }
 
@@ -500,16 +486,16 @@ impl Tx<'_> {
     /// has. The next run reads the window again (its rows fold in as they did), and the next
     /// hourly count adopts the rows read.
     pub fn finish_resync(&self, watermark: i64, anchor: &str, read: i64, now: DateTime<Utc>) -> Result<()> {
-        self.0.execute("DELETE FROM recent_rows", [])?;
+        self.0.execute("DELETE FROM recent_rows", args![])?;
         self.0.execute(
             "UPDATE progress SET watermark = ?1, anchor = ?2, read_count = ?3, audited_at = ?4",
-            params![watermark, anchor, read, now.timestamp_millis()],
+            args![watermark, anchor, read, now.timestamp_millis()],
         )?;
         Ok(())
     }
 }
 
-fn open_row(r: &Row) -> rusqlite::Result<Open> {
+fn open_row(r: &Row) -> Result<Open> {
     Ok(Open {
         id: r.get(0)?,
         tracked: Tracked {
@@ -519,8 +505,8 @@ fn open_row(r: &Row) -> rusqlite::Result<Open> {
             covered_through: r.get(4)?,
             emails: r.get(5)?,
         },
-        thread: super::thread(r.get(6)?, &r.get::<_, String>(7)?, r.get(9)?),
-        missing_since: r.get::<_, Option<i64>>(8)?.map(millis),
+        thread: super::thread(r.get(6)?, &r.get::<String>(7)?, r.get(9)?),
+        missing_since: r.get::<Option<i64>>(8)?.map(millis),
     })
 }
 
