@@ -24,18 +24,36 @@ const NOW: &str = "2026-11-25T00:00:00Z";
 
 /// How long a test waits for what must happen (emails, a takeover past the lease): far past
 /// what it takes on a busy machine; reached only when something is wrong.
+/// The PostgreSQL state's password (the test cluster trusts every local login; the hosts send it
+/// all the same): in no line a run writes.
+const PASSWORD: &str = "s3cret-state-pw";
+
 const PATIENCE: Duration = Duration::from_secs(300);
 
 /// Where the hosts keep their state: the setting their configs share.
 enum StateAt {
     /// One SQLite file both processes name (two processes on one host).
     Sqlite(PathBuf),
+    /// A PostgreSQL URL through PgBouncer, and the same database's URL without it, for the
+    /// test's own look at its tables.
+    Postgres { url: String, direct: String },
 }
 
 impl StateAt {
     fn setting(&self) -> String {
         match self {
             StateAt::Sqlite(path) => path.display().to_string(),
+            StateAt::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// More top-level settings: on PostgreSQL a short lease (a takeover comes this long after a
+    /// host stops renewing it) and a password from the environment (`PASSWORD`), which no line
+    /// may show.
+    fn extra(&self) -> &'static str {
+        match self {
+            StateAt::Sqlite(_) => "",
+            StateAt::Postgres { .. } => "state_lease = \"6s\"\nstate_password_env = \"STATE_PASSWORD\"\n",
         }
     }
 }
@@ -61,7 +79,8 @@ struct RunRecord {
 struct Looper {
     stop: Arc<AtomicBool>,
     current: Arc<Mutex<Option<Child>>>,
-    handle: JoinHandle<Vec<RunRecord>>,
+    records: Arc<Mutex<Vec<RunRecord>>>,
+    handle: Option<JoinHandle<()>>,
 }
 
 impl Hosts {
@@ -82,12 +101,13 @@ impl Hosts {
             std::fs::write(
                 &config,
                 format!(
-                    "export = {export:?}\nstate = {state:?}\ntime_zone = \"UTC\"\n\n[mail]\n\
+                    "export = {export:?}\nstate = {state:?}\ntime_zone = \"UTC\"\n{extra}\n[mail]\n\
                      from = \"Chat Notifier <notifier@example.com>\"\nto = [\"Owner <owner@example.com>\"]\n\
                      burst = 100000\n\n[transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
                      security = \"none\"\ntimeout = \"120s\"\n",
                     export = export.display().to_string(),
                     state = state.setting(),
+                    extra = state.extra(),
                     port = server.port(),
                 ),
             )
@@ -100,7 +120,7 @@ impl Hosts {
     /// `chat-notifier --config <host's> ARGS`, from the host's folder, stderr to a file.
     fn command(&self, host: usize, args: &[&str]) -> Command {
         let mut c = Command::new(support::bin());
-        c.arg("--config").arg(&self.configs[host]).args(args);
+        c.arg("--config").arg(&self.configs[host]).args(args).env("STATE_PASSWORD", PASSWORD);
         c.current_dir(self.configs[host].parent().unwrap()).stdin(Stdio::null()).stdout(Stdio::null());
         c
     }
@@ -119,13 +139,16 @@ impl Hosts {
     fn start(&self, host: usize) -> Looper {
         let stop = Arc::new(AtomicBool::new(false));
         let current = Arc::new(Mutex::new(None::<Child>));
-        let (stop2, current2) = (stop.clone(), current.clone());
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, current2, records2) = (stop.clone(), current.clone(), records.clone());
         let dir = self.configs[host].parent().unwrap().to_owned();
         let mut command = self.command(host, &["run", "--now", NOW]);
         let handle = std::thread::spawn(move || {
-            let mut records = Vec::new();
-            while !stop2.load(Ordering::SeqCst) {
-                let err_path = dir.join(format!("run-{}.err", records.len()));
+            for n in 0.. {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let err_path = dir.join(format!("run-{n}.err"));
                 command.stderr(std::fs::File::create(&err_path).unwrap());
                 *current2.lock().unwrap() = Some(command.spawn().unwrap());
                 let status = loop {
@@ -136,15 +159,14 @@ impl Hosts {
                     std::thread::sleep(Duration::from_millis(10));
                 };
                 current2.lock().unwrap().take();
-                records.push(RunRecord {
+                records2.lock().unwrap().push(RunRecord {
                     code: status.code(),
                     signal: std::os::unix::process::ExitStatusExt::signal(&status),
                     stderr: std::fs::read_to_string(&err_path).unwrap(),
                 });
             }
-            records
         });
-        Looper { stop, current, handle }
+        Looper { stop, current, records, handle: Some(handle) }
     }
 
     /// Adds `n` chats to the export, one transaction each, as the bot runtime would while the
@@ -203,18 +225,39 @@ impl Hosts {
 
 impl Looper {
     /// Stops the loop after the run under way; every run's record.
-    fn finish(self) -> Vec<RunRecord> {
+    fn finish(mut self) -> Vec<RunRecord> {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle.join().unwrap()
+        self.handle.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.records.lock().unwrap())
+    }
+
+    /// Runs ended so far.
+    fn ended(&self) -> usize {
+        self.records.lock().unwrap().len()
     }
 
     /// The host dies: its run under way SIGKILLed, no run after it. Every run's record.
-    fn die(self) -> Vec<RunRecord> {
+    fn die(mut self) -> Vec<RunRecord> {
+        self.kill();
+        self.handle.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.records.lock().unwrap())
+    }
+
+    fn kill(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(child) = self.current.lock().unwrap().as_mut() {
-            child.kill().unwrap();
+            let _ = child.kill();
         }
-        self.handle.join().unwrap()
+    }
+}
+
+/// A test that failed stops its hosts before their folders go.
+impl Drop for Looper {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.kill();
+            let _ = handle.join();
+        }
     }
 }
 
@@ -249,7 +292,10 @@ fn add_lead(conn: &mut rusqlite::Connection, i: usize) {
 /// What a run may say besides nothing: the first run's note, and that the other host holds the
 /// lock (or lease).
 fn expected_line(line: &str) -> bool {
-    line.starts_with(support::FIRST_RUN) || line.contains("another run is in progress")
+    line.starts_with(support::FIRST_RUN)
+        || line.contains("another run is in progress")
+        // After a host died holding the lease, the host that takes it over says so.
+        || line.contains("took the run lease over from")
 }
 
 /// Every run ended by itself, 0 or 4 (the other host's run holds the state), saying nothing
@@ -261,6 +307,7 @@ fn assert_clean(host: &str, records: &[RunRecord]) {
         for line in r.stderr.lines() {
             assert!(expected_line(line), "{host}: {line:?} in {r:?}");
         }
+        assert!(!r.stderr.contains(PASSWORD), "{host}: {r:?}");
     }
 }
 
@@ -271,11 +318,18 @@ fn every_email_once(hosts: &Hosts) {
     let writer = hosts.writer(0, n);
     writer.join().unwrap();
     hosts.wait_for_distinct(n, "while both hosts run");
+    // The loops go on until the hosts met: a run found the other's holding the state (they
+    // overlap within a few runs; a busy machine only makes it take longer).
+    let deadline = Instant::now() + PATIENCE;
+    while ![&a, &b].iter().any(|l| l.records.lock().unwrap().iter().any(|r| r.code == Some(4))) {
+        assert!(Instant::now() < deadline, "the two hosts' runs never overlapped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (ra, rb) = (a.finish(), b.finish());
     assert_clean("host a", &ra);
     assert_clean("host b", &rb);
-    // Both took their turns: each host sent, or found the other one's run holding the state.
-    assert!(ra.iter().chain(&rb).any(|r| r.code == Some(4)), "the hosts met: {} + {} runs", ra.len(), rb.len());
+    // No host died: no lease lapsed, none was taken over.
+    assert!(!ra.iter().chain(&rb).any(|r| r.stderr.contains("took the run lease over")), "{ra:?} {rb:?}");
     for host in 0..2 {
         let last = hosts.run(host);
         assert_eq!(last.code, Some(0), "{last:?}");
@@ -403,7 +457,7 @@ fn sqlite_a_process_killed_mid_send_is_replaced_and_only_its_email_goes_twice() 
 #[test]
 fn sqlite_two_processes_starting_on_no_state_make_it_once() {
     for hosts in starting_together(&sqlite, 5) {
-        let StateAt::Sqlite(path) = &hosts.state;
+        let StateAt::Sqlite(path) = &hosts.state else { unreachable!() };
         let conn = rusqlite::Connection::open(path).unwrap();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, 18, "every migration, once");
@@ -447,4 +501,86 @@ fn pgbouncer_passes_queries_in_transaction_mode_and_restarts_on_its_port() {
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let one: i32 = client.query_one("SELECT 1", &[]).unwrap().get(0);
     assert_eq!(one, 1);
+}
+
+// ---- PostgreSQL through PgBouncer in transaction mode: two hosts, the lease row between them ----
+
+/// A new database on the test cluster, reached through `bouncer`.
+fn postgres(bouncer: &support::pgbouncer::PgBouncer) -> impl Fn(&Path) -> StateAt + '_ {
+    |_| {
+        let direct = support::pg::cluster().unwrap().database();
+        StateAt::Postgres { url: bouncer.in_front_of(&direct), direct }
+    }
+}
+
+#[test]
+fn postgres_two_hosts_in_loops_through_pgbouncer_send_every_email_once() {
+    let Some(bouncer) = support::pgbouncer::start() else { return };
+    every_email_once(&Hosts::new(postgres(&bouncer)));
+}
+
+#[test]
+fn postgres_a_host_killed_mid_send_is_replaced_after_its_lease_and_only_its_email_goes_twice() {
+    let Some(bouncer) = support::pgbouncer::start() else { return };
+    let takeover = killed_mid_send(&Hosts::new(postgres(&bouncer)));
+    eprintln!("postgresql: the other host sent {takeover:.1?} after the kill (lease 6s)");
+}
+
+/// PgBouncer killed while a run is in the middle of sending (the SMTP server slow to answer),
+/// kept down while both hosts' runs meet it, then started again on its port: each run that
+/// met the outage says so in one line naming the state's URL (no password), exits 1, and
+/// nothing is lost; at most the email in flight went twice, with its Message-ID.
+#[test]
+fn postgres_pgbouncer_stopped_and_restarted_mid_run_one_line_nothing_lost() {
+    let Some(mut bouncer) = support::pgbouncer::start() else { return };
+    let hosts = Hosts::new(postgres(&bouncer));
+    let StateAt::Postgres { url, .. } = &hosts.state else { unreachable!() };
+    let n = 40;
+    hosts.server.set(Behavior::StallAfterData(Duration::from_secs(2)));
+    let writer = hosts.writer(0, n);
+    let (a, b) = (hosts.start(0), hosts.start(1));
+    wait_received(&hosts.server, 3);
+    // A run is mid-send: its email taken, the answer 2 s away.
+    bouncer.stop();
+    let (ended_a, ended_b) = (a.ended(), b.ended());
+    let deadline = Instant::now() + PATIENCE;
+    while a.ended() < ended_a + 3 || b.ended() < ended_b + 3 {
+        assert!(Instant::now() < deadline, "the hosts' runs never ended while PgBouncer was down");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bouncer.restart();
+    hosts.server.set(Behavior::Accept);
+    writer.join().unwrap();
+    hosts.wait_for_distinct(n, "after PgBouncer came back");
+    let (failed, records): (Vec<RunRecord>, Vec<RunRecord>) =
+        a.finish().into_iter().chain(b.finish()).partition(|r| r.code == Some(1));
+    assert!(failed.len() >= 6, "the runs while PgBouncer was down failed: {failed:?}, {} others", records.len());
+    let shown = url.split('?').next().unwrap();
+    for r in &failed {
+        let lines: Vec<&str> = r.stderr.lines().filter(|l| !expected_line(l)).collect();
+        assert_eq!(lines.len(), 1, "one line: {r:?}");
+        assert!(lines[0].contains(shown), "names the state {shown}: {r:?}");
+    }
+    assert_clean("the hosts", &records);
+    for r in &failed {
+        assert!(!r.stderr.contains(PASSWORD), "{r:?}");
+    }
+    for host in 0..2 {
+        let last = hosts.run(host);
+        assert_eq!(last.code, Some(0), "{last:?}");
+    }
+    assert_each_once(&hosts.server, n, 1, "PgBouncer restarted mid-run");
+}
+
+#[test]
+fn postgres_two_hosts_starting_on_an_empty_database_migrate_it_once() {
+    let Some(bouncer) = support::pgbouncer::start() else { return };
+    for hosts in starting_together(&postgres(&bouncer), 5) {
+        let StateAt::Postgres { direct, .. } = &hosts.state else { unreachable!() };
+        let mut client = postgres::Client::connect(direct, postgres::NoTls).unwrap();
+        let rows =
+            client.query("SELECT version, count(*) FROM schema_version GROUP BY version ORDER BY 1", &[]).unwrap();
+        let versions: Vec<(i64, i64)> = rows.iter().map(|r| (r.get::<_, i32>(0).into(), r.get(1))).collect();
+        assert_eq!(versions, (1..=18).map(|v| (v, 1)).collect::<Vec<_>>(), "every migration, once");
+    }
 }
