@@ -75,6 +75,14 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
 }
 
+/// A PostgreSQL URL given on the command line (`state copy --to`), checked as `state` is.
+pub fn validate_state_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return Err(ConfigError::new("--to", "a PostgreSQL URL: postgresql://user@host/db"));
+    }
+    source::validate_postgres_url_of("--to", "--password-env or --password-file", url)
+}
+
 /// A password from an environment variable or the first line of a file; `table` names the
 /// config table in errors.
 fn secret(table: &str, var: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {

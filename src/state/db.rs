@@ -306,6 +306,11 @@ impl Conn {
 
     #[cfg(test)]
     pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        self.sqlite_conn()
+    }
+
+    /// The SQLite connection, for what only a state file does (`state copy` reads it).
+    pub fn sqlite_conn(&self) -> Option<&rusqlite::Connection> {
         match self {
             Conn::Sqlite(c) => Some(c),
             Conn::Pg(_) => None,

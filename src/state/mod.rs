@@ -11,6 +11,7 @@
 //! SMTP failure in between leaves it pending, and the next run sends it again with the same
 //! Message-ID.
 
+mod copy;
 pub(crate) mod db;
 mod deliveries;
 mod inspect;
@@ -31,6 +32,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use db::{Conn, args};
 
+pub use copy::{Copied, copy};
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
