@@ -22,6 +22,7 @@ pub mod config;
 pub mod destination;
 pub mod domain;
 pub mod mail;
+pub mod pgconn;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

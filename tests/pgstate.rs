@@ -358,3 +358,42 @@ fn state_copy_moves_a_state_file_and_its_threads_continue() {
     assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
     assert_eq!(outbox(&url), before);
 }
+
+/// The usual deployment: the chats and the state on the same PostgreSQL server (the source's
+/// rows read within its commit window are remembered in the state), emails written by a folder
+/// transport (marked sent a page at a time): each conversation once, threads kept.
+#[test]
+fn chats_and_state_both_on_postgres_with_a_folder_transport() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let source = cluster.database();
+    let mut db = pg::PgExport { client: cluster.client(&source) };
+    db.client.batch_execute(pg::EXPORT_SCHEMA).unwrap();
+    let state = cluster.database();
+    let f = Fixture::new(server.port());
+    f.use_source(&format!("kind = \"export\"\nurl = \"{source}\""));
+    use_state(&f, &state, "");
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    for i in 0..5 {
+        db.lead_who_leaves(&format!("c{i}"), &format!("Lead {i}"), &format!("lead{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T09:10:00Z", &[], 0);
+    let remembered: i64 = client(&state).query_one("SELECT count(*) FROM recent_rows", &[]).unwrap().get(0);
+    assert!(remembered > 0, "the source's commit window is kept in the state");
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    let written = || std::fs::read_dir(f.dir.path().join("outbox")).map_or(0, |d| d.count());
+    assert_eq!(written(), 5);
+    let rows = outbox(&state);
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|(_, status, _)| status == "sent"), "{rows:?}");
+    db.message("c3", "2026-11-24T10:00:00Z", "visitor", None, None, Some("phone"), "+1 555 0100");
+    db.message("c3", "2026-11-24T10:00:01Z", "bot", Some("done"), Some("end_conversation"), None, "Thanks!");
+    f.run_at("2026-11-24T10:01:00Z", &[], 0);
+    assert_eq!(written(), 6);
+    let thread: String =
+        client(&state).query_one("SELECT thread FROM conversations WHERE id = 'c3'", &[]).unwrap().get(0);
+    assert_eq!(thread.split(' ').count(), 2, "{thread}");
+    let idle = f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(idle.stderr, "");
+    assert_eq!(written(), 6);
+}

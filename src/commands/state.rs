@@ -10,7 +10,7 @@ use crate::state::{self, At};
 
 /// False when a run holds the state file's lock or the database's lease (nothing copied).
 pub fn copy(config: &Config, args: &CopyArgs) -> Result<bool> {
-    let At::File(from) = config.state_at() else {
+    let At::File(from) = crate::state::At::of(config) else {
         bail!("state copy: the config's state is on PostgreSQL already; `state copy` copies a state file");
     };
     crate::config::validate_state_url(&args.to).map_err(|e| anyhow!("state copy: {e}"))?;

@@ -398,19 +398,6 @@ impl Config {
         (s.starts_with("postgresql://") || s.starts_with("postgres://")).then_some(s)
     }
 
-    /// Where the state is, with what it takes to open it.
-    pub fn state_at(&self) -> crate::state::At {
-        match self.state_url() {
-            Some(url) => crate::state::At::Postgres {
-                url: url.to_owned(),
-                password_env: self.state_password_env.clone(),
-                password_file: self.state_password_file.clone(),
-                lease: self.state_lease.and_then(|s| s.0.to_std().ok()).unwrap_or(crate::state::lease::DEFAULT_LENGTH),
-            },
-            None => crate::state::At::File(self.state.clone()),
-        }
-    }
-
     pub fn message_id_domain(&self) -> String {
         self.mail.message_id_domain.clone().unwrap_or_else(|| self.mail.from.email.domain().to_owned())
     }

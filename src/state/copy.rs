@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::types::ValueRef;
 
 use super::{At, MIGRATIONS, State, pg, try_lock};
-use crate::source::sql::pg_error;
+use crate::pgconn::pg_error;
 
 /// What a copy moved, as its line says it.
 pub struct Copied(Vec<(&'static str, usize)>);
@@ -35,7 +35,7 @@ pub fn copy(from: &Path, to: &At) -> Result<Option<Copied>> {
     let Some(_lease) = try_lock(to)? else { return Ok(None) };
     let mut client = to.connect()?;
     let in_use: i64 = client
-        .query_one(
+        .query_typed_one(
             "SELECT (SELECT count(*) FROM conversations) + (SELECT count(*) FROM outbox) \
              + (SELECT count(*) FROM digest_items) + (SELECT count(*) FROM bots) + (SELECT count(*) FROM deliveries) \
              + (SELECT count(*) FROM recent_rows) + (SELECT count(*) FROM progress WHERE watermark > 0 OR baseline_done)",

@@ -331,11 +331,24 @@ pub enum At {
 }
 
 impl At {
+    /// Where the config's state is, with what it takes to open it.
+    pub fn of(config: &crate::config::Config) -> At {
+        match config.state_url() {
+            Some(url) => At::Postgres {
+                url: url.to_owned(),
+                password_env: config.state_password_env.clone(),
+                password_file: config.state_password_file.clone(),
+                lease: config.state_lease.and_then(|s| s.0.to_std().ok()).unwrap_or(lease::DEFAULT_LENGTH),
+            },
+            None => At::File(config.state.clone()),
+        }
+    }
+
     /// As errors and notes name it: the file's path, or the URL without its password.
     pub fn shown(&self) -> String {
         match self {
             At::File(path) => path.display().to_string(),
-            At::Postgres { url, .. } => crate::source::sql::shown_url(url),
+            At::Postgres { url, .. } => crate::pgconn::shown_url(url),
         }
     }
 
@@ -349,7 +362,7 @@ impl At {
             password_env.as_deref(),
             password_file.as_deref(),
         )?;
-        crate::source::sql::connect_postgres(url, password.as_deref(), "state")
+        crate::pgconn::connect_postgres(url, password.as_deref(), "state")
             .with_context(|| format!("state {}: connecting", self.shown()))
     }
 }
