@@ -416,10 +416,19 @@ pub fn try_lock(at: &At) -> Result<Option<RunLock>> {
 pub fn lock_name(at: &At) -> String {
     match at {
         At::File(path) => format!("lock {} is held", lock_path(path).display()),
-        At::Postgres { .. } => match at.connect().and_then(|mut c| lease::holder(&mut c)) {
-            Ok(Some(h)) => format!("the lease in {} is held by {}", at.shown(), h.describe()),
-            _ => format!("the lease in {} is held", at.shown()),
-        },
+        At::Postgres { .. } => {
+            held_words(&at.shown(), at.connect().and_then(|mut c| lease::holder(&mut c)).ok().flatten())
+        }
+    }
+}
+
+/// The lease's holder, in words, for a run the lease refused.
+fn held_words(shown: &str, holder: Option<lease::Holder>) -> String {
+    match holder {
+        Some(h) if h.held => format!("the lease in {shown} is held by {}", h.describe()),
+        // Given back between the refusal and this look: that run has just ended.
+        Some(h) => format!("the lease in {shown} was held a moment ago by {}", h.holder),
+        None => format!("the lease in {shown} is held"),
     }
 }
 
@@ -1086,6 +1095,23 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         assert!(migrate(&mut conn).unwrap_err().to_string().contains("newer"));
+    }
+
+    /// A lease given back between a run's refusal and its look at the holder is said as such,
+    /// never "held by free".
+    #[test]
+    fn a_lease_given_back_meanwhile_is_not_said_held() {
+        let holder = |held, released| lease::Holder {
+            holder: "vm pid 1 (run) #1".into(),
+            acquired_at: "2026-12-07T12:00:00Z".into(),
+            expires_at: "2026-12-07T12:01:00Z".into(),
+            held,
+            released,
+        };
+        let given_back = held_words("postgresql://db/s", Some(holder(false, true)));
+        assert_eq!(given_back, "the lease in postgresql://db/s was held a moment ago by vm pid 1 (run) #1");
+        let held = held_words("postgresql://db/s", Some(holder(true, false)));
+        assert!(held.starts_with("the lease in postgresql://db/s is held by vm pid 1 (run) #1 since"), "{held}");
     }
 
     #[test]
