@@ -771,15 +771,27 @@ impl State {
         match &self.lease {
             Some(watch) if !watch.holds() => bail!(
                 "state {}: this run's lease lapsed or was taken over (a long pause?); it stops before sending \
-                 more, and the run holding the lease now sends what is left",
+                 or writing more, and the run holding the lease now sends what is left",
                 self.path.display()
             ),
             _ => Ok(()),
         }
     }
 
-    /// Runs `f` as one transaction: all of it is committed, or none.
+    /// Runs `f` as one transaction: all of it is committed, or none. A run that lost its lease
+    /// (a long pause) commits nothing: another host's run may have moved the state on since this
+    /// one read it.
     pub fn atomically<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        self.transaction(true, f)
+    }
+
+    /// `atomically` for the record of what was sent, which holds whatever became of the lease:
+    /// the email went, and the run that has the lease now must not send it again.
+    fn record_sent<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        self.transaction(false, f)
+    }
+
+    fn transaction<T>(&mut self, guarded: bool, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
         let shown = self.path.display().to_string();
         let (begin, commit, rollback) = match (&self.conn, self.scratch) {
             (Conn::Pg(_), false) => ("BEGIN", "COMMIT", "ROLLBACK"),
@@ -789,7 +801,12 @@ impl State {
         };
         self.conn.batch(begin).with_context(|| format!("state {shown}: starting a transaction"))?;
         let tx = Tx(&self.conn);
-        match f(&tx) {
+        let result = f(&tx).map_err(|e| e.context(format!("state {shown}")));
+        let result = match result {
+            Ok(out) if guarded => self.may_send().map(|()| out),
+            other => other,
+        };
+        match result {
             Ok(out) => match self.conn.batch(commit) {
                 Ok(()) => Ok(out),
                 Err(e) => {
@@ -799,7 +816,7 @@ impl State {
             },
             Err(e) => {
                 let _ = self.conn.batch(rollback);
-                Err(e.context(format!("state {shown}")))
+                Err(e)
             }
         }
     }
