@@ -53,6 +53,32 @@ pub enum Command {
     /// Forget conversations settled (or held back) and idle for longer than --older-than (keeps
     /// the state file small; a forgotten conversation that comes back starts a new thread)
     Prune(PruneArgs),
+    /// Move the state: `state copy --to postgresql://...` copies the state file (threads,
+    /// outbox, digests, everything) into an empty PostgreSQL database, so threads continue there
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the config's state file into the empty PostgreSQL database at --to; then set
+    /// `state = "<that URL>"` in the config (and state_password_env or state_password_file)
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The PostgreSQL database to copy into (a URL without a password: postgresql://user@host/db)
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+
+    /// The environment variable holding its password
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
+    pub password_env: Option<String>,
+
+    /// The file whose first line is its password
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

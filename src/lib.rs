@@ -22,6 +22,7 @@ pub mod config;
 pub mod destination;
 pub mod domain;
 pub mod mail;
+pub mod pgconn;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
@@ -72,6 +73,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Check(args) => commands::check::check(&path()?, args.smtp).map(|()| done),
         Command::Prune(args) => commands::prune::prune(&config()?, args).map(busy_or_done),
         Command::Preview(args) => commands::preview::preview(&config()?, args).map(|()| done),
+        Command::State(cli::StateCommand::Copy(args)) => commands::state::copy(&config()?, args).map(busy_or_done),
         Command::Report(args) => commands::report::report(&config()?, args).map(|()| done),
         Command::Leads(args) => commands::leads::leads(&config()?, args).map(|()| done),
         Command::Status(args) => commands::status::status(&config()?, args).map(|()| done),

@@ -3,7 +3,8 @@
 //! on an import that points up, or sideways between the modules of one layer.
 //!
 //! From the bottom: the vocabulary (`domain`) and the progress bars, which import nothing of the
-//! crate; the config; the sources, the state, mail and the destinations beside it, side by side, none importing another; the
+//! crate; the config; the connection to PostgreSQL (`pgconn`, which the sources and the state
+//! share); the sources, the state, mail and the destinations beside it, side by side, none importing another; the
 //! pipeline and the report, side by side; the command line; the commands; the crate's root; `main.rs`.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["domain", "progress"],
     &["config"],
+    &["pgconn"],
     &["source", "state", "mail", "destination"],
     &["pipeline", "report"],
     &["cli"],

@@ -66,7 +66,7 @@ fn a_thread_started_on_a_postgres_state_continues_there() {
     assert_eq!(m.len(), 2);
     assert_eq!(m[1].subject, format!("Re: {}", m[0].subject));
     assert_eq!(m[1].in_reply_to.as_deref(), Some(m[0].message_id.as_str()));
-    assert_eq!(m[1].references, [m[0].message_id.clone()]);
+    assert_eq!(m[1].references, std::slice::from_ref(&m[0].message_id));
     // Everything is in the database: no state file was made beside the config.
     assert!(!f.dir.path().join("state.sqlite").exists());
     let rows = outbox(&url);
@@ -317,4 +317,83 @@ fn a_host_whose_config_differs_from_the_last_runs_says_so() {
     let line = check.stdout.lines().find(|l| l.starts_with("state")).unwrap();
     let fingerprint: String = client(&url).query_one("SELECT fingerprint FROM last_run", &[]).unwrap().get(0);
     assert!(line.contains(&format!("with settings {fingerprint}; this host's settings {fingerprint}")), "{line}");
+}
+
+/// Moving over: a thread started on a state file continues on PostgreSQL after `state copy`,
+/// with the same thread (In-Reply-To, References, subject); a second copy into the same
+/// database is refused in one line, changing nothing.
+#[test]
+fn state_copy_moves_a_state_file_and_its_threads_continue() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let url = cluster.database();
+    let f = Fixture::new(server.port());
+    f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
+    f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    assert_eq!(server.received().len(), 2);
+    let copy = f.run_with_env(&["state", "copy", "--to", &url, "--password-env", "PW"], &[("PW", "unused")]);
+    assert_eq!(copy.code, 0, "{}{}", copy.stdout, copy.stderr);
+    assert!(copy.stdout.contains("2 conversations, 2 emails"), "{}", copy.stdout);
+    let on_file = std::fs::read_to_string(&f.config).unwrap();
+    use_state(&f, &url, "");
+    f.visitor("c1", "2026-11-25T08:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-25T08:00:01Z");
+    let out = f.run_at("2026-11-25T08:01:00Z", &[], 0);
+    assert!(!out.stderr.contains("first run"), "the copy carries the first run's record: {}", out.stderr);
+    let m = mails(&server);
+    assert_eq!(m.len(), 3, "only Jane's new state: {:?}", m.iter().map(|m| &m.subject).collect::<Vec<_>>());
+    let first = m.iter().find(|x| x.subject.contains("Jane Doe")).unwrap();
+    assert_eq!(m[2].subject, format!("Re: {}", first.subject));
+    assert_eq!(m[2].in_reply_to.as_deref(), Some(first.message_id.as_str()));
+    assert_eq!(m[2].references, std::slice::from_ref(&first.message_id));
+    let ids: i64 = client(&url).query_one("SELECT count(DISTINCT id) FROM outbox", &[]).unwrap().get(0);
+    assert_eq!(ids, 3, "new outbox ids follow the copied ones");
+    // Into a database that holds a state: refused, nothing changed.
+    let before = outbox(&url);
+    std::fs::write(&f.config, on_file).unwrap();
+    let again = f.run(&["state", "copy", "--to", &url]);
+    assert_ne!(again.code, 0);
+    assert_eq!(again.stderr.lines().count(), 1, "{}", again.stderr);
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
+    assert_eq!(outbox(&url), before);
+}
+
+/// The usual deployment: the chats and the state on the same PostgreSQL server (the source's
+/// rows read within its commit window are remembered in the state), emails written by a folder
+/// transport (marked sent a page at a time): each conversation once, threads kept.
+#[test]
+fn chats_and_state_both_on_postgres_with_a_folder_transport() {
+    let server = SmtpServer::start();
+    let Some(cluster) = pg::cluster() else { return };
+    let source = cluster.database();
+    let mut db = pg::PgExport { client: cluster.client(&source) };
+    db.client.batch_execute(pg::EXPORT_SCHEMA).unwrap();
+    let state = cluster.database();
+    let f = Fixture::new(server.port());
+    f.use_source(&format!("kind = \"export\"\nurl = \"{source}\""));
+    use_state(&f, &state, "");
+    f.set_transport("kind = \"folder\"\npath = \"outbox\"");
+    for i in 0..5 {
+        db.lead_who_leaves(&format!("c{i}"), &format!("Lead {i}"), &format!("lead{i}@example.com"), i);
+    }
+    f.run_at("2026-11-24T09:10:00Z", &[], 0);
+    let remembered: i64 = client(&state).query_one("SELECT count(*) FROM recent_rows", &[]).unwrap().get(0);
+    assert!(remembered > 0, "the source's commit window is kept in the state");
+    f.run_at("2026-11-24T09:40:00Z", &[], 0);
+    let written = || std::fs::read_dir(f.dir.path().join("outbox")).map_or(0, |d| d.count());
+    assert_eq!(written(), 5);
+    let rows = outbox(&state);
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|(_, status, _)| status == "sent"), "{rows:?}");
+    db.message("c3", "2026-11-24T10:00:00Z", "visitor", None, None, Some("phone"), "+1 555 0100");
+    db.message("c3", "2026-11-24T10:00:01Z", "bot", Some("done"), Some("end_conversation"), None, "Thanks!");
+    f.run_at("2026-11-24T10:01:00Z", &[], 0);
+    assert_eq!(written(), 6);
+    let thread: String =
+        client(&state).query_one("SELECT thread FROM conversations WHERE id = 'c3'", &[]).unwrap().get(0);
+    assert_eq!(thread.split(' ').count(), 2, "{thread}");
+    let idle = f.run_at("2026-11-24T11:00:00Z", &[], 0);
+    assert_eq!(idle.stderr, "");
+    assert_eq!(written(), 6);
 }

@@ -53,7 +53,7 @@ pub fn check(config_path: &Path, smtp: bool) -> Result<()> {
     }
     report(
         "state",
-        match config.state_at() {
+        match crate::state::At::of(&config) {
             crate::state::At::File(path) => state(&path),
             at => State::check_postgres(&at, &config.settings_fingerprint()),
         },

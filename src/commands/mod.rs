@@ -1,11 +1,13 @@
-//! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `leads`, `prune`, and
-//! the completion script and man page. Each reads (prune aside) and prints; none sends.
+//! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `leads`, `prune`,
+//! `state copy`, and the completion script and man page. Each reads (prune and `state copy`
+//! aside) and prints; none sends.
 
 pub mod check;
 pub mod leads;
 pub mod preview;
 pub mod prune;
 pub mod report;
+pub mod state;
 pub mod status;
 
 use std::io::Write;

@@ -20,7 +20,7 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let source = crate::source::open(config)?;
     let export = source.as_ref();
-    let state = State::open_if_there_at(&config.state_at())?;
+    let state = State::open_if_there_at(&crate::state::At::of(config))?;
     let id = find(export, state.as_ref(), &args.conversation)?;
     let conversation = export.conversations(&[&id])?.remove(&id).context("the conversation left the export")?;
     let routing = Routing::new(config);

@@ -11,7 +11,7 @@ use crate::state::{self, State};
 
 /// False when another run holds the lock (nothing was changed).
 pub fn prune(config: &Config, args: &PruneArgs) -> Result<bool> {
-    let at = config.state_at();
+    let at = crate::state::At::of(config);
     let Some(_lock) = state::try_lock(&at)? else {
         log::warn!("another run is in progress; prune exits without changing anything");
         return Ok(false);

@@ -30,7 +30,7 @@ pub struct Row {
 pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Utc::now);
     let since = now - TimeDelta::days(7);
-    let state = State::open_if_there_at(&config.state_at())?;
+    let state = State::open_if_there_at(&crate::state::At::of(config))?;
     let (counts, listed, total) = match &state {
         None => (HashMap::new(), Vec::new(), 0),
         // The default view: counts and the most urgent, without reading every conversation.
@@ -225,7 +225,7 @@ fn next_send(config: &Config, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>
     if limits.per_hour.is_none() && limits.per_day.is_none() {
         return Ok(None);
     }
-    let Some(state) = State::open_if_there_at(&config.state_at())? else {
+    let Some(state) = State::open_if_there_at(&crate::state::At::of(config))? else {
         return Ok(None);
     };
     if state.count_pending()? == 0 {

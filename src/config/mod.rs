@@ -75,6 +75,14 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
 }
 
+/// A PostgreSQL URL given on the command line (`state copy --to`), checked as `state` is.
+pub fn validate_state_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return Err(ConfigError::new("--to", "a PostgreSQL URL: postgresql://user@host/db"));
+    }
+    source::validate_postgres_url_of("--to", "--password-env or --password-file", url)
+}
+
 /// A password from an environment variable or the first line of a file; `table` names the
 /// config table in errors.
 fn secret(table: &str, var: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
@@ -388,19 +396,6 @@ impl Config {
     pub fn state_url(&self) -> Option<&str> {
         let s = self.state.to_str()?.trim();
         (s.starts_with("postgresql://") || s.starts_with("postgres://")).then_some(s)
-    }
-
-    /// Where the state is, with what it takes to open it.
-    pub fn state_at(&self) -> crate::state::At {
-        match self.state_url() {
-            Some(url) => crate::state::At::Postgres {
-                url: url.to_owned(),
-                password_env: self.state_password_env.clone(),
-                password_file: self.state_password_file.clone(),
-                lease: self.state_lease.and_then(|s| s.0.to_std().ok()).unwrap_or(crate::state::lease::DEFAULT_LENGTH),
-            },
-            None => crate::state::At::File(self.state.clone()),
-        }
     }
 
     pub fn message_id_domain(&self) -> String {

@@ -105,7 +105,7 @@ fn run(
     };
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
-    let at = config.state_at();
+    let at = crate::state::At::of(config);
     let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
         let (state, scratch) = State::scratch_copy_at(&at)?;
         (

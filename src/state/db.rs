@@ -25,6 +25,11 @@ pub enum V<'a> {
     Real(f64),
     Text(&'a str),
     Bool(bool),
+    /// Arrays, for PostgreSQL's batched statements (`unnest`, `= ANY`): one round trip for a
+    /// batch of rows.
+    Ints(&'a [i64]),
+    Texts(&'a [String]),
+    Bools(&'a [bool]),
 }
 
 /// What can be bound to a statement.
@@ -63,6 +68,21 @@ impl Bind for String {
         V::Text(self)
     }
 }
+impl Bind for [i64] {
+    fn value(&self) -> V<'_> {
+        V::Ints(self)
+    }
+}
+impl Bind for [String] {
+    fn value(&self) -> V<'_> {
+        V::Texts(self)
+    }
+}
+impl Bind for [bool] {
+    fn value(&self) -> V<'_> {
+        V::Bools(self)
+    }
+}
 impl<T: Bind + ?Sized> Bind for &T {
     fn value(&self) -> V<'_> {
         (**self).value()
@@ -92,6 +112,9 @@ impl rusqlite::ToSql for Sq<'_> {
             V::Real(f) => ValueRef::Real(f),
             V::Text(t) => ValueRef::Text(t.as_bytes()),
             V::Bool(b) => ValueRef::Integer(b.into()),
+            V::Ints(_) | V::Texts(_) | V::Bools(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure("an array is PostgreSQL's only".into()));
+            }
         }))
     }
 }
@@ -112,6 +135,9 @@ impl ToSql for Pg<'_> {
             V::Real(f) => f.to_sql(ty, out),
             V::Text(t) => t.to_sql(ty, out),
             V::Bool(b) => b.to_sql(ty, out),
+            V::Ints(a) => a.to_sql(ty, out),
+            V::Texts(a) => a.to_sql(ty, out),
+            V::Bools(a) => a.to_sql(ty, out),
         }
     }
 
@@ -136,6 +162,9 @@ fn pg_type(v: V<'_>) -> Type {
         V::Real(_) => Type::FLOAT8,
         V::Text(_) => Type::TEXT,
         V::Bool(_) => Type::BOOL,
+        V::Ints(_) => Type::INT8_ARRAY,
+        V::Texts(_) => Type::TEXT_ARRAY,
+        V::Bools(_) => Type::BOOL_ARRAY,
     }
 }
 
@@ -295,7 +324,7 @@ impl PgConn {
         let values: Vec<Pg> = params.iter().map(|p| Pg(p.value())).collect();
         let typed: Vec<(&(dyn ToSql + Sync), Type)> =
             values.iter().map(|v| (v as &(dyn ToSql + Sync), pg_type(v.0))).collect();
-        self.client.query_typed(&sql, &typed).map_err(crate::source::sql::pg_error)
+        self.client.query_typed(&sql, &typed).map_err(crate::pgconn::pg_error)
     }
 }
 
@@ -306,6 +335,11 @@ impl Conn {
 
     #[cfg(test)]
     pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        self.sqlite_conn()
+    }
+
+    /// The SQLite connection, for what only a state file does (`state copy` reads it).
+    pub fn sqlite_conn(&self) -> Option<&rusqlite::Connection> {
         match self {
             Conn::Sqlite(c) => Some(c),
             Conn::Pg(_) => None,
@@ -333,7 +367,7 @@ impl Conn {
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> =
                     values.iter().map(|v| (v as &(dyn ToSql + Sync), pg_type(v.0))).collect();
                 // The count comes with the command's completion: query_typed gives rows only.
-                let n = pg.client.execute_typed(&sql, &typed).map_err(crate::source::sql::pg_error)?;
+                let n = pg.client.execute_typed(&sql, &typed).map_err(crate::pgconn::pg_error)?;
                 Ok(n as usize)
             }
         }
@@ -343,7 +377,7 @@ impl Conn {
     pub fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Pg(_) => self.pg()?.client.batch_execute(sql).map_err(crate::source::sql::pg_error),
+            Conn::Pg(_) => self.pg()?.client.batch_execute(sql).map_err(crate::pgconn::pg_error),
         }
     }
 

@@ -216,7 +216,7 @@ impl State {
     /// Marks a notification delivered, and records the thread it started (Slack's message
     /// `ts`), in one transaction.
     pub fn mark_delivered(&mut self, d: &Delivery, root: Option<&str>, at: DateTime<Utc>) -> Result<()> {
-        self.atomically(|tx| {
+        self.record_sent(|tx| {
             tx.0.execute(
                 "UPDATE deliveries SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
                  not_before = NULL, document = NULL WHERE id = ?1",

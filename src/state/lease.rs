@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::source::sql::pg_error;
+use crate::pgconn::pg_error;
 
 /// How long a lease lasts unless extended (`state_lease` in the config).
 pub const DEFAULT_LENGTH: Duration = Duration::from_secs(60);

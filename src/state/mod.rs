@@ -11,6 +11,7 @@
 //! SMTP failure in between leaves it pending, and the next run sends it again with the same
 //! Message-ID.
 
+mod copy;
 pub(crate) mod db;
 mod deliveries;
 mod inspect;
@@ -31,6 +32,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use db::{Conn, args};
 
+pub use copy::{Copied, copy};
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use notices::{DigestItem, Watched, alert_key};
@@ -329,11 +331,24 @@ pub enum At {
 }
 
 impl At {
+    /// Where the config's state is, with what it takes to open it.
+    pub fn of(config: &crate::config::Config) -> At {
+        match config.state_url() {
+            Some(url) => At::Postgres {
+                url: url.to_owned(),
+                password_env: config.state_password_env.clone(),
+                password_file: config.state_password_file.clone(),
+                lease: config.state_lease.and_then(|s| s.0.to_std().ok()).unwrap_or(lease::DEFAULT_LENGTH),
+            },
+            None => At::File(config.state.clone()),
+        }
+    }
+
     /// As errors and notes name it: the file's path, or the URL without its password.
     pub fn shown(&self) -> String {
         match self {
             At::File(path) => path.display().to_string(),
-            At::Postgres { url, .. } => crate::source::sql::shown_url(url),
+            At::Postgres { url, .. } => crate::pgconn::shown_url(url),
         }
     }
 
@@ -347,7 +362,7 @@ impl At {
             password_env.as_deref(),
             password_file.as_deref(),
         )?;
-        crate::source::sql::connect_postgres(url, password.as_deref(), "state")
+        crate::pgconn::connect_postgres(url, password.as_deref(), "state")
             .with_context(|| format!("state {}: connecting", self.shown()))
     }
 }
@@ -401,10 +416,19 @@ pub fn try_lock(at: &At) -> Result<Option<RunLock>> {
 pub fn lock_name(at: &At) -> String {
     match at {
         At::File(path) => format!("lock {} is held", lock_path(path).display()),
-        At::Postgres { .. } => match at.connect().and_then(|mut c| lease::holder(&mut c)) {
-            Ok(Some(h)) => format!("the lease in {} is held by {}", at.shown(), h.describe()),
-            _ => format!("the lease in {} is held", at.shown()),
-        },
+        At::Postgres { .. } => {
+            held_words(&at.shown(), at.connect().and_then(|mut c| lease::holder(&mut c)).ok().flatten())
+        }
+    }
+}
+
+/// The lease's holder, in words, for a run the lease refused.
+fn held_words(shown: &str, holder: Option<lease::Holder>) -> String {
+    match holder {
+        Some(h) if h.held => format!("the lease in {shown} is held by {}", h.describe()),
+        // Given back between the refusal and this look: that run has just ended.
+        Some(h) => format!("the lease in {shown} was held a moment ago by {}", h.holder),
+        None => format!("the lease in {shown} is held"),
     }
 }
 
@@ -747,15 +771,27 @@ impl State {
         match &self.lease {
             Some(watch) if !watch.holds() => bail!(
                 "state {}: this run's lease lapsed or was taken over (a long pause?); it stops before sending \
-                 more, and the run holding the lease now sends what is left",
+                 or writing more, and the run holding the lease now sends what is left",
                 self.path.display()
             ),
             _ => Ok(()),
         }
     }
 
-    /// Runs `f` as one transaction: all of it is committed, or none.
+    /// Runs `f` as one transaction: all of it is committed, or none. A run that lost its lease
+    /// (a long pause) commits nothing: another host's run may have moved the state on since this
+    /// one read it.
     pub fn atomically<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        self.transaction(true, f)
+    }
+
+    /// `atomically` for the record of what was sent, which holds whatever became of the lease:
+    /// the email went, and the run that has the lease now must not send it again.
+    fn record_sent<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        self.transaction(false, f)
+    }
+
+    fn transaction<T>(&mut self, guarded: bool, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
         let shown = self.path.display().to_string();
         let (begin, commit, rollback) = match (&self.conn, self.scratch) {
             (Conn::Pg(_), false) => ("BEGIN", "COMMIT", "ROLLBACK"),
@@ -765,7 +801,12 @@ impl State {
         };
         self.conn.batch(begin).with_context(|| format!("state {shown}: starting a transaction"))?;
         let tx = Tx(&self.conn);
-        match f(&tx) {
+        let result = f(&tx).map_err(|e| e.context(format!("state {shown}")));
+        let result = match result {
+            Ok(out) if guarded => self.may_send().map(|()| out),
+            other => other,
+        };
+        match result {
             Ok(out) => match self.conn.batch(commit) {
                 Ok(()) => Ok(out),
                 Err(e) => {
@@ -775,7 +816,7 @@ impl State {
             },
             Err(e) => {
                 let _ = self.conn.batch(rollback);
-                Err(e.context(format!("state {shown}")))
+                Err(e)
             }
         }
     }
@@ -1071,6 +1112,23 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         assert!(migrate(&mut conn).unwrap_err().to_string().contains("newer"));
+    }
+
+    /// A lease given back between a run's refusal and its look at the holder is said as such,
+    /// never "held by free".
+    #[test]
+    fn a_lease_given_back_meanwhile_is_not_said_held() {
+        let holder = |held, released| lease::Holder {
+            holder: "vm pid 1 (run) #1".into(),
+            acquired_at: "2026-12-07T12:00:00Z".into(),
+            expires_at: "2026-12-07T12:01:00Z".into(),
+            held,
+            released,
+        };
+        let given_back = held_words("postgresql://db/s", Some(holder(false, true)));
+        assert_eq!(given_back, "the lease in postgresql://db/s was held a moment ago by vm pid 1 (run) #1");
+        let held = held_words("postgresql://db/s", Some(holder(true, false)));
+        assert!(held.starts_with("the lease in postgresql://db/s is held by vm pid 1 (run) #1 since"), "{held}");
     }
 
     #[test]

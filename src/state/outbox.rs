@@ -199,7 +199,15 @@ impl State {
 
     /// Marks a batch sent, in one transaction (`Mailer::marks_in_batches`).
     pub fn mark_all_sent(&mut self, outbox_ids: &[i64], at: DateTime<Utc>) -> Result<()> {
-        self.atomically(|tx| {
+        self.record_sent(|tx| {
+            if tx.0.is_postgres() {
+                tx.0.execute(
+                    "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \
+                     text_body = NULL, html_body = NULL WHERE id = ANY(?1)",
+                    args![outbox_ids, at.timestamp_millis()],
+                )?;
+                return Ok(());
+            }
             for id in outbox_ids {
                 tx.0.execute(
                     "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL, \

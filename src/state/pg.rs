@@ -11,7 +11,9 @@
 use anyhow::{Context, Result, bail};
 
 use super::MIGRATIONS;
-use crate::source::sql::pg_error;
+use postgres::types::Type;
+
+use crate::pgconn::pg_error;
 
 /// The advisory lock key migrations take ("chatnoti" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6368_6174_6e6f_7469;
@@ -42,7 +44,7 @@ pub(super) const TABLES: [&str; 11] = [
 /// has the state's tables but no version (another program's tables of the same names).
 pub(super) fn known_version(client: &mut postgres::Client) -> Result<Option<usize>> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass('schema_version') IS NOT NULL, to_regclass('conversations') IS NOT NULL \
              OR to_regclass('outbox') IS NOT NULL",
             &[],
@@ -59,7 +61,7 @@ pub(super) fn known_version(client: &mut postgres::Client) -> Result<Option<usiz
         return Ok(None);
     }
     let version: i32 =
-        client.query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[]).map_err(pg_error)?.get(0);
+        client.query_typed_one("SELECT coalesce(max(version), 0) FROM schema_version", &[]).map_err(pg_error)?.get(0);
     Ok(Some(usize::try_from(version).unwrap_or(0)))
 }
 
@@ -76,12 +78,12 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<bool> {
         _ => {}
     }
     let mut tx = client.transaction().map_err(pg_error)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(pg_error)?;
+    tx.query_typed("SELECT pg_advisory_xact_lock($1)", &[(&MIGRATION_LOCK, Type::INT8)]).map_err(pg_error)?;
     // Read from pg_class with this statement's snapshot, not through to_regclass: the name
     // lookup's cache still remembers the table missing from before the lock was granted (the
     // advisory lock brings no catalog invalidations), and would miss the other host's table.
     let versioned: bool = tx
-        .query_one(
+        .query_typed_one(
             "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relname = 'schema_version' AND n.nspname = current_schema())",
             &[],
@@ -96,7 +98,7 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<bool> {
         .map_err(pg_error)?;
     }
     let version: i32 =
-        tx.query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[]).map_err(pg_error)?.get(0);
+        tx.query_typed_one("SELECT coalesce(max(version), 0) FROM schema_version", &[]).map_err(pg_error)?.get(0);
     let version = usize::try_from(version).unwrap_or(0);
     if version >= current {
         // Another host migrated while this one waited for the lock.
@@ -108,8 +110,11 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<bool> {
         if !migration.is_empty() {
             tx.batch_execute(migration).map_err(pg_error).with_context(|| format!("migration {}", i + 1))?;
         }
-        tx.execute("INSERT INTO schema_version (version, host) VALUES ($1, $2)", &[&((i + 1) as i32), &host])
-            .map_err(pg_error)?;
+        tx.execute_typed(
+            "INSERT INTO schema_version (version, host) VALUES ($1, $2)",
+            &[(&((i + 1) as i32), Type::INT4), (&host, Type::TEXT)],
+        )
+        .map_err(pg_error)?;
     }
     tx.commit().map_err(pg_error)?;
     log::info!("state schema migrated from {version} to {current} by this process");
@@ -120,7 +125,10 @@ pub(super) fn migrate(client: &mut postgres::Client) -> Result<bool> {
 /// copied into a temporary one of the same name, which the session finds before the real one.
 pub(super) fn scratch(client: &mut postgres::Client) -> Result<()> {
     let schema: String = client
-        .query_one("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'conversations'::regclass", &[])
+        .query_typed_one(
+            "SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'conversations'::regclass",
+            &[],
+        )
         .map_err(pg_error)?
         .get(0);
     let mut sql = String::from("BEGIN;\n");
