@@ -185,7 +185,7 @@ impl Hosts {
     }
 
     /// Waits until `n` distinct emails arrived; panics past `PATIENCE`.
-    fn wait_for_distinct(&self, n: usize, what: &str) {
+    fn wait_for_distinct(&self, n: usize, what: &str, loopers: &[&Looper]) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let distinct: std::collections::HashSet<String> =
@@ -193,7 +193,12 @@ impl Hosts {
             if distinct.len() >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what}: {} of {n} emails arrived", distinct.len());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of {n} emails arrived; {}",
+                distinct.len(),
+                summary(loopers)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -261,6 +266,22 @@ impl Drop for Looper {
     }
 }
 
+/// What the hosts' runs did so far, for a failure's message: how many ended each way, and each
+/// line they wrote once (the times and pids in them aside).
+fn summary(loopers: &[&Looper]) -> String {
+    let mut ends = std::collections::BTreeMap::new();
+    let mut lines = std::collections::BTreeSet::new();
+    for l in loopers {
+        for r in l.records.lock().unwrap().iter() {
+            *ends.entry(format!("{:?}/{:?}", r.code, r.signal)).or_insert(0) += 1;
+            for line in r.stderr.lines() {
+                lines.insert(line.chars().filter(|c| !c.is_ascii_digit()).collect::<String>());
+            }
+        }
+    }
+    format!("runs ended (code/signal: count) {ends:?}, saying {lines:#?}")
+}
+
 /// A visitor who gives name and email, then leaves at the phone question: one abandoned email.
 fn add_lead(conn: &mut rusqlite::Connection, i: usize) {
     let id = format!("c{i:04}");
@@ -317,7 +338,7 @@ fn every_email_once(hosts: &Hosts) {
     let (a, b) = (hosts.start(0), hosts.start(1));
     let writer = hosts.writer(0, n);
     writer.join().unwrap();
-    hosts.wait_for_distinct(n, "while both hosts run");
+    hosts.wait_for_distinct(n, "while both hosts run", &[&a, &b]);
     // The loops go on until the hosts met: a run found the other's holding the state (they
     // overlap within a few runs; a busy machine only makes it take longer).
     let deadline = Instant::now() + PATIENCE;
@@ -346,7 +367,7 @@ fn killed_mid_send(hosts: &Hosts) -> Duration {
     hosts.server.set(Behavior::HangAfterData { accept: accepted_before });
     let (a, b) = (hosts.start(0), hosts.start(1));
     let writer = hosts.writer(0, n);
-    wait_received(&hosts.server, accepted_before + 1);
+    wait_received(&hosts.server, accepted_before + 1, &[&a, &b]);
     let in_flight = Mail::read(&hosts.server.received()[accepted_before]).message_id;
     // The run holding the email is found among the two hosts' (it waits for the answer until
     // its 120 s timeout, far past this).
@@ -359,20 +380,22 @@ fn killed_mid_send(hosts: &Hosts) -> Duration {
         std::thread::sleep(Duration::from_millis(20));
     };
     let (dead, alive) = if sender == 0 { (a, b) } else { (b, a) };
+    // The server takes the next emails at once (the one it holds stays held): set before the
+    // kill, so that the host left never meets the hang.
+    hosts.server.set(Behavior::Accept);
     let dead_records = dead.die();
     let killed_at = Instant::now();
     assert_eq!(dead_records.last().and_then(|r| r.signal), Some(libc::SIGKILL), "{:?}", dead_records.last());
-    hosts.server.set(Behavior::Accept);
     writer.join().unwrap();
     // The first email after the kill comes from the host left.
     let before = hosts.server.received().len();
     let deadline = Instant::now() + PATIENCE;
     while hosts.server.received().len() == before {
-        assert!(Instant::now() < deadline, "the host left never took over");
+        assert!(Instant::now() < deadline, "the host left never took over; {}", summary(&[&alive]));
         std::thread::sleep(Duration::from_millis(20));
     }
     let takeover = killed_at.elapsed();
-    hosts.wait_for_distinct(n, "after the kill");
+    hosts.wait_for_distinct(n, "after the kill", &[&alive]);
     let alive_records = alive.finish();
     assert_clean("the host left", &alive_records);
     assert_clean("the host killed, before", &dead_records[..dead_records.len() - 1]);
@@ -390,10 +413,15 @@ fn killed_mid_send(hosts: &Hosts) -> Duration {
 }
 
 /// Waits (up to `PATIENCE`) until the server has received `n` messages.
-fn wait_received(server: &SmtpServer, n: usize) {
+fn wait_received(server: &SmtpServer, n: usize, loopers: &[&Looper]) {
     let deadline = Instant::now() + PATIENCE;
     while server.received().len() < n {
-        assert!(Instant::now() < deadline, "the server received {} of {n}", server.received().len());
+        assert!(
+            Instant::now() < deadline,
+            "the server received {} of {n}; {}",
+            server.received().len(),
+            summary(loopers)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -539,7 +567,7 @@ fn postgres_pgbouncer_stopped_and_restarted_mid_run_one_line_nothing_lost() {
     hosts.server.set(Behavior::StallAfterData(Duration::from_secs(2)));
     let writer = hosts.writer(0, n);
     let (a, b) = (hosts.start(0), hosts.start(1));
-    wait_received(&hosts.server, 3);
+    wait_received(&hosts.server, 3, &[&a, &b]);
     // A run is mid-send: its email taken, the answer 2 s away.
     bouncer.stop();
     let (ended_a, ended_b) = (a.ended(), b.ended());
@@ -551,7 +579,7 @@ fn postgres_pgbouncer_stopped_and_restarted_mid_run_one_line_nothing_lost() {
     bouncer.restart();
     hosts.server.set(Behavior::Accept);
     writer.join().unwrap();
-    hosts.wait_for_distinct(n, "after PgBouncer came back");
+    hosts.wait_for_distinct(n, "after PgBouncer came back", &[&a, &b]);
     let (failed, records): (Vec<RunRecord>, Vec<RunRecord>) =
         a.finish().into_iter().chain(b.finish()).partition(|r| r.code == Some(1));
     assert!(failed.len() >= 6, "the runs while PgBouncer was down failed: {failed:?}, {} others", records.len());

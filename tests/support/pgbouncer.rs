@@ -125,11 +125,15 @@ impl PgBouncer {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // Its log goes to its file (`log`); stderr, to a file too: a pipe nobody reads fills
+            // and stops PgBouncer mid-test.
+            let stderr = std::fs::File::create(self.dir.path().join("stderr.txt")).unwrap();
             let mut child = command
+                .arg("-q")
                 .arg(self.dir.path().join("pgbouncer.ini"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(stderr)
                 .spawn()
                 .expect("pgbouncer starts");
             RUNNING.lock().unwrap().push(child.id());
@@ -137,8 +141,7 @@ impl PgBouncer {
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     RUNNING.lock().unwrap().retain(|p| *p != child.id());
-                    let mut err = String::new();
-                    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                    let err = std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default();
                     // The port of the one before may still be in TIME_WAIT: tried again.
                     assert!(
                         Instant::now() < deadline,
