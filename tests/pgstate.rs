@@ -129,20 +129,28 @@ fn status_check_prune_and_a_dry_run_work_on_a_postgres_state() {
     assert!(check.stdout.contains("(no schema yet: the first run creates it)"), "{}", check.stdout);
     let status = f.run_with_env(&["status"], &env);
     assert_eq!(status.code, 0, "{}", status.stderr);
-    let tables: i64 =
-        client(&url).query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
-    assert_eq!(tables, 0);
 
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     f.lead_who_leaves("c2", "John Roe", "john@example.com", 1);
-    // A dry run prints and changes nothing in the database.
+    // A dry run prints and changes nothing in the database, not even a schema.
     let dry = f.run_with_env(&["run", "--now", "2026-11-24T09:40:00Z", "--dry-run"], &env);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert!(dry.stdout.contains("Jane Doe"), "{}", dry.stdout);
     assert!(server.received().is_empty());
+    let tables: i64 =
+        client(&url).query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
+    assert_eq!(tables, 0, "check, status and a dry run create nothing");
     let out = f.run_with_env(&["run", "--now", "2026-11-24T09:40:00Z"], &env);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(server.received().len(), 2, "the dry run left everything to send");
+    // A dry run on a state with rows: its copies are temporary, the real rows as they were.
+    let before = outbox(&url);
+    f.visitor("c1", "2026-11-24T10:00:00Z", Some("phone"), "+1 555 0100");
+    f.end("c1", "2026-11-24T10:00:01Z");
+    let dry = f.run_with_env(&["run", "--now", "2026-11-24T10:05:00Z", "--dry-run"], &env);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("In-Reply-To"), "{}", dry.stdout);
+    assert_eq!(outbox(&url), before);
 
     let status = f.run_with_env(&["status", "--now", "2026-11-24T09:45:00Z", "--json"], &env);
     assert_eq!(status.code, 0, "{}", status.stderr);
