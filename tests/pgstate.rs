@@ -229,12 +229,16 @@ fn a_dead_hosts_lease_is_taken_over_once_it_lapses() {
     let server = SmtpServer::start();
     let Some((f, url)) = on_postgres(&server, "state_lease = \"3s\"") else { return };
     f.run_at("2026-11-24T09:00:00Z", &[], 0); // the schema
-    client(&url)
-        .batch_execute(
-            "UPDATE lease SET holder = 'far-away pid 4242 (run) #dead', acquired_at = clock_timestamp(), \
-             expires_at = clock_timestamp() + interval '3 seconds', released_at = NULL",
-        )
-        .unwrap();
+    // A holder that renewed its lease a moment ago, and then died.
+    let renewed = |seconds: u32| {
+        client(&url)
+            .batch_execute(&format!(
+                "UPDATE lease SET holder = 'far-away pid 4242 (run) #dead', acquired_at = clock_timestamp(), \
+                 expires_at = clock_timestamp() + interval '{seconds} seconds', released_at = NULL"
+            ))
+            .unwrap()
+    };
+    renewed(600);
     f.lead_who_leaves("c1", "Jane Doe", "jane@example.com", 0);
     // Exit 4, as when another run holds a state file's lock.
     let held = f.run_at("2026-11-24T09:40:00Z", &[], 4);
@@ -245,6 +249,7 @@ fn a_dead_hosts_lease_is_taken_over_once_it_lapses() {
         held.stderr
     );
     assert!(server.received().is_empty());
+    renewed(1);
     wait_until("the lease to lapse", || {
         client(&url).query_one("SELECT expires_at < clock_timestamp() FROM lease", &[]).unwrap().get(0)
     });
@@ -261,8 +266,9 @@ fn a_dead_hosts_lease_is_taken_over_once_it_lapses() {
 #[test]
 fn a_run_that_lost_its_lease_stops_before_sending_more() {
     let server = SmtpServer::start();
-    let Some((f, url)) = on_postgres(&server, "state_lease = \"3s\"") else { return };
-    for (i, id) in ["c1", "c2", "c3"].into_iter().enumerate() {
+    let Some((f, url)) = on_postgres(&server, "state_lease = \"6s\"") else { return };
+    // More emails than the run can be past when it is paused, however late the pause comes.
+    for (i, id) in ["c1", "c2", "c3", "c4", "c5"].into_iter().enumerate() {
         f.lead_who_leaves(id, &format!("Lead {i}"), &format!("lead{i}@example.com"), i as u32);
     }
     f.run_at("2026-11-24T09:10:00Z", &[], 0); // the schema and the chats, nothing due yet
@@ -298,11 +304,11 @@ fn a_run_that_lost_its_lease_stops_before_sending_more() {
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("lease lapsed or was taken over") && stderr.contains("stops before sending"), "{stderr}");
     let subjects: Vec<String> = mails(&server).into_iter().map(|m| m.subject).collect();
-    for i in 0..3 {
+    for i in 0..5 {
         let n = subjects.iter().filter(|s| s.contains(&format!("Lead {i}"))).count();
         assert!((1..=2).contains(&n), "Lead {i}: {n} emails: {subjects:?}");
     }
-    assert!(subjects.len() <= 4, "at most the one being sent went twice: {subjects:?}");
+    assert!(subjects.len() <= 6, "at most the one being sent went twice: {subjects:?}");
     assert!(outbox(&url).iter().all(|(_, status, _)| status == "sent"));
 }
 
