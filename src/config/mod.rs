@@ -432,6 +432,36 @@ path = "outbox"
         rejected(text).to_string()
     }
 
+    /// A state on PostgreSQL: the URL kept as written (not made a path beside the config), its
+    /// password never in the file, and the keys only a PostgreSQL state has refused on a file.
+    #[test]
+    fn a_state_on_postgres() {
+        let on = |state: &str, extra: &str| {
+            MINIMAL.replace("state = \"state.sqlite\"", &format!("state = \"{state}\"\n{extra}"))
+        };
+        let url = "postgresql://notifier@db.example.com/notifier?sslmode=verify-full";
+        let mut c = parse(&on(url, "state_password_env = \"P\"\nstate_lease = \"30s\"")).unwrap();
+        c.resolve_paths(Path::new("/etc/chat-notifier"));
+        c.validate().unwrap();
+        assert_eq!(c.state_url(), Some(url));
+        let secret = error_of(&on("postgresql://notifier:hunter2@db/notifier", ""));
+        assert!(secret.contains("state: passwords are not read from the config file"), "{secret}");
+        assert!(
+            secret.contains("state_password_env or state_password_file") && !secret.contains("hunter2"),
+            "{secret}"
+        );
+        for (extra, key) in [
+            ("state_password_env = \"P\"", "state_password_env"),
+            ("state_password_file = \"pw\"", "state_password_file"),
+            ("state_lease = \"60s\"", "state_lease"),
+        ] {
+            assert_eq!(rejected(&on("state.sqlite", extra)).key, key);
+        }
+        assert_eq!(rejected(&on(url, "state_lease = \"1s\"")).key, "state_lease");
+        let both = on(url, "state_password_env = \"P\"\nstate_password_file = \"pw\"");
+        assert_eq!(rejected(&both).key, "state_password_env and state_password_file");
+    }
+
     /// Errors are values: a test asks which key and what problem, and where the file says, the
     /// line; the line an owner reads is rendered from them.
     #[test]

@@ -701,16 +701,27 @@ impl State {
     /// `scratch_copy`, wherever the state is. On PostgreSQL the copy is a set of temporary
     /// tables (which the session finds before the real ones) made in one transaction that is
     /// rolled back when the run ends: the real tables are only read, and nothing of them is
-    /// locked against a real run on another host.
+    /// locked against a real run on another host. A database with no schema yet gets one in
+    /// that transaction only.
     pub fn scratch_copy_at(at: &At) -> Result<(Self, Option<tempfile::TempPath>)> {
         match at {
             At::File(path) => State::scratch_copy(path).map(|(s, p)| (s, Some(p))),
             At::Postgres { .. } => {
                 let mut client = at.connect()?;
                 let shown = at.shown();
-                // A state not created yet: the copy is of an empty one.
-                pg::migrate(&mut client).with_context(|| format!("state {shown}: migrating"))?;
-                pg::scratch(&mut client).with_context(|| format!("state {shown}: copying for a dry run"))?;
+                let fresh =
+                    pg::known_version(&mut client).with_context(|| format!("state {shown}: reading"))?.is_none();
+                if fresh {
+                    // No schema yet: made in the dry run's own transaction, never committed, so
+                    // that the database stays as it was.
+                    client
+                        .batch_execute(&format!("BEGIN;\n{}", pg::migrations()[0]))
+                        .map_err(crate::pgconn::pg_error)
+                        .with_context(|| format!("state {shown}: a schema for a dry run"))?;
+                } else {
+                    pg::migrate(&mut client).with_context(|| format!("state {shown}: migrating"))?;
+                    pg::scratch(&mut client).with_context(|| format!("state {shown}: copying for a dry run"))?;
+                }
                 let mut state = State::of_pg(client, &shown, false);
                 state.scratch = true;
                 let created = !state.progress()?.baseline_done && state.progress()?.watermark == 0;

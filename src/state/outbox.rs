@@ -7,11 +7,13 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, Mailboxes};
 
-/// The outbox columns `pending_row` reads, in its order.
+/// The outbox columns `pending_row` reads, in its order; the last, the bot of the conversation
+/// an email is about, read with it (no round trip per email to readdress it).
 macro_rules! outbox_columns {
     () => {
         "id, conversation_id, state, attempts, message_id, created_at, mail_from, mail_to, mail_cc, reply_to, \
-         subject, in_reply_to, refs, text_body, html_body, covers_through, headers, refusals"
+         subject, in_reply_to, refs, text_body, html_body, covers_through, headers, refusals, \
+         (SELECT bot_id FROM conversations c WHERE c.id = outbox.conversation_id)"
     };
 }
 pub(super) const PENDING_SQL: &str =
@@ -62,6 +64,9 @@ pub struct Pending {
     /// Of the attempts, those that count toward `max_attempts`: the email's own failures (a
     /// permanent refusal, the connection lost in its transaction), not an outage's.
     pub refusals: u32,
+    /// The bot of the conversation the email is about, as the state knows it (none for a
+    /// notice, or a conversation whose bot it has not learned).
+    pub chat_bot: Option<String>,
     pub email: Email,
 }
 
@@ -140,7 +145,7 @@ impl State {
             Kind::Alert => {
                 return Ok(p.conversation_id.strip_prefix("alert:").map(str::to_owned).into_iter().collect());
             }
-            Kind::Chat(_) => "SELECT bot_id FROM conversations WHERE id = ?1 AND bot_id IS NOT NULL",
+            Kind::Chat(_) => return Ok(p.chat_bot.iter().cloned().collect()),
             Kind::Digest if self.conn.is_postgres() => {
                 "SELECT DISTINCT entry::jsonb ->> 'bot_id' FROM digest_items WHERE sent_in = ?1 \
                  AND entry::jsonb ->> 'bot_id' IS NOT NULL"
@@ -290,6 +295,7 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
         covers_through: int(15)?,
         attempts: int(3)? as u32,
         refusals: int(17)? as u32,
+        chat_bot: get(18)?,
         email: Email {
             message_id: text(4)?,
             date: millis(int(5)?),
