@@ -15,6 +15,17 @@ const JANE_USER: &str = "e0000000-0000-4000-8000-000000000001";
 const BOB_USER: &str = "e0000000-0000-4000-8000-000000000002";
 const EVE_USER: &str = "e0000000-0000-4000-8000-000000000003";
 
+/// A Dify database (a new one on the test cluster) and a fixture reading it; `extra` goes into
+/// the `[source]` table. None where no PostgreSQL server runs.
+fn fixture(port: u16, extra: &str) -> Option<(support::Fixture, dy::DifyDb, String)> {
+    let cluster = pg::cluster()?;
+    let url = cluster.database();
+    let db = dy::DifyDb::create(cluster.client(&url));
+    let f = support::Fixture::new(port);
+    f.use_source(&format!("kind = \"dify\"\nurl = \"{url}\"\n{extra}"));
+    Some((f, db, url))
+}
+
 fn msg(n: u32) -> String {
     format!("d0000000-0000-4000-8000-{n:012}")
 }
@@ -30,7 +41,7 @@ fn mail_about<'a>(mails: &'a [Mail], needle: &str) -> &'a Mail {
 #[test]
 fn an_answer_being_written_waits_and_one_that_never_came_or_failed_is_said_as_a_note() {
     let server = SmtpServer::start();
-    let Some((f, mut db, _)) = dy::fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
+    let Some((f, mut db, _)) = fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
     db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
     db.end_user(BOB_USER, CHAT_APP, "sess-bob", None);
     db.end_user(EVE_USER, CHAT_APP, "sess-eve", None);
@@ -93,7 +104,7 @@ fn an_answer_being_written_waits_and_one_that_never_came_or_failed_is_said_as_a_
 #[test]
 fn renamed_and_deleted_conversations_send_nothing_and_block_nothing() {
     let server = SmtpServer::start();
-    let Some((f, mut db, _)) = dy::fixture(server.port(), "") else { return };
+    let Some((f, mut db, _)) = fixture(server.port(), "") else { return };
     for (i, (chat, user)) in [(JANE, JANE_USER), (BOB, BOB_USER), (EVE, EVE_USER)].into_iter().enumerate() {
         db.end_user(user, CHAT_APP, &format!("sess-{i}"), None);
         let n = i as u32 * 10;
@@ -129,7 +140,7 @@ fn renamed_and_deleted_conversations_send_nothing_and_block_nothing() {
 #[test]
 fn invoke_from_chooses_the_chats_read_and_bad_keys_are_refused_naming_them() {
     let server = SmtpServer::start();
-    let Some((f, mut db, url)) = dy::fixture(server.port(), "") else { return };
+    let Some((f, mut db, url)) = fixture(server.port(), "") else { return };
     db.end_user(JANE_USER, CHAT_APP, "sess-jane", Some("crm-42"));
     db.ask(&Ask {
         invoke_from: "service-api",
@@ -189,7 +200,7 @@ fn flow<'a>(message: &'a str, chat: &'a str, user: &'a str, at: &'a str, query: 
 #[test]
 fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_chat() {
     let server = SmtpServer::start();
-    let Some((f, mut db, _)) = dy::fixture(server.port(), "") else { return };
+    let Some((f, mut db, _)) = fixture(server.port(), "") else { return };
     db.end_user(JANE_USER, FLOW_APP, "sess-phone", None);
     db.end_user(BOB_USER, FLOW_APP, "sess-laptop", None);
     let (m1, m2) = (msg(1), msg(2));
@@ -254,7 +265,7 @@ fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_
 fn every_command_works_and_no_query_scans_a_table() {
     let server = SmtpServer::start();
     let source = "fields = { email = \"work_email\" }\ncomplete_on_phrases = [\"you're WELCOME\"]";
-    let Some((f, mut db, _)) = dy::fixture(server.port(), source) else { return };
+    let Some((f, mut db, _)) = fixture(server.port(), source) else { return };
     db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
     db.ask(&Ask {
         inputs: r#"{"work_email":"jane@example.com"}"#,
@@ -310,7 +321,7 @@ fn every_command_works_and_no_query_scans_a_table() {
 #[test]
 fn a_run_while_a_writer_adds_exchanges_sends_each_chat_once() {
     let server = SmtpServer::start();
-    let Some((f, db, url)) = dy::fixture(server.port(), "") else { return };
+    let Some((f, db, url)) = fixture(server.port(), "") else { return };
     drop(db);
     const CHATS: u32 = 24;
     let writer = std::thread::spawn(move || {

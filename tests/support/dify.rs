@@ -192,14 +192,3 @@ impl DifyDb {
             .unwrap();
     }
 }
-
-/// A Dify database (a new one on the test cluster) and a fixture reading it; `extra` goes into
-/// the `[source]` table. None where no PostgreSQL server runs.
-pub fn fixture(port: u16, extra: &str) -> Option<(super::Fixture, DifyDb, String)> {
-    let cluster = super::pg::cluster()?;
-    let url = cluster.database();
-    let db = DifyDb::create(cluster.client(&url));
-    let f = super::Fixture::new(port);
-    f.use_source(&format!("kind = \"dify\"\nurl = \"{url}\"\n{extra}"));
-    Some((f, db, url))
-}
