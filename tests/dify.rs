@@ -357,3 +357,38 @@ fn a_run_while_a_writer_adds_exchanges_sends_each_chat_once() {
     f.run_at("2026-12-07T11:00:00Z", &[], 0);
     assert_eq!(server.received().len(), CHATS as usize, "nothing twice");
 }
+
+/// A row stamped far ahead of the clock (a host's clock set wrong) or before 1970 is named by
+/// `check`, waits (or is never read), and delays no other chat.
+#[test]
+fn rows_dated_far_ahead_or_before_1970_are_named_by_check_and_block_nothing() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "") else { return };
+    for (n, (chat, user, at, query)) in [
+        (JANE, JANE_USER, "2026-12-07 09:00:00", "On time"),
+        (BOB, BOB_USER, "2099-06-01 09:00:00", "From the future"),
+        (EVE, EVE_USER, "1969-12-31 23:00:00", "From the past"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        db.end_user(user, CHAT_APP, user, None);
+        let id = msg(n as u32 + 1);
+        db.ask(&Ask::web(&id, chat, user, at, query));
+        db.answer(&id, at, "ok");
+    }
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stderr.contains("1 messages row(s) are stamped more than a day ahead of the clock"),
+        "{}",
+        check.stderr
+    );
+    assert!(check.stderr.contains("1 messages row(s) have a created_at before 1970, never read"), "{}", check.stderr);
+    let out = f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "{}", out.stderr);
+    assert!(m[0].text.contains("On time"), "{}", m[0].text);
+    let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "quiet, nothing twice");
+}
