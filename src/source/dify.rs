@@ -613,25 +613,19 @@ impl Source for Dify {
                 text::line(&first[1].lossy().unwrap_or_default())
             );
         }
-        let mut missing = Vec::new();
-        for (table, column, statement) in INDEXES {
-            if !self.db.has_index(table, column)? {
-                missing.push(format!("{statement};"));
-            }
+        let lacking = self.db.lacking(&INDEXES)?;
+        let from = self.invoke_from.join(", ");
+        let mut said = format!(
+            "{} (Dify): {apps} app(s), {conversations} conversations, {messages} messages, invoke_from read: {from}",
+            self.name.trim_start_matches("dify ")
+        );
+        if !lacking.is_empty() {
+            // An older schema: each run would scan a table.
+            said +=
+                "; the schema lacks an index the queries each run make need (they scan the table); create it once: ";
+            said += &lacking.join(" ");
         }
-        let index = if missing.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; the schema lacks an index the queries each run makes need (they scan the table); create it once: {}",
-                missing.join(" ")
-            )
-        };
-        Ok(format!(
-            "{} (Dify): {apps} app(s), {conversations} conversations, {messages} messages, invoke_from read: {}{index}",
-            self.name.trim_start_matches("dify "),
-            self.invoke_from.join(", ")
-        ))
+        Ok(said)
     }
 
     fn commit_window(&self) -> i64 {
