@@ -89,12 +89,13 @@ struct Sql {
 }
 
 fn sql(answers: bool) -> Sql {
-    // New rows are read for their text only where a phrase may finish a chat; else whether the
-    // answer is written is all a run needs of it.
+    // New rows are read without the visitor's text (transcripts read it), and without the
+    // answer's where no phrase may finish a chat: whether it is written is all a run needs then.
+    let cols = COLUMNS.replace("m.query,", "'' AS query,");
     let cols = if answers {
-        COLUMNS.to_owned()
+        cols
     } else {
-        COLUMNS.replace("m.answer,", "CASE WHEN m.answer = '' THEN '' ELSE '.' END,")
+        cols.replace("m.answer,", "CASE WHEN m.answer = '' THEN '' ELSE '.' END,")
     };
     Sql {
         after: format!(
