@@ -92,11 +92,7 @@ fn sql(answers: bool) -> Sql {
     // New rows are read without the visitor's text (transcripts read it), and without the
     // answer's where no phrase may finish a chat: whether it is written is all a run needs then.
     let cols = COLUMNS.replace("m.query,", "'' AS query,");
-    let cols = if answers {
-        cols
-    } else {
-        cols.replace("m.answer,", "CASE WHEN m.answer = '' THEN '' ELSE '.' END,")
-    };
+    let cols = if answers { cols } else { cols.replace("m.answer,", "CASE WHEN m.answer = '' THEN '' ELSE '.' END,") };
     Sql {
         after: format!(
             "SELECT {cols} {FROM} WHERE m.created_at > CAST(?1 AS timestamp) AND m.created_at <= CAST(?3 AS timestamp)
