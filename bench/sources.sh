@@ -3,11 +3,13 @@
 # tracker store on SQLite (converted event by event into the JSON Rasa writes), as export schema
 # v1 on PostgreSQL, and as Typebot's database (results, answers, a published flow). Incremental (1,000 new messages) and idle runs, each beside its store's own floor:
 # sqlite3, or psql, reading max(id). Flowise (issue 23): its own tables, on SQLite and on
-# PostgreSQL, the chats with the uuids Flowise gives them.
+# PostgreSQL, the chats with the uuids Flowise gives them. Dify (issue 24): its own tables on
+# PostgreSQL (tests/fixtures/dify/schema.sql), an exchange (the visitor's query and the bot's answer)
+# per row.
 #
 #   bench/sources.sh                  # 10k, 100k and 1M conversations
 #   bench/sources.sh 10000 100000     # chosen sizes
-#   STORES="typebot" bench/sources.sh # some stores only (rasa, pg, typebot, flowise, flowise-pg)
+#   STORES="typebot" bench/sources.sh # some stores only (rasa, pg, typebot, flowise, flowise-pg, dify)
 #
 # Needs what bench/run.sh installs, and postgresql (a throwaway cluster in $BENCH_DIR, run as
 # nobody under root). bench/run.sh calls it last.
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-10000 100000 1000000}")
 read -r -a sizes <<<"${sizes[*]}"
-stores=" ${STORES:-rasa pg typebot flowise flowise-pg} "
+stores=" ${STORES:-rasa pg typebot flowise flowise-pg dify} "
 for tool in sqlite3 hyperfine python3; do command -v "$tool" >/dev/null || { echo "bench/run.sh installs $tool" >&2; exit 1; }; done
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1)" 2>/dev/null || true)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
@@ -26,6 +28,7 @@ cargo build --release --quiet --bin chat-notifier --example gen_export
 bin=$PWD/target/release/chat-notifier
 gen=$PWD/target/release/examples/gen_export
 work=${BENCH_DIR:-/tmp/chat-notifier-bench}/sources
+pgport=${BENCH_PG_PORT:-5544}
 mkdir -p "$work"
 NOW=2026-11-24T12:00:00Z; SETTLED=2026-11-26T12:00:00Z; COUNTED=2026-11-26T12:30:00Z; LATER=2026-11-26T13:00:00Z
 
@@ -34,16 +37,16 @@ ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2
 ms() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 1000:.1f}')" "$1"; }
 h() { hyperfine --style none --export-json "$work/h.json" "$@" >/dev/null 2>&1; mean "$work/h.json"; }
 
-# A PostgreSQL cluster of the benchmark's own, on 127.0.0.1:5544.
+# A PostgreSQL cluster of the benchmark's own, on 127.0.0.1:$pgport.
 server() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
 pgdata=$work/pg
 if [ ! -d "$pgdata" ]; then
   mkdir -p "$pgdata"; [ "$(id -u)" = 0 ] && chown nobody:nogroup "$pgdata" "$work"
   server "$pgbin/initdb" -D "$pgdata" -A trust -U postgres --no-sync >/dev/null
 fi
-server "$pgbin/pg_ctl" -D "$pgdata" -o "-c listen_addresses=127.0.0.1 -p 5544 -k /tmp -c shared_buffers=512MB" -l "$work/pg.log" -w start >/dev/null
+server "$pgbin/pg_ctl" -D "$pgdata" -o "-c listen_addresses=127.0.0.1 -p $pgport -k /tmp -c shared_buffers=512MB" -l "$work/pg.log" -w start >/dev/null
 trap 'server "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null' EXIT
-psql() { command psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5544 -U postgres "$@"; }
+psql() { command psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $pgport -U postgres "$@"; }
 
 # Rasa's events for the export's messages with ids above $2, appended to the store $1 (the
 # export attached as x): a session per new conversation, an action before each bot line, the
@@ -148,11 +151,11 @@ for n in "${sizes[@]}"; do
   copy "$base" "select * from messages" messages
   psql -d "$db" -c "CREATE INDEX messages_by_conversation ON messages (conversation_id, id); ANALYZE"
   config "$work/pg-$n.toml" "pg-state-$n.sqlite" "pg-out-$n" 'kind = "export"' \
-    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+    "url = \"postgresql://postgres@127.0.0.1:$pgport/$db?sslmode=disable\""
   settle pg
   copy "$work/export-$n.sqlite" "select * from messages where id > $base_max" messages
   measure pg "export v1 on PostgreSQL" "$(psql -d "$db" -Atc "select count(*) from messages") messages" \
-    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from messages'" " (psql)"
+    "psql -X -h 127.0.0.1 -p $pgport -U postgres -d $db -Atc 'select max(id) from messages'" " (psql)"
 
   fi
 
@@ -200,7 +203,7 @@ for n in "${sizes[@]}"; do
   # The index the README recommends (Typebot's own schema has none on "resultId").
   psql -d "$db" -c "$(sed -n 's/^pub const RESULT_INDEX: &str = r#"\(.*\)"#;$/\1/p' tests/support/typebot.rs)" -c "ANALYZE"
   config "$work/typebot-$n.toml" "typebot-state-$n.sqlite" "typebot-out-$n" 'kind = "typebot"' \
-    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+    "url = \"postgresql://postgres@127.0.0.1:$pgport/$db?sslmode=disable\""
   settle typebot
   results "$work/export-$n.sqlite" "$base_max" 1000000000000 | psql -d "$db" \
     -c "CREATE TEMP TABLE r (id TEXT, at TEXT, bot TEXT, v JSONB, done BOOLEAN)" -c "\\copy r FROM STDIN CSV" \
@@ -210,7 +213,7 @@ for n in "${sizes[@]}"; do
   answers "$work/export-$n.sqlite" "$base_max" | psql -d "$db" \
     -c "\\copy \"AnswerV2\" (id, \"createdAt\", \"blockId\", content, \"resultId\") FROM STDIN CSV"
   measure typebot "Typebot" "$(psql -d "$db" -Atc 'select count(*) from "AnswerV2"') answers" \
-    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(id) from \"AnswerV2\"'" " (psql)"
+    "psql -X -h 127.0.0.1 -p $pgport -U postgres -d $db -Atc 'select max(id) from \"AnswerV2\"'" " (psql)"
   fi
 
   if [[ $stores == *" flowise "* || $stores == *" flowise-pg "* ]]; then
@@ -280,7 +283,7 @@ for n in "${sizes[@]}"; do
   flows "$base" | psql -d "$db" -c "\\copy public.chat_flow (id, name, \"flowData\") FROM STDIN CSV"
   copy_flowise "$base" 0 "$base_max"
   config "$work/flowise-pg-$n.toml" "flowise-pg-state-$n.sqlite" "flowise-pg-out-$n" 'kind = "flowise"' \
-    "url = \"postgresql://postgres@127.0.0.1:5544/$db?sslmode=disable\""
+    "url = \"postgresql://postgres@127.0.0.1:$pgport/$db?sslmode=disable\""
   "$bin" --config "$work/flowise-pg-$n.toml" check 2>&1 | grep -o 'CREATE INDEX CONCURRENTLY[^;]*;' | while read -r index; do
     psql -d "$db" -c "$index"
   done
@@ -288,7 +291,63 @@ for n in "${sizes[@]}"; do
   settle flowise-pg
   copy_flowise "$work/export-$n.sqlite" "$base_max" 1000000000000
   measure flowise-pg "Flowise on PostgreSQL" "$(psql -d "$db" -Atc 'select count(*) from public.chat_message') messages" \
-    "psql -X -h 127.0.0.1 -p 5544 -U postgres -d $db -Atc 'select max(\"createdDate\") from public.chat_message'" " (psql)"
+    "psql -X -h 127.0.0.1 -p $pgport -U postgres -d $db -Atc 'select max(\"createdDate\") from public.chat_message'" " (psql)"
+  fi
+  if [[ $stores == *" dify "* ]]; then
+  # Dify, as its API writes its chats (tests/fixtures/dify/README.md): an app per bot, an end
+  # user and a conversation per chat (the start form's inputs: the fields the chat gave), a
+  # messages row per visitor message (its query, the bot's next line as its answer, written when
+  # the reply ended; '' where none came). KIND N: uuids as Flowise's above (5 app, 6 conversation,
+  # 7 message, 8 end user). EXPORT FROM TO: the rows of the messages in (FROM, TO].
+  duuid() { echo "printf('%08x-%04x-4%03x-8%03x-%012x', ($2 * 2654435761) % 4294967296, $1, ($2 >> 12) & 4095, $2 & 4095, $2)"; }
+  dconv="c.rowid"  # the conversation's rowid: its number in the base and in the export grown from it
+  dify_chats() {
+    sqlite3 -csv "$1" "SELECT $(duuid 6 "$dconv"), $(duuid 5 b.rowid), 'chat', 'New conversation',
+        coalesce((SELECT json_group_object(field, body) FROM messages WHERE conversation_id = c.id AND field IS NOT NULL), '{}'),
+        'normal', 'web-app', 'api', $(duuid 8 "$dconv"), strftime('%Y-%m-%d %H:%M:%S', f.at), strftime('%Y-%m-%d %H:%M:%S', f.at)
+      FROM (SELECT conversation_id, min(id) AS first, min(sent_at) AS at FROM messages GROUP BY conversation_id
+            HAVING first > $2 AND first <= $3) f
+      JOIN conversations c ON c.id = f.conversation_id JOIN bots b ON b.id = c.bot_id"
+  }
+  dify_users() {
+    sqlite3 -csv "$1" "SELECT $(duuid 8 "$dconv"), '5e1f0000-0000-4000-8000-000000000001', 'browser', c.visitor_id
+      FROM (SELECT conversation_id, min(id) AS first FROM messages GROUP BY conversation_id HAVING first > $2 AND first <= $3) f
+      JOIN conversations c ON c.id = f.conversation_id"
+  }
+  dify_messages() {
+    sqlite3 -csv "$1" "SELECT $(duuid 7 v.id), $(duuid 5 b.rowid), $(duuid 6 "$dconv"), v.body, '\"\"', 0,
+        coalesce(a.body, ''), 0, 'USD', 'web-app', 'api', $(duuid 8 "$dconv"),
+        strftime('%Y-%m-%d %H:%M:%S', v.sent_at), strftime('%Y-%m-%d %H:%M:%f', coalesce(a.sent_at, v.sent_at))
+      FROM messages v JOIN conversations c ON c.id = v.conversation_id JOIN bots b ON b.id = c.bot_id
+      LEFT JOIN messages a ON a.id = (SELECT min(id) FROM messages n WHERE n.conversation_id = v.conversation_id
+                                      AND n.id > v.id AND n.sender = 'bot')
+      WHERE v.sender = 'visitor' AND v.id > $2 AND v.id <= $3"
+  }
+  chat_columns='id, app_id, mode, name, inputs, status, invoke_from, from_source, from_end_user_id, created_at, updated_at'
+  user_columns='id, tenant_id, type, session_id'
+  dmessage_columns='id, app_id, conversation_id, query, message, message_unit_price, answer, answer_unit_price, currency,
+    invoke_from, from_source, from_end_user_id, created_at, updated_at'
+  db=dify_$n
+  psql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql -d "$db" -f tests/fixtures/dify/schema.sql >/dev/null
+  sqlite3 -csv "$base" "SELECT $(duuid 5 rowid), '5e1f0000-0000-4000-8000-000000000001', name, 'chat', 1, 1 FROM bots" |
+    psql -d "$db" -c "\\copy apps (id, tenant_id, name, mode, enable_site, enable_api) FROM STDIN CSV"
+  copy_dify() { # EXPORT FROM TO
+    dify_users "$@" | psql -d "$db" -c "\\copy end_users ($user_columns) FROM STDIN CSV"
+    dify_chats "$@" | psql -d "$db" -c "\\copy conversations ($chat_columns) FROM STDIN CSV"
+    dify_messages "$@" | psql -d "$db" -c "\\copy messages ($dmessage_columns) FROM STDIN CSV"
+  }
+  copy_dify "$base" 0 "$base_max"
+  psql -d "$db" -c "ANALYZE"
+  config "$work/dify-$n.toml" "dify-state-$n.sqlite" "dify-out-$n" 'kind = "dify"' \
+    "url = \"postgresql://postgres@127.0.0.1:$pgport/$db?sslmode=disable\""
+  # The indexes `check` prints where Dify's schema lacks one (none in a current schema).
+  { "$bin" --config "$work/dify-$n.toml" check 2>&1 || true; } | { grep -o 'CREATE INDEX CONCURRENTLY[^;]*;' || true; } |
+    while read -r index; do psql -d "$db" -c "$index"; done
+  settle dify
+  copy_dify "$work/export-$n.sqlite" "$base_max" 1000000000000
+  measure dify "Dify" "$(psql -d "$db" -Atc 'select count(*) from messages') exchanges" \
+    "psql -X -h 127.0.0.1 -p $pgport -U postgres -d $db -Atc 'select max(created_at) from messages'" " (psql)"
   fi
   tail -6 "$work/table.md"
 done

@@ -17,7 +17,8 @@ pub use notify::{Bot, DigestRule, Notify, NotifyPatch};
 pub use placeholder::Placeholders;
 pub use routing::{Routing, Settings};
 pub use source::{
-    FLOWISE_CHAT_TYPES, Location, MAPPED_FIELDS, SSL_MODES, SourceConfig, SourceKind, UrlParam, url_params,
+    DIFY_INVOKE_FROM, DIFY_LATE_WRITES, DIFY_VISITORS, FLOWISE_CHAT_TYPES, Location, MAPPED_FIELDS, SSL_MODES,
+    SourceConfig, SourceKind, UrlParam, url_params,
 };
 use source::{validate_fields, validate_url_form};
 pub use transport::{Security, Smtp, Transport, is_loopback, is_loopback_ip};
@@ -264,6 +265,27 @@ impl Config {
         if self.state_password_env.is_some() && self.state_password_file.is_some() {
             return Err(ConfigError::new("state_password_env and state_password_file", "give one, not both"));
         }
+        if source.kind == SourceKind::Dify {
+            // A chat is judged once quiet: a reply still being written must be written by then.
+            let late = source.late_writes.map_or(source::DIFY_LATE_WRITES, |s| s.0);
+            let shown = |t: TimeDelta| match t.num_seconds() {
+                n if n % 60 == 0 => format!("{}m", n / 60),
+                n => format!("{n}s"),
+            };
+            let quiet =
+                self.bots.iter().filter_map(|b| b.abandon_after).map(|s| s.0).chain([self.abandon_after.0]).min();
+            if let Some(quiet) = quiet.filter(|q| late >= *q) {
+                return Err(ConfigError::new(
+                    "source.late_writes",
+                    format!(
+                        "{} is not shorter than abandon_after ({}): a chat is judged once quiet, and an answer Dify is \
+                         still writing must be written by then",
+                        shown(late),
+                        shown(quiet)
+                    ),
+                ));
+            }
+        }
         if let Location::Sqlite(path) = source.location()
             && self.state_url().is_none()
             && same_file(&self.state, &path)
@@ -336,15 +358,15 @@ impl Config {
             {
                 return Err(ConfigError::new(key("templates"), format!("{} is not a folder", dir.display())));
             }
-            if !bot.fields.is_empty() && source.kind != SourceKind::Typebot {
-                return Err(ConfigError::new(key("fields"), "only a Typebot source maps fields"));
+            if !bot.fields.is_empty() && !matches!(source.kind, SourceKind::Typebot | SourceKind::Dify) {
+                return Err(ConfigError::new(key("fields"), "only a Typebot or Dify source maps fields"));
             }
             validate_fields(&key("fields"), &bot.fields)?;
-            if (bot.complete_on_tools.is_some() || bot.complete_on_phrases.is_some())
-                && source.kind != SourceKind::Flowise
-            {
-                let which = if bot.complete_on_tools.is_some() { "complete_on_tools" } else { "complete_on_phrases" };
-                return Err(ConfigError::new(key(which), "only a Flowise source reads it"));
+            if bot.complete_on_tools.is_some() && source.kind != SourceKind::Flowise {
+                return Err(ConfigError::new(key("complete_on_tools"), "only a Flowise source reads it"));
+            }
+            if bot.complete_on_phrases.is_some() && !matches!(source.kind, SourceKind::Flowise | SourceKind::Dify) {
+                return Err(ConfigError::new(key("complete_on_phrases"), "only a Flowise or Dify source reads it"));
             }
             let none = Vec::new();
             source::validate_completions(
@@ -677,7 +699,7 @@ path = "outbox"
             ),
             (
                 format!("{}\n[[bots]]\nid = \"lead\"\nfields = {{ email = \"E\" }}\n", MINIMAL),
-                "bots[0] (id = \"lead\").fields: only a Typebot source maps fields",
+                "bots[0] (id = \"lead\").fields: only a Typebot or Dify source maps fields",
             ),
         ];
         for (text, key) in cases {

@@ -53,7 +53,20 @@ pub struct SourceConfig {
     /// Flowise on PostgreSQL: how long after its stamp a message may still be inserted (a
     /// visitor's question is stamped when asked and written after the answer).
     pub late_writes: Option<Span>,
+    /// Dify: which of its `invoke_from` values are visitors' chats; default web-app, service-api.
+    pub invoke_from: Option<Vec<String>>,
 }
+
+/// Dify's `invoke_from` values (`api/core/app/entities/app_invoke_entities.py` `InvokeFrom`).
+pub const DIFY_INVOKE_FROM: [&str; 7] =
+    ["service-api", "web-app", "explore", "debugger", "trigger", "published", "validation"];
+
+/// Dify: how long after its `created_at` an empty answer may still be written, by default (a
+/// reply is written when it ends: seconds; an agent's, minutes).
+pub const DIFY_LATE_WRITES: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The `invoke_from` values a Dify source reads by default: the web app's and the API's chats.
+pub const DIFY_VISITORS: [&str; 2] = ["web-app", "service-api"];
 
 /// Flowise's chat types (`Interface.ts` `ChatType`).
 pub const FLOWISE_CHAT_TYPES: [&str; 6] = ["INTERNAL", "EXTERNAL", "EVALUATION", "MCP", "SCHEDULED", "WEBHOOK"];
@@ -69,6 +82,8 @@ pub enum SourceKind {
     Typebot,
     /// Flowise's database: its SQLite file or PostgreSQL.
     Flowise,
+    /// Dify's PostgreSQL database.
+    Dify,
 }
 
 impl SourceKind {
@@ -78,6 +93,7 @@ impl SourceKind {
             SourceKind::Rasa => "rasa",
             SourceKind::Typebot => "typebot",
             SourceKind::Flowise => "flowise",
+            SourceKind::Dify => "dify",
         }
     }
 }
@@ -127,6 +143,7 @@ impl SourceConfig {
             message_time_zone: None,
             lead_time_zone: None,
             late_writes: None,
+            invoke_from: None,
         }
     }
 
@@ -155,19 +172,20 @@ impl SourceConfig {
             return Err(ConfigError::new("source.password_env and source.password_file", "give one, not both"));
         }
         let (rasa, typebot) = (self.kind == SourceKind::Rasa, self.kind == SourceKind::Typebot);
-        let flowise = self.kind == SourceKind::Flowise;
+        let (flowise, dify) = (self.kind == SourceKind::Flowise, self.kind == SourceKind::Dify);
         for (key, given, applies) in [
             ("chat_types", self.chat_types.is_some(), flowise),
             ("complete_on_tools", !self.complete_on_tools.is_empty(), flowise),
-            ("complete_on_phrases", !self.complete_on_phrases.is_empty(), flowise),
+            ("complete_on_phrases", !self.complete_on_phrases.is_empty(), flowise || dify),
             ("message_time_zone", self.message_time_zone.is_some(), flowise),
             ("lead_time_zone", self.lead_time_zone.is_some(), flowise),
-            ("late_writes", self.late_writes.is_some(), flowise),
+            ("late_writes", self.late_writes.is_some(), flowise || dify),
+            ("invoke_from", self.invoke_from.is_some(), dify),
             ("bot_name", self.bot_name.is_some(), rasa),
             ("complete_on_actions", !self.complete_on_actions.is_empty(), rasa),
             ("complete_on_forms", !self.complete_on_forms.is_empty(), rasa),
             ("complete_on_flows", !self.complete_on_flows.is_empty(), rasa),
-            ("fields", !self.fields.is_empty(), typebot),
+            ("fields", !self.fields.is_empty(), typebot || dify),
         ] {
             if given && !applies {
                 return Err(ConfigError::new(
@@ -182,10 +200,39 @@ impl SourceConfig {
                 "Typebot keeps its chats in PostgreSQL; give postgresql://user@host:5432/typebot",
             ));
         }
+        if dify && matches!(self.location(), Location::Sqlite(_)) {
+            return Err(ConfigError::new(
+                "source.url",
+                "Dify keeps its chats in PostgreSQL; give postgresql://user@host:5432/dify (its .env's DB_HOST, \
+                 DB_PORT, DB_DATABASE)",
+            ));
+        }
         if flowise {
             self.validate_flowise()?;
         }
+        if dify {
+            self.validate_dify()?;
+        }
         validate_fields("source.fields", &self.fields)
+    }
+
+    fn validate_dify(&self) -> Result<(), ConfigError> {
+        if let Some(from) = &self.invoke_from {
+            if from.is_empty() {
+                return Err(ConfigError::new("source.invoke_from", "empty; give at least one, e.g. [\"web-app\"]"));
+            }
+            if let Some(bad) = from.iter().find(|t| !DIFY_INVOKE_FROM.contains(&t.as_str())) {
+                return Err(ConfigError::new(
+                    "source.invoke_from",
+                    format!("{bad:?} is not a Dify invoke_from: give {}", DIFY_INVOKE_FROM.join(", ")),
+                ));
+            }
+        }
+        validate_completions("source", &[], &self.complete_on_phrases)?;
+        if self.late_writes.is_some_and(|s| s.0 <= chrono::TimeDelta::zero()) {
+            return Err(ConfigError::new("source.late_writes", "must be longer than 0s"));
+        }
+        Ok(())
     }
 
     fn validate_flowise(&self) -> Result<(), ConfigError> {

@@ -391,6 +391,7 @@ pub fn make(f: &Facts) -> Document {
                     sender: match m.author {
                         Author::Bot => "bot",
                         Author::Visitor => "visitor",
+                        Author::Note => "note",
                         // Never shown; a new kind of line is named by its serde name.
                         #[allow(unreachable_patterns)]
                         _ => "other",

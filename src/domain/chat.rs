@@ -47,6 +47,10 @@ pub enum Author {
     /// Not a chat line: a value the bot recorded about the visitor (Rasa's slots). It gives a
     /// field, and is never shown in a transcript.
     Field,
+    /// Not a chat line either: what chat-notifier says about the chat where the store says it
+    /// (a reply that never came, a reply that failed: Dify). Shown in a transcript, as neither
+    /// the bot's words nor the visitor's.
+    Note,
 }
 
 /// The input type of the bot's message on a flow's final step.
@@ -104,7 +108,7 @@ impl Message {
     pub fn gives_field(&self) -> Option<(&str, &str)> {
         match self.author {
             Author::Visitor | Author::Field => Some((self.field.as_deref()?, self.body.as_str())),
-            Author::Bot => None,
+            Author::Bot | Author::Note => None,
         }
     }
 }

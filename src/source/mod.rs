@@ -3,10 +3,13 @@
 //! mail) works on plain data and never sees SQL. Text from a store is untrusted: it is cleaned
 //! here, once, for every output (`crate::domain::text`).
 
+pub mod dify;
 pub mod export_v1;
+pub mod fields;
 pub mod flowise;
 pub mod rasa;
 pub mod sql;
+pub mod timed;
 pub mod typebot;
 
 use std::collections::{HashMap, HashSet};
@@ -101,10 +104,12 @@ pub fn open(config: &Config) -> Result<Box<dyn Source>> {
         (SourceKind::Typebot, Location::Postgres(url)) => Box::new(typebot::Typebot::open(&url, config)?),
         (SourceKind::Flowise, Location::Sqlite(path)) => Box::new(flowise::Flowise::open_sqlite(&path, config)?),
         (SourceKind::Flowise, Location::Postgres(url)) => Box::new(flowise::Flowise::open_postgres(&url, config)?),
-        // The config check refuses it first.
+        (SourceKind::Dify, Location::Postgres(url)) => Box::new(dify::Dify::open(&url, config)?),
+        // The config check refuses them first.
         (SourceKind::Typebot, Location::Sqlite(_)) => {
             anyhow::bail!("source.url: Typebot keeps its chats in PostgreSQL")
         }
+        (SourceKind::Dify, Location::Sqlite(_)) => anyhow::bail!("source.url: Dify keeps its chats in PostgreSQL"),
     })
 }
 

@@ -212,6 +212,18 @@ impl Db {
     }
 
     /// Whether `table` has an index whose first column is `column`.
+    /// Of `indexes` (table, first column, the statement making it), the statements of those the
+    /// database lacks, each ended by `;`: what `check` tells an owner to run once.
+    pub fn lacking(&self, indexes: &[(&str, &str, &str)]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (table, column, statement) in indexes {
+            if !self.has_index(table, column)? {
+                out.push(format!("{statement};"));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn has_index(&self, table: &str, column: &str) -> Result<bool> {
         let sql = match self {
             Db::Sqlite(_) => {

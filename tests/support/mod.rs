@@ -3,6 +3,7 @@
 //! strict reading of what the server received.
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this
 
+pub mod dify;
 pub mod flowise;
 pub mod http;
 pub mod llm;

@@ -315,6 +315,7 @@ impl Renderer {
                 who: match m.author {
                     Author::Bot => c.bot_name.as_str(),
                     Author::Visitor | Author::Field => "Visitor",
+                    Author::Note => "Note",
                 },
                 body: cut(&m.body, self.limits.message_chars),
                 body_html: (draft.markdown && m.author == Author::Bot && self.html)

@@ -11,16 +11,17 @@
 mod flow;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::fields::Fields;
 use super::sql::{Cell, Db, Param};
 use super::{Batch, Source, Visit};
-use crate::config::{Config, MAPPED_FIELDS};
+use crate::config::Config;
 use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 pub use flow::Flow;
 
@@ -100,8 +101,7 @@ impl Typebot {
         let source = config.source.as_ref().context("no source")?;
         let name = format!("typebot {}", super::sql::shown_url(url));
         let db = Db::postgres(url, source.password()?.as_deref()).with_context(|| format!("{name}: connecting"))?;
-        let bots = config.bots.iter().filter(|b| !b.fields.is_empty()).map(|b| (b.id.clone(), b.fields.clone()));
-        let fields = Fields { source: source.fields.clone(), bots: bots.collect() };
+        let fields = Fields::of(config);
         let mut typebot = Typebot { db, name, fields, flows: RefCell::default(), legacy: false };
         typebot.check_schema()?;
         Ok(typebot)
@@ -189,7 +189,9 @@ impl Typebot {
     }
 
     fn conversation(&self, row: &Row) -> Conversation {
-        let fields = self.fields.named(&row.typebot_id, &variables(row.variables.as_deref()).0);
+        let variables = variables(row.variables.as_deref()).0;
+        let fields: Vec<(String, String)> =
+            variables.iter().map(|v| (self.fields.field(&row.typebot_id, &v.name), v.value.clone())).collect();
         let visitor = |field: &str| fields.iter().find(|(n, _)| n == field).map(|(_, v)| v.trim().to_lowercase());
         Conversation {
             id: row.id.clone(),
@@ -220,34 +222,6 @@ impl Typebot {
         }
         let names = |variable: &str| self.fields.field(&row.typebot_id, variable);
         transcript(&Facts { row, answers, variables: &variables, flow }, &names)
-    }
-}
-
-/// Which field each variable gives: the owner's mapping, per bot over the source's, else the
-/// variable named like the field in any case (`Email` gives `email`), else the variable's name.
-struct Fields {
-    source: BTreeMap<String, String>,
-    bots: HashMap<String, BTreeMap<String, String>>,
-}
-
-impl Fields {
-    fn field(&self, bot: &str, variable: &str) -> String {
-        let mapped = |map: &BTreeMap<String, String>| {
-            map.iter().find(|(_, v)| v.trim().eq_ignore_ascii_case(variable.trim())).map(|(f, _)| f.clone())
-        };
-        let map = self.bots.get(bot);
-        if let Some(field) = map.and_then(mapped).or_else(|| mapped(&self.source)) {
-            return field;
-        }
-        let taken = |field: &str| map.is_some_and(|m| m.contains_key(field)) || self.source.contains_key(field);
-        match MAPPED_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(variable.trim())) {
-            Some(field) if !taken(field) => (*field).to_owned(),
-            _ => variable.to_owned(),
-        }
-    }
-
-    fn named(&self, bot: &str, variables: &[Variable]) -> Vec<(String, String)> {
-        variables.iter().map(|v| (self.field(bot, &v.name), v.value.clone())).collect()
     }
 }
 
