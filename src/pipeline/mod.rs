@@ -127,7 +127,8 @@ fn run(
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let read = ingest::ingest(source, &mut state, config, routing.watches(), now)?;
+    // A dry run's scratch copy takes no big transactions: its journal is in memory.
+    let read = ingest::ingest(source, &mut state, config, routing.watches(), !args.dry_run, now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     if routing.watches() {
         watch::watch(&mut state, routing, config, now)?;
@@ -141,7 +142,8 @@ fn run(
         flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
     }
     let inputs = decide::Inputs { source, renderer: &renderer, routing, config, args, now };
-    let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
+    let long = read as u64 >= crate::progress::WORTH_SHOWING;
+    let failed = decide::decide(inputs, &mut state, long, !args.dry_run)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
     digest::send_due(&mut state, routing, config, now)?;
@@ -151,6 +153,9 @@ fn run(
     let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     let notified = dispatch::dispatch(&mut state, &mut destinations, config, now)?;
+    if !args.dry_run {
+        state.after_run()?;
+    }
     Ok(Some(RunSummary {
         failed,
         sent: summary.sent + notified.sent,

@@ -306,6 +306,11 @@ INSERT OR IGNORE INTO deliveries_guard (id, guarded_through) SELECT 1, coalesce(
 "#,
 ];
 
+/// The page cache of a big run (`State::for_big_run`), in KiB.
+const BIG_RUN_CACHE_KIB: u32 = 64 * 1024;
+/// A WAL left this big by a run is checkpointed and truncated at its end (`State::after_run`).
+const BIG_WAL: u64 = 4 << 20;
+
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
 pub struct RunLock {
     _file: File,
@@ -490,6 +495,49 @@ impl State {
         let out = f(&tx).with_context(|| format!("state {shown}"))?;
         tx.0.commit().with_context(|| format!("state {shown}: committing"))?;
         Ok(out)
+    }
+
+    /// Runs `f` with all it writes, its own `atomically` steps included, as one transaction:
+    /// the boundary a big run chooses (a first run's tracking of a million chats), so that a
+    /// page of the state written by many steps goes to the file once, not once per step. A
+    /// crash, or an error in `f`, leaves none of it.
+    pub fn in_one_transaction<T>(&mut self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let shown = self.path.display().to_string();
+        self.conn
+            .execute_batch("SAVEPOINT big_run")
+            .with_context(|| format!("state {shown}: starting a transaction"))?;
+        match f(self) {
+            Ok(out) => {
+                self.conn.execute_batch("RELEASE big_run").with_context(|| format!("state {shown}: committing"))?;
+                Ok(out)
+            }
+            Err(e) => {
+                // The error is what the caller hears of; a failed rollback leaves the
+                // transaction to end with the connection, which rolls it back too.
+                let _ = self.conn.execute_batch("ROLLBACK TO big_run; RELEASE big_run");
+                Err(e)
+            }
+        }
+    }
+
+    /// SQLite-only tuning while a big run lasts (a first run over a big store): a page cache
+    /// that holds the conversations' pages a large transaction rewrites, instead of SQLite's
+    /// 2 MB, which spills them to the WAL again and again.
+    pub fn for_big_run(&self) -> Result<()> {
+        self.context(self.conn.execute_batch(&format!("PRAGMA cache_size = -{BIG_RUN_CACHE_KIB}")))
+    }
+
+    /// SQLite-only, at the end of every run: when the run's writes left a big WAL, its pages
+    /// go into the file now and the WAL is truncated, so the next run (cron's idle one, minutes
+    /// later) does not begin by reading and checkpointing it. A run that wrote little pays a
+    /// `stat`.
+    pub fn after_run(&self) -> Result<()> {
+        let mut wal = self.conn.path().map(std::ffi::OsString::from).unwrap_or_default();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) >= BIG_WAL {
+            self.context(self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))?;
+        }
+        Ok(())
     }
 
     /// Adds the state file's path to an error, which otherwise names only the statement.
