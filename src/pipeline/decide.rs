@@ -89,7 +89,7 @@ fn judge<'a>(open: &Open, conversation: Option<&'a Conversation>, routing: &'a R
 
 /// Classifies every conversation that may be due, applies the owner's rules, and queues the
 /// emails due. Returns how many conversations could not be rendered (they stay open).
-pub fn decide(run: Inputs, state: &mut State, long: bool, big_runs: bool) -> Result<usize> {
+pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     let Inputs { config, args, now, routing, .. } = run;
     let counter = progress::counter(long, "deciding");
     let first_run = !state.progress()?.baseline_done;
@@ -104,11 +104,13 @@ pub fn decide(run: Inputs, state: &mut State, long: bool, big_runs: bool) -> Res
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
         last_step: run.source.has_last_step(),
     };
-    // A first run decides in transactions of `FIRST_RUN_CHUNK` conversations: with random ids
-    // (UUIDs, cuids) a page's conversations are spread over the whole state, so a transaction
-    // per page wrote most of the state's pages again each time (issue 27). Emails are queued in
-    // the same order either way; none is sent before the whole pass is committed.
-    let chunk = if first_run && big_runs { FIRST_RUN_CHUNK } else { usize::MAX };
+    // A big first run (one that read in one transaction) decides in transactions of
+    // `FIRST_RUN_CHUNK` conversations: with random ids (UUIDs, cuids) a page's conversations are
+    // spread over the whole state, so a transaction per page wrote most of the state's pages
+    // again each time (issue 27). A small one keeps a transaction per page: there the emails'
+    // bodies are most of what is written, and a WAL kept small takes them for less. Emails are
+    // queued in the same order either way; none is sent before the whole pass is committed.
+    let chunk = if first_run && state.is_big_run() { FIRST_RUN_CHUNK } else { usize::MAX };
     let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, done: false };
     while !pass.done {
         match chunk {

@@ -142,8 +142,7 @@ fn run(
         flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
     }
     let inputs = decide::Inputs { source, renderer: &renderer, routing, config, args, now };
-    let long = read as u64 >= crate::progress::WORTH_SHOWING;
-    let failed = decide::decide(inputs, &mut state, long, !args.dry_run)?;
+    let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
     digest::send_due(&mut state, routing, config, now)?;

@@ -379,6 +379,8 @@ pub struct State {
     path: PathBuf,
     /// The file had no schema when opened: this run is its first.
     pub created: bool,
+    /// Tuned for a big run (`for_big_run`).
+    big_run: bool,
 }
 
 impl State {
@@ -421,7 +423,7 @@ impl State {
         conn.pragma_update(None, "synchronous", "normal")?;
         known_version(&conn, shown_as)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
-        Ok(State { conn, path: shown_as.to_owned(), created })
+        Ok(State { conn, path: shown_as.to_owned(), created, big_run: false })
     }
 
     /// For commands that only look, where there may be no state yet: None when there is none.
@@ -444,7 +446,7 @@ impl State {
                 MIGRATIONS.len()
             );
         }
-        Ok(State { conn, path: path.to_owned(), created: false })
+        Ok(State { conn, path: path.to_owned(), created: false, big_run: false })
     }
 
     /// The schema version of the state file at `path`, and the one this build writes: for
@@ -523,8 +525,14 @@ impl State {
     /// SQLite-only tuning while a big run lasts (a first run over a big store): a page cache
     /// that holds the conversations' pages a large transaction rewrites, instead of SQLite's
     /// 2 MB, which spills them to the WAL again and again.
-    pub fn for_big_run(&self) -> Result<()> {
+    pub fn for_big_run(&mut self) -> Result<()> {
+        self.big_run = true;
         self.context(self.conn.execute_batch(&format!("PRAGMA cache_size = -{BIG_RUN_CACHE_KIB}")))
+    }
+
+    /// `for_big_run` was called: the rest of the run may choose large transactions too.
+    pub fn is_big_run(&self) -> bool {
+        self.big_run
     }
 
     /// SQLite-only, at the end of every run: when the run's writes left a big WAL, its pages
