@@ -182,21 +182,21 @@ pub fn ingest(
     let behind = probe.last_id.saturating_sub(watermark);
     let bar = progress::bar(behind as u64, "reading messages");
     let reading = Reading { source, learn_bots, now, window, read_before: &read_before, bar: &bar };
-    if big_runs && behind >= BIG_RUN {
-        // A first run over a big store (or one far behind): every batch in one transaction, in
-        // a bigger page cache. With random ids (UUIDs, cuids) each batch's conversations are
-        // spread over the whole of the state's B-trees, so a transaction per batch wrote most
-        // of their pages again each time (issue 27: 110 GB written for a 207 MB state).
+    // A first read of a big store: counted first (ids are positions, not row numbers, in some
+    // stores: Flowise's are times), only when the positions say it may be big.
+    let big = big_runs && watermark == 0 && behind >= BIG_RUN && source.count_through(probe.last_id)? >= BIG_RUN;
+    if big {
+        // Every batch in one transaction, in a bigger page cache. With random ids (UUIDs,
+        // cuids) each batch's conversations are spread over the whole of the state's B-trees,
+        // so a transaction per batch wrote a large part of their pages again each time (issue
+        // 27: 110 GB written for a 207 MB state).
         state.for_big_run()?;
-        log::debug!("{behind} messages to read: one transaction");
+        log::debug!("a first read of a big store: one transaction");
         state.in_one_transaction(|state| {
             let total = reading.read(state, after, watermark)?;
-            if watermark == 0 {
-                // A first read counted every row as it read them: the hourly count (a pass over
-                // the whole store, a second at a million chats) is due an hour from now, not
-                // at the next run.
-                state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
-            }
+            // It counted every row as it read them: the hourly count (a pass over the whole
+            // store, a second at a million chats) is due an hour from now, not at the next run.
+            state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
             Ok(total)
         })
     } else {
@@ -204,7 +204,7 @@ pub fn ingest(
     }
 }
 
-/// How far behind the source a run must be for its reading to be one transaction.
+/// Rows a first read must find for its reading to be one transaction.
 const BIG_RUN: i64 = 100_000;
 
 /// What reading the new messages needs besides the state and where to start.
