@@ -43,7 +43,7 @@ ms() { python3 -c "import sys; print(f'{float(sys.argv[1]) * 1000:.1f}')" "$1"; 
 printf '\n| conversations | messages | case | chat-notifier | floor | ratio | target | peak RSS |\n|---|---|---|---|---|---|---|---|\n' >"$work/table.md"
 for n in "${sizes[@]}"; do
   export=$work/export-$n.sqlite
-  [ -f "$export" ] || "$gen" --conversations "$n" --out "$export" --now "$NOW"
+  [ -f "$export" ] || "$gen" --ids "${IDS:-seq}" --conversations "$n" --out "$export" --now "$NOW"
   [ -f "$export.base" ] || cp "$export" "$export.base"
   cp "$export.base" "$export"
   messages=$(sqlite3 "$export" 'select count(*) from messages')
@@ -76,7 +76,7 @@ TOML
   "$bin" --config "$config" -q run --now "$SETTLED"
   "$bin" --config "$config" -q run --now "$COUNTED"
   cp "$work/state-$n.sqlite" "$work/state-$n.base"
-  "$gen" --append 1000 --out "$export" --now "$LATER"
+  "$gen" --ids "${IDS:-seq}" --append 1000 --out "$export" --now "$LATER"
 
   # Incremental: each timed run starts from the settled state and reads the 1,000 messages.
   prepare="rm -rf $work/state-$n.sqlite-wal $work/state-$n.sqlite-shm $work/out-$n; cp $work/state-$n.base $work/state-$n.sqlite"
@@ -115,7 +115,7 @@ TOML
   # 1,000 new messages written in the hour before a run a minute later. Nothing in progress
   # is due then (idle above finds none), so the emails are those the new messages make.
   cp "$work/ip-state-$n.sqlite" "$work/ip-state-$n.base"
-  "$gen" --append 1000 --out "$work/ip-$n.sqlite" --now "$SOON"
+  "$gen" --ids "${IDS:-seq}" --append 1000 --out "$work/ip-$n.sqlite" --now "$SOON"
   prepare_ip="rm -rf $work/ip-state-$n.sqlite-wal $work/ip-state-$n.sqlite-shm $work/ip-out-$n; cp $work/ip-state-$n.base $work/ip-state-$n.sqlite"
   inc_ip=$(h --runs 10 --prepare "$prepare_ip" "$bin --config $work/ip-$n.toml -q run --now $SOON")
   eval "$prepare_ip"
@@ -166,7 +166,7 @@ trap 'kill $sink 2>/dev/null || true' EXIT
 sleep 0.5
 send=$work/send
 rm -rf "$send" && mkdir -p "$send"
-[ -f "$work/export-send.sqlite" ] || "$gen" --conversations 3000 --out "$work/export-send.sqlite" --now "$NOW"
+[ -f "$work/export-send.sqlite" ] || "$gen" --ids "${IDS:-seq}" --conversations 3000 --out "$work/export-send.sqlite" --now "$NOW"
 for kind in smtp folder; do
   {
     printf 'export = "../export-send.sqlite"\nstate = "state.sqlite"\n'

@@ -119,9 +119,9 @@ measure() { # PREFIX LABEL ROWS FLOOR-COMMAND FLOOR-NOTE
 printf '\n| store | conversations | rows | case | chat-notifier | floor | ratio | target |\n|---|---|---|---|---|---|---|---|\n' >"$work/table.md"
 for n in "${sizes[@]}"; do
   base=$work/export-$n.base
-  [ -f "$base" ] || "$gen" --conversations "$n" --out "$base" --now "$NOW"
+  [ -f "$base" ] || "$gen" --ids "${IDS:-seq}" --conversations "$n" --out "$base" --now "$NOW"
   cp "$base" "$work/export-$n.sqlite"
-  "$gen" --append 1000 --out "$work/export-$n.sqlite" --now "$LATER"
+  "$gen" --ids "${IDS:-seq}" --append 1000 --out "$work/export-$n.sqlite" --now "$LATER"
   base_max=$(sqlite3 "$base" 'select max(id) from messages')
 
   if [[ $stores == *" rasa "* ]]; then

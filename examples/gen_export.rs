@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release --example gen_export -- --conversations 1000000 --out /tmp/export.sqlite
 //!     cargo run --release --example gen_export -- --append 1000 --out /tmp/export.sqlite --now 2026-11-24T13:00:00Z
+//!
+//! Conversation ids are random UUIDs by default, as most runtimes write them (`--ids cuid` for
+//! Typebot's shape, `--ids seq` for the sequential `conv-00000042` of earlier benchmarks).
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Duration, Utc};
@@ -25,6 +28,64 @@ struct Args {
     now: DateTime<Utc>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The shape of conversation ids: random UUIDs (Rasa's sender ids, Flowise's `chatId`,
+    /// Dify's conversations), cuid-like (Typebot's results), or sequential (`conv-00000042`)
+    #[arg(long, value_enum, default_value_t = Ids::Uuid)]
+    ids: Ids,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Ids {
+    Uuid,
+    Cuid,
+    Seq,
+}
+
+/// Conversation ids of the chosen shape. Random ids come from a generator of their own, so
+/// the chats themselves (bots, flows, times, answers) are the same whatever the shape.
+struct Namer {
+    ids: Ids,
+    rng: Rng,
+}
+
+impl Namer {
+    fn new(ids: Ids, seed: u64) -> Self {
+        Namer { ids, rng: Rng(seed ^ 0x1D5_1D5_1D5) }
+    }
+
+    /// The `i`th conversation's id; `new` marks one appended later (`--append`), at `stamp`.
+    fn name(&mut self, i: u64, new: Option<i64>) -> String {
+        match self.ids {
+            Ids::Seq => match new {
+                Some(stamp) => format!("conv-new-{stamp}-{i:08}"),
+                None => format!("conv-{i:08}"),
+            },
+            Ids::Uuid => {
+                let (a, b) = (self.rng.next(), self.rng.next());
+                // Version 4, variant 10xx.
+                let a = (a & !0xF000) | 0x4000;
+                let b = (b & !(0xC << 60)) | (0x8 << 60);
+                format!(
+                    "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                    a >> 32,
+                    (a >> 16) & 0xFFFF,
+                    a & 0xFFFF,
+                    b >> 48,
+                    b & 0xFFFF_FFFF_FFFF
+                )
+            }
+            Ids::Cuid => {
+                // cuid2's shape: a letter, then 23 base-36 characters.
+                const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+                let mut id = String::with_capacity(24);
+                id.push((b'a' + self.rng.below(26) as u8) as char);
+                for _ in 0..23 {
+                    id.push(ALPHABET[self.rng.below(36) as usize] as char);
+                }
+                id
+            }
+        }
+    }
 }
 
 /// SplitMix64: small, fast, and the same sequence on every machine.
@@ -153,7 +214,7 @@ fn flow_of(bot: usize) -> &'static [Step] {
     &STEPS[..BOTS[bot].2]
 }
 
-fn create(conn: &mut Connection, n: u64, now: DateTime<Utc>, rng: &mut Rng) -> Result<()> {
+fn create(conn: &mut Connection, n: u64, now: DateTime<Utc>, rng: &mut Rng, namer: &mut Namer) -> Result<()> {
     conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
          CREATE TABLE bots (id TEXT PRIMARY KEY, name TEXT NOT NULL);
@@ -173,7 +234,7 @@ fn create(conn: &mut Connection, n: u64, now: DateTime<Utc>, rng: &mut Rng) -> R
         // back, and chats still going on near `now`.
         let mut tails: Vec<(String, usize, usize, bool, DateTime<Utc>)> = Vec::new();
         for i in 0..n {
-            let id = format!("conv-{i:08}");
+            let id = namer.name(i, None);
             let bot = (rng.below(BOTS.len() as u64)) as usize;
             let flow = flow_of(bot);
             let start = now - span + span * (i as i32) / (n as i32).max(1);
@@ -219,7 +280,7 @@ fn create(conn: &mut Connection, n: u64, now: DateTime<Utc>, rng: &mut Rng) -> R
 
 /// New activity since the last run, as the runtime appends it: half are new chats, half are
 /// visitors coming back to recent ones, each adding a question and an answer.
-fn append(conn: &mut Connection, messages: u64, now: DateTime<Utc>, rng: &mut Rng) -> Result<()> {
+fn append(conn: &mut Connection, messages: u64, now: DateTime<Utc>, rng: &mut Rng, namer: &mut Namer) -> Result<()> {
     let conversations: i64 = conn.query_row("SELECT count(*) FROM conversations", [], |r| r.get(0))?;
     let tx = conn.transaction()?;
     {
@@ -229,7 +290,7 @@ fn append(conn: &mut Connection, messages: u64, now: DateTime<Utc>, rng: &mut Rn
         while written < messages {
             let at = now - Duration::seconds(rng.below(3600) as i64);
             let (id, bot) = if i % 2 == 0 {
-                let id = format!("conv-new-{}-{i:08}", now.timestamp());
+                let id = namer.name(i, Some(now.timestamp()));
                 let bot = rng.below(BOTS.len() as u64) as usize;
                 w.conversations.execute(params![id, BOTS[bot].0, "visitor-new", at.to_rfc3339(), None::<String>])?;
                 (id, bot)
@@ -272,12 +333,13 @@ fn main() -> Result<()> {
                 bail!("{} exists; remove it first", args.out);
             }
             let mut conn = Connection::open(&args.out).with_context(|| format!("creating {}", args.out))?;
-            create(&mut conn, n, args.now, &mut rng)
+            create(&mut conn, n, args.now, &mut rng, &mut Namer::new(args.ids, args.seed))
         }
         (None, Some(k)) => {
             let mut conn = Connection::open(&args.out).with_context(|| format!("opening {}", args.out))?;
             rng.0 ^= args.now.timestamp() as u64;
-            append(&mut conn, k, args.now, &mut rng)
+            let mut namer = Namer::new(args.ids, args.seed ^ args.now.timestamp() as u64);
+            append(&mut conn, k, args.now, &mut rng, &mut namer)
         }
         _ => bail!("give --conversations N or --append K"),
     }

@@ -104,50 +104,21 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
         last_step: run.source.has_last_step(),
     };
-    let (mut failed, mut baselined, mut queued) = (0, 0, 0);
-    let mut cursor = DueCursor::start();
-    while let Some((page, next)) = state.due_conversations(&cursor, now - timing.abandon_after, PAGE)? {
-        counter.inc(page.len() as u64);
-        cursor = next;
-        let mut waiting: Vec<&Open> = page.iter().collect();
-        while !waiting.is_empty() {
-            let Judgement { settled, identities, later } = judge_page(run, &waiting, &timing, &mut failed, state)?;
-            waiting = later;
-            for (_, settle) in &settled {
-                match settle {
-                    Settle::Cover if first_run => baselined += 1,
-                    Settle::Queue(..) | Settle::Digest(..) => queued += 1,
-                    _ => {}
-                }
-            }
-            state.atomically(|tx| {
-                for (id, visitor, bot) in &identities {
-                    tx.identify(id, visitor, bot)?;
-                }
-                for (open, settle) in &settled {
-                    match settle {
-                        Settle::Cover => tx.cover(open)?,
-                        Settle::Hold => tx.hold(open)?,
-                        Settle::AwaitRow(since) => tx.await_row(open, *since)?,
-                        Settle::Queue(chat_state, email, _) => tx.queue(open, *chat_state, email)?,
-                        Settle::Digest(key, entry, _) => tx.list_in_digest(open, key, entry, now)?,
-                    }
-                    if let Settle::Queue(.., notes) | Settle::Digest(.., notes) = settle {
-                        for n in notes {
-                            let (id, state) = (&open.id, n.state.as_str());
-                            match n.for_digest {
-                                true => {
-                                    tx.hold_delivery_for_digest(&n.destination, id, state, &n.key, &n.document, now)?
-                                }
-                                false => tx.queue_delivery(&n.destination, id, state, &n.key, &n.document, now)?,
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })?;
+    // A big first run (one that read in one transaction) decides in transactions of
+    // `FIRST_RUN_CHUNK` conversations: with random ids (UUIDs, cuids) a page's conversations are
+    // spread over the whole state, so a transaction per page wrote most of the state's pages
+    // again each time (issue 27). A small one keeps a transaction per page: there the emails'
+    // bodies are most of what is written, and a WAL kept small takes them for less. Emails are
+    // queued in the same order either way; none is sent before the whole pass is committed.
+    let chunk = if first_run && state.is_big_run() { FIRST_RUN_CHUNK } else { usize::MAX };
+    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, done: false };
+    while !pass.done {
+        match chunk {
+            usize::MAX => pass.decide(run, state, &timing, first_run, chunk, &counter)?,
+            _ => state.in_one_transaction(|state| pass.decide(run, state, &timing, first_run, chunk, &counter))?,
         }
     }
+    let Pass { failed, baselined, queued, .. } = pass;
     counter.finish_and_clear();
     if first_run {
         state.atomically(|tx| tx.finish_baseline())?;
@@ -164,6 +135,90 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         }
     }
     Ok(failed)
+}
+
+/// Conversations a first run decides per transaction (`in_one_transaction`).
+const FIRST_RUN_CHUNK: usize = 100_000;
+
+/// Where a run's pass over the conversations that may be due stands, and what it did so far.
+struct Pass {
+    cursor: DueCursor,
+    failed: usize,
+    baselined: usize,
+    queued: usize,
+    /// No conversation is left to look at.
+    done: bool,
+}
+
+impl Pass {
+    /// Decides pages of conversations until at least `chunk` were looked at, or none is left;
+    /// each page's decisions written in one step (`atomically`).
+    fn decide(
+        &mut self,
+        run: Inputs,
+        state: &mut State,
+        timing: &Timing,
+        first_run: bool,
+        chunk: usize,
+        counter: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let now = run.now;
+        let mut looked = 0;
+        while looked < chunk {
+            let Some((page, next)) = state.due_conversations(&self.cursor, now - timing.abandon_after, PAGE)? else {
+                self.done = true;
+                return Ok(());
+            };
+            counter.inc(page.len() as u64);
+            looked += page.len();
+            self.cursor = next;
+            let mut waiting: Vec<&Open> = page.iter().collect();
+            while !waiting.is_empty() {
+                let Judgement { settled, identities, later } =
+                    judge_page(run, &waiting, timing, &mut self.failed, state)?;
+                waiting = later;
+                for (_, settle) in &settled {
+                    match settle {
+                        Settle::Cover if first_run => self.baselined += 1,
+                        Settle::Queue(..) | Settle::Digest(..) => self.queued += 1,
+                        _ => {}
+                    }
+                }
+                state.atomically(|tx| {
+                    for (id, visitor, bot) in &identities {
+                        tx.identify(id, visitor, bot)?;
+                    }
+                    for (open, settle) in &settled {
+                        match settle {
+                            Settle::Cover => tx.cover(open)?,
+                            Settle::Hold => tx.hold(open)?,
+                            Settle::AwaitRow(since) => tx.await_row(open, *since)?,
+                            Settle::Queue(chat_state, email, _) => tx.queue(open, *chat_state, email)?,
+                            Settle::Digest(key, entry, _) => tx.list_in_digest(open, key, entry, now)?,
+                        }
+                        if let Settle::Queue(.., notes) | Settle::Digest(.., notes) = settle {
+                            for n in notes {
+                                let (id, state) = (&open.id, n.state.as_str());
+                                match n.for_digest {
+                                    true => tx.hold_delivery_for_digest(
+                                        &n.destination,
+                                        id,
+                                        state,
+                                        &n.key,
+                                        &n.document,
+                                        now,
+                                    )?,
+                                    false => tx.queue_delivery(&n.destination, id, state, &n.key, &n.document, now)?,
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Bytes of rendered emails one transaction holds before it is written: a page of 500 long

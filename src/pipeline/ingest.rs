@@ -132,6 +132,7 @@ pub fn ingest(
     state: &mut State,
     config: &Config,
     learn_bots: bool,
+    big_runs: bool,
     now: DateTime<Utc>,
 ) -> Result<usize> {
     source.read_until(now);
@@ -172,59 +173,104 @@ pub fn ingest(
     if audit {
         state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
     }
-    let mut watermark = state.progress()?.watermark;
+    let watermark = state.progress()?.watermark;
     // A row committed late, behind ids already read, is read by going back over the window;
     // the ids read there before are left out.
     let window = source.commit_window();
-    let mut after = (watermark - window).max(0);
+    let after = (watermark - window).max(0);
     let read_before = if window > 0 { state.recent_keys(after)? } else { Default::default() };
-    let bar = progress::bar(probe.last_id.saturating_sub(watermark) as u64, "reading messages");
-    let mut total = 0;
-    loop {
-        let batch = source.activity_after(after, INGEST_BATCH, &read_before)?;
-        let Some(through) = batch.through else {
-            bar.finish_and_clear();
-            if source.finishes_in_place() {
-                mark_finished(source, state)?;
+    let behind = probe.last_id.saturating_sub(watermark);
+    let bar = progress::bar(behind as u64, "reading messages");
+    let reading = Reading { source, learn_bots, now, window, read_before: &read_before, bar: &bar };
+    // A first read of a big store: counted first (ids are positions, not row numbers, in some
+    // stores: Flowise's are times), only when the positions say it may be big.
+    let big = big_runs && watermark == 0 && behind >= BIG_RUN && source.count_through(probe.last_id)? >= BIG_RUN;
+    if big {
+        // Every batch in one transaction, in a bigger page cache. With random ids (UUIDs,
+        // cuids) each batch's conversations are spread over the whole of the state's B-trees,
+        // so a transaction per batch wrote a large part of their pages again each time (issue
+        // 27: 110 GB written for a 207 MB state).
+        state.for_big_run()?;
+        log::debug!("a first read of a big store: one transaction");
+        state.in_one_transaction(|state| {
+            let total = reading.read(state, after, watermark)?;
+            // It counted every row as it read them: the hourly count (a pass over the whole
+            // store, a second at a million chats) is due an hour from now, not at the next run.
+            state.atomically(|tx| tx.set_anchor(None, None, Some(now)))?;
+            Ok(total)
+        })
+    } else {
+        reading.read(state, after, watermark)
+    }
+}
+
+/// Rows a first read must find for its reading to be one transaction.
+const BIG_RUN: i64 = 100_000;
+
+/// What reading the new messages needs besides the state and where to start.
+struct Reading<'a> {
+    source: &'a dyn Source,
+    learn_bots: bool,
+    now: DateTime<Utc>,
+    window: i64,
+    read_before: &'a std::collections::HashSet<i64>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Reading<'_> {
+    /// Folds the messages after `after` into the state, a batch per transaction, moving the
+    /// watermark (at `watermark` now) past each. Returns how many were read.
+    fn read(&self, state: &mut State, mut after: i64, mut watermark: i64) -> Result<usize> {
+        let Reading { source, learn_bots, now, window, read_before, bar } = *self;
+        let mut total = 0;
+        loop {
+            let batch = source.activity_after(after, INGEST_BATCH, read_before)?;
+            let Some(through) = batch.through else {
+                bar.finish_and_clear();
+                if source.finishes_in_place() {
+                    mark_finished(source, state)?;
+                }
+                return Ok(total);
+            };
+            after = through;
+            if batch.rows == 0 {
+                continue;
             }
-            return Ok(total);
-        };
-        after = through;
-        if batch.rows == 0 {
-            continue;
+            let through = through.max(watermark);
+            total += batch.activity.len();
+            bar.inc(through.saturating_sub(watermark) as u64);
+            let mut activity = batch.activity;
+            for a in &mut activity {
+                let trusted = trusted_time(a.sent_at, now);
+                if trusted != a.sent_at {
+                    log::warn!(
+                        "{}: messages row {}: sent_at {} is ahead of the clock ({}); its conversation's idle time counts from now",
+                        source.name(),
+                        a.id,
+                        a.sent_at.to_rfc3339(),
+                        now.to_rfc3339()
+                    );
+                    a.sent_at = trusted;
+                }
+            }
+            // In key order, so that the state's pages are written in order.
+            let mut seen: Vec<_> = crate::domain::fold(&activity).into_iter().collect();
+            seen.sort_unstable_by_key(|(id, _)| *id);
+            let bots = if learn_bots { bot_activity(source, state, &activity)? } else { BotActivity::default() };
+            state.atomically(|tx| {
+                // The anchor is the row at the watermark: not a late row read behind it.
+                let anchor = (batch.ids.last().map(|(id, _)| *id) == Some(through)).then_some(batch.anchor.as_str());
+                tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, anchor, batch.rows)?;
+                for c in &bots.learned {
+                    tx.identify(&c.id, &c.visitor_id, &c.bot_id)?;
+                }
+                for (bot, (name, at)) in &bots.latest {
+                    tx.bot_active(bot, name.as_deref(), *at)?;
+                }
+                if window > 0 { tx.remember(&batch.ids, through, window) } else { Ok(()) }
+            })?;
+            watermark = through;
         }
-        let through = through.max(watermark);
-        total += batch.activity.len();
-        bar.inc(through.saturating_sub(watermark) as u64);
-        let mut activity = batch.activity;
-        for a in &mut activity {
-            let trusted = trusted_time(a.sent_at, now);
-            if trusted != a.sent_at {
-                log::warn!(
-                    "{}: messages row {}: sent_at {} is ahead of the clock ({}); its conversation's idle time counts from now",
-                    source.name(),
-                    a.id,
-                    a.sent_at.to_rfc3339(),
-                    now.to_rfc3339()
-                );
-                a.sent_at = trusted;
-            }
-        }
-        let seen = crate::domain::fold(&activity);
-        let bots = if learn_bots { bot_activity(source, state, &activity)? } else { BotActivity::default() };
-        state.atomically(|tx| {
-            // The anchor is the row at the watermark: not a late row read behind it.
-            let anchor = (batch.ids.last().map(|(id, _)| *id) == Some(through)).then_some(batch.anchor.as_str());
-            tx.track(seen.iter().map(|(id, s)| (*id, *s)), through, anchor, batch.rows)?;
-            for c in &bots.learned {
-                tx.identify(&c.id, &c.visitor_id, &c.bot_id)?;
-            }
-            for (bot, (name, at)) in &bots.latest {
-                tx.bot_active(bot, name.as_deref(), *at)?;
-            }
-            if window > 0 { tx.remember(&batch.ids, through, window) } else { Ok(()) }
-        })?;
-        watermark = through;
     }
 }
 

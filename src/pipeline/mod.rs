@@ -129,7 +129,8 @@ fn run(
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let started = Instant::now();
-    let read = ingest::ingest(source, &mut state, config, routing.watches(), now)?;
+    // A dry run's scratch copy takes no big transactions: its journal is in memory.
+    let read = ingest::ingest(source, &mut state, config, routing.watches(), !args.dry_run, now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     if routing.watches() {
         watch::watch(&mut state, routing, config, now)?;
@@ -153,6 +154,9 @@ fn run(
     let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
     let notified = dispatch::dispatch(&mut state, &mut destinations, config, now)?;
+    if !args.dry_run {
+        state.after_run()?;
+    }
     Ok(Some(RunSummary {
         failed,
         sent: summary.sent + notified.sent,

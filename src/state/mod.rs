@@ -315,6 +315,11 @@ INSERT OR IGNORE INTO deliveries_guard (id, guarded_through) SELECT 1, coalesce(
 "#,
 ];
 
+/// The page cache of a big run (`State::for_big_run`), in KiB.
+const BIG_RUN_CACHE_KIB: u32 = 64 * 1024;
+/// A WAL left this big by a run is checkpointed and truncated at its end (`State::after_run`).
+const BIG_WAL: u64 = 4 << 20;
+
 /// Where the state is: a SQLite file (the default), or a PostgreSQL database that several hosts
 /// may share (`state = "postgresql://..."`, its password from `state_password_env` or
 /// `state_password_file`).
@@ -500,6 +505,8 @@ pub struct State {
     scratch: bool,
     /// The run's lease, checked before each email or notification is sent (`may_send`).
     lease: Option<lease::Watch>,
+    /// Tuned for a big run (`for_big_run`).
+    big_run: bool,
 }
 
 impl State {
@@ -527,6 +534,7 @@ impl State {
             created,
             scratch: false,
             lease: None,
+            big_run: false,
         }
     }
 
@@ -566,7 +574,14 @@ impl State {
         conn.pragma_update(None, "synchronous", "normal")?;
         known_version(&conn, shown_as)?;
         let created = migrate(&mut conn).with_context(|| format!("state {shown}: migrating"))?;
-        Ok(State { conn: Conn::Sqlite(conn), path: shown_as.to_owned(), created, scratch: false, lease: None })
+        Ok(State {
+            conn: Conn::Sqlite(conn),
+            path: shown_as.to_owned(),
+            created,
+            scratch: false,
+            lease: None,
+            big_run: false,
+        })
     }
 
     /// For commands that only look, where there may be no state yet: None when there is none.
@@ -614,7 +629,14 @@ impl State {
                 MIGRATIONS.len()
             );
         }
-        Ok(State { conn: Conn::Sqlite(conn), path: path.to_owned(), created: false, scratch: false, lease: None })
+        Ok(State {
+            conn: Conn::Sqlite(conn),
+            path: path.to_owned(),
+            created: false,
+            scratch: false,
+            lease: None,
+            big_run: false,
+        })
     }
 
     /// `open_read_only`, wherever the state is.
@@ -830,6 +852,63 @@ impl State {
                 Err(e)
             }
         }
+    }
+
+    /// Runs `f` with all it writes, its own `atomically` steps included, as one transaction:
+    /// the boundary a big run chooses (a first run's tracking of a million chats), so that a
+    /// page of the state written by many steps goes to the file once, not once per step. A
+    /// crash, or an error in `f`, leaves none of it. On PostgreSQL each step stays its own
+    /// transaction: the tuning is the state file's.
+    pub fn in_one_transaction<T>(&mut self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        if self.conn.is_postgres() {
+            return f(self);
+        }
+        let shown = self.path.display().to_string();
+        self.conn.batch("SAVEPOINT big_run").with_context(|| format!("state {shown}: starting a transaction"))?;
+        match f(self) {
+            Ok(out) => {
+                self.conn.batch("RELEASE big_run").with_context(|| format!("state {shown}: committing"))?;
+                Ok(out)
+            }
+            Err(e) => {
+                // The error is what the caller hears of; a failed rollback leaves the
+                // transaction to end with the connection, which rolls it back too.
+                let _ = self.conn.batch("ROLLBACK TO big_run; RELEASE big_run");
+                Err(e)
+            }
+        }
+    }
+
+    /// SQLite-only tuning while a big run lasts (a first run over a big store): a page cache
+    /// that holds the conversations' pages a large transaction rewrites, instead of SQLite's
+    /// 2 MB, which spills them to the WAL again and again.
+    pub fn for_big_run(&mut self) -> Result<()> {
+        self.big_run = true;
+        match self.conn.sqlite_conn() {
+            Some(c) => {
+                self.context(c.execute_batch(&format!("PRAGMA cache_size = -{BIG_RUN_CACHE_KIB}")).map_err(Into::into))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `for_big_run` was called: the rest of the run may choose large transactions too.
+    pub fn is_big_run(&self) -> bool {
+        self.big_run
+    }
+
+    /// SQLite-only, at the end of every run: when the run's writes left a big WAL, its pages
+    /// go into the file now and the WAL is truncated, so the next run (cron's idle one, minutes
+    /// later) does not begin by reading and checkpointing it. A run that wrote little pays a
+    /// `stat`.
+    pub fn after_run(&self) -> Result<()> {
+        let Some(c) = self.conn.sqlite_conn() else { return Ok(()) };
+        let mut wal = c.path().map(std::ffi::OsString::from).unwrap_or_default();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) >= BIG_WAL {
+            self.context(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(Into::into))?;
+        }
+        Ok(())
     }
 
     /// Adds the state's name to an error, which otherwise names only the statement.
