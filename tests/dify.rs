@@ -392,3 +392,33 @@ fn rows_dated_far_ahead_or_before_1970_are_named_by_check_and_block_nothing() {
     let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "quiet, nothing twice");
 }
+
+/// A chatflow paused at a human input step (`status = 'paused'`, a partial answer) is a reply
+/// still being written: never emailed as the bot's words (a note says it is paused); the row
+/// rewritten with the final answer (`status` normal, a new `updated_at`) is read again, as new
+/// activity: Jane's final answer finishes her chat, Bob's still paused one is said as a note.
+#[test]
+fn a_paused_answer_rewritten_later_is_read_again_and_never_shown_as_final() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "complete_on_phrases = [\"refund approved\"]") else { return };
+    db.end_user(JANE_USER, FLOW_APP, "sess-jane", None);
+    db.end_user(BOB_USER, FLOW_APP, "sess-bob", None);
+    db.ask(&flow(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "Refund please"));
+    db.pause(&msg(1), "2026-12-07 09:00:04", "Your request needs approval by our team.");
+    db.ask(&flow(&msg(2), BOB, BOB_USER, "2026-12-07 09:00:00", "Refund me too"));
+    db.pause(&msg(2), "2026-12-07 09:00:04", "Bob's request needs approval by our team.");
+    let out = f.run_at("2026-12-07T09:05:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "{}", out.stderr);
+    db.answer(&msg(1), "2026-12-07 09:07:00", "Refund approved: the money is on its way.");
+    let out = f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{}", out.stderr);
+    let jane = mail_about(&m, "Refund please");
+    assert_eq!(jane.header("X-Chat-State").as_deref(), Some("completed"), "the rewritten answer read: {}", jane.text);
+    assert!(jane.text.contains("Lead Flow: Refund approved"), "{}", jane.text);
+    let bob = mail_about(&m, "Refund me too");
+    assert!(bob.text.contains(&format!("Note: {}", source::PAUSED_REPLY)), "{}", bob.text);
+    assert!(!bob.text.contains("Lead Flow: Bob's request"), "never as the bot's words: {}", bob.text);
+    let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2), "nothing twice");
+}

@@ -17,7 +17,11 @@
 //! or failed): the answer is then activity at its `updated_at` (what finishes a chat is read
 //! there). The config refuses a `late_writes` not shorter than `abandon_after`, so a chat whose
 //! answer is being written is never quiet yet: once it is judged, the answer is written or will
-//! never be, and the email says so ("no reply came", a note, never the bot's words).
+//! never be, and the email says so ("no reply came", a note, never the bot's words). A chatflow
+//! paused at a human input step (`status = 'paused'`, Dify's `MessageStatus.PAUSED`) holds a
+//! partial answer that is not final: it is read as an answer being written (remembered
+//! *empty*, said as a note while paused), and the row rewritten when the run resumes (the final
+//! answer, `status` normal) is read again within the late-write window.
 //!
 //! Ids: a row's position is its `created_at` (database time, whole seconds, UTC as Dify's
 //! docker-compose runs PostgreSQL) in microseconds times 1000 plus an odd tiebreak from its
@@ -61,6 +65,10 @@ const FAR_AHEAD: TimeDelta = TimeDelta::days(1);
 /// What a transcript says where an answer was never written.
 pub const NO_REPLY: &str = "No reply came (the bot's answer was never written: the visitor may have left while it was \
                             being written).";
+/// What a transcript says where the reply is paused (a chatflow's human input node waits for a
+/// person, `status = 'paused'`): what the row holds then is not the bot's final answer.
+pub const PAUSED_REPLY: &str = "The bot's reply is paused, waiting for a person's input (a human input step): its \
+                                final answer is not written yet.";
 /// What a transcript says where the reply failed; the error Dify recorded follows.
 pub const FAILED_REPLY: &str = "The bot's reply failed";
 /// The most of Dify's error text a transcript shows.
@@ -209,6 +217,9 @@ enum Reply {
     Answered,
     /// Nothing written yet: being written, or never to be.
     Empty,
+    /// Paused for a person's input (`status = 'paused'`): the row is rewritten with the final
+    /// answer (and `status` normal) when the run resumes.
+    Paused,
     /// Dify's error text, if any.
     Failed(String),
 }
@@ -218,6 +229,8 @@ impl Row {
         let error = self.error.as_deref().map(str::trim).filter(|e| !e.is_empty());
         if self.status == "error" || error.is_some() {
             Reply::Failed(error.unwrap_or_default().to_owned())
+        } else if self.status == "paused" {
+            Reply::Paused
         } else if self.answer.is_empty() {
             Reply::Empty
         } else {
@@ -472,6 +485,7 @@ impl Dify {
                     reply(Author::Note, format!("{FAILED_REPLY}: {error}"), false)
                 }
                 Reply::Empty => reply(Author::Note, NO_REPLY.to_owned(), false),
+                Reply::Paused => reply(Author::Note, PAUSED_REPLY.to_owned(), false),
             });
         }
         out
@@ -577,10 +591,10 @@ fn anchor(row: &Row) -> String {
     format!("{}\u{1f}{}", row.chat, row.uuid)
 }
 
-/// Pure: the key a row is remembered by: its own, or with `EMPTY` while its answer is empty
-/// (so it is read again once answered or failed).
+/// Pure: the key a row is remembered by: its own, or with `EMPTY` while its answer is empty or
+/// paused (so it is read again once answered or failed).
 fn state_key(row: &Row) -> i64 {
-    if row.reply() == Reply::Empty { row.key | EMPTY } else { row.key & !EMPTY }
+    if matches!(row.reply(), Reply::Empty | Reply::Paused) { row.key | EMPTY } else { row.key & !EMPTY }
 }
 
 impl Source for Dify {
@@ -850,6 +864,9 @@ mod tests {
         let failed = Row { status: "error".into(), error: Some("x".into()), ..empty.clone() };
         assert_ne!(state_key(&empty), state_key(&answered), "read again once answered");
         assert_eq!(state_key(&answered), state_key(&failed));
+        let paused = Row { status: "paused".into(), ..answered.clone() };
+        assert_eq!(paused.reply(), Reply::Paused);
+        assert_eq!(state_key(&paused), state_key(&empty), "a paused answer is not final: read again once rewritten");
         assert_eq!(state_key(&answered), empty.key);
         assert_eq!(failed.reply(), Reply::Failed("x".into()));
         assert_eq!(row("c", "u", "2026-12-07 09:00:00", "", "error", None).reply(), Reply::Failed(String::new()));
