@@ -422,3 +422,34 @@ fn a_paused_answer_rewritten_later_is_read_again_and_never_shown_as_final() {
     let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2), "nothing twice");
 }
+
+/// A read-only role and the URL it connects with: SELECT on Dify's tables but `lacking`.
+fn role_lacking(db: &mut dy::DifyDb, url: &str, lacking: &str) -> String {
+    let database = url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap();
+    let role = format!("ro_{database}_{}", lacking.len());
+    let tables = ["apps", "conversations", "messages", "end_users", "workflow_conversation_variables"];
+    let grants: Vec<&str> = tables.into_iter().filter(|t| *t != lacking).collect();
+    db.client
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN; GRANT SELECT ON {} TO {role};", grants.join(", ")))
+        .unwrap();
+    url.replace("postgres@", &format!("{role}@"))
+}
+
+/// `check` tries every table a run reads: a role lacking SELECT on `end_users` or
+/// `workflow_conversation_variables` fails check in one line naming the table and the URL, not
+/// only every run after it.
+#[test]
+fn check_names_a_table_the_role_cannot_read() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = fixture(server.port(), "") else { return };
+    for table in ["end_users", "workflow_conversation_variables"] {
+        let ro = role_lacking(&mut db, &url, table);
+        f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+        let check = f.run(&["check"]);
+        assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+        let all = format!("{}{}", check.stdout, check.stderr);
+        let said: Vec<&str> = all.lines().filter(|l| l.contains(&format!("reading table {table}"))).collect();
+        assert_eq!(said.len(), 1, "{all}");
+        assert!(said[0].contains("127.0.0.1") && said[0].contains("permission denied"), "{}", said[0]);
+    }
+}

@@ -83,6 +83,9 @@ const FROM: &str = "FROM messages m LEFT JOIN conversations c ON c.id = m.conver
 const FACTS: &str = "c.inputs::text, c.created_at, e.session_id, e.external_user_id, a.name";
 const FACTS_FROM: &str = "LEFT JOIN end_users e ON e.id = c.from_end_user_id LEFT JOIN apps a ON a.id = c.app_id";
 
+/// The tables a run reads (`check` tries each: a missing GRANT is named there).
+const TABLES: [&str; 5] = ["apps", "conversations", "messages", "end_users", "workflow_conversation_variables"];
+
 /// The queries a run makes.
 struct Sql {
     after: String,
@@ -603,6 +606,12 @@ impl Source for Dify {
     }
 
     fn describe(&self) -> Result<String> {
+        // A role lacking a GRANT on one table a run reads fails every run: named here, the table.
+        for table in TABLES {
+            self.db
+                .rows(&format!("SELECT 1 FROM {table} LIMIT 0"), &[])
+                .with_context(|| format!("{}: reading table {table}", self.name))?;
+        }
         let count = |sql: &str| self.db.int(sql, &[]).map(Option::unwrap_or_default);
         let (apps, conversations, messages) = (
             count("SELECT count(*) FROM apps")?,
