@@ -453,3 +453,35 @@ fn check_names_a_table_the_role_cannot_read() {
         assert!(said[0].contains("127.0.0.1") && said[0].contains("permission denied"), "{}", said[0]);
     }
 }
+
+/// One start form value Dify stored but JSON cannot read (a lone surrogate escape, as Python's
+/// json.dumps writes and PostgreSQL's json type keeps; nesting past the parser's depth) leaves
+/// out that variable only, in one line: the name, the email (Reply-To) and the rest are read,
+/// and the subject never takes the name of the end user's earlier chat.
+#[test]
+fn an_unreadable_start_form_value_leaves_out_only_that_variable() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
+    db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
+    let first = r#"{"name": "Jane Roe", "work_email": "jane@example.com"}"#;
+    db.ask(&Ask { inputs: first, ..Ask::web(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "First chat") });
+    db.answer(&msg(1), "2026-12-07 09:00:02", "ok");
+    f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let odd = format!(r#"{{"name": "Ann Other", "odd": "\ud800", "deep": {deep}, "work_email": "ann@example.com"}}"#);
+    db.ask(&Ask { inputs: &odd, ..Ask::web(&msg(2), BOB, JANE_USER, "2026-12-07 10:00:00", "Second chat") });
+    db.answer(&msg(2), "2026-12-07 10:00:02", "ok");
+    let out = f.run_at("2026-12-07T10:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{}", out.stderr);
+    let second = mail_about(&m, "Second chat");
+    assert!(second.subject.contains("Ann Other") && !second.subject.contains("Jane"), "{}", second.subject);
+    assert_eq!(second.reply_to.as_deref(), Some("ann@example.com"), "{}", second.text);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per variable left out: {}", out.stderr);
+    assert!(
+        lines.iter().any(|l| l.contains("\"odd\"")) && lines.iter().any(|l| l.contains("\"deep\"")),
+        "{}",
+        out.stderr
+    );
+}

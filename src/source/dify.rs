@@ -541,15 +541,28 @@ fn facts_of(c: &[Cell]) -> Facts {
 /// and why. Unset values (null, "") are no value.
 fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -> (Vec<(String, String)>, Vec<String>) {
     let (mut out, mut bad) = (Vec::new(), Vec::new());
-    match inputs.map(serde_json::from_str::<Value>) {
-        None | Some(Ok(Value::Null)) => {}
-        Some(Ok(Value::Object(map))) => {
-            for (name, value) in &map {
-                take(name, value, "start form variable", &mut out, &mut bad);
+    // Each variable's value apart: one Dify wrote but cannot be read (a lone surrogate escape
+    // `\ud800`, nesting past the parser's depth) leaves out that variable only.
+    type Form = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+    match inputs.map(str::trim) {
+        None | Some("null") => {}
+        Some(inputs) => match serde_json::from_str::<Form>(inputs) {
+            Ok(map) => {
+                for (name, raw) in &map {
+                    match serde_json::from_str::<Value>(raw.get()) {
+                        Ok(value) => take(name, &value, "start form variable", &mut out, &mut bad),
+                        Err(e) => bad.push(format!(
+                            "start form variable {:?} is not a value JSON can read ({e})",
+                            text::line(name)
+                        )),
+                    }
+                }
             }
-        }
-        Some(Ok(_)) => bad.push("a conversation's inputs is not a JSON object".to_owned()),
-        Some(Err(e)) => bad.push(format!("a conversation's inputs is not JSON ({e})")),
+            Err(_) if serde_json::from_str::<Value>(inputs).is_ok() => {
+                bad.push("a conversation's inputs is not a JSON object".to_owned())
+            }
+            Err(e) => bad.push(format!("a conversation's inputs is not JSON ({e})")),
+        },
     }
     let mut latest: Vec<&(String, Option<NaiveDateTime>)> = variables.iter().collect();
     latest.sort_by_key(|(_, at)| *at);
@@ -916,6 +929,16 @@ mod tests {
         assert!(bad[0].starts_with("start form variable \"file\" holds an object"), "{bad:?}");
         assert!(bad[2].starts_with("a conversation variable's data is not JSON"), "{bad:?}");
         assert_eq!(values_of_inputs("[1]").1, ["a conversation's inputs is not a JSON object"]);
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let (values, bad) = values_of_inputs(&format!(
+            r#"{{"name":"Ann","odd":"\ud800","deep":{deep},"work_email":"ann@example.com"}}"#
+        ));
+        assert_eq!(
+            values,
+            [("name".to_owned(), "Ann".to_owned()), ("work_email".to_owned(), "ann@example.com".to_owned())]
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().any(|b| b.starts_with("start form variable \"odd\" is not a value")), "{bad:?}");
     }
 
     fn values_of_inputs(inputs: &str) -> (Vec<(String, String)>, Vec<String>) {
