@@ -228,7 +228,9 @@ fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_
     let named: Vec<&str> = stderr.lines().collect();
     assert_eq!(named.len(), 1, "once: {stderr}");
     assert!(
-        named[0].contains(FLOW_APP) && named[0].contains("conversation variable \"topics\" holds a list"),
+        named[0].contains(FLOW_APP)
+            && named[0].contains(JANE)
+            && named[0].contains("conversation variable \"topics\" holds a list"),
         "{}",
         named[0]
     );
@@ -255,6 +257,11 @@ fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_
     assert!(mail_about(&m, "Eve here").text.contains("Hi Eve"));
     let named: Vec<&str> = out.stderr.lines().filter(|l| l.contains("data is not JSON")).collect();
     assert_eq!(named.len(), 1, "once a run: {}", out.stderr);
+    assert!(
+        named[0].contains(BOB) && named[0].contains("f0000000-0000-4000-8000-000000000003"),
+        "the conversation and the variable named: {}",
+        named[0]
+    );
     assert!(out.stderr.lines().all(|l| l.contains(FLOW_APP)), "{}", out.stderr);
 }
 

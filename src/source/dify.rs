@@ -121,7 +121,7 @@ fn sql(answers: bool) -> Sql {
             "SELECT c.id::text, c.app_id::text, c.is_deleted, coalesce(c.invoke_from, ''), {FACTS}
              FROM rarray(?1) AS page CROSS JOIN conversations c ON c.id = CAST(page.value AS uuid) {FACTS_FROM}"
         ),
-        variables: "SELECT v.conversation_id::text, v.data, v.updated_at FROM rarray(?1) AS page
+        variables: "SELECT v.conversation_id::text, v.data, v.updated_at, v.id::text FROM rarray(?1) AS page
              CROSS JOIN workflow_conversation_variables v ON v.conversation_id = CAST(page.value AS uuid)"
             .to_owned(),
         last: "SELECT max(created_at) FROM messages
@@ -134,7 +134,7 @@ fn sql(answers: bool) -> Sql {
             "SELECT {COLUMNS}, {FACTS} {FROM} {FACTS_FROM} WHERE m.created_at <= CAST(?1 AS timestamp)
              ORDER BY m.conversation_id, m.created_at, m.id"
         ),
-        all_variables: "SELECT v.conversation_id::text, v.data, v.updated_at FROM workflow_conversation_variables v",
+        all_variables: "SELECT v.conversation_id::text, v.data, v.updated_at, v.id::text FROM workflow_conversation_variables v",
     }
 }
 
@@ -261,7 +261,7 @@ struct Facts {
     external: Option<String>,
     app_name: Option<String>,
     /// Its conversation variables: (data, updated_at).
-    variables: Vec<(String, Option<NaiveDateTime>)>,
+    variables: Vec<Variable>,
 }
 
 impl Dify {
@@ -398,7 +398,7 @@ impl Dify {
         for c in variables {
             let id = c[0].lossy().unwrap_or_default();
             if let Some(facts) = out.get_mut(&id) {
-                facts.variables.push((c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time)));
+                facts.variables.push(variable(&c));
             }
         }
         Ok(out)
@@ -409,8 +409,12 @@ impl Dify {
     fn fields_of(&self, facts: &Facts) -> Vec<(String, String)> {
         let (values, bad) = values(facts.inputs.as_deref(), &facts.variables);
         for why in bad {
-            self.once(format!("{}\u{1f}{why}", facts.app), || {
-                format!("app {}: {why}; left out of its emails", text::line(&facts.app))
+            self.once(format!("{}\u{1f}{}\u{1f}{why}", facts.app, facts.id), || {
+                format!(
+                    "app {}, conversation {}: {why}; left out of its emails",
+                    text::line(&facts.app),
+                    text::line(&facts.id)
+                )
             });
         }
         values.into_iter().map(|(name, value)| (self.fields.field(&facts.app, &name), value)).collect()
@@ -524,6 +528,14 @@ fn place(created: Option<NaiveDateTime>, uuid: &str) -> (i64, i64) {
     (created.and_then(|w| position_of(w, (lo % 500) * 2 + 1)).unwrap_or(0), key_of(hi, lo) & !EMPTY)
 }
 
+/// A conversation variable: its `data`, `updated_at` and id.
+type Variable = (String, Option<NaiveDateTime>, String);
+
+/// Pure: a variable of a `variables` row (conversation id, data, updated_at, id).
+fn variable(c: &[Cell]) -> Variable {
+    (c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time), c[3].lossy().unwrap_or_default())
+}
+
 /// Pure: the facts' columns after the first four (`FACTS`).
 fn facts_of(c: &[Cell]) -> Facts {
     Facts {
@@ -539,7 +551,7 @@ fn facts_of(c: &[Cell]) -> Facts {
 /// Pure: the start form's values (`inputs`, a JSON object) and the conversation variables'
 /// (each `{name, value}`, the latest written winning), as (name, text), and what was left out
 /// and why. Unset values (null, "") are no value.
-fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -> (Vec<(String, String)>, Vec<String>) {
+fn values(inputs: Option<&str>, variables: &[Variable]) -> (Vec<(String, String)>, Vec<String>) {
     let (mut out, mut bad) = (Vec::new(), Vec::new());
     // Each variable's value apart: one Dify wrote but cannot be read (a lone surrogate escape
     // `\ud800`, nesting past the parser's depth) leaves out that variable only.
@@ -559,15 +571,16 @@ fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -
                 }
             }
             Err(_) if serde_json::from_str::<Value>(inputs).is_ok() => {
-                bad.push("a conversation's inputs is not a JSON object".to_owned())
+                bad.push("its inputs is not a JSON object".to_owned())
             }
-            Err(e) => bad.push(format!("a conversation's inputs is not JSON ({e})")),
+            Err(e) => bad.push(format!("its inputs is not JSON ({e})")),
         },
     }
-    let mut latest: Vec<&(String, Option<NaiveDateTime>)> = variables.iter().collect();
-    latest.sort_by_key(|(_, at)| *at);
+    let mut latest: Vec<&Variable> = variables.iter().collect();
+    latest.sort_by_key(|(_, at, _)| *at);
     let mut vars: Vec<(String, String)> = Vec::new();
-    for (data, _) in latest {
+    for (data, _, id) in latest {
+        let id = text::line(id);
         match serde_json::from_str::<Value>(data) {
             Ok(v) => match v.get("name").and_then(Value::as_str) {
                 Some(name) => {
@@ -576,9 +589,9 @@ fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -
                     vars.retain(|(n, _)| n != name);
                     vars.extend(one);
                 }
-                None => bad.push("a conversation variable has no name".to_owned()),
+                None => bad.push(format!("conversation variable {id} has no name")),
             },
-            Err(e) => bad.push(format!("a conversation variable's data is not JSON ({e})")),
+            Err(e) => bad.push(format!("conversation variable {id}: its data is not JSON ({e})")),
         }
     }
     out.extend(vars);
@@ -801,12 +814,13 @@ impl Source for Dify {
 
     fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64> {
         // Variables first: the connection reads one query at a time.
-        let mut variables: HashMap<String, Vec<(String, Option<NaiveDateTime>)>> = HashMap::new();
-        for c in self.db.rows(self.sql.all_variables, &[])? {
-            variables
-                .entry(c[0].lossy().unwrap_or_default())
-                .or_default()
-                .push((c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time)));
+        let mut variables: HashMap<String, Vec<Variable>> = HashMap::new();
+        let rows = self
+            .db
+            .rows(self.sql.all_variables, &[])
+            .with_context(|| format!("{}: reading workflow_conversation_variables", self.name))?;
+        for c in rows {
+            variables.entry(c[0].lossy().unwrap_or_default()).or_default().push(variable(&c));
         }
         let mut read = 0;
         let mut current: Option<(Facts, Vec<Row>)> = None;
@@ -912,9 +926,9 @@ mod tests {
                 r#"{"work_email":"J\u00e9r\u00f4me@example.com","age":42,"unset":null,"file":{"dify_model_identity":"x"},"tags":["a"]}"#,
             ),
             &[
-                (r#"{"name":"plan","value":"pro"}"#.into(), at("2026-12-07 09:02:00")),
-                (r#"{"name":"plan","value":"free"}"#.into(), at("2026-12-07 09:01:00")),
-                ("{not json".into(), at("2026-12-07 09:03:00")),
+                (r#"{"name":"plan","value":"pro"}"#.into(), at("2026-12-07 09:02:00"), "v1".into()),
+                (r#"{"name":"plan","value":"free"}"#.into(), at("2026-12-07 09:01:00"), "v2".into()),
+                ("{not json".into(), at("2026-12-07 09:03:00"), "v3".into()),
             ],
         );
         assert_eq!(
@@ -927,8 +941,8 @@ mod tests {
         );
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert!(bad[0].starts_with("start form variable \"file\" holds an object"), "{bad:?}");
-        assert!(bad[2].starts_with("a conversation variable's data is not JSON"), "{bad:?}");
-        assert_eq!(values_of_inputs("[1]").1, ["a conversation's inputs is not a JSON object"]);
+        assert!(bad[2].starts_with("conversation variable v3: its data is not JSON"), "{bad:?}");
+        assert_eq!(values_of_inputs("[1]").1, ["its inputs is not a JSON object"]);
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let (values, bad) = values_of_inputs(&format!(
             r#"{{"name":"Ann","odd":"\ud800","deep":{deep},"work_email":"ann@example.com"}}"#
