@@ -492,3 +492,24 @@ fn an_unreadable_start_form_value_leaves_out_only_that_variable() {
         out.stderr
     );
 }
+
+/// Every error line names the source's URL: `check` where the role cannot read `apps`, `report`
+/// where it cannot read `workflow_conversation_variables`.
+#[test]
+fn error_lines_name_the_source_url() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = fixture(server.port(), "") else { return };
+    let ro = role_lacking(&mut db, &url, "apps");
+    f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+    let check = f.run(&["check"]);
+    let all = format!("{}{}", check.stdout, check.stderr);
+    let line = all.lines().find(|l| l.contains("permission denied for table apps")).unwrap_or_else(|| panic!("{all}"));
+    assert!(check.code == 1 && line.contains(&ro), "{all}");
+    let ro = role_lacking(&mut db, &url, "workflow_conversation_variables");
+    f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+    let report = f.run(&["report", "--now", "2026-12-07T09:40:00Z"]);
+    assert_eq!(report.code, 1, "{}{}", report.stdout, report.stderr);
+    let line =
+        report.stderr.lines().find(|l| l.contains("permission denied")).unwrap_or_else(|| panic!("{}", report.stderr));
+    assert!(line.contains(&ro) && line.contains("workflow_conversation_variables"), "{line}");
+}
