@@ -513,3 +513,21 @@ fn error_lines_name_the_source_url() {
         report.stderr.lines().find(|l| l.contains("permission denied")).unwrap_or_else(|| panic!("{}", report.stderr));
     assert!(line.contains(&ro) && line.contains("workflow_conversation_variables"), "{line}");
 }
+
+/// `email` in any case is the email, also where `fields` maps the email to another variable
+/// the chat did not set: `EMAIL` is the Reply-To and the person.
+#[test]
+fn an_email_variable_in_capitals_is_the_email_under_a_fields_mapping() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
+    db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
+    let inputs = r#"{"EMAIL": "Pat@Example.com", "Name": "Pat"}"#;
+    db.ask(&Ask { inputs, ..Ask::web(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "Hello") });
+    db.answer(&msg(1), "2026-12-07 09:00:02", "Hi");
+    let out = f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "{}", out.stderr);
+    assert_eq!(m[0].reply_to.as_deref(), Some("Pat@Example.com"), "{}", m[0].text);
+    let visitors = f.state_rows(&format!("SELECT visitor_id FROM conversations WHERE id = '{JANE}'"));
+    assert_eq!(visitors, [[r#"Text("pat@example.com")"#]], "the email given is the person");
+}

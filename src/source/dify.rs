@@ -55,7 +55,7 @@ use super::timed::{
     wall_time,
 };
 use super::{Batch, Source, Visit};
-use crate::config::{Config, DIFY_LATE_WRITES, DIFY_VISITORS};
+use crate::config::{Config, DIFY_LATE_WRITES, DIFY_VISITORS, MAPPED_FIELDS};
 use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 
 /// The bit set in the key a row with an empty answer is remembered by: read again once answered.
@@ -417,7 +417,13 @@ impl Dify {
                 )
             });
         }
-        values.into_iter().map(|(name, value)| (self.fields.field(&facts.app, &name), value)).collect()
+        // `name`, `email`, `phone` in any case: where the mapping took the field for another
+        // variable, one named so is still that field (the mapped one, written later, wins).
+        let own = |field: String| match MAPPED_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(&field)) {
+            Some(f) => (*f).to_owned(),
+            None => field,
+        };
+        values.into_iter().map(|(name, value)| (own(self.fields.field(&facts.app, &name)), value)).collect()
     }
 
     fn conversation(&self, facts: &Facts, fields: &[(String, String)], first: Option<NaiveDateTime>) -> Conversation {
