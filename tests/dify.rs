@@ -228,7 +228,9 @@ fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_
     let named: Vec<&str> = stderr.lines().collect();
     assert_eq!(named.len(), 1, "once: {stderr}");
     assert!(
-        named[0].contains(FLOW_APP) && named[0].contains("conversation variable \"topics\" holds a list"),
+        named[0].contains(FLOW_APP)
+            && named[0].contains(JANE)
+            && named[0].contains("conversation variable \"topics\" holds a list"),
         "{}",
         named[0]
     );
@@ -255,6 +257,11 @@ fn a_chatflow_s_variables_give_fields_and_a_bad_row_is_named_once_beside_a_good_
     assert!(mail_about(&m, "Eve here").text.contains("Hi Eve"));
     let named: Vec<&str> = out.stderr.lines().filter(|l| l.contains("data is not JSON")).collect();
     assert_eq!(named.len(), 1, "once a run: {}", out.stderr);
+    assert!(
+        named[0].contains(BOB) && named[0].contains("f0000000-0000-4000-8000-000000000003"),
+        "the conversation and the variable named: {}",
+        named[0]
+    );
     assert!(out.stderr.lines().all(|l| l.contains(FLOW_APP)), "{}", out.stderr);
 }
 
@@ -391,4 +398,136 @@ fn rows_dated_far_ahead_or_before_1970_are_named_by_check_and_block_nothing() {
     assert!(m[0].text.contains("On time"), "{}", m[0].text);
     let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
     assert_eq!((out.stderr.as_str(), server.received().len()), ("", 1), "quiet, nothing twice");
+}
+
+/// A chatflow paused at a human input step (`status = 'paused'`, a partial answer) is a reply
+/// still being written: never emailed as the bot's words (a note says it is paused); the row
+/// rewritten with the final answer (`status` normal, a new `updated_at`) is read again, as new
+/// activity: Jane's final answer finishes her chat, Bob's still paused one is said as a note.
+#[test]
+fn a_paused_answer_rewritten_later_is_read_again_and_never_shown_as_final() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "complete_on_phrases = [\"refund approved\"]") else { return };
+    db.end_user(JANE_USER, FLOW_APP, "sess-jane", None);
+    db.end_user(BOB_USER, FLOW_APP, "sess-bob", None);
+    db.ask(&flow(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "Refund please"));
+    db.pause(&msg(1), "2026-12-07 09:00:04", "Your request needs approval by our team.");
+    db.ask(&flow(&msg(2), BOB, BOB_USER, "2026-12-07 09:00:00", "Refund me too"));
+    db.pause(&msg(2), "2026-12-07 09:00:04", "Bob's request needs approval by our team.");
+    let out = f.run_at("2026-12-07T09:05:00Z", &[], 0);
+    assert_eq!(server.received().len(), 0, "{}", out.stderr);
+    db.answer(&msg(1), "2026-12-07 09:07:00", "Refund approved: the money is on its way.");
+    let out = f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{}", out.stderr);
+    let jane = mail_about(&m, "Refund please");
+    assert_eq!(jane.header("X-Chat-State").as_deref(), Some("completed"), "the rewritten answer read: {}", jane.text);
+    assert!(jane.text.contains("Lead Flow: Refund approved"), "{}", jane.text);
+    let bob = mail_about(&m, "Refund me too");
+    assert!(bob.text.contains(&format!("Note: {}", source::PAUSED_REPLY)), "{}", bob.text);
+    assert!(!bob.text.contains("Lead Flow: Bob's request"), "never as the bot's words: {}", bob.text);
+    let out = f.run_at("2026-12-07T11:00:00Z", &[], 0);
+    assert_eq!((out.stderr.as_str(), server.received().len()), ("", 2), "nothing twice");
+}
+
+/// A read-only role and the URL it connects with: SELECT on Dify's tables but `lacking`.
+fn role_lacking(db: &mut dy::DifyDb, url: &str, lacking: &str) -> String {
+    let database = url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap();
+    let role = format!("ro_{database}_{}", lacking.len());
+    let tables = ["apps", "conversations", "messages", "end_users", "workflow_conversation_variables"];
+    let grants: Vec<&str> = tables.into_iter().filter(|t| *t != lacking).collect();
+    db.client
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN; GRANT SELECT ON {} TO {role};", grants.join(", ")))
+        .unwrap();
+    url.replace("postgres@", &format!("{role}@"))
+}
+
+/// `check` tries every table a run reads: a role lacking SELECT on `end_users` or
+/// `workflow_conversation_variables` fails check in one line naming the table and the URL, not
+/// only every run after it.
+#[test]
+fn check_names_a_table_the_role_cannot_read() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = fixture(server.port(), "") else { return };
+    for table in ["end_users", "workflow_conversation_variables"] {
+        let ro = role_lacking(&mut db, &url, table);
+        f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+        let check = f.run(&["check"]);
+        assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+        let all = format!("{}{}", check.stdout, check.stderr);
+        let said: Vec<&str> = all.lines().filter(|l| l.contains(&format!("reading table {table}"))).collect();
+        assert_eq!(said.len(), 1, "{all}");
+        assert!(said[0].contains("127.0.0.1") && said[0].contains("permission denied"), "{}", said[0]);
+    }
+}
+
+/// One start form value Dify stored but JSON cannot read (a lone surrogate escape, as Python's
+/// json.dumps writes and PostgreSQL's json type keeps; nesting past the parser's depth) leaves
+/// out that variable only, in one line: the name, the email (Reply-To) and the rest are read,
+/// and the subject never takes the name of the end user's earlier chat.
+#[test]
+fn an_unreadable_start_form_value_leaves_out_only_that_variable() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
+    db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
+    let first = r#"{"name": "Jane Roe", "work_email": "jane@example.com"}"#;
+    db.ask(&Ask { inputs: first, ..Ask::web(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "First chat") });
+    db.answer(&msg(1), "2026-12-07 09:00:02", "ok");
+    f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let odd = format!(r#"{{"name": "Ann Other", "odd": "\ud800", "deep": {deep}, "work_email": "ann@example.com"}}"#);
+    db.ask(&Ask { inputs: &odd, ..Ask::web(&msg(2), BOB, JANE_USER, "2026-12-07 10:00:00", "Second chat") });
+    db.answer(&msg(2), "2026-12-07 10:00:02", "ok");
+    let out = f.run_at("2026-12-07T10:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 2, "{}", out.stderr);
+    let second = mail_about(&m, "Second chat");
+    assert!(second.subject.contains("Ann Other") && !second.subject.contains("Jane"), "{}", second.subject);
+    assert_eq!(second.reply_to.as_deref(), Some("ann@example.com"), "{}", second.text);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per variable left out: {}", out.stderr);
+    assert!(
+        lines.iter().any(|l| l.contains("\"odd\"")) && lines.iter().any(|l| l.contains("\"deep\"")),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Every error line names the source's URL: `check` where the role cannot read `apps`, `report`
+/// where it cannot read `workflow_conversation_variables`.
+#[test]
+fn error_lines_name_the_source_url() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, url)) = fixture(server.port(), "") else { return };
+    let ro = role_lacking(&mut db, &url, "apps");
+    f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+    let check = f.run(&["check"]);
+    let all = format!("{}{}", check.stdout, check.stderr);
+    let line = all.lines().find(|l| l.contains("permission denied for table apps")).unwrap_or_else(|| panic!("{all}"));
+    assert!(check.code == 1 && line.contains(&ro), "{all}");
+    let ro = role_lacking(&mut db, &url, "workflow_conversation_variables");
+    f.use_source(&format!("kind = \"dify\"\nurl = \"{ro}\""));
+    let report = f.run(&["report", "--now", "2026-12-07T09:40:00Z"]);
+    assert_eq!(report.code, 1, "{}{}", report.stdout, report.stderr);
+    let line =
+        report.stderr.lines().find(|l| l.contains("permission denied")).unwrap_or_else(|| panic!("{}", report.stderr));
+    assert!(line.contains(&ro) && line.contains("workflow_conversation_variables"), "{line}");
+}
+
+/// `email` in any case is the email, also where `fields` maps the email to another variable
+/// the chat did not set: `EMAIL` is the Reply-To and the person.
+#[test]
+fn an_email_variable_in_capitals_is_the_email_under_a_fields_mapping() {
+    let server = SmtpServer::start();
+    let Some((f, mut db, _)) = fixture(server.port(), "fields = { email = \"work_email\" }") else { return };
+    db.end_user(JANE_USER, CHAT_APP, "sess-jane", None);
+    let inputs = r#"{"EMAIL": "Pat@Example.com", "Name": "Pat"}"#;
+    db.ask(&Ask { inputs, ..Ask::web(&msg(1), JANE, JANE_USER, "2026-12-07 09:00:00", "Hello") });
+    db.answer(&msg(1), "2026-12-07 09:00:02", "Hi");
+    let out = f.run_at("2026-12-07T09:40:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 1, "{}", out.stderr);
+    assert_eq!(m[0].reply_to.as_deref(), Some("Pat@Example.com"), "{}", m[0].text);
+    let visitors = f.state_rows(&format!("SELECT visitor_id FROM conversations WHERE id = '{JANE}'"));
+    assert_eq!(visitors, [[r#"Text("pat@example.com")"#]], "the email given is the person");
 }

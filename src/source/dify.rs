@@ -17,7 +17,11 @@
 //! or failed): the answer is then activity at its `updated_at` (what finishes a chat is read
 //! there). The config refuses a `late_writes` not shorter than `abandon_after`, so a chat whose
 //! answer is being written is never quiet yet: once it is judged, the answer is written or will
-//! never be, and the email says so ("no reply came", a note, never the bot's words).
+//! never be, and the email says so ("no reply came", a note, never the bot's words). A chatflow
+//! paused at a human input step (`status = 'paused'`, Dify's `MessageStatus.PAUSED`) holds a
+//! partial answer that is not final: it is read as an answer being written (remembered
+//! *empty*, said as a note while paused), and the row rewritten when the run resumes (the final
+//! answer, `status` normal) is read again within the late-write window.
 //!
 //! Ids: a row's position is its `created_at` (database time, whole seconds, UTC as Dify's
 //! docker-compose runs PostgreSQL) in microseconds times 1000 plus an odd tiebreak from its
@@ -51,7 +55,7 @@ use super::timed::{
     wall_time,
 };
 use super::{Batch, Source, Visit};
-use crate::config::{Config, DIFY_LATE_WRITES, DIFY_VISITORS};
+use crate::config::{Config, DIFY_LATE_WRITES, DIFY_VISITORS, MAPPED_FIELDS};
 use crate::domain::{Activity, Author, Conversation, END_OF_FLOW, Message, text};
 
 /// The bit set in the key a row with an empty answer is remembered by: read again once answered.
@@ -61,6 +65,10 @@ const FAR_AHEAD: TimeDelta = TimeDelta::days(1);
 /// What a transcript says where an answer was never written.
 pub const NO_REPLY: &str = "No reply came (the bot's answer was never written: the visitor may have left while it was \
                             being written).";
+/// What a transcript says where the reply is paused (a chatflow's human input node waits for a
+/// person, `status = 'paused'`): what the row holds then is not the bot's final answer.
+pub const PAUSED_REPLY: &str = "The bot's reply is paused, waiting for a person's input (a human input step): its \
+                                final answer is not written yet.";
 /// What a transcript says where the reply failed; the error Dify recorded follows.
 pub const FAILED_REPLY: &str = "The bot's reply failed";
 /// The most of Dify's error text a transcript shows.
@@ -74,6 +82,9 @@ const FROM: &str = "FROM messages m LEFT JOIN conversations c ON c.id = m.conver
 /// The columns of a conversation's facts, after `COLUMNS` or alone.
 const FACTS: &str = "c.inputs::text, c.created_at, e.session_id, e.external_user_id, a.name";
 const FACTS_FROM: &str = "LEFT JOIN end_users e ON e.id = c.from_end_user_id LEFT JOIN apps a ON a.id = c.app_id";
+
+/// The tables a run reads (`check` tries each: a missing GRANT is named there).
+const TABLES: [&str; 5] = ["apps", "conversations", "messages", "end_users", "workflow_conversation_variables"];
 
 /// The queries a run makes.
 struct Sql {
@@ -107,7 +118,7 @@ fn sql(answers: bool) -> Sql {
             "SELECT c.id::text, c.app_id::text, c.is_deleted, coalesce(c.invoke_from, ''), {FACTS}
              FROM rarray(?1) AS page CROSS JOIN conversations c ON c.id = CAST(page.value AS uuid) {FACTS_FROM}"
         ),
-        variables: "SELECT v.conversation_id::text, v.data, v.updated_at FROM rarray(?1) AS page
+        variables: "SELECT v.conversation_id::text, v.data, v.updated_at, v.id::text FROM rarray(?1) AS page
              CROSS JOIN workflow_conversation_variables v ON v.conversation_id = CAST(page.value AS uuid)"
             .to_owned(),
         last: "SELECT max(created_at) FROM messages
@@ -120,7 +131,7 @@ fn sql(answers: bool) -> Sql {
             "SELECT {COLUMNS}, {FACTS} {FROM} {FACTS_FROM} WHERE m.created_at <= CAST(?1 AS timestamp)
              ORDER BY m.conversation_id, m.created_at, m.id"
         ),
-        all_variables: "SELECT v.conversation_id::text, v.data, v.updated_at FROM workflow_conversation_variables v",
+        all_variables: "SELECT v.conversation_id::text, v.data, v.updated_at, v.id::text FROM workflow_conversation_variables v",
     }
 }
 
@@ -206,6 +217,9 @@ enum Reply {
     Answered,
     /// Nothing written yet: being written, or never to be.
     Empty,
+    /// Paused for a person's input (`status = 'paused'`): the row is rewritten with the final
+    /// answer (and `status` normal) when the run resumes.
+    Paused,
     /// Dify's error text, if any.
     Failed(String),
 }
@@ -215,6 +229,8 @@ impl Row {
         let error = self.error.as_deref().map(str::trim).filter(|e| !e.is_empty());
         if self.status == "error" || error.is_some() {
             Reply::Failed(error.unwrap_or_default().to_owned())
+        } else if self.status == "paused" {
+            Reply::Paused
         } else if self.answer.is_empty() {
             Reply::Empty
         } else {
@@ -242,7 +258,7 @@ struct Facts {
     external: Option<String>,
     app_name: Option<String>,
     /// Its conversation variables: (data, updated_at).
-    variables: Vec<(String, Option<NaiveDateTime>)>,
+    variables: Vec<Variable>,
 }
 
 impl Dify {
@@ -379,7 +395,7 @@ impl Dify {
         for c in variables {
             let id = c[0].lossy().unwrap_or_default();
             if let Some(facts) = out.get_mut(&id) {
-                facts.variables.push((c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time)));
+                facts.variables.push(variable(&c));
             }
         }
         Ok(out)
@@ -390,11 +406,21 @@ impl Dify {
     fn fields_of(&self, facts: &Facts) -> Vec<(String, String)> {
         let (values, bad) = values(facts.inputs.as_deref(), &facts.variables);
         for why in bad {
-            self.once(format!("{}\u{1f}{why}", facts.app), || {
-                format!("app {}: {why}; left out of its emails", text::line(&facts.app))
+            self.once(format!("{}\u{1f}{}\u{1f}{why}", facts.app, facts.id), || {
+                format!(
+                    "app {}, conversation {}: {why}; left out of its emails",
+                    text::line(&facts.app),
+                    text::line(&facts.id)
+                )
             });
         }
-        values.into_iter().map(|(name, value)| (self.fields.field(&facts.app, &name), value)).collect()
+        // `name`, `email`, `phone` in any case: where the mapping took the field for another
+        // variable, one named so is still that field (the mapped one, written later, wins).
+        let own = |field: String| match MAPPED_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(&field)) {
+            Some(f) => (*f).to_owned(),
+            None => field,
+        };
+        values.into_iter().map(|(name, value)| (own(self.fields.field(&facts.app, &name)), value)).collect()
     }
 
     fn conversation(&self, facts: &Facts, fields: &[(String, String)], first: Option<NaiveDateTime>) -> Conversation {
@@ -469,6 +495,7 @@ impl Dify {
                     reply(Author::Note, format!("{FAILED_REPLY}: {error}"), false)
                 }
                 Reply::Empty => reply(Author::Note, NO_REPLY.to_owned(), false),
+                Reply::Paused => reply(Author::Note, PAUSED_REPLY.to_owned(), false),
             });
         }
         out
@@ -504,6 +531,14 @@ fn place(created: Option<NaiveDateTime>, uuid: &str) -> (i64, i64) {
     (created.and_then(|w| position_of(w, (lo % 500) * 2 + 1)).unwrap_or(0), key_of(hi, lo) & !EMPTY)
 }
 
+/// A conversation variable: its `data`, `updated_at` and id.
+type Variable = (String, Option<NaiveDateTime>, String);
+
+/// Pure: a variable of a `variables` row (conversation id, data, updated_at, id).
+fn variable(c: &[Cell]) -> Variable {
+    (c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time), c[3].lossy().unwrap_or_default())
+}
+
 /// Pure: the facts' columns after the first four (`FACTS`).
 fn facts_of(c: &[Cell]) -> Facts {
     Facts {
@@ -519,22 +554,36 @@ fn facts_of(c: &[Cell]) -> Facts {
 /// Pure: the start form's values (`inputs`, a JSON object) and the conversation variables'
 /// (each `{name, value}`, the latest written winning), as (name, text), and what was left out
 /// and why. Unset values (null, "") are no value.
-fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -> (Vec<(String, String)>, Vec<String>) {
+fn values(inputs: Option<&str>, variables: &[Variable]) -> (Vec<(String, String)>, Vec<String>) {
     let (mut out, mut bad) = (Vec::new(), Vec::new());
-    match inputs.map(serde_json::from_str::<Value>) {
-        None | Some(Ok(Value::Null)) => {}
-        Some(Ok(Value::Object(map))) => {
-            for (name, value) in &map {
-                take(name, value, "start form variable", &mut out, &mut bad);
+    // Each variable's value apart: one Dify wrote but cannot be read (a lone surrogate escape
+    // `\ud800`, nesting past the parser's depth) leaves out that variable only.
+    type Form = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+    match inputs.map(str::trim) {
+        None | Some("null") => {}
+        Some(inputs) => match serde_json::from_str::<Form>(inputs) {
+            Ok(map) => {
+                for (name, raw) in &map {
+                    match serde_json::from_str::<Value>(raw.get()) {
+                        Ok(value) => take(name, &value, "start form variable", &mut out, &mut bad),
+                        Err(e) => bad.push(format!(
+                            "start form variable {:?} is not a value JSON can read ({e})",
+                            text::line(name)
+                        )),
+                    }
+                }
             }
-        }
-        Some(Ok(_)) => bad.push("a conversation's inputs is not a JSON object".to_owned()),
-        Some(Err(e)) => bad.push(format!("a conversation's inputs is not JSON ({e})")),
+            Err(_) if serde_json::from_str::<Value>(inputs).is_ok() => {
+                bad.push("its inputs is not a JSON object".to_owned())
+            }
+            Err(e) => bad.push(format!("its inputs is not JSON ({e})")),
+        },
     }
-    let mut latest: Vec<&(String, Option<NaiveDateTime>)> = variables.iter().collect();
-    latest.sort_by_key(|(_, at)| *at);
+    let mut latest: Vec<&Variable> = variables.iter().collect();
+    latest.sort_by_key(|(_, at, _)| *at);
     let mut vars: Vec<(String, String)> = Vec::new();
-    for (data, _) in latest {
+    for (data, _, id) in latest {
+        let id = text::line(id);
         match serde_json::from_str::<Value>(data) {
             Ok(v) => match v.get("name").and_then(Value::as_str) {
                 Some(name) => {
@@ -543,9 +592,9 @@ fn values(inputs: Option<&str>, variables: &[(String, Option<NaiveDateTime>)]) -
                     vars.retain(|(n, _)| n != name);
                     vars.extend(one);
                 }
-                None => bad.push("a conversation variable has no name".to_owned()),
+                None => bad.push(format!("conversation variable {id} has no name")),
             },
-            Err(e) => bad.push(format!("a conversation variable's data is not JSON ({e})")),
+            Err(e) => bad.push(format!("conversation variable {id}: its data is not JSON ({e})")),
         }
     }
     out.extend(vars);
@@ -574,10 +623,10 @@ fn anchor(row: &Row) -> String {
     format!("{}\u{1f}{}", row.chat, row.uuid)
 }
 
-/// Pure: the key a row is remembered by: its own, or with `EMPTY` while its answer is empty
-/// (so it is read again once answered or failed).
+/// Pure: the key a row is remembered by: its own, or with `EMPTY` while its answer is empty or
+/// paused (so it is read again once answered or failed).
 fn state_key(row: &Row) -> i64 {
-    if row.reply() == Reply::Empty { row.key | EMPTY } else { row.key & !EMPTY }
+    if matches!(row.reply(), Reply::Empty | Reply::Paused) { row.key | EMPTY } else { row.key & !EMPTY }
 }
 
 impl Source for Dify {
@@ -586,6 +635,12 @@ impl Source for Dify {
     }
 
     fn describe(&self) -> Result<String> {
+        // A role lacking a GRANT on one table a run reads fails every run: named here, the table.
+        for table in TABLES {
+            self.db
+                .rows(&format!("SELECT 1 FROM {table} LIMIT 0"), &[])
+                .with_context(|| format!("{}: reading table {table}", self.name))?;
+        }
         let count = |sql: &str| self.db.int(sql, &[]).map(Option::unwrap_or_default);
         let (apps, conversations, messages) = (
             count("SELECT count(*) FROM apps")?,
@@ -762,12 +817,13 @@ impl Source for Dify {
 
     fn each_conversation(&self, through: i64, f: &mut Visit) -> Result<i64> {
         // Variables first: the connection reads one query at a time.
-        let mut variables: HashMap<String, Vec<(String, Option<NaiveDateTime>)>> = HashMap::new();
-        for c in self.db.rows(self.sql.all_variables, &[])? {
-            variables
-                .entry(c[0].lossy().unwrap_or_default())
-                .or_default()
-                .push((c[1].lossy().unwrap_or_default(), c[2].lossy().as_deref().and_then(wall_time)));
+        let mut variables: HashMap<String, Vec<Variable>> = HashMap::new();
+        let rows = self
+            .db
+            .rows(self.sql.all_variables, &[])
+            .with_context(|| format!("{}: reading workflow_conversation_variables", self.name))?;
+        for c in rows {
+            variables.entry(c[0].lossy().unwrap_or_default()).or_default().push(variable(&c));
         }
         let mut read = 0;
         let mut current: Option<(Facts, Vec<Row>)> = None;
@@ -847,6 +903,9 @@ mod tests {
         let failed = Row { status: "error".into(), error: Some("x".into()), ..empty.clone() };
         assert_ne!(state_key(&empty), state_key(&answered), "read again once answered");
         assert_eq!(state_key(&answered), state_key(&failed));
+        let paused = Row { status: "paused".into(), ..answered.clone() };
+        assert_eq!(paused.reply(), Reply::Paused);
+        assert_eq!(state_key(&paused), state_key(&empty), "a paused answer is not final: read again once rewritten");
         assert_eq!(state_key(&answered), empty.key);
         assert_eq!(failed.reply(), Reply::Failed("x".into()));
         assert_eq!(row("c", "u", "2026-12-07 09:00:00", "", "error", None).reply(), Reply::Failed(String::new()));
@@ -870,9 +929,9 @@ mod tests {
                 r#"{"work_email":"J\u00e9r\u00f4me@example.com","age":42,"unset":null,"file":{"dify_model_identity":"x"},"tags":["a"]}"#,
             ),
             &[
-                (r#"{"name":"plan","value":"pro"}"#.into(), at("2026-12-07 09:02:00")),
-                (r#"{"name":"plan","value":"free"}"#.into(), at("2026-12-07 09:01:00")),
-                ("{not json".into(), at("2026-12-07 09:03:00")),
+                (r#"{"name":"plan","value":"pro"}"#.into(), at("2026-12-07 09:02:00"), "v1".into()),
+                (r#"{"name":"plan","value":"free"}"#.into(), at("2026-12-07 09:01:00"), "v2".into()),
+                ("{not json".into(), at("2026-12-07 09:03:00"), "v3".into()),
             ],
         );
         assert_eq!(
@@ -885,8 +944,18 @@ mod tests {
         );
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert!(bad[0].starts_with("start form variable \"file\" holds an object"), "{bad:?}");
-        assert!(bad[2].starts_with("a conversation variable's data is not JSON"), "{bad:?}");
-        assert_eq!(values_of_inputs("[1]").1, ["a conversation's inputs is not a JSON object"]);
+        assert!(bad[2].starts_with("conversation variable v3: its data is not JSON"), "{bad:?}");
+        assert_eq!(values_of_inputs("[1]").1, ["its inputs is not a JSON object"]);
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let (values, bad) = values_of_inputs(&format!(
+            r#"{{"name":"Ann","odd":"\ud800","deep":{deep},"work_email":"ann@example.com"}}"#
+        ));
+        assert_eq!(
+            values,
+            [("name".to_owned(), "Ann".to_owned()), ("work_email".to_owned(), "ann@example.com".to_owned())]
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().any(|b| b.starts_with("start form variable \"odd\" is not a value")), "{bad:?}");
     }
 
     fn values_of_inputs(inputs: &str) -> (Vec<(String, String)>, Vec<String>) {

@@ -118,15 +118,29 @@ impl DifyDb {
             .unwrap();
     }
 
-    /// `_save_message` when the reply ends: the answer, `updated_at`, the latency; one commit.
+    /// `_save_message` when the reply ends: the answer, `status` normal (it may have been paused),
+    /// `updated_at`, the latency; one commit.
     pub fn answer(&mut self, message: &str, at: &str, answer: &str) {
         self.client
             .batch_execute(&format!(
-                "UPDATE messages SET answer = {}, updated_at = {}, message = '[]', answer_tokens = 42,
+                "UPDATE messages SET answer = {}, status = 'normal', updated_at = {}, message = '[]', answer_tokens = 42,
                    provider_response_latency = extract(epoch FROM CAST({} AS timestamp) - created_at)
                  WHERE id = {};",
                 q(answer),
                 q(at),
+                q(at),
+                q(message)
+            ))
+            .unwrap();
+    }
+
+    /// A chatflow paused at a human input node (Dify's `MessageStatus.PAUSED`): the answer so far,
+    /// `status = 'paused'`, `updated_at`; `_save_message` rewrites the row when it resumes.
+    pub fn pause(&mut self, message: &str, at: &str, partial: &str) {
+        self.client
+            .batch_execute(&format!(
+                "UPDATE messages SET answer = {}, status = 'paused', updated_at = {} WHERE id = {};",
+                q(partial),
                 q(at),
                 q(message)
             ))
