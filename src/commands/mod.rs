@@ -1,5 +1,6 @@
 //! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `leads`, `prune`, and
-//! the completion script and man page. Each reads (prune aside) and prints; none sends.
+//! the completion script and man page. Each reads (prune aside) and prints; none sends. And
+//! `watch`, the long-lived process that runs the pipeline whenever there is something to do.
 
 pub mod check;
 pub mod leads;
@@ -7,6 +8,7 @@ pub mod preview;
 pub mod prune;
 pub mod report;
 pub mod status;
+pub mod watch;
 
 use std::io::Write;
 

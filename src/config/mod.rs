@@ -65,6 +65,36 @@ pub struct Config {
     /// Where notifications go beside email: signed webhooks, Slack channels.
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
+    /// How `chat-notifier watch` paces itself; `run` reads none of it.
+    #[serde(default)]
+    pub watch: Watch,
+}
+
+/// `[watch]`: the long-lived watcher's pacing.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// How often the source is read when nothing wakes the watcher sooner: a PostgreSQL
+    /// source's latency; for a SQLite file, watched for writes, a backstop.
+    #[serde(default = "five_seconds")]
+    pub interval: Span,
+    /// The longest wait between two tries while something fails (the source, the state, the
+    /// SMTP server): the waits double from a second up to this.
+    #[serde(default = "five_minutes")]
+    pub retry_max: Span,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch { interval: five_seconds(), retry_max: five_minutes() }
+    }
+}
+
+fn five_seconds() -> Span {
+    Span(TimeDelta::seconds(5))
+}
+fn five_minutes() -> Span {
+    Span(TimeDelta::minutes(5))
 }
 
 /// A password from an environment variable or the first line of a file; `table` names the

@@ -124,6 +124,10 @@ pub fn deliver(
                 log::info!("rate limit reached: the emails left wait in the outbox; the next may go {at}");
                 break 'pages;
             }
+            if super::stopping() {
+                // Told to stop (a watcher's SIGTERM): the email before was the one in flight.
+                break 'pages;
+            }
             match mailer.send(&p.email)? {
                 Ok(()) => {
                     if batched {

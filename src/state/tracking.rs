@@ -229,6 +229,20 @@ impl State {
         self.context(rows.and_then(Iterator::collect))
     }
 
+    /// The earliest last activity after `idle_since` of a conversation not ended with messages
+    /// no email covers: the next to become idle, which a watcher sleeps until (a range of the
+    /// idle index, one row).
+    pub fn next_to_go_idle(&self, idle_since: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let mut stmt = self.context(self.conn.prepare_cached(
+            "SELECT last_activity FROM conversations \
+             WHERE last_message > covered_through AND last_message > held_through AND NOT ended \
+             AND last_activity > ?1 ORDER BY last_activity LIMIT 1",
+        ))?;
+        let rows = stmt.query_map([idle_since.timestamp_millis()], |r| r.get::<_, i64>(0));
+        let first: Vec<i64> = self.context(rows.and_then(Iterator::collect))?;
+        Ok(first.first().map(|ms| millis(*ms)))
+    }
+
     /// How many conversations have messages no email covers (through the open index).
     pub fn count_open(&self) -> Result<usize> {
         self.context(self.conn.query_row(
