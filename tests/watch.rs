@@ -27,12 +27,17 @@ impl Watcher {
     /// `chat-notifier --config <fixture> ARGS watch`, once it holds the state (its line is in
     /// the lock file).
     fn start(f: &Fixture, args: &[&str]) -> Watcher {
+        Watcher::start_with_env(f, args, &[])
+    }
+
+    fn start_with_env(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Watcher {
         // The state's first run done, on what the export has: the chats a test adds are new.
         if !f.state.exists() {
             let first = f.run(&["run"]);
             assert_eq!((first.code, first.stderr.as_str()), (0, ""));
         }
         let mut child = Command::new(bin())
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&f.config)
             .args(args)
@@ -352,4 +357,58 @@ fn memory_stays_flat_over_many_cycles() {
     // After warming up (the first samples), no growth beyond allocator noise.
     let (warm, last) = (samples[1], *samples.last().unwrap());
     assert!(last <= warm + 2048, "RSS grew from {warm} KiB to {last} KiB over the cycles: {samples:?}");
+}
+
+/// Reads the datagrams systemd would get until one contains `needle` (bounded); all of them.
+fn datagrams_until(socket: &std::os::unix::net::UnixDatagram, needle: &str) -> Vec<String> {
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.iter().any(|g: &String| g.contains(needle)) {
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("waiting for {needle:?} after {got:?}: {e}"));
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    got
+}
+
+fn tells_systemd(abstract_socket: bool) {
+    use std::os::unix::net::UnixDatagram;
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let (socket, name) = if abstract_socket {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("chat-notifier-test-{}-{}", std::process::id(), f.dir.path().display());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        (UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+    } else {
+        let path = f.dir.path().join("notify.sock");
+        (UnixDatagram::bind(&path).unwrap(), path.display().to_string())
+    };
+    // A watchdog of 0.4 s: a ping every 0.2 s while it waits.
+    let env = [("NOTIFY_SOCKET", name.as_str()), ("WATCHDOG_USEC", "400000")];
+    let mut w = Watcher::start_with_env(&f, &["-v"], &env);
+    let first = datagrams_until(&socket, "READY=1");
+    assert!(first.last().unwrap().contains("STATUS=watching"), "{first:?}");
+    let pings = datagrams_until(&socket, "WATCHDOG=1");
+    datagrams_until(&socket, "WATCHDOG=1");
+    assert!(pings.iter().all(|p| !p.contains("READY")), "{pings:?}");
+    completed(&f, "n1");
+    completed(&f, "n2");
+    w.until(Duration::from_secs(30), "both emails", |_| server.received().len() == 2);
+    assert_eq!(w.stop().0, 0);
+    assert!(datagrams_until(&socket, "STOPPING=1").len() >= 1);
+    // -v: one line per email, as run says it.
+    let said = w.stderr();
+    let sent: Vec<&str> = said.lines().filter(|l| l.starts_with("chat-notifier: info: sent ")).collect();
+    assert_eq!(sent.len(), 2, "{said}");
+}
+
+#[test]
+fn it_tells_systemd_ready_status_and_watchdog_on_a_socket_path() {
+    tells_systemd(false);
+}
+
+#[test]
+fn it_tells_systemd_on_an_abstract_socket() {
+    tells_systemd(true);
 }

@@ -410,6 +410,16 @@ path = "outbox"
     }
 
     #[test]
+    fn the_watchers_pacing_has_defaults_and_is_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!((c.watch.interval, c.watch.retry_max), (Span(TimeDelta::seconds(5)), Span(TimeDelta::minutes(5))));
+        let c = parse(&format!("{MINIMAL}[watch]\ninterval = \"2s\"\nretry_max = \"1m\"\n")).unwrap();
+        assert_eq!((c.watch.interval, c.watch.retry_max), (Span(TimeDelta::seconds(2)), Span(TimeDelta::minutes(1))));
+        assert_eq!(rejected(&format!("{MINIMAL}[watch]\ninterval = \"0s\"\n")).key, "watch.interval");
+        assert_eq!(rejected(&format!("{MINIMAL}[watch]\npoll = \"1s\"\n")).key, "watch.poll");
+    }
+
+    #[test]
     fn the_inbox_settings_resolve_per_bot() {
         let text = format!(
             "{}\n[notify]\ndigest = {{ unless_fields = [\"email\"], at = \"08:30\" }}\n\
