@@ -396,7 +396,8 @@ fn tells_systemd(abstract_socket: bool) {
     completed(&f, "n2");
     w.until(Duration::from_secs(30), "both emails", |_| server.received().len() == 2);
     assert_eq!(w.stop().0, 0);
-    assert!(datagrams_until(&socket, "STOPPING=1").len() >= 1);
+    // Fails (bounded) unless systemd is told the watcher stops.
+    datagrams_until(&socket, "STOPPING=1");
     // -v: one line per email, as run says it.
     let said = w.stderr();
     let sent: Vec<&str> = said.lines().filter(|l| l.starts_with("chat-notifier: info: sent ")).collect();
