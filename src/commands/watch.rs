@@ -150,7 +150,8 @@ pub fn watch(path: &Path) -> Result<bool> {
             notifier.send(&format!("STATUS={status}"));
             last_status = status;
         }
-        if let Some(w) = &writes
+        if !failing
+            && let Some(w) = &writes
             && w.drain()
         {
             // Written while the cycle ran (or by it): read again at once.
@@ -170,6 +171,11 @@ pub fn watch(path: &Path) -> Result<bool> {
             && let Ok(after) = (due - Utc::now()).to_std()
         {
             wake = wake.min(Instant::now() + after);
+        }
+        // While something fails, a write wakes it no sooner than a second after the last try:
+        // a bot writing all the time does not make it hammer a server that is down.
+        if failing && wait(&signals, None, &notifier, wake.min(Instant::now() + FIRST_RETRY)) {
+            continue;
         }
         wait(&signals, writes.as_ref(), &notifier, wake);
     }
@@ -216,14 +222,19 @@ fn cycle(
 }
 
 /// Sleeps until `wake`, a signal, or a write to the source (once writes settle), telling
-/// systemd's watchdog meanwhile.
-fn wait(signals: &signals::Signals, writes: Option<&inotify::Writes>, notifier: &sd_notify::Notifier, wake: Instant) {
+/// systemd's watchdog meanwhile; true when a signal woke it.
+fn wait(
+    signals: &signals::Signals,
+    writes: Option<&inotify::Writes>,
+    notifier: &sd_notify::Notifier,
+    wake: Instant,
+) -> bool {
     let mut pinged = Instant::now();
     notifier.watchdog.is_some().then(|| notifier.send("WATCHDOG=1"));
     loop {
         let now = Instant::now();
         if now >= wake {
-            return;
+            return false;
         }
         let mut until = wake;
         if let Some(period) = notifier.watchdog {
@@ -236,12 +247,12 @@ fn wait(signals: &signals::Signals, writes: Option<&inotify::Writes>, notifier: 
         match poll(signals, writes, until - now) {
             Woken::Signal => {
                 signals.drain();
-                return;
+                return true;
             }
             Woken::Write => {
                 if writes.is_some_and(inotify::Writes::drain) {
                     settle(writes);
-                    return;
+                    return false;
                 }
             }
             Woken::Timeout => {}
