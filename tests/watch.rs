@@ -416,3 +416,19 @@ fn it_tells_systemd_ready_status_and_watchdog_on_a_socket_path() {
 fn it_tells_systemd_on_an_abstract_socket() {
     tells_systemd(true);
 }
+
+#[test]
+fn a_rasa_sqlite_store_is_watched_for_writes_too() {
+    let server = SmtpServer::start();
+    let (f, rasa) = Fixture::rasa(server.port(), "");
+    // An interval of an hour: only the write can wake the watcher in time.
+    watch_settings(&f, "interval = \"1h\"");
+    let mut w = Watcher::start(&f, &[]);
+    rasa.session("r1", &now());
+    rasa.user("r1", &now(), "hi, I'd like a quote", "greet");
+    rasa.action("r1", &now(), "action_submit_lead");
+    w.until(Duration::from_secs(30), "the Rasa chat's email", |_| server.received().len() == 1);
+    assert_eq!(mails(&server)[0].header("X-Chat-State").as_deref(), Some("completed"));
+    assert_eq!(w.stop().0, 0);
+    assert_eq!(w.stderr(), "");
+}
