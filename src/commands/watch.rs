@@ -74,6 +74,8 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 /// Returns when told to stop: Ok(true); false when another run holds the lock.
 pub fn watch(path: &Path) -> Result<bool> {
     let since = Utc::now();
+    // First: a SIGTERM from now on stops it cleanly, even before the first cycle.
+    let signals = signals::install()?;
     let mut settings = Settings::load(path)?;
     let Some(mut lock) = state::try_lock(&settings.config.state)? else {
         log::warn!(
@@ -83,7 +85,6 @@ pub fn watch(path: &Path) -> Result<bool> {
         return Ok(false);
     };
     lock.announce_watcher(since)?;
-    let signals = signals::install()?;
     let notifier = sd_notify::Notifier::from_env();
     quiet::turn_on();
     let mut writes = watch_writes(&settings);
@@ -217,7 +218,9 @@ fn cycle(
     if held.is_none() {
         *held = Some(Held::open(&settings.config)?);
     }
-    let (Some(o), Some(h)) = (open.as_ref(), held.as_mut()) else { unreachable!("opened above") };
+    let (Some(o), Some(h)) = (open.as_ref(), held.as_mut()) else {
+        return Err(anyhow!("the source or the state did not open"));
+    };
     pipeline::cycle(&settings.config, &settings.routing, &settings.renderer, o.source.as_ref(), h, now)
 }
 

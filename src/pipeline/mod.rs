@@ -3,7 +3,8 @@
 //! reached a new state, under the owner's rules, each decision queued with its email, or listed
 //! for a digest, in one transaction), the digests due, the flood guard (what is over the burst,
 //! summarised), deliver (send what the outbox holds) and dispatch (what waits for the
-//! destinations beside email: webhooks, Slack, Discord).
+//! destinations beside email: webhooks, Slack, Discord). `cycle` is the same run for the
+//! watcher (`commands::watch`), on what it keeps open under the lock it holds.
 
 pub mod classify;
 mod decide;
