@@ -432,3 +432,30 @@ fn a_rasa_sqlite_store_is_watched_for_writes_too() {
     assert_eq!(w.stop().0, 0);
     assert_eq!(w.stderr(), "");
 }
+
+/// The lock file removed (or replaced) under a watcher: a cron run would lock another file and
+/// send alongside. The watcher notices before it sends again, and exits 1 with one line.
+#[test]
+fn a_watcher_whose_lock_file_is_removed_stops_before_sending_and_exits_1() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    watch_settings(&f, "interval = \"1h\"");
+    let mut w = Watcher::start(&f, &[]);
+    std::fs::remove_file(f.dir.path().join("state.sqlite.lock")).unwrap();
+    // A write wakes it: it must not send this chat, a run would send it too.
+    completed(&f, "l1");
+    let mut code = None;
+    w.until(Duration::from_secs(30), "the watcher to exit", |w| {
+        code = w.child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+        code.is_some()
+    });
+    assert_eq!(code, Some(1), "{}", w.stderr());
+    let said = w.stderr();
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("state.sqlite.lock") && said.contains("removed or replaced"), "{said}");
+    assert!(server.received().is_empty(), "sent after losing its lock");
+    // The next run sends it, once.
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_each_once(&server, 1, 0, "after the watcher stopped");
+}

@@ -115,15 +115,15 @@ pub fn watch(path: &Path) -> Result<bool> {
                 Err(e) => log::error!("{e:#}; the watcher goes on with the config it had"),
             }
         }
-        if !lock.renew()? {
-            notifier.send("STOPPING=1\nSTATUS=the state lock was lost");
-            return Err(anyhow!(
-                "state lock {}: no longer held by this watcher; it stops sending",
-                state::lock_path(&settings.config.state).display()
-            ));
-        }
         let now = Utc::now();
-        let result = cycle(&settings, &mut open, &mut held, now);
+        let result = lock.ensure_held().and_then(|()| cycle(&settings, &mut open, &mut held, &mut lock, now));
+        if let Err(e) = &result
+            && e.downcast_ref::<state::LockLost>().is_some()
+        {
+            // Exits 1 with its line: a run may be sending now, the watcher must not go on.
+            notifier.send("STOPPING=1\nSTATUS=the state lock was lost");
+            return result.map(|_| false);
+        }
         let failing = match &result {
             Ok(summary) => summary.waiting > summary.deferred,
             Err(_) => true,
@@ -202,6 +202,7 @@ fn cycle(
     settings: &Settings,
     open: &mut Option<Open>,
     held: &mut Option<Held>,
+    lock: &mut state::RunLock,
     now: chrono::DateTime<Utc>,
 ) -> Result<RunSummary> {
     let sqlite = settings.sqlite_source();
@@ -221,7 +222,7 @@ fn cycle(
     let (Some(o), Some(h)) = (open.as_ref(), held.as_mut()) else {
         return Err(anyhow!("the source or the state did not open"));
     };
-    pipeline::cycle(&settings.config, &settings.routing, &settings.renderer, o.source.as_ref(), h, now)
+    pipeline::cycle(&settings.config, &settings.routing, &settings.renderer, o.source.as_ref(), h, lock, now)
 }
 
 /// Sleeps until `wake`, a signal, or a write to the source (once writes settle), telling

@@ -106,7 +106,7 @@ fn run(
     };
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
-    let (state, mailer, renderer, _lock, _scratch) = if args.dry_run {
+    let (state, mailer, renderer, mut lock, _scratch) = if args.dry_run {
         let (state, scratch) = State::scratch_copy(&config.state)?;
         (
             state,
@@ -124,11 +124,12 @@ fn run(
             );
             return Ok(None);
         };
+
         (State::open(&config.state)?, mailer, renderer, Some(lock), None)
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
     let mut held = Held { state, mailer, destinations };
-    steps(config, args, routing, &renderer, source, &mut held, now).map(Some)
+    steps(config, args, routing, &renderer, source, &mut held, lock.as_mut(), now).map(Some)
 }
 
 /// What a long-lived process (`chat-notifier watch`) keeps open from one cycle to the next,
@@ -149,16 +150,17 @@ impl Held {
 }
 
 /// One run on what a watcher holds open, at `now`: the same steps as `run`, in the same order,
-/// with the same guarantees (the caller holds the lock).
+/// with the same guarantees (the caller holds `lock`, asked again before anything is sent).
 pub fn cycle(
     config: &Config,
     routing: &Routing,
     renderer: &Renderer,
     source: &dyn Source,
     held: &mut Held,
+    lock: &mut state::RunLock,
     now: chrono::DateTime<Utc>,
 ) -> Result<RunSummary> {
-    steps(config, &Options { now: Some(now), ..Options::default() }, routing, renderer, source, held, now)
+    steps(config, &Options { now: Some(now), ..Options::default() }, routing, renderer, source, held, Some(lock), now)
 }
 
 /// When something is due next without anything new from the source: the next conversation to
@@ -196,6 +198,7 @@ fn stopping() -> bool {
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+#[allow(clippy::too_many_arguments)]
 fn steps(
     config: &Config,
     args: &Options,
@@ -203,6 +206,7 @@ fn steps(
     renderer: &Renderer,
     source: &dyn Source,
     held: &mut Held,
+    mut lock: Option<&mut state::RunLock>,
     now: chrono::DateTime<Utc>,
 ) -> Result<RunSummary> {
     let Held { state, mailer, destinations } = held;
@@ -227,9 +231,18 @@ fn steps(
     digest::send_due(state, routing, config, now)?;
     flood::guard(state, config, now)?;
     flood::guard_destinations(state, config, now)?;
+    // The lock file removed or replaced while this run read and decided (`rm` by hand, a
+    // watcher's lost): a run that came meanwhile holds the file at the path and may be sending
+    // the same emails. Nothing is sent; what was decided waits in the outbox.
+    if let Some(lock) = lock.as_deref_mut() {
+        lock.ensure_held()?;
+    }
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
     let summary = deliver::deliver(state, mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
+    if let Some(lock) = lock {
+        lock.ensure_held()?;
+    }
     let notified = if stopping() { Default::default() } else { dispatch::dispatch(state, destinations, config, now)? };
     Ok(RunSummary {
         failed,

@@ -23,15 +23,45 @@ pub struct Holder {
     pub watching_since: Option<DateTime<Utc>>,
 }
 
+/// The lock file at the path is no longer the one held (removed or replaced): whoever held it
+/// stops before sending, since a run coming now would lock the other file and send alongside.
+#[derive(Debug)]
+pub struct LockLost(pub std::path::PathBuf);
+
+impl std::fmt::Display for LockLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state lock {}: removed or replaced since it was taken (a run could send alongside); stopping without sending",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for LockLost {}
+
 /// What a watcher writes into the lock file.
 const WATCH: &str = "watch pid ";
 
 impl RunLock {
-    /// Whether the lock is still this process's, asked between a watcher's cycles. A file lock
-    /// stays held until the process drops it: always true. (A lease that can expire answers
-    /// false once it has, and the watcher stops sending.)
+    /// Whether the lock is still this process's, asked by a watcher between its cycles, and
+    /// by every run (a watcher's cycle, cron's) right before it sends. A `flock` stays held
+    /// until the process drops it, but only on the file it was taken on: once that file is
+    /// removed or replaced (`rm state.sqlite.lock`, another file moved there), a run coming
+    /// next locks another file and would send alongside. So the file held (`fstat`) must
+    /// still be the file at the path (`lstat`), and not unlinked. False then: the caller stops
+    /// sending. (A lease that can expire answers false once it has.)
     pub fn renew(&mut self) -> Result<bool> {
-        Ok(true)
+        let held = self
+            ._file
+            .metadata()
+            .with_context(|| format!("state lock {}: reading the file held", self.path.display()))?;
+        Ok(same_file(&held, self.path.symlink_metadata().ok().as_ref()))
+    }
+
+    /// `renew`, as an error naming the lock when it is lost: asked right before sending.
+    pub fn ensure_held(&mut self) -> Result<()> {
+        if self.renew()? { Ok(()) } else { Err(LockLost(self.path.clone()).into()) }
     }
 
     /// Writes "watch pid N since RFC3339" into the lock file, for `status`: a line about this
@@ -45,6 +75,12 @@ impl RunLock {
             .and_then(|_| file.write_all(line.as_bytes()))
             .context("state lock: writing who holds it")
     }
+}
+
+/// Pure: whether the file held (`held`, from `fstat`) is the one at the lock's path (`at`,
+/// from `lstat`; none when nothing is there) and still linked.
+fn same_file(held: &std::fs::Metadata, at: Option<&std::fs::Metadata>) -> bool {
+    held.nlink() > 0 && at.is_some_and(|at| at.dev() == held.dev() && at.ino() == held.ino())
 }
 
 /// Who holds the lock of the state at `state_path` now, without taking it; none when no one
@@ -130,5 +166,17 @@ mod tests {
         assert_eq!(holder(&state).unwrap().unwrap().watching_since, Some(since));
         drop(lock);
         assert_eq!(holder(&state).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lock_file_removed_or_replaced_is_no_longer_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.sqlite");
+        let mut lock = super::super::try_lock(&state).unwrap().unwrap();
+        std::fs::remove_file(lock_path(&state)).unwrap();
+        assert!(!lock.renew().unwrap(), "removed");
+        let mut other = super::super::try_lock(&state).unwrap().expect("another file, free");
+        assert!(!lock.renew().unwrap(), "replaced");
+        assert!(other.renew().unwrap(), "the new holder's");
     }
 }

@@ -27,7 +27,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
-pub use lock::{Holder, holder};
+pub use lock::{Holder, LockLost, holder};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
 pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
@@ -311,6 +311,8 @@ INSERT OR IGNORE INTO deliveries_guard (id, guarded_through) SELECT 1, coalesce(
 /// Held for a whole run; the OS releases it when the process ends, however it ends.
 pub struct RunLock {
     _file: File,
+    /// Where the lock file is: `renew` asks whether the file there is still the one held.
+    path: PathBuf,
 }
 
 /// `None` when another run holds the lock.
@@ -327,7 +329,7 @@ pub fn try_lock(state_path: &Path) -> Result<Option<RunLock>> {
         .with_context(|| format!("state lock {}: opening", path.display()))?;
     owner_only(&file).with_context(|| format!("state lock {}: setting mode 0600", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Ok(()) => Ok(Some(RunLock { _file: file, path })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("state lock {}: locking", path.display())),
     }
