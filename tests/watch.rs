@@ -459,3 +459,55 @@ fn a_watcher_whose_lock_file_is_removed_stops_before_sending_and_exits_1() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_each_once(&server, 1, 0, "after the watcher stopped");
 }
+
+/// `chat-notifier --config <fixture> watch` with `env`, expected to end by itself: its exit code
+/// and stderr (killed, and the test failed, if it is still running after a generous bound).
+fn watch_exits(f: &Fixture, env: &[(&str, &str)]) -> (i32, String) {
+    let child = Command::new(bin())
+        .envs(env.iter().copied())
+        .arg("--config")
+        .arg(&f.config)
+        .arg("watch")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()),
+        Err(_) => {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv().unwrap();
+            panic!("still running after 30s; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// What no retry brings back (the state not a state, a password's variable not set) ends the
+/// watcher at start, exit 1 and one line, as it ends `run`; it is not tried again forever.
+#[test]
+fn an_unusable_state_or_an_unset_password_ends_the_watcher_at_start_with_exit_1() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    std::fs::create_dir(&f.state).unwrap();
+    let (code, said) = watch_exits(&f, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("state.sqlite"), "{said}");
+    std::fs::remove_dir(&f.state).unwrap();
+    assert_eq!(f.run(&["run"]).code, 0);
+    // The [transport] table is the config's last.
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{config}\nusername = \"notifier\"\npassword_env = \"WATCH_TEST_UNSET\"\n"))
+        .unwrap();
+    let (code, said) = watch_exits(&f, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("WATCH_TEST_UNSET is not set"), "{said}");
+    // Set, it starts.
+    let mut w = Watcher::start_with_env(&f, &[], &[("WATCH_TEST_UNSET", "x")]);
+    assert_eq!(w.stop().0, 0, "{}", w.stderr());
+}

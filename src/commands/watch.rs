@@ -90,7 +90,10 @@ pub fn watch(path: &Path) -> Result<bool> {
     let mut writes = watch_writes(&settings);
     notifier.send("READY=1\nSTATUS=watching");
     let mut open: Option<Open> = None;
-    let mut held: Option<Held> = None;
+    // What no retry brings back fails now, exit 1, as `run` would: the state (a directory, a
+    // file that is not one), a secret not set. Only a server (the source's, SMTP) is waited for.
+    let mut held = Some(Held::open(&settings.config)?);
+    source_secret(&settings.config)?;
     let mut retry = FIRST_RETRY;
     let mut failing_since: Option<Instant> = None;
     let mut last_status = String::new();
@@ -182,6 +185,12 @@ pub fn watch(path: &Path) -> Result<bool> {
     }
     notifier.send("STOPPING=1");
     Ok(true)
+}
+
+/// The source's password read, where the config points to one: a variable not set is the
+/// owner's to fix, not a server's to come back.
+fn source_secret(config: &Config) -> Result<()> {
+    config.source.as_ref().map_or(Ok(None), |s| s.password()).map(drop)
 }
 
 /// inotify on the SQLite source, where there is one; none where it cannot be (the folder
