@@ -511,3 +511,29 @@ fn an_unusable_state_or_an_unset_password_ends_the_watcher_at_start_with_exit_1(
     let mut w = Watcher::start_with_env(&f, &[], &[("WATCH_TEST_UNSET", "x")]);
     assert_eq!(w.stop().0, 0, "{}", w.stderr());
 }
+
+/// A reloaded config whose transport password's variable is not set would fail every send:
+/// SIGHUP refuses it (one line, the old config goes on) and `check` says so too.
+#[test]
+fn sighup_with_a_password_variable_not_set_keeps_the_old_config_and_check_fails() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let mut w = Watcher::start(&f, &[]);
+    // The [transport] table is the config's last.
+    let good = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{good}\nusername = \"notifier\"\npassword_env = \"WATCH_TEST_UNSET\"\n"))
+        .unwrap();
+    let check = f.run(&["check"]);
+    assert_eq!(check.code, 1, "{}{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains("WATCH_TEST_UNSET is not set"), "{}", check.stdout);
+    w.signal(libc::SIGHUP);
+    w.line("WATCH_TEST_UNSET");
+    let said = w.stderr();
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("goes on with the config it had"), "{said}");
+    completed(&f, "k1");
+    w.until(Duration::from_secs(30), "the email, under the old config", |_| server.received().len() == 1);
+    assert_eq!(w.stop().0, 0);
+    assert_eq!(w.stderr(), said, "nothing more said");
+    assert_each_once(&server, 1, 0, "old config kept");
+}

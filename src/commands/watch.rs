@@ -102,7 +102,7 @@ pub fn watch(path: &Path) -> Result<bool> {
             break;
         }
         if signals.take_reload() {
-            match Settings::load(path) {
+            match Settings::load(path).and_then(|new| usable(&new.config).map(|()| new)) {
                 Ok(new) if new.config.state != settings.config.state => log::error!(
                     "config {}: state changed to {}; a watcher keeps the state it holds ({}): restart it to move",
                     path.display(),
@@ -185,6 +185,14 @@ pub fn watch(path: &Path) -> Result<bool> {
     }
     notifier.send("STOPPING=1");
     Ok(true)
+}
+
+/// What a run needs before it reads anything, checked before a reloaded config replaces the one
+/// in force: the transport's, the destinations' and the source's secrets readable.
+fn usable(config: &Config) -> Result<()> {
+    crate::mail::send::Mailer::from_config(&config.transport)?;
+    crate::destination::open(&config.destinations)?;
+    source_secret(config)
 }
 
 /// The source's password read, where the config points to one: a variable not set is the
