@@ -195,10 +195,12 @@ fn run_while_watching_exits_4_and_status_names_the_watcher() {
     let mut w = Watcher::start(&f, &[]);
     let out = f.run(&["run"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
-    assert!(out.stderr.contains("another run is in progress"), "{}", out.stderr);
+    let pid = w.child.id();
+    // The line names the watcher, not "another run".
+    assert!(out.stderr.contains(&format!("a watcher (pid {pid}, since ")), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     let status = f.run(&["status"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
-    let pid = w.child.id();
     assert!(status.stdout.contains(&format!("watcher (pid {pid}) holds the state since ")), "{}", status.stdout);
     let json = f.run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -276,6 +278,8 @@ fn smtp_down_then_back_is_one_line_each_way_and_every_email_goes() {
     std::thread::sleep(Duration::from_secs(6));
     let down = w.stderr();
     assert_eq!(down.lines().count(), 1, "one line while down:\n{down}");
+    // When it is tried again: the watcher's retry_max, not cron's next run.
+    assert!(down.contains("retried by the watcher within 1s"), "{down}");
     let server = SmtpServer::start_at(port);
     w.until(Duration::from_secs(30), "both emails", |_| server.received().len() == 2);
     w.line("recovered");

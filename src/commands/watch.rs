@@ -78,15 +78,13 @@ pub fn watch(path: &Path) -> Result<bool> {
     let signals = signals::install()?;
     let mut settings = Settings::load(path)?;
     let Some(mut lock) = state::try_lock(&settings.config.state)? else {
-        log::warn!(
-            "another run is in progress (lock {} is held); the watcher exits without sending",
-            state::lock_path(&settings.config.state).display()
-        );
+        log::warn!("{}; the watcher exits without sending", state::held_by(&settings.config.state));
         return Ok(false);
     };
     lock.announce_watcher(since)?;
     let notifier = sd_notify::Notifier::from_env();
     quiet::turn_on();
+    pipeline::retry_within(retry_max(&settings).as_secs());
     let mut writes = watch_writes(&settings);
     notifier.send("READY=1\nSTATUS=watching");
     let mut open: Option<Open> = None;
@@ -111,6 +109,7 @@ pub fn watch(path: &Path) -> Result<bool> {
                 ),
                 Ok(new) => {
                     settings = new;
+                    pipeline::retry_within(retry_max(&settings).as_secs());
                     (open, held) = (None, None);
                     writes = watch_writes(&settings);
                     log::info!("config {} reloaded", path.display());
@@ -134,7 +133,7 @@ pub fn watch(path: &Path) -> Result<bool> {
         if let Err(e) = &result {
             // Opened again for the next try: a connection that failed is not trusted again.
             (open, held) = (None, None);
-            log::error!("{e:#}; the watcher tries again");
+            log::error!("{e:#}; the watcher tries again within {}s", retry_max(&settings).as_secs());
         }
         quiet::cycle_ended(!failing);
         let status = match (&result, failing) {
@@ -163,7 +162,7 @@ pub fn watch(path: &Path) -> Result<bool> {
         }
         let mut wake = Instant::now() + settings.config.watch.interval.0.to_std().unwrap_or(Duration::from_secs(5));
         if failing {
-            let max = settings.config.watch.retry_max.0.to_std().unwrap_or(Duration::from_secs(300));
+            let max = retry_max(&settings);
             wake = Instant::now() + retry.min(max);
             retry = (retry * 2).min(max);
         } else {
@@ -185,6 +184,11 @@ pub fn watch(path: &Path) -> Result<bool> {
     }
     notifier.send("STOPPING=1");
     Ok(true)
+}
+
+/// The longest wait between tries while something fails (`[watch] retry_max`).
+fn retry_max(settings: &Settings) -> Duration {
+    settings.config.watch.retry_max.0.to_std().unwrap_or(Duration::from_secs(300))
 }
 
 /// What a run needs before it reads anything, checked before a reloaded config replaces the one

@@ -149,7 +149,10 @@ pub fn deliver(
                 Err(Failure::Throttled(reason)) => {
                     // Not the email's fault: no attempt counted; the rest waits for the next run.
                     state.mark_deferred(p.id, &reason)?;
-                    log::warn!("the SMTP server is throttling ({reason}); the emails left wait for the next run");
+                    log::warn!(
+                        "the SMTP server is throttling ({reason}); the emails left are retried {}",
+                        super::when_retried()
+                    );
                     throttled = true;
                     break 'pages;
                 }
@@ -181,8 +184,9 @@ pub fn deliver(
                             format!("not its own failure; {refusals} of max_attempts = {max_attempts} so far")
                         };
                         log::warn!(
-                            "{what} not sent (attempt {attempt}): {}; it is retried next run ({toward})",
-                            failure.reason()
+                            "{what} not sent (attempt {attempt}): {}; it is retried {} ({toward})",
+                            failure.reason(),
+                            super::when_retried()
                         );
                     }
                     match failure {

@@ -118,10 +118,7 @@ fn run(
     } else {
         let mailer = Mailer::from_config(&config.transport)?;
         let Some(lock) = state::try_lock(&config.state)? else {
-            log::warn!(
-                "another run is in progress (lock {} is held); this run exits without sending",
-                state::lock_path(&config.state).display()
-            );
+            log::warn!("{}; this run exits without sending", state::held_by(&config.state));
             return Ok(None);
         };
 
@@ -197,6 +194,22 @@ fn stopping() -> bool {
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set by `watch`: failed emails are tried again within this many seconds (its `[watch]
+/// retry_max`), not at the next cron run; said so in their lines. 0 in a cron run.
+pub fn retry_within(seconds: u64) {
+    RETRY_WITHIN.store(seconds, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// When an email that failed is tried again, in words for its line.
+fn when_retried() -> String {
+    match RETRY_WITHIN.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => "next run".to_owned(),
+        n => format!("by the watcher within {n}s"),
+    }
+}
+
+static RETRY_WITHIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[allow(clippy::too_many_arguments)]
 fn steps(

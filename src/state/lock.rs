@@ -77,6 +77,22 @@ impl RunLock {
     }
 }
 
+/// Who holds the lock, in words for the line of a run (or a watcher) turned away: "a watcher
+/// (pid N, since T) holds the state (lock L)" or "another run is in progress (pid N, lock L is
+/// held)".
+pub fn held_by(state_path: &Path) -> String {
+    let lock = lock_path(state_path);
+    match holder(state_path) {
+        Ok(Some(Holder { pid, watching_since: Some(since) })) => {
+            format!("a watcher (pid {pid}, since {}) holds the state (lock {})", since.to_rfc3339(), lock.display())
+        }
+        Ok(Some(Holder { pid, watching_since: None })) => {
+            format!("another run is in progress (pid {pid}, lock {} is held)", lock.display())
+        }
+        _ => format!("another run is in progress (lock {} is held)", lock.display()),
+    }
+}
+
 /// Pure: whether the file held (`held`, from `fstat`) is the one at the lock's path (`at`,
 /// from `lstat`; none when nothing is there) and still linked.
 fn same_file(held: &std::fs::Metadata, at: Option<&std::fs::Metadata>) -> bool {

@@ -27,7 +27,7 @@ use rusqlite::{Connection, OpenFlags, Savepoint, TransactionBehavior};
 
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
-pub use lock::{Holder, LockLost, holder};
+pub use lock::{Holder, LockLost, held_by, holder};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
 pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
