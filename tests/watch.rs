@@ -541,3 +541,31 @@ fn sighup_with_a_password_variable_not_set_keeps_the_old_config_and_check_fails(
     assert_eq!(w.stderr(), said, "nothing more said");
     assert_each_once(&server, 1, 0, "old config kept");
 }
+
+/// A `WATCHDOG_USEC` of 1 (a unit mixed up) must not make the watcher ping in a busy loop: its
+/// period has a floor (100 ms), so a second brings a handful of datagrams, not thousands.
+#[test]
+fn a_tiny_watchdog_period_does_not_make_it_spin() {
+    use std::os::unix::net::UnixDatagram;
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    let path = f.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let name = path.display().to_string();
+    let env = [("NOTIFY_SOCKET", name.as_str()), ("WATCHDOG_USEC", "1")];
+    let mut w = Watcher::start_with_env(&f, &[], &env);
+    datagrams_until(&socket, "READY=1");
+    // Every datagram for one second (each read bounded by what is left of it).
+    let start = Instant::now();
+    let mut count = 0;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = Duration::from_secs(1).checked_sub(start.elapsed()).filter(|d| !d.is_zero()) {
+        socket.set_read_timeout(Some(left)).unwrap();
+        if socket.recv(&mut buf).is_ok() {
+            count += 1;
+        }
+    }
+    // At most ten pings a second by the floor, and a status or two; never thousands.
+    assert!(count <= 50, "{count} datagrams in one second");
+    assert_eq!(w.stop().0, 0, "{}", w.stderr());
+}

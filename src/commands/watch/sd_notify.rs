@@ -8,9 +8,15 @@ use std::time::Duration;
 
 pub struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
-    /// Half of `WATCHDOG_USEC`: how often to tell systemd we are alive.
+    /// Half of `WATCHDOG_USEC`, at least `WATCHDOG_FLOOR`: how often to tell systemd we are
+    /// alive.
     pub watchdog: Option<Duration>,
 }
+
+/// The shortest ping period: a `WATCHDOG_USEC` of a few microseconds (a typo, a unit mixed
+/// up) must not make the watcher send datagrams in a busy loop. systemd's own floor for
+/// `WatchdogSec=` is far above it.
+const WATCHDOG_FLOOR: Duration = Duration::from_millis(100);
 
 impl Notifier {
     pub fn from_env() -> Self {
@@ -27,7 +33,7 @@ impl Notifier {
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|usec| *usec > 0 && ours)
-            .map(|usec| Duration::from_micros(usec / 2));
+            .map(|usec| Duration::from_micros(usec / 2).max(WATCHDOG_FLOOR));
         Notifier { socket, watchdog }
     }
 
