@@ -70,6 +70,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     let config = || config::load(&path()?);
     match &cli.command {
         Command::Run(args) => Ok(pipeline::run_once(&config()?, &args.options())?.map_or(Outcome::Busy, Outcome::Done)),
+        Command::Watch => commands::watch::watch(&path()?).map(busy_or_done),
         Command::Check(args) => commands::check::check(&path()?, args.smtp).map(|()| done),
         Command::Prune(args) => commands::prune::prune(&config()?, args).map(busy_or_done),
         Command::Preview(args) => commands::preview::preview(&config()?, args).map(|()| done),

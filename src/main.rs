@@ -2,6 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use chat_notifier::cli::Cli;
+use chat_notifier::commands::watch::quiet::Quiet;
 use chat_notifier::domain::text;
 use chat_notifier::{commands, exit};
 use clap::Parser;
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    env_logger::Builder::new()
+    let logger = env_logger::Builder::new()
         .filter_level(cli.log_level())
         // Log lines carry what stores and servers said: no escape, bell or CR of theirs reaches
         // a terminal or cron's mail, and no line of theirs can pass for one of ours.
@@ -22,7 +23,12 @@ fn main() -> ExitCode {
             let message = record.args().to_string();
             writeln!(buf, "chat-notifier: {}: {}", record.level().as_str().to_lowercase(), text::line(&message))
         })
-        .init();
+        .build();
+    // `watch` says a problem that repeats each cycle once (commands::watch::quiet).
+    let level = logger.filter();
+    if log::set_boxed_logger(Box::new(Quiet::new(Box::new(logger)))).is_ok() {
+        log::set_max_level(level);
+    }
     ExitCode::from(match chat_notifier::run(&cli) {
         Ok(outcome) => outcome.exit_code(),
         // `status | head`: the reader has all it wanted.

@@ -83,7 +83,13 @@ to = ["help@your-domain.invalid"]
     let text = std::fs::read_to_string(&f.config).unwrap().replace("invalid", "example").replace("INVALID", "COM");
     let url = "postgresql://chat-notifier@db.your-domain.example:5432/chats?sslmode=verify-full";
     std::fs::write(&f.config, text.replace(url, "export.sqlite")).unwrap();
+    // The password's variable read as a run reads it: unset, the transport fails, as a run would.
     let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(failed(&out.stdout).len(), 1, "{}", out.stdout);
+    assert!(failed(&out.stdout)[0].starts_with("transport"), "{}", out.stdout);
+    assert!(out.stdout.contains("SMTP_PASSWORD is not set"), "{}", out.stdout);
+    let out = f.run_with_env(&["check"], &[("SMTP_PASSWORD", "x")]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(failed(&out.stdout).is_empty(), "{}", out.stdout);
 }

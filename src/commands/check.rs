@@ -152,6 +152,8 @@ fn state(path: &Path) -> Result<String> {
 fn transport(config: &Config, smtp: bool) -> Result<String> {
     match &config.transport {
         Transport::Smtp(s) if !smtp => {
+            // Its password read as a run reads it: a variable not set fails here, not at 3 am.
+            Mailer::from_config(&config.transport)?;
             Ok(format!("smtp {}:{} (not contacted: --smtp connects and logs in)", s.host, s.port()))
         }
         Transport::Smtp(s) => {

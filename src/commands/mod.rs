@@ -1,6 +1,7 @@
 //! The commands a person runs by hand: `check`, `status`, `preview`, `report`, `leads`, `prune`,
 //! `state copy`, and the completion script and man page. Each reads (prune and `state copy`
-//! aside) and prints; none sends.
+//! aside) and prints; none sends. And `watch`, the long-lived process that runs the pipeline
+//! whenever there is something to do.
 
 pub mod check;
 pub mod leads;
@@ -9,6 +10,7 @@ pub mod prune;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod watch;
 
 use std::io::Write;
 

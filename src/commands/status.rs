@@ -56,12 +56,20 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
     let rows = if listed.is_empty() { Vec::new() } else { rows(config, listed)? };
     let next_send = next_send(config, now)?;
     let destinations = destinations(config, state.as_ref())?;
+    // A state file's lock holder (a lease's is in `check`).
+    let holder = match crate::state::At::of(config) {
+        crate::state::At::File(path) => crate::state::holder(&path)?,
+        crate::state::At::Postgres { .. } => None,
+    };
     if args.json {
         let summary: serde_json::Map<String, serde_json::Value> =
             Standing::ALL.iter().map(|s| (s.name().to_owned(), count(s).into())).collect();
         let out = serde_json::json!({
             "summary": summary, "notified_since": since, "next_send": next_send, "conversations": rows,
             "not_listed": more, "destinations": destinations,
+            "held_by": holder.as_ref().map(|h| serde_json::json!({
+                "pid": h.pid, "watching": h.watching_since.is_some(), "since": h.watching_since,
+            })),
         });
         return super::print(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -77,6 +85,17 @@ pub fn status(config: &Config, args: &StatusArgs) -> Result<()> {
         summary.join(", "),
         since.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M %Z")
     );
+    if let Some(h) = &holder {
+        match h.watching_since {
+            Some(since) => {
+                let since = since.with_timezone(&config.time_zone).format("%Y-%m-%d %H:%M:%S %Z");
+                let _ = writeln!(out, "a watcher (pid {}) holds the state since {since}", h.pid);
+            }
+            None => {
+                let _ = writeln!(out, "a run (pid {}) holds the state now", h.pid);
+            }
+        }
+    }
     for d in &destinations {
         let _ = write!(out, "{} {}: {} waiting, {} parked", d.kind, d.destination, d.pending, d.parked);
         if let Some(t) = d.not_before.filter(|t| *t > now) {

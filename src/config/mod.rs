@@ -74,6 +74,36 @@ pub struct Config {
     /// Where notifications go beside email: signed webhooks, Slack channels.
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
+    /// How `chat-notifier watch` paces itself; `run` reads none of it.
+    #[serde(default)]
+    pub watch: Watch,
+}
+
+/// `[watch]`: the long-lived watcher's pacing.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// How often the source is read when nothing wakes the watcher sooner: a PostgreSQL
+    /// source's latency; for a SQLite file, watched for writes, a backstop.
+    #[serde(default = "five_seconds")]
+    pub interval: Span,
+    /// The longest wait between two tries while something fails (the source, the state, the
+    /// SMTP server): the waits double from a second up to this.
+    #[serde(default = "five_minutes")]
+    pub retry_max: Span,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch { interval: five_seconds(), retry_max: five_minutes() }
+    }
+}
+
+fn five_seconds() -> Span {
+    Span(TimeDelta::seconds(5))
+}
+fn five_minutes() -> Span {
+    Span(TimeDelta::minutes(5))
 }
 
 /// A PostgreSQL URL given on the command line (`state copy --to`), checked as `state` is.
@@ -520,6 +550,16 @@ path = "outbox"
         assert_eq!(c.message_id_domain(), "example.com");
         assert!(matches!(c.transport, Transport::Folder { .. }));
         assert_eq!((c.mail.burst, c.alert_if_silent, &c.notify.digest), (50, None, &None));
+    }
+
+    #[test]
+    fn the_watchers_pacing_has_defaults_and_is_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!((c.watch.interval, c.watch.retry_max), (Span(TimeDelta::seconds(5)), Span(TimeDelta::minutes(5))));
+        let c = parse(&format!("{MINIMAL}[watch]\ninterval = \"2s\"\nretry_max = \"1m\"\n")).unwrap();
+        assert_eq!((c.watch.interval, c.watch.retry_max), (Span(TimeDelta::seconds(2)), Span(TimeDelta::minutes(1))));
+        assert_eq!(rejected(&format!("{MINIMAL}[watch]\ninterval = \"0s\"\n")).key, "watch.interval");
+        assert_eq!(rejected(&format!("{MINIMAL}[watch]\npoll = \"1s\"\n")).key, "watch.poll");
     }
 
     #[test]

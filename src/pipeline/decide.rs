@@ -343,7 +343,7 @@ fn judge_page<'p>(
                 settled.push((open, Settle::Queue(chat_state, Box::new(email), notes)));
             }
             Err(e) => {
-                log::error!("conversation {:?}: {e:#}; it is tried again next run", open.id);
+                log::error!("conversation {:?}: {e:#}; it is tried again {}", open.id, super::when_retried());
                 *failed += 1;
             }
         }

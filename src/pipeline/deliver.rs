@@ -126,6 +126,10 @@ pub fn deliver(
             }
             // A run whose lease lapsed (a long pause) stops here: another host may be sending.
             state.may_send()?;
+            if super::stopping() {
+                // Told to stop (a watcher's SIGTERM): the email before was the one in flight.
+                break 'pages;
+            }
             match mailer.send(&p.email)? {
                 Ok(()) => {
                     if batched {
@@ -147,7 +151,10 @@ pub fn deliver(
                 Err(Failure::Throttled(reason)) => {
                     // Not the email's fault: no attempt counted; the rest waits for the next run.
                     state.mark_deferred(p.id, &reason)?;
-                    log::warn!("the SMTP server is throttling ({reason}); the emails left wait for the next run");
+                    log::warn!(
+                        "the SMTP server is throttling ({reason}); the emails left are retried {}",
+                        super::when_retried()
+                    );
                     throttled = true;
                     break 'pages;
                 }
@@ -179,8 +186,9 @@ pub fn deliver(
                             format!("not its own failure; {refusals} of max_attempts = {max_attempts} so far")
                         };
                         log::warn!(
-                            "{what} not sent (attempt {attempt}): {}; it is retried next run ({toward})",
-                            failure.reason()
+                            "{what} not sent (attempt {attempt}): {}; it is retried {} ({toward})",
+                            failure.reason(),
+                            super::when_retried()
                         );
                     }
                     match failure {

@@ -121,6 +121,26 @@ fn due_at(route: &Route, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> 
     Some((local.to_utc(), day.format("%Y-%m-%d").to_string()))
 }
 
+/// When the next digest falls due: the earliest time of day, today's if it is still to come
+/// or tomorrow's, among the routes with conversations waiting; none when none wait. A watcher
+/// sleeps no longer than this.
+pub fn next_due(state: &State, routing: &Routing, now: DateTime<Utc>) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let mut next: Option<DateTime<Utc>> = None;
+    for item in state.digests_waiting()? {
+        let Ok(entry) = serde_json::from_str::<Entry>(&item.entry) else { continue };
+        let Some(route) = Route::of(routing.for_bot(&entry.bot_id), Some(&entry.route)) else { continue };
+        let due = match due_at(&route, now) {
+            Some((due, _)) if due > now => Some(due),
+            _ => due_at(&route, now + chrono::TimeDelta::days(1)).map(|(due, _)| due),
+        };
+        next = match (next, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(next)
+}
+
 /// Queues each digest that is due: its time of day has come, and conversations were listed
 /// before it (later ones wait for the next day's). Returns how many. A run that comes after the
 /// time (cron was down at eight) still sends that day's, once. Where and when a listed chat goes

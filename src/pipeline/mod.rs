@@ -3,7 +3,8 @@
 //! reached a new state, under the owner's rules, each decision queued with its email, or listed
 //! for a digest, in one transaction), the digests due, the flood guard (what is over the burst,
 //! summarised), deliver (send what the outbox holds) and dispatch (what waits for the
-//! destinations beside email: webhooks, Slack, Discord).
+//! destinations beside email: webhooks, Slack, Discord). `cycle` is the same run for the
+//! watcher (`commands::watch`), on what it keeps open under the lock it holds.
 
 pub mod classify;
 mod decide;
@@ -94,7 +95,7 @@ fn run(
     let started = Instant::now();
     // The destinations' secrets are read now (none for a dry run, which prints what they would
     // be sent): a missing one stops the run before anything is decided.
-    let mut destinations: Vec<Box<dyn Destination>> = if args.dry_run {
+    let destinations: Vec<Box<dyn Destination>> = if args.dry_run {
         config
             .destinations
             .iter()
@@ -106,7 +107,7 @@ fn run(
     // A dry run is a real run on a scratch copy of the state, printing instead of sending
     // (and so rendering no HTML): it takes no lock, so it also previews while cron runs.
     let at = crate::state::At::of(config);
-    let (mut state, mut mailer, renderer, _lock, _scratch) = if args.dry_run {
+    let (state, mailer, renderer, mut lock, _scratch) = if args.dry_run {
         let (state, scratch) = State::scratch_copy_at(&at)?;
         (
             state,
@@ -118,7 +119,7 @@ fn run(
     } else {
         let mailer = Mailer::from_config(&config.transport)?;
         let Some(lock) = state::try_lock(&at)? else {
-            log::warn!("another run is in progress ({}); this run exits without sending", state::lock_name(&at));
+            log::warn!("{}; this run exits without sending", state::held_by(&at));
             return Ok(None);
         };
         let mut state = State::open_at(&at)?;
@@ -128,12 +129,113 @@ fn run(
         (state, mailer, renderer, Some(lock), None)
     };
     log::debug!("state opened: {:.3?}", started.elapsed());
+    let mut held = Held { state, mailer, destinations };
+    steps(config, args, routing, &renderer, source, &mut held, lock.as_mut(), now).map(Some)
+}
+
+/// What a long-lived process (`chat-notifier watch`) keeps open from one cycle to the next,
+/// under the run lock it holds: the state, the transport, the destinations beside email.
+pub struct Held {
+    pub state: State,
+    pub mailer: Mailer,
+    pub destinations: Vec<Box<dyn Destination>>,
+}
+
+impl Held {
+    /// Opens them as `run` does, after the lock is taken (the caller holds `lock`).
+    pub fn open(config: &Config, lock: &state::RunLock) -> Result<Self> {
+        let destinations = crate::destination::open(&config.destinations)?;
+        let mailer = Mailer::from_config(&config.transport)?;
+        let mut state = State::open_at(&state::At::of(config))?;
+        state.guard_with(lock.watch());
+        state.record_run(&config.settings_fingerprint())?;
+        Ok(Held { state, mailer, destinations })
+    }
+}
+
+/// One run on what a watcher holds open, at `now`: the same steps as `run`, in the same order,
+/// with the same guarantees (the caller holds `lock`, asked again before anything is sent).
+pub fn cycle(
+    config: &Config,
+    routing: &Routing,
+    renderer: &Renderer,
+    source: &dyn Source,
+    held: &mut Held,
+    lock: &mut state::RunLock,
+    now: chrono::DateTime<Utc>,
+) -> Result<RunSummary> {
+    steps(config, &Options { now: Some(now), ..Options::default() }, routing, renderer, source, held, Some(lock), now)
+}
+
+/// When something is due next without anything new from the source: the next conversation to
+/// reach `abandon_after` (the shortest), the next digest, and, while emails wait for the rate
+/// limits, when the next may go. A watcher sleeps until then, at most.
+pub fn next_due(
+    config: &Config,
+    routing: &Routing,
+    state: &State,
+    waiting: bool,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<chrono::DateTime<Utc>>> {
+    let shortest = routing.shortest_abandon_after();
+    let idle = state.next_to_go_idle(now - shortest)?.map(|at| at + shortest + chrono::TimeDelta::milliseconds(1));
+    let digest = digest::next_due(state, routing, now)?;
+    let limit = if waiting {
+        let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
+        limits.allowance_at(state, now)?.1
+    } else {
+        None
+    };
+    Ok([idle, digest, limit].into_iter().flatten().filter(|t| *t > now).min())
+}
+
+/// Asked by `watch` when it is told to stop (SIGTERM): the email in flight is finished, no
+/// other is begun; what is left waits in the outbox for the next run.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether a stop was asked for (never, in a cron run).
+fn stopping() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set by `watch`: failed emails are tried again within this many seconds (its `[watch]
+/// retry_max`), not at the next cron run; said so in their lines. 0 in a cron run.
+pub fn retry_within(seconds: u64) {
+    RETRY_WITHIN.store(seconds, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// When an email that failed is tried again, in words for its line.
+fn when_retried() -> String {
+    match RETRY_WITHIN.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => "next run".to_owned(),
+        n => format!("by the watcher within {n}s"),
+    }
+}
+
+static RETRY_WITHIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[allow(clippy::too_many_arguments)]
+fn steps(
+    config: &Config,
+    args: &Options,
+    routing: &Routing,
+    renderer: &Renderer,
+    source: &dyn Source,
+    held: &mut Held,
+    mut lock: Option<&mut state::RunLock>,
+    now: chrono::DateTime<Utc>,
+) -> Result<RunSummary> {
+    let Held { state, mailer, destinations } = held;
     let started = Instant::now();
     // A dry run's scratch copy takes no big transactions: its journal is in memory.
-    let read = ingest::ingest(source, &mut state, config, routing.watches(), !args.dry_run, now)?;
+    let read = ingest::ingest(source, state, config, routing.watches(), !args.dry_run, now)?;
     log::debug!("ingest: {read} new messages in {:.3?}", started.elapsed());
     if routing.watches() {
-        watch::watch(&mut state, routing, config, now)?;
+        watch::watch(state, routing, config, now)?;
     }
     let started = Instant::now();
     let reopened = state.reopen_held_if_rules_changed(&routing.fingerprint())?;
@@ -143,25 +245,34 @@ fn run(
     if args.backfill && !args.dry_run && !state.progress()?.baseline_done {
         flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
     }
-    let inputs = decide::Inputs { source, renderer: &renderer, routing, config, args, now };
-    let failed = decide::decide(inputs, &mut state, read as u64 >= crate::progress::WORTH_SHOWING)?;
+    let inputs = decide::Inputs { source, renderer, routing, config, args, now };
+    let failed = decide::decide(inputs, state, read as u64 >= crate::progress::WORTH_SHOWING)?;
     log::debug!("decide: {:.3?}", started.elapsed());
     let started = Instant::now();
-    digest::send_due(&mut state, routing, config, now)?;
-    flood::guard(&mut state, config, now)?;
-    flood::guard_destinations(&mut state, config, now)?;
+    digest::send_due(state, routing, config, now)?;
+    flood::guard(state, config, now)?;
+    flood::guard_destinations(state, config, now)?;
+    // The lock file removed or replaced while this run read and decided (`rm` by hand, a
+    // watcher's lost): a run that came meanwhile holds the file at the path and may be sending
+    // the same emails. Nothing is sent; what was decided waits in the outbox.
+    if let Some(lock) = lock.as_deref_mut() {
+        lock.ensure_held()?;
+    }
     let limits = RateLimits { per_hour: config.mail.max_per_hour, per_day: config.mail.max_per_day };
-    let summary = deliver::deliver(&mut state, &mut mailer, routing, config.max_attempts, limits, now)?;
+    let summary = deliver::deliver(state, mailer, routing, config.max_attempts, limits, now)?;
     log::debug!("deliver: {} sent in {:.3?}", summary.sent, started.elapsed());
-    let notified = dispatch::dispatch(&mut state, &mut destinations, config, now)?;
+    if let Some(lock) = lock {
+        lock.ensure_held()?;
+    }
+    let notified = if stopping() { Default::default() } else { dispatch::dispatch(state, destinations, config, now)? };
     if !args.dry_run {
         state.after_run()?;
     }
-    Ok(Some(RunSummary {
+    Ok(RunSummary {
         failed,
         sent: summary.sent + notified.sent,
         waiting: summary.waiting + notified.waiting,
         parked: summary.parked + notified.parked,
         deferred: summary.deferred + notified.deferred,
-    }))
+    })
 }

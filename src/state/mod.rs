@@ -16,6 +16,7 @@ pub(crate) mod db;
 mod deliveries;
 mod inspect;
 pub mod lease;
+mod lock;
 mod notices;
 mod outbox;
 mod pg;
@@ -35,6 +36,7 @@ use db::{Conn, args};
 pub use copy::{Copied, copy};
 pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST};
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
+pub use lock::{Holder, LockLost, holder};
 pub use notices::{DigestItem, Watched, alert_key};
 pub use outbox::{Kind, Pending, Unreadable, Waiting};
 pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
@@ -380,17 +382,45 @@ pub struct RunLock {
 }
 
 enum Held {
-    File { _file: File },
-    Lease(lease::Lease),
+    /// The lock file held, and its path: `renew` asks whether the file there is still it.
+    File { file: File, path: PathBuf },
+    /// The run lease, and the state as lines name it.
+    Lease { lease: lease::Lease, shown: String },
 }
 
 impl RunLock {
-    /// Keeps the lock: for a file, always held (Ok(true)); for a lease, extended, and false when
-    /// it was lost (it lapsed, or another holder took it): the run must stop sending.
+    /// Keeps the lock, asked by a watcher between its cycles and by every run right before it
+    /// sends: for a file, whether the file held is still the one at its path (`lock.rs`); for
+    /// a lease, extended. False when it was lost (the lock file removed or replaced; the lease
+    /// lapsed or taken by another holder): the run must stop sending.
     pub fn renew(&mut self) -> Result<bool> {
         match &mut self.held {
-            Held::File { .. } => Ok(true),
-            Held::Lease(lease) => lease.renew(),
+            Held::File { file, path } => lock::still_held(file, path),
+            Held::Lease { lease, .. } => lease.renew(),
+        }
+    }
+
+    /// `renew`, as an error naming the lock when it is lost: asked right before sending.
+    pub fn ensure_held(&mut self) -> Result<()> {
+        if self.renew()? {
+            return Ok(());
+        }
+        match &self.held {
+            Held::File { path, .. } => Err(LockLost(path.clone()).into()),
+            Held::Lease { shown, .. } => {
+                bail!(
+                    "state {shown}: this run's lease lapsed or was taken over (a long pause?); it stops before sending"
+                )
+            }
+        }
+    }
+
+    /// Writes "watch pid N since RFC3339" into the lock file, for `status` (`lock.rs`); a lease
+    /// names its holder's command itself.
+    pub fn announce_watcher(&mut self, since: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        match &mut self.held {
+            Held::File { file, .. } => lock::announce_watcher(file, since),
+            Held::Lease { .. } => Ok(()),
         }
     }
 
@@ -398,7 +428,7 @@ impl RunLock {
     pub fn watch(&self) -> Option<lease::Watch> {
         match &self.held {
             Held::File { .. } => None,
-            Held::Lease(lease) => Some(lease.watch()),
+            Held::Lease { lease, .. } => Some(lease.watch()),
         }
     }
 }
@@ -412,8 +442,17 @@ pub fn try_lock(at: &At) -> Result<Option<RunLock>> {
             let shown = at.shown();
             let taken = lease::Lease::try_take(client, shown.clone(), *lease)
                 .with_context(|| format!("state {shown}: taking the run lease"))?;
-            Ok(taken.map(|lease| RunLock { held: Held::Lease(lease) }))
+            Ok(taken.map(|lease| RunLock { held: Held::Lease { lease, shown } }))
         }
+    }
+}
+
+/// Who holds the lock, in words for the line of a run (or a watcher) turned away: the lock
+/// file's holder (`lock.rs`: a watcher since when, or another run), or the lease's.
+pub fn held_by(at: &At) -> String {
+    match at {
+        At::File(path) => lock::held_by(path),
+        At::Postgres { .. } => format!("another run is in progress ({})", lock_name(at)),
     }
 }
 
@@ -450,7 +489,7 @@ fn try_lock_file(state_path: &Path) -> Result<Option<RunLock>> {
         .with_context(|| format!("state lock {}: opening", path.display()))?;
     owner_only(&file).with_context(|| format!("state lock {}: setting mode 0600", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(RunLock { held: Held::File { _file: file } })),
+        Ok(()) => Ok(Some(RunLock { held: Held::File { file, path } })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("state lock {}: locking", path.display())),
     }

@@ -220,6 +220,20 @@ impl State {
         self.context(rows)
     }
 
+    /// The earliest last activity after `idle_since` of a conversation not ended with messages
+    /// no email covers: the next to become idle, which a watcher sleeps until (a range of the
+    /// idle index, one row).
+    pub fn next_to_go_idle(&self, idle_since: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let first = self.conn.query_opt(
+            "SELECT last_activity FROM conversations \
+             WHERE last_message > covered_through AND last_message > held_through AND NOT ended \
+             AND last_activity > ?1 ORDER BY last_activity LIMIT 1",
+            args![idle_since.timestamp_millis()],
+            |r| r.get::<i64>(0),
+        );
+        Ok(self.context(first)?.map(millis))
+    }
+
     /// How many conversations have messages no email covers (through the open index).
     pub fn count_open(&self) -> Result<usize> {
         self.context(self.conn.one(

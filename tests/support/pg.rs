@@ -219,6 +219,18 @@ impl Cluster {
         port
     }
 
+    /// Stops the server (every connection dropped) and starts it again with the same options.
+    pub fn restart(&self) {
+        let out = as_server(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "restart", "-l"])
+            .arg(self._dir.path().join("log"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl restart: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The folder of the server's Unix-domain socket.
     pub fn socket_dir(&self) -> &Path {
         self._dir.path()

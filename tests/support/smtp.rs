@@ -623,3 +623,29 @@ fn read_data(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
         data.extend_from_slice(if line.starts_with(b"..") { &line[1..] } else { &line });
     }
 }
+
+impl SmtpServer {
+    /// A server on 127.0.0.1:`port`, a port picked by `free_port` earlier: an SMTP server that was
+    /// down, coming back where the client expects it.
+    pub fn start_at(port: u16) -> Self {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let for_thread = Arc::clone(&shared);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = Arc::clone(&for_thread);
+                thread::spawn(move || {
+                    let _ = serve(stream, &shared, None, false);
+                });
+            }
+        });
+        SmtpServer { addr, shared }
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on now: an SMTP server that is down.
+pub fn free_port() -> u16 {
+    TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
