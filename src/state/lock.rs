@@ -162,7 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.sqlite");
         assert_eq!(holder(&state).unwrap(), None);
-        let mut lock = super::super::try_lock(&state).unwrap().unwrap();
+        let mut lock = super::super::try_lock(&super::super::At::File(state.clone())).unwrap().unwrap();
         assert!(lock.renew().unwrap());
         let held = holder(&state).unwrap().expect("held");
         assert_eq!(held, Holder { pid: std::process::id(), watching_since: None });
@@ -177,10 +177,11 @@ mod tests {
     fn a_lock_file_removed_or_replaced_is_no_longer_held() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.sqlite");
-        let mut lock = super::super::try_lock(&state).unwrap().unwrap();
+        let mut lock = super::super::try_lock(&super::super::At::File(state.clone())).unwrap().unwrap();
         std::fs::remove_file(lock_path(&state)).unwrap();
         assert!(!lock.renew().unwrap(), "removed");
-        let mut other = super::super::try_lock(&state).unwrap().expect("another file, free");
+        let mut other =
+            super::super::try_lock(&super::super::At::File(state.clone())).unwrap().expect("another file, free");
         assert!(!lock.renew().unwrap(), "replaced");
         assert!(other.renew().unwrap(), "the new holder's");
     }
