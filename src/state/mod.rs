@@ -546,6 +546,11 @@ pub struct State {
     lease: Option<lease::Watch>,
     /// Tuned for a big run (`for_big_run`).
     big_run: bool,
+    /// On PostgreSQL, how long a transaction of this run may wait on it between statements before
+    /// the server ends its session (`idle_in_transaction_session_timeout`): the lease's length. A
+    /// host paused mid-transaction (a frozen VM, SIGSTOP) would otherwise keep its row locks, and
+    /// the host that took its lapsed lease over would wait on them for ever.
+    idle_limit: Duration,
 }
 
 impl State {
@@ -557,11 +562,11 @@ impl State {
     pub fn open_at(at: &At) -> Result<Self> {
         match at {
             At::File(path) => State::open(path),
-            At::Postgres { .. } => {
+            At::Postgres { lease, .. } => {
                 let mut client = at.connect()?;
                 let shown = at.shown();
                 let created = pg::migrate(&mut client).with_context(|| format!("state {shown}: migrating"))?;
-                Ok(State::of_pg(client, &shown, created))
+                Ok(State { idle_limit: *lease, ..State::of_pg(client, &shown, created) })
             }
         }
     }
@@ -574,6 +579,7 @@ impl State {
             scratch: false,
             lease: None,
             big_run: false,
+            idle_limit: lease::DEFAULT_LENGTH,
         }
     }
 
@@ -620,6 +626,7 @@ impl State {
             scratch: false,
             lease: None,
             big_run: false,
+            idle_limit: Duration::ZERO,
         })
     }
 
@@ -675,6 +682,7 @@ impl State {
             scratch: false,
             lease: None,
             big_run: false,
+            idle_limit: Duration::ZERO,
         })
     }
 
@@ -865,8 +873,15 @@ impl State {
 
     fn transaction<T>(&mut self, guarded: bool, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
         let shown = self.path.display().to_string();
+        let pg_begin;
         let (begin, commit, rollback) = match (&self.conn, self.scratch) {
-            (Conn::Pg(_), false) => ("BEGIN", "COMMIT", "ROLLBACK"),
+            (Conn::Pg(_), false) => {
+                pg_begin = format!(
+                    "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                    self.idle_limit.as_millis().max(1000)
+                );
+                (pg_begin.as_str(), "COMMIT", "ROLLBACK")
+            }
             _ => {
                 ("SAVEPOINT chat_notifier", "RELEASE chat_notifier", "ROLLBACK TO chat_notifier; RELEASE chat_notifier")
             }
