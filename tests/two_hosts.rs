@@ -383,12 +383,14 @@ fn killed_mid_send(hosts: &Hosts) -> Duration {
     // The server takes the next emails at once (the one it holds stays held): set before the
     // kill, so that the host left never meets the hang.
     hosts.server.set(Behavior::Accept);
+    // Counted before the kill: the host left may take over and send everything before the
+    // writer below is joined (the lock file is free the moment the holder dies).
+    let before = hosts.server.received().len();
     let dead_records = dead.die();
     let killed_at = Instant::now();
     assert_eq!(dead_records.last().and_then(|r| r.signal), Some(libc::SIGKILL), "{:?}", dead_records.last());
     writer.join().unwrap();
     // The first email after the kill comes from the host left.
-    let before = hosts.server.received().len();
     let deadline = Instant::now() + PATIENCE;
     while hosts.server.received().len() == before {
         assert!(Instant::now() < deadline, "the host left never took over; {}", summary(&[&alive]));
