@@ -35,7 +35,7 @@ pub enum Command {
     Run(RunArgs),
     /// Run the same pipeline as `run` in one long-lived process: a completed chat is emailed seconds
     /// after its last message (a SQLite source watched for writes, PostgreSQL read every
-    /// [watch] interval). Holds the state's lock for its life; SIGHUP reloads the config, SIGTERM
+    /// `[watch] interval`). Holds the state's lock for its life; SIGHUP reloads the config, SIGTERM
     /// stops it after the email in flight
     Watch,
     /// Check the config, the templates, the export, the state and the transport, changing nothing
