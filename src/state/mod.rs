@@ -452,16 +452,9 @@ pub fn try_lock(at: &At) -> Result<Option<RunLock>> {
 pub fn held_by(at: &At) -> String {
     match at {
         At::File(path) => lock::held_by(path),
-        At::Postgres { .. } => format!("another run is in progress ({})", lock_name(at)),
-    }
-}
-
-/// What holds the lock, in words, for the line a run that finds it held prints.
-pub fn lock_name(at: &At) -> String {
-    match at {
-        At::File(path) => format!("lock {} is held", lock_path(path).display()),
         At::Postgres { .. } => {
-            held_words(&at.shown(), at.connect().and_then(|mut c| lease::holder(&mut c)).ok().flatten())
+            let holder = at.connect().and_then(|mut c| lease::holder(&mut c)).ok().flatten();
+            format!("another run is in progress ({})", held_words(&at.shown(), holder))
         }
     }
 }
