@@ -333,11 +333,6 @@ impl Conn {
         matches!(self, Conn::Pg(_))
     }
 
-    #[cfg(test)]
-    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
-        self.sqlite_conn()
-    }
-
     /// The SQLite connection, for what only a state file does (`state copy` reads it).
     pub fn sqlite_conn(&self) -> Option<&rusqlite::Connection> {
         match self {

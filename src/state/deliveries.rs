@@ -116,8 +116,6 @@ impl Tx<'_> {
     }
 }
 
-/// The notifications about chats waiting for a destination that the flood guard has not judged:
-/// those queued since its last run (or by a run that stopped before it).
 /// A notification's columns, in `delivery`'s order.
 const DELIVERY: &str = "id, destination, conversation_id, state, key, coalesce(document, ''), attempts, refusals";
 
@@ -135,6 +133,8 @@ fn delivery(r: &Row) -> Result<Delivery> {
     })
 }
 
+/// The notifications about chats waiting for a destination that the flood guard has not judged:
+/// those queued since its last run (or by a run that stopped before it).
 const UNGUARDED: &str = "destination = ?1 AND status = 'pending' \
                          AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
                          AND id > (SELECT guarded_through FROM deliveries_guard WHERE id = 1)";

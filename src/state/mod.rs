@@ -1085,7 +1085,7 @@ mod tests {
             assert_eq!((others.len(), total), (3, 3));
         }
         for sql in [tracking::OTHERS_COUNT_SQL, tracking::OTHERS_SQL] {
-            let stmt = state.conn.sqlite().unwrap().prepare_cached(sql).unwrap();
+            let stmt = state.conn.sqlite_conn().unwrap().prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
     }
