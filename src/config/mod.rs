@@ -514,6 +514,17 @@ path = "outbox"
         assert_eq!(rejected(&both).key, "state_password_env and state_password_file");
     }
 
+    /// A state URL's settings are judged as the state's: a password or an odd sslmode in its query
+    /// names `state`, not the source's key (the hostile tester saw `source.url` with no source URL).
+    #[test]
+    fn a_state_urls_settings_are_named_as_the_state() {
+        let on = |url: &str| MINIMAL.replace("state = \"state.sqlite\"", &format!("state = \"{url}\""));
+        for query in ["password=hunter2", "sslmode=sometimes"] {
+            let e = rejected(&on(&format!("postgresql://notifier@db/notifier?{query}")));
+            assert_eq!(e.key, "state", "{e:?}");
+        }
+    }
+
     /// Errors are values: a test asks which key and what problem, and where the file says, the
     /// line; the line an owner reads is rendered from them.
     #[test]

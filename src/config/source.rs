@@ -382,21 +382,18 @@ pub(super) fn validate_postgres_url_of(key: &str, password_keys: &str, url: &str
     let params = url_params(url);
     for p in &params {
         if p.key.chars().any(char::is_control) {
-            let key = p.raw.split('=').next().unwrap_or("");
-            return Err(ConfigError::new(
-                "source.url",
-                format!("a control character in the name of a setting ({key}=)"),
-            ));
+            let name = p.raw.split('=').next().unwrap_or("");
+            return Err(ConfigError::new(key, format!("a control character in the name of a setting ({name}=)")));
         }
         if p.key == "password" || p.key == "sslpassword" {
             return Err(ConfigError::new(
-                "source.url",
+                key,
                 format!("passwords are not read from the config file ({}=); {USE}", p.key),
             ));
         }
         if p.key == "sslmode" && !SSL_MODES.contains(&p.value.as_str()) {
             return Err(ConfigError::new(
-                "source.url",
+                key,
                 format!("sslmode={:?} is not one chat-notifier knows: give {}", p.value, SSL_MODES.join(", ")),
             ));
         }
