@@ -188,6 +188,72 @@ fn the_flood_guard_lists_exactly_the_excess_in_one_summary() {
     assert_eq!(mails(&server).len(), 7);
 }
 
+/// A flood of over a thousand chats: the summary names the first thousand and counts the rest.
+/// Listing them all made a 14 MB email at 80,000 chats (issue 27), over the 10 MB many mail
+/// servers accept (Postfix's default), which would refuse it: the owner would hear of none.
+#[test]
+fn a_summary_names_a_thousand_chats_and_counts_the_rest() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("burst = 5");
+    f.sql("BEGIN");
+    for i in 0..1_012 {
+        f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i % 25);
+    }
+    f.sql("COMMIT");
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 6, "five one by one, and one summary");
+    let summary = &m[5];
+    assert!(summary.subject.starts_with("1007 more chats in one run, listed here [#"), "{}", summary.subject);
+    let queued = f.outbox();
+    let excess: Vec<&str> = queued.iter().filter(|r| r.status == "summarised").map(|r| r.subject.as_str()).collect();
+    assert_eq!(excess.len(), 1_007, "every one over the burst summarised");
+    assert!(queued.iter().all(|r| r.status != "pending"), "none left to send one by one");
+    let listed: Vec<&str> = summary.text.lines().filter_map(|l| l.strip_prefix("- ")).collect();
+    assert_eq!(listed, excess[..1_000], "the first thousand, in order");
+    assert!(
+        summary.text.contains("... and 7 more, not listed by name")
+            && summary.html.contains("... and 7 more, not listed by name"),
+        "{}",
+        summary.text
+    );
+    assert_eq!(summary.html.matches("<li>").count(), 1_000);
+}
+
+/// A run that fails after deciding and before its flood guard leaves the emails over the burst
+/// queued with their heads alone (their bodies never rendered). The next run's guard lists
+/// them, even when the burst was raised meanwhile: none is ever sent, let alone empty.
+#[test]
+fn emails_decided_over_the_burst_are_listed_even_after_a_run_that_failed_before_its_guard() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("burst = 5");
+    f.run_at("2026-11-24T08:00:00Z", &[], 0); // the first run, before any chat
+    leads(&f, 8);
+    // The state refuses the summary, as a full disk would: the run stops after deciding.
+    support::sql_on_state(
+        &f,
+        "CREATE TRIGGER no_summary BEFORE INSERT ON outbox WHEN NEW.state = 'digest' \
+         BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+    );
+    let failed = f.run_at("2026-11-24T10:00:00Z", &[], 1);
+    assert!(failed.stderr.contains("disk full (injected)"), "{}", failed.stderr);
+    assert!(server.received().is_empty());
+    support::sql_on_state(&f, "DROP TRIGGER no_summary;");
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("burst = 5", "burst = 50");
+    std::fs::write(&f.config, config).unwrap();
+
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    let m = mails(&server);
+    assert_eq!(m.len(), 6, "the five decided whole, and a summary of the three decided over the burst");
+    assert!(m[..5].iter().all(|m| m.text.contains("Your email?")), "each a whole email");
+    assert!(m[5].subject.starts_with("3 more chats in one run, listed here [#"), "{}", m[5].subject);
+    let queued = f.outbox();
+    assert_eq!(queued.iter().filter(|r| r.status == "summarised").count(), 3);
+    assert!(queued.iter().all(|r| r.status != "pending" && r.status != "parked"), "{queued:?}");
+}
+
 #[test]
 fn a_backfill_over_the_burst_needs_a_yes() {
     let server = SmtpServer::start();

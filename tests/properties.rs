@@ -193,7 +193,7 @@ proptest! {
             missing_since: None,
         };
         let mut state = State::open(&f.state).unwrap();
-        state.atomically(|tx| tx.queue(&open, ChatState::Abandoned, &email)).unwrap();
+        state.atomically(|tx| tx.queue(&open, ChatState::Abandoned, &email, true)).unwrap();
         let pending = state.pending(0, 10).unwrap();
         prop_assert_eq!(pending.len(), 1);
         let back = pending.into_iter().next().unwrap();

@@ -44,7 +44,8 @@ enum Settle {
     Hold,
     /// Its conversations row is not there yet: wait for it, noting since when.
     AwaitRow(DateTime<Utc>),
-    Queue(ChatState, Box<Email>, Vec<Note>),
+    /// An email queued, whole or (false) its head alone: over the flood guard's burst.
+    Queue(ChatState, Box<Email>, Vec<Note>, bool),
     /// Listed in the digest of this key (the entry, as JSON) instead of an email of its own.
     Digest(String, String, Vec<Note>),
 }
@@ -111,7 +112,10 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     // bodies are most of what is written, and a WAL kept small takes them for less. Emails are
     // queued in the same order either way; none is sent before the whole pass is committed.
     let chunk = if first_run && state.is_big_run() { FIRST_RUN_CHUNK } else { usize::MAX };
-    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, done: false };
+    // The flood guard sends the first `burst` emails about chats it has not judged yet and lists
+    // the rest in a summary: those are queued with their heads alone, never rendered (issue 27).
+    let room = (config.mail.burst as usize).saturating_sub(state.count_unguarded_chats()?);
+    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, room, done: false };
     while !pass.done {
         match chunk {
             usize::MAX => pass.decide(run, state, &timing, first_run, chunk, &counter)?,
@@ -146,6 +150,8 @@ struct Pass {
     failed: usize,
     baselined: usize,
     queued: usize,
+    /// Emails that may still be queued whole: the rest are over the flood guard's burst.
+    room: usize,
     /// No conversation is left to look at.
     done: bool,
 }
@@ -175,7 +181,7 @@ impl Pass {
             let mut waiting: Vec<&Open> = page.iter().collect();
             while !waiting.is_empty() {
                 let Judgement { settled, identities, later } =
-                    judge_page(run, &waiting, timing, &mut self.failed, state)?;
+                    judge_page(run, &waiting, timing, &mut self.failed, &mut self.room, state)?;
                 waiting = later;
                 for (_, settle) in &settled {
                     match settle {
@@ -193,10 +199,10 @@ impl Pass {
                             Settle::Cover => tx.cover(open)?,
                             Settle::Hold => tx.hold(open)?,
                             Settle::AwaitRow(since) => tx.await_row(open, *since)?,
-                            Settle::Queue(chat_state, email, _) => tx.queue(open, *chat_state, email)?,
+                            Settle::Queue(chat_state, email, _, whole) => tx.queue(open, *chat_state, email, *whole)?,
                             Settle::Digest(key, entry, _) => tx.list_in_digest(open, key, entry, now)?,
                         }
-                        if let Settle::Queue(.., notes) | Settle::Digest(.., notes) = settle {
+                        if let Settle::Queue(_, _, notes, _) | Settle::Digest(.., notes) = settle {
                             for n in notes {
                                 let (id, state) = (&open.id, n.state.as_str());
                                 match n.for_digest {
@@ -226,13 +232,16 @@ impl Pass {
 const PAGE_BYTES: usize = 8 << 20;
 
 /// Judges a page: reads what it needs from the source and renders the emails due, until they
-/// reach `PAGE_BYTES`; the conversations left for later are returned, to be judged again.
-/// Writes nothing; the caller writes the decisions in one transaction.
+/// reach `PAGE_BYTES`; the conversations left for later are returned, to be judged again. Once
+/// `room` emails were rendered, the next ones are composed without their bodies: the flood
+/// guard lists them in its summary. Writes nothing; the caller writes the decisions in one
+/// transaction.
 fn judge_page<'p>(
     run: Inputs,
     page: &[&'p Open],
     timing: &Timing,
     failed: &mut usize,
+    room: &mut usize,
     state: &State,
 ) -> Result<Judgement<'p>> {
     let Inputs { source, renderer, routing, config, now, .. } = run;
@@ -337,10 +346,16 @@ fn judge_page<'p>(
             markdown: source.writes_markdown(),
             last_step: source.has_last_step(),
         };
-        match renderer.compose(&draft, settings, &config.message_id_domain()) {
+        let whole = *room > 0;
+        let composed = match whole {
+            true => renderer.compose(&draft, settings, &config.message_id_domain()),
+            false => renderer.compose_head(&draft, settings, &config.message_id_domain()),
+        };
+        match composed {
             Ok(email) => {
+                *room = room.saturating_sub(1);
                 bytes += email.text.len() + email.html.len();
-                settled.push((open, Settle::Queue(chat_state, Box::new(email), notes)));
+                settled.push((open, Settle::Queue(chat_state, Box::new(email), notes, whole)));
             }
             Err(e) => {
                 log::error!("conversation {:?}: {e:#}; it is tried again {}", open.id, super::when_retried());

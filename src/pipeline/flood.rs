@@ -12,14 +12,18 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use lettre::message::Mailbox;
 
 use crate::config::Config;
 use crate::destination::document::{self, BotDoc, Document, SummaryItem};
 use crate::domain::ChatState;
 use crate::domain::thread::Thread;
 use crate::mail::notice::{self, Block, Notice};
-use crate::state::{Delivery, State, Waiting};
+use crate::state::{Delivery, State};
+
+/// Chats a summary lists by name; it counts the rest. Listing 79,718 made a 14 MB email, over
+/// what many mail servers accept (Postfix's default `message_size_limit` is 10 MB), and as
+/// much memory again to build it; 1,000 keep it near 300 KB (issue 27).
+pub const SUMMARY_LISTED: usize = 1_000;
 
 /// Summarises what is over the burst among the emails queued since the guard last ran (those
 /// waiting for the hourly limit were judged when they were queued). Returns how many emails
@@ -27,13 +31,31 @@ use crate::state::{Delivery, State, Waiting};
 pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let burst = config.mail.burst as usize;
     let pending = state.count_unguarded_chats()?;
-    let excess = if pending > burst { state.unguarded_chats_after(burst)? } else { Vec::new() };
-    for (to, cc, rows) in by_recipients(&excess) {
-        let key = format!("summary:{}", rows[0].id);
-        let items = rows.iter().map(|w| (w.subject.clone(), vec![format!("state: {}", w.state)])).collect();
-        let n = rows.len();
+    let mut summarised = 0;
+    for excess in state.excess(state.excess_from(burst)?)? {
+        let key = format!("summary:{}", excess.first);
+        let listed = state.excess_listed(&excess, SUMMARY_LISTED)?;
+        let items = listed.into_iter().map(|w| (w.subject, vec![format!("state: {}", w.state)])).collect();
+        let n = excess.count;
         let (chats, these) =
             if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };
+        let mut body = vec![
+            Block::Paragraph(format!(
+                "This run had {pending} emails about chats to send, more than mail.burst ({burst}): the first \
+                 {burst} went out one by one, and {these} listed here instead, so the inbox is not flooded. \
+                 Each conversation's own thread starts with its next email; `chat-notifier preview IDENTIFIER` \
+                 shows any of them now."
+            )),
+            Block::List(items),
+        ];
+        if n > SUMMARY_LISTED {
+            body.push(Block::Paragraph(format!(
+                "... and {} more, not listed by name: an email listing every one would be larger than mail servers \
+                 accept. `chat-notifier leads` lists the visitors who left an email or phone and did not finish; \
+                 `chat-notifier report` shows where visitors drop.",
+                n - SUMMARY_LISTED
+            )));
+        }
         let email = notice::compose(&Notice {
             kind: "digest",
             key: &key,
@@ -41,29 +63,21 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
             bot: None,
             title: &format!("{n} more {chats} in one run, listed here"),
             thread: &Thread::default(),
-            body: vec![
-                Block::Paragraph(format!(
-                    "This run had {pending} emails about chats to send, more than mail.burst ({burst}): the first \
-                     {burst} went out one by one, and {these} listed here instead, so the inbox is not flooded. \
-                     Each conversation's own thread starts with its next email; `chat-notifier preview IDENTIFIER` \
-                     shows any of them now."
-                )),
-                Block::List(items),
-            ],
+            body,
             now,
             from: &config.mail.from,
-            to: &to,
-            cc: &cc,
+            to: &notice::mailboxes(&excess.to),
+            cc: &notice::mailboxes(&excess.cc),
             domain: &config.message_id_domain(),
         });
-        let listed: Vec<Waiting> = rows.into_iter().cloned().collect();
-        state.atomically(|tx| tx.summarise(&key, &email, &listed))?;
+        state.atomically(|tx| tx.summarise(&key, &email, &excess))?;
+        summarised += n;
     }
     state.mark_guarded()?;
-    if !excess.is_empty() {
-        log::info!("flood guard: {} emails over mail.burst ({burst}) listed in a summary", excess.len());
+    if summarised > 0 {
+        log::info!("flood guard: {summarised} emails over mail.burst ({burst}) listed in a summary");
     }
-    Ok(excess.len())
+    Ok(summarised)
 }
 
 /// The same guard for each destination beside email, on its own `burst`: what a run queued for
@@ -124,18 +138,6 @@ pub fn listed_item(d: &Delivery) -> SummaryItem {
     }
 }
 
-/// Pure: the emails grouped by recipients, in order of their first email.
-fn by_recipients(rows: &[Waiting]) -> Vec<(Vec<Mailbox>, Vec<Mailbox>, Vec<&Waiting>)> {
-    let mut groups: Vec<(&str, &str, Vec<&Waiting>)> = Vec::new();
-    for w in rows {
-        match groups.iter_mut().find(|(to, cc, _)| *to == w.to && *cc == w.cc) {
-            Some(group) => group.2.push(w),
-            None => groups.push((&w.to, &w.cc, vec![w])),
-        }
-    }
-    groups.into_iter().map(|(to, cc, rows)| (notice::mailboxes(to), notice::mailboxes(cc), rows)).collect()
-}
-
 /// A first `--backfill` that would email more than the burst asks first: on a terminal, a
 /// question; elsewhere (cron, a script) it needs `--yes`.
 pub fn confirm_backfill(due: usize, burst: u32, yes: bool) -> Result<()> {
@@ -165,21 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summaries_go_to_each_set_of_recipients() {
-        let w = |id: i64, to: &str| Waiting {
-            id,
-            conversation_id: format!("c{id}"),
-            state: "abandoned".into(),
-            message_id: format!("<m{id}@x>"),
-            to: to.into(),
-            cc: String::new(),
-            subject: format!("S{id}"),
-        };
-        let rows = [w(1, "a@example.com"), w(2, "b@example.com"), w(3, "a@example.com")];
-        let groups = by_recipients(&rows);
-        let ids: Vec<Vec<i64>> = groups.iter().map(|g| g.2.iter().map(|w| w.id).collect()).collect();
-        assert_eq!(ids, [vec![1, 3], vec![2]]);
-        assert_eq!(groups[0].0[0].email.to_string(), "a@example.com");
+    fn a_backfill_over_the_burst_asks_first() {
         assert!(confirm_backfill(50, 50, false).is_ok(), "at the burst: no question");
         assert!(confirm_backfill(51, 50, true).is_ok());
     }

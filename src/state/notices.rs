@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::db::args;
-use super::outbox::Waiting;
+use super::outbox::Excess;
 use super::{Kind, Open, State, Tx, millis};
 use crate::domain::{Email, thread::Thread};
 use anyhow::Result;
@@ -103,7 +103,7 @@ impl Tx<'_> {
     /// Queues a bot's alert (`silent_since`: the latest message's time) or its all-clear (none),
     /// in the bot's alarm thread.
     pub fn alarm(&self, bot: &str, silent_since: Option<DateTime<Utc>>, email: &Email) -> Result<()> {
-        super::outbox::insert(self.0, &alert_key(bot), Kind::Alert, 0, &email.message_id, email)?;
+        super::outbox::insert(self.0, &alert_key(bot), Kind::Alert, 0, &email.message_id, email, true)?;
         self.0.execute(
             "UPDATE bots SET silent_since = ?2, subject = coalesce(subject, ?3), \
              thread = ltrim(thread || ' ' || ?4), thread_index = coalesce(?5, thread_index) WHERE id = ?1",
@@ -128,32 +128,39 @@ impl Tx<'_> {
         self.cover(open)
     }
 
-    /// Queues the flood guard's summary filed under `key` in place of the emails `listed`,
-    /// which are never sent: each conversation's thread then starts with its next email.
-    pub fn summarise(&self, key: &str, email: &Email, listed: &[Waiting]) -> Result<()> {
-        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email)?;
-        for w in listed {
-            self.0.execute(
-                "UPDATE outbox SET status = 'summarised', last_error = 'listed in ' || ?2, text_body = NULL, \
-                 html_body = NULL WHERE id = ?1 AND status = 'pending'",
-                args![w.id, email.message_id],
-            )?;
-            self.0.execute(
-                "UPDATE conversations SET thread = trim(replace(' ' || thread || ' ', ' ' || ?2 || ' ', ' ')) \
-                 WHERE id = ?1",
-                args![w.conversation_id, w.message_id],
-            )?;
-            self.0.execute(
-                "UPDATE conversations SET subject = NULL, thread_index = NULL WHERE id = ?1 AND thread = ''",
-                args![w.conversation_id],
-            )?;
+    /// Queues the flood guard's summary filed under `key` in place of the emails of `excess`,
+    /// which are never sent: each conversation's thread then starts with its next email. Read
+    /// and marked a page at a time, in this one transaction: the summary and what it lists are
+    /// one step, whatever their number.
+    pub fn summarise(&self, key: &str, email: &Email, excess: &Excess) -> Result<()> {
+        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email, true)?;
+        let mut after = 0;
+        loop {
+            let page = self.excess_page(excess, after)?;
+            let Some((last, ..)) = page.last() else { return Ok(()) };
+            after = *last;
+            for (id, conversation_id, message_id) in &page {
+                self.0.execute(
+                    "UPDATE outbox SET status = 'summarised', last_error = 'listed in ' || ?2, text_body = NULL, \
+                     html_body = NULL WHERE id = ?1 AND status = 'pending'",
+                    args![id, email.message_id],
+                )?;
+                self.0.execute(
+                    "UPDATE conversations SET thread = trim(replace(' ' || thread || ' ', ' ' || ?2 || ' ', ' ')) \
+                     WHERE id = ?1",
+                    args![conversation_id, message_id],
+                )?;
+                self.0.execute(
+                    "UPDATE conversations SET subject = NULL, thread_index = NULL WHERE id = ?1 AND thread = ''",
+                    args![conversation_id],
+                )?;
+            }
         }
-        Ok(())
     }
 
     /// Queues a digest filed under `key` and marks its items as sent in it, as one step.
     pub fn queue_digest(&self, key: &str, email: &Email, items: &[DigestItem]) -> Result<()> {
-        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email)?;
+        super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email, true)?;
         for item in items {
             self.0.execute("UPDATE digest_items SET sent_in = ?2 WHERE rowid = ?1", args![item.row, key])?;
         }

@@ -79,6 +79,8 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// Queues an email; `whole` false stores its head alone (`Renderer::compose_head`), bodies
+/// NULL: one over the flood guard's burst, which the guard lists and never sends.
 pub(super) fn insert(
     tx: &Conn,
     conversation_id: &str,
@@ -86,6 +88,7 @@ pub(super) fn insert(
     covers_through: i64,
     message_id: &str,
     email: &Email,
+    whole: bool,
 ) -> Result<()> {
     tx.execute(
         "INSERT INTO outbox (conversation_id, state, covers_through, message_id, created_at, mail_from, \
@@ -104,8 +107,8 @@ pub(super) fn insert(
             email.subject,
             email.in_reply_to,
             email.references,
-            email.text,
-            email.html,
+            whole.then_some(&email.text),
+            whole.then_some(&email.html),
             serde_json::to_string(&email.headers).unwrap_or_default(),
         ],
     )?;
@@ -116,19 +119,39 @@ pub(super) fn insert(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
     pub id: i64,
-    pub conversation_id: String,
     pub state: String,
-    pub message_id: String,
-    /// The recipients, as stored (one summary goes to each set).
-    pub to: String,
-    pub cc: String,
     pub subject: String,
 }
+
+/// The emails over the burst that go to one set of recipients (as stored): one summary lists
+/// them. `from` is where the excess starts (`State::excess_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excess {
+    pub from: i64,
+    pub to: String,
+    pub cc: String,
+    /// How many, and the first's outbox id.
+    pub count: usize,
+    pub first: i64,
+}
+
+/// Outbox rows read per statement when the flood guard goes over them.
+const PAGE: i64 = 500;
 
 /// The emails about conversations waiting to go out that the flood guard has not judged: those
 /// queued since its last run (or by a run that stopped before it).
 const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
                          AND id > (SELECT guarded_through FROM progress)";
+
+/// Of those, the ones the guard lists (?1: `State::excess_from`): past the first `burst`, and
+/// any queued with its head alone, which decide queues only past the burst (a run stopped
+/// between decide and the guard leaves them for the next run's guard, never for sending).
+macro_rules! excess {
+    () => {
+        "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
+         AND id > (SELECT guarded_through FROM progress) AND (id >= ?1 OR text_body IS NULL)"
+    };
+}
 
 impl State {
     /// How many emails about conversations the flood guard has not judged yet wait to go out.
@@ -165,22 +188,46 @@ impl State {
         self.context(self.conn.execute(sql, args![])).map(drop)
     }
 
-    /// Those emails after the first `skip`, oldest first.
-    pub fn unguarded_chats_after(&self, skip: usize) -> Result<Vec<Waiting>> {
-        let sql = format!(
-            "SELECT id, conversation_id, state, message_id, mail_to, mail_cc, subject FROM outbox \
-             WHERE {UNGUARDED} ORDER BY id LIMIT -1 OFFSET ?1"
+    /// The outbox id from which the unguarded emails are over the burst: the `burst`+1-th's
+    /// (none: `i64::MAX`).
+    pub fn excess_from(&self, burst: usize) -> Result<i64> {
+        let sql = format!("SELECT id FROM outbox WHERE {UNGUARDED} ORDER BY id LIMIT 1 OFFSET ?1");
+        let first = self.conn.query_opt(&sql, args![burst as i64], |r| r.get(0));
+        Ok(self.context(first)?.unwrap_or(i64::MAX))
+    }
+
+    /// The emails over the burst, by set of recipients, in order of their first email: counted
+    /// a page at a time (a GROUP BY sorted every one of them first).
+    pub fn excess(&self, from: i64) -> Result<Vec<Excess>> {
+        let sql =
+            concat!("SELECT id, mail_to, mail_cc FROM outbox WHERE ", excess!(), " AND id > ?2 ORDER BY id LIMIT ?3");
+        let mut groups: Vec<Excess> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Vec<(i64, String, String)> =
+                self.context(
+                    self.conn.query_map(sql, args![from, after, PAGE], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))),
+                )?;
+            let Some((last, ..)) = page.last() else { return Ok(groups) };
+            after = *last;
+            for (id, to, cc) in page {
+                match groups.iter_mut().find(|g| g.to == to && g.cc == cc) {
+                    Some(g) => g.count += 1,
+                    None => groups.push(Excess { from, to, cc, count: 1, first: id }),
+                }
+            }
+        }
+    }
+
+    /// The first `limit` of those emails, oldest first: what a summary lists by name.
+    pub fn excess_listed(&self, excess: &Excess, limit: usize) -> Result<Vec<Waiting>> {
+        let sql = concat!(
+            "SELECT id, state, subject FROM outbox WHERE ",
+            excess!(),
+            " AND mail_to = ?2 AND mail_cc = ?3 ORDER BY id LIMIT ?4"
         );
-        let rows = self.conn.query_map(&sql, args![skip as i64], |r| {
-            Ok(Waiting {
-                id: r.get(0)?,
-                conversation_id: r.get(1)?,
-                state: r.get(2)?,
-                message_id: r.get(3)?,
-                to: r.get(4)?,
-                cc: r.get(5)?,
-                subject: r.get(6)?,
-            })
+        let rows = self.conn.query_map(sql, args![excess.from, excess.to, excess.cc, limit as i64], |r| {
+            Ok(Waiting { id: r.get(0)?, state: r.get(1)?, subject: r.get(2)? })
         });
         self.context(rows)
     }
@@ -315,6 +362,20 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
             html: text(14)?,
         },
     })
+}
+
+impl super::Tx<'_> {
+    /// A page of the emails of `excess` after outbox id `after`: (id, conversation, Message-ID).
+    pub(super) fn excess_page(&self, excess: &Excess, after: i64) -> Result<Vec<(i64, String, String)>> {
+        let sql = concat!(
+            "SELECT id, conversation_id, message_id FROM outbox WHERE ",
+            excess!(),
+            " AND mail_to = ?2 AND mail_cc = ?3 AND id > ?4 ORDER BY id LIMIT ?5"
+        );
+        self.0.query_map(sql, args![excess.from, excess.to, excess.cc, after, PAGE], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -379,8 +379,8 @@ impl Tx<'_> {
     }
 
     /// Queues an email covering everything read of the conversation, and marks it covered, as
-    /// one step.
-    pub fn queue(&self, open: &Open, state: ChatState, email: &Email) -> Result<()> {
+    /// one step; `whole` false, its head alone, for the flood guard to list (`outbox::insert`).
+    pub fn queue(&self, open: &Open, state: ChatState, email: &Email, whole: bool) -> Result<()> {
         let covers_through = open.tracked.last_message;
         let mut message_id = email.message_id.clone();
         // Ids are per (conversation, state, last message covered): only an export whose ids
@@ -391,7 +391,7 @@ impl Tx<'_> {
         if taken(&message_id)? {
             message_id = message_id.replacen('@', &format!(".{}@", open.tracked.emails + 1), 1);
         }
-        super::outbox::insert(self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email)?;
+        super::outbox::insert(self.0, &open.id, super::Kind::Chat(state), covers_through, &message_id, email, whole)?;
         // Its own email now says all a waiting digest would: it leaves the digest.
         self.0.execute(
             "UPDATE digest_items SET sent_in = 'own email' WHERE conversation_id = ?1 AND sent_in IS NULL",

@@ -220,6 +220,16 @@ impl Renderer {
     }
 
     pub fn compose(&self, draft: &Draft, settings: &Settings, message_id_domain: &str) -> Result<Email> {
+        self.email(draft, settings, message_id_domain, true)
+    }
+
+    /// The email `compose` makes, but its bodies, left empty: for one the flood guard lists in a
+    /// summary and never sends (a big first run's 80,000 bodies were most of its cost).
+    pub fn compose_head(&self, draft: &Draft, settings: &Settings, message_id_domain: &str) -> Result<Email> {
+        self.email(draft, settings, message_id_domain, false)
+    }
+
+    fn email(&self, draft: &Draft, settings: &Settings, message_id_domain: &str, bodies: bool) -> Result<Email> {
         let conversation = draft.conversation;
         let visitor = Visitor::from_transcript(&draft.transcript.messages);
         // Who the visitor is, with what they said in earlier chats where this one is silent:
@@ -227,16 +237,16 @@ impl Renderer {
         let known = visitor.with_earlier(draft.person);
         let identifier = thread::identifier(&conversation.id);
         let reply_to = known.reply_to();
-        let parts = self.parts(draft, &visitor, &known, reply_to.as_ref(), &identifier, settings.time_zone);
+        let head = Head::of(draft, &visitor, &known, reply_to.as_ref(), &identifier, settings.time_zone);
         // The subject is fixed by a conversation's first email: Gmail threads only on it.
         let subject = match draft.thread.reply_subject() {
             Some(reply) => reply,
             None if self.native_subject.contains(&settings.index) => {
-                thread::subject(&format!("{}: chat with {}", parts.bot.name, parts.visitor.display), &identifier)
+                thread::subject(&format!("{}: chat with {}", head.bot.name, head.visitor.display), &identifier)
             }
             None => {
                 let name = format!("subject/{}", settings.index);
-                let context = minijinja::context! { bot => &parts.bot, visitor => &parts.visitor, conversation => &parts.conversation };
+                let context = minijinja::context! { bot => &head.bot, visitor => &head.visitor, conversation => &head.conversation };
                 let text = self
                     .env
                     .get_template(&name)
@@ -246,23 +256,10 @@ impl Renderer {
             }
         };
         let covers_through = draft.transcript.messages.last().map_or(draft.transcript.since, |m| m.id);
-        let view = View { subject: &subject, ..parts };
-        // Converted for minijinja at most once, for both templates, and only if one needs it.
-        let mut value = None;
-        let mut render = |ext: &str| {
-            let name = format!("{}/{}.{ext}", settings.template_set, draft.state.as_str());
-            if self.native.contains(&name) {
-                let native = if ext == "txt" { builtin::text } else { builtin::html };
-                return Ok(native(&view, draft.state));
-            }
-            let value = value.get_or_insert_with(|| minijinja::Value::from_serialize(&view));
-            self.env.get_template(&name).and_then(|t| t.render(&*value)).map_err(|e| {
-                let failed = e.name().unwrap_or(&name);
-                template_error(self.shown.get(failed).map_or(failed, String::as_str), &e)
-            })
+        let (text, html) = match bodies {
+            true => self.bodies(draft, head, &visitor, &subject, settings)?,
+            false => (String::new(), String::new()),
         };
-        let text = render("txt")?;
-        let html = if self.html { render("html")? } else { String::new() };
         let mut headers = crate::mail::filter_headers(
             draft.state.as_str(),
             &conversation.bot_id,
@@ -288,16 +285,37 @@ impl Renderer {
         })
     }
 
-    /// Everything the templates see but the subject (which the subject template itself makes).
-    fn parts<'a>(
+    /// The text and HTML parts (the HTML empty for a preview: `text_only`).
+    fn bodies(
         &self,
-        draft: &'a Draft,
-        visitor: &'a Visitor,
-        known: &Visitor,
-        reply_to: Option<&Mailbox>,
-        identifier: &'a str,
-        tz: Tz,
-    ) -> View<'a> {
+        draft: &Draft,
+        head: Head,
+        visitor: &Visitor,
+        subject: &str,
+        settings: &Settings,
+    ) -> Result<(String, String)> {
+        let view = View { subject, ..self.parts(draft, head, visitor, settings.time_zone) };
+        // Converted for minijinja at most once, for both templates, and only if one needs it.
+        let mut value = None;
+        let mut render = |ext: &str| {
+            let name = format!("{}/{}.{ext}", settings.template_set, draft.state.as_str());
+            if self.native.contains(&name) {
+                let native = if ext == "txt" { builtin::text } else { builtin::html };
+                return Ok(native(&view, draft.state));
+            }
+            let value = value.get_or_insert_with(|| minijinja::Value::from_serialize(&view));
+            self.env.get_template(&name).and_then(|t| t.render(&*value)).map_err(|e| {
+                let failed = e.name().unwrap_or(&name);
+                template_error(self.shown.get(failed).map_or(failed, String::as_str), &e)
+            })
+        };
+        let text = render("txt")?;
+        let html = if self.html { render("html")? } else { String::new() };
+        Ok((text, html))
+    }
+
+    /// Everything the templates see but the subject (which the subject template itself makes).
+    fn parts<'a>(&self, draft: &'a Draft, head: Head<'a>, visitor: &'a Visitor, tz: Tz) -> View<'a> {
         let c = draft.conversation;
         let at = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), true);
         let day = |t: DateTime<Utc>| stamp(t.with_timezone(&tz), false);
@@ -332,19 +350,9 @@ impl Renderer {
             state: draft.state.as_str(),
             came_back,
             subject: "",
-            bot: BotView { id: &c.bot_id, name: &c.bot_name },
-            conversation: ConversationView {
-                id: &c.id,
-                identifier,
-                started_at: c.started_at.map(|t| at(t.with_timezone(&Utc))),
-                page_url: c.page_url.as_deref(),
-            },
-            visitor: VisitorView {
-                id: &c.visitor_id,
-                display: known.display(),
-                reply_to: reply_to.map(|m| m.email.to_string()),
-                fields: &visitor.fields,
-            },
+            bot: head.bot,
+            conversation: head.conversation,
+            visitor: head.visitor,
             person: PersonView {
                 known_before: !draft.person.conversations.is_empty(),
                 conversations: draft
@@ -443,6 +451,42 @@ struct View<'a> {
     /// Messages of a long chat left out of `transcript` (see `Limits`).
     omitted_messages: usize,
     time_zone: &'static str,
+}
+
+/// What the subject template sees (the bot, the conversation, the visitor): all an email's head
+/// needs of its conversation.
+struct Head<'a> {
+    bot: BotView<'a>,
+    conversation: ConversationView<'a>,
+    visitor: VisitorView<'a>,
+}
+
+impl<'a> Head<'a> {
+    fn of(
+        draft: &'a Draft,
+        visitor: &'a Visitor,
+        known: &Visitor,
+        reply_to: Option<&Mailbox>,
+        identifier: &'a str,
+        tz: Tz,
+    ) -> Self {
+        let c = draft.conversation;
+        Head {
+            bot: BotView { id: &c.bot_id, name: &c.bot_name },
+            conversation: ConversationView {
+                id: &c.id,
+                identifier,
+                started_at: c.started_at.map(|t| stamp(t.with_timezone(&tz), true)),
+                page_url: c.page_url.as_deref(),
+            },
+            visitor: VisitorView {
+                id: &c.visitor_id,
+                display: known.display(),
+                reply_to: reply_to.map(|m| m.email.to_string()),
+                fields: &visitor.fields,
+            },
+        }
+    }
 }
 
 /// The person behind the visitor: their other chats and what they said there.
