@@ -74,6 +74,49 @@ fn killed_at_any_moment_of_a_big_first_run_nothing_is_lost_or_sent_twice() {
     );
 }
 
+/// The same with the flood guard at work: the emails over the burst are decided with their
+/// heads alone and listed in the summary, in the transaction that decides them. Killed at any
+/// moment, the owner still gets exactly `burst` emails and one summary listing the rest.
+#[test]
+fn killed_at_any_moment_of_a_big_flood_guarded_first_run_each_chat_is_emailed_or_listed_once() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("burst = 20");
+    let due = 200;
+    big_export(&f, 12_000, due);
+    let mut kills = 0;
+    for delay_ms in [50, 300, 800, 1500, 2500, 4000] {
+        let mut child = f.spawn(&["run", "--now", NOW]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    f.run_at(NOW, &[], 0);
+    assert!(kills > 0, "the runs were killed mid-way");
+    let mut mails = support::mails(&server);
+    mails.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    mails.dedup_by(|a, b| a.message_id == b.message_id); // the one in flight at a kill
+    let (summaries, chats): (Vec<_>, Vec<_>) =
+        mails.iter().partition(|m| m.header("X-Chat-State").as_deref() == Some("digest"));
+    assert_eq!(chats.len(), 20, "the burst, one by one");
+    assert!(chats.iter().all(|m| m.text.contains("Thanks!")), "each a whole email");
+    assert_eq!(summaries.len(), 1, "one summary");
+    let listed: Vec<&str> = summaries[0].text.lines().filter_map(|l| l.strip_prefix("- ")).collect();
+    let mut each: Vec<&str> = listed.iter().map(|s| support::identifier(s)).collect();
+    each.extend(chats.iter().map(|m| support::identifier(&m.subject)));
+    each.sort_unstable();
+    each.dedup();
+    assert_eq!(each.len(), due as usize, "every due chat emailed or listed, none both");
+    let rows = f.state_rows("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status");
+    let expected = [("sent", 21), ("summarised", due as i64 - 20)];
+    let expected: Vec<Vec<String>> =
+        expected.iter().map(|(s, n)| vec![format!("Text({s:?})"), format!("Integer({n})")]).collect();
+    assert_eq!(rows, expected, "nothing left pending or parked");
+}
+
 #[test]
 fn a_big_first_run_takes_the_hourly_count_with_it() {
     let f = Fixture::new(0);

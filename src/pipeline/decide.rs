@@ -105,23 +105,11 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
         baseline_before: (first_run && !args.backfill).then(|| now - config.first_run_horizon.0),
         last_step: run.source.has_last_step(),
     };
-    // A big first run (one that read in one transaction) decides in transactions of
-    // `FIRST_RUN_CHUNK` conversations: with random ids (UUIDs, cuids) a page's conversations are
-    // spread over the whole state, so a transaction per page wrote most of the state's pages
-    // again each time (issue 27). A small one keeps a transaction per page: there the emails'
-    // bodies are most of what is written, and a WAL kept small takes them for less. Emails are
-    // queued in the same order either way; none is sent before the whole pass is committed.
-    let chunk = if first_run && state.is_big_run() { FIRST_RUN_CHUNK } else { usize::MAX };
     // The flood guard sends the first `burst` emails about chats it has not judged yet and lists
     // the rest in a summary: those are queued with their heads alone, never rendered (issue 27).
     let room = (config.mail.burst as usize).saturating_sub(state.count_unguarded_chats()?);
-    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, room, done: false };
-    while !pass.done {
-        match chunk {
-            usize::MAX => pass.decide(run, state, &timing, first_run, chunk, &counter)?,
-            _ => state.in_one_transaction(|state| pass.decide(run, state, &timing, first_run, chunk, &counter))?,
-        }
-    }
+    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, room };
+    pass.decide(run, state, &timing, first_run, &counter)?;
     let Pass { failed, baselined, queued, .. } = pass;
     counter.finish_and_clear();
     if first_run {
@@ -141,9 +129,6 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     Ok(failed)
 }
 
-/// Conversations a first run decides per transaction (`in_one_transaction`).
-const FIRST_RUN_CHUNK: usize = 100_000;
-
 /// Where a run's pass over the conversations that may be due stands, and what it did so far.
 struct Pass {
     cursor: DueCursor,
@@ -152,31 +137,25 @@ struct Pass {
     queued: usize,
     /// Emails that may still be queued whole: the rest are over the flood guard's burst.
     room: usize,
-    /// No conversation is left to look at.
-    done: bool,
 }
 
 impl Pass {
-    /// Decides pages of conversations until at least `chunk` were looked at, or none is left;
-    /// each page's decisions written in one step (`atomically`).
+    /// Decides every page of conversations that may be due, each page's decisions written in
+    /// one step (`atomically`).
     fn decide(
         &mut self,
         run: Inputs,
         state: &mut State,
         timing: &Timing,
         first_run: bool,
-        chunk: usize,
         counter: &indicatif::ProgressBar,
     ) -> Result<()> {
         let now = run.now;
-        let mut looked = 0;
-        while looked < chunk {
+        loop {
             let Some((page, next)) = state.due_conversations(&self.cursor, now - timing.abandon_after, PAGE)? else {
-                self.done = true;
                 return Ok(());
             };
             counter.inc(page.len() as u64);
-            looked += page.len();
             self.cursor = next;
             let mut waiting: Vec<&Open> = page.iter().collect();
             while !waiting.is_empty() {
@@ -223,7 +202,6 @@ impl Pass {
                 })?;
             }
         }
-        Ok(())
     }
 }
 

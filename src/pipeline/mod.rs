@@ -246,12 +246,21 @@ fn steps(
         flood::confirm_backfill(state.count_open()?, config.mail.burst, args.yes)?;
     }
     let inputs = decide::Inputs { source, renderer, routing, config, args, now };
-    let failed = decide::decide(inputs, state, read as u64 >= crate::progress::WORTH_SHOWING)?;
-    log::debug!("decide: {:.3?}", started.elapsed());
+    let long = read as u64 >= crate::progress::WORTH_SHOWING;
+    let judge = |state: &mut State| -> Result<usize> {
+        let failed = decide::decide(inputs, state, long)?;
+        log::debug!("decide: {:.3?}", started.elapsed());
+        digest::send_due(state, routing, config, now)?;
+        flood::guard(state, config, now)?;
+        flood::guard_destinations(state, config, now)?;
+        Ok(failed)
+    };
+    // A big first run (one that read in one transaction) decides and guards in one too: with
+    // random ids each page's conversations are spread over the whole state, so a transaction
+    // per page wrote most of the state's pages again each time, and the guard's pass over what
+    // decide queued wrote them once more (issue 27). Nothing is sent before it commits.
+    let failed = if state.is_big_run() { state.in_one_transaction(judge)? } else { judge(state)? };
     let started = Instant::now();
-    digest::send_due(state, routing, config, now)?;
-    flood::guard(state, config, now)?;
-    flood::guard_destinations(state, config, now)?;
     // The lock file removed or replaced while this run read and decided (`rm` by hand, a
     // watcher's lost): a run that came meanwhile holds the file at the path and may be sending
     // the same emails. Nothing is sent; what was decided waits in the outbox.

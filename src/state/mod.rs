@@ -913,9 +913,9 @@ impl State {
     /// the boundary a big run chooses (a first run's tracking of a million chats), so that a
     /// page of the state written by many steps goes to the file once, not once per step. A
     /// crash, or an error in `f`, leaves none of it. On PostgreSQL each step stays its own
-    /// transaction: the tuning is the state file's.
+    /// transaction: the tuning is the state file's. Within one already, `f` is part of it.
     pub fn in_one_transaction<T>(&mut self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        if self.conn.is_postgres() {
+        if self.conn.sqlite_conn().is_none_or(|c| !c.is_autocommit()) {
             return f(self);
         }
         let shown = self.path.display().to_string();
