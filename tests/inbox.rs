@@ -249,6 +249,8 @@ fn emails_decided_over_the_burst_are_listed_even_after_a_run_that_failed_before_
     assert_eq!(m.len(), 6, "the five decided whole, and a summary of the three decided over the burst");
     assert!(m[..5].iter().all(|m| m.text.contains("Your email?")), "each a whole email");
     assert!(m[5].subject.starts_with("3 more chats in one run, listed here [#"), "{}", m[5].subject);
+    // The burst they were decided over, not the one now: the five went one by one.
+    assert!(m[5].text.contains("more than mail.burst (5): the first 5 went out"), "{}", m[5].text);
     let queued = f.outbox();
     assert_eq!(queued.iter().filter(|r| r.status == "summarised").count(), 3);
     assert!(queued.iter().all(|r| r.status != "pending" && r.status != "parked"), "{queued:?}");

@@ -23,7 +23,7 @@ use crate::state::{Delivery, State};
 /// Chats a summary lists by name; it counts the rest. Listing 79,718 made a 14 MB email, over
 /// what many mail servers accept (Postfix's default `message_size_limit` is 10 MB), and as
 /// much memory again to build it; 1,000 keep it near 300 KB (issue 27).
-pub const SUMMARY_LISTED: usize = 1_000;
+const SUMMARY_LISTED: usize = 1_000;
 
 /// Summarises what is over the burst among the emails queued since the guard last ran (those
 /// waiting for the hourly limit were judged when they were queued). Returns how many emails
@@ -31,8 +31,13 @@ pub const SUMMARY_LISTED: usize = 1_000;
 pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<usize> {
     let burst = config.mail.burst as usize;
     let pending = state.count_unguarded_chats()?;
+    let groups = state.excess(state.excess_from(burst)?)?;
+    // Those that go one by one: `burst`, or fewer when emails decided over a lower burst (by a
+    // run that failed before its guard) are listed whatever the burst is now.
+    let sent = pending - groups.iter().map(|g| g.count).sum::<usize>();
+    let burst = burst.min(sent);
     let mut summarised = 0;
-    for excess in state.excess(state.excess_from(burst)?)? {
+    for excess in groups {
         let key = format!("summary:{}", excess.first);
         let listed = state.excess_listed(&excess, SUMMARY_LISTED)?;
         let items = listed.into_iter().map(|w| (w.subject, vec![format!("state: {}", w.state)])).collect();
