@@ -201,7 +201,16 @@ fn a_summary_names_a_thousand_chats_and_counts_the_rest() {
         f.lead_who_leaves(&format!("c{i}"), &format!("Visitor {i}"), &format!("v{i}@example.com"), i % 25);
     }
     f.sql("COMMIT");
-    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let out = f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    // The first run's line says what became of them.
+    assert!(
+        out.stderr.contains(
+            "5 conversation(s) active in the last 24h emailed as new threads, 1007 listed in the flood guard's \
+             summary (more than mail.burst), 0 older"
+        ),
+        "{}",
+        out.stderr
+    );
     let m = mails(&server);
     assert_eq!(m.len(), 6, "five one by one, and one summary");
     let summary = &m[5];
@@ -254,6 +263,58 @@ fn emails_decided_over_the_burst_are_listed_even_after_a_run_that_failed_before_
     let queued = f.outbox();
     assert_eq!(queued.iter().filter(|r| r.status == "summarised").count(), 3);
     assert!(queued.iter().all(|r| r.status != "pending" && r.status != "parked"), "{queued:?}");
+}
+
+/// The guard's summaries, one per inbox, are one step: a run stopped between two of them leaves
+/// neither, and the next run lists each chat once, in one summary per inbox, under the burst it
+/// has then (a summary committed alone said "the first 5 went out one by one" of emails the next
+/// run, with a lower burst, listed in a second summary to the same inbox).
+#[test]
+fn a_guard_stopped_between_two_summaries_leaves_neither() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.write_config(server.port(), "[[bots]]\nid = \"support\"\nto = [\"Help <help@example.com>\"]");
+    f.mail_setting("burst = 5");
+    f.run_at("2026-11-24T08:00:00Z", &[], 0); // the first run, before any chat
+    leads(&f, 8);
+    for i in 0..8 {
+        let (id, at) = (format!("s{i}"), format!("2026-11-24T09:{i:02}:00Z"));
+        f.conversation_of("support", &id, &at);
+        f.visitor(&id, &at, Some("name"), &format!("Support visitor {i}"));
+        f.visitor(&id, &at, Some("email"), &format!("s{i}@example.com"));
+    }
+    // The second summary is refused, as a full disk would.
+    support::sql_on_state(
+        &f,
+        "CREATE TRIGGER second_summary BEFORE INSERT ON outbox \
+         WHEN NEW.state = 'digest' AND (SELECT count(*) FROM outbox WHERE state = 'digest') >= 1 \
+         BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+    );
+    let failed = f.run_at("2026-11-24T10:00:00Z", &[], 1);
+    assert!(failed.stderr.contains("disk full (injected)"), "{}", failed.stderr);
+    assert!(server.received().is_empty());
+    support::sql_on_state(&f, "DROP TRIGGER second_summary;");
+    let config = std::fs::read_to_string(&f.config).unwrap().replace("burst = 5", "burst = 2");
+    std::fs::write(&f.config, config).unwrap();
+
+    f.run_at("2026-11-24T10:05:00Z", &[], 0);
+    let m = mails(&server);
+    let (summaries, chats): (Vec<_>, Vec<_>) =
+        m.iter().partition(|m| m.header("X-Chat-State").as_deref() == Some("digest"));
+    assert_eq!(chats.len(), 2, "the burst");
+    let mut inboxes: Vec<&str> = summaries.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    inboxes.sort_unstable();
+    assert_eq!(inboxes, ["help@example.com", "owner@example.com"], "one summary per inbox");
+    let mut each: Vec<&str> = summaries
+        .iter()
+        .flat_map(|m| m.text.lines().filter_map(|l| l.strip_prefix("- ")))
+        .chain(chats.iter().map(|m| m.subject.as_str()))
+        .map(support::identifier)
+        .collect();
+    each.sort_unstable();
+    each.dedup();
+    assert_eq!(each.len(), 16, "every chat emailed or listed, once");
+    assert!(summaries.iter().all(|m| m.text.contains("more than mail.burst (2): the first 2 went out")));
 }
 
 #[test]

@@ -108,9 +108,9 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
     // The flood guard sends the first `burst` emails about chats it has not judged yet and lists
     // the rest in a summary: those are queued with their heads alone, never rendered (issue 27).
     let room = (config.mail.burst as usize).saturating_sub(state.count_unguarded_chats()?);
-    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, room };
+    let mut pass = Pass { cursor: DueCursor::start(), failed: 0, baselined: 0, queued: 0, listed: 0, room };
     pass.decide(run, state, &timing, first_run, &counter)?;
-    let Pass { failed, baselined, queued, .. } = pass;
+    let Pass { failed, baselined, queued, listed, .. } = pass;
     counter.finish_and_clear();
     if first_run {
         state.atomically(|tx| tx.finish_baseline())?;
@@ -118,10 +118,15 @@ pub fn decide(run: Inputs, state: &mut State, long: bool) -> Result<usize> {
             // Said on every first run: after a state file was deleted or emptied, this is what
             // explains a batch of "new" threads about chats the owner has heard of.
             log::warn!(
-                "first run on state {} (no earlier run recorded): {queued} conversation(s) active in the last {}h \
-                 emailed as new threads, {baselined} older recorded without an email{}",
+                "first run on state {} (no earlier run recorded): {} conversation(s) active in the last {}h \
+                 emailed as new threads, {}{baselined} older recorded without an email{}",
                 state.path().display(),
+                queued - listed,
                 config.first_run_horizon.0.num_hours(),
+                match listed {
+                    0 => String::new(),
+                    n => format!("{n} listed in the flood guard's summary (more than mail.burst), "),
+                },
                 if baselined > 0 { " (run with --backfill on a fresh state file to send them)" } else { "" }
             );
         }
@@ -135,6 +140,8 @@ struct Pass {
     failed: usize,
     baselined: usize,
     queued: usize,
+    /// Of `queued`, those over the flood guard's burst: listed in its summary.
+    listed: usize,
     /// Emails that may still be queued whole: the rest are over the flood guard's burst.
     room: usize,
 }
@@ -165,7 +172,11 @@ impl Pass {
                 for (_, settle) in &settled {
                     match settle {
                         Settle::Cover if first_run => self.baselined += 1,
-                        Settle::Queue(..) | Settle::Digest(..) => self.queued += 1,
+                        Settle::Queue(.., whole) => {
+                            self.queued += 1;
+                            self.listed += usize::from(!whole);
+                        }
+                        Settle::Digest(..) => self.queued += 1,
                         _ => {}
                     }
                 }

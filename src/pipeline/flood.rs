@@ -36,7 +36,7 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
     // run that failed before its guard) are listed whatever the burst is now.
     let sent = pending - groups.iter().map(|g| g.count).sum::<usize>();
     let burst = burst.min(sent);
-    let mut summarised = 0;
+    let mut summaries = Vec::new();
     for excess in groups {
         let key = format!("summary:{}", excess.first);
         let listed = state.excess_listed(&excess, SUMMARY_LISTED)?;
@@ -75,10 +75,10 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
             cc: &notice::mailboxes(&excess.cc),
             domain: &config.message_id_domain(),
         });
-        state.atomically(|tx| tx.summarise(&key, &email, &excess))?;
-        summarised += n;
+        summaries.push((key, email, excess));
     }
-    state.mark_guarded()?;
+    state.atomically(|tx| tx.summarise(&summaries))?;
+    let summarised: usize = summaries.iter().map(|(.., excess)| excess.count).sum();
     if summarised > 0 {
         log::info!("flood guard: {summarised} emails over mail.burst ({burst}) listed in a summary");
     }

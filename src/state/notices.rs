@@ -128,11 +128,19 @@ impl Tx<'_> {
         self.cover(open)
     }
 
-    /// Queues the flood guard's summary filed under `key` in place of the emails of `excess`,
-    /// which are never sent: each conversation's thread then starts with its next email. Read
-    /// and marked a page at a time, in this one transaction: the summary and what it lists are
-    /// one step, whatever their number.
-    pub fn summarise(&self, key: &str, email: &Email, excess: &Excess) -> Result<()> {
+    /// Queues the flood guard's summaries, each `(key, email, excess)` in place of the emails of
+    /// its `excess`, which are never sent (each conversation's thread then starts with its next
+    /// email), and marks everything queued so far judged: one step, so that a run stopped in
+    /// the middle leaves none of it, and the next run's guard judges them all again, together.
+    pub fn summarise(&self, summaries: &[(String, Email, Excess)]) -> Result<()> {
+        for (key, email, excess) in summaries {
+            self.summarise_one(key, email, excess)?;
+        }
+        self.mark_guarded()
+    }
+
+    /// One summary and what it lists, read and marked a page at a time.
+    fn summarise_one(&self, key: &str, email: &Email, excess: &Excess) -> Result<()> {
         super::outbox::insert(self.0, key, Kind::Digest, 0, &email.message_id, email, true)?;
         let mut after = 0;
         loop {

@@ -181,13 +181,6 @@ impl State {
         self.context(self.conn.query_map(sql, args![p.conversation_id], |r| r.get(0)))
     }
 
-    /// Everything queued so far has been judged by the flood guard.
-    pub fn mark_guarded(&self) -> Result<()> {
-        let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
-                   WHERE (SELECT max(id) FROM outbox) > guarded_through";
-        self.context(self.conn.execute(sql, args![])).map(drop)
-    }
-
     /// The outbox id from which the unguarded emails are over the burst: the `burst`+1-th's
     /// (none: `i64::MAX`).
     pub fn excess_from(&self, burst: usize) -> Result<i64> {
@@ -365,6 +358,13 @@ fn pending_row(r: &Row) -> Result<Pending, String> {
 }
 
 impl super::Tx<'_> {
+    /// Everything queued so far has been judged by the flood guard.
+    pub(super) fn mark_guarded(&self) -> Result<()> {
+        let sql = "UPDATE progress SET guarded_through = (SELECT max(id) FROM outbox) \
+                   WHERE (SELECT max(id) FROM outbox) > guarded_through";
+        self.0.execute(sql, args![]).map(drop)
+    }
+
     /// A page of the emails of `excess` after outbox id `after`: (id, conversation, Message-ID).
     pub(super) fn excess_page(&self, excess: &Excess, after: i64) -> Result<Vec<(i64, String, String)>> {
         let sql = concat!(
