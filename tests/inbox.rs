@@ -317,6 +317,28 @@ fn a_guard_stopped_between_two_summaries_leaves_neither() {
     assert!(summaries.iter().all(|m| m.text.contains("more than mail.burst (2): the first 2 went out")));
 }
 
+/// The summary says `preview IDENTIFIER` shows any chat it lists: it shows the email the chat
+/// would have had (it said "nothing new since the last email"), until the chat has more.
+#[test]
+fn preview_shows_the_email_of_a_chat_a_summary_listed() {
+    let server = SmtpServer::start();
+    let f = Fixture::new(server.port());
+    f.mail_setting("burst = 5");
+    leads(&f, 8);
+    f.run_at("2026-11-24T10:00:00Z", &[], 0);
+    let summary = mails(&server).pop().unwrap();
+    let listed = summary.text.lines().find_map(|l| l.strip_prefix("- ")).unwrap().to_owned();
+    let out = f.run(&["preview", support::identifier(&listed), "--now", "2026-11-24T10:30:00Z"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&format!("Subject: {listed}")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("left the chat with Lead Bot midway") && out.stdout.contains("Your email?"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("the flood guard listed it in a summary"), "{}", out.stderr);
+}
+
 #[test]
 fn a_backfill_over_the_burst_needs_a_yes() {
     let server = SmtpServer::start();

@@ -2,12 +2,12 @@
 //! the last one it got. Reads only; sends nothing.
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::cli::PreviewArgs;
 use crate::config::Config;
-use crate::config::Routing;
-use crate::domain::{Email, Message, Person, Tracked, Transcript, Wanted, thread::Thread};
+use crate::config::{Routing, Settings};
+use crate::domain::{ChatState, Email, Message, Person, Tracked, Transcript, Wanted, thread::Thread};
 use crate::mail::render::{Draft, Renderer};
 use crate::mail::send;
 use crate::pipeline::classify::{self, Decision, Timing};
@@ -68,27 +68,23 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
                 Thread::default(),
             ),
         };
-        let transcript =
-            transcript(export, config, Wanted { id: &id, since: tracked.covered_through, through: i64::MAX })?;
-        let tracked = with_unread(tracked, &transcript);
-        // As a run would judge it once the visitor is idle long enough: the note says when.
-        let idle = now.max(tracked.last_activity + settings.abandon_after);
-        let last_step = export.has_last_step();
-        let timing = Timing { now: idle, abandon_after: settings.abandon_after, baseline_before: None, last_step };
-        let Decision::Notify(chat_state) = classify::classify(&tracked, &timing) else {
-            bail!("nothing new since the last email of {id:?} (see --last)");
+        // Its last email was listed in a flood guard's summary, never sent, and nothing came
+        // since: that email, as the summary says `preview` shows it.
+        let listed = match state.as_ref().map(|s| s.last_listed(&id)).transpose()?.flatten() {
+            Some((chat_state, through, before)) => {
+                let covered = transcript(export, config, Wanted { id: &id, since: before, through: i64::MAX })?;
+                covered.messages.last().is_none_or(|m| m.id <= through).then_some((chat_state, covered))
+            }
+            None => None,
         };
-        // A chat without a last step waits to go quiet even after a `complete_on` match.
-        if (!tracked.ended || !last_step) && now - tracked.last_activity < settings.abandon_after {
-            eprintln!(
-                "note: the visitor wrote {} min ago; this goes out once they have been idle for {} min",
-                (now - tracked.last_activity).num_minutes(),
-                settings.abandon_after.num_minutes()
-            );
-        }
-        if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
-            eprintln!("note: the rules hold this email back for now: {why}");
-        }
+        let (chat_state, transcript) = match listed {
+            Some(listed) => {
+                eprintln!("note: this email was not sent: the flood guard listed it in a summary");
+                listed
+            }
+            None => now_due(export, config, settings, &id, tracked, now)?,
+        };
+        let last_step = export.has_last_step();
         let draft = Draft {
             conversation: &conversation,
             transcript: &transcript,
@@ -106,6 +102,38 @@ pub fn preview(config: &Config, args: &PreviewArgs) -> Result<()> {
         std::fs::write(path, &email.html).with_context(|| format!("writing {}", path.display()))?;
     }
     super::print(send::preview(&email))
+}
+
+/// The email a conversation would get now (its state, and the transcript it covers), as a run
+/// would judge it once the visitor is idle long enough: a note says when.
+fn now_due(
+    export: &dyn Source,
+    config: &Config,
+    settings: &Settings,
+    id: &str,
+    tracked: Tracked,
+    now: DateTime<Utc>,
+) -> Result<(ChatState, Transcript)> {
+    let transcript = transcript(export, config, Wanted { id, since: tracked.covered_through, through: i64::MAX })?;
+    let tracked = with_unread(tracked, &transcript);
+    let idle = now.max(tracked.last_activity + settings.abandon_after);
+    let last_step = export.has_last_step();
+    let timing = Timing { now: idle, abandon_after: settings.abandon_after, baseline_before: None, last_step };
+    let Decision::Notify(chat_state) = classify::classify(&tracked, &timing) else {
+        bail!("nothing new since the last email of {id:?} (see --last)")
+    };
+    // A chat without a last step waits to go quiet even after a `complete_on` match.
+    if (!tracked.ended || !last_step) && now - tracked.last_activity < settings.abandon_after {
+        eprintln!(
+            "note: the visitor wrote {} min ago; this goes out once they have been idle for {} min",
+            (now - tracked.last_activity).num_minutes(),
+            settings.abandon_after.num_minutes()
+        );
+    }
+    if let Verdict::Hold(why) = rules::verdict(settings, chat_state, &transcript) {
+        eprintln!("note: the rules hold this email back for now: {why}");
+    }
+    Ok((chat_state, transcript))
 }
 
 /// One conversation's transcript, as a run would read it.

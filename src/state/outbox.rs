@@ -303,11 +303,27 @@ impl State {
         let Some(last) = self.context(last)?.transpose()? else {
             return Ok(None);
         };
-        let before: i64 = self.context(self.conn.one(
-            "SELECT coalesce(max(covers_through), 0) FROM outbox WHERE conversation_id = ?1 AND id < ?2",
-            args![conversation_id, last.id],
-        ))?;
+        let before = self.covered_before(conversation_id, last.id)?;
         Ok(Some((last, before)))
+    }
+
+    /// The conversation's last email, when the flood guard listed it in a summary instead of
+    /// sending it: its state, the last message it covered, and the last covered before it.
+    pub fn last_listed(&self, conversation_id: &str) -> Result<Option<(ChatState, i64, i64)>> {
+        let sql = "SELECT id, state, covers_through, status FROM outbox WHERE conversation_id = ?1 \
+                   ORDER BY id DESC LIMIT 1";
+        let last = self.conn.query_opt(sql, args![conversation_id], |r| {
+            Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?, r.get::<String>(3)?))
+        });
+        let Some((id, state, through, status)) = self.context(last)? else { return Ok(None) };
+        let Some(state) = ChatState::parse(&state).filter(|_| status == "summarised") else { return Ok(None) };
+        Ok(Some((state, through, self.covered_before(conversation_id, id)?)))
+    }
+
+    /// The last message covered by the conversation's emails before outbox row `id`.
+    fn covered_before(&self, conversation_id: &str, id: i64) -> Result<i64> {
+        let sql = "SELECT coalesce(max(covers_through), 0) FROM outbox WHERE conversation_id = ?1 AND id < ?2";
+        self.context(self.conn.one(sql, args![conversation_id, id]))
     }
 }
 
