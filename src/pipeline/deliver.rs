@@ -78,6 +78,10 @@ pub fn deliver(
     // preview, sends are marked a page at a time, after one sync; elsewhere each as soon as it
     // is acknowledged.
     let batched = mailer.marks_in_batches();
+    // A preview marks nothing: they stay pending in its scratch copy, and are left out of the
+    // emails said to wait.
+    let records = !mailer.records_nothing();
+    let mut previewed = 0;
     let mut written: Vec<i64> = Vec::new();
     let mut after = 0;
     'pages: loop {
@@ -132,7 +136,9 @@ pub fn deliver(
             }
             match mailer.send(&p.email)? {
                 Ok(()) => {
-                    if batched {
+                    if !records {
+                        previewed += 1;
+                    } else if batched {
                         written.push(p.id);
                     } else {
                         // The next email's envelope goes out while this one is marked: a run
@@ -206,7 +212,7 @@ pub fn deliver(
     }
     bar.finish_and_clear();
     mailer.finish()?;
-    summary.waiting = state.count_pending()?;
+    summary.waiting = state.count_pending()?.saturating_sub(previewed);
     if left == 0 || throttled {
         // What waits by design, not because sending it failed this run.
         summary.deferred = summary.waiting.saturating_sub(failed_now);
