@@ -184,13 +184,16 @@ pub fn ingest(
     let reading = Reading { source, learn_bots, now, window, read_before: &read_before, bar: &bar };
     // A first read of a big store: counted first (ids are positions, not row numbers, in some
     // stores: Flowise's are times), only when the positions say it may be big.
-    let big = big_runs && watermark == 0 && behind >= BIG_RUN && source.count_through(probe.last_id)? >= BIG_RUN;
-    if big {
+    let rows = match big_runs && watermark == 0 && behind >= BIG_RUN {
+        true => source.count_through(probe.last_id)?,
+        false => 0,
+    };
+    if rows >= BIG_RUN {
         // Every batch in one transaction, in a bigger page cache. With random ids (UUIDs,
         // cuids) each batch's conversations are spread over the whole of the state's B-trees,
         // so a transaction per batch wrote a large part of their pages again each time (issue
         // 27: 110 GB written for a 207 MB state).
-        state.for_big_run()?;
+        state.for_big_run(rows)?;
         log::debug!("a first read of a big store: one transaction");
         state.in_one_transaction(|state| {
             let total = reading.read(state, after, watermark)?;
