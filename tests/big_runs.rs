@@ -37,6 +37,23 @@ fn big_export(f: &Fixture, n: u32, due: u32) {
     ));
 }
 
+/// Runs started and SIGKILLed after each delay (those still running then); returns how many
+/// were killed, asserting that some were.
+fn killed_runs(f: &Fixture, delays_ms: &[u64]) -> usize {
+    let mut kills = 0;
+    for &delay_ms in delays_ms {
+        let mut child = f.spawn(&["run", "--now", NOW]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills > 0, "the runs were killed mid-way");
+    kills
+}
+
 fn wal(state: &Path) -> u64 {
     let mut path = state.as_os_str().to_owned();
     path.push("-wal");
@@ -51,18 +68,8 @@ fn killed_at_any_moment_of_a_big_first_run_nothing_is_lost_or_sent_twice() {
     f.mail_setting("burst = 1000");
     let due = 200;
     big_export(&f, 12_000, due);
-    let mut kills = 0;
-    for delay_ms in [50, 200, 500, 1000, 2000, 3500] {
-        let mut child = f.spawn(&["run", "--now", NOW]);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    let kills = killed_runs(&f, &[50, 200, 500, 1000, 2000, 3500]);
     f.run_at(NOW, &[], 0);
-    assert!(kills > 0, "the runs were killed mid-way");
     // Each due conversation emailed once (the one in flight at a kill may go twice, with its
     // Message-ID), the history none.
     assert_each_once(&server, due as usize, kills, "");
@@ -84,18 +91,8 @@ fn killed_at_any_moment_of_a_big_flood_guarded_first_run_each_chat_is_emailed_or
     f.mail_setting("burst = 20");
     let due = 200;
     big_export(&f, 12_000, due);
-    let mut kills = 0;
-    for delay_ms in [50, 300, 800, 1500, 2500, 4000] {
-        let mut child = f.spawn(&["run", "--now", NOW]);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    killed_runs(&f, &[50, 300, 800, 1500, 2500, 4000]);
     f.run_at(NOW, &[], 0);
-    assert!(kills > 0, "the runs were killed mid-way");
     let mut mails = support::mails(&server);
     mails.sort_by(|a, b| a.message_id.cmp(&b.message_id));
     mails.dedup_by(|a, b| a.message_id == b.message_id); // the one in flight at a kill
