@@ -40,7 +40,7 @@ pub fn guard(state: &mut State, config: &Config, now: DateTime<Utc>) -> Result<u
     for excess in groups {
         let key = format!("summary:{}", excess.first);
         let listed = state.excess_listed(&excess, SUMMARY_LISTED)?;
-        let items = listed.into_iter().map(|w| (w.subject, vec![format!("state: {}", w.state)])).collect();
+        let items = listed.into_iter().map(|(subject, state)| (subject, vec![format!("state: {state}")])).collect();
         let n = excess.count;
         let (chats, these) =
             if n == 1 { ("chat", "this one is".to_owned()) } else { ("chats", format!("these {n} are")) };

@@ -38,7 +38,7 @@ pub use deliveries::{Delivery, DestinationStanding, ParkedDelivery, THREAD_LOST}
 pub use inspect::{Standing, StatusPage, StatusRow, Summary};
 pub use lock::{Holder, LockLost, holder};
 pub use notices::{DigestItem, Watched, alert_key};
-pub use outbox::{Kind, Pending, Unreadable, Waiting};
+pub use outbox::{Kind, Pending, Unreadable};
 pub use tracking::{Covered, DueCursor, Known, Open, Progress, Resync};
 
 /// Append-only: each entry moves the schema one version on (PRAGMA user_version).

@@ -115,14 +115,6 @@ pub(super) fn insert(
     Ok(())
 }
 
-/// An email about a conversation waiting to go out, as the flood guard lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiting {
-    pub id: i64,
-    pub state: String,
-    pub subject: String,
-}
-
 /// The emails over the burst that go to one set of recipients (as stored): one summary lists
 /// them. `from` is where the excess starts (`State::excess_from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,16 +132,20 @@ const PAGE: i64 = 500;
 
 /// The emails about conversations waiting to go out that the flood guard has not judged: those
 /// queued since its last run (or by a run that stopped before it).
-const UNGUARDED: &str = "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
-                         AND id > (SELECT guarded_through FROM progress)";
+macro_rules! unguarded {
+    () => {
+        "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
+         AND id > (SELECT guarded_through FROM progress)"
+    };
+}
+const UNGUARDED: &str = unguarded!();
 
 /// Of those, the ones the guard lists (?1: `State::excess_from`): past the first `burst`, and
 /// any queued with its head alone, which decide queues only past the burst (a run stopped
 /// between decide and the guard leaves them for the next run's guard, never for sending).
 macro_rules! excess {
     () => {
-        "status = 'pending' AND state IN ('completed', 'abandoned', 'resumed', 'ended') \
-         AND id > (SELECT guarded_through FROM progress) AND (id >= ?1 OR text_body IS NULL)"
+        concat!(unguarded!(), " AND (id >= ?1 OR text_body IS NULL)")
     };
 }
 
@@ -212,16 +208,17 @@ impl State {
         }
     }
 
-    /// The first `limit` of those emails, oldest first: what a summary lists by name.
-    pub fn excess_listed(&self, excess: &Excess, limit: usize) -> Result<Vec<Waiting>> {
+    /// The first `limit` of those emails, oldest first: what a summary lists by name, (subject,
+    /// state) each.
+    pub fn excess_listed(&self, excess: &Excess, limit: usize) -> Result<Vec<(String, String)>> {
         let sql = concat!(
-            "SELECT id, state, subject FROM outbox WHERE ",
+            "SELECT subject, state FROM outbox WHERE ",
             excess!(),
             " AND mail_to = ?2 AND mail_cc = ?3 ORDER BY id LIMIT ?4"
         );
-        let rows = self.conn.query_map(sql, args![excess.from, excess.to, excess.cc, limit as i64], |r| {
-            Ok(Waiting { id: r.get(0)?, state: r.get(1)?, subject: r.get(2)? })
-        });
+        let rows = self
+            .conn
+            .query_map(sql, args![excess.from, excess.to, excess.cc, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)));
         self.context(rows)
     }
 
