@@ -144,8 +144,12 @@ impl SmtpServer {
 
     /// Listening on `ip` (one of this machine's addresses, not necessarily loopback).
     pub fn start_on(ip: std::net::IpAddr, tls: TlsMode) -> Self {
+        Self::serving(TcpListener::bind((ip, 0)).expect("bind"), tls)
+    }
+
+    /// Answers every connection to `listener`, each on a thread of its own.
+    fn serving(listener: TcpListener, tls: TlsMode) -> Self {
         let tls_config = (tls != TlsMode::Plain).then(self_signed);
-        let listener = TcpListener::bind((ip, 0)).expect("bind");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_thread = Arc::clone(&shared);
@@ -628,20 +632,7 @@ impl SmtpServer {
     /// A server on 127.0.0.1:`port`, a port picked by `free_port` earlier: an SMTP server that was
     /// down, coming back where the client expects it.
     pub fn start_at(port: u16) -> Self {
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let for_thread = Arc::clone(&shared);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let shared = Arc::clone(&for_thread);
-                thread::spawn(move || {
-                    let _ = serve(stream, &shared, None, false);
-                });
-            }
-        });
-        SmtpServer { addr, shared }
+        Self::serving(TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).expect("bind"), TlsMode::Plain)
     }
 }
 
